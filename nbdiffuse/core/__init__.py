@@ -1,0 +1,13 @@
+"""nbdiffuse.core: tracing, trajectories and decoding. torch + diffusers only; never imports widgets."""
+from .branch import branch
+from .control import RunControl
+from .decode import ApproxDecoder
+from .loading import EmbeddedModelMissing, PipelineLoadError, load_pipeline, set_tiny_decoder
+from .schedulers import schedulers
+from .trace import prepare, trace
+from .trajectory import Step, StepIndexError, Trajectory
+from .trajfile import TrajectoryFileError
+
+__all__ = ["ApproxDecoder", "EmbeddedModelMissing", "PipelineLoadError", "RunControl", "Step", "StepIndexError",
+           "Trajectory", "TrajectoryFileError", "branch", "load_pipeline", "prepare", "schedulers",
+           "set_tiny_decoder", "trace"]

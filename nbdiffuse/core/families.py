@@ -1,0 +1,130 @@
+"""Per-family adapters: how to encode a prompt and call the denoiser of one pipeline family.
+
+The denoising loop in trace.py is the same for all families; what differs (text
+encoders, extra conditioning, latent layout) lives here. A new family (SD3, Flux,
+PixArt) is one more adapter class registered in FAMILIES.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+
+@dataclass
+class Conditioning:
+    """Text conditioning for one run, uncond first as diffusers batches it."""
+    cond: dict[str, torch.Tensor]
+    uncond: dict[str, torch.Tensor]
+    both: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class StableDiffusionFamily:
+    """StableDiffusionPipeline: SD 1.x / 2.x (epsilon and v-prediction) and look-alikes."""
+
+    name = "stable-diffusion"
+
+    def __init__(self, pipe: Any):
+        self.pipe = pipe
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe._execution_device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pipe.unet.dtype
+
+    @property
+    def vae_factor(self) -> int:
+        return int(self.pipe.vae_scale_factor)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.pipe.unet.config.in_channels)
+
+    def default_size(self) -> tuple[int, int]:
+        sample = self.pipe.unet.config.sample_size
+        side = (sample if isinstance(sample, int) else sample[0]) * self.vae_factor
+        return side, side
+
+    def encode(self, prompt: str, negative_prompt: str | None, size: tuple[int, int] | None = None) -> Conditioning:
+        pos, neg = self.pipe.encode_prompt(prompt, self.device, 1, True, negative_prompt or None)
+        return self._pack({"encoder_hidden_states": pos}, {"encoder_hidden_states": neg})
+
+    @staticmethod
+    def _pack(cond: dict, uncond: dict) -> Conditioning:
+        both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
+        return Conditioning(cond=cond, uncond=uncond, both=both)
+
+    def initial_latents(self, height: int, width: int, generator: torch.Generator, scheduler: Any) -> torch.Tensor:
+        shape = (1, self.latent_channels, height // self.vae_factor, width // self.vae_factor)
+        noise = randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
+        return noise * scheduler.init_noise_sigma
+
+    def _unet_kwargs(self, conditioning: dict) -> dict:
+        return {"encoder_hidden_states": conditioning["encoder_hidden_states"]}
+
+    def predict(self, x_in: torch.Tensor, t: torch.Tensor, cond: Conditioning, guided: bool):
+        """Model outputs (cond, uncond); uncond is None when guidance is off (one batch row)."""
+        if guided:
+            out = self.pipe.unet(torch.cat([x_in, x_in]), t, return_dict=False, **self._unet_kwargs(cond.both))[0]
+            uncond, cond_out = out.chunk(2)
+            return cond_out, uncond
+        out = self.pipe.unet(x_in, t, return_dict=False, **self._unet_kwargs(cond.cond))[0]
+        return out, None
+
+
+class StableDiffusionXLFamily(StableDiffusionFamily):
+    """StableDiffusionXLPipeline (and SDXL Turbo checkpoints): two text encoders, size conditioning."""
+
+    name = "stable-diffusion-xl"
+
+    def encode(self, prompt: str, negative_prompt: str | None, size: tuple[int, int] | None = None) -> Conditioning:
+        # "" -> None keeps SDXL's own default (zeroed negative embeddings when
+        # force_zeros_for_empty_prompt), exactly what pipe(...) does without a negative prompt.
+        pos, neg, pooled, neg_pooled = self.pipe.encode_prompt(
+            prompt=prompt, device=self.device, num_images_per_prompt=1,
+            do_classifier_free_guidance=True, negative_prompt=negative_prompt or None,
+        )
+        height, width = size or self.default_size()
+        if self.pipe.text_encoder_2 is None:
+            projection_dim = int(pooled.shape[-1])
+        else:
+            projection_dim = self.pipe.text_encoder_2.config.projection_dim
+        time_ids = self.pipe._get_add_time_ids(
+            (height, width), (0, 0), (height, width), dtype=pos.dtype, text_encoder_projection_dim=projection_dim
+        ).to(self.device)
+        return self._pack(
+            {"encoder_hidden_states": pos, "text_embeds": pooled, "time_ids": time_ids},
+            {"encoder_hidden_states": neg, "text_embeds": neg_pooled, "time_ids": time_ids},
+        )
+
+    def _unet_kwargs(self, conditioning: dict) -> dict:
+        return {
+            "encoder_hidden_states": conditioning["encoder_hidden_states"],
+            "added_cond_kwargs": {"text_embeds": conditioning["text_embeds"], "time_ids": conditioning["time_ids"]},
+        }
+
+
+def _families() -> list[tuple[type, type]]:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    return [(StableDiffusionXLPipeline, StableDiffusionXLFamily), (StableDiffusionPipeline, StableDiffusionFamily)]
+
+
+def supported_pipelines() -> list[str]:
+    return [pipe_cls.__name__ for pipe_cls, _ in _families()]
+
+
+def family_for(pipe: Any) -> StableDiffusionFamily:
+    """The adapter for `pipe`, or a TypeError that lists what is supported."""
+    for pipe_cls, family_cls in _families():
+        if isinstance(pipe, pipe_cls):
+            return family_cls(pipe)
+    raise TypeError(
+        f"pipe must be a supported diffusers pipeline ({', '.join(supported_pipelines())}); "
+        f"got {type(pipe).__name__}. Load one with nbd.load_pipeline()."
+    )

@@ -1,0 +1,84 @@
+"""Short sampler names (as the web UIs use them) mapped onto diffusers' schedulers."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import diffusers
+
+# name -> (diffusers class name, config overrides). PNDM is left out on purpose: its
+# warm-up runs extra model evaluations, so a run of N steps would not have N steps. Built with from_config on the
+# pipeline's own scheduler config, so betas, prediction type and spacing carry over.
+_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    # Latents are not images in [-1, 1]: clipping x0 (these classes' default) would ruin them.
+    "ddim": ("DDIMScheduler", {"clip_sample": False}),
+    "ddpm": ("DDPMScheduler", {"clip_sample": False}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2,
+                                                  "use_karras_sigmas": False}),
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2,
+                                                         "use_karras_sigmas": True}),
+    "euler_karras": ("EulerDiscreteScheduler", {"use_karras_sigmas": True}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "deis": ("DEISMultistepScheduler", {}),
+}
+
+# Flow-matching models (SD3, Flux) cannot use the DDPM-family samplers above.
+_FLOW_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("FlowMatchEulerDiscreteScheduler", {}),
+    "heun": ("FlowMatchHeunDiscreteScheduler", {}),
+}
+
+
+def schedulers(pipe: Any = None) -> list[str]:
+    """The sampler names trace() accepts (for `pipe`, when given)."""
+    return list(_table_for(pipe))
+
+
+def is_flow_matching(scheduler: Any) -> bool:
+    return type(scheduler).__name__.startswith("FlowMatch")
+
+
+def _table_for(pipe: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+    if pipe is not None and is_flow_matching(getattr(pipe, "scheduler", None)):
+        return _FLOW_SCHEDULERS
+    return _SCHEDULERS
+
+
+def scheduler_name(scheduler: Any) -> str:
+    """The short name of a scheduler instance, or its class name when none fits."""
+    cls = type(scheduler).__name__
+    table = _FLOW_SCHEDULERS if is_flow_matching(scheduler) else _SCHEDULERS
+    for name, (cls_name, overrides) in table.items():
+        if cls_name == cls and all(scheduler.config.get(k) == v for k, v in overrides.items()):
+            if name == "euler" and scheduler.config.get("use_karras_sigmas"):
+                continue
+            return name
+    return cls
+
+
+def make_scheduler(pipe: Any, name: Any = None):
+    """A fresh scheduler for one run: never the pipeline's own, whose state a run would change."""
+    base = pipe.scheduler
+    if name is None:
+        return type(base).from_config(base.config)
+    if isinstance(name, diffusers.SchedulerMixin):
+        return type(name).from_config(name.config)
+    table = _table_for(pipe)
+    if not isinstance(name, str) or name not in table:
+        raise ValueError(f"scheduler must be None or one of {', '.join(table)}; got {name!r}")
+    cls_name, overrides = table[name]
+    cls = getattr(diffusers, cls_name)
+    return cls.from_config(base.config, **overrides)
+
+
+def scheduler_from_params(class_name: str, config: dict[str, Any]):
+    """Rebuild a scheduler recorded in a trajectory's params."""
+    cls = getattr(diffusers, class_name, None)
+    if cls is None or not isinstance(cls, type) or not issubclass(cls, diffusers.SchedulerMixin):
+        raise ValueError(f"unknown scheduler class {class_name!r} in trajectory params")
+    config = {k: v for k, v in copy.deepcopy(config).items() if not k.startswith("_")}
+    return cls.from_config(config)

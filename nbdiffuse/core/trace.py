@@ -1,0 +1,230 @@
+"""The denoising driver: run a pipeline one step at a time and record every step.
+
+For the Stable Diffusion families nbdiffuse owns the loop (the shape of diffusers'
+own StableDiffusionPipeline.__call__ loop, rewritten here) so that it can keep the
+(cond, uncond) pair and x0 of each step, change guidance on any step, including
+across 1.0, pause, and branch from any step. Setting diffusers' `_guidance_scale` from
+a callback cannot do this: crossing 1.0 changes the batch size mid-run and crashes.
+"""
+from __future__ import annotations
+
+import datetime
+import inspect
+import json
+import threading
+import time
+import uuid
+import weakref
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .control import RunControl
+from .families import family_for
+from .prediction import sigma_at, x0_coefficients
+from .schedulers import make_scheduler, scheduler_from_params, scheduler_name
+from .trajectory import Step, Trajectory
+from .validate import (check_callable, check_prompt, check_seed, check_size, check_steps, guidance_schedule)
+
+OnStep = Callable[[Trajectory, Step], None]
+
+_pipe_locks: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
+_pipe_locks_guard = threading.Lock()
+
+
+def pipe_lock(pipe: Any) -> threading.RLock:
+    """One lock per pipeline: two runs never race on one model."""
+    with _pipe_locks_guard:
+        lock = _pipe_locks.get(pipe)
+        if lock is None:
+            lock = _pipe_locks[pipe] = threading.RLock()
+        return lock
+
+
+def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
+          seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
+          control: RunControl | None = None, on_step: OnStep | None = None) -> Trajectory:
+    """Run `pipe` on `prompt` step by step and return the recorded Trajectory.
+
+    guidance: a number, a sequence of `steps` numbers, or a callable step -> number.
+    control: a RunControl to change guidance, pause, step or stop from another thread.
+    on_step: called as on_step(trajectory, step) after each step, in the running thread.
+    """
+    run = prepare(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
+                  scheduler=scheduler, height=height, width=width, control=control, on_step=on_step)
+    return run.execute()
+
+
+def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
+            seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
+            control: RunControl | None = None, on_step: OnStep | None = None) -> "Run":
+    """Check every argument and build the run without touching the model (trace() = prepare().execute())."""
+    family = family_for(pipe)
+    prompt = check_prompt(prompt)
+    negative_prompt = check_prompt(negative_prompt, "negative_prompt", allow_none=True) or ""
+    steps = check_steps(steps)
+    schedule = guidance_schedule(guidance, steps)
+    seed = check_seed(seed)
+    default_h, default_w = family.default_size()
+    height = default_h if height is None else check_size("height", height, family.vae_factor)
+    width = default_w if width is None else check_size("width", width, family.vae_factor)
+    if control is not None and not isinstance(control, RunControl):
+        raise TypeError(f"control must be an nbd.RunControl or None, got {type(control).__name__}")
+    check_callable("on_step", on_step)
+    sched = make_scheduler(pipe, scheduler)
+    return Run(pipe, family, sched, prompt, negative_prompt, steps, schedule, seed, height, width, control, on_step)
+
+
+class Run:
+    """One prepared run; execute() does the model work (in whatever thread calls it)."""
+
+    def __init__(self, pipe, family, scheduler, prompt, negative_prompt, steps, schedule, seed, height, width,
+                 control, on_step):
+        self.pipe, self.family, self.scheduler = pipe, family, scheduler
+        self.prompt, self.negative_prompt = prompt, negative_prompt
+        self.steps, self.schedule, self.seed = steps, schedule, seed
+        self.height, self.width = height, width
+        self.control, self.on_step = control, on_step
+        self.generator = torch.Generator("cpu").manual_seed(seed)
+        self.trajectory: Trajectory | None = None
+
+    # --- params ---------------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        import diffusers
+        import transformers
+
+        from .. import __version__
+
+        pipe, sched = self.pipe, self.scheduler
+        return {
+            "id": uuid.uuid4().hex[:12],
+            "model": model_name(pipe),
+            "pipeline": type(pipe).__name__,
+            "family": self.family.name,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "seed": self.seed,
+            "steps": self.steps,
+            "scheduler": scheduler_name(sched),
+            "scheduler_class": type(sched).__name__,
+            "scheduler_config": jsonable(dict(sched.config)),
+            "prediction_type": sched.config.get("prediction_type", "epsilon"),
+            "guidance": list(self.schedule),
+            "guidance_plan": list(self.schedule),
+            "height": self.height,
+            "width": self.width,
+            "dtype": str(self.family.dtype).replace("torch.", ""),
+            "device": str(self.family.device),
+            "versions": {"nbdiffuse": __version__, "diffusers": diffusers.__version__, "torch": torch.__version__,
+                         "transformers": transformers.__version__},
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "parent": None,
+            "branched_at": None,
+        }
+
+    # --- the run --------------------------------------------------------------------
+    def execute(self) -> Trajectory:
+        with pipe_lock(self.pipe), torch.no_grad():
+            sched = self.scheduler
+            sched.set_timesteps(self.steps, device=self.family.device)
+            if hasattr(sched, "set_begin_index"):
+                sched.set_begin_index(0)
+            self.cond = self.family.encode(self.prompt, self.negative_prompt, (self.height, self.width))
+            latents = self.family.initial_latents(self.height, self.width, self.generator, sched)
+            traj = Trajectory(self.params(), initial_latents=latents.detach().to("cpu", copy=True), pipe=self.pipe)
+            self.trajectory = traj
+            return self._loop(traj, latents, i=0, k=0)
+
+    def _guidance_at(self, k: int) -> float:
+        live = self.control.guidance if self.control is not None else None
+        if live is not None:
+            return live
+        return self.schedule[k] if k < len(self.schedule) else self.schedule[-1]
+
+    def _loop(self, traj: Trajectory, latents: torch.Tensor, i: int, k: int) -> Trajectory:
+        """Denoise from position i of scheduler.timesteps (step k) to the end, recording each step."""
+        family, sched = self.family, self.scheduler
+        timesteps = sched.timesteps
+        step_kwargs = scheduler_step_kwargs(sched, self.generator)
+        try:
+            while i < len(timesteps):
+                if self.control is not None and not self.control._wait_turn():
+                    traj.stopped = True
+                    break
+                w = self._guidance_at(k)
+                use_cfg = w > 1.0  # diffusers' convention: guidance <= 1 runs the prompt alone
+                began = time.perf_counter()
+                first, extras = None, []
+                # One step: one model evaluation, or two for 2nd-order samplers (Heun).
+                while True:
+                    t = timesteps[i]
+                    x_in = sched.scale_model_input(latents, t)
+                    cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg)
+                    out = uncond_out + w * (cond_out - uncond_out) if use_cfg else cond_out
+                    if first is None:
+                        sigma = sigma_at(sched, i)
+                        a, b = x0_coefficients(sched, sigma)
+                        first = (t, sigma, b, a * x_in + b * out, cond_out, uncond_out)
+                    else:
+                        extras.append(out)
+                    latents = sched.step(out, t, latents, **step_kwargs, return_dict=False)[0]
+                    i += 1
+                    if i >= len(timesteps) or getattr(sched, "state_in_first_order", True):
+                        break
+                t0, sigma, b, x0, cond_out, uncond_out = first
+                step = Step(
+                    index=k, timestep=float(t0), sigma=sigma, guidance=w,
+                    latents=_record(latents), pred_x0=_record(x0), eps_cond=_record(cond_out),
+                    eps_uncond=None if uncond_out is None else _record(uncond_out),
+                    x0_coeff=float(b), xt_scale=input_scale(sched, i, latents), seconds=time.perf_counter() - began,
+                    extra_outputs=tuple(_record(e) for e in extras),
+                )
+                traj._append(step)
+                k += 1
+                if self.on_step is not None:
+                    self.on_step(traj, step)
+        except BaseException as exc:  # keep what was done; the caller sees the error too
+            traj.stopped = True
+            traj.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            traj.params["guidance"] = traj.guidances + traj.params["guidance_plan"][len(traj):]
+        return traj
+
+
+def _record(tensor: torch.Tensor) -> torch.Tensor:
+    """Batch row 0, copied to the CPU in the model's dtype."""
+    return tensor[0].detach().to("cpu", copy=True)
+
+
+def input_scale(sched: Any, i: int, latents: torch.Tensor) -> float:
+    """The factor scale_model_input applies at position i (1 past the end)."""
+    if i >= len(sched.timesteps):
+        return 1.0
+    one = torch.ones(1, device=latents.device, dtype=torch.float32)
+    return float(sched.scale_model_input(one, sched.timesteps[i]))
+
+
+def scheduler_step_kwargs(sched: Any, generator: torch.Generator) -> dict[str, Any]:
+    params = inspect.signature(sched.step).parameters
+    return {"generator": generator} if "generator" in params else {}
+
+
+def model_name(pipe: Any) -> str:
+    name = getattr(pipe, "_nbd_source", None) or pipe.config.get("_name_or_path") or ""
+    return str(name)
+
+
+def jsonable(value: Any) -> Any:
+    """Configs hold tuples, numpy arrays and scalars; JSON wants lists and plain numbers."""
+    def default(obj: Any) -> Any:
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, torch.Tensor):
+            return obj.tolist()
+        return str(obj)
+
+    return json.loads(json.dumps(value, default=default))

@@ -1,0 +1,248 @@
+"""Trajectory and Step: everything a traced run leaves behind, and the views on it."""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from PIL import Image
+
+from .decode import ApproxDecoder, approx_decoder_for, full_decode
+from .validate import check_choice, check_guidance_value
+
+VIEWS = ("x0", "xt")
+DECODERS = ("approx", "full", "tiny")
+FULL_CACHE_SIZE = 64  # full-VAE frames kept per trajectory (LRU)
+
+
+class StepIndexError(IndexError, ValueError):
+    """A step index out of range: an IndexError for sequences, a ValueError for bad input."""
+
+
+@dataclass
+class Step:
+    """One denoising step k. Tensors are (C, H, W) on the CPU in the model's dtype.
+
+    `eps_cond` / `eps_uncond` are the raw model outputs (noise, v or flow, as the model
+    predicts) with and without the prompt; `eps_uncond` is None where guidance was off
+    (guidance <= 1 runs the model once, as diffusers does).
+    """
+
+    index: int
+    timestep: float
+    sigma: float | None
+    guidance: float
+    latents: torch.Tensor
+    pred_x0: torch.Tensor
+    eps_cond: torch.Tensor
+    eps_uncond: torch.Tensor | None
+    x0_coeff: float  # B in x0 = A * model_input + B * output; re-weighs guidance without a model call
+    xt_scale: float  # multiplies `latents` into the variance-preserving form the model sees next
+    seconds: float = 0.0
+    extra_outputs: tuple = ()  # guided outputs of a 2nd-order sampler's extra evaluations (for replay)
+
+    @property
+    def guided(self) -> bool:
+        return self.eps_uncond is not None
+
+    def __repr__(self) -> str:
+        sigma = "None" if self.sigma is None else f"{self.sigma:.4g}"
+        return f"Step({self.index}, timestep={self.timestep:.4g}, sigma={sigma}, guidance={self.guidance:g})"
+
+
+@dataclass
+class Trajectory:
+    """The record of one run: params that reproduce it, the initial noise and every step."""
+
+    params: dict[str, Any]
+    initial_latents: torch.Tensor
+    steps: list[Step] = field(default_factory=list)
+    stopped: bool = False
+    error: str | None = None
+    parent: "Trajectory | None" = None
+    branched_at: int | None = None
+    approx: ApproxDecoder | None = None
+    pipe: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._full_cache: OrderedDict[tuple, Image.Image] = OrderedDict()
+
+    # --- sequence -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(list(self.steps))
+
+    def __getitem__(self, k: int) -> Step:
+        return self.steps[self._index(k)]
+
+    def _index(self, k: Any, name: str = "k") -> int:
+        n = len(self.steps)
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise TypeError(f"{name} must be an int step index, got {k!r}")
+        if not -n <= k < n:
+            raise StepIndexError(f"{name} must be a step index in 0..{n - 1} (or -{n}..-1), got {k}")
+        return k % n
+
+    def _append(self, step: Step) -> None:
+        with self._lock:
+            self.steps.append(step)
+
+    @property
+    def id(self) -> str:
+        return self.params["id"]
+
+    @property
+    def total_steps(self) -> int:
+        """Steps the run was planned for (len() is smaller when it was stopped)."""
+        return int(self.params["steps"])
+
+    @property
+    def guidances(self) -> list[float]:
+        """Guidance actually used at each step."""
+        return [s.guidance for s in self.steps]
+
+    @property
+    def final_latents(self) -> torch.Tensor:
+        return self.steps[-1].latents if self.steps else self.initial_latents[0]
+
+    # --- views ----------------------------------------------------------------------
+    def latents_for(self, k: int, view: str = "x0") -> torch.Tensor:
+        """The latents a view of step k shows: pred_x0, or x_t in the form the model sees."""
+        check_choice("view", view, VIEWS)
+        step = self[k]
+        return step.pred_x0 if view == "x0" else step.latents * step.xt_scale
+
+    def image(self, k: int = -1, view: str = "x0", decoder: str = "approx", size: Any = "output") -> Image.Image:
+        """Step k as a picture. `size`: "output" (the run's size), "latent", or (width, height)."""
+        check_choice("view", view, VIEWS)
+        if not isinstance(decoder, str) or decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(map(repr, DECODERS))}; got {decoder!r}")
+        index = self._index(k)
+        latents = self.latents_for(index, view)
+        if decoder == "approx":
+            picture = self.approx_decoder()(latents)
+        else:
+            picture = self._cached_decode(index, view, decoder, latents)
+        return _resize(picture, size, (self.params["width"], self.params["height"]))
+
+    @property
+    def final_image(self) -> Image.Image:
+        """The run's result, decoded with the full VAE when the pipeline is at hand."""
+        return self.image(-1, "x0", "full" if self.pipe is not None else "approx")
+
+    def approx_decoder(self) -> ApproxDecoder:
+        if self.approx is None:
+            if self.pipe is None:
+                raise ValueError("this trajectory has no approx decoder and no pipeline to fit one; attach(pipe) first")
+            self.approx = approx_decoder_for(self.pipe.vae)
+        return self.approx
+
+    def _cached_decode(self, index: int, view: str, decoder: str, latents: torch.Tensor) -> Image.Image:
+        vae = self._vae(decoder)
+        key = (index, view, decoder, id(vae))
+        with self._lock:
+            if key in self._full_cache:
+                self._full_cache.move_to_end(key)
+                return self._full_cache[key]
+        picture = full_decode(vae, latents)
+        with self._lock:
+            self._full_cache[key] = picture
+            while len(self._full_cache) > FULL_CACHE_SIZE:
+                self._full_cache.popitem(last=False)
+        return picture
+
+    def _vae(self, decoder: str) -> Any:
+        if self.pipe is None:
+            raise ValueError(f"decoder={decoder!r} needs the pipeline that made this run: traj.attach(pipe), "
+                             "or use decoder='approx'")
+        if decoder == "tiny":
+            tiny = getattr(self.pipe, "_nbd_tiny_vae", None)
+            if tiny is None:
+                raise ValueError("decoder='tiny' needs a tiny autoencoder: nbd.set_tiny_decoder(pipe, AutoencoderTiny(...))")
+            return tiny
+        return self.pipe.vae
+
+    def attach(self, pipe: Any) -> "Trajectory":
+        """Attach the pipeline that made this run (a loaded trajectory can then decode with its VAE)."""
+        from .families import family_for
+
+        family = family_for(pipe)
+        channels = int(self.initial_latents.shape[1])
+        if family.latent_channels != channels:
+            raise ValueError(f"pipe has {family.latent_channels} latent channels but this trajectory has {channels}")
+        self.pipe = pipe
+        with self._lock:
+            self._full_cache.clear()
+        return self
+
+    # --- guidance after the fact ----------------------------------------------------
+    def guided_x0(self, k: int, guidance: float) -> torch.Tensor:
+        """x0 at step k as if guidance had been `guidance` there: no model call.
+
+        x0 is affine in the model output, so re-weighing the stored (cond, uncond) pair
+        gives x0(w) = pred_x0 + (w - w_used) * B * (eps_cond - eps_uncond).
+        """
+        w = check_guidance_value(guidance)
+        step = self[k]
+        if w == step.guidance:
+            return step.pred_x0
+        if step.eps_uncond is None:
+            raise ValueError(f"step {step.index} ran without guidance (guidance {step.guidance:g} <= 1), so it has no "
+                             "unconditional prediction to re-weigh; trace with guidance > 1 at that step")
+        delta = (step.eps_cond.float() - step.eps_uncond.float()) * (step.x0_coeff * (w - step.guidance))
+        return (step.pred_x0.float() + delta).to(step.pred_x0.dtype)
+
+    def guided_image(self, k: int, guidance: float, decoder: str = "approx", size: Any = "output") -> Image.Image:
+        latents = self.guided_x0(k, guidance)
+        if decoder == "approx":
+            picture = self.approx_decoder()(latents)
+        else:
+            picture = full_decode(self._vae(check_choice("decoder", decoder, DECODERS)), latents)
+        return _resize(picture, size, (self.params["width"], self.params["height"]))
+
+    # --- files ----------------------------------------------------------------------
+    def save(self, path: Any) -> None:
+        from .trajfile import save_trajectory
+
+        save_trajectory(self, path)
+
+    @classmethod
+    def load(cls, path: Any, pipe: Any = None) -> "Trajectory":
+        from .trajfile import load_trajectory
+
+        traj = load_trajectory(path)
+        return traj.attach(pipe) if pipe is not None else traj
+
+    def to_gif(self, path: Any, view: str = "x0", fps: float = 8, decoder: str = "approx",
+               size: Any = 256, hold_last: float = 1.0) -> None:
+        from .exports import write_gif
+
+        write_gif(self, path, view=view, fps=fps, decoder=decoder, size=size, hold_last=hold_last)
+
+    def __repr__(self) -> str:
+        state = "stopped" if self.stopped else "complete" if len(self) == self.total_steps else "running"
+        return (f"Trajectory({self.params.get('prompt')!r}, steps={len(self)}/{self.total_steps} {state}, "
+                f"scheduler={self.params.get('scheduler')!r}, seed={self.params.get('seed')})")
+
+
+def _resize(picture: Image.Image, size: Any, output: tuple[int, int]) -> Image.Image:
+    if size == "latent" or size is None:
+        return picture
+    if size == "output":
+        target = (int(output[0]), int(output[1]))
+    elif isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        scale = size / max(picture.size)
+        target = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        target = (int(size[0]), int(size[1]))
+    else:
+        raise ValueError(f"size must be 'output', 'latent', a positive int (long side) or (width, height); got {size!r}")
+    if picture.size == target:
+        return picture
+    # Latent-resolution previews are upscaled with nearest neighbour: crisp, and honest about the grid.
+    return picture.resize(target, Image.NEAREST if picture.width < target[0] else Image.LANCZOS)

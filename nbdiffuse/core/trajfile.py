@@ -1,0 +1,101 @@
+"""Trajectory files (.nbd): safetensors tensors + JSON metadata with a format version.
+
+Nothing here unpickles or runs code: safetensors holds raw tensors and the metadata is JSON.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .decode import ApproxDecoder
+from .trajectory import Step, Trajectory
+
+FORMAT = "nbdiffuse.trajectory"
+FORMAT_VERSION = 1
+_STEP_TENSORS = ("latents", "pred_x0", "eps_cond", "eps_uncond")
+_STEP_FIELDS = ("index", "timestep", "sigma", "guidance", "x0_coeff", "xt_scale", "seconds")
+
+
+class TrajectoryFileError(ValueError):
+    """A file that is not a readable nbdiffuse trajectory."""
+
+
+def save_trajectory(traj: Trajectory, path: Any) -> None:
+    path = Path(path)
+    tensors = {"initial_latents": traj.initial_latents.contiguous().clone()}
+    steps = []
+    for step in traj.steps:
+        record = {name: getattr(step, name) for name in _STEP_FIELDS}
+        record["extra_outputs"] = len(step.extra_outputs)
+        steps.append(record)
+        for name in _STEP_TENSORS:
+            value = getattr(step, name)
+            if value is not None:
+                tensors[f"steps.{step.index}.{name}"] = value.contiguous().clone()
+        for j, extra in enumerate(step.extra_outputs):
+            tensors[f"steps.{step.index}.extra.{j}"] = extra.contiguous().clone()
+    approx = traj.approx if traj.approx is not None else (traj.approx_decoder() if traj.pipe is not None else None)
+    meta = {
+        "params": traj.params,
+        "steps": steps,
+        "stopped": traj.stopped,
+        "error": traj.error,
+        "branched_at": traj.branched_at,
+        "approx": approx.to_dict() if approx is not None else None,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION),
+                                           "meta": json.dumps(meta)})
+    tmp.replace(path)  # never leave a half-written file under the user's name
+
+
+def load_trajectory(path: Any) -> Trajectory:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path {str(path)!r}: no such trajectory file")
+    if path.stat().st_size == 0:
+        raise TrajectoryFileError(f"path {str(path)!r} is empty, not an nbdiffuse trajectory")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:
+        raise TrajectoryFileError(f"path {str(path)!r} is not an nbdiffuse trajectory (not a safetensors file: "
+                                  f"{type(exc).__name__}: {exc})") from exc
+    if header.get("format") != FORMAT:
+        raise TrajectoryFileError(f"path {str(path)!r} is a safetensors file but not an nbdiffuse trajectory")
+    try:
+        version = int(header.get("format_version", ""))
+    except ValueError:
+        raise TrajectoryFileError(f"path {str(path)!r} has a corrupt format version {header.get('format_version')!r}")
+    if version > FORMAT_VERSION:
+        raise TrajectoryFileError(f"path {str(path)!r} was written by a newer nbdiffuse (format version {version}; "
+                                  f"this one reads up to {FORMAT_VERSION}): upgrade nbdiffuse to open it")
+    try:
+        meta = json.loads(header["meta"])
+        steps = [_step(record, tensors) for record in meta["steps"]]
+        traj = Trajectory(params=meta["params"], initial_latents=tensors["initial_latents"], steps=steps,
+                          stopped=bool(meta["stopped"]), error=meta.get("error"), branched_at=meta.get("branched_at"),
+                          approx=ApproxDecoder.from_dict(meta["approx"]) if meta.get("approx") else None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TrajectoryFileError(f"path {str(path)!r} is a corrupt nbdiffuse trajectory "
+                                  f"({type(exc).__name__}: {exc})") from exc
+    return traj
+
+
+def _step(record: dict, tensors: dict[str, torch.Tensor]) -> Step:
+    k = int(record["index"])
+    values = {name: record[name] for name in _STEP_FIELDS}
+    for name in _STEP_TENSORS:
+        key = f"steps.{k}.{name}"
+        if key not in tensors and name != "eps_uncond":
+            raise KeyError(key)
+        values[name] = tensors.get(key)
+    values["extra_outputs"] = tuple(tensors[f"steps.{k}.extra.{j}"] for j in range(int(record["extra_outputs"])))
+    return Step(**values)

@@ -1,0 +1,103 @@
+"""Argument checks shared by the public API.
+
+Every check raises before any model work, with a message that names the parameter,
+the value it got and what is allowed, so a notebook user can fix the call at once.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, Sequence
+
+MAX_STEPS = 1000
+MAX_SIDE = 4096  # pixels; beyond this even an H100 runs out of memory on SD-sized UNets
+MAX_SEED = 2**63 - 1
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_int(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int between {lo} and {hi}, got {_show(value)} ({type(value).__name__})")
+    value = int(value)
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be an int between {lo} and {hi}, got {value}")
+    return value
+
+
+def check_steps(steps: Any, name: str = "steps") -> int:
+    return check_int(name, steps, 1, MAX_STEPS)
+
+
+def check_seed(seed: Any) -> int:
+    return check_int("seed", seed, 0, MAX_SEED)
+
+
+def check_guidance_value(value: Any, name: str = "guidance") -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number >= 0, got {_show(value)} ({type(value).__name__})")
+    value = float(value)
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0 (1 means no classifier-free guidance), got {value}")
+    return value
+
+
+def guidance_schedule(guidance: Any, steps: int) -> list[float]:
+    """A float, a sequence of `steps` floats, or a callable k -> float, as one float per step."""
+    if callable(guidance):
+        values = []
+        for k in range(steps):
+            try:
+                value = guidance(k)
+            except Exception as exc:  # the user's function failed: say where
+                raise ValueError(f"guidance({k}) raised {type(exc).__name__}: {exc}") from exc
+            values.append(check_guidance_value(value, f"guidance({k})"))
+        return values
+    if isinstance(guidance, numbers.Real) and not isinstance(guidance, bool):
+        return [check_guidance_value(guidance)] * steps
+    if isinstance(guidance, (str, bytes, bool)) or not hasattr(guidance, "__len__"):
+        raise TypeError(
+            f"guidance must be a number >= 0, a sequence of {steps} numbers or a callable step -> number, "
+            f"got {_show(guidance)} ({type(guidance).__name__})"
+        )
+    values = list(guidance)
+    if len(values) != steps:
+        raise ValueError(f"guidance schedule must have one value per step ({steps}), got {len(values)} values")
+    return [check_guidance_value(v, f"guidance[{k}]") for k, v in enumerate(values)]
+
+
+def check_prompt(value: Any, name: str = "prompt", allow_none: bool = False) -> str | None:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str):
+        allowed = "a string or None" if allow_none else "a string"
+        raise TypeError(f"{name} must be {allowed}, got {_show(value)} ({type(value).__name__})")
+    return value
+
+
+def check_size(name: str, value: Any, multiple: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int, a multiple of {multiple}, got {_show(value)} ({type(value).__name__})")
+    value = int(value)
+    if value <= 0 or value % multiple:
+        raise ValueError(f"{name} must be a positive multiple of {multiple} (the VAE's downsampling factor), got {value}")
+    if value > MAX_SIDE:
+        raise ValueError(f"{name} must be at most {MAX_SIDE} pixels, got {value}")
+    return value
+
+
+def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {_show(value)}")
+    return value
+
+
+def check_callable(name: str, value: Any) -> Callable | None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be a callable or None, got {_show(value)} ({type(value).__name__})")
+    return value

@@ -1,0 +1,87 @@
+import numpy as np
+import torch
+from PIL import Image
+
+import nbdiffuse as nbd
+from nbdiffuse.core.decode import ApproxDecoder, approx_decoder_for, full_decode, to_pipeline_space
+
+
+def _encode(vae, pixels):
+    with torch.no_grad():
+        return to_pipeline_space(vae, vae.encode(pixels * 2 - 1).latent_dist.mean)
+
+
+class LinearVAE(torch.nn.Module):
+    """An encoder whose latents are a known affine map of the 4x4-pooled colour: the fit must find its inverse."""
+
+    class config:
+        block_out_channels = (8, 8, 8)  # 4x downsampling
+        scaling_factor = 0.5
+        shift_factor = 0.1
+
+    def __init__(self):
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.mix = torch.nn.Parameter(torch.randn(4, 3, generator=generator))
+        self.offset = torch.nn.Parameter(torch.randn(4, generator=generator))
+
+    def encode(self, pixels):
+        rgb = torch.nn.functional.avg_pool2d((pixels + 1) / 2, 4)
+        mean = torch.einsum("dc,bchw->bdhw", self.mix, rgb) + self.offset[:, None, None]
+        return type("Out", (), {"latent_dist": type("Dist", (), {"mean": mean})})
+
+
+def test_approx_fit_inverts_a_known_linear_vae():
+    vae = LinearVAE()
+    decoder = ApproxDecoder.fit(vae)
+    rng = np.random.default_rng(1)
+    rgb = torch.from_numpy(rng.random((1, 3, 8, 8), dtype=np.float32))
+    pixels = rgb.repeat_interleave(4, 2).repeat_interleave(4, 3)
+    latents = _encode(vae, pixels)[0].detach()
+    expected = (rgb[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    assert np.abs(decoder.rgb(latents).astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_approx_fit_on_a_real_vae_is_finite(sd_pipe):
+    decoder = ApproxDecoder.fit(sd_pipe.vae)
+    assert decoder.weight.shape == (4, 3) and decoder.bias.shape == (3,)
+    assert np.isfinite(decoder.weight).all() and np.isfinite(decoder.bias).all()
+
+
+def test_approx_decoder_is_cached_per_vae_and_round_trips(sd_pipe):
+    a = approx_decoder_for(sd_pipe.vae)
+    assert approx_decoder_for(sd_pipe.vae) is a
+    b = ApproxDecoder.from_dict(a.to_dict())
+    z = torch.randn(4, 8, 8)
+    assert np.array_equal(a.rgb(z), b.rgb(z))
+    image = a(z)
+    assert isinstance(image, Image.Image) and image.size == (8, 8) and image.mode == "RGB"
+
+
+def test_full_decode_matches_the_pipeline(sd_pipe):
+    traj = nbd.trace(sd_pipe, "star", steps=3, seed=0)
+    ours = np.asarray(traj.image(-1, decoder="full"), np.float32)
+    theirs = sd_pipe("star", num_inference_steps=3, guidance_scale=7.5,
+                     generator=torch.Generator("cpu").manual_seed(0), output_type="np").images[0] * 255
+    assert np.abs(ours - theirs).max() <= 1.0
+
+
+def test_tiny_decoder(sd_pipe):
+    from diffusers import AutoencoderTiny
+
+    import pytest
+    traj = nbd.trace(sd_pipe, "star", steps=2, seed=0)
+    with pytest.raises(ValueError, match="tiny autoencoder"):
+        traj.image(-1, decoder="tiny")
+    torch.manual_seed(0)
+    tiny = AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+                           num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1), latent_channels=4,
+                           upsampling_scaling_factor=2)
+    nbd.set_tiny_decoder(sd_pipe, tiny)
+    try:
+        assert traj.image(-1, decoder="tiny", size="latent").size == (16, 16)
+    finally:
+        del sd_pipe._nbd_tiny_vae
+    with pytest.raises(TypeError, match="AutoencoderTiny"):
+        nbd.set_tiny_decoder(sd_pipe, sd_pipe.vae)
+    assert full_decode(sd_pipe.vae, traj.final_latents).size == (16, 16)
