@@ -27,7 +27,7 @@ def _byte_chars() -> list[str]:
     return chars
 
 
-def tiny_tokenizer_files(folder: str | Path, max_length: int = 32) -> Path:
+def tiny_tokenizer_files(folder: str | Path, max_length: int = 77) -> Path:
     """Write vocab.json + merges.txt of a character-level CLIP tokenizer into `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -40,7 +40,7 @@ def tiny_tokenizer_files(folder: str | Path, max_length: int = 32) -> Path:
     return folder
 
 
-def tiny_tokenizer(max_length: int = 32):
+def tiny_tokenizer(max_length: int = 77):
     from transformers import CLIPTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,14 +69,19 @@ def _vae(seed: int = 0):
                          norm_num_groups=8, latent_channels=4, sample_size=32).eval()
 
 
-def tiny_sd_pipeline(prediction_type: str = "epsilon", seed: int = 0, sample_size: int = 8):
-    """A StableDiffusionPipeline with random weights: 8x8x4 latents, 16x16 images, an Euler scheduler."""
+def tiny_sd_pipeline(prediction_type: str = "epsilon", seed: int = 0, sample_size: int = 8,
+                     channels: tuple[int, int] = (32, 64), layers: int = 1):
+    """A StableDiffusionPipeline with random weights: 8x8x4 latents, 16x16 images, an Euler scheduler.
+
+    Larger `sample_size` / `channels` / `layers` give a model with realistic compute per step
+    (benchmarks), e.g. sample_size=16, channels=(64, 128), layers=2 is about the embedded model's size.
+    """
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
     tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    unet = UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=layers,
+                                block_out_channels=channels, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
                                 attention_head_dim=8, norm_num_groups=16).eval()
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",

@@ -1,0 +1,87 @@
+"""Cost of tracing: nbd.trace with an approx preview decoded every step vs a bare pipe(...) call.
+
+Both run the same model, prompt, steps, guidance and seed, interleaved (the order alternates
+each round), on the CPU; the script prints the median ratio. Goal: <= 1.05.
+
+    python benchmarks/trace_overhead.py [--model FOLDER_OR_HUB_ID] [--steps 30] [--rounds 7]
+
+Without --model it uses the embedded shapes model, or, where that is not shipped, a
+random-weight Stable Diffusion pipeline of about its size (same compute per step).
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+import nbdiffuse as nbd
+
+
+def load(model: str | None):
+    if model is not None:
+        return nbd.load_pipeline(model, device="cpu"), model
+    try:
+        return nbd.load_pipeline(device="cpu"), "embedded shapes model"
+    except nbd.EmbeddedModelMissing:
+        from nbdiffuse.testing import tiny_sd_pipeline
+
+        pipe = tiny_sd_pipeline(sample_size=16, channels=(64, 128), layers=2)
+        params = sum(p.numel() for p in pipe.unet.parameters()) / 1e6
+        return pipe, f"random-weight SD pipeline, UNet {params:.1f}M params, 16x16x4 latents"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pipe, label = load(args.model)
+    prompt = "big red circle on the left, white background"
+    approx = nbd.ApproxDecoder.fit(pipe.vae)
+    decode_ms: list[float] = []
+
+    def preview(traj, step):
+        began = time.perf_counter()
+        approx.rgb(step.pred_x0)
+        decode_ms.append((time.perf_counter() - began) * 1000)
+
+    def bare() -> float:
+        began = time.perf_counter()
+        pipe(prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, output_type="latent",
+             generator=torch.Generator("cpu").manual_seed(0))
+        return time.perf_counter() - began
+
+    def traced() -> float:
+        began = time.perf_counter()
+        nbd.trace(pipe, prompt, steps=args.steps, guidance=args.guidance, seed=0, on_step=preview)
+        return time.perf_counter() - began
+
+    bare(), traced()  # warm-up: allocator, first-call overheads
+    bare_s, traced_s, ratios = [], [], []
+    for r in range(args.rounds):
+        order = (bare, traced) if r % 2 == 0 else (traced, bare)
+        times = {fn.__name__: fn() for fn in order}
+        bare_s.append(times["bare"])
+        traced_s.append(times["traced"])
+        ratios.append(times["traced"] / times["bare"])
+
+    print(f"model: {label}; {args.steps} steps, guidance {args.guidance}, {args.threads} thread(s), "
+          f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
+    print(f"{'':28s}{'median s':>10s}{'ms/step':>10s}")
+    print(f"{'bare pipe(...)':28s}{statistics.median(bare_s):10.3f}{statistics.median(bare_s) / args.steps * 1000:10.1f}")
+    print(f"{'trace + approx preview':28s}{statistics.median(traced_s):10.3f}"
+          f"{statistics.median(traced_s) / args.steps * 1000:10.1f}")
+    print(f"approx preview decode: median {statistics.median(decode_ms):.3f} ms per frame")
+    print(f"ratio trace/bare: median {statistics.median(ratios):.3f} "
+          f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)}); goal <= 1.05")
+
+
+if __name__ == "__main__":
+    main()
