@@ -1,21 +1,73 @@
-"""Exports of a trajectory that need no nbdiffuse to view: animated GIF."""
+"""Exports of a trajectory that need no nbdiffuse to view: PNG with parameters, GIF, HTML page."""
 from __future__ import annotations
 
+import base64
+import html
+import io
+import json
 from pathlib import Path
 from typing import Any
 
+from PIL import Image, PngImagePlugin
+
 from .validate import check_choice
+
+# Sampler names as the Stable Diffusion web UIs write them in PNG "parameters".
+_WEBUI_SAMPLERS = {"euler": "Euler", "euler_a": "Euler a", "heun": "Heun", "lms": "LMS", "ddim": "DDIM",
+                   "ddpm": "DDPM", "dpmpp_2m": "DPM++ 2M", "dpmpp_2m_karras": "DPM++ 2M Karras",
+                   "euler_karras": "Euler Karras", "unipc": "UniPC", "deis": "DEIS"}
+
+
+def _steps_range(traj, start: int | None, stop: int | None) -> range:
+    n = len(traj)
+    if n == 0:
+        raise ValueError("this trajectory has no steps to export")
+    start = 0 if start is None else start
+    stop = n if stop is None else stop
+    if not (isinstance(start, int) and isinstance(stop, int) and 0 <= start < stop <= n):
+        raise ValueError(f"start/stop must satisfy 0 <= start < stop <= {n}; got start={start!r}, stop={stop!r}")
+    return range(start, stop)
+
+
+def parameters_text(traj, k: int = -1) -> str:
+    """The web UIs' "parameters" text, so other tools read prompt, seed and settings back."""
+    p = traj.params
+    step = traj[k]
+    lines = [p["prompt"]]
+    if p.get("negative_prompt"):
+        lines.append(f"Negative prompt: {p['negative_prompt']}")
+    guidance = sorted(set(traj.guidances)) or [p["guidance"][0]]
+    cfg = f"{guidance[0]:g}" if len(guidance) == 1 else "varied (" + ", ".join(f"{g:g}" for g in traj.guidances) + ")"
+    fields = [f"Steps: {p['steps']}", f"Sampler: {_WEBUI_SAMPLERS.get(p['scheduler'], p['scheduler'])}",
+              f"CFG scale: {cfg}", f"Seed: {p['seed']}", f"Size: {p['width']}x{p['height']}",
+              f"Model: {p.get('model') or p['pipeline']}", f"Shown step: {step.index + 1}/{len(traj)}"]
+    if p.get("parent"):
+        fields.append(f"Branched from: {p['parent']} at step {p['branched_at'] + 1}")
+    lines.append(", ".join(fields))
+    return "\n".join(lines)
+
+
+def write_png(traj, path: Any, k: int = -1, view: str = "x0", decoder: str | None = None, size: Any = "output") -> None:
+    """A PNG of step k with the run's parameters as plain-text chunks ("parameters" and "nbdiffuse" JSON)."""
+    decoder = decoder or ("full" if traj.pipe is not None else "approx")
+    picture = traj.image(k, view=view, decoder=decoder, size=size).convert("RGB")
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", parameters_text(traj, k))
+    info.add_text("nbdiffuse", json.dumps({"params": traj.params, "step": traj[k].index, "view": view,
+                                           "decoder": decoder}))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path, format="PNG", pnginfo=info)
 
 
 def write_gif(traj, path: Any, view: str = "x0", fps: float = 8, decoder: str = "approx", size: Any = 256,
-              hold_last: float = 1.0) -> None:
-    """One frame per step; the last frame is held for `hold_last` seconds."""
+              hold_last: float = 1.0, start: int | None = None, stop: int | None = None) -> None:
+    """One frame per step of [start, stop); the last frame is held for `hold_last` seconds."""
     check_choice("view", view, ("x0", "xt"))
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 50:
         raise ValueError(f"fps must be a number in (0, 50], got {fps!r}")
-    if len(traj) == 0:
-        raise ValueError("this trajectory has no steps to export")
-    frames = [traj.image(k, view=view, decoder=decoder, size=size).convert("RGB") for k in range(len(traj))]
+    steps = _steps_range(traj, start, stop)
+    frames = [traj.image(k, view=view, decoder=decoder, size=size).convert("RGB") for k in steps]
     frame_ms = int(round(1000 / fps))
     durations = [frame_ms] * len(frames)
     durations[-1] = max(frame_ms, int(hold_last * 1000))
@@ -23,3 +75,72 @@ def write_gif(traj, path: Any, view: str = "x0", fps: float = 8, decoder: str = 
     path.parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0,
                    optimize=False)
+
+
+def _data_uri(picture: Image.Image) -> str:
+    buffer = io.BytesIO()
+    picture.convert("RGB").save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _script_json(value: Any) -> str:
+    """JSON safe inside <script>: no '</script>' or '<!--' can be formed from user text."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def write_html(traj, path: Any, decoder: str = "approx", size: int = 256) -> None:
+    """A self-contained page (no server, no network): x0 and x_t frames, a scrubber, guidance, parameters."""
+    steps = _steps_range(traj, None, None)
+    frames = {view: [_data_uri(traj.image(k, view=view, decoder=decoder, size=size)) for k in steps]
+              for view in ("x0", "xt")}
+    data = {"frames": frames, "guidance": traj.guidances, "timesteps": [s.timestep for s in traj],
+            "total": traj.total_steps}
+    rows = "\n".join(f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(_show(value))}</td></tr>"
+                     for key, value in traj.params.items() if key not in ("scheduler_config",))
+    page = _PAGE.format(title=html.escape(traj.params["prompt"] or "(empty prompt)"), rows=rows,
+                        data=_script_json(data), n=len(traj) - 1, size=int(size))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<title>nbdiffuse: {title}</title>
+<style>
+ body {{ font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; background: #fff; }}
+ @media (prefers-color-scheme: dark) {{ body {{ color: #ddd; background: #1e1e1e; }} th {{ color: #aaa; }} }}
+ .views {{ display: flex; gap: 12px; flex-wrap: wrap; }}
+ figure {{ margin: 0; text-align: center; }}
+ img {{ width: {size}px; height: {size}px; image-rendering: pixelated; border: 1px solid #8884; }}
+ input[type=range] {{ width: min(100%, {size}px * 2 + 12px); }}
+ table {{ border-collapse: collapse; margin-top: 1em; }} th {{ text-align: left; padding-right: 1em; color: #555; vertical-align: top; }}
+ td {{ font-family: ui-monospace, monospace; white-space: pre-wrap; word-break: break-word; }}
+</style></head><body>
+<h1 id="prompt">{title}</h1>
+<div class="views">
+ <figure><img id="x0" alt="predicted clean image x0"><figcaption>predicted clean image x0</figcaption></figure>
+ <figure><img id="xt" alt="noisy latent x_t"><figcaption>noisy latent x_t</figcaption></figure>
+</div>
+<p><input id="scrub" type="range" min="0" max="{n}" value="{n}" aria-label="step">
+ <span id="label"></span></p>
+<table>{rows}</table>
+<script id="data" type="application/json">{data}</script>
+<script>
+ const data = JSON.parse(document.getElementById("data").textContent);
+ const scrub = document.getElementById("scrub"), label = document.getElementById("label");
+ function show() {{
+   const k = Number(scrub.value);
+   document.getElementById("x0").src = data.frames.x0[k];
+   document.getElementById("xt").src = data.frames.xt[k];
+   label.textContent = "step " + (k + 1) + " / " + data.total + ", guidance " + data.guidance[k];
+ }}
+ scrub.addEventListener("input", show);
+ show();
+</script></body></html>
+"""

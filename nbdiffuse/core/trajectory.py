@@ -219,10 +219,24 @@ class Trajectory:
         return traj.attach(pipe) if pipe is not None else traj
 
     def to_gif(self, path: Any, view: str = "x0", fps: float = 8, decoder: str = "approx",
-               size: Any = 256, hold_last: float = 1.0) -> None:
+               size: Any = 256, hold_last: float = 1.0, start: int | None = None, stop: int | None = None) -> None:
+        """An animated GIF of steps [start, stop) of one view."""
         from .exports import write_gif
 
-        write_gif(self, path, view=view, fps=fps, decoder=decoder, size=size, hold_last=hold_last)
+        write_gif(self, path, view=view, fps=fps, decoder=decoder, size=size, hold_last=hold_last,
+                  start=start, stop=stop)
+
+    def to_png(self, path: Any, k: int = -1, view: str = "x0", decoder: str | None = None, size: Any = "output") -> None:
+        """Step k as a PNG carrying every parameter in its "parameters" text chunk."""
+        from .exports import write_png
+
+        write_png(self, path, k=k, view=view, decoder=decoder, size=size)
+
+    def to_html(self, path: Any, decoder: str = "approx", size: int = 256) -> None:
+        """A self-contained HTML page (frames, scrubber, parameters) that works offline in any browser."""
+        from .exports import write_html
+
+        write_html(self, path, decoder=decoder, size=size)
 
     def __repr__(self) -> str:
         state = "stopped" if self.stopped else "complete" if len(self) == self.total_steps else "running"

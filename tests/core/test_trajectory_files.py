@@ -119,3 +119,30 @@ def test_gif_export(traj, tmp_path):
         assert gif.n_frames == len(traj) and gif.size == (256, 256)
     with pytest.raises(ValueError, match="fps"):
         traj.to_gif(tmp_path / "bad.gif", fps=0)
+
+
+def test_png_carries_the_parameters(traj, tmp_path):
+    traj.to_png(tmp_path / "step.png", k=2, view="x0")
+    with Image.open(tmp_path / "step.png") as png:
+        text = png.text
+    assert text["parameters"].startswith(PROMPT + "\n")
+    assert "Steps: 4, Sampler: Heun" in text["parameters"] and "Seed: 9" in text["parameters"]
+    assert json.loads(text["nbdiffuse"])["params"] == traj.params
+
+
+def test_html_export_escapes_user_text(sd_pipe, tmp_path):
+    evil = '<img src=x onerror=alert(1)></script><script>alert(2)</script>'
+    traj = nbd.trace(sd_pipe, evil, negative_prompt="<b>bold</b>", steps=3, seed=1)
+    traj.to_html(tmp_path / "run.html")
+    page = (tmp_path / "run.html").read_text()
+    assert "<img src=x" not in page and "<script>alert" not in page and "<b>bold" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert page.count("data:image/png;base64,") == 6
+
+
+def test_gif_step_range(traj, tmp_path):
+    traj.to_gif(tmp_path / "part.gif", start=1, stop=3)
+    with Image.open(tmp_path / "part.gif") as gif:
+        assert gif.n_frames == 2
+    with pytest.raises(ValueError, match="start/stop"):
+        traj.to_gif(tmp_path / "bad.gif", start=3, stop=1)
