@@ -1,0 +1,77 @@
+import json
+
+import pytest
+import torch
+
+from nbdiffuse.shapes import train
+
+ARGS = ["--preset", "cpu", "--max-steps", "2", "--eval-samples", "0", "--threads", "1", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("smoke") / "model"
+    state = train.main(["--out", str(out), *ARGS])
+    return out, state
+
+
+def test_smoke_run_writes_a_complete_small_pipeline_folder(trained):
+    out, state = trained
+    assert state["complete"] and state["vae_step"] == 2 and state["unet_step"] == 2
+    assert 0.1 < state["scaling_factor"] < 10
+    for name in ("model_index.json", "TRAINING.md", "training.json", "tokenizer/vocab.json", "tokenizer/merges.txt"):
+        assert (out / name).exists(), name
+    assert not (out / "checkpoint").exists()  # not part of what ships
+    assert not list(out.rglob("*.bin"))  # safetensors only
+    assert train.size_of(out) <= 25e6
+    report = json.loads((out / "training.json").read_text())
+    assert report["runs"][0]["hardware"]["torch_threads"] == 1 and report["seconds"]["unet"] > 0
+
+
+def test_output_loads_offline_and_generates_64x64(trained):
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    out, _ = trained
+    pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True, use_safetensors=True)
+    assert isinstance(pipe.scheduler, EulerDiscreteScheduler)
+    assert pipe.vae_scale_factor == 4 and pipe.unet.config.sample_size == 16
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe(
+        "big red circle on the left, white background",
+        num_inference_steps=2,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(0),
+    ).images[0]
+    assert image.size == (64, 64)
+
+
+def test_resume_after_a_stop_gives_the_same_weights(trained, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    out, _ = trained
+    # Stop right after the first UNet step, as --max-minutes would, then go on with --resume.
+    updates = [0]
+    real_update = train.EMA.update
+
+    def counting_update(self, step):
+        real_update(self, step)
+        updates[0] += 1
+
+    monkeypatch.setattr(train.EMA, "update", counting_update)
+    monkeypatch.setattr(train.Deadline, "passed", lambda self: updates[0] >= 1)
+    resumed = tmp_path / "resumed"
+    state = train.main(["--out", str(resumed), *ARGS])
+    assert not state["complete"] and state["unet_step"] == 1
+    assert (resumed / "checkpoint" / "state.json").exists()
+    with pytest.raises(SystemExit, match="--resume"):
+        train.main(["--out", str(resumed), *ARGS])
+
+    monkeypatch.setattr(train.Deadline, "passed", lambda self: False)
+    state = train.main(["--out", str(resumed), "--resume", *ARGS])
+    assert state["complete"] and state["unet_step"] == 2 and len(state["runs"]) == 2
+    for part in ("unet/diffusion_pytorch_model", "text_encoder/model", "vae/diffusion_pytorch_model"):
+        expected = load_file(out / f"{part}.safetensors")
+        got = load_file(resumed / f"{part}.safetensors")
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[k], got[k]) for k in expected), part
