@@ -54,6 +54,9 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
     on_step = check_callable("on_step", changes.get("on_step"))
     replan = "scheduler" in changes or ("steps" in changes and changes["steps"] != p["steps"])
 
+    if not replan and at >= int(p["steps"]) - 1:
+        raise ValueError(f"at={at} is the last step: nothing is left to run; pick an earlier step, "
+                         "or change scheduler/steps to re-plan the rest")
     parent_sched = scheduler_from_params(p["scheduler_class"], p["scheduler_config"])
     if replan:
         sched = make_scheduler(pipe, changes.get("scheduler")) if "scheduler" in changes else \
@@ -98,9 +101,6 @@ def _replay(family, sched, traj: Trajectory, at: int, device, generator) -> tupl
     sched.set_timesteps(int(p["steps"]), device=device)
     if hasattr(sched, "set_begin_index"):
         sched.set_begin_index(0)
-    if _evals_through(traj, at) >= len(sched.timesteps):
-        raise ValueError(f"at={at} is the last step: nothing is left to run; pick an earlier step, "
-                         "or change scheduler/steps to re-plan the rest")
     family.initial_latents(p["height"], p["width"], generator, sched)  # consume the generator as the run did
     dtype = family.dtype
     latents = traj.initial_latents.to(device, dtype)
