@@ -1,5 +1,6 @@
 """nbdiffuse.core: tracing, trajectories and decoding. torch + diffusers only; never imports widgets."""
 from .branch import branch
+from .compare import Comparison, compare
 from .control import RunControl
 from .decode import ApproxDecoder
 from .loading import EmbeddedModelMissing, PipelineLoadError, load_pipeline, set_tiny_decoder
@@ -8,6 +9,6 @@ from .trace import prepare, trace
 from .trajectory import Step, StepIndexError, Trajectory
 from .trajfile import TrajectoryFileError
 
-__all__ = ["ApproxDecoder", "EmbeddedModelMissing", "PipelineLoadError", "RunControl", "Step", "StepIndexError",
+__all__ = ["ApproxDecoder", "Comparison", "compare", "EmbeddedModelMissing", "PipelineLoadError", "RunControl", "Step", "StepIndexError",
            "Trajectory", "TrajectoryFileError", "branch", "load_pipeline", "prepare", "schedulers",
            "set_tiny_decoder", "trace"]

@@ -1,0 +1,66 @@
+"""Compare two runs step by step: where do they part, and where does the composition lock in?"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .trajectory import Trajectory
+from .validate import check_choice
+
+
+@dataclass
+class Comparison:
+    """Two runs aligned by fraction of the run (they may have different step counts)."""
+
+    a: Trajectory
+    b: Trajectory
+    pairs: list[tuple[int, int]]  # (step of a, step of b) shown together
+    difference: list[float]  # mean |RGB difference| in [0, 1] of the approx x0 frames, per pair
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def heatmap(self, i: int = -1, view: str = "x0", size: int = 256) -> Image.Image:
+        """Per-pixel |a - b| of pair i as a heat picture (black = same, bright = different)."""
+        check_choice("view", view, ("x0", "xt"))
+        ka, kb = self.pairs[i]
+        diff = _rgb_diff(self.a, ka, self.b, kb, view).mean(-1)
+        scale = max(float(diff.max()), 1e-6)
+        t = np.clip(diff / scale, 0, 1)
+        heat = np.stack([np.clip(3 * t, 0, 1), np.clip(3 * t - 1, 0, 1), np.clip(3 * t - 2, 0, 1)], -1)
+        picture = Image.fromarray((heat * 255 + 0.5).astype(np.uint8))
+        return picture.resize((size, size * picture.height // picture.width), Image.NEAREST)
+
+    @property
+    def locks_in_at(self) -> int:
+        """The first pair after which the difference stays within 10% of its final value."""
+        final = self.difference[-1]
+        for i in range(len(self.difference)):
+            if all(abs(d - final) <= 0.1 * max(final, 1e-3) + 1e-3 for d in self.difference[i:]):
+                return i
+        return len(self.difference) - 1
+
+
+def _rgb_diff(a: Trajectory, ka: int, b: Trajectory, kb: int, view: str) -> np.ndarray:
+    rgb_a = a.approx_decoder().rgb(a.latents_for(ka, view)).astype(np.float32) / 255
+    rgb_b = b.approx_decoder().rgb(b.latents_for(kb, view)).astype(np.float32) / 255
+    if rgb_a.shape != rgb_b.shape:
+        raise ValueError(f"runs of different sizes cannot be compared: {rgb_a.shape[:2]} vs {rgb_b.shape[:2]}")
+    return np.abs(rgb_a - rgb_b)
+
+
+def compare(a: Trajectory, b: Trajectory, view: str = "x0") -> Comparison:
+    """Align `a` and `b` by fraction of the run and measure their difference at each step."""
+    for name, traj in (("a", a), ("b", b)):
+        if not isinstance(traj, Trajectory) or len(traj) == 0:
+            raise ValueError(f"{name} must be a Trajectory with at least one step")
+    check_choice("view", view, ("x0", "xt"))
+    n = max(len(a), len(b))
+    pairs = []
+    for i in range(n):
+        fraction = i / max(n - 1, 1)
+        pairs.append((round(fraction * (len(a) - 1)), round(fraction * (len(b) - 1))))
+    difference = [float(_rgb_diff(a, ka, b, kb, view).mean()) for ka, kb in pairs]
+    return Comparison(a, b, pairs, difference)

@@ -1,0 +1,33 @@
+import pytest
+
+import nbdiffuse as nbd
+from nbdiffuse.core.compare import compare
+
+
+def test_a_branch_matches_its_parent_until_the_branch_point(sd_pipe):
+    traj = nbd.trace(sd_pipe, "red circle", steps=6, guidance=3.0, seed=4)
+    child = nbd.branch(sd_pipe, traj, at=2, guidance=12.0)
+    result = compare(traj, child)
+    assert len(result) == 6 and result.pairs[0] == (0, 0)
+    assert result.difference[:3] == [0.0, 0.0, 0.0]
+    assert result.difference[-1] > 0
+    assert result.heatmap(-1, size=64).size == (64, 64)
+    assert 0 <= result.locks_in_at < 6
+
+
+def test_runs_of_different_lengths_align_by_fraction(sd_pipe):
+    a = nbd.trace(sd_pipe, "red circle", steps=4, seed=1)
+    b = nbd.trace(sd_pipe, "red circle", steps=8, seed=1)
+    result = compare(a, b)
+    assert len(result) == 8 and result.pairs[0] == (0, 0) and result.pairs[-1] == (3, 7)
+
+
+def test_compare_bad_input(sd_pipe):
+    a = nbd.trace(sd_pipe, "red circle", steps=2, seed=1)
+    with pytest.raises(ValueError, match="b must be a Trajectory"):
+        compare(a, "b")
+    with pytest.raises(ValueError, match="view must be one of"):
+        compare(a, a, view="z")
+    other = nbd.trace(sd_pipe, "red circle", steps=2, seed=1, height=24)
+    with pytest.raises(ValueError, match="different sizes"):
+        compare(a, other)
