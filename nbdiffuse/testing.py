@@ -60,13 +60,13 @@ def _text_encoder(tokenizer, hidden: int, projection: int | None = None, seed: i
     return model.eval()
 
 
-def _vae(seed: int = 0):
+def _vae(seed: int = 0, **config):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
     return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
                          up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(16, 32), layers_per_block=1,
-                         norm_num_groups=8, latent_channels=4, sample_size=32).eval()
+                         norm_num_groups=8, latent_channels=4, sample_size=32, **config).eval()
 
 
 def tiny_sd_pipeline(prediction_type: str = "epsilon", seed: int = 0, sample_size: int = 8,
@@ -110,5 +110,26 @@ def tiny_sdxl_pipeline(seed: int = 0, sample_size: int = 8):
     pipe = StableDiffusionXLPipeline(vae=_vae(seed), text_encoder=_text_encoder(tokenizer, 32, seed=seed),
                                      text_encoder_2=_text_encoder(tokenizer, 32, projection=32, seed=seed + 1),
                                      tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_sd3_pipeline(seed: int = 0, sample_size: int = 8):
+    """A StableDiffusion3Pipeline with random weights (flow matching, MMDiT, two CLIP encoders, no T5)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(sample_size=sample_size, patch_size=1, in_channels=4, out_channels=4,
+                                        num_layers=1, attention_head_dim=8, num_attention_heads=4,
+                                        caption_projection_dim=32, joint_attention_dim=64,
+                                        pooled_projection_dim=64).eval()
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_vae(seed, scaling_factor=1.5, shift_factor=0.1),
+        text_encoder=_text_encoder(tokenizer, 32, projection=32, seed=seed), tokenizer=tokenizer,
+        text_encoder_2=_text_encoder(tokenizer, 32, projection=32, seed=seed + 1), tokenizer_2=tokenizer,
+        text_encoder_3=None, tokenizer_3=None,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe

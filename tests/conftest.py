@@ -29,6 +29,13 @@ def sdxl_pipe():
     return tiny_sdxl_pipeline()
 
 
+@pytest.fixture(scope="session")
+def sd3_pipe():
+    from nbdiffuse.testing import tiny_sd3_pipeline
+
+    return tiny_sd3_pipeline()
+
+
 class UNetCalls:
     """Counts forward calls of a pipeline's UNet through a real forward hook."""
 

@@ -16,7 +16,7 @@ from .control import RunControl
 from .families import family_for
 from .prediction import sigma_at
 from .schedulers import make_scheduler, scheduler_from_params
-from .trace import Run, input_scale, pipe_lock, scheduler_step_kwargs
+from .trace import Run, input_scale, model_input, pipe_lock, scheduler_step_kwargs
 from .trajectory import Trajectory
 from .validate import check_callable, check_prompt, check_seed, check_steps, guidance_schedule
 
@@ -64,7 +64,7 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
         steps_in_sched = check_steps(changes.get("steps", p["steps"]))
     else:
         sched, steps_in_sched = parent_sched, int(p["steps"])
-    total = _planned_total(sched, steps_in_sched, family.device, at, parent_sched, p, traj, replan)
+    total = _planned_total(family, sched, steps_in_sched, at, parent_sched, p, traj, replan)
     schedule = _branch_schedule(changes, traj, at, total)
 
     run = Run(pipe, family, sched, prompt, negative, total, schedule, seed, p["height"], p["width"], control, on_step)
@@ -81,7 +81,7 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
                            parent=traj, branched_at=at, approx=traj.approx, pipe=pipe)
         run.trajectory = child
         if replan:
-            i, latents = _enter_new_schedule(sched, steps_in_sched, traj, at, parent_sched, device)
+            i, latents = _enter_new_schedule(family, sched, steps_in_sched, traj, at, parent_sched, device)
             run.generator = torch.Generator("cpu").manual_seed(seed)
         else:
             i, latents = _replay(family, sched, traj, at, device, run.generator)
@@ -98,7 +98,7 @@ def _evals_through(traj: Trajectory, at: int) -> int:
 def _replay(family, sched, traj: Trajectory, at: int, device, generator) -> tuple[int, torch.Tensor]:
     """Bring a fresh scheduler (and the generator) to the state after step `at`."""
     p = traj.params
-    sched.set_timesteps(int(p["steps"]), device=device)
+    family.set_timesteps(sched, int(p["steps"]), p["height"], p["width"])
     if hasattr(sched, "set_begin_index"):
         sched.set_begin_index(0)
     family.initial_latents(p["height"], p["width"], generator, sched)  # consume the generator as the run did
@@ -110,7 +110,7 @@ def _replay(family, sched, traj: Trajectory, at: int, device, generator) -> tupl
         step = traj.steps[j]
         outputs = [_guided_output(step, device, dtype)] + [e.to(device, dtype) for e in step.extra_outputs]
         for out in outputs:
-            sched.scale_model_input(latents, sched.timesteps[i])  # some samplers count on this call
+            model_input(sched, latents, sched.timesteps[i])  # some samplers count on this call
             latents = sched.step(out[None], sched.timesteps[i], latents, **step_kwargs,
                                  return_dict=False)[0]
             i += 1
@@ -127,8 +127,8 @@ def _guided_output(step, device, dtype) -> torch.Tensor:
     return uncond + step.guidance * (cond - uncond)
 
 
-def _noise_level(parent_sched, p: dict, traj: Trajectory, at: int, device) -> float:
-    parent_sched.set_timesteps(int(p["steps"]), device=device)
+def _noise_level(family, parent_sched, p: dict, traj: Trajectory, at: int) -> float:
+    family.set_timesteps(parent_sched, int(p["steps"]), p["height"], p["width"])
     i = _evals_through(traj, at)
     return sigma_at(parent_sched, i) if i < len(parent_sched.timesteps) else 0.0
 
@@ -142,20 +142,20 @@ def _start_index(sched, level: float) -> int:
     return min(positions, key=distance)
 
 
-def _planned_total(sched, steps_in_sched, device, at, parent_sched, p, traj, replan) -> int:
+def _planned_total(family, sched, steps_in_sched, at, parent_sched, p, traj, replan) -> int:
     if not replan:
         return int(p["steps"])
-    sched.set_timesteps(steps_in_sched, device=device)
-    start = _start_index(sched, _noise_level(parent_sched, p, traj, at, device))
+    family.set_timesteps(sched, steps_in_sched, p["height"], p["width"])
+    start = _start_index(sched, _noise_level(family, parent_sched, p, traj, at))
     order = int(getattr(sched, "order", 1))
     return at + 1 + len(range(start, len(sched.timesteps), order))
 
 
-def _enter_new_schedule(sched, steps_in_sched, traj, at, parent_sched, device) -> tuple[int, torch.Tensor]:
+def _enter_new_schedule(family, sched, steps_in_sched, traj, at, parent_sched, device) -> tuple[int, torch.Tensor]:
     """Re-express the latents after `at` in the new sampler's form at its nearest noise level."""
     p = traj.params
-    start = _start_index(sched, _noise_level(parent_sched, p, traj, at, device))
-    sched.set_timesteps(steps_in_sched, device=device)
+    start = _start_index(sched, _noise_level(family, parent_sched, p, traj, at))
+    family.set_timesteps(sched, steps_in_sched, p["height"], p["width"])
     if hasattr(sched, "set_begin_index"):
         sched.set_begin_index(start)
     step = traj.steps[at]

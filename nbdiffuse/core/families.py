@@ -34,8 +34,12 @@ class StableDiffusionFamily:
         return self.pipe._execution_device
 
     @property
+    def denoiser(self) -> Any:
+        return self.pipe.unet
+
+    @property
     def dtype(self) -> torch.dtype:
-        return self.pipe.unet.dtype
+        return self.denoiser.dtype
 
     @property
     def vae_factor(self) -> int:
@@ -43,10 +47,10 @@ class StableDiffusionFamily:
 
     @property
     def latent_channels(self) -> int:
-        return int(self.pipe.unet.config.in_channels)
+        return int(self.denoiser.config.in_channels)
 
     def default_size(self) -> tuple[int, int]:
-        sample = self.pipe.unet.config.sample_size
+        sample = self.denoiser.config.sample_size
         side = (sample if isinstance(sample, int) else sample[0]) * self.vae_factor
         return side, side
 
@@ -62,7 +66,10 @@ class StableDiffusionFamily:
     def initial_latents(self, height: int, width: int, generator: torch.Generator, scheduler: Any) -> torch.Tensor:
         shape = (1, self.latent_channels, height // self.vae_factor, width // self.vae_factor)
         noise = randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
-        return noise * scheduler.init_noise_sigma
+        return noise * getattr(scheduler, "init_noise_sigma", 1.0)
+
+    def set_timesteps(self, scheduler: Any, steps: int, height: int, width: int) -> None:
+        scheduler.set_timesteps(steps, device=self.device)
 
     def _unet_kwargs(self, conditioning: dict) -> dict:
         return {"encoder_hidden_states": conditioning["encoder_hidden_states"]}
@@ -109,10 +116,51 @@ class StableDiffusionXLFamily(StableDiffusionFamily):
         }
 
 
-def _families() -> list[tuple[type, type]]:
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+class StableDiffusion3Family(StableDiffusionFamily):
+    """StableDiffusion3Pipeline: an MMDiT transformer on flow-matching latents, x0 = x_t - sigma * v."""
 
-    return [(StableDiffusionXLPipeline, StableDiffusionXLFamily), (StableDiffusionPipeline, StableDiffusionFamily)]
+    name = "stable-diffusion-3"
+
+    @property
+    def denoiser(self) -> Any:
+        return self.pipe.transformer
+
+    def encode(self, prompt: str, negative_prompt: str | None, size: tuple[int, int] | None = None) -> Conditioning:
+        pos, neg, pooled, neg_pooled = self.pipe.encode_prompt(
+            prompt=prompt, prompt_2=None, prompt_3=None, negative_prompt=negative_prompt or "",
+            do_classifier_free_guidance=True, device=self.device, num_images_per_prompt=1,
+        )
+        return self._pack({"encoder_hidden_states": pos, "pooled_projections": pooled},
+                          {"encoder_hidden_states": neg, "pooled_projections": neg_pooled})
+
+    def set_timesteps(self, scheduler: Any, steps: int, height: int, width: int) -> None:
+        kwargs = {}
+        if scheduler.config.get("use_dynamic_shifting"):
+            from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
+
+            patch = self.denoiser.config.patch_size
+            seq_len = (height // self.vae_factor // patch) * (width // self.vae_factor // patch)
+            kwargs["mu"] = calculate_shift(seq_len, scheduler.config.get("base_image_seq_len", 256),
+                                           scheduler.config.get("max_image_seq_len", 4096),
+                                           scheduler.config.get("base_shift", 0.5), scheduler.config.get("max_shift", 1.16))
+        scheduler.set_timesteps(steps, device=self.device, **kwargs)
+
+    def predict(self, x_in: torch.Tensor, t: torch.Tensor, cond: Conditioning, guided: bool):
+        batch = torch.cat([x_in, x_in]) if guided else x_in
+        kwargs = cond.both if guided else cond.cond
+        out = self.pipe.transformer(hidden_states=batch, timestep=t.expand(batch.shape[0]), return_dict=False,
+                                    **kwargs)[0]
+        if guided:
+            uncond, cond_out = out.chunk(2)
+            return cond_out, uncond
+        return out, None
+
+
+def _families() -> list[tuple[type, type]]:
+    from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    return [(StableDiffusionXLPipeline, StableDiffusionXLFamily), (StableDiffusionPipeline, StableDiffusionFamily),
+            (StableDiffusion3Pipeline, StableDiffusion3Family)]
 
 
 def supported_pipelines() -> list[str]:

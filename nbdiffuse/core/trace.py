@@ -127,7 +127,7 @@ class Run:
     def execute(self) -> Trajectory:
         with pipe_lock(self.pipe), torch.no_grad():
             sched = self.scheduler
-            sched.set_timesteps(self.steps, device=self.family.device)
+            self.family.set_timesteps(sched, self.steps, self.height, self.width)
             if hasattr(sched, "set_begin_index"):
                 sched.set_begin_index(0)
             self.cond = self.family.encode(self.prompt, self.negative_prompt, (self.height, self.width))
@@ -159,7 +159,7 @@ class Run:
                 # One step: one model evaluation, or two for 2nd-order samplers (Heun).
                 while True:
                     t = timesteps[i]
-                    x_in = sched.scale_model_input(latents, t)
+                    x_in = model_input(sched, latents, t)
                     cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg)
                     out = uncond_out + w * (cond_out - uncond_out) if use_cfg else cond_out
                     if first is None:
@@ -198,12 +198,18 @@ def _record(tensor: torch.Tensor) -> torch.Tensor:
     return tensor[0].detach().to("cpu", copy=True)
 
 
+def model_input(sched: Any, latents: torch.Tensor, t: Any) -> torch.Tensor:
+    """What the denoiser sees: DDPM-family samplers rescale x_t, flow-matching ones feed it as is."""
+    scale = getattr(sched, "scale_model_input", None)
+    return latents if scale is None else scale(latents, t)
+
+
 def input_scale(sched: Any, i: int, latents: torch.Tensor) -> float:
     """The factor scale_model_input applies at position i (1 past the end)."""
     if i >= len(sched.timesteps):
         return 1.0
     one = torch.ones(1, device=latents.device, dtype=torch.float32)
-    return float(sched.scale_model_input(one, sched.timesteps[i]))
+    return float(model_input(sched, one, sched.timesteps[i]))
 
 
 def scheduler_step_kwargs(sched: Any, generator: torch.Generator) -> dict[str, Any]:

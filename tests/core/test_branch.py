@@ -20,6 +20,14 @@ def test_branch_without_changes_replays_the_rest(sd_pipe, unet_calls, name):
     assert child.steps[:3] == traj.steps[:3]
 
 
+def test_branch_sd3_replays_and_replans(sd3_pipe):
+    traj = nbd.trace(sd3_pipe, PROMPT, steps=5, guidance=4.0, seed=1)
+    child = nbd.branch(sd3_pipe, traj, at=1)
+    torch.testing.assert_close(child.final_latents, traj.final_latents, rtol=1e-5, atol=1e-5)
+    heun = nbd.branch(sd3_pipe, traj, at=1, scheduler="heun", guidance=7.0)
+    assert heun.params["scheduler"] == "heun" and torch.isfinite(heun.final_latents).all()
+
+
 def test_branch_sdxl_replays(sdxl_pipe):
     traj = nbd.trace(sdxl_pipe, PROMPT, steps=4, guidance=4.0, seed=1, scheduler="dpmpp_2m")
     child = nbd.branch(sdxl_pipe, traj, at=1)

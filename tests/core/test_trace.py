@@ -15,7 +15,7 @@ def bare_latents(pipe, steps, guidance, seed=0, **kw):
                 output_type="latent", **kw).images[0]
 
 
-@pytest.mark.parametrize("fixture", ["sd_pipe", "sd_vpred_pipe", "sdxl_pipe"])
+@pytest.mark.parametrize("fixture", ["sd_pipe", "sd_vpred_pipe", "sdxl_pipe", "sd3_pipe"])
 def test_trace_matches_diffusers_bit_for_bit(fixture, request):
     pipe = request.getfixturevalue(fixture)
     traj = nbd.trace(pipe, PROMPT, steps=6, guidance=5.0, seed=3)
@@ -87,7 +87,7 @@ def test_scheduler_choice_does_not_touch_the_pipelines_own(sd_pipe):
     assert (type(sd_pipe.scheduler), dict(sd_pipe.scheduler.config)) == before
 
 
-@pytest.mark.parametrize("fixture", ["sd_pipe", "sdxl_pipe"])
+@pytest.mark.parametrize("fixture", ["sd_pipe", "sdxl_pipe", "sd3_pipe"])
 @pytest.mark.parametrize("schedule", [[5, 5, 1, 1, 5, 5], [1, 0.5, 4, 4, 1, 1]])
 def test_guidance_crosses_one_both_ways(fixture, schedule, request):
     pipe = request.getfixturevalue(fixture)
@@ -223,3 +223,16 @@ class TestRunControl:
         with pytest.raises(ValueError, match="guidance"):
             control.set_guidance(float("nan"))
         assert control.guidance is None
+
+
+@pytest.mark.parametrize("scheduler", ["euler", "heun"])
+def test_flow_matching_x0_and_guided_x0(sd3_pipe, scheduler):
+    traj = nbd.trace(sd3_pipe, PROMPT, steps=4, guidance=5.0, seed=0, scheduler=scheduler)
+    other = nbd.trace(sd3_pipe, PROMPT, steps=4, guidance=9.0, seed=0, scheduler=scheduler)
+    assert traj.params["family"] == "stable-diffusion-3" and traj[0].sigma == 1.0
+    # x0 = x_t - sigma * v: the last step lands on its own prediction.
+    torch.testing.assert_close(traj[-1].pred_x0, traj.final_latents, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(traj.guided_x0(0, 9.0), other[0].pred_x0, rtol=1e-4, atol=1e-4)
+    assert nbd.schedulers(sd3_pipe) == ["euler", "heun"]
+    with pytest.raises(ValueError, match="scheduler must be None or one of euler, heun"):
+        nbd.trace(sd3_pipe, PROMPT, steps=2, scheduler="ddim")
