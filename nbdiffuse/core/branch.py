@@ -68,6 +68,7 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
     schedule = _branch_schedule(changes, traj, at, total)
 
     run = Run(pipe, family, sched, prompt, negative, total, schedule, seed, p["height"], p["width"], control, on_step)
+    run.check_prompts()
     params = run.params()
     params.update(parent=traj.id, branched_at=at, steps=total)
     params["guidance"] = params["guidance_plan"] = schedule
@@ -76,7 +77,7 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
 
     with pipe_lock(pipe), torch.no_grad():
         device = family.device
-        run.cond = family.encode(prompt, negative, (p["height"], p["width"]))
+        run.cond = family.encode(*run.encoded, (p["height"], p["width"]))
         child = Trajectory(params, initial_latents=traj.initial_latents, steps=list(traj.steps[: at + 1]),
                            parent=traj, branched_at=at, approx=traj.approx, pipe=pipe)
         run.trajectory = child

@@ -86,6 +86,7 @@ def load_pipeline(source: Any = None, device: Any = None, dtype: Any = None):
             )
         pipe = _from_pretrained(EMBEDDED_MODEL, "the embedded shapes model", target, dtype, local_only=True)
         pipe._nbd_source = "nbdiffuse/shapes"
+        pipe._nbd_shapes = True
         return pipe
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be None, a folder path, a hub id or a diffusers pipeline; got {type(source).__name__}")
@@ -97,6 +98,8 @@ def load_pipeline(source: Any = None, device: Any = None, dtype: Any = None):
         if not (path / "model_index.json").is_file():
             raise PipelineLoadError(f"source={str(source)!r} is not a diffusers model folder: it has no model_index.json")
         pipe = _from_pretrained(path, str(source), target, dtype, local_only=True)
+        # A model trained by nbdiffuse.shapes.train speaks the shapes grammar.
+        pipe._nbd_shapes = (path / "training.json").is_file() and (path / "tokenizer" / "vocab.json").is_file()
     else:
         name = str(source)
         if not _HUB_ID.match(name):

@@ -23,6 +23,7 @@ import torch
 from .control import RunControl
 from .families import family_for
 from .prediction import sigma_at, x0_coefficients
+from .prompts import prepare_prompt
 from .schedulers import make_scheduler, scheduler_from_params, scheduler_name
 from .trajectory import Step, Trajectory
 from .validate import (check_callable, check_prompt, check_seed, check_size, check_steps, guidance_schedule)
@@ -73,7 +74,9 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
         raise TypeError(f"control must be an nbd.RunControl or None, got {type(control).__name__}")
     check_callable("on_step", on_step)
     sched = make_scheduler(pipe, scheduler)
-    return Run(pipe, family, sched, prompt, negative_prompt, steps, schedule, seed, height, width, control, on_step)
+    run = Run(pipe, family, sched, prompt, negative_prompt, steps, schedule, seed, height, width, control, on_step)
+    run.check_prompts()
+    return run
 
 
 class Run:
@@ -88,6 +91,14 @@ class Run:
         self.control, self.on_step = control, on_step
         self.generator = torch.Generator("cpu").manual_seed(seed)
         self.trajectory: Trajectory | None = None
+        self.notices: list[str] = []
+        self.encoded = (prompt, negative_prompt)
+
+    def check_prompts(self) -> None:
+        """Resolve what the text encoder reads (before any model work); collect notices."""
+        prompt, notices = prepare_prompt(self.pipe, self.prompt, "prompt")
+        negative, more = prepare_prompt(self.pipe, self.negative_prompt, "negative_prompt")
+        self.encoded, self.notices = (prompt, negative), notices + more
 
     # --- params ---------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -110,6 +121,9 @@ class Run:
             "scheduler_class": type(sched).__name__,
             "scheduler_config": jsonable(dict(sched.config)),
             "prediction_type": sched.config.get("prediction_type", "epsilon"),
+            "encoded_prompt": self.encoded[0],
+            "encoded_negative_prompt": self.encoded[1],
+            "notices": list(self.notices),
             "guidance": list(self.schedule),
             "guidance_plan": list(self.schedule),
             "height": self.height,
@@ -130,7 +144,7 @@ class Run:
             self.family.set_timesteps(sched, self.steps, self.height, self.width)
             if hasattr(sched, "set_begin_index"):
                 sched.set_begin_index(0)
-            self.cond = self.family.encode(self.prompt, self.negative_prompt, (self.height, self.width))
+            self.cond = self.family.encode(*self.encoded, (self.height, self.width))
             latents = self.family.initial_latents(self.height, self.width, self.generator, sched)
             traj = Trajectory(self.params(), initial_latents=latents.detach().to("cpu", copy=True), pipe=self.pipe)
             self.trajectory = traj

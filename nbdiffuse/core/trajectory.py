@@ -102,6 +102,11 @@ class Trajectory:
         return int(self.params["steps"])
 
     @property
+    def notices(self) -> list[str]:
+        """What the run changed about its input: truncated prompts, unknown words ignored."""
+        return list(self.params.get("notices", []))
+
+    @property
     def guidances(self) -> list[float]:
         """Guidance actually used at each step."""
         return [s.guidance for s in self.steps]

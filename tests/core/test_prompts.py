@@ -1,0 +1,20 @@
+import pytest
+
+import nbdiffuse as nbd
+
+
+def test_long_prompt_is_truncated_with_a_notice(sd_pipe):
+    prompt = "red circle " * 20  # 220 characters, one token each in the tiny tokenizer
+    traj = nbd.trace(sd_pipe, prompt, steps=2)
+    assert len(traj) == 2
+    assert any("truncated" in n and "reads 77" in n for n in traj.notices)
+    assert not nbd.trace(sd_pipe, "red circle", steps=1).notices
+
+
+def test_shapes_models_drop_and_report_unknown_words(sd_pipe, monkeypatch):
+    monkeypatch.setattr(sd_pipe, "_nbd_shapes", True, raising=False)
+    traj = nbd.trace(sd_pipe, "a big red dragon circle please", steps=1)
+    assert traj.params["encoded_prompt"] == "big red circle"
+    assert traj.notices == ["prompt: unknown words ignored: dragon, please (see nbd.shapes.VOCABULARY)"]
+    with pytest.raises(ValueError, match="prompt 'white circle, white background'"):
+        nbd.trace(sd_pipe, "white circle, white background", steps=1)
