@@ -1,10 +1,13 @@
 """nbdiffuse: watch, scrub and branch the denoising steps of diffusion models in Jupyter."""
 __version__ = "0.1.0"
 
+from . import _quiet  # noqa: F401  (before diffusers is imported)
 from . import shapes
 from .core import (ApproxDecoder, EmbeddedModelMissing, PipelineLoadError, RunControl, Step, StepIndexError,
-                   Trajectory, TrajectoryFileError, branch, load_pipeline, schedulers, set_tiny_decoder, trace)
+                   Trajectory, TrajectoryFileError, branch, compare, load_pipeline, schedulers, set_tiny_decoder,
+                   trace)
+from .widgets import Explorer
 
-__all__ = ["ApproxDecoder", "EmbeddedModelMissing", "PipelineLoadError", "RunControl", "Step",
-           "StepIndexError", "Trajectory", "TrajectoryFileError", "branch", "load_pipeline", "schedulers",
+__all__ = ["ApproxDecoder", "EmbeddedModelMissing", "Explorer", "PipelineLoadError", "RunControl", "Step",
+           "StepIndexError", "Trajectory", "TrajectoryFileError", "branch", "compare", "load_pipeline", "schedulers",
            "set_tiny_decoder", "shapes", "trace", "__version__"]

@@ -1,0 +1,119 @@
+"""What the Explorer costs on top of a bare trace, and what it sends.
+
+Runs the same 30-step generation as a bare `nbd.trace` and through an Explorer (frames encoded,
+paced and sent to a headless frontend that acks like the browser), interleaved so that both see
+the same machine load, and prints the median time ratio (goal <= 1.05 on a CPU), plus the
+messages and bytes per second the run sends and the size of live frames.
+
+    python benchmarks/explorer_overhead.py [--pairs 15] [--steps 30] [--threads 1]
+
+Ratios, not timed assertions: nothing here fails on a slow machine.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import nbdiffuse as nbd  # noqa: E402
+from nbdiffuse.frames import LIVE_MAX_BYTES, encode_live, full_frames, step_frames  # noqa: E402
+from nbdiffuse.widgets.headless import HeadlessFrontend  # noqa: E402
+
+
+def load(model: str):
+    if model == "embedded":
+        try:
+            return nbd.load_pipeline(), "embedded shapes model"
+        except nbd.EmbeddedModelMissing:
+            print("(embedded model not shipped: using the tiny test pipeline)")
+    from nbdiffuse.testing import tiny_sd_pipeline
+
+    return tiny_sd_pipeline(), "tiny random-weight SD pipeline (nbdiffuse.testing)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=15, help="interleaved (bare, explorer) pairs")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--model", choices=["embedded", "tiny"], default="embedded")
+    parser.add_argument("--size", type=int, default=None, help="image side (default: the model's own)")
+    parser.add_argument("--ack-delay", type=float, default=0.005, help="s the headless browser takes to ack a frame")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    pipe, label = load(args.model)
+    prompt = "big red circle on the left, white background"
+    ex = nbd.Explorer(pipe)
+    frontend = HeadlessFrontend(ex, ack_delay=args.ack_delay)
+    # Warm up both paths (approx decoder fit, first-call allocations).
+    nbd.trace(pipe, prompt, steps=3)
+    ex.generate(prompt=prompt, steps=3)
+    ex.wait()
+
+    bare, explorer, ratios, cpu_ratios, traffic = [], [], [], [], []
+    for i in range(args.pairs):
+        order = ("bare", "explorer") if i % 2 == 0 else ("explorer", "bare")
+        times, cpu = {}, {}
+        for which in order:
+            began, began_cpu = time.perf_counter(), time.process_time()
+            if which == "bare":
+                nbd.trace(pipe, prompt, steps=args.steps, seed=i, height=args.size, width=args.size)
+            else:
+                ex.generate(prompt=prompt, steps=args.steps, seed=i, height=args.size, width=args.size)
+                ex.wait()
+            times[which] = time.perf_counter() - began
+            # CPU time of this process, all threads: what the Explorer adds, less sensitive than
+            # wall time to other programs sharing the machine.
+            cpu[which] = time.process_time() - began_cpu
+            if which == "explorer":
+                sent = frontend.totals(since=began)
+                traffic.append((times[which], sent, sum(f["bytes"] for f in frontend.frames if f["run"] == ex.run_id),
+                                sum(1 for f in frontend.frames if f["run"] == ex.run_id)))
+        bare.append(times["bare"])
+        explorer.append(times["explorer"])
+        ratios.append(times["explorer"] / times["bare"])
+        cpu_ratios.append(cpu["explorer"] / cpu["bare"])
+
+    seconds, sent, live_bytes, live_frames = traffic[len(traffic) // 2]
+    side = args.size or ex.image_size[0]
+    print(f"model: {label} at {side}x{side}; {args.steps} steps, torch threads {args.threads}, "
+          f"{args.pairs} interleaved pairs")
+    print(f"bare trace      median {statistics.median(bare):.3f} s")
+    print(f"through Explorer median {statistics.median(explorer):.3f} s")
+    print(f"ratio explorer / bare: median {statistics.median(ratios):.3f} "
+          f"(min {min(ratios):.3f}, max {max(ratios):.3f})  goal <= 1.05")
+    print(f"CPU-time ratio explorer / bare: median {statistics.median(cpu_ratios):.3f} "
+          f"(min {min(cpu_ratios):.3f}, max {max(cpu_ratios):.3f})")
+    print(f"one {args.steps}-step run ({seconds:.2f} s): {sent['messages']} messages "
+          f"({live_frames} live frames, the rest state updates), {sent['bytes'] / 1024:.1f} KiB in all")
+    print(f"  -> {sent['messages'] / seconds:.1f} messages/s, {sent['bytes'] / seconds / 1024:.1f} KiB/s; "
+          f"live frames alone {live_bytes / max(live_frames, 1):.0f} B each (two views); "
+          f"max unacked {frontend.max_unacked} (limit 2)")
+
+    # A 512x512 run's live frame is the approx decoder at latent resolution (64x64 for SD's VAE):
+    # the tiny pipeline at 128x128 has 64x64 latents too.
+    traj = nbd.trace(pipe, prompt, steps=4, height=128, width=128) if label.startswith("tiny") else None
+    if traj is not None:
+        live = step_frames(traj, 1)
+        png = full_frames(traj, 3)
+        print(f"live frame of a 64x64-latent run (as SD at 512x512): x0 {len(live[0])} B, xt {len(live[1])} B "
+              f"(JPEG); full-VAE PNG of the final frame {len(png[0]) / 1024:.1f} KiB")
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    smooth = np.clip(np.cumsum(rng.normal(0, 3, (512, 512, 3)), axis=1) + 128, 0, 255).astype(np.uint8)
+    print(f"a 512x512 picture as a live frame: {len(encode_live(smooth)) / 1024:.1f} KiB (textured), "
+          f"{len(encode_live(noise)) / 1024:.1f} KiB (pure noise, worst case); budget {LIVE_MAX_BYTES / 1000:.0f} KB")
+    ex.close()
+    frontend.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,623 @@
+// nbdiffuse Explorer front end (anywidget ES module).
+//
+// Frames live in the browser: widget state holds one encoded image per step and view, and
+// live frames arrive as paced custom messages. Scrubbing therefore draws decoded bitmaps
+// synchronously, with no kernel round trip, and still works in a saved notebook.
+
+const VIEWS = ["x0", "xt"];
+const STORES = new Map(); // widget uid -> Store, shared by all views of one widget
+const PLAY_FPS = 12;
+const SCRUB_SETTLE_MS = 200; // ask the kernel for a full-VAE frame once the scrubber rests
+const KERNEL_QUIET_MS = 6000;
+const FULL_KEPT = 64; // full-VAE frames from scrubbing kept per widget (oldest dropped first)
+
+function mimeOf(view) {
+  const b0 = view.getUint8(0);
+  if (b0 === 0x89) return "image/png";
+  if (b0 === 0xff) return "image/jpeg";
+  return "image/webp"; // "RIFF"; frames.encode_live could use WebP too
+}
+
+function asDataView(buf) {
+  if (buf instanceof DataView) return buf;
+  if (buf instanceof ArrayBuffer) return new DataView(buf);
+  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+function decode(buf) {
+  const view = asDataView(buf);
+  return createImageBitmap(new Blob([view], { type: mimeOf(view) }));
+}
+
+function expand(segments, n) {
+  // [[first step, guidance], ...] -> one guidance per step
+  const out = new Array(n);
+  for (let s = 0; s < segments.length; s++) {
+    const [from, w] = segments[s];
+    const to = s + 1 < segments.length ? segments[s + 1][0] : n;
+    for (let k = from; k < Math.min(to, n); k++) out[k] = w;
+  }
+  return out;
+}
+
+function segmentsOf(values) {
+  const out = [];
+  values.forEach((w, k) => {
+    if (!out.length || out[out.length - 1][1] !== w) out.push([k, w]);
+  });
+  return out;
+}
+
+// --- the model-level store: decoded frames and the live stream ------------------------
+class Store extends EventTarget {
+  constructor(model) {
+    super();
+    this.model = model;
+    this.lists = { x0: [], xt: [] };
+    this.tokens = { x0: null, xt: null };
+    this.fullState = new Map(); // "k:view" from the full_frames trait
+    this.fullMsgs = new Map(); // "run:k:view" from scrub replies
+    this.resetLive();
+    model.on("change:run_id", () => { this.resetLive(); this.emit("reset"); });
+    model.on("change:frames_x0", () => this.loadList("x0"));
+    model.on("change:frames_xt", () => this.loadList("xt"));
+    model.on("change:full_frames", () => this.loadFull());
+    model.on("msg:custom", (msg, buffers) => this.onMessage(msg, buffers || []));
+    this.loadList("x0");
+    this.loadList("xt");
+    this.loadFull();
+  }
+
+  emit(type, detail = {}) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  resetLive() {
+    this.run = this.model.get("run_id");
+    this.live = new Map();
+    this.liveN = 0;
+    this.liveTotal = 0;
+    this.liveIts = 0;
+    this.liveSegments = null;
+    this.newest = -1;
+  }
+
+  send(content) {
+    try {
+      this.model.send(content);
+      return true;
+    } catch (err) {
+      return false; // restored from a saved notebook: no kernel behind this widget
+    }
+  }
+
+  loadList(view) {
+    const bufs = this.model.get("frames_" + view) || [];
+    const token = {};
+    this.tokens[view] = token;
+    const out = new Array(bufs.length);
+    this.lists[view] = out;
+    bufs.forEach((buf, k) => {
+      decode(buf).then((bmp) => {
+        if (this.tokens[view] !== token) return;
+        out[k] = bmp;
+        this.emit("frames", { k, view });
+      }, () => {});
+    });
+  }
+
+  loadFull() {
+    const full = this.model.get("full_frames") || {};
+    const token = {};
+    this.fullToken = token;
+    this.fullState = new Map();
+    for (const [key, buf] of Object.entries(full)) {
+      decode(buf).then((bmp) => {
+        if (this.fullToken !== token) return;
+        this.fullState.set(key, bmp);
+        this.emit("frames", { k: Number(key.split(":")[0]), view: key.split(":")[1] });
+      }, () => {});
+    }
+  }
+
+  async onMessage(msg, buffers) {
+    if (!msg || typeof msg !== "object") return;
+    if (msg.type === "frame") {
+      let bitmaps = null;
+      try {
+        bitmaps = await Promise.all(buffers.map(decode));
+      } catch (err) { /* a frame that does not decode is skipped; the final state repairs it */ }
+      if (bitmaps && msg.run === this.run) {
+        this.live.set(msg.k, bitmaps);
+        this.liveN = Math.max(this.liveN, msg.n);
+        this.liveTotal = msg.total;
+        this.liveIts = msg.its;
+        this.liveSegments = msg.g;
+        this.newest = Math.max(this.newest, msg.k);
+        this.emit("live", { k: msg.k });
+      }
+      // Acknowledge once the frame could be painted: the kernel sends the next one only then.
+      requestAnimationFrame(() => this.send({ type: "ack", run: msg.run, seq: msg.seq }));
+    } else if (msg.type === "full") {
+      const bitmaps = await Promise.all(buffers.map(decode));
+      (msg.views || VIEWS).forEach((view, i) => this.fullMsgs.set(`${msg.run}:${msg.k}:${view}`, bitmaps[i]));
+      while (this.fullMsgs.size > FULL_KEPT) this.fullMsgs.delete(this.fullMsgs.keys().next().value);
+      this.emit("frames", { k: msg.k });
+    }
+  }
+
+  get count() {
+    const live = this.model.get("run_id") === this.run ? this.liveN : 0;
+    return Math.max(this.model.get("n_steps"), live);
+  }
+
+  get total() {
+    return this.model.get("total_steps") || this.liveTotal;
+  }
+
+  guidances() {
+    const n = this.count;
+    const saved = this.model.get("guidances") || [];
+    if (saved.length >= n || !this.liveSegments) return saved.slice(0, n);
+    return expand(this.liveSegments, n);
+  }
+
+  // The best picture of step k: full VAE, else the lossy state frame, else a live frame,
+  // else the nearest earlier step that has one (live frames may be sparse).
+  frameAt(k, view) {
+    const i = VIEWS.indexOf(view);
+    const full = this.fullMsgs.get(`${this.model.get("run_id")}:${k}:${view}`) || this.fullState.get(`${k}:${view}`);
+    if (full) return full;
+    for (let j = k; j >= 0; j--) {
+      const saved = this.lists[view][j];
+      if (saved) return saved;
+      const live = this.live.get(j);
+      if (live) return live[i];
+    }
+    return null;
+  }
+}
+
+function storeFor(model) {
+  const uid = model.get("_uid");
+  let store = STORES.get(uid);
+  if (!store) {
+    store = new Store(model);
+    STORES.set(uid, store);
+  }
+  return store;
+}
+
+// --- DOM helpers -------------------------------------------------------------------------
+function h(tag, attrs = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+  return node;
+}
+
+function field(label, input, cls = "") {
+  return h("label", { class: "nbd-field " + cls }, [h("span", { class: "nbd-label", text: label }), input]);
+}
+
+const STATUS_TEXT = {
+  pausing: "pausing after this step…",
+  paused: "paused",
+  stopped: "stopped",
+  error: "failed",
+};
+
+// --- the view ----------------------------------------------------------------------------
+function render({ model, el }) {
+  const store = storeFor(model);
+  const ui = {};
+  ui.prompt = h("input", { type: "text", "aria-label": "Prompt", placeholder: "describe the picture" });
+  ui.negative = h("input", { type: "text", "aria-label": "Negative prompt", placeholder: "what to avoid (optional)" });
+  ui.seed = h("input", { type: "number", min: "0", step: "1", "aria-label": "Seed" });
+  ui.dice = h("button", { type: "button", class: "nbd-icon", "aria-label": "Random seed", title: "Random seed", text: "⚄" });
+  ui.steps = h("input", { type: "number", min: "1", max: "1000", step: "1", "aria-label": "Steps" });
+  ui.scheduler = h("select", { "aria-label": "Scheduler" });
+  ui.width = h("select", { "aria-label": "Width" });
+  ui.height = h("select", { "aria-label": "Height" });
+  ui.guidance = h("input", { type: "range", min: "0", step: "0.1", "aria-label": "Guidance" });
+  ui.guidanceOut = h("output", { class: "nbd-gvalue", "aria-live": "off" });
+  ui.generate = h("button", { type: "button", class: "nbd-primary", text: "Generate", "aria-label": "Generate" });
+  ui.stop = h("button", { type: "button", text: "Stop", "aria-label": "Stop" });
+  ui.pause = h("button", { type: "button", text: "Pause", "aria-label": "Pause" });
+  ui.step = h("button", { type: "button", text: "Step", "aria-label": "Step once", title: "Run one step while paused" });
+  ui.views = {};
+  const viewGroup = h("div", { class: "nbd-views", role: "group", "aria-label": "Show" });
+  for (const [mode, label] of [["both", "both"], ["x0", "x₀"], ["xt", "xₜ"]]) {
+    ui.views[mode] = h("button", { type: "button", "data-mode": mode, text: label, "aria-label": `Show ${mode}` });
+    viewGroup.append(ui.views[mode]);
+  }
+  ui.panes = {};
+  ui.canvases = {};
+  const stage = h("div", { class: "nbd-stage", tabindex: "0", "aria-label": "Frames; arrow keys, Home and End scrub" });
+  for (const [view, caption] of [["x0", "predicted clean image x₀"], ["xt", "noisy latent xₜ"]]) {
+    ui.canvases[view] = h("canvas", { class: "nbd-frame", role: "img", "aria-label": caption, "data-view": view });
+    ui.panes[view] = h("figure", { class: "nbd-pane", "data-view": view }, [ui.canvases[view], h("figcaption", { text: caption })]);
+    stage.append(ui.panes[view]);
+  }
+  ui.fill = h("div", { class: "nbd-fill" });
+  ui.bar = h("div", { class: "nbd-bar", role: "progressbar", "aria-label": "Progress", "aria-valuemin": "0" }, [ui.fill]);
+  ui.count = h("span", { class: "nbd-count", "aria-live": "polite" });
+  ui.play = h("button", { type: "button", class: "nbd-icon nbd-play", "aria-label": "Play", title: "Play", text: "▶" });
+  ui.slider = h("input", { type: "range", class: "nbd-slider", min: "0", max: "0", step: "1", value: "0", "aria-label": "Step" });
+  ui.strip = svg("svg", { class: "nbd-gstrip", role: "img", "aria-label": "Guidance used per step", preserveAspectRatio: "none" });
+  ui.at = h("span", { class: "nbd-at" });
+  ui.gtext = h("div", { class: "nbd-gtext" });
+  ui.errorText = h("p", { class: "nbd-error-text" });
+  ui.errorDetails = h("pre");
+  ui.error = h("div", { class: "nbd-error", role: "alert" }, [ui.errorText, h("details", {}, [h("summary", { text: "details" }), ui.errorDetails])]);
+  ui.note = h("div", { class: "nbd-note", "aria-live": "polite" });
+  ui.model = h("span", { class: "nbd-model" });
+
+  const root = h("div", { class: "nbd-explorer", role: "region", "aria-label": "nbdiffuse Explorer" }, [
+    h("div", { class: "nbd-controls" }, [
+      field("Prompt", ui.prompt, "nbd-wide"),
+      field("Negative prompt", ui.negative, "nbd-wide"),
+      h("div", { class: "nbd-row" }, [
+        h("div", { class: "nbd-seed" }, [field("Seed", ui.seed), ui.dice]),
+        field("Steps", ui.steps, "nbd-narrow"),
+        field("Scheduler", ui.scheduler),
+        ui.sizeField = h("div", { class: "nbd-size" }, [field("Width", ui.width), field("Height", ui.height)]),
+      ]),
+      h("div", { class: "nbd-row" }, [field("Guidance", h("span", { class: "nbd-grange" }, [ui.guidance, ui.guidanceOut]), "nbd-wide")]),
+      h("div", { class: "nbd-row nbd-buttons" }, [ui.generate, ui.stop, ui.pause, ui.step, h("span", { class: "nbd-spacer" }), viewGroup]),
+    ]),
+    stage,
+    h("div", { class: "nbd-progress" }, [ui.bar, ui.count]),
+    h("div", { class: "nbd-scrub" }, [ui.play, h("div", { class: "nbd-track" }, [ui.slider, ui.strip]), ui.at]),
+    ui.gtext,
+    ui.error,
+    ui.note,
+    h("div", { class: "nbd-footer" }, [ui.model]),
+  ]);
+  el.append(root);
+  // Lumino (JupyterLab, Notebook 7) matches shortcuts from the focused element up and stops at
+  // this attribute; Notebook 7 listens in the capture phase, where stopPropagation comes too late.
+  // Only the keyboard-driven controls carry it, so Ctrl+S and the like still work on the rest.
+  for (const node of [ui.prompt, ui.negative, ui.seed, ui.steps, ui.guidance, ui.slider, stage, ui.play]) {
+    node.setAttribute("data-lm-suppress-shortcuts", "true");
+  }
+
+  // --- talking to the kernel ---
+  let kernelTimer = null;
+  let saveTimer = null;
+  function save() {
+    clearTimeout(saveTimer);
+    saveTimer = null;
+    try {
+      model.save_changes();
+      return true;
+    } catch (err) {
+      return false;
+    }
+  }
+  function saveSoon() {
+    clearTimeout(saveTimer);
+    saveTimer = setTimeout(save, 250);
+  }
+  function command(type) {
+    const ok = save() && store.send({ type });
+    clearTimeout(kernelTimer);
+    if (!ok) {
+      note("No kernel is connected to this widget (a saved notebook?): scrub the saved frames, or run the cell again to generate.");
+      return;
+    }
+    kernelTimer = setTimeout(() => note("No answer from the kernel yet: it may be busy running another cell, or no kernel is behind this saved widget (run the cell again)."), KERNEL_QUIET_MS);
+  }
+  function heard() {
+    clearTimeout(kernelTimer);
+    note("");
+  }
+  function note(text) {
+    ui.note.textContent = text;
+    ui.note.hidden = !text;
+  }
+
+  // --- controls <-> traits ---
+  function bindText(input, name) {
+    input.value = model.get(name);
+    input.addEventListener("input", () => { model.set(name, input.value); saveSoon(); });
+    model.on(`change:${name}`, () => { if (input.value !== model.get(name)) input.value = model.get(name); });
+  }
+  function bindInt(input, name, min, max) {
+    input.value = String(model.get(name));
+    input.addEventListener("change", () => {
+      const value = Number(input.value);
+      const ok = input.value.trim() !== "" && Number.isInteger(value) && value >= min && value <= max;
+      input.setAttribute("aria-invalid", ok ? "false" : "true");
+      if (ok) { model.set(name, value); save(); }
+    });
+    model.on(`change:${name}`, () => { input.value = String(model.get(name)); input.setAttribute("aria-invalid", "false"); });
+  }
+  function bindSelect(select, name, optionsName, label = (v) => String(v)) {
+    const fill = () => {
+      select.replaceChildren(...(model.get(optionsName) || []).map((v) => h("option", { value: String(v), text: label(v) })));
+      select.value = String(model.get(name));
+    };
+    fill();
+    select.addEventListener("change", () => {
+      const current = model.get(name);
+      model.set(name, typeof current === "number" ? Number(select.value) : select.value);
+      save();
+    });
+    model.on(`change:${optionsName}`, fill);
+    model.on(`change:${name}`, () => { select.value = String(model.get(name)); });
+  }
+  bindText(ui.prompt, "prompt");
+  bindText(ui.negative, "negative_prompt");
+  bindInt(ui.seed, "seed", 0, Number.MAX_SAFE_INTEGER);
+  bindInt(ui.steps, "steps", 1, 1000);
+  bindSelect(ui.scheduler, "scheduler", "scheduler_options");
+  bindSelect(ui.width, "width", "size_options");
+  bindSelect(ui.height, "height", "size_options");
+
+  let guidanceSent = 0;
+  function showGuidance() {
+    ui.guidance.max = String(model.get("guidance_max"));
+    ui.guidance.value = String(model.get("guidance"));
+    ui.guidanceOut.textContent = Number(model.get("guidance")).toFixed(1);
+  }
+  showGuidance();
+  ui.guidance.addEventListener("input", () => {
+    const value = Number(ui.guidance.value);
+    ui.guidanceOut.textContent = value.toFixed(1);
+    model.set("guidance", value);
+    // During a run each change steers the next step: send at most ~10 per second while dragging.
+    const now = performance.now();
+    if (now - guidanceSent > 100) { guidanceSent = now; save(); } else saveSoon();
+  });
+  ui.guidance.addEventListener("change", save);
+  model.on("change:guidance", showGuidance);
+  model.on("change:guidance_max", showGuidance);
+
+  ui.dice.addEventListener("click", () => {
+    model.set("seed", Math.floor(Math.random() * 2 ** 32));
+    save();
+  });
+  ui.prompt.addEventListener("keydown", (e) => { if (e.key === "Enter") command("generate"); });
+  ui.generate.addEventListener("click", () => command("generate"));
+  ui.stop.addEventListener("click", () => command("stop"));
+  ui.pause.addEventListener("click", () => command(["paused", "pausing"].includes(model.get("status")) ? "resume" : "pause"));
+  ui.step.addEventListener("click", () => command("step"));
+  for (const [mode, button] of Object.entries(ui.views)) {
+    button.addEventListener("click", () => { model.set("view", mode); save(); layoutViews(); });
+  }
+
+  // --- frames and scrubbing ---
+  let shown = -1; // step on screen
+  let follow = model.get("frame") < 0; // stick to the newest step while a run goes
+  let scrubTimer = null;
+  let playTimer = null;
+
+  function visibleViews() {
+    const mode = model.get("view");
+    return mode === "both" ? VIEWS : [mode];
+  }
+  function layoutViews() {
+    const mode = model.get("view");
+    for (const view of VIEWS) ui.panes[view].hidden = !visibleViews().includes(view);
+    for (const [m, button] of Object.entries(ui.views)) button.setAttribute("aria-pressed", String(m === mode));
+    root.classList.toggle("nbd-single", mode !== "both");
+    paint(shown);
+  }
+  function sizeCanvases() {
+    const [w, hgt] = model.get("image_size") || [0, 0];
+    for (const canvas of Object.values(ui.canvases)) {
+      canvas.style.aspectRatio = w && hgt ? `${w} / ${hgt}` : "1 / 1";
+    }
+  }
+  function draw(canvas, bmp) {
+    if (canvas.width !== bmp.width || canvas.height !== bmp.height) {
+      canvas.width = bmp.width;
+      canvas.height = bmp.height;
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.clearRect(0, 0, bmp.width, bmp.height);
+    ctx.drawImage(bmp, 0, 0);
+    // Small pictures (latent-resolution previews, the 64x64 embedded model) upscale crisply.
+    canvas.classList.toggle("nbd-pixelated", bmp.width <= 256);
+  }
+  function paint(k) {
+    const n = store.count;
+    if (n === 0 || k < 0) return;
+    k = Math.min(k, n - 1);
+    shown = k;
+    for (const view of visibleViews()) {
+      const bmp = store.frameAt(k, view);
+      if (bmp) draw(ui.canvases[view], bmp);
+      ui.canvases[view].setAttribute("aria-label", `${view === "x0" ? "predicted clean image x0" : "noisy latent xt"}, step ${k + 1}`);
+    }
+    ui.slider.value = String(k);
+    ui.at.textContent = `${k + 1} / ${n}`;
+    ui.slider.setAttribute("aria-valuetext", `step ${k + 1} of ${n}`);
+  }
+  function showStep(k, fromUser) {
+    const n = store.count;
+    if (n === 0) return;
+    k = Math.max(0, Math.min(n - 1, k));
+    if (fromUser) {
+      follow = k === n - 1;
+      model.set("frame", follow ? -1 : k); // kept in the saved state; no kernel needed
+      clearTimeout(scrubTimer);
+      scrubTimer = setTimeout(() => requestFull(k), SCRUB_SETTLE_MS);
+    }
+    paint(k);
+  }
+  function requestFull(k) {
+    if (["running", "pausing"].includes(model.get("status"))) return;
+    save();
+    store.send({ type: "scrub", run: model.get("run_id"), k });
+  }
+  function stopPlaying() {
+    clearInterval(playTimer);
+    playTimer = null;
+    ui.play.textContent = "▶";
+    ui.play.setAttribute("aria-label", "Play");
+  }
+  ui.play.addEventListener("click", () => {
+    if (playTimer) return stopPlaying();
+    const n = store.count;
+    if (n < 2) return;
+    if (shown >= n - 1) showStep(0, true);
+    ui.play.textContent = "❚❚";
+    ui.play.setAttribute("aria-label", "Pause playback");
+    playTimer = setInterval(() => {
+      if (shown >= store.count - 1) return stopPlaying();
+      showStep(shown + 1, true);
+    }, 1000 / PLAY_FPS);
+  });
+  ui.slider.addEventListener("input", () => { stopPlaying(); showStep(Number(ui.slider.value), true); });
+
+  const KEYS = { ArrowLeft: -1, ArrowRight: 1, ArrowDown: -1, ArrowUp: 1 };
+  root.addEventListener("keydown", (e) => {
+    // JupyterLab takes arrow keys (and command-mode letters such as "a", "b", "d") from the page
+    // unless the widget keeps them; chords (Ctrl+S, Alt+...) still reach it.
+    if (!(e.ctrlKey || e.metaKey || e.altKey || (e.shiftKey && e.key === "Enter"))) e.stopPropagation();
+    if (e.target !== stage && e.target !== ui.play) return; // the slider moves natively
+    const n = store.count;
+    let k = null;
+    if (e.key in KEYS) k = shown + KEYS[e.key];
+    else if (e.key === "Home") k = 0;
+    else if (e.key === "End") k = n - 1;
+    if (k === null || n === 0) return;
+    e.preventDefault();
+    stopPlaying();
+    showStep(k, true);
+  });
+
+  // --- status, progress, guidance strip ---
+  function updateStatus() {
+    const status = model.get("status");
+    const busy = ["running", "pausing", "paused"].includes(status);
+    ui.stop.disabled = !busy;
+    ui.pause.disabled = !busy || status === "pausing";
+    ui.pause.textContent = status === "paused" ? "Resume" : "Pause";
+    ui.pause.setAttribute("aria-label", ui.pause.textContent);
+    ui.step.disabled = status !== "paused";
+    root.dataset.status = status;
+    const error = model.get("error");
+    ui.error.hidden = !error;
+    ui.errorText.textContent = error;
+    ui.errorDetails.textContent = model.get("error_details");
+    ui.errorDetails.parentElement.hidden = !model.get("error_details");
+    ui.sizeField.hidden = !(model.get("size_options") || []).length;
+    ui.model.textContent = model.get("model_label");
+    updateProgress();
+  }
+  function updateProgress() {
+    const status = model.get("status");
+    const n = store.count;
+    const total = store.total;
+    ui.bar.setAttribute("aria-valuemax", String(total));
+    ui.bar.setAttribute("aria-valuenow", String(n));
+    ui.fill.style.width = total ? `${(100 * n) / total}%` : "0%";
+    const live = status === "running" || status === "pausing";
+    const its = live && store.liveIts ? store.liveIts : model.get("its");
+    let text = total ? `step ${n} / ${total}, ${its.toFixed(1)} it/s` : "press Generate to start";
+    if (STATUS_TEXT[status]) text += ` (${STATUS_TEXT[status]})`;
+    else if (status === "done") text += `, done in ${model.get("seconds").toFixed(1)} s`;
+    ui.count.textContent = text;
+    const max = Math.max(0, n - 1);
+    if (ui.slider.max !== String(max)) ui.slider.max = String(max);
+    ui.slider.disabled = n === 0;
+    ui.play.disabled = n < 2;
+    drawStrip();
+  }
+  let stripKey = "";
+  function drawStrip() {
+    const values = store.guidances();
+    const segments = segmentsOf(values);
+    const key = `${JSON.stringify(segments)}|${values.length}`;
+    if (key === stripKey) return;
+    stripKey = key;
+    // The x axis is the slider's (0 .. n-1, the strip inset by half a thumb), so the bar of step k
+    // is centred under slider position k. Heights are scaled to the largest value used, so that a
+    // change from 7.5 to 6 still shows.
+    const top = Math.max(...values, 1) * 1.05;
+    ui.strip.setAttribute("viewBox", `0 0 ${Math.max(values.length - 1, 1)} 1`);
+    ui.strip.replaceChildren();
+    segments.forEach(([from, w], s) => {
+      const to = s + 1 < segments.length ? segments[s + 1][0] : values.length;
+      const height = Math.max(0.08, w / top);
+      const rect = svg("rect", { x: from - 0.5, y: 1 - height, width: to - from, height, class: s ? "nbd-gchanged" : "", "data-g": w, "data-from": from, "data-to": to });
+      const title = svg("title");
+      title.textContent = `steps ${from + 1}–${to}: guidance ${w}`;
+      rect.append(title);
+      ui.strip.append(rect);
+    });
+    ui.strip.dataset.guidances = JSON.stringify(segments);
+    ui.gtext.textContent = segments.length
+      ? "guidance " + segments.map(([from, w], s) => `${w} from step ${from + 1}`).join(" → ")
+      : "";
+    ui.gtext.hidden = segments.length < 2;
+  }
+
+  // --- events from the store and the model ---
+  const onLive = () => {
+    heard();
+    updateProgress();
+    if (follow && !playTimer) paint(store.newest);
+  };
+  const onFrames = (e) => {
+    if (shown < 0 || follow || e.detail.k === shown) paint(follow ? store.count - 1 : shown);
+  };
+  const onReset = () => {
+    follow = true;
+    stopPlaying();
+    stripKey = "";
+    updateProgress();
+  };
+  store.addEventListener("live", onLive);
+  store.addEventListener("frames", onFrames);
+  store.addEventListener("reset", onReset);
+  model.on("change:status", () => { heard(); updateStatus(); if (follow) paint(store.count - 1); });
+  model.on("change:error", () => { heard(); updateStatus(); });
+  model.on("change:error_details", updateStatus);
+  model.on("change:n_steps", () => { updateProgress(); if (follow) paint(store.count - 1); });
+  model.on("change:guidances", updateProgress);
+  model.on("change:size_options", updateStatus);
+  model.on("change:image_size", sizeCanvases);
+  model.on("change:view", layoutViews);
+  model.on("change:frame", () => { if (model.get("frame") < 0 && !follow) { follow = true; paint(store.count - 1); } });
+
+  sizeCanvases();
+  updateStatus();
+  layoutViews();
+  const start = model.get("frame");
+  paint(start >= 0 ? start : store.count - 1);
+
+  return () => {
+    stopPlaying();
+    clearTimeout(scrubTimer);
+    clearTimeout(kernelTimer);
+    clearTimeout(saveTimer);
+    store.removeEventListener("live", onLive);
+    store.removeEventListener("frames", onFrames);
+    store.removeEventListener("reset", onReset);
+  };
+}
+
+function initialize({ model, signal }) {
+  // One store per widget, made before any view so that live frames are acknowledged even
+  // when no view is on screen (the kernel's pacing would otherwise wait for timeouts).
+  const uid = model.get("_uid");
+  STORES.delete(uid); // a re-initialized model (new front-end code) starts afresh
+  storeFor(model);
+  if (signal) signal.addEventListener("abort", () => STORES.delete(uid));
+}
+
+export default { initialize, render };

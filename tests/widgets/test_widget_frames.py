@@ -1,0 +1,138 @@
+"""nbdiffuse.frames: encoding budgets and the pacing that keeps Jupyter under its message limit."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import nbdiffuse as nbd
+from nbdiffuse.frames import (LIVE_MAX_BYTES, FrameStream, Pacer, encode_lossless, encode_live, full_frames, mime_type,
+                              step_frames)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def sent_log():
+    log = []
+    return log, lambda content, buffers: log.append((content, buffers))
+
+
+def test_live_frame_of_512_noise_fits_the_budget():
+    noise = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)  # worst case for a codec
+    data = encode_live(noise)
+    assert len(data) <= LIVE_MAX_BYTES
+    assert mime_type(data) == "image/jpeg"
+    assert Image.open(io.BytesIO(data)).mode == "RGB"
+
+
+def test_lossless_frame_round_trips_exactly():
+    rgb = np.random.default_rng(1).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    data = encode_lossless(rgb)
+    assert mime_type(data) == "image/png"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), rgb)
+
+
+def test_bad_frames_are_named():
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        encode_live(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="PNG, WebP or JPEG"):
+        mime_type(b"GIF89a....")
+
+
+def msg(k, buffers=()):
+    return lambda: ({"k": k}, list(buffers))
+
+
+def test_pacer_keeps_two_in_flight_and_the_newest_waiting():
+    log, send = sent_log()
+    built = []
+    pacer = Pacer(send, max_in_flight=2, ack_timeout=10, min_interval=0, clock=Clock())
+    for k in range(5):
+        pacer.offer(lambda k=k: (built.append(k), ({"k": k}, [b"x"]))[1])
+    assert [c["k"] for c, _ in log] == [0, 1]  # two in flight; 2 and 3 were replaced by 4
+    assert pacer.waiting and pacer.replaced == 2
+    pacer.ack(log[0][0]["seq"])
+    assert [c["k"] for c, _ in log] == [0, 1, 4]
+    assert built == [0, 1, 4]  # replaced messages were never built (frames never encoded)
+    pacer.ack(12345)  # unknown or repeated acks (a second view) change nothing
+    pacer.ack(log[0][0]["seq"])
+    assert pacer.in_flight == 2 and not pacer.waiting
+
+
+def test_pacer_counts_unacknowledged_frames_as_lost_after_the_timeout():
+    log, send = sent_log()
+    clock = Clock()
+    pacer = Pacer(send, max_in_flight=2, ack_timeout=0.5, min_interval=0, clock=clock)
+    for k in range(3):
+        pacer.offer(msg(k))
+    assert len(log) == 2
+    clock.now = 0.6
+    pacer.pump()
+    assert [c["k"] for c, _ in log] == [0, 1, 2] and pacer.expired == 2
+
+
+def test_pacer_caps_the_rate():
+    log, send = sent_log()
+    clock = Clock()
+    pacer = Pacer(send, max_in_flight=2, min_interval=0.1, clock=clock)
+    for step in range(10):  # 100 steps/s offered, acks come at once
+        clock.now = step * 0.01
+        pacer.offer(msg(step))
+        if log:
+            pacer.ack(log[-1][0]["seq"])
+    assert [c["k"] for c, _ in log] == [0]
+    clock.now = 0.1
+    pacer.pump()
+    assert [c["k"] for c, _ in log] == [0, 9]  # the newest, once the interval has passed
+
+
+def test_pacer_sends_nothing_after_close():
+    log, send = sent_log()
+    pacer = Pacer(send, max_in_flight=1, min_interval=0, clock=Clock())
+    pacer.offer(msg(0))
+    pacer.offer(msg(1))
+    pacer.close()
+    pacer.ack(log[0][0]["seq"])
+    pacer.offer(msg(2))
+    assert [c["k"] for c, _ in log] == [0]
+
+
+@pytest.mark.parametrize("arg, value", [("max_in_flight", 0), ("ack_timeout", 0), ("min_interval", -1)])
+def test_pacer_rejects_bad_settings(arg, value):
+    with pytest.raises(ValueError, match=arg):
+        Pacer(lambda c, b: None, **{arg: value})
+
+
+def test_frame_stream_offers_steps_and_keeps_every_frame(pipe):
+    log, send = sent_log()
+    pacer = Pacer(send, max_in_flight=1, ack_timeout=30, min_interval=0)
+    streams = []
+
+    def on_step(traj, step):
+        if not streams:
+            streams.append(FrameStream(traj, pacer, lambda k: {"k": k}))
+        streams[0].push(step.index)
+
+    traj = nbd.trace(pipe, "a red circle", steps=6, on_step=on_step)
+    assert [c["k"] for c, _ in log] == [0] and len(log[0][1]) == 2  # one in flight, never acked; two views
+    x0, xt = streams[0].snapshot()
+    assert len(x0) == len(xt) == 6
+    assert x0 == [step_frames(traj, k)[0] for k in range(6)]
+    assert streams[0].snapshot(3)[1] == xt[:3]
+
+
+def test_full_frames_are_png_at_output_size(pipe):
+    traj = nbd.trace(pipe, "a red circle", steps=3)
+    png_x0, png_xt = full_frames(traj, 2)
+    assert Image.open(io.BytesIO(png_x0)).size == (traj.params["width"], traj.params["height"])
+    assert mime_type(png_xt) == "image/png"
+    early_x0, early_xt = full_frames(traj, 0)
+    assert early_x0 != early_xt  # mid-run, x_t is noisy: a decode of its own
