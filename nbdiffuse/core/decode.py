@@ -1,9 +1,10 @@
 """Latent -> RGB: a linear approximation fitted to each VAE, the full VAE, or a tiny AE.
 
-The approx decoder is what makes live previews cheap: a C x 3 matrix and a bias, fitted
-once per VAE by least squares against that VAE's own encoder (the same idea as the
-hand-made factors in ComfyUI's latent_formats.py and A1111's "Approx cheap", but
-derived for any latent format instead of copied from a table).
+The approx decoder is what makes live previews cheap: a C x 3 matrix and a bias (or a 3 x 3
+"tiny conv"), fitted once per VAE by least squares against that VAE's own encoder (the same
+idea as the hand-made factors in ComfyUI's latent_formats.py and A1111's "Approx cheap", but
+derived for any latent format instead of copied from a table). A model folder may ship its
+own fit as approx_decoder.json (the embedded shapes model does).
 """
 from __future__ import annotations
 
@@ -20,10 +21,16 @@ from PIL import Image
 
 @dataclass
 class ApproxDecoder:
-    """RGB in [0, 1] ~= latents (C, H, W) . weight (C, 3) + bias (3)."""
+    """RGB in [0, 1] ~= features(latents) . weight + bias, per latent pixel.
 
-    weight: np.ndarray
-    bias: np.ndarray
+    kernel 1: the features are the C latent channels (a linear map, as the web UIs use);
+    kernel 3: the 3 x 3 neighbourhood of each latent pixel (9 C features, a tiny conv), for VAEs
+    whose colour is not a linear function of one latent pixel.
+    """
+
+    weight: np.ndarray  # (kernel * kernel * C, 3)
+    bias: np.ndarray  # (3,)
+    kernel: int = 1
 
     def rgb(self, latents: torch.Tensor | np.ndarray) -> np.ndarray:
         """(C, H, W) latents -> (H, W, 3) uint8."""
@@ -31,42 +38,83 @@ class ApproxDecoder:
         if z.ndim == 4:
             z = z[0]
         # tensordot, not einsum: einsum's path planning alone costs more than this product at preview sizes.
-        rgb = np.tensordot(z, self.weight, axes=(0, 0)) + self.bias
+        rgb = np.tensordot(_features(z, self.kernel), self.weight, axes=(0, 0)) + self.bias
         return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
     def __call__(self, latents: torch.Tensor | np.ndarray) -> Image.Image:
         return Image.fromarray(self.rgb(latents))
 
     def to_dict(self) -> dict:
-        return {"weight": self.weight.tolist(), "bias": self.bias.tolist()}
+        return {"weight": self.weight.tolist(), "bias": self.bias.tolist(), "kernel": self.kernel}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ApproxDecoder":
         weight = np.asarray(data["weight"], np.float32)
         bias = np.asarray(data["bias"], np.float32)
-        if weight.ndim != 2 or weight.shape[1] != 3 or bias.shape != (3,):
-            raise ValueError(f"approx decoder must be a (C, 3) weight and a (3,) bias, got {weight.shape} and {bias.shape}")
-        return cls(weight, bias)
+        kernel = int(data.get("kernel", 1))
+        if kernel not in (1, 3) or weight.ndim != 2 or weight.shape[1] != 3 or bias.shape != (3,) \
+                or weight.shape[0] % (kernel * kernel):
+            raise ValueError(f"approx decoder must be a (k*k*C, 3) weight, a (3,) bias and kernel 1 or 3; "
+                             f"got {weight.shape}, {bias.shape}, kernel {kernel}")
+        return cls(weight, bias, kernel)
 
     @classmethod
-    def fit(cls, vae: Any, *, images: int = 32, blocks: int = 4, seed: int = 0) -> "ApproxDecoder":
-        """Least-squares fit of latent -> RGB on synthetic color-block images run through `vae`."""
+    def fit(cls, vae: Any, images: Any = None, *, kernel: int = 1, count: int = 32, blocks: int = 4,
+            seed: int = 0) -> "ApproxDecoder":
+        """Least-squares fit of latent -> RGB on images run through `vae`'s encoder.
+
+        images: (N, 3, H, W) in [0, 1] from the VAE's own world (best), or None for synthetic
+        colour blocks, which suit VAEs trained on natural images (SD, SDXL, SD3, Flux).
+        """
+        if kernel not in (1, 3):
+            raise ValueError(f"kernel must be 1 or 3, got {kernel!r}")
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        side = blocks * factor * 2  # each color block spans 2 x 2 latent pixels
-        rng = np.random.default_rng(seed)
-        colors = rng.random((images, 3, blocks, blocks), dtype=np.float32)
-        colors[: images // 4] = rng.integers(0, 2, (images // 4, 3, blocks, blocks)).astype(np.float32)  # pure hues
-        pixels = torch.from_numpy(colors).repeat_interleave(side // blocks, 2).repeat_interleave(side // blocks, 3)
+        if images is None:
+            side = blocks * factor * 2  # each colour block spans 2 x 2 latent pixels
+            rng = np.random.default_rng(seed)
+            colors = rng.random((count, 3, blocks, blocks), dtype=np.float32)
+            colors[: count // 4] = rng.integers(0, 2, (count // 4, 3, blocks, blocks)).astype(np.float32)  # pure hues
+            images = torch.from_numpy(colors).repeat_interleave(side // blocks, 2).repeat_interleave(side // blocks, 3)
+        pixels = torch.as_tensor(images, dtype=torch.float32)
         param = next(vae.parameters())
         with torch.no_grad():
             latents = vae.encode(pixels.to(param.device, param.dtype) * 2 - 1).latent_dist.mean.float().cpu()
-        latents = to_pipeline_space(vae, latents)
         target = torch.nn.functional.avg_pool2d(pixels, factor)  # RGB at latent resolution
-        z = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1]).numpy()
+        return cls._solve(to_pipeline_space(vae, latents), target, kernel)
+
+    @classmethod
+    def fit_to_decoder(cls, vae: Any, latents: torch.Tensor, *, kernel: int = 1) -> "ApproxDecoder":
+        """Least-squares fit to what the VAE's decoder shows for (N, C, h, w) pipeline-space latents.
+
+        Better than fitting through the encoder when a model's latents stray off the encoder's
+        manifold (a small VAE whose decoder is far from linear).
+        """
+        if kernel not in (1, 3):
+            raise ValueError(f"kernel must be 1 or 3, got {kernel!r}")
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        param = next(vae.parameters())
+        with torch.no_grad():
+            decoded = vae.decode(from_pipeline_space(vae, latents.to(param.device, torch.float32)).to(param.dtype),
+                                 return_dict=False)[0].float().cpu()
+        target = torch.nn.functional.avg_pool2d((decoded.clamp(-1, 1) + 1) / 2, factor)
+        return cls._solve(latents.float().cpu(), target, kernel)
+
+    @classmethod
+    def _solve(cls, latents: torch.Tensor, target: torch.Tensor, kernel: int) -> "ApproxDecoder":
+        z = np.concatenate([_features(x, kernel).reshape(-1, x.shape[1] * x.shape[2]).T for x in latents.numpy()])
         y = target.permute(0, 2, 3, 1).reshape(-1, 3).numpy()
         design = np.concatenate([z, np.ones((len(z), 1), np.float32)], 1)
         solution, *_ = np.linalg.lstsq(design, y, rcond=None)
-        return cls(solution[:-1].astype(np.float32), solution[-1].astype(np.float32))
+        return cls(solution[:-1].astype(np.float32), solution[-1].astype(np.float32), kernel)
+
+
+def _features(z: np.ndarray, kernel: int) -> np.ndarray:
+    """(C, H, W) -> (kernel * kernel * C, H, W): the latent pixel, or its 3 x 3 neighbourhood."""
+    if kernel == 1:
+        return z
+    padded = np.pad(z, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    h, w = z.shape[1:]
+    return np.concatenate([padded[:, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)])
 
 
 def to_pipeline_space(vae: Any, latents: torch.Tensor) -> torch.Tensor:
@@ -85,7 +133,10 @@ _approx_lock = threading.Lock()
 
 
 def approx_decoder_for(vae: Any) -> ApproxDecoder:
-    """The fitted approx decoder of `vae`, fitted on first use and cached per VAE object."""
+    """The approx decoder of `vae`: one shipped with the model, else fitted on first use and cached."""
+    shipped = getattr(vae, "_nbd_approx", None)
+    if shipped is not None:
+        return shipped
     with _approx_lock:
         decoder = _approx_cache.get(vae)
         if decoder is None:

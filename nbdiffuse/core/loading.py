@@ -87,6 +87,7 @@ def load_pipeline(source: Any = None, device: Any = None, dtype: Any = None):
         pipe = _from_pretrained(EMBEDDED_MODEL, "the embedded shapes model", target, dtype, local_only=True)
         pipe._nbd_source = "nbdiffuse/shapes"
         pipe._nbd_shapes = True
+        _attach_shipped_approx(pipe, EMBEDDED_MODEL)
         return pipe
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be None, a folder path, a hub id or a diffusers pipeline; got {type(source).__name__}")
@@ -100,6 +101,7 @@ def load_pipeline(source: Any = None, device: Any = None, dtype: Any = None):
         pipe = _from_pretrained(path, str(source), target, dtype, local_only=True)
         # A model trained by nbdiffuse.shapes.train speaks the shapes grammar.
         pipe._nbd_shapes = (path / "training.json").is_file() and (path / "tokenizer" / "vocab.json").is_file()
+        _attach_shipped_approx(pipe, path)
     else:
         name = str(source)
         if not _HUB_ID.match(name):
@@ -133,6 +135,23 @@ def _from_pretrained(where: Any, label: str, device: torch.device, dtype: Any, l
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+APPROX_FILE = "approx_decoder.json"
+
+
+def _attach_shipped_approx(pipe: Any, folder: Path) -> None:
+    """A model folder may carry its own approx-decoder fit (made on images of its own world)."""
+    import json
+
+    from .decode import ApproxDecoder
+
+    path = folder / APPROX_FILE
+    if path.is_file():
+        try:
+            pipe.vae._nbd_approx = ApproxDecoder.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PipelineLoadError(f"{str(path)!r} is not a valid approx decoder: {exc}") from exc
 
 
 def _short(exc: Exception) -> str:

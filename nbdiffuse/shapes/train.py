@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .grammar import random_caption
+from .approx import write_shapes_approx
 from .model import PRESETS, SCHEDULER_CONFIG, Preset, build_pipeline, build_scheduler, build_text_encoder, build_unet, build_vae, get_preset
 from .render import render_pool, training_text
 from .tokenizer import build_tokenizer, load_tokenizer
@@ -360,6 +361,7 @@ def export_pipeline(ctx: dict, out: Path):
     tokenizer_dir = out / "tokenizer"
     shutil.rmtree(tokenizer_dir, ignore_errors=True)
     shutil.copytree(ctx["tokenizer_dir"], tokenizer_dir)
+    write_shapes_approx(pipeline, out)
     return pipeline
 
 
@@ -422,6 +424,14 @@ def write_report(out: Path, state: dict):
 
 
 # ----------------------------------------------------------------------------- main
+
+
+def _portable_argv(argv: list[str]) -> list[str]:
+    """The command line as recorded in shipped files: the output folder is written as DIR."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append("DIR" if i > 0 and argv[i - 1] == "--out" else "--out=DIR" if arg.startswith("--out=") else arg)
+    return out
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -504,7 +514,7 @@ def main(argv=None) -> dict:
             "omit_probability": OMIT_PROBABILITY,
         }
     preset = get_preset(state["preset"])
-    run = {"argv": list(sys.argv[1:] if argv is None else argv), "started": datetime.datetime.now().isoformat(timespec="seconds"), "hardware": _hardware(device)}
+    run = {"argv": _portable_argv(list(sys.argv[1:] if argv is None else argv)), "started": datetime.datetime.now().isoformat(timespec="seconds"), "hardware": _hardware(device)}
     state["runs"].append(run)
     torch.manual_seed(state["seed"])
     _say(f"preset {preset.name} on {device} ({run['hardware'].get('gpu', run['hardware']['processor'])}), out {out}")

