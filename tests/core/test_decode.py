@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -85,3 +86,22 @@ def test_tiny_decoder(sd_pipe):
     with pytest.raises(TypeError, match="AutoencoderTiny"):
         nbd.set_tiny_decoder(sd_pipe, sd_pipe.vae)
     assert full_decode(sd_pipe.vae, traj.final_latents).size == (16, 16)
+
+
+def test_three_by_three_fit_and_decoder_side_fit():
+    vae = LinearVAE()
+    decoder = ApproxDecoder.fit(vae, kernel=3)
+    assert decoder.kernel == 3 and decoder.weight.shape == (36, 3)
+    rgb = torch.from_numpy(np.random.default_rng(2).random((1, 3, 8, 8), dtype=np.float32))
+    latents = _encode(vae, rgb.repeat_interleave(4, 2).repeat_interleave(4, 3))[0].detach()
+    expected = (rgb[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(int)
+    assert np.abs(decoder.rgb(latents).astype(int) - expected).max() <= 2
+    assert ApproxDecoder.from_dict(decoder.to_dict()).kernel == 3
+    with pytest.raises(ValueError, match="kernel must be 1 or 3"):
+        ApproxDecoder.fit(vae, kernel=2)
+
+
+def test_fit_to_decoder_reads_what_the_vae_shows(sd_pipe):
+    latents = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    decoder = ApproxDecoder.fit_to_decoder(sd_pipe.vae, latents)
+    assert decoder.weight.shape == (4, 3) and np.isfinite(decoder.weight).all()
