@@ -143,6 +143,10 @@ class Store extends EventTarget {
       (msg.views || VIEWS).forEach((view, i) => this.fullMsgs.set(`${msg.run}:${msg.k}:${view}`, bitmaps[i]));
       while (this.fullMsgs.size > FULL_KEPT) this.fullMsgs.delete(this.fullMsgs.keys().next().value);
       this.emit("frames", { k: msg.k });
+    } else if (msg.type === "whatif") {
+      let bmp = null;
+      try { bmp = await decode(buffers[0]); } catch (err) { return; }
+      this.emit("whatif", { msg, bmp });
     }
   }
 
@@ -280,6 +284,7 @@ function render({ model, el }) {
     h("div", { class: "nbd-progress" }, [ui.bar, ui.count]),
     h("div", { class: "nbd-scrub" }, [ui.play, h("div", { class: "nbd-track" }, [ui.slider, ui.strip]), ui.at]),
     ui.gtext,
+    ui.explore = h("div", { class: "nbd-explore" }),
     ui.error,
     ui.note,
     h("div", { class: "nbd-footer" }, [ui.model]),
@@ -442,6 +447,7 @@ function render({ model, el }) {
       ui.canvases[view].setAttribute("aria-label", `${view === "x0" ? "predicted clean image x0" : "noisy latent xt"}, step ${k + 1}`);
     }
     ui.slider.value = String(k);
+    root.dispatchEvent(new CustomEvent("nbd-shown", { detail: { k } }));
     ui.at.textContent = `${k + 1} / ${n}`;
     ui.slider.setAttribute("aria-valuetext", `step ${k + 1} of ${n}`);
   }
@@ -450,6 +456,7 @@ function render({ model, el }) {
     if (n === 0) return;
     k = Math.max(0, Math.min(n - 1, k));
     if (fromUser) {
+      root.dispatchEvent(new CustomEvent("nbd-scrubbed", { detail: { k } }));
       follow = k === n - 1;
       model.set("frame", follow ? -1 : k); // kept in the saved state; no kernel needed
       clearTimeout(scrubTimer);
@@ -594,6 +601,8 @@ function render({ model, el }) {
   model.on("change:view", layoutViews);
   model.on("change:frame", () => { if (model.get("frame") < 0 && !follow) { follow = true; paint(store.count - 1); } });
 
+  const explore = renderExplore({ model, store, root, ui, draw, command, save, shownStep: () => shown, repaint: () => paint(shown) });
+
   sizeCanvases();
   updateStatus();
   layoutViews();
@@ -601,6 +610,7 @@ function render({ model, el }) {
   paint(start >= 0 ? start : store.count - 1);
 
   return () => {
+    explore();
     stopPlaying();
     clearTimeout(scrubTimer);
     clearTimeout(kernelTimer);
@@ -608,6 +618,295 @@ function render({ model, el }) {
     store.removeEventListener("live", onLive);
     store.removeEventListener("frames", onFrames);
     store.removeEventListener("reset", onReset);
+  };
+}
+
+// --- exploring: what-if guidance, branches, the run tree, compare, exports ---------------
+function decodeAll(bufs) {
+  return Promise.all((bufs || []).map((b) => (b && b.byteLength ? decode(b).catch(() => null) : Promise.resolve(null))));
+}
+
+function renderExplore({ model, store, root, ui, draw, command, save, shownStep, repaint }) {
+  const send = (content) => {
+    save();
+    if (!store.send(content)) ui.note.textContent = "No kernel is connected to this widget: run the cell again to explore.";
+  };
+  const busy = () => ["running", "pausing"].includes(model.get("status"));
+
+  // What-if guidance: the shown step's x0 re-weighed with another guidance (no model call).
+  const whatif = {
+    slider: h("input", { type: "range", min: "0", step: "0.1", "aria-label": "What-if guidance" }),
+    out: h("output", { class: "nbd-gvalue" }),
+    cont: h("button", { type: "button", text: "Continue from here", "aria-label": "Continue from here", title: "Branch the run from the shown step with this guidance" }),
+    branch: h("button", { type: "button", text: "Branch here", "aria-label": "Branch here", title: "Continue from the shown step with the controls above (prompt, guidance, scheduler, seed)" }),
+    reset: h("button", { type: "button", class: "nbd-icon", text: "↺", "aria-label": "Back to the guidance used", title: "Back to the guidance used" }),
+  };
+  const badge = h("span", { class: "nbd-badge", hidden: "" });
+  ui.panes.x0.append(badge);
+  let active = false; // the x0 pane shows a what-if picture
+  let lastSent = 0;
+  let holdTimer = null;
+  function usedAt(k) {
+    const g = store.guidances();
+    return g.length ? g[Math.max(0, Math.min(k, g.length - 1))] : model.get("guidance");
+  }
+  function clearWhatIf() {
+    active = false;
+    badge.hidden = true;
+    root.classList.remove("nbd-whatif");
+  }
+  function syncSlider() {
+    whatif.slider.max = String(model.get("guidance_max"));
+    if (!active) {
+      const w = Number(usedAt(shownStep()) ?? 0);
+      whatif.slider.value = String(w);
+      whatif.out.textContent = w.toFixed(1);
+    }
+  }
+  function requestWhatIf(decoder) {
+    const k = shownStep();
+    if (k < 0 || busy()) return;
+    send({ type: "whatif", run: model.get("run_id"), k, g: Number(whatif.slider.value), decoder });
+  }
+  whatif.slider.addEventListener("input", () => {
+    active = true;
+    whatif.out.textContent = Number(whatif.slider.value).toFixed(1);
+    const now = performance.now();
+    // Approx frames cost a few ms in the kernel: send at most ~30 per second while dragging.
+    if (now - lastSent > 33) { lastSent = now; requestWhatIf("approx"); }
+    clearTimeout(holdTimer);
+    holdTimer = setTimeout(() => requestWhatIf("approx"), 40);
+  });
+  whatif.slider.addEventListener("change", () => { clearTimeout(holdTimer); requestWhatIf("approx"); if (model.get("has_pipe")) requestWhatIf("full"); });
+  whatif.reset.addEventListener("click", () => { clearWhatIf(); syncSlider(); repaint(); });
+  whatif.cont.addEventListener("click", () => { send({ type: "continue", k: shownStep(), g: Number(whatif.slider.value) }); clearWhatIf(); });
+  whatif.branch.addEventListener("click", () => { send({ type: "branch", k: shownStep() }); clearWhatIf(); });
+  const onWhatIf = (e) => {
+    const { msg, bmp } = e.detail;
+    if (!active || msg.run !== model.get("run_id") || msg.k !== shownStep()) return;
+    if (Math.abs(msg.g - Number(whatif.slider.value)) > 1e-6 && msg.decoder === "full") return;
+    draw(ui.canvases.x0, bmp);
+    badge.textContent = `what if guidance ${Number(msg.g).toFixed(1)}${msg.decoder === "full" ? "" : " (approx)"}`;
+    badge.hidden = false;
+    root.classList.add("nbd-whatif");
+  };
+  store.addEventListener("whatif", onWhatIf);
+  root.addEventListener("nbd-scrubbed", () => { clearWhatIf(); });
+  root.addEventListener("nbd-shown", () => { if (!active) syncSlider(); });
+  [whatif.slider].forEach((n) => n.setAttribute("data-lm-suppress-shortcuts", "true"));
+
+  // Exports.
+  const exp = {
+    kinds: {},
+    from: h("input", { type: "number", min: "1", step: "1", "aria-label": "Export from step" }),
+    to: h("input", { type: "number", min: "1", step: "1", "aria-label": "Export to step" }),
+    dir: h("input", { type: "text", "aria-label": "Export folder", placeholder: "folder" }),
+    files: h("ul", { class: "nbd-files", "aria-live": "polite" }),
+  };
+  const kindRow = h("span", { class: "nbd-exports", role: "group", "aria-label": "Export" });
+  for (const [kind, label, title] of [["png", "PNG", "the shown frame, with every parameter in the PNG"],
+    ["gif", "GIF", "the chosen step range"], ["mp4", "MP4", "the chosen step range (needs imageio-ffmpeg)"],
+    ["html", "HTML", "a self-contained page that works offline"], ["nbd", ".nbd", "the trajectory file"]]) {
+    exp.kinds[kind] = h("button", { type: "button", text: label, "aria-label": `Export ${label}`, title: `Export ${title}` });
+    exp.kinds[kind].addEventListener("click", () => {
+      const n = store.count;
+      const from = Math.max(1, Math.min(n, Number(exp.from.value) || 1));
+      const to = Math.max(from, Math.min(n, Number(exp.to.value) || n));
+      send({ type: "export", kind, k: shownStep(), view: model.get("view") === "xt" ? "xt" : "x0", start: from - 1, stop: to });
+    });
+    kindRow.append(exp.kinds[kind]);
+  }
+  exp.dir.value = model.get("export_dir");
+  exp.dir.addEventListener("change", () => { model.set("export_dir", exp.dir.value); save(); });
+  for (const n of [exp.from, exp.to, exp.dir]) n.setAttribute("data-lm-suppress-shortcuts", "true");
+
+  // The run tree and compare pickers.
+  const tree = {
+    list: h("ol", { class: "nbd-tree", "aria-label": "Runs" }),
+    a: h("select", { "aria-label": "Compare run A" }),
+    b: h("select", { "aria-label": "Compare run B" }),
+    go: h("button", { type: "button", text: "Compare", "aria-label": "Compare" }),
+    summary: h("summary", { text: "Runs" }),
+  };
+  tree.go.addEventListener("click", () => send({ type: "compare", a: tree.a.value, b: tree.b.value }));
+  let picked = false;
+  for (const select of [tree.a, tree.b]) select.addEventListener("change", () => { picked = true; });
+  let thumbURLs = [];
+  function drawTree() {
+    const nodes = model.get("runs") || [];
+    const thumbs = model.get("run_thumbs") || [];
+    thumbURLs.forEach((u) => URL.revokeObjectURL(u));
+    thumbURLs = [];
+    const shownId = model.get("shown_run");
+    tree.summary.textContent = `Runs (${nodes.length})`;
+    tree.list.replaceChildren(...nodes.map((node) => {
+      const img = h("img", { class: "nbd-thumb", alt: "" });
+      const buf = thumbs[node.index];
+      if (buf && buf.byteLength) {
+        const view = asDataView(buf);
+        const url = URL.createObjectURL(new Blob([view], { type: mimeOf(view) }));
+        thumbURLs.push(url);
+        img.src = url;
+      }
+      const steps = node.steps < node.total ? `${node.steps}/${node.total} steps, stopped` : `${node.total} steps`;
+      const button = h("button", { type: "button", class: "nbd-node", "data-run": node.id, "aria-current": String(node.id === shownId),
+        title: node.prompt, "aria-label": `Load run ${node.label}` }, [
+        img, h("span", { class: "nbd-node-text" }, [h("b", { text: node.label }), " ", h("span", { text: node.changed }), h("small", { text: steps })]),
+      ]);
+      button.addEventListener("click", () => send({ type: "load_run", id: node.id }));
+      const item = h("li", { "data-depth": String(node.depth) }, [button]);
+      item.style.paddingLeft = `${Math.min(node.depth, 6) * 16}px`;
+      return item;
+    }));
+    const options = () => nodes.map((n) => h("option", { value: n.id, text: `${n.label} ${n.changed}` }));
+    const keepA = tree.a.value, keepB = tree.b.value;
+    tree.a.replaceChildren(...options());
+    tree.b.replaceChildren(...options());
+    const ids = nodes.map((n) => n.id);
+    // Default pair: the shown run and its parent (a branch and where it came from), else the last two.
+    const shownNode = nodes.find((n) => n.id === shownId);
+    const defaultB = shownNode ? shownNode.id : ids[ids.length - 1];
+    const others = ids.filter((id) => id !== defaultB);
+    const defaultA = shownNode && shownNode.parent && ids.includes(shownNode.parent) ? shownNode.parent : others[others.length - 1];
+    // Keep the user's own pick; otherwise follow the shown run as the tree grows.
+    tree.a.value = picked && ids.includes(keepA) ? keepA : defaultA || "";
+    tree.b.value = picked && ids.includes(keepB) ? keepB : defaultB || "";
+    tree.go.disabled = nodes.length < 2;
+  }
+
+  // Compare view: two runs and their difference under one scrubber.
+  const cmp = {
+    canvases: { a: h("canvas", { class: "nbd-frame nbd-pixelated", role: "img", "aria-label": "Run A" }),
+      b: h("canvas", { class: "nbd-frame nbd-pixelated", role: "img", "aria-label": "Run B" }),
+      heat: h("canvas", { class: "nbd-frame nbd-pixelated", role: "img", "aria-label": "Difference heatmap" }) },
+    caps: { a: h("figcaption"), b: h("figcaption"), heat: h("figcaption", { text: "difference |A − B|" }) },
+    slider: h("input", { type: "range", class: "nbd-cslider", min: "0", max: "0", step: "1", value: "0", "aria-label": "Compare step" }),
+    at: h("span", { class: "nbd-cat" }),
+    curve: svg("svg", { class: "nbd-curve", role: "img", "aria-label": "Difference per step", preserveAspectRatio: "none", viewBox: "0 0 100 30" }),
+    text: h("div", { class: "nbd-gtext" }),
+    close: h("button", { type: "button", class: "nbd-icon", text: "✕", "aria-label": "Close compare", title: "Close compare" }),
+    bitmaps: { a: [], b: [], heat: [] },
+  };
+  cmp.slider.setAttribute("data-lm-suppress-shortcuts", "true");
+  cmp.panel = h("section", { class: "nbd-compare", "aria-label": "Compare runs", hidden: "" }, [
+    h("div", { class: "nbd-compare-head" }, [h("b", { text: "Compare" }), h("span", { class: "nbd-spacer" }), cmp.close]),
+    h("div", { class: "nbd-stage nbd-compare-stage" }, ["a", "b", "heat"].map((key) =>
+      h("figure", { class: "nbd-pane", "data-compare": key }, [cmp.canvases[key], cmp.caps[key]]))),
+    h("div", { class: "nbd-scrub" }, [h("div", { class: "nbd-track" }, [cmp.slider]), cmp.at]),
+    cmp.curve,
+    cmp.text,
+  ]);
+  cmp.close.addEventListener("click", () => send({ type: "compare_close" }));
+  let cmpToken = null;
+  function paintCompare() {
+    const info = model.get("comparison") || {};
+    const i = Number(cmp.slider.value);
+    const pairs = info.pairs || [];
+    for (const key of ["a", "b", "heat"]) {
+      const bmp = cmp.bitmaps[key][i];
+      if (bmp) draw(cmp.canvases[key], bmp);
+    }
+    if (pairs[i]) cmp.at.textContent = `${i + 1} / ${pairs.length}`;
+    const marker = cmp.curve.querySelector(".nbd-curve-at");
+    if (marker && pairs.length) marker.setAttribute("x1", String((100 * i) / Math.max(1, pairs.length - 1))), marker.setAttribute("x2", marker.getAttribute("x1"));
+  }
+  function loadCompare() {
+    const info = model.get("comparison") || {};
+    const pairs = info.pairs || [];
+    cmp.panel.hidden = !pairs.length;
+    if (!pairs.length) return;
+    cmp.caps.a.textContent = `A: ${info.label_a} ${info.prompt_a}`;
+    cmp.caps.b.textContent = `B: ${info.label_b} ${info.prompt_b}`;
+    cmp.slider.max = String(pairs.length - 1);
+    cmp.slider.value = String(pairs.length - 1);
+    const diff = info.difference || [];
+    const top = Math.max(...diff, 1e-6);
+    const x = (i) => (100 * i) / Math.max(1, diff.length - 1);
+    const points = diff.map((d, i) => `${x(i).toFixed(2)},${(29 - (27 * d) / top).toFixed(2)}`).join(" ");
+    cmp.curve.replaceChildren(
+      svg("polyline", { points, class: "nbd-curve-line", "vector-effect": "non-scaling-stroke" }),
+      svg("line", { x1: x(info.locks_in_at), x2: x(info.locks_in_at), y1: 0, y2: 30, class: "nbd-curve-lock", "vector-effect": "non-scaling-stroke" }),
+      svg("line", { x1: 100, x2: 100, y1: 0, y2: 30, class: "nbd-curve-at", "vector-effect": "non-scaling-stroke" }),
+    );
+    cmp.curve.dataset.difference = JSON.stringify(diff);
+    cmp.text.textContent = `difference per step (mean |A − B| of x₀); the composition locks in at step ${info.locks_in_at + 1} of ${pairs.length}`;
+    const token = {};
+    cmpToken = token;
+    Promise.all([decodeAll(model.get("compare_a")), decodeAll(model.get("compare_b")), decodeAll(model.get("compare_heat"))])
+      .then(([a, b, heat]) => {
+        if (cmpToken !== token) return;
+        cmp.bitmaps = { a, b, heat };
+        paintCompare();
+      });
+  }
+  cmp.slider.addEventListener("input", paintCompare);
+  cmp.slider.addEventListener("keydown", (e) => e.stopPropagation());
+
+  // Layout.
+  ui.workshop = h("div", { class: "nbd-workshop", role: "note" });
+  ui.explore.append(
+    ui.workshop,
+    h("div", { class: "nbd-row nbd-whatif-row" }, [
+      h("label", { class: "nbd-field nbd-wide" }, [h("span", { class: "nbd-label", text: "What if guidance at the shown step (no model call)" }),
+        h("span", { class: "nbd-grange" }, [whatif.slider, whatif.out, whatif.reset])]),
+    ]),
+    h("div", { class: "nbd-row nbd-buttons" }, [whatif.cont, whatif.branch]),
+    h("details", { class: "nbd-runs", open: "" }, [tree.summary, tree.list,
+      h("div", { class: "nbd-row nbd-pick" }, [field("A", tree.a), field("B", tree.b), tree.go])]),
+    cmp.panel,
+    h("details", { class: "nbd-export" }, [h("summary", { text: "Export" }),
+      h("div", { class: "nbd-row" }, [kindRow, field("from step", exp.from, "nbd-narrow"), field("to step", exp.to, "nbd-narrow")]),
+      h("div", { class: "nbd-row" }, [field("into folder", exp.dir, "nbd-wide")]),
+      exp.files]),
+  );
+
+  function updateAvailability() {
+    const hasPipe = model.get("has_pipe");
+    const n = store.count;
+    const idle = !busy() && n > 0;
+    whatif.slider.disabled = !idle;
+    whatif.cont.disabled = !idle || !hasPipe;
+    whatif.branch.disabled = !idle || !hasPipe;
+    for (const b of [whatif.cont, whatif.branch]) {
+      if (!hasPipe) b.title = "Needs the model: this Explorer shows saved runs only";
+    }
+    if (!hasPipe) ui.generate.disabled = true;
+    for (const [kind, b] of Object.entries(exp.kinds)) b.disabled = n === 0 || (kind === "mp4" && !model.get("mp4"));
+    if (!model.get("mp4")) exp.kinds.mp4.title = "MP4 export needs imageio-ffmpeg: pip install imageio-ffmpeg";
+    exp.from.max = exp.to.max = String(Math.max(1, n));
+    if (!exp.to.value || Number(exp.to.value) > n) exp.to.value = String(Math.max(1, n));
+    if (!exp.from.value) exp.from.value = "1";
+    const note = model.get("workshop_note");
+    ui.workshop.textContent = note;
+    ui.workshop.hidden = !note;
+  }
+  function drawFiles() {
+    const files = model.get("export_files") || [];
+    exp.files.replaceChildren(...files.map((f) => h("li", { text: f })));
+    if (files.length) exp.files.parentElement.open = true;
+  }
+
+  const handlers = [
+    ["change:runs", drawTree], ["change:run_thumbs", drawTree], ["change:shown_run", drawTree],
+    ["change:comparison", loadCompare], ["change:compare_a", loadCompare], ["change:compare_heat", loadCompare],
+    ["change:status", () => { if (busy()) clearWhatIf(); updateAvailability(); }],
+    ["change:n_steps", updateAvailability], ["change:has_pipe", updateAvailability], ["change:mp4", updateAvailability],
+    ["change:workshop_note", updateAvailability], ["change:export_files", drawFiles],
+    ["change:export_dir", () => { exp.dir.value = model.get("export_dir"); }],
+    ["change:guidances", syncSlider], ["change:guidance_max", syncSlider],
+    ["change:run_id", () => { clearWhatIf(); exp.to.value = ""; updateAvailability(); }],
+  ];
+  for (const [event, fn] of handlers) model.on(event, fn);
+  drawTree();
+  loadCompare();
+  drawFiles();
+  updateAvailability();
+  syncSlider();
+  return () => {
+    clearTimeout(holdTimer);
+    store.removeEventListener("whatif", onWhatIf);
+    for (const [event, fn] of handlers) model.off(event, fn);
+    thumbURLs.forEach((u) => URL.revokeObjectURL(u));
   };
 }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import pathlib
 import threading
 import time
@@ -24,10 +25,12 @@ from typing import Any
 import anywidget
 import traitlets as t
 
-from ..core import RunControl, load_pipeline, prepare, schedulers
+from ..core import RunControl, Trajectory, load_pipeline, prepare, schedulers
 from ..core.families import family_for
 from ..core.schedulers import scheduler_name
-from ..frames import ACK_TIMEOUT, VIEWS, FrameStream, Pacer, full_frames
+from ..core.validate import check_choice, check_guidance_value
+from ..frames import ACK_TIMEOUT, VIEWS, FrameStream, Pacer, full_frames, step_frames
+from . import compare_view, history as run_tree
 from .runner import Job, Runner
 
 _HERE = pathlib.Path(__file__).resolve().parent
@@ -36,6 +39,10 @@ VIEW_MODES = ("both", "x0", "xt")
 EMBEDDED_SOURCE = "nbdiffuse/shapes"
 FOREGROUND_ACK_TIMEOUT = 0.1  # s; a foreground run blocks the kernel, so acks cannot arrive: pace by time
 ITS_WINDOW = 10  # steps averaged for the it/s readout
+EXPORT_KINDS = ("png", "gif", "mp4", "html", "nbd")
+EXPORTS_SHOWN = 8  # newest written files listed in the widget
+WORKSHOP_NOTE = ("Workshop mode: saved runs, no model loaded. Generate and Branch are off; scrubbing, what-if "
+                 "guidance, compare and exports work. Pass pipe=... to Explorer.from_files to generate.")
 
 
 class Explorer(anywidget.AnyWidget):
@@ -87,25 +94,75 @@ class Explorer(anywidget.AnyWidget):
     error = t.Unicode("").tag(sync=True)
     error_details = t.Unicode("").tag(sync=True)
 
-    def __init__(self, pipe: Any = None, **defaults: Any):
+    # Exploring: the run tree, compare view, exports and workshop mode.
+    has_pipe = t.Bool(True).tag(sync=True)  # False: saved runs only (Explorer.from_files without pipe)
+    workshop_note = t.Unicode("").tag(sync=True)
+    runs = t.List(t.Dict()).tag(sync=True)  # history panel nodes, parents before children
+    run_thumbs = t.List(t.Bytes()).tag(sync=True)  # by history index
+    shown_run = t.Unicode("").tag(sync=True)  # id of the run on screen
+    comparison = t.Dict().tag(sync=True)  # ids, labels, pairs, difference per pair, locks_in_at
+    compare_a = t.List(t.Bytes()).tag(sync=True)
+    compare_b = t.List(t.Bytes()).tag(sync=True)
+    compare_heat = t.List(t.Bytes()).tag(sync=True)
+    export_dir = t.Unicode("").tag(sync=True)
+    export_files = t.List(t.Unicode()).tag(sync=True)  # newest first
+    mp4 = t.Bool(False).tag(sync=True)  # imageio-ffmpeg importable
+
+    def __init__(self, pipe: Any = None, *, _runs: list | None = None, **defaults: Any):
         unknown = sorted(set(defaults) - set(DEFAULT_KEYS))
         if unknown:
             raise TypeError(f"Explorer() got unknown default(s) {', '.join(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
         view = defaults.pop("view", "both")
         if view not in VIEW_MODES:
             raise ValueError(f"view must be one of {', '.join(map(repr, VIEW_MODES))}; got {view!r}")
-        self.pipe = load_pipeline(pipe)
-        self.history: list = []
+        from ..core.video import mp4_available
+
+        self.pipe = None if _runs is not None and pipe is None else load_pipeline(pipe)
+        self.history: list = list(_runs or [])
         self._runner = Runner(self._execute)
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbdiffuse-decode")
         self._sync_lock = threading.RLock()
         self._live: _Live | None = None
         self._quiet = 0
         self._scrub_target: tuple[str, int] | None = None
+        self._whatif_target: tuple | None = None
+        self._shown_traj: Any = None
+        self._frames: dict[str, tuple[list, list]] = {}  # run id -> lossy frames per view (for loading, compare)
+        self._thumbs: dict[tuple[str, int], bytes] = {}
         self._closed = False
-        values = self._defaults(defaults)
-        super().__init__(_uid=uuid.uuid4().hex, view=view, **values)
+        values = self._defaults(defaults) if self.pipe is not None else self._saved_defaults(defaults)
+        super().__init__(_uid=uuid.uuid4().hex, view=view, export_dir=os.getcwd(), mp4=mp4_available(),
+                         has_pipe=self.pipe is not None, workshop_note="" if self.pipe is not None else WORKSHOP_NOTE,
+                         **values)
         self.on_msg(self._on_msg)
+        if self.history:
+            self._refresh_runs()
+            self.load_run(0)
+
+    @classmethod
+    def from_files(cls, paths: Any, pipe: Any = None, **defaults: Any) -> "Explorer":
+        """Workshop mode: an Explorer over saved trajectories (.nbd files).
+
+        Without `pipe` no model is needed: scrub, what-if guidance (from the stored eps pairs),
+        compare and export work; Generate and Branch are off. With the pipeline that made the
+        runs, frames are also decoded by its VAE and branching works.
+        """
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        paths = list(paths)
+        if not paths:
+            raise ValueError("paths must name at least one saved trajectory (.nbd file), got none")
+        if pipe is not None:
+            pipe = load_pipeline(pipe)
+        runs = []
+        for path in paths:
+            if isinstance(path, Trajectory):
+                runs.append(path.attach(pipe) if pipe is not None else path)
+                continue
+            if not isinstance(path, (str, os.PathLike)):
+                raise TypeError(f"paths must hold file paths (or Trajectory objects), got {path!r}")
+            runs.append(Trajectory.load(path, pipe=pipe))
+        return cls(pipe, _runs=runs, **defaults)
 
     # --- public API -------------------------------------------------------------------
     def generate(self, prompt: str | None = None, *, negative_prompt: str | None = None, seed: int | None = None,
@@ -119,6 +176,7 @@ class Explorer(anywidget.AnyWidget):
         """
         if self._closed:
             raise RuntimeError("this Explorer was closed; create a new one")
+        self._need_pipe("generate")
         if not isinstance(background, bool):
             raise TypeError(f"background must be True or False, got {background!r}")
         given = dict(prompt=prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, guidance=guidance,
@@ -191,6 +249,201 @@ class Explorer(anywidget.AnyWidget):
             self.status = "pausing"
         self._decoder.submit(self._publish_when_held, job, done + 1)
 
+    # --- exploring: what-if, branches, the run tree, compare, exports ----------------------
+    @property
+    def shown(self) -> Any:
+        """The Trajectory on screen: the running one, or the run last loaded (load_run) or finished."""
+        if self._shown_traj is not None:
+            return self._shown_traj
+        live = self._live
+        return live.traj if live is not None and live.traj is not None else self.trajectory
+
+    def shown_step(self) -> int:
+        """The step the scrubber shows (the last one while it follows the run)."""
+        traj = self.shown
+        if traj is None or len(traj) == 0:
+            raise ValueError("no run to show yet: generate one, or load saved runs with Explorer.from_files")
+        return len(traj) - 1 if self.frame < 0 or self.frame >= len(traj) else self.frame
+
+    def what_if(self, guidance: float, k: int | None = None, decoder: str = "approx") -> Any:
+        """The x0 of step k (default: the shown step) re-weighed with `guidance`: no model call. -> PIL.Image"""
+        w = check_guidance_value(guidance)
+        check_choice("decoder", decoder, ("approx", "full"))
+        traj = self.shown
+        k = self.shown_step() if k is None else k
+        return traj.guided_image(k, w, decoder=decoder)
+
+    def branch(self, at: int | None = None, *, background: bool = True, **changes: Any) -> None:
+        """Continue the shown run from step `at` (default: the shown step) with `changes`.
+
+        changes: prompt, negative_prompt, guidance, scheduler, steps, seed (as nbd.branch takes them).
+        Bad values raise at once; the branch then runs like a generated run and joins the run tree.
+        """
+        self._need_pipe("branch")
+        if not isinstance(background, bool):
+            raise TypeError(f"background must be True or False, got {background!r}")
+        parent = self.shown
+        at = self.shown_step() if at is None else at
+        changes = run_tree.check_branch(self.pipe, parent, at, changes)
+        control = RunControl()
+        live = _Live(self, background)
+        live.prefix = self._frames_of(parent, upto=at + 1)
+        run = run_tree.BranchRun(self.pipe, parent, at, changes, control, live.on_step)
+        with self._quietly():
+            for key in ("prompt", "negative_prompt", "seed", "steps", "scheduler"):
+                self.set_trait(key, changes.get(key, parent.params[key]))
+            if isinstance(changes.get("guidance"), (int, float)):
+                self.set_trait("guidance", float(changes["guidance"]))
+            self.set_trait("error", "")
+            self.set_trait("error_details", "")
+        self._runner.submit(Job(run, control, background, context=live))
+
+    def continue_from(self, guidance: float, k: int | None = None, background: bool = True) -> None:
+        """What-if made real: branch the shown run from step k with `guidance` for the rest."""
+        self.branch(k, guidance=check_guidance_value(guidance), background=background)
+
+    def load_run(self, which: Any) -> Any:
+        """Show run `which` (history index, run id, or Trajectory) in the Explorer; returns it."""
+        traj = run_tree.find_run(self.history, which)
+        if self._runner.busy:
+            self.stop()
+            self._runner.wait()
+        frames_x0, frames_xt = self._frames_of(traj)
+        full: dict = {}
+        problem = None
+        if traj.pipe is not None and len(traj):
+            try:
+                full = dict(zip((f"{len(traj) - 1}:{v}" for v in VIEWS), full_frames(traj, len(traj) - 1)))
+            except Exception as exc:  # keep the lossy frames, say what failed
+                problem = exc
+        p = traj.params
+        with self._sync_lock:
+            self._shown_traj = traj
+            self._live = None
+            with self._quietly(), self.hold_sync():
+                self.run_id = uuid.uuid4().hex[:12]
+                self.shown_run = traj.id
+                self.n_steps = len(traj)
+                self.total_steps = traj.total_steps
+                self.guidances = list(traj.guidances)
+                self.frames_x0, self.frames_xt, self.full_frames = frames_x0, frames_xt, full
+                self.image_size = [int(p["width"]), int(p["height"])]
+                self.its = 0.0
+                self.seconds = round(sum(s.seconds for s in traj), 3)
+                self.frame = -1
+                self.prompt, self.negative_prompt = p["prompt"], p["negative_prompt"] or ""
+                self.seed, self.steps = int(p["seed"]), int(p["steps"])
+                if p["scheduler"] in self.scheduler_options:
+                    self.scheduler = p["scheduler"]
+                if traj.guidances:
+                    self.guidance_max = float(max(self.guidance_max, math.ceil(max(traj.guidances))))
+                    self.guidance = float(traj.guidances[-1])
+                self.status = "stopped" if traj.stopped and len(traj) < traj.total_steps else "done"
+                self.error = self.error_details = ""
+        if problem is not None:
+            self._show_error(problem)
+        return traj
+
+    def compare(self, a: Any = -2, b: Any = -1) -> Any:
+        """Show runs a and b (index, id or Trajectory) side by side; returns the core Comparison."""
+        ta = run_tree.find_run(self.history, a, "a")
+        tb = run_tree.find_run(self.history, b, "b")
+        label = {traj.id: f"#{i + 1}" for i, traj in enumerate(self.history)}
+        comparison, state = compare_view.compare_state(ta, tb, label[ta.id], label[tb.id],
+                                                       lambda traj: self._frames_of(traj)[0])
+        with self._sync_lock, self.hold_sync():
+            self._assign(state)
+        return comparison
+
+    def close_compare(self) -> None:
+        with self._sync_lock, self.hold_sync():
+            self._assign(compare_view.empty_state())
+
+    def export(self, kind: str, path: Any = None, *, run: Any = None, k: int | None = None, view: str | None = None,
+               start: int | None = None, stop: int | None = None, fps: float = 8, decoder: str | None = None,
+               size: Any = None) -> pathlib.Path:
+        """Write the shown run (or `run`) as a file; returns its path.
+
+        kind: "png" (step k, every parameter in its "parameters" text chunk), "gif" / "mp4" (steps
+        [start, stop) of one view; mp4 needs imageio-ffmpeg), "html" (a self-contained page that
+        works offline), "nbd" (the trajectory, for nbd.Trajectory.load / Explorer.from_files).
+        path None: a new file in `export_dir` (default: the notebook's working directory).
+        """
+        check_choice("kind", kind, EXPORT_KINDS)
+        traj = self.shown if run is None else run_tree.find_run(self.history, run)
+        if traj is None or len(traj) == 0:
+            raise ValueError("no run to export yet: generate one, or load saved runs with Explorer.from_files")
+        view = view or ("xt" if self.view == "xt" else "x0")
+        check_choice("view", view, VIEWS)
+        target = self._export_path(traj, kind, path, k, view)
+        if kind == "png":
+            traj.to_png(target, k=self.shown_step() if k is None and traj is self.shown else (-1 if k is None else k),
+                        view=view, decoder=decoder, size=size or "output")
+        elif kind == "gif":
+            traj.to_gif(target, view=view, fps=fps, decoder=decoder or "approx", size=size or 256, start=start,
+                        stop=stop)
+        elif kind == "mp4":
+            from ..core.video import write_mp4
+
+            write_mp4(traj, target, view=view, fps=fps, start=start, stop=stop, decoder=decoder or "approx",
+                      size=size or 256)
+        elif kind == "html":
+            traj.to_html(target, decoder=decoder or "approx", size=size or 256)
+        else:
+            traj.save(target)
+        with self._sync_lock:
+            shown = str(target)
+            self.export_files = [shown] + [f for f in self.export_files if f != shown][: EXPORTS_SHOWN - 1]
+        return target
+
+    def _export_path(self, traj: Any, kind: str, path: Any, k: Any, view: str) -> pathlib.Path:
+        if path is not None:
+            if not isinstance(path, (str, os.PathLike)):
+                raise TypeError(f"path must be a file path or None, got {path!r}")
+            return pathlib.Path(path).expanduser()
+        folder = pathlib.Path(self.export_dir or os.getcwd()).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"export_dir must be a folder, got {str(folder)!r} (a file)")
+        step = "" if kind in ("html", "nbd") else (f"_step{(k if k is not None else self.shown_step()) + 1}"
+                                                   if kind == "png" else "")
+        stem = f"nbdiffuse_{traj.id}{step}" + (f"_{view}" if kind in ("png", "gif", "mp4") else "")
+        target = folder / f"{stem}.{kind}"
+        n = 2
+        while target.exists():  # never overwrite an earlier export
+            target = folder / f"{stem}_{n}.{kind}"
+            n += 1
+        return target
+
+    def _need_pipe(self, what: str) -> None:
+        if self.pipe is None:
+            raise ValueError(f"{what} needs a pipeline, and this Explorer has none (workshop mode: saved runs only). "
+                             "Use nbd.Explorer.from_files(paths, pipe=...) to generate and branch")
+
+    def _frames_of(self, traj: Any, upto: int | None = None) -> tuple[list, list]:
+        """Lossy per-step frames (x0, xt) of a run: kept from its live stream, else encoded once here."""
+        n = len(traj) if upto is None else upto
+        known = self._frames.get(traj.id)
+        if known is None or len(known[0]) < n:
+            if upto is not None and upto < len(traj) and known is None:
+                per_step = [step_frames(traj, k) for k in range(n)]
+                return [f[0] for f in per_step], [f[1] for f in per_step]
+            per_step = [step_frames(traj, k) for k in range(len(traj))]
+            known = ([f[0] for f in per_step], [f[1] for f in per_step])
+            self._frames[traj.id] = known
+        return list(known[0][:n]), list(known[1][:n])
+
+    def _refresh_runs(self) -> None:
+        thumbs = []
+        for traj in list(self.history):
+            key = (traj.id, len(traj))
+            if key not in self._thumbs:
+                self._thumbs[key] = run_tree.thumbnail(traj)
+            thumbs.append(self._thumbs[key])
+        nodes = run_tree.run_nodes(list(self.history))
+        with self._sync_lock, self.hold_sync():
+            self.runs = nodes
+            self.run_thumbs = thumbs
+
     @property
     def trajectory(self) -> Any:
         """The latest run's Trajectory (live while it runs), or None before the first run."""
@@ -244,6 +497,22 @@ class Explorer(anywidget.AnyWidget):
                     height=run.height, width=run.width, guidance_max=float(max(15, math.ceil(2 * values["guidance"]))),
                     image_size=[run.width, run.height], model_label=str(label))
 
+    def _saved_defaults(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Control values for workshop mode: taken from the first saved run (no model to ask)."""
+        p = self.history[0].params
+        options = sorted({traj.params["scheduler"] for traj in self.history})
+        guidance = given.get("guidance", p["guidance"][0] if p["guidance"] else 1.0)
+        check_guidance_value(guidance)
+        values = dict(prompt=p["prompt"], negative_prompt=p["negative_prompt"] or "", seed=int(p["seed"]),
+                      steps=int(p["steps"]), scheduler=p["scheduler"])
+        values.update({k: v for k, v in given.items() if k in ("prompt", "negative_prompt", "seed", "steps",
+                                                                 "scheduler")})
+        top = max(max(traj.guidances or [1.0]) for traj in self.history)
+        label = p.get("model") or p.get("pipeline") or "saved runs"
+        return dict(values, guidance=float(guidance), scheduler_options=options, size_options=[],
+                    height=int(p["height"]), width=int(p["width"]), image_size=[int(p["width"]), int(p["height"])],
+                    guidance_max=float(max(15, math.ceil(2 * top))), model_label=f"{label} (saved runs)")
+
     # --- trait observers --------------------------------------------------------------
     @t.observe("guidance")
     def _guidance_changed(self, change: dict) -> None:
@@ -286,8 +555,63 @@ class Explorer(anywidget.AnyWidget):
                 self.step()
             elif kind == "scrub":
                 self._scrub(content.get("run"), content.get("k"))
+            elif kind == "whatif":
+                self._what_if_request(content)
+            elif kind == "continue":
+                self.continue_from(content.get("g"), _step_of(content))
+            elif kind == "branch":
+                k = _step_of(content)
+                k = self.shown_step() if k is None else k
+                controls = {key: getattr(self, key) for key in ("prompt", "negative_prompt", "seed", "scheduler",
+                                                                "steps", "guidance")}
+                self.branch(k, **run_tree.changes_from_controls(self.shown, k, controls))
+            elif kind == "load_run":
+                self.load_run(content.get("id"))
+            elif kind == "compare":
+                self.compare(content.get("a"), content.get("b"))
+            elif kind == "compare_close":
+                self.close_compare()
+            elif kind == "export":
+                self._later(self._export_request, dict(content))
         except Exception as exc:
             self._show_error(exc)
+
+    def _later(self, fn: Any, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # decoder shut down: the widget is closing
+            self._decoder.submit(self._guarded, fn, *args)
+
+    def _guarded(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            self._show_error(exc)
+
+    def _export_request(self, content: dict) -> None:
+        options = {key: content[key] for key in ("k", "view", "start", "stop", "fps") if content.get(key) is not None}
+        self.export(content.get("kind"), **options)
+        with self._sync_lock:
+            self.error = self.error_details = ""
+
+    def _what_if_request(self, content: dict) -> None:
+        traj, run = self.shown, self.run_id
+        k, decoder = _step_of(content), content.get("decoder", "approx")
+        if traj is None or content.get("run") != run or self.status in ("running", "pausing"):
+            return
+        k = self.shown_step() if k is None else k
+        w = check_guidance_value(content.get("g"), "what-if guidance")
+        check_choice("decoder", decoder, ("approx", "full"))
+        if decoder == "full" and traj.pipe is None:
+            return  # workshop mode without the model: the approx frame is the best there is
+        target = (run, k, w, decoder)
+        self._whatif_target = target
+        self._later(self._send_what_if, traj, target)
+
+    def _send_what_if(self, traj: Any, target: tuple) -> None:
+        if self._whatif_target != target:
+            return  # dragged on meanwhile: only the newest what-if is worth drawing
+        run, k, w, decoder = target
+        frame = compare_view.what_if_frame(traj, k, w, decoder)
+        self.send({"type": "whatif", "run": run, "k": k, "g": w, "decoder": decoder}, [frame])
 
     def _show_error(self, exc: BaseException, step: int | None = None, total: int | None = None) -> None:
         with self._sync_lock:
@@ -295,9 +619,9 @@ class Explorer(anywidget.AnyWidget):
             self.error = describe_error(exc, step, total)
 
     def _scrub(self, run: Any, k: Any) -> None:
-        traj = self.trajectory
+        traj = self.shown
         if (traj is None or run != self.run_id or self.status in ("running", "pausing") or not isinstance(k, int)
-                or not 0 <= k < len(traj)):
+                or not 0 <= k < len(traj) or traj.pipe is None):
             return
         self._scrub_target = (run, k)
         with contextlib.suppress(RuntimeError):  # decoder shut down: the widget is closing
@@ -316,18 +640,22 @@ class Explorer(anywidget.AnyWidget):
     # --- a run, in the worker thread (or the caller's, for foreground runs) ----------------
     def _execute(self, job: Job) -> None:
         live, run = job.context, job.run
+        prefix = live.prefix or ([], [])
         with self._sync_lock:
             self._live = live
+            self._shown_traj = None
             with self.hold_sync():
                 self.run_id = live.run_id
+                self.shown_run = ""
                 self.status = "running"
                 self.n_steps = 0
                 self.total_steps = run.steps
                 self.its = 0.0
                 self.seconds = 0.0
                 self.guidances = []
-                self.frames_x0 = []
-                self.frames_xt = []
+                # A branch shows its parent's steps up to the branch point until its own arrive.
+                self.frames_x0 = list(prefix[0])
+                self.frames_xt = list(prefix[1])
                 self.full_frames = {}
                 self.frame = -1
                 self.image_size = [run.width, run.height]
@@ -350,10 +678,17 @@ class Explorer(anywidget.AnyWidget):
         state, problem = self._full_state(live, traj)
         problems = [p for p in (failure, problem) if p is not None]
         n = state["n_steps"]
+        if traj is not None:
+            self._frames[traj.id] = (state["frames_x0"], state["frames_xt"])
+            with contextlib.suppress(Exception):  # a thumbnail must never turn a finished run into a failure
+                self._refresh_runs()
         with self._sync_lock:
             with self.hold_sync():
                 self._assign(state)
                 self.frame = -1
+                if traj is not None:
+                    self._shown_traj = traj
+                    self.shown_run = traj.id
                 if problems and not isinstance(problems[0], KeyboardInterrupt):
                     self._show_error(problems[0], n if problems[0] is failure else None, job.run.steps)
                     self.status = "error"
@@ -412,6 +747,7 @@ class _Live:
         self.traj: Any = None
         self.stream: FrameStream | None = None
         self.adopted = False
+        self.prefix: tuple[list, list] | None = None  # a branch's inherited frames
         self.pacer = Pacer(self._send, ack_timeout=ACK_TIMEOUT if background else FOREGROUND_ACK_TIMEOUT)
 
     def on_step(self, traj: Any, step: Any) -> None:
@@ -442,6 +778,15 @@ class _Live:
 
     def _send(self, content: dict, buffers: list) -> None:
         self.explorer.send(content, buffers)
+
+
+def _step_of(content: dict) -> int | None:
+    k = content.get("k")
+    if k is None:
+        return None
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be a step index (int), got {k!r}")
+    return k
 
 
 def guidance_segments(guidances: list[float]) -> list[list[float]]:

@@ -68,10 +68,10 @@ def test_lab_live_run_scrub_guidance_and_stop(lab_server, page, explorer_page, s
     ex.press_on_slider("ArrowRight")
     assert ex.position() == f"2 / {LONG}"
     ex.wait_frame_change(first)
-    ex.root.locator(".nbd-stage").focus()
-    ex.root.locator(".nbd-stage").press("End")
+    ex.root.locator(".nbd-stage:not(.nbd-compare-stage)").focus()
+    ex.root.locator(".nbd-stage:not(.nbd-compare-stage)").press("End")
     assert ex.position() == f"{LONG} / {LONG}"
-    ex.root.locator(".nbd-stage").press("ArrowLeft")
+    ex.root.locator(".nbd-stage:not(.nbd-compare-stage)").press("ArrowLeft")
     assert ex.position() == f"{LONG - 1} / {LONG}"
     ex.screenshot(screenshots / "lab_scrubbed.png")
     latency = ex.paint_latency(60)

@@ -1,0 +1,49 @@
+"""Compare view state: two runs side by side under one scrubber, a heatmap per pair and the difference curve.
+
+Everything the browser needs goes into widget state at once (a few small frames per step), so the
+shared scrubber moves without a kernel round trip, as the main scrubber does.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..core import compare as core_compare
+from ..frames import encode_live, encode_lossless
+
+HEAT_SIDE = 128  # px; the heatmap is a coarse picture, the browser scales it to the pane
+
+
+def compare_state(a: Any, b: Any, label_a: str, label_b: str, frames_of: Any) -> tuple[Any, dict]:
+    """(core Comparison, trait values) for runs a and b; `frames_of(traj)` gives its per-step x0 frames."""
+    comparison = core_compare(a, b)
+    xa, xb = frames_of(a), frames_of(b)
+    heat = [encode_lossless(comparison.heatmap(i, size=HEAT_SIDE)) for i in range(len(comparison))]
+    info = {
+        "a": a.id, "b": b.id, "label_a": label_a, "label_b": label_b,
+        "pairs": [list(p) for p in comparison.pairs],
+        "difference": [round(d, 5) for d in comparison.difference],
+        "locks_in_at": comparison.locks_in_at,
+        "prompt_a": a.params.get("prompt", ""), "prompt_b": b.params.get("prompt", ""),
+    }
+    state = {
+        "comparison": info,
+        "compare_a": [xa[ka] for ka, _ in comparison.pairs],
+        "compare_b": [xb[kb] for _, kb in comparison.pairs],
+        "compare_heat": heat,
+    }
+    return comparison, state
+
+
+def empty_state() -> dict:
+    return {"comparison": {}, "compare_a": [], "compare_b": [], "compare_heat": []}
+
+
+def what_if_frame(traj: Any, k: int, guidance: float, decoder: str) -> bytes:
+    """The re-weighed x0 at step k: PNG (lossless; approx frames are tiny, full ones are shown at rest)."""
+    picture = traj.guided_image(k, guidance, decoder=decoder, size="latent" if decoder == "approx" else "output")
+    return encode_lossless(np.asarray(picture.convert("RGB")))
+
+
+__all__ = ["compare_state", "empty_state", "what_if_frame", "encode_live"]

@@ -1,0 +1,188 @@
+"""The run tree of an Explorer: nodes with thumbnails, what each branch changed, and branch jobs.
+
+A branch records its parent's id and step in its params (core.branch does that), so the tree
+is rebuilt from the runs alone: it survives save/load and works for runs loaded from files.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..core import branch as core_branch
+from ..core import schedulers
+from ..core.branch import BRANCH_CHANGES
+from ..core.validate import check_choice, check_prompt, check_seed, check_steps, guidance_schedule
+from ..frames import encode_live
+
+BRANCH_KEYS = tuple(k for k in BRANCH_CHANGES if k not in ("control", "on_step"))
+THUMB_SIDE = 64  # px; thumbnails of larger runs are shrunk (the browser shows them at 48 px)
+
+
+def find_run(history: list, which: Any, name: str = "run") -> Any:
+    """A run of `history` by index (negative counts from the end), id, or the Trajectory itself."""
+    if isinstance(which, bool):
+        raise TypeError(f"{name} must be a run index, a run id or a Trajectory, got {which!r}")
+    if isinstance(which, int):
+        if not -len(history) <= which < len(history) or not history:
+            raise ValueError(f"{name} must be a run index in 0..{len(history) - 1}, got {which}")
+        return history[which]
+    if isinstance(which, str):
+        for traj in history:
+            if traj.id == which:
+                return traj
+        ids = ", ".join(t.id for t in history) or "none yet"
+        raise ValueError(f"{name}={which!r} is not the id of a run of this Explorer; ids: {ids}")
+    if any(which is traj for traj in history):
+        return which
+    raise TypeError(f"{name} must be a run index, a run id or a Trajectory of this Explorer, got "
+                    f"{type(which).__name__}")
+
+
+def check_branch(pipe: Any, parent: Any, at: Any, changes: dict) -> dict:
+    """Everything core.branch would refuse, refused before any model work (it checks late for some)."""
+    unknown = sorted(set(changes) - set(BRANCH_KEYS))
+    if unknown:
+        raise TypeError(f"branch() got unknown change(s) {', '.join(unknown)}; allowed: {', '.join(BRANCH_KEYS)}")
+    n = len(parent)
+    if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < n:
+        raise ValueError(f"at must be a step index in 0..{n - 1} of the shown run, got {at!r}")
+    p = parent.params
+    if "prompt" in changes:
+        check_prompt(changes["prompt"])
+    if "negative_prompt" in changes:
+        check_prompt(changes["negative_prompt"], "negative_prompt", True)
+    if "seed" in changes:
+        check_seed(changes["seed"])
+    if "scheduler" in changes:
+        check_choice("scheduler", changes["scheduler"], schedulers(pipe))
+    total = check_steps(changes["steps"]) if "steps" in changes else int(p["steps"])
+    if "guidance" in changes:
+        g = changes["guidance"]
+        rest = total - at - 1
+        if hasattr(g, "__len__") and not isinstance(g, (str, bytes)) and len(g) == rest:
+            guidance_schedule(g, rest)
+        else:
+            guidance_schedule(g, total)
+    replan = "scheduler" in changes or ("steps" in changes and changes["steps"] != p["steps"])
+    if not replan and at >= int(p["steps"]) - 1:
+        raise ValueError(f"at={at} is the last step: nothing is left to run; pick an earlier step, "
+                         "or change scheduler/steps to re-plan the rest")
+    return dict(changes)
+
+
+class BranchRun:
+    """core.branch shaped like a prepared core Run, so the Explorer's Runner can run, stop and pause it."""
+
+    def __init__(self, pipe: Any, parent: Any, at: int, changes: dict, control: Any, on_step: Any):
+        self.pipe, self.parent, self.at, self.changes = pipe, parent, at, changes
+        self.control, self._on_step = control, on_step
+        p = parent.params
+        self.prompt = changes.get("prompt", p["prompt"])
+        self.negative_prompt = changes.get("negative_prompt", p["negative_prompt"])
+        self.seed = changes.get("seed", p["seed"])
+        self.steps = int(changes.get("steps", p["steps"]))
+        self.height, self.width = p["height"], p["width"]
+        self.trajectory: Any = None
+
+    def execute(self) -> Any:
+        self.trajectory = core_branch(self.pipe, self.parent, at=self.at, control=self.control,
+                                      on_step=self._step, **self.changes)
+        return self.trajectory
+
+    def _step(self, traj: Any, step: Any) -> None:
+        self.trajectory = traj
+        self._on_step(traj, step)
+
+
+def changes_from_controls(parent: Any, at: int, controls: dict) -> dict:
+    """What "Branch here" changes: each control whose value differs from the shown run's."""
+    p = parent.params
+    changes = {}
+    for key in ("prompt", "negative_prompt", "seed", "scheduler", "steps"):
+        if key in controls and controls[key] != p[key]:
+            changes[key] = controls[key]
+    planned = p["guidance"]
+    after = planned[at + 1] if at + 1 < len(planned) else planned[-1]
+    if "guidance" in controls and float(controls["guidance"]) != float(after):
+        changes["guidance"] = float(controls["guidance"])
+    return changes
+
+
+def describe_change(traj: Any, parent: Any | None) -> str:
+    """"from #2 at step 12: guidance 5 → 8, seed 0 → 3" in words; the prompt for a first run."""
+    p = traj.params
+    if p.get("parent") is None:
+        return f"new run: {_short(p['prompt'])}"
+    at = p.get("branched_at")
+    where = f"step {at + 1}" if isinstance(at, int) else "?"
+    if parent is None:
+        return f"branch at {where} (parent not loaded)"
+    q = parent.params
+    parts = []
+    for key, label in (("prompt", "prompt"), ("negative_prompt", "negative"), ("seed", "seed"),
+                       ("scheduler", "scheduler"), ("steps", "steps")):
+        if p.get(key) != q.get(key):
+            old, new = q.get(key), p.get(key)
+            parts.append(f"{label} {_short(old)!s} → {_short(new)!s}" if key in ("prompt", "negative_prompt")
+                         else f"{label} {old} → {new}")
+    k = (at or 0) + 1
+    new_g = p["guidance"][k] if k < len(p["guidance"]) else None
+    old_g = q["guidance"][k] if k < len(q["guidance"]) else q["guidance"][-1]
+    if new_g is not None and new_g != old_g:
+        parts.append(f"guidance {old_g:g} → {new_g:g}")
+    return f"at {where}: " + (", ".join(parts) if parts else "same settings, replayed")
+
+
+def _short(text: Any, n: int = 28) -> str:
+    text = str(text) if text is not None else ""
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def thumbnail(traj: Any) -> bytes:
+    """The run's last x0, approx-decoded, as a small JPEG (b'' when it cannot be decoded)."""
+    if len(traj) == 0:
+        return b""
+    try:
+        picture = traj.image(-1, "x0", decoder="approx", size="latent")
+    except ValueError:  # no approx decoder and no pipeline
+        return b""
+    if max(picture.size) > THUMB_SIDE:
+        picture = picture.resize((THUMB_SIDE, THUMB_SIDE * picture.height // picture.width))
+    import numpy as np
+
+    return encode_live(np.asarray(picture.convert("RGB")))
+
+
+def run_nodes(history: list) -> list[dict]:
+    """One node per run for the history panel, parents before children, with depth for indenting."""
+    by_id = {traj.id: traj for traj in history}
+    depth: dict[str, int] = {}
+
+    def depth_of(traj: Any) -> int:
+        if traj.id not in depth:
+            parent = by_id.get(traj.params.get("parent"))
+            depth[traj.id] = 0 if parent is None or parent is traj else depth_of(parent) + 1
+        return depth[traj.id]
+
+    children: dict[Any, list] = {}
+    for i, traj in enumerate(history):
+        parent_id = traj.params.get("parent")
+        children.setdefault(parent_id if parent_id in by_id else None, []).append(i)
+    order: list[int] = []
+
+    def walk(key: Any) -> None:
+        for i in children.get(key, []):
+            order.append(i)
+            walk(history[i].id)
+
+    walk(None)
+    nodes = []
+    for i in order:
+        traj = history[i]
+        parent = by_id.get(traj.params.get("parent"))
+        nodes.append({
+            "id": traj.id, "index": i, "parent": traj.params.get("parent"), "depth": depth_of(traj),
+            "at": traj.params.get("branched_at"), "prompt": traj.params.get("prompt", ""),
+            "steps": len(traj), "total": traj.total_steps, "stopped": bool(traj.stopped),
+            "label": f"#{i + 1}", "changed": describe_change(traj, parent),
+        })
+    return nodes

@@ -1,0 +1,147 @@
+"""Exploring in JupyterLab: what-if guidance without UNet calls, branch + compare, the offline HTML export."""
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+
+import pytest
+
+from test_browser_lab import wait_for_kernel
+
+pytestmark = pytest.mark.browser
+
+STEPS = 12
+PROMPT = 'big red circle <script>alert("x")</script> on the left'
+CELLS = [
+    "import ipywidgets as W\nimport torch\nimport nbdiffuse as nbd\ntorch.set_num_threads(1)",
+    "try:\n    pipe = nbd.load_pipeline()\nexcept nbd.EmbeddedModelMissing:\n"
+    "    from nbdiffuse.testing import tiny_sd_pipeline\n    pipe = tiny_sd_pipeline()",
+    # UNet calls counted by a forward hook and shown in the page, so the test reads them like a user would.
+    "calls = W.Label('0')\ncalls.add_class('unet-calls')\n"
+    "def _count(*args):\n    calls.value = str(int(calls.value) + 1)\n"
+    "pipe.unet.register_forward_hook(_count)\ncalls",
+    f"ex = nbd.Explorer(pipe, steps={STEPS}, guidance=5.0)\nex",
+    f"ex.generate(prompt={PROMPT!r}, seed=0)\nex.wait(300)",
+]
+
+
+def write_notebook(root: pathlib.Path) -> str:
+    cells = [{"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None}
+             for src in CELLS]
+    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (root / "explore.ipynb").write_text(json.dumps(nb))
+    return "explore.ipynb"
+
+
+def unet_calls(page) -> int:
+    return int(page.locator(".unet-calls").first.text_content().strip() or 0)
+
+
+def open_and_run_all(page, server, path):
+    # A workspace of its own: the other Lab tests share the server and must not find this tab open.
+    page.goto(f"{server.url}/lab/workspaces/nbd-explore/tree/{path}")
+    wait_for_kernel(page)
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+
+
+def set_theme(page, name):
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Settings$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Theme$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{name}$")).click()
+
+
+@pytest.fixture
+def explore_notebook(lab_server, page):
+    path = write_notebook(lab_server.root)
+    yield path
+    # Leave the shared server as found: light theme (a saved setting) and no kernel of ours running.
+    try:
+        if page.evaluate("() => document.body.dataset.jpThemeLight") == "false":
+            set_theme(page, "JupyterLab Light")
+            page.wait_for_function("() => document.body.dataset.jpThemeLight === 'true'")
+    finally:
+        for session in lab_server.api("GET", "/api/sessions") or []:
+            if session.get("path") == path:
+                lab_server.api("DELETE", f"/api/sessions/{session['id']}")
+
+
+def test_what_if_branch_compare_and_html_export(lab_server, page, explorer_page, screenshots, browser, explore_notebook):
+    open_and_run_all(page, lab_server, explore_notebook)
+    ex = explorer_page(page).wait_visible()
+    ex.wait_count(f"step {STEPS} / {STEPS}")
+    ex.wait_count("done")
+    page.wait_for_function("() => Number(document.querySelector('.unet-calls').textContent) > 0")
+    full_run_calls = unet_calls(page)
+
+    # What-if at step 5: the picture changes, the UNet is not called.
+    ex.press_on_slider("Home")
+    for _ in range(4):
+        ex.press_on_slider("ArrowRight")
+    assert ex.position() == f"5 / {STEPS}"
+    page.wait_for_timeout(300)  # let the scrub's full-VAE frame land first (not an assertion)
+    before = ex.frame_hash()
+    ex.root.locator("input[aria-label='What-if guidance']").evaluate(
+        "(el) => { el.value = '14'; el.dispatchEvent(new Event('input', {bubbles: true}));"
+        " el.dispatchEvent(new Event('change', {bubbles: true})); }")
+    ex.wait_frame_change(before)
+    ex.root.locator(".nbd-badge", has_text="what if guidance 14.0").wait_for()
+    ex.screenshot(screenshots / "explore_whatif.png")
+    assert unet_calls(page) == full_run_calls, "what-if guidance must not call the UNet"
+
+    # Continue from here: a branch from step 5 costs the remaining steps only.
+    ex.click("Continue from here")
+    ex.root.locator(".nbd-node").nth(1).wait_for()
+    ex.wait_count("done")
+    expected = full_run_calls * (STEPS - 5) // STEPS  # steps 6..12 of 12
+    page.wait_for_function(f"() => Number(document.querySelector('.unet-calls').textContent) >= {full_run_calls + expected}")
+    page.wait_for_timeout(300)  # a stray extra call would show up by now (not a timed assertion)
+    branch_calls = unet_calls(page) - full_run_calls
+    assert branch_calls == expected, (branch_calls, full_run_calls)
+    assert "guidance 5 → 14" in ex.root.locator(".nbd-node").nth(1).text_content()
+
+    # Compare the run and its branch under one scrubber.
+    ex.click("Compare")
+    panel = ex.root.locator(".nbd-compare")
+    panel.wait_for(state="visible")
+    assert panel.locator(".nbd-curve polyline").count() == 1
+    diff = json.loads(panel.locator(".nbd-curve").get_attribute("data-difference"))
+    assert len(diff) == STEPS and diff[0] == 0 and max(diff) > 0, diff  # same up to step 5, then apart
+    slider = panel.locator("input[aria-label='Compare step']")
+    slider.evaluate("(el) => { el.value = '0'; el.dispatchEvent(new Event('input', {bubbles: true})); }")
+    assert panel.locator(".nbd-cat").text_content() == f"1 / {STEPS}"
+    panel.scroll_into_view_if_needed()
+    panel.screenshot(path=str(screenshots / "explore_compare.png"))
+    ex.root.locator(".nbd-explore").screenshot(path=str(screenshots / "explore_panel.png"))
+
+    # Load the first run from the history panel.
+    ex.root.locator(".nbd-node").first.click()
+    page.wait_for_function("(root) => root.querySelector('.nbd-node[aria-current=\"true\"]')"
+                           " === root.querySelectorAll('.nbd-node')[0]", arg=ex.root.element_handle())
+
+    # Export the HTML page and open it with no server.
+    ex.root.locator(".nbd-export > summary").click()
+    ex.click("Export HTML")
+    name = ex.root.locator(".nbd-files li", has_text=".html")
+    name.wait_for()
+    path = pathlib.Path(name.first.text_content())
+    assert path.parent == lab_server.root and path.exists()
+    ex.screenshot(screenshots / "explore_exported.png")
+    offline = browser.new_context(offline=True).new_page()
+    alerts = []
+    offline.on("dialog", lambda d: (alerts.append(d.message), d.dismiss()))
+    offline.goto(path.as_uri())
+    assert "<script>" in offline.locator("#prompt").text_content() and not alerts
+    first = offline.locator("#x0").get_attribute("src")
+    offline.locator("#scrub").evaluate("(el) => { el.value = '0'; el.dispatchEvent(new Event('input')); }")
+    assert offline.locator("#x0").get_attribute("src") != first
+    assert re.match(rf"step 1 / {STEPS}", offline.locator("#label").text_content())
+    offline.screenshot(path=str(screenshots / "explore_html_export.png"), full_page=True)
+    offline.context.close()
+
+    # The same panel in JupyterLab's dark theme (a look for the screenshots, not an assertion).
+    set_theme(page, "JupyterLab Dark")
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'")
+    ex.root.locator(".nbd-explore").screenshot(path=str(screenshots / "explore_panel_dark.png"))

@@ -1,0 +1,78 @@
+"""Exports from the Explorer (Python and the page's buttons) and the MP4 writer in core.video."""
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import pytest
+from PIL import Image
+
+from nbdiffuse.core.video import VideoUnavailable, mp4_available, write_mp4
+
+
+def _done(ex, **params):
+    ex.generate(**params)
+    assert ex.wait(120)
+    return ex.trajectory
+
+
+def test_export_from_python_into_export_dir(explorer, tmp_path):
+    ex, fe = explorer
+    traj = _done(ex, prompt="a <script>alert(1)</script> square", steps=6, seed=4)
+    ex.export_dir = str(tmp_path / "exports")
+    png = ex.export("png", k=2)
+    assert png.parent == tmp_path / "exports" and png.name.endswith("_step3_x0.png")
+    text = Image.open(png).text
+    assert "Seed: 4" in text["parameters"] and json.loads(text["nbdiffuse"])["step"] == 2
+    gif = ex.export("gif", start=1, stop=5, view="xt")
+    assert Image.open(gif).n_frames == 4
+    page = ex.export("html").read_text()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
+    nbd_file = ex.export("nbd")
+    import nbdiffuse as nbd
+
+    assert len(nbd.Trajectory.load(nbd_file)) == 6
+    again = ex.export("png", k=2)
+    assert again != png and again.exists(), "an export never overwrites an earlier one"
+    assert fe.state["export_files"][0] == str(again) and str(nbd_file) in fe.state["export_files"]
+    explicit = ex.export("png", tmp_path / "mine.png", run=0)
+    assert explicit == tmp_path / "mine.png" and explicit.exists()
+    for bad, match in [(dict(kind="jpeg"), "kind must be one of"), (dict(kind="gif", start=4, stop=2), "start/stop"),
+                       (dict(kind="png", view="side"), "view"), (dict(kind="gif", fps=0), "fps")]:
+        with pytest.raises(ValueError, match=match):
+            ex.export(**bad)
+    (tmp_path / "afile").write_text("x")
+    ex.export_dir = str(tmp_path / "afile")
+    with pytest.raises(ValueError, match="export_dir must be a folder"):
+        ex.export("png")
+    assert traj is ex.trajectory
+
+
+def test_export_buttons_write_files_and_show_their_names(explorer, tmp_path, wait_for):
+    ex, fe = explorer
+    _done(ex, steps=5)
+    fe.set(export_dir=str(tmp_path))
+    for kind in ("png", "gif", "html", "nbd"):
+        fe.send({"type": "export", "kind": kind, "k": 1, "view": "x0", "start": 0, "stop": 5})
+    wait_for(lambda: len(fe.state.get("export_files", [])) == 4, what="four exports")
+    names = sorted(pathlib.Path(f).suffix for f in fe.state["export_files"])
+    assert names == [".gif", ".html", ".nbd", ".png"] and all(pathlib.Path(f).exists() for f in fe.state["export_files"])
+    fe.send({"type": "export", "kind": "gif", "start": 3, "stop": 1})
+    wait_for(lambda: "start/stop" in ex.error, what="the export error in the widget")
+    assert ex.status == "done"
+
+
+def test_mp4_export(explorer, tmp_path, monkeypatch):
+    ex, fe = explorer
+    traj = _done(ex, steps=4)
+    if mp4_available():
+        path = write_mp4(traj, tmp_path / "run.mp4", size=64, start=1)
+        assert path.stat().st_size > 0 and path.read_bytes()[4:8] == b"ftyp"
+        assert ex.export("mp4", tmp_path / "w.mp4").exists() and fe.state["mp4"] is True
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # as if it were not installed
+    with pytest.raises(VideoUnavailable, match="pip install imageio-ffmpeg"):
+        write_mp4(traj, tmp_path / "none.mp4")
+    with pytest.raises(ValueError, match="fps"):
+        write_mp4(traj, tmp_path / "none.mp4", fps=0)
+    assert not (tmp_path / "none.mp4").exists()
