@@ -7,7 +7,10 @@ from .core import (ApproxDecoder, EmbeddedModelMissing, PipelineLoadError, RunCo
                    Trajectory, TrajectoryFileError, branch, compare, load_pipeline, schedulers, set_tiny_decoder,
                    trace)
 from .widgets import Explorer
+from .widgets.teaching import (ForwardExplorer, GuidanceSweep, LatentView, SamplerCompare, ScheduleView,
+                               SeedsAndPrompts, StepsCompare)
 
-__all__ = ["ApproxDecoder", "EmbeddedModelMissing", "Explorer", "PipelineLoadError", "RunControl", "Step",
+__all__ = ["ApproxDecoder", "EmbeddedModelMissing", "Explorer", "ForwardExplorer", "GuidanceSweep", "LatentView",
+           "SamplerCompare", "ScheduleView", "SeedsAndPrompts", "StepsCompare", "PipelineLoadError", "RunControl", "Step",
            "StepIndexError", "Trajectory", "TrajectoryFileError", "branch", "compare", "load_pipeline", "schedulers",
            "set_tiny_decoder", "shapes", "trace", "__version__"]

@@ -1,0 +1,213 @@
+"""What the teaching widgets share: their front end, picture input, encoding and the sweep worker."""
+from __future__ import annotations
+
+import io
+import pathlib
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+import anywidget
+import numpy as np
+import torch
+import traitlets as t
+from PIL import Image
+
+from ...core import load_pipeline
+from ...core.decode import from_pipeline_space, to_pipeline_space
+from ...core.families import family_for
+from ...frames import encode_live, encode_lossless
+
+_HERE = pathlib.Path(__file__).resolve().parent
+DEFAULT_SHAPES_CAPTION = "big red circle on the left, white background"
+DEFAULT_PROMPT_OTHER = "a lighthouse on a cliff at dusk"
+
+
+class TeachingWidget(anywidget.AnyWidget):
+    """One ES module and one stylesheet for every teaching widget; `_kind` picks the view."""
+
+    _esm = _HERE / "teaching.js"
+    _css = _HERE / "teaching.css"
+    _kind = t.Unicode("").tag(sync=True)
+    title = t.Unicode("").tag(sync=True)
+    note = t.Unicode("").tag(sync=True)  # a sentence for the learner under the title (or why something is missing)
+
+
+def resolve_pipe(pipe: Any) -> Any:
+    """pipe=None means the embedded model, as everywhere in nbdiffuse."""
+    return load_pipeline(pipe)
+
+
+def is_shapes(pipe: Any) -> bool:
+    return bool(getattr(pipe, "_nbd_shapes", False))
+
+
+def default_prompt(pipe: Any) -> str:
+    return DEFAULT_SHAPES_CAPTION if is_shapes(pipe) else DEFAULT_PROMPT_OTHER
+
+
+def model_label(pipe: Any) -> str:
+    return str(getattr(pipe, "_nbd_source", None) or pipe.config.get("_name_or_path") or type(pipe).__name__)
+
+
+def as_image(image: Any, name: str = "image") -> Image.Image:
+    """A PIL image from a PIL image, a file path, PNG/JPEG bytes, an HxWx3 array, or a shapes caption."""
+    if image is None:
+        from ...shapes import render
+
+        return render(DEFAULT_SHAPES_CAPTION, seed=0)
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        try:
+            return Image.open(io.BytesIO(bytes(image))).convert("RGB")
+        except Exception as exc:
+            raise ValueError(f"{name} bytes are not a readable picture ({exc}); give PNG or JPEG bytes") from exc
+    if isinstance(image, pathlib.Path) or (isinstance(image, str) and pathlib.Path(image).suffix.lower()
+                                           in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")):
+        path = pathlib.Path(image).expanduser()
+        if not path.is_file():
+            raise ValueError(f"{name}={str(image)!r} is not an existing picture file")
+        return Image.open(path).convert("RGB")
+    if isinstance(image, str):
+        # Anything else that is text is a shapes caption: the learner names the picture to draw.
+        from ...shapes import parse_caption, render
+
+        if parse_caption(image).unknown_words:
+            raise ValueError(f"{name}={image!r} is neither a picture file nor a shapes caption "
+                             f"(unknown words: {', '.join(parse_caption(image).unknown_words)})")
+        return render(image, seed=0)
+    if isinstance(image, np.ndarray):
+        array = image
+        if array.dtype != np.uint8:
+            array = (np.clip(array.astype(np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+        if array.ndim == 2:
+            array = np.stack([array] * 3, -1)
+        if array.ndim != 3 or array.shape[2] not in (3, 4):
+            raise ValueError(f"{name} array must be HxW, HxWx3 or HxWx4, got shape {image.shape}")
+        return Image.fromarray(array[..., :3])
+    raise TypeError(f"{name} must be None, a PIL image, a file path, PNG/JPEG bytes, an HxWx3 array or a shapes "
+                    f"caption; got {type(image).__name__}")
+
+
+def model_size(pipe: Any) -> tuple[int, int]:
+    """(width, height) the pipeline makes by default: pictures go through its VAE at this size."""
+    height, width = family_for(pipe).default_size()
+    return width, height
+
+
+def to_tensor(picture: Image.Image) -> torch.Tensor:
+    """PIL -> (1, 3, H, W) float in [-1, 1]."""
+    array = np.asarray(picture.convert("RGB"), np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def to_picture(pixels: torch.Tensor) -> Image.Image:
+    """(1, 3, H, W) or (3, H, W) in [-1, 1] -> PIL (values outside are clipped, as a screen would)."""
+    if pixels.ndim == 4:
+        pixels = pixels[0]
+    array = ((pixels.float().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(array)
+
+
+def vae_encode(pipe: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) in [-1, 1] -> (1, C, h, w) latents in the space the pipeline denoises (the mean, no sampling)."""
+    vae = pipe.vae
+    param = next(vae.parameters())
+    with torch.no_grad():
+        latents = vae.encode(pixels.to(param.device, param.dtype)).latent_dist.mean
+    return to_pipeline_space(vae, latents.float()).cpu()
+
+
+def vae_decode(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Pipeline-space latents -> (1, 3, H, W) pixels in about [-1, 1]."""
+    vae = pipe.vae
+    param = next(vae.parameters())
+    z = latents.unsqueeze(0) if latents.ndim == 3 else latents
+    with torch.no_grad():
+        return vae.decode(from_pipeline_space(vae, z.float()).to(param.device, param.dtype), return_dict=False)[0].float().cpu()
+
+
+def png(picture: Image.Image | np.ndarray) -> bytes:
+    if isinstance(picture, Image.Image) and picture.mode == "L":  # grayscale tiles: a third of the bytes
+        buffer = io.BytesIO()
+        picture.save(buffer, "PNG", compress_level=3)
+        return buffer.getvalue()
+    return encode_lossless(picture)
+
+
+def jpeg(picture: Image.Image) -> bytes:
+    return encode_live(np.asarray(picture.convert("RGB")), quality=88)
+
+
+def fit_for_display(picture: Image.Image, longest: int) -> Image.Image:
+    """Shrink (never enlarge: the browser upscales crisply) so saved notebooks stay light."""
+    if max(picture.size) <= longest:
+        return picture
+    scale = longest / max(picture.size)
+    return picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))), Image.LANCZOS)
+
+
+class Worker:
+    """One background thread per widget running a list of tasks; the notebook stays usable meanwhile.
+
+    Widget events are only handled while the cell is idle, so model work must not run in the cell
+    (the same reason Explorer has its runner). Errors land in `on_error`, never in the thread's void.
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._lock = threading.Lock()
+
+    def start(self, work: Callable[[threading.Event], None], on_error: Callable[[BaseException, str], None]) -> None:
+        with self._lock:
+            # The idle flag, not thread liveness: a finished thread may still be unwinding for a moment.
+            if not self._idle.is_set():
+                raise RuntimeError("a run is still going; call stop() or wait() first")
+            self._stop = threading.Event()
+            self._idle.clear()
+            stop = self._stop
+
+            def body() -> None:
+                try:
+                    work(stop)
+                except BaseException as exc:  # shown in the widget; wait() returns normally
+                    on_error(exc, traceback.format_exc())
+                finally:
+                    self._idle.set()
+
+            self._thread = threading.Thread(target=body, name=self._name, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> threading.Event:
+        return self._stop
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._idle.wait(timeout)
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set()
+
+
+class Throttle:
+    """At most one call per `interval` seconds (the last one always goes through via flush)."""
+
+    def __init__(self, interval: float = 0.1):
+        self.interval, self._last = interval, -1e9
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            return True
+        return False
