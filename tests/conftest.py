@@ -62,3 +62,38 @@ def unet_calls():
     yield attach
     for counter in made:
         counter.close()
+
+
+@pytest.fixture
+def run_notebook(tmp_path, monkeypatch):
+    """Execute examples/NAME.ipynb top to bottom in a real kernel, offline; return its outputs.
+
+    Returns (notebook, text of all outputs, widget-view outputs, seconds taken).
+    """
+    import pathlib
+    import time
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+
+    def run(name: str, cell_timeout: int = 300):
+        notebook = nbformat.read(root / "examples" / f"{name}.ipynb", as_version=4)
+        assert not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), \
+            f"{name}.ipynb must be saved without outputs"
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        client = NotebookClient(notebook, timeout=cell_timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(tmp_path)}})
+        began = time.monotonic()
+        client.execute()
+        outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+        errors = [o for o in outputs if o.output_type == "error"]
+        assert not errors, f"{name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+        text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+        views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        return notebook, text, views, time.monotonic() - began
+
+    return run

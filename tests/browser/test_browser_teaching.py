@@ -6,6 +6,7 @@ Screenshots, light and dark, go to build/screenshots/teaching_*.png.
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 
 import nbformat
@@ -48,7 +49,9 @@ def lab(lab_server, browser):
     console: list[str] = []
     page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
     page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
-    page.goto(f"{lab_server.url}/lab/tree/teaching.ipynb")
+    # Its own workspace: the default one may restore other tests' notebooks, and "Run All Cells"
+    # would then run whichever notebook is active.
+    page.goto(f"{lab_server.url}/lab/workspaces/nbd-teaching/tree/teaching.ipynb")
     wait_for_kernel(page)
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
@@ -60,10 +63,9 @@ def lab(lab_server, browser):
         error = page.locator('.jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]')
         assert not error.count(), error.first.text_content()
     except Exception:
-        from conftest import SCREENSHOTS
-
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "FAILED_teaching_setup.png"), full_page=True)
+        shots = pathlib.Path(__file__).resolve().parents[2] / "build" / "screenshots"
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "FAILED_teaching_setup.png"), full_page=True)
         print("browser console (last 30):\n" + "\n".join(console[-30:]))
         raise
     yield page
