@@ -59,7 +59,7 @@ def lab(lab_server, browser):
         # Done when the last widget shows, failed as soon as a cell shows a traceback.
         page.wait_for_function("() => document.querySelectorAll('.nbd-t-sweep').length >= 3"
                                " || document.querySelector('.jp-RenderedText[data-mime-type=\"application/vnd.jupyter.error\"]')",
-                               timeout=180_000)
+                               timeout=400_000)
         error = page.locator('.jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]')
         assert not error.count(), error.first.text_content()
     except Exception:
@@ -134,7 +134,7 @@ def test_schedule_view_steps_slider_moves_the_points(lab, screenshots):
 def test_sampler_compare_shared_scrubber(lab, screenshots):
     root = lab.locator(".nbd-t-sweep").first
     root.wait_for(state="visible")
-    lab.wait_for_function("(r) => r.dataset.status === 'done'", arg=root.element_handle(), timeout=180_000)
+    lab.wait_for_function("(r) => r.dataset.status === 'done'", arg=root.element_handle(), timeout=400_000)
     first = root.locator(".nbd-t-cell canvas").first
     wait_painted(lab, first)
     end = canvas_hash(first)
@@ -149,19 +149,19 @@ def test_sampler_compare_shared_scrubber(lab, screenshots):
     # The other sweeps share this view: the guidance curve and the keep / tweak controls.
     guidance = lab.locator(".nbd-t-sweep").nth(1)
     lab.wait_for_function("(r) => r.dataset.status === 'done' && r.querySelector('.nbd-t-curve svg')",
-                          arg=guidance.element_handle(), timeout=180_000)
+                          arg=guidance.element_handle(), timeout=400_000)
     curve = guidance.locator(".nbd-t-curve").text_content()
     assert ("all right" in curve) if EMBEDDED else ("adherence needs the shapes model" in curve)
     shoot(guidance, screenshots / "teaching_guidance.png")
     seeds = lab.locator(".nbd-t-sweep").nth(2)
-    lab.wait_for_function("(r) => r.dataset.status === 'done'", arg=seeds.element_handle(), timeout=180_000)
+    lab.wait_for_function("(r) => r.dataset.status === 'done'", arg=seeds.element_handle(), timeout=400_000)
     seeds.get_by_role("button", name="Keep seed 1").click()
     seeds.get_by_role("button", name="Keep seed 1").and_(seeds.locator("[aria-pressed='true']")).wait_for()
     box = seeds.get_by_role("textbox", name="Prompt edit")
     box.fill("big red square")
     box.press("Enter")
     seeds.locator(".nbd-t-rowlabel", has_text="tweaks").wait_for()
-    lab.wait_for_function("(r) => r.dataset.status === 'done'", arg=seeds.element_handle(), timeout=180_000)
+    lab.wait_for_function("(r) => r.dataset.status === 'done'", arg=seeds.element_handle(), timeout=400_000)
     shoot(seeds, screenshots / "teaching_seeds.png")
 
 
