@@ -66,6 +66,10 @@ class Runner:
             if self._closed:
                 raise RuntimeError("this widget was closed; create a new one to generate")
             self._current = job
+        self._run(job)
+
+    def _run(self, job: Job) -> None:
+        """Execute the current job; whatever happens, free the turn and wake the waiters."""
         try:
             self._execute(job)
         finally:
@@ -135,10 +139,4 @@ class Runner:
                     continue  # a foreground run still holds its turn
                 job, self._pending = self._pending, None
                 self._current = job
-            try:
-                self._execute(job)
-            finally:
-                with self._cond:
-                    self._current = None
-                    job.done.set()
-                    self._cond.notify_all()
+            self._run(job)
