@@ -12,7 +12,8 @@ import re
 import nbformat
 import pytest
 
-from test_browser_lab import wait_for_kernel  # tests/browser is on sys.path (pytest's rootdir-less import mode)
+from conftest import _start as start_server  # tests/browser is on sys.path (pytest's rootdir-less import mode)
+from test_browser_lab import wait_for_kernel
 
 pytestmark = pytest.mark.browser
 
@@ -31,6 +32,8 @@ CELLS = [
     "sp = SeedsAndPrompts(pipe, 'big red circle', seeds=[0, 1, 2], prompts=['big blue circle'], steps=3)\nsp",
 ]
 
+SERVER_LOG: dict = {}  # the teaching server's log tail (kernel tracebacks land there), for failure messages
+
 HASH_JS = """(canvas) => { if (!canvas.width) return null;
   const d = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
   let h = 2166136261; for (let i = 0; i < d.length; i++) h = Math.imul(h ^ d[i], 16777619);
@@ -38,11 +41,20 @@ HASH_JS = """(canvas) => { if (!canvas.width) return null;
 
 
 @pytest.fixture(scope="module")
-def lab(lab_server, browser):
+def teaching_server(tmp_path_factory):
+    """A Lab server of its own: kernels left by the other browser tests never share its machine time."""
+    server = start_server("lab", tmp_path_factory)
+    SERVER_LOG["tail"] = server.log_tail
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def lab(teaching_server, browser):
     """One page with the teaching notebook run top to bottom; shared by this module's tests."""
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in CELLS])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    nbformat.write(notebook, lab_server.root / "teaching.ipynb")
+    nbformat.write(notebook, teaching_server.root / "teaching.ipynb")
     context = browser.new_context(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
     page = context.new_page()
     page.set_default_timeout(60_000)
@@ -51,7 +63,7 @@ def lab(lab_server, browser):
     page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
     # Its own workspace: the default one may restore other tests' notebooks, and "Run All Cells"
     # would then run whichever notebook is active.
-    page.goto(f"{lab_server.url}/lab/workspaces/nbd-teaching/tree/teaching.ipynb")
+    page.goto(f"{teaching_server.url}/lab/workspaces/nbd-teaching/tree/teaching.ipynb")
     wait_for_kernel(page)
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
@@ -73,6 +85,28 @@ def lab(lab_server, browser):
     print("browser console errors:", errors[-10:])
     context.close()
 
+
+def wait_sweep_done(page, index: int, curve: bool = False, timeout=240_000):
+    """Wait until the index-th sweep on the page ends; fail at once, saying how it ended, unless it ended done.
+
+    The sweep is looked up on every poll (never a kept element handle): a view the page re-renders
+    meanwhile would leave a kept handle pointing at a detached element that no longer updates.
+    """
+    state_js = ("(i) => { const r = document.querySelectorAll('.nbd-t-sweep')[i]; if (!r) return null;"
+                " return {status: r.dataset.status, text: r.querySelector('.nbd-t-status')?.textContent,"
+                " error: r.querySelector('.nbd-t-error')?.textContent, curve: !!r.querySelector('.nbd-t-curve svg')}; }")
+    try:
+        page.wait_for_function(f"([i, curve]) => {{ const s = ({state_js})(i); return !!s && (['error', 'stopped']"
+                               ".includes(s.status) || (s.status === 'done' && (!curve || s.curve))); }",
+                               arg=[index, curve], timeout=timeout, polling=250)
+    except Exception:
+        shots = pathlib.Path(__file__).resolve().parents[2] / "build" / "screenshots"
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / "FAILED_teaching_sweep.png"), full_page=True)
+        log = SERVER_LOG["tail"]() if "tail" in SERVER_LOG else ""
+        raise AssertionError(f"sweep {index} did not end: {page.evaluate(state_js, index)}\nserver log:\n{log}") from None
+    state = page.evaluate(state_js, index)
+    assert state["status"] == "done", f"sweep {index} ended {state}"
 
 def canvas_hash(locator) -> str | None:
     return locator.evaluate(HASH_JS)
@@ -134,7 +168,7 @@ def test_schedule_view_steps_slider_moves_the_points(lab, screenshots):
 def test_sampler_compare_shared_scrubber(lab, screenshots):
     root = lab.locator(".nbd-t-sweep").first
     root.wait_for(state="visible")
-    lab.wait_for_function("(r) => r.dataset.status === 'done'", arg=root.element_handle(), timeout=400_000)
+    wait_sweep_done(lab, 0)
     first = root.locator(".nbd-t-cell canvas").first
     wait_painted(lab, first)
     end = canvas_hash(first)
@@ -148,20 +182,19 @@ def test_sampler_compare_shared_scrubber(lab, screenshots):
     shoot(root, screenshots / "teaching_sweep.png")
     # The other sweeps share this view: the guidance curve and the keep / tweak controls.
     guidance = lab.locator(".nbd-t-sweep").nth(1)
-    lab.wait_for_function("(r) => r.dataset.status === 'done' && r.querySelector('.nbd-t-curve svg')",
-                          arg=guidance.element_handle(), timeout=400_000)
+    wait_sweep_done(lab, 1, curve=True)
     curve = guidance.locator(".nbd-t-curve").text_content()
     assert ("all right" in curve) if EMBEDDED else ("adherence needs the shapes model" in curve)
     shoot(guidance, screenshots / "teaching_guidance.png")
     seeds = lab.locator(".nbd-t-sweep").nth(2)
-    lab.wait_for_function("(r) => r.dataset.status === 'done'", arg=seeds.element_handle(), timeout=400_000)
+    wait_sweep_done(lab, 2)
     seeds.get_by_role("button", name="Keep seed 1").click()
     seeds.get_by_role("button", name="Keep seed 1").and_(seeds.locator("[aria-pressed='true']")).wait_for()
     box = seeds.get_by_role("textbox", name="Prompt edit")
     box.fill("big red square")
     box.press("Enter")
     seeds.locator(".nbd-t-rowlabel", has_text="tweaks").wait_for()
-    lab.wait_for_function("(r) => r.dataset.status === 'done'", arg=seeds.element_handle(), timeout=400_000)
+    wait_sweep_done(lab, 2)
     shoot(seeds, screenshots / "teaching_seeds.png")
 
 
