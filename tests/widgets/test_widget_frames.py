@@ -136,3 +136,20 @@ def test_full_frames_are_png_at_output_size(pipe):
     assert mime_type(png_xt) == "image/png"
     early_x0, early_xt = full_frames(traj, 0)
     assert early_x0 != early_xt  # mid-run, x_t is noisy: a decode of its own
+
+
+def test_final_step_decodes_once_when_x0_and_xt_agree(pipe):
+    from nbdiffuse.frames import same_latents
+
+    traj = nbd.trace(pipe, "a red circle", steps=3, scheduler="euler")
+    x0, xt = traj.latents_for(-1, "x0"), traj.latents_for(-1, "xt")
+    assert same_latents(x0, xt)  # Euler ends at sigma 0: the two differ by rounding only
+    calls = []
+    decode = pipe.vae.decode
+    pipe.vae.decode = lambda *a, **k: calls.append(1) or decode(*a, **k)
+    try:
+        png_x0, png_xt = full_frames(traj, 2)
+    finally:
+        del pipe.vae.decode
+    assert png_x0 == png_xt and len(calls) == 1
+    assert not same_latents(x0, x0 + 1e-2) and not same_latents(x0, x0[:1])
