@@ -60,13 +60,13 @@ def _text_encoder(tokenizer, hidden: int, projection: int | None = None, seed: i
     return model.eval()
 
 
-def _vae(seed: int = 0, **config):
+def _vae(seed: int = 0, latent_channels: int = 4, **config):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
     return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
                          up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(16, 32), layers_per_block=1,
-                         norm_num_groups=8, latent_channels=4, sample_size=32, **config).eval()
+                         norm_num_groups=8, latent_channels=latent_channels, sample_size=32, **config).eval()
 
 
 def tiny_sd_pipeline(prediction_type: str = "epsilon", seed: int = 0, sample_size: int = 8,
@@ -131,5 +131,95 @@ def tiny_sd3_pipeline(seed: int = 0, sample_size: int = 8):
         text_encoder_2=_text_encoder(tokenizer, 32, projection=32, seed=seed + 1), tokenizer_2=tokenizer,
         text_encoder_3=None, tokenizer_3=None,
     )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_t5_tokenizer(max_length: int = 512):
+    """A character-level T5 tokenizer (a Unigram model: one piece per character, "▁x" at word starts).
+
+    Built with the `tokenizers` library and round-tripped through save_pretrained, so it loads
+    exactly as a saved pipeline's tokenizer will. (A WordLevel model would not reload in transformers 5.)
+    """
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    chars = [c for c in string.printable if not c.isspace()]
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [(c, -3.0) for c in chars] + [("\u2581" + c, -2.5) for c in chars]
+    model = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    model.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    model.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    model.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                         special_tokens=[("</s>", 1)])
+    tokenizer = T5TokenizerFast(tokenizer_object=model, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                                extra_ids=0, model_max_length=max_length)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        return T5TokenizerFast.from_pretrained(tmp)
+
+
+def _t5_encoder(tokenizer, hidden: int = 32, seed: int = 0):
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=len(tokenizer), d_model=hidden, d_kv=8, d_ff=2 * hidden, num_layers=2, num_heads=4,
+                      relative_attention_num_buckets=8, pad_token_id=tokenizer.pad_token_id,
+                      eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    return T5EncoderModel(config).eval()
+
+
+def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True, latent_channels: int = 16):
+    """A FluxPipeline with random weights: 16-channel VAE (latents 1/2 the image side), packed 2x2 for the
+    transformer, a CLIP and a T5 text encoder. guidance_embeds=True is Flux-dev-like (distilled guidance
+    is a model input, dynamic shifting); False is Flux-schnell-like (no guidance input, shift 1).
+    Sizes must be multiples of 4 pixels; trace(..., height=32, width=32) is a 16x16x16 latent.
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    clip_tokenizer = tiny_tokenizer()
+    t5_tokenizer = tiny_t5_tokenizer()
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=4 * latent_channels, num_layers=1,
+                                         num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+                                         joint_attention_dim=32, pooled_projection_dim=32,
+                                         guidance_embeds=guidance_embeds, axes_dims_rope=(4, 4, 8)).eval()
+    if guidance_embeds:
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                                                    max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+    else:
+        scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
+    pipe = FluxPipeline(
+        transformer=transformer, scheduler=scheduler,
+        vae=_vae(seed, latent_channels=latent_channels, scaling_factor=0.3611, shift_factor=0.1159,
+                 use_quant_conv=False, use_post_quant_conv=False),
+        text_encoder=_text_encoder(clip_tokenizer, 32, seed=seed), tokenizer=clip_tokenizer,
+        text_encoder_2=_t5_encoder(t5_tokenizer, 32, seed=seed + 1), tokenizer_2=t5_tokenizer,
+    )
+    pipe.default_sample_size = 16  # 32 x 32 images when no size is given (the real Flux: 128 -> 1024)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_pixart_pipeline(seed: int = 0, sigma: bool = True, sample_size: int = 8):
+    """A PixArtSigmaPipeline (or PixArtAlphaPipeline with sigma=False) with random weights: a DiT with
+    learned sigma (8 output channels for 4 latent ones), a T5 text encoder, a DPM-Solver++ scheduler."""
+    from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtSigmaPipeline, PixArtTransformer2DModel
+
+    tokenizer = tiny_t5_tokenizer()
+    torch.manual_seed(seed)
+    transformer = PixArtTransformer2DModel(sample_size=sample_size, num_layers=2, patch_size=2, attention_head_dim=8,
+                                           num_attention_heads=3, caption_channels=32, in_channels=4,
+                                           cross_attention_dim=24, out_channels=8, attention_bias=True,
+                                           activation_fn="gelu-approximate", num_embeds_ada_norm=1000,
+                                           norm_type="ada_norm_single", norm_elementwise_affine=False,
+                                           norm_eps=1e-6).eval()
+    scheduler = DPMSolverMultistepScheduler(beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
+                                            algorithm_type="dpmsolver++", solver_order=2)
+    cls = PixArtSigmaPipeline if sigma else PixArtAlphaPipeline
+    pipe = cls(tokenizer=tokenizer, text_encoder=_t5_encoder(tokenizer, 32, seed=seed + 1), vae=_vae(seed),
+               transformer=transformer, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -36,6 +36,65 @@ def sd3_pipe():
     return tiny_sd3_pipeline()
 
 
+@pytest.fixture(scope="session")
+def flux_pipe():
+    """Flux-dev-like: distilled guidance is a transformer input."""
+    from nbdiffuse.testing import tiny_flux_pipeline
+
+    return tiny_flux_pipeline()
+
+
+@pytest.fixture(scope="session")
+def flux_schnell_pipe():
+    """Flux-schnell-like: no guidance input, so guidance > 1 is true CFG with the negative prompt."""
+    from nbdiffuse.testing import tiny_flux_pipeline
+
+    return tiny_flux_pipeline(seed=1, guidance_embeds=False)
+
+
+@pytest.fixture(scope="session")
+def pixart_pipe():
+    from nbdiffuse.testing import tiny_pixart_pipeline
+
+    return tiny_pixart_pipeline()
+
+
+@pytest.fixture(scope="session")
+def pixart_alpha_pipe():
+    from nbdiffuse.testing import tiny_pixart_pipeline
+
+    return tiny_pixart_pipeline(seed=1, sigma=False)
+
+
+class ModelCalls:
+    """Counts forward calls of a module through a real forward hook."""
+
+    def __init__(self, module):
+        self.count = 0
+        self._handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, *args):
+        self.count += 1
+
+    def close(self):
+        self._handle.remove()
+
+
+@pytest.fixture
+def model_calls():
+    """model_calls(module) -> a counter of that module's forward calls, removed after the test."""
+    made = []
+
+    def attach(module):
+        counter = ModelCalls(module)
+        made.append(counter)
+        return counter
+
+    yield attach
+    for counter in made:
+        counter.close()
+
+
 class UNetCalls:
     """Counts forward calls of a pipeline's UNet through a real forward hook."""
 

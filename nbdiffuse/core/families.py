@@ -1,8 +1,13 @@
 """Per-family adapters: how to encode a prompt and call the denoiser of one pipeline family.
 
 The denoising loop in trace.py is the same for all families; what differs (text
-encoders, extra conditioning, latent layout) lives here. A new family (SD3, Flux,
-PixArt) is one more adapter class registered in FAMILIES.
+encoders, extra conditioning, latent layout, what "guidance" means) lives here. A new
+family is one more adapter class registered in _families(). Flux and PixArt live in
+family_flux.py and family_pixart.py.
+
+Every adapter works on latents in the (1, C, h, w) layout the VAE decodes: a family whose
+denoiser wants another layout (Flux packs 2x2 patches into tokens) converts inside predict(),
+so trajectories, previews and branches always see (C, h, w) latents.
 """
 from __future__ import annotations
 
@@ -25,6 +30,10 @@ class StableDiffusionFamily:
     """StableDiffusionPipeline: SD 1.x / 2.x (epsilon and v-prediction) and look-alikes."""
 
     name = "stable-diffusion"
+    # What trace's `guidance` means: "cfg" (classifier-free guidance, a (cond, uncond) pair per
+    # step when > 1) or "distilled" (a model input, one evaluation, nothing to re-weigh: Flux-dev).
+    guidance_kind = "cfg"
+    default_guidance = 7.5  # what the family's own pipeline uses by default (for UIs)
 
     def __init__(self, pipe: Any):
         self.pipe = pipe
@@ -74,8 +83,17 @@ class StableDiffusionFamily:
     def _unet_kwargs(self, conditioning: dict) -> dict:
         return {"encoder_hidden_states": conditioning["encoder_hidden_states"]}
 
-    def predict(self, x_in: torch.Tensor, t: torch.Tensor, cond: Conditioning, guided: bool):
-        """Model outputs (cond, uncond); uncond is None when guidance is off (one batch row)."""
+    def uses_cfg(self, guidance: float) -> bool:
+        """Whether a step at this guidance runs classifier-free guidance (diffusers: guidance > 1)."""
+        return guidance > 1.0
+
+    def predict(self, x_in: torch.Tensor, t: torch.Tensor, cond: Conditioning, guided: bool,
+                guidance: float | None = None):
+        """Model outputs (cond, uncond); uncond is None when guidance is off (one batch row).
+
+        guided: run the (cond, uncond) pair (uses_cfg(guidance)); guidance: the step's value, for
+        families that feed it to the model (Flux-dev); CFG families combine the pair in the loop.
+        """
         if guided:
             out = self.pipe.unet(torch.cat([x_in, x_in]), t, return_dict=False, **self._unet_kwargs(cond.both))[0]
             uncond, cond_out = out.chunk(2)
@@ -88,6 +106,7 @@ class StableDiffusionXLFamily(StableDiffusionFamily):
     """StableDiffusionXLPipeline (and SDXL Turbo checkpoints): two text encoders, size conditioning."""
 
     name = "stable-diffusion-xl"
+    default_guidance = 5.0
 
     def encode(self, prompt: str, negative_prompt: str | None, size: tuple[int, int] | None = None) -> Conditioning:
         # "" -> None keeps SDXL's own default (zeroed negative embeddings when
@@ -120,6 +139,7 @@ class StableDiffusion3Family(StableDiffusionFamily):
     """StableDiffusion3Pipeline: an MMDiT transformer on flow-matching latents, x0 = x_t - sigma * v."""
 
     name = "stable-diffusion-3"
+    default_guidance = 7.0
 
     @property
     def denoiser(self) -> Any:
@@ -145,7 +165,8 @@ class StableDiffusion3Family(StableDiffusionFamily):
                                            scheduler.config.get("base_shift", 0.5), scheduler.config.get("max_shift", 1.16))
         scheduler.set_timesteps(steps, device=self.device, **kwargs)
 
-    def predict(self, x_in: torch.Tensor, t: torch.Tensor, cond: Conditioning, guided: bool):
+    def predict(self, x_in: torch.Tensor, t: torch.Tensor, cond: Conditioning, guided: bool,
+                guidance: float | None = None):
         batch = torch.cat([x_in, x_in]) if guided else x_in
         kwargs = cond.both if guided else cond.cond
         out = self.pipe.transformer(hidden_states=batch, timestep=t.expand(batch.shape[0]), return_dict=False,
@@ -157,10 +178,15 @@ class StableDiffusion3Family(StableDiffusionFamily):
 
 
 def _families() -> list[tuple[type, type]]:
-    from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import (FluxPipeline, PixArtAlphaPipeline, PixArtSigmaPipeline, StableDiffusion3Pipeline,
+                           StableDiffusionPipeline, StableDiffusionXLPipeline)
+
+    from .family_flux import FluxFamily
+    from .family_pixart import PixArtFamily
 
     return [(StableDiffusionXLPipeline, StableDiffusionXLFamily), (StableDiffusionPipeline, StableDiffusionFamily),
-            (StableDiffusion3Pipeline, StableDiffusion3Family)]
+            (StableDiffusion3Pipeline, StableDiffusion3Family), (FluxPipeline, FluxFamily),
+            (PixArtSigmaPipeline, PixArtFamily), (PixArtAlphaPipeline, PixArtFamily)]
 
 
 def supported_pipelines() -> list[str]:

@@ -113,6 +113,7 @@ class Run:
             "model": model_name(pipe),
             "pipeline": type(pipe).__name__,
             "family": self.family.name,
+            "guidance_kind": self.family.guidance_kind,  # "cfg", or "distilled" (a model input: no what-if)
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
             "seed": self.seed,
@@ -167,14 +168,14 @@ class Run:
                     traj.stopped = True
                     break
                 w = self._guidance_at(k)
-                use_cfg = w > 1.0  # diffusers' convention: guidance <= 1 runs the prompt alone
+                use_cfg = family.uses_cfg(w)  # diffusers: guidance <= 1 runs the prompt alone; Flux-dev never
                 began = time.perf_counter()
                 first, extras = None, []
                 # One step: one model evaluation, or two for 2nd-order samplers (Heun).
                 while True:
                     t = timesteps[i]
                     x_in = model_input(sched, latents, t)
-                    cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg)
+                    cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg, guidance=w)
                     out = uncond_out + w * (cond_out - uncond_out) if use_cfg else cond_out
                     if first is None:
                         sigma = sigma_at(sched, i)
