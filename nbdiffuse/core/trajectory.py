@@ -196,6 +196,10 @@ class Trajectory:
         step = self[k]
         if w == step.guidance:
             return step.pred_x0
+        if step.eps_uncond is None and self.params.get("guidance_kind") == "distilled":
+            raise ValueError(f"this model takes guidance as an input (distilled guidance, e.g. Flux-dev): step "
+                             f"{step.index} has no unconditional prediction to re-weigh, so a what-if needs a new "
+                             f"run from there: nbd.branch(pipe, traj, at={max(step.index - 1, 0)}, guidance={w:g})")
         if step.eps_uncond is None:
             raise ValueError(f"step {step.index} ran without guidance (guidance {step.guidance:g} <= 1), so it has no "
                              "unconditional prediction to re-weigh; trace with guidance > 1 at that step")
