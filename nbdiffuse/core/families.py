@@ -11,6 +11,8 @@ so trajectories, previews and branches always see (C, h, w) latents.
 """
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +85,13 @@ class StableDiffusionFamily:
     def _unet_kwargs(self, conditioning: dict) -> dict:
         return {"encoder_hidden_states": conditioning["encoder_hidden_states"]}
 
+    def text_readers(self) -> list[tuple[str, Any, int]]:
+        """(name, tokenizer, tokens it reads) for each text encoder: prompts longer than that are truncated."""
+        tokenizer = getattr(self.pipe, "tokenizer", None)
+        if tokenizer is None:
+            return []
+        return [("the text encoder", tokenizer, int(getattr(tokenizer, "model_max_length", 0) or 0))]
+
     def uses_cfg(self, guidance: float) -> bool:
         """Whether a step at this guidance runs classifier-free guidance (diffusers: guidance > 1)."""
         return guidance > 1.0
@@ -153,9 +162,16 @@ class StableDiffusion3Family(StableDiffusionFamily):
         return self._pack({"encoder_hidden_states": pos, "pooled_projections": pooled},
                           {"encoder_hidden_states": neg, "pooled_projections": neg_pooled})
 
+    def text_readers(self) -> list[tuple[str, Any, int]]:
+        readers = [("CLIP", self.pipe.tokenizer, int(self.pipe.tokenizer.model_max_length))]
+        if getattr(self.pipe, "text_encoder_3", None) is not None and getattr(self.pipe, "tokenizer_3", None) is not None:
+            readers.append(("T5", self.pipe.tokenizer_3, 256))  # StableDiffusion3Pipeline's max_sequence_length
+        return readers
+
     def set_timesteps(self, scheduler: Any, steps: int, height: int, width: int) -> None:
         kwargs = {}
-        if scheduler.config.get("use_dynamic_shifting"):
+        # FlowMatchHeun takes no `mu`: it keeps the shift of its own config.
+        if scheduler.config.get("use_dynamic_shifting") and "mu" in inspect.signature(scheduler.set_timesteps).parameters:
             from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
 
             patch = self.denoiser.config.patch_size

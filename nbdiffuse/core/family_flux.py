@@ -103,6 +103,10 @@ class FluxFamily(StableDiffusion3Family):
         shape = (1, self.latent_channels, *self._latent_size(height, width))
         return randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
 
+    def text_readers(self) -> list[tuple[str, Any, int]]:
+        return [("CLIP (pooled)", self.pipe.tokenizer, int(self.pipe.tokenizer.model_max_length)),
+                ("T5", self.pipe.tokenizer_2, self.max_sequence_length)]
+
     def set_timesteps(self, scheduler: Any, steps: int, height: int, width: int) -> None:
         from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 

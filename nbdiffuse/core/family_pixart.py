@@ -44,6 +44,9 @@ class PixArtFamily(StableDiffusionFamily):
     def learned_sigma(self) -> bool:
         return int(self.denoiser.config.out_channels or 0) // 2 == self.latent_channels
 
+    def text_readers(self) -> list[tuple[str, Any, int]]:
+        return [("T5", self.pipe.tokenizer, self.max_sequence_length)]
+
     def encode(self, prompt: str, negative_prompt: str | None, size: tuple[int, int] | None = None) -> Conditioning:
         pos, pos_mask, neg, neg_mask = self.pipe.encode_prompt(
             prompt, True, negative_prompt=negative_prompt or "", num_images_per_prompt=1, device=self.device,

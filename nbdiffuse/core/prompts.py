@@ -33,16 +33,22 @@ def prepare_prompt(pipe: Any, prompt: str, name: str = "prompt") -> tuple[str, l
 
 
 def _truncation(pipe: Any, text: str, name: str) -> list[str]:
-    tokenizer = getattr(pipe, "tokenizer", None)
-    if tokenizer is None or not text:
+    if not text:
         return []
-    limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
-    if not 0 < limit < 100_000:
-        return []
-    ids = tokenizer(text, truncation=False, add_special_tokens=True).input_ids
-    if len(ids) <= limit:
-        return []
-    kept = tokenizer.decode(ids[1:limit - 1], skip_special_tokens=True)
-    dropped = text[len(kept):].strip() if text.startswith(kept) else ""
-    tail = f"; dropped: {dropped[:80]!r}" if dropped else ""
-    return [f"{name} is {len(ids)} tokens but the text encoder reads {limit}: it was truncated{tail}"]
+    from .families import family_for
+
+    readers = family_for(pipe).text_readers()
+    notices = []
+    for reader, tokenizer, limit in readers:
+        if not 0 < limit < 100_000:
+            continue
+        ids = tokenizer(text, truncation=False, add_special_tokens=True).input_ids
+        if len(ids) <= limit:
+            continue
+        special = len(ids) - len(tokenizer(text, truncation=False, add_special_tokens=False).input_ids)
+        content = tokenizer(text, truncation=False, add_special_tokens=False).input_ids[:limit - special]
+        kept = tokenizer.decode(content, skip_special_tokens=True).strip()
+        dropped = text[len(kept):].strip() if text.startswith(kept) else ""
+        tail = f"; dropped: {dropped[:80]!r}" if dropped else ""
+        notices.append(f"{name} is {len(ids)} tokens but {reader} reads {limit}: it was truncated{tail}")
+    return notices

@@ -1,6 +1,7 @@
 import pytest
 
 import nbdiffuse as nbd
+from nbdiffuse.core import prepare
 
 
 def test_long_prompt_is_truncated_with_a_notice(sd_pipe):
@@ -18,3 +19,14 @@ def test_shapes_models_drop_and_report_unknown_words(sd_pipe, monkeypatch):
     assert traj.notices == ["prompt: unknown words ignored: dragon, please (see nbd.shapes.VOCABULARY)"]
     with pytest.raises(ValueError, match="prompt 'white circle, white background'"):
         nbd.trace(sd_pipe, "white circle, white background", steps=1)
+
+
+def test_truncation_notices_name_the_encoder_that_cuts(flux_pipe, pixart_pipe):
+    # Flux reads the prompt twice: CLIP (77 tokens, pooled) and T5 (512); PixArt-Sigma's T5 reads 300.
+    long = "a red circle " * 40  # 520 characters; the test tokenizers read one token per character
+    flux = prepare(flux_pipe, long, steps=2, height=32, width=32)
+    assert any("CLIP (pooled) reads 77" in n for n in flux.notices)
+    pixart = prepare(pixart_pipe, long, steps=2)
+    assert any("T5 reads 300" in n and "truncated" in n for n in pixart.notices)
+    short = prepare(pixart_pipe, "a red circle", steps=2)
+    assert short.notices == []

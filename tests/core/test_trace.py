@@ -236,3 +236,17 @@ def test_flow_matching_x0_and_guided_x0(sd3_pipe, scheduler):
     assert nbd.schedulers(sd3_pipe) == ["euler", "heun"]
     with pytest.raises(ValueError, match="scheduler must be None or one of euler, heun"):
         nbd.trace(sd3_pipe, PROMPT, steps=2, scheduler="ddim")
+
+
+def test_sd3_with_dynamic_shifting_runs_heun_too(sd3_pipe):
+    # SD3.5-style schedulers shift by resolution (`mu`); FlowMatchHeun takes no `mu` and keeps its own shift.
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    original = sd3_pipe.scheduler
+    sd3_pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(original.config, use_dynamic_shifting=True)
+    try:
+        euler = nbd.trace(sd3_pipe, "a red circle", steps=3, seed=0)
+        heun = nbd.trace(sd3_pipe, "a red circle", steps=3, seed=0, scheduler="heun")
+    finally:
+        sd3_pipe.scheduler = original
+    assert len(euler) == len(heun) == 3 and heun.params["scheduler_class"] == "FlowMatchHeunDiscreteScheduler"
