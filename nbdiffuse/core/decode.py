@@ -156,20 +156,28 @@ def to_pil(images: torch.Tensor) -> Image.Image:
 _fp32_copies: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
+def needs_upcast(vae: Any) -> bool:
+    """SDXL's VAE overflows in fp16 (config force_upcast): it must run in fp32."""
+    return next(vae.parameters()).dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+
+
+def fp32_copy(vae: Any) -> Any:
+    """An fp32 copy of `vae`, made once: never convert the shared model, another thread may be using it."""
+    with _approx_lock:
+        copy = _fp32_copies.get(vae)
+        if copy is None:
+            copy = _fp32_copies[vae] = deepcopy(vae).float()
+        return copy
+
+
 def full_decode(vae: Any, latents: torch.Tensor) -> Image.Image:
     """Decode (C, H, W) pipeline-space latents with the VAE (or a diffusers AutoencoderTiny)."""
     param = next(vae.parameters())
     z = latents.unsqueeze(0) if latents.ndim == 3 else latents
     z = from_pipeline_space(vae, z.to(param.device, torch.float32))
     with torch.no_grad():
-        # SDXL's VAE overflows in fp16 (config force_upcast): decode with an fp32 copy,
-        # never by converting the shared model, which another thread may be using.
-        if param.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
-            with _approx_lock:
-                copy = _fp32_copies.get(vae)
-                if copy is None:
-                    copy = _fp32_copies[vae] = deepcopy(vae).float()
-            image = copy.decode(z, return_dict=False)[0]
+        if needs_upcast(vae):
+            image = fp32_copy(vae).decode(z, return_dict=False)[0]
         else:
             image = vae.decode(z.to(param.dtype), return_dict=False)[0]
     return to_pil(image)

@@ -19,7 +19,10 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
+from . import encode_cache
+from . import img2img
 from .control import RunControl
 from .families import family_for
 from .prediction import sigma_at, x0_coefficients
@@ -45,29 +48,46 @@ def pipe_lock(pipe: Any) -> threading.RLock:
 
 def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
           seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
-          control: RunControl | None = None, on_step: OnStep | None = None) -> Trajectory:
+          control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
+          strength: float | None = None) -> Trajectory:
     """Run `pipe` on `prompt` step by step and return the recorded Trajectory.
 
-    guidance: a number, a sequence of `steps` numbers, or a callable step -> number.
+    guidance: a number, a sequence of one number per step that runs, or a callable step -> number.
     control: a RunControl to change guidance, pause, step or stop from another thread.
     on_step: called as on_step(trajectory, step) after each step, in the running thread.
+    image, strength: image to image (a PIL image, uint8 array or file path): the picture, noised
+    to the level where the last int(steps * strength) steps begin (default strength 0.8), is
+    denoised from there (diffusers' img2img semantics). Without `height`/`width` the run takes
+    the picture's size (rounded down to what the model takes); otherwise the picture is resized.
     """
     run = prepare(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
-                  scheduler=scheduler, height=height, width=width, control=control, on_step=on_step)
+                  scheduler=scheduler, height=height, width=width, control=control, on_step=on_step, image=image,
+                  strength=strength)
     return run.execute()
 
 
 def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
             seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
-            control: RunControl | None = None, on_step: OnStep | None = None) -> "Run":
+            control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
+            strength: float | None = None) -> "Run":
     """Check every argument and build the run without touching the model (trace() = prepare().execute())."""
     family = family_for(pipe)
     prompt = check_prompt(prompt)
     negative_prompt = check_prompt(negative_prompt, "negative_prompt", allow_none=True) or ""
     steps = check_steps(steps)
-    schedule = guidance_schedule(guidance, steps)
+    start = 0
+    if image is not None:
+        image = img2img.check_image(image)
+        strength = img2img.check_strength(img2img.DEFAULT_STRENGTH if strength is None else strength)
+        start = img2img.start_step(steps, strength)
+    elif strength is not None:
+        raise ValueError(f"strength={strength!r} needs an image: pass image=... (a PIL image, array or file path)")
+    schedule = guidance_schedule(guidance, steps - start)
     seed = check_seed(seed)
     default_h, default_w = family.default_size()
+    if image is not None:  # the picture's own size, as diffusers' img2img pipelines take it
+        factor = family.vae_factor
+        default_h, default_w = max(factor, image.height // factor * factor), max(factor, image.width // factor * factor)
     height = default_h if height is None else check_size("height", height, family.vae_factor)
     width = default_w if width is None else check_size("width", width, family.vae_factor)
     if control is not None and not isinstance(control, RunControl):
@@ -75,6 +95,7 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     check_callable("on_step", on_step)
     sched = make_scheduler(pipe, scheduler)
     run = Run(pipe, family, sched, prompt, negative_prompt, steps, schedule, seed, height, width, control, on_step)
+    run.image, run.strength, run.start = image, strength, start
     run.check_prompts()
     return run
 
@@ -93,6 +114,14 @@ class Run:
         self.trajectory: Trajectory | None = None
         self.notices: list[str] = []
         self.encoded = (prompt, negative_prompt)
+        self.image: Any = None  # image to image: the start picture, its strength and the first step that runs
+        self.strength: float | None = None
+        self.start = 0
+
+    @property
+    def total_steps(self) -> int:
+        """Steps this run makes: all of `steps`, or the last int(steps * strength) for image to image."""
+        return self.steps - self.start
 
     def check_prompts(self) -> None:
         """Resolve what the text encoder reads (before any model work); collect notices."""
@@ -127,6 +156,9 @@ class Run:
             "notices": list(self.notices),
             "guidance": list(self.schedule),
             "guidance_plan": list(self.schedule),
+            "start_step": self.start,
+            "strength": self.strength,
+            "image": None if self.image is None else img2img.fingerprint(self.image),
             "height": self.height,
             "width": self.width,
             "dtype": str(self.family.dtype).replace("torch.", ""),
@@ -143,13 +175,19 @@ class Run:
         with pipe_lock(self.pipe), torch.no_grad():
             sched = self.scheduler
             self.family.set_timesteps(sched, self.steps, self.height, self.width)
+            first = self.start * int(getattr(sched, "order", 1))  # position in sched.timesteps
             if hasattr(sched, "set_begin_index"):
-                sched.set_begin_index(0)
-            self.cond = self.family.encode(*self.encoded, (self.height, self.width))
-            latents = self.family.initial_latents(self.height, self.width, self.generator, sched)
+                sched.set_begin_index(first)
+            self.cond = encode_cache.encode(self.family, *self.encoded, (self.height, self.width))
+            if self.image is None:
+                latents = self.family.initial_latents(self.height, self.width, self.generator, sched)
+            else:
+                clean = img2img.image_latents(self.family, self.image, self.height, self.width, self.generator)
+                noise = randn_tensor(clean.shape, generator=self.generator, device=clean.device, dtype=clean.dtype)
+                latents = img2img.noised(sched, clean, noise, sched.timesteps[first])
             traj = Trajectory(self.params(), initial_latents=latents.detach().to("cpu", copy=True), pipe=self.pipe)
             self.trajectory = traj
-            return self._loop(traj, latents, i=0, k=0)
+            return self._loop(traj, latents, i=first, k=0)
 
     def _guidance_at(self, k: int) -> float:
         live = self.control.guidance if self.control is not None else None

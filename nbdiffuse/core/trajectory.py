@@ -99,7 +99,7 @@ class Trajectory:
     @property
     def total_steps(self) -> int:
         """Steps the run was planned for (len() is smaller when it was stopped)."""
-        return int(self.params["steps"])
+        return int(self.params["steps"]) - int(self.params.get("start_step") or 0)
 
     @property
     def notices(self) -> list[str]:

@@ -1,0 +1,88 @@
+"""Image to image: start the reverse process from a picture noised to a chosen level.
+
+As diffusers' img2img pipelines do it: `strength` s in (0, 1] runs the last int(steps * s) of a
+`steps`-step schedule. The picture is encoded by the VAE (a sample of its latent distribution,
+drawn with the run's generator), noised to the first timestep that runs (add_noise, or
+scale_noise for flow-matching schedulers), and denoised from there. strength 1 starts from
+(almost) pure noise; strength 0.3 keeps the composition and redraws the details.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .decode import fp32_copy, needs_upcast, to_pipeline_space
+
+DEFAULT_STRENGTH = 0.8  # diffusers' img2img default
+
+
+def check_image(image: Any) -> Image.Image:
+    """A PIL image, an HxWx3 (or HxW) uint8 array, or the path of an image file -> an RGB PIL image."""
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with Image.open(image) as opened:
+                return opened.convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"image: could not read {str(image)!r} as a picture ({exc})") from None
+    if isinstance(image, Image.Image):
+        if image.width < 1 or image.height < 1:
+            raise ValueError(f"image must not be empty, got size {image.size}")
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)) \
+                or 0 in image.shape:
+            raise ValueError(f"image as an array must be HxWx3 (or HxWx4, HxW) uint8, got shape {image.shape} "
+                             f"dtype {image.dtype}")
+        return Image.fromarray(image).convert("RGB")
+    raise TypeError(f"image must be a PIL.Image, a uint8 numpy array or an image file path, got {type(image).__name__}")
+
+
+def check_strength(strength: Any) -> float:
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not np.isfinite(strength) \
+            or not 0.0 < float(strength) <= 1.0:
+        raise ValueError(f"strength must be a number in (0, 1] (the share of the steps that runs), got {strength!r}")
+    return float(strength)
+
+
+def start_step(steps: int, strength: float) -> int:
+    """The first step of the `steps`-step schedule that runs (diffusers' t_start)."""
+    runs = min(int(steps * strength), steps)
+    if runs < 1:
+        raise ValueError(f"strength {strength:g} with {steps} steps runs no step (int(steps * strength) = 0): "
+                         f"raise strength to at least {1 / steps:.3g} or use more steps")
+    return steps - runs
+
+
+def fingerprint(image: Image.Image) -> dict:
+    """What a trajectory records of its start picture (the noised latents themselves are kept too)."""
+    return {"width": image.width, "height": image.height,
+            "sha256": hashlib.sha256(np.asarray(image).tobytes()).hexdigest()[:16]}
+
+
+def image_latents(family: Any, image: Image.Image, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """The picture at the run's size, VAE-encoded into pipeline space: (1, C, h, w)."""
+    vae = family.pipe.vae
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.LANCZOS)
+    processor = getattr(family.pipe, "image_processor", None)
+    if processor is not None and hasattr(processor, "preprocess"):  # the pipeline's own: the same numbers as its img2img
+        pixels = processor.preprocess(image, height=height, width=width)
+    else:
+        pixels = torch.from_numpy(np.asarray(image, np.float32) / 255.0 * 2.0 - 1.0).permute(2, 0, 1)[None]
+    param = next(vae.parameters())
+    encoder = fp32_copy(vae) if needs_upcast(vae) else vae  # SDXL's VAE encodes in fp32, as its pipelines do
+    posterior = encoder.encode(pixels.to(param.device, next(encoder.parameters()).dtype)).latent_dist
+    return to_pipeline_space(vae, posterior.sample(generator)).to(family.dtype)
+
+
+def noised(scheduler: Any, latents: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    """The clean latents noised to `timestep`, the way the sampler's own img2img does it."""
+    t = timestep.reshape(1)
+    if hasattr(scheduler, "add_noise"):
+        return scheduler.add_noise(latents, noise, t)
+    return scheduler.scale_noise(latents, t, noise)  # flow matching: (1 - sigma) x0 + sigma noise
