@@ -738,7 +738,8 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
     thumbURLs.forEach((u) => URL.revokeObjectURL(u));
     thumbURLs = [];
     const shownId = model.get("shown_run");
-    tree.summary.textContent = `Runs (${nodes.length})`;
+    const dropped = model.get("runs_dropped") || 0;  // older runs let go of (Explorer max_runs)
+    tree.summary.textContent = `Runs (${nodes.length})` + (dropped ? ` · ${dropped} older dropped` : "");
     tree.list.replaceChildren(...nodes.map((node) => {
       const img = h("img", { class: "nbd-thumb", alt: "" });
       const buf = thumbs[node.index];
@@ -887,7 +888,7 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
   }
 
   const handlers = [
-    ["change:runs", drawTree], ["change:run_thumbs", drawTree], ["change:shown_run", drawTree],
+    ["change:runs", drawTree], ["change:runs_dropped", drawTree], ["change:run_thumbs", drawTree], ["change:shown_run", drawTree],
     ["change:comparison", loadCompare], ["change:compare_a", loadCompare], ["change:compare_heat", loadCompare],
     ["change:status", () => { if (busy()) clearWhatIf(); updateAvailability(); }],
     ["change:n_steps", updateAvailability], ["change:has_pipe", updateAvailability], ["change:mp4", updateAvailability],

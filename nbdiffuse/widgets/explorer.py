@@ -32,6 +32,7 @@ from ..core.validate import check_choice, check_guidance_value
 from ..frames import ACK_TIMEOUT, VIEWS, FrameStream, Pacer, full_frames, step_frames
 from . import compare_view, history as run_tree
 from .runner import Job, Runner
+from .style import stylesheet
 
 _HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT_KEYS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "scheduler", "height", "width", "view")
@@ -55,11 +56,18 @@ class Explorer(anywidget.AnyWidget):
     `ex.generate(**params)` checks its arguments at once, then runs in the background
     (`background=False` runs in the calling cell: for Colab, which shows no updates from
     threads); `ex.wait()`, `ex.stop()`, `ex.pause()`, `ex.resume()`, `ex.step()`;
-    `ex.trajectory` is the latest run and `ex.history` all of them.
+    `ex.trajectory` is the latest run and `ex.history` the runs kept.
+
+    max_runs (default 50, nbdiffuse.widgets.history.MAX_RUNS) bounds `ex.history`: when a new
+    run ends beyond it, the oldest runs are dropped, never the newest nor the run it branched
+    from; `ex.runs_dropped` counts them and the run tree's labels keep counting every run made.
+    Save a run first with `ex.export("nbd", run=...)` or `traj.save(path)`; max_runs=None keeps
+    every run (trim `ex.history` yourself). Set `ex.max_runs` at any time; it applies when the next run ends.
+    The frames kept per run for loading and comparing are an LRU of 16 runs (FRAME_CACHE_RUNS).
     """
 
-    _esm = _HERE / "explorer.js"
-    _css = _HERE / "explorer.css"
+    _esm = (_HERE / "explorer.js").read_text(encoding="utf-8")  # text, not a path: anywidget keeps path-backed widgets alive (manzt/anywidget#929)
+    _css = stylesheet(_HERE / "explorer.css")
 
     _uid = t.Unicode("").tag(sync=True)
 
@@ -99,6 +107,7 @@ class Explorer(anywidget.AnyWidget):
     workshop_note = t.Unicode("").tag(sync=True)
     runs = t.List(t.Dict()).tag(sync=True)  # history panel nodes, parents before children
     run_thumbs = t.List(t.Bytes()).tag(sync=True)  # by history index
+    runs_dropped = t.Int(0).tag(sync=True)  # older runs dropped from ex.history by max_runs
     shown_run = t.Unicode("").tag(sync=True)  # id of the run on screen
     comparison = t.Dict().tag(sync=True)  # ids, labels, pairs, difference per pair, locks_in_at
     compare_a = t.List(t.Bytes()).tag(sync=True)
@@ -108,7 +117,9 @@ class Explorer(anywidget.AnyWidget):
     export_files = t.List(t.Unicode()).tag(sync=True)  # newest first
     mp4 = t.Bool(False).tag(sync=True)  # imageio-ffmpeg importable
 
-    def __init__(self, pipe: Any = None, *, _runs: list | None = None, **defaults: Any):
+    def __init__(self, pipe: Any = None, *, max_runs: int | None = run_tree.MAX_RUNS, _runs: list | None = None,
+                 **defaults: Any):
+        self.max_runs = run_tree.check_max_runs(max_runs)
         unknown = sorted(set(defaults) - set(DEFAULT_KEYS))
         if unknown:
             raise TypeError(f"Explorer() got unknown default(s) {', '.join(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
@@ -127,8 +138,11 @@ class Explorer(anywidget.AnyWidget):
         self._scrub_target: tuple[str, int] | None = None
         self._whatif_target: tuple | None = None
         self._shown_traj: Any = None
-        self._frames: dict[str, tuple[list, list]] = {}  # run id -> lossy frames per view (for loading, compare)
-        self._thumbs: dict[tuple[str, int], bytes] = {}
+        # run id -> lossy frames per view (for loading, compare): an LRU of FRAME_CACHE_RUNS runs
+        self._frames = run_tree.FrameCache(run_tree.FRAME_CACHE_RUNS)
+        self._thumbs: dict[tuple[str, int], bytes] = {}  # (run id, steps) -> JPEG, for the runs in history
+        self._run_numbers: dict[str, int] = {}  # run id -> n of its label #n, counting every run made
+        self._runs_made = 0
         self._closed = False
         values = self._defaults(defaults) if self.pipe is not None else self._saved_defaults(defaults)
         super().__init__(_uid=uuid.uuid4().hex, view=view, export_dir=os.getcwd(), mp4=mp4_available(),
@@ -348,8 +362,7 @@ class Explorer(anywidget.AnyWidget):
         """Show runs a and b (index, id or Trajectory) side by side; returns the core Comparison."""
         ta = run_tree.find_run(self.history, a, "a")
         tb = run_tree.find_run(self.history, b, "b")
-        label = {traj.id: f"#{i + 1}" for i, traj in enumerate(self.history)}
-        comparison, state = compare_view.compare_state(ta, tb, label[ta.id], label[tb.id],
+        comparison, state = compare_view.compare_state(ta, tb, self._label(ta), self._label(tb),
                                                        lambda traj: self._frames_of(traj)[0])
         with self._sync_lock, self.hold_sync():
             self._assign(state)
@@ -429,17 +442,41 @@ class Explorer(anywidget.AnyWidget):
                 return [f[0] for f in per_step], [f[1] for f in per_step]
             per_step = [step_frames(traj, k) for k in range(len(traj))]
             known = ([f[0] for f in per_step], [f[1] for f in per_step])
-            self._frames[traj.id] = known
+            self._frames.put(traj.id, known)
         return list(known[0][:n]), list(known[1][:n])
 
+    def _drop_old_runs(self, *keep: Any) -> None:
+        """Keep ex.history within max_runs: the oldest runs go, never one of `keep`, the shown run or their parents."""
+        keep = tuple(traj for traj in (*keep, self._shown_traj) if traj is not None)
+        parents = {traj.params.get("parent") for traj in keep} - {None}
+        keep += tuple(traj for traj in self.history if traj.id in parents)  # the tree shows where a branch came from
+        gone = run_tree.runs_to_drop(self.history, self.max_runs, keep)
+        if not gone:
+            return
+        self.history[:] = [traj for traj in self.history if not any(traj is g for g in gone)]  # same list object
+        for traj in gone:
+            self._frames.discard(traj.id)
+        with self._sync_lock:
+            self.runs_dropped += len(gone)
+
+    def _label(self, traj: Any) -> str:
+        """#n: the run's number among every run this Explorer made (dropped ones included)."""
+        if traj.id not in self._run_numbers:
+            self._runs_made += 1
+            self._run_numbers[traj.id] = self._runs_made
+        return f"#{self._run_numbers[traj.id]}"
+
     def _refresh_runs(self) -> None:
-        thumbs = []
-        for traj in list(self.history):
+        history = list(self.history)
+        thumbs, kept = [], {}
+        for traj in history:
             key = (traj.id, len(traj))
-            if key not in self._thumbs:
-                self._thumbs[key] = run_tree.thumbnail(traj)
-            thumbs.append(self._thumbs[key])
-        nodes = run_tree.run_nodes(list(self.history))
+            kept[key] = self._thumbs[key] if key in self._thumbs else run_tree.thumbnail(traj)
+            thumbs.append(kept[key])
+            self._label(traj)
+        self._thumbs = kept  # only the runs still in history, at their current length
+        self._run_numbers = {traj.id: self._run_numbers[traj.id] for traj in history}
+        nodes = run_tree.run_nodes(history, self._run_numbers)
         with self._sync_lock, self.hold_sync():
             self.runs = nodes
             self.run_thumbs = thumbs
@@ -477,7 +514,7 @@ class Explorer(anywidget.AnyWidget):
             "negative_prompt": "",
             "seed": 0,
             "steps": 30,
-            "guidance": 5.0 if embedded else 7.5,
+            "guidance": 5.0 if embedded else float(family.default_guidance),
             "scheduler": own if own in options else ("euler" if "euler" in options else options[0]),
         }
         values.update({k: v for k, v in given.items() if k not in ("height", "width")})
@@ -679,7 +716,8 @@ class Explorer(anywidget.AnyWidget):
         problems = [p for p in (failure, problem) if p is not None]
         n = state["n_steps"]
         if traj is not None:
-            self._frames[traj.id] = (state["frames_x0"], state["frames_xt"])
+            self._frames.put(traj.id, (state["frames_x0"], state["frames_xt"]))
+            self._drop_old_runs(traj)
             with contextlib.suppress(Exception):  # a thumbnail must never turn a finished run into a failure
                 self._refresh_runs()
         with self._sync_lock:

@@ -2,9 +2,18 @@
 
 A branch records its parent's id and step in its params (core.branch does that), so the tree
 is rebuilt from the runs alone: it survives save/load and works for runs loaded from files.
+
+Bounds: an Explorer keeps at most `max_runs` runs (MAX_RUNS by default) in `ex.history`; when a
+new run ends beyond that, the oldest runs go, never the newest nor the run it branched from.
+Nothing goes silently: `ex.runs_dropped` (synced to the browser) counts them, and run labels
+(#1, #2, ...) count every run the Explorer made, so they never shift; a branch whose parent went
+says "parent not loaded or dropped". The per-run frame cache is an LRU of FRAME_CACHE_RUNS runs
+(an evicted run's frames are re-encoded from its latents when it is loaded or compared again).
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from ..core import branch as core_branch
@@ -15,6 +24,75 @@ from ..frames import encode_live
 
 BRANCH_KEYS = tuple(k for k in BRANCH_CHANGES if k not in ("control", "on_step"))
 THUMB_SIDE = 64  # px; thumbnails of larger runs are shrunk (the browser shows them at 48 px)
+# Every run keeps every step's tensors on the CPU (x_t, x0, both noise predictions): for 30 steps
+# about 0.5 MB with the embedded model, 4 MB for SD 1.5 at 512 px and 15 MB for SDXL at 1024 px (fp16).
+MAX_RUNS = 50  # runs an Explorer keeps in ex.history unless Explorer(max_runs=...) says otherwise
+FRAME_CACHE_RUNS = 16  # runs whose encoded live frames an Explorer keeps (least recently used go first)
+
+
+def check_max_runs(value: Any) -> int | None:
+    """max_runs: a whole number >= 1, or None for no bound (then ex.history is the user's to trim)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_runs must be a whole number >= 1 or None (no bound), got {value!r}")
+    if value < 1:
+        raise ValueError(f"max_runs must be >= 1 (runs kept in ex.history) or None (no bound), got {value}")
+    return value
+
+
+def runs_to_drop(history: list, max_runs: int | None, keep: Any = ()) -> list:
+    """The oldest runs of `history` beyond `max_runs`, never one of `keep` (the shown run, the running one)."""
+    if max_runs is None or len(history) <= max_runs:
+        return []
+    excess = len(history) - max_runs
+    dropped = []
+    for traj in history:
+        if len(dropped) == excess:
+            break
+        if not any(traj is kept for kept in keep):
+            dropped.append(traj)
+    return dropped
+
+
+class FrameCache:
+    """Run id -> (x0 frames, xt frames): an LRU bounded in runs, safe to use from several threads."""
+
+    def __init__(self, max_runs: int = FRAME_CACHE_RUNS):
+        if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
+            raise ValueError(f"max_runs must be a whole number >= 1, got {max_runs!r}")
+        self.max_runs = max_runs
+        self._items: OrderedDict[str, tuple[list, list]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, run_id: str) -> tuple[list, list] | None:
+        with self._lock:
+            frames = self._items.get(run_id)
+            if frames is not None:
+                self._items.move_to_end(run_id)
+            return frames
+
+    def put(self, run_id: str, frames: tuple[list, list]) -> None:
+        with self._lock:
+            self._items[run_id] = frames
+            self._items.move_to_end(run_id)
+            while len(self._items) > self.max_runs:
+                self._items.popitem(last=False)
+
+    def discard(self, run_id: str) -> None:
+        with self._lock:
+            self._items.pop(run_id, None)
+
+    def __contains__(self, run_id: object) -> bool:
+        with self._lock:
+            return run_id in self._items
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"FrameCache({len(self)}/{self.max_runs} runs)"
 
 
 def find_run(history: list, which: Any, name: str = "run") -> Any:
@@ -115,7 +193,7 @@ def describe_change(traj: Any, parent: Any | None) -> str:
     at = p.get("branched_at")
     where = f"step {at + 1}" if isinstance(at, int) else "?"
     if parent is None:
-        return f"branch at {where} (parent not loaded)"
+        return f"branch at {where} (parent not loaded or dropped)"
     q = parent.params
     parts = []
     for key, label in (("prompt", "prompt"), ("negative_prompt", "negative"), ("seed", "seed"),
@@ -152,8 +230,12 @@ def thumbnail(traj: Any) -> bytes:
     return encode_live(np.asarray(picture.convert("RGB")))
 
 
-def run_nodes(history: list) -> list[dict]:
-    """One node per run for the history panel, parents before children, with depth for indenting."""
+def run_nodes(history: list, numbers: dict | None = None) -> list[dict]:
+    """One node per run for the history panel, parents before children, with depth for indenting.
+
+    numbers: run id -> the run's number for its label (#n); by default its position in `history`.
+    """
+    numbers = numbers or {}
     by_id = {traj.id: traj for traj in history}
     depth: dict[str, int] = {}
 
@@ -183,6 +265,6 @@ def run_nodes(history: list) -> list[dict]:
             "id": traj.id, "index": i, "parent": traj.params.get("parent"), "depth": depth_of(traj),
             "at": traj.params.get("branched_at"), "prompt": traj.params.get("prompt", ""),
             "steps": len(traj), "total": traj.total_steps, "stopped": bool(traj.stopped),
-            "label": f"#{i + 1}", "changed": describe_change(traj, parent),
+            "label": f"#{numbers.get(traj.id, i + 1)}", "changed": describe_change(traj, parent),
         })
     return nodes

@@ -6,15 +6,25 @@ dropped, and the new job starts as soon as the old one has let go of the pipelin
 is what a user exploring prompts means by pressing Generate again; a queue would make them
 wait for pictures they no longer want. Two runs never race on one pipeline: jobs run one
 after another in this runner, and nbdiffuse.core holds a per-pipeline lock besides.
+
+At interpreter exit (a kernel restart or shutdown) every runner stops its run and its worker
+thread ends (within EXIT_SECONDS): a daemon thread still inside torch when Python finalizes
+aborts the process ("terminate called without an active exception"), so the kernel would
+die instead of exiting.
 """
 from __future__ import annotations
 
+import atexit
 import threading
+import time
+import weakref
 from typing import Any, Callable
 
 from ..core import RunControl
 
 IDLE_SECONDS = 30.0  # the worker thread waits this long for another job before it ends
+EXIT_SECONDS = 5.0  # at interpreter exit, wait at most this long in all for runs to stop (Jupyter kills after 5 s)
+_runners: "weakref.WeakSet[Runner]" = weakref.WeakSet()
 
 
 class Job:
@@ -45,6 +55,7 @@ class Runner:
         self._pending: Job | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        _runners.add(self)
 
     # --- requests ---------------------------------------------------------------------
     def submit(self, job: Job) -> None:
@@ -90,10 +101,16 @@ class Runner:
 
     def close(self, timeout: float | None = 30.0) -> bool:
         """Stop everything and end the worker thread; False if it did not end within `timeout`."""
+        self._shut()
+        return self._join(timeout)
+
+    def _shut(self) -> None:
         with self._cond:
             self._closed = True
             self._replace_locked()
-            worker = self._thread
+
+    def _join(self, timeout: float | None) -> bool:
+        worker = self._thread
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout)
             return not worker.is_alive()
@@ -140,3 +157,14 @@ class Runner:
                 job, self._pending = self._pending, None
                 self._current = job
             self._run(job)
+
+
+@atexit.register
+def _stop_all_at_exit(timeout: float | None = None) -> None:
+    """Stop every runner's run first (one may wait for another's pipeline lock), then let the threads end."""
+    runners = list(_runners)
+    for runner in runners:
+        runner._shut()
+    deadline = time.monotonic() + (EXIT_SECONDS if timeout is None else timeout)
+    for runner in runners:
+        runner._join(max(0.0, deadline - time.monotonic()))

@@ -218,11 +218,21 @@ def test_close_during_a_paused_run_leaves_no_thread(pipe, wait_for):
 
 def test_front_end_files_follow_the_theme_and_label_controls():
     js = (WIDGETS / "explorer.js").read_text()
-    css = (WIDGETS / "explorer.css").read_text()
+    css = Explorer._css
     assert "export default" in js and "stopPropagation" in js
     for var in ("--jp-layout-color1", "--vscode-editor-background", "--jp-ui-font-color1"):
-        assert var in css
+        assert var in css  # the shared theme (theme.css) comes first in the Explorer's stylesheet
     assert "image-rendering: pixelated" in css
     for label in ("Prompt", "Negative prompt", "Seed", "Random seed", "Steps", "Scheduler", "Guidance", "Generate",
                   "Stop", "Pause", "Step"):
         assert f'"aria-label": "{label}' in js, label
+
+
+def test_default_guidance_follows_the_model_family(flux_pipe, pixart_pipe):
+    # Flux-dev takes guidance as a model input (3.5 in diffusers' FluxPipeline); PixArt's default is 4.5.
+    for pipe, expected in ((flux_pipe, 3.5), (pixart_pipe, 4.5)):
+        ex = Explorer(pipe)
+        try:
+            assert ex.guidance == expected
+        finally:
+            ex.close()

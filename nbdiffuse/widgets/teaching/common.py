@@ -18,6 +18,7 @@ from ...core import load_pipeline
 from ...core.decode import from_pipeline_space, to_pipeline_space
 from ...core.families import family_for
 from ...frames import encode_live, encode_lossless
+from ..style import stylesheet
 
 _HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT_SHAPES_CAPTION = "big red circle on the left, white background"
@@ -27,8 +28,8 @@ DEFAULT_PROMPT_OTHER = "a lighthouse on a cliff at dusk"
 class TeachingWidget(anywidget.AnyWidget):
     """One ES module and one stylesheet for every teaching widget; `_kind` picks the view."""
 
-    _esm = _HERE / "teaching.js"
-    _css = _HERE / "teaching.css"
+    _esm = (_HERE / "teaching.js").read_text(encoding="utf-8")  # text, not a path: see explorer.py
+    _css = stylesheet(_HERE / "teaching.css")
     _kind = t.Unicode("").tag(sync=True)
     title = t.Unicode("").tag(sync=True)
     note = t.Unicode("").tag(sync=True)  # a sentence for the learner under the title (or why something is missing)
