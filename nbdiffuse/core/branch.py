@@ -3,15 +3,23 @@
 Samplers keep state between steps (multistep solvers hold past outputs, ancestral ones
 draw noise from the generator), so the state after step k is rebuilt by replaying the
 recorded steps 0..k through a fresh scheduler: scheduler.step() only, no model call.
-A branch therefore costs only the steps it runs.
+A branch therefore costs the steps it runs plus a small fixed cost: that replay (~1% of a
+model step per replayed step on the embedded model; only the last few steps for DPM-Solver and
+DEIS), one device look-up, no text encoding when the prompt is kept (encode_cache).
+benchmarks/branch_cost.py measures it.
 """
 from __future__ import annotations
 
+import copy
+import json
 import math
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import torch
 
+from . import encode_cache
 from .control import RunControl
 from .families import family_for
 from .prediction import sigma_at
@@ -37,7 +45,7 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
         raise TypeError(f"branch() got unknown change(s) {', '.join(unknown)}; allowed: {', '.join(BRANCH_CHANGES)}")
     if not isinstance(traj, Trajectory):
         raise TypeError(f"traj must be an nbd.Trajectory, got {type(traj).__name__}")
-    family = family_for(pipe)
+    family = _pinned(family_for(pipe))
     if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < len(traj):
         raise ValueError(f"at must be a step index in 0..{len(traj) - 1}, got {at!r}")
     shape = tuple(traj.initial_latents.shape[1:])
@@ -53,18 +61,20 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
         raise TypeError(f"control must be an nbd.RunControl or None, got {type(control).__name__}")
     on_step = check_callable("on_step", changes.get("on_step"))
     replan = "scheduler" in changes or ("steps" in changes and changes["steps"] != p["steps"])
+    runs = int(p["steps"]) - _start_step(p)  # steps the parent's run makes (image to image skips the first)
 
-    if not replan and at >= int(p["steps"]) - 1:
+    if not replan and at >= runs - 1:
         raise ValueError(f"at={at} is the last step: nothing is left to run; pick an earlier step, "
                          "or change scheduler/steps to re-plan the rest")
-    parent_sched = scheduler_from_params(p["scheduler_class"], p["scheduler_config"])
+    parent_sched = _fresh_scheduler(p["scheduler_class"], p["scheduler_config"])
     if replan:
         sched = make_scheduler(pipe, changes.get("scheduler")) if "scheduler" in changes else \
-            scheduler_from_params(p["scheduler_class"], p["scheduler_config"])
+            _fresh_scheduler(p["scheduler_class"], p["scheduler_config"])
         steps_in_sched = check_steps(changes.get("steps", p["steps"]))
+        start = _replan(family, sched, steps_in_sched, traj, at, parent_sched)  # noise level and start, once
+        total = at + 1 + len(range(start, len(sched.timesteps), int(getattr(sched, "order", 1))))
     else:
-        sched, steps_in_sched = parent_sched, int(p["steps"])
-    total = _planned_total(family, sched, steps_in_sched, at, parent_sched, p, traj, replan)
+        sched, total = parent_sched, runs
     schedule = _branch_schedule(changes, traj, at, total)
 
     run = Run(pipe, family, sched, prompt, negative, total, schedule, seed, p["height"], p["width"], control, on_step)
@@ -74,21 +84,83 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
     params["guidance"] = params["guidance_plan"] = schedule
     if not replan:
         params["scheduler"] = p["scheduler"]
+        params.update(steps=p["steps"], start_step=_start_step(p))  # the parent's schedule, as it counted it
+    for key in ("strength", "image"):  # where the picture came from (image to image)
+        if p.get(key) is not None:
+            params[key] = p[key]
 
     with pipe_lock(pipe), torch.no_grad():
-        device = family.device
-        run.cond = family.encode(*run.encoded, (p["height"], p["width"]))
+        device, dtype = family.device, family.dtype  # pinned: no module walk
+        # The parent encoded this prompt: a branch that keeps it reuses that encoding (encode_cache).
+        run.cond = encode_cache.encode(family, *run.encoded, (p["height"], p["width"]))
         child = Trajectory(params, initial_latents=traj.initial_latents, steps=list(traj.steps[: at + 1]),
                            parent=traj, branched_at=at, approx=traj.approx, pipe=pipe)
         run.trajectory = child
         if replan:
-            i, latents = _enter_new_schedule(family, sched, steps_in_sched, traj, at, parent_sched, device)
+            i, latents = start, _enter_new_schedule(sched, start, traj, at, device)
             run.generator = torch.Generator("cpu").manual_seed(seed)
         else:
-            i, latents = _replay(family, sched, traj, at, device, run.generator)
+            i, latents = _replay(family, sched, traj, at, device, dtype, run.generator)
             if seed != p["seed"]:
                 run.generator = torch.Generator("cpu").manual_seed(seed)
         return run._loop(child, latents, i=i, k=at + 1)
+
+
+_SCHEDULER_PROTOTYPES_MAX = 16
+_scheduler_prototypes: "OrderedDict[str, Any]" = OrderedDict()
+_prototypes_guard = threading.Lock()
+
+
+def _fresh_scheduler(class_name: str, config: dict) -> Any:
+    """scheduler_from_params(), as a copy of an untouched prototype: from_config inspects
+    signatures and validates the config (~1.2 ms); a deep copy of a never-stepped scheduler is
+    the same object state for a third of that."""
+    key = class_name + "\n" + json.dumps(config, sort_keys=True, default=repr)
+    with _prototypes_guard:
+        prototype = _scheduler_prototypes.get(key)
+        if prototype is not None:
+            _scheduler_prototypes.move_to_end(key)
+    if prototype is None:
+        prototype = scheduler_from_params(class_name, config)
+        with _prototypes_guard:
+            _scheduler_prototypes[key] = prototype
+            while len(_scheduler_prototypes) > _SCHEDULER_PROTOTYPES_MAX:
+                _scheduler_prototypes.popitem(last=False)
+    return copy.deepcopy(prototype)
+
+
+class _PinnedDevice:
+    """Mixin: a family adapter whose device and dtype were looked up once.
+
+    diffusers finds a pipeline's device by walking every module of every component (about 3 ms a
+    look-up on the embedded model, more on large ones), and a branch asks several times (schedule,
+    noise, params): once is enough within one call. Results are unchanged: the same values."""
+
+    @property
+    def device(self) -> torch.device:
+        return self._pinned_device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._pinned_dtype
+
+
+_pinned_classes: dict[type, type] = {}
+
+
+def _pinned(family: Any) -> Any:
+    cls = type(family)
+    pinned_cls = _pinned_classes.get(cls)
+    if pinned_cls is None:
+        pinned_cls = _pinned_classes[cls] = type(cls.__name__, (_PinnedDevice, cls),
+                                                 {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    try:
+        pinned = copy.copy(family)
+        pinned.__class__ = pinned_cls
+        pinned._pinned_device, pinned._pinned_dtype = family.device, family.dtype
+    except (TypeError, AttributeError):  # an adapter with __slots__: look up as often as it likes
+        return family
+    return pinned
 
 
 def _evals_through(traj: Trajectory, at: int) -> int:
@@ -96,18 +168,26 @@ def _evals_through(traj: Trajectory, at: int) -> int:
     return sum(1 + len(traj.steps[j].extra_outputs) for j in range(at + 1))
 
 
-def _replay(family, sched, traj: Trajectory, at: int, device, generator) -> tuple[int, torch.Tensor]:
+def _replay(family, sched, traj: Trajectory, at: int, device, dtype, generator) -> tuple[int, torch.Tensor]:
     """Bring a fresh scheduler (and the generator) to the state after step `at`."""
     p = traj.params
     family.set_timesteps(sched, int(p["steps"]), p["height"], p["width"])
+    window = _state_window(sched)
+    first = 0 if window is None else max(0, at + 1 - window)
+    i = _start_step(p) * int(getattr(sched, "order", 1)) + _evals_through(traj, first - 1)
     if hasattr(sched, "set_begin_index"):
-        sched.set_begin_index(0)
-    family.initial_latents(p["height"], p["width"], generator, sched)  # consume the generator as the run did
-    dtype = family.dtype
-    latents = traj.initial_latents.to(device, dtype)
+        sched.set_begin_index(i)
+    _consume_start_noise(family, traj, generator, sched)
+    layout = traj.initial_latents.to(device, dtype)  # the run's latents kept this memory layout throughout
+
+    def as_run_latents(recorded: torch.Tensor) -> torch.Tensor:
+        # Same values in the same strides as the run had (image to image runs are channels-last,
+        # and a UNet may pick another kernel for other strides: last-digit differences).
+        return torch.empty_like(layout).copy_(recorded.reshape(layout.shape))
+
+    latents = layout if first == 0 else as_run_latents(traj.steps[first - 1].latents)
     step_kwargs = scheduler_step_kwargs(sched, generator)
-    i = 0
-    for j in range(at + 1):
+    for j in range(first, at + 1):
         step = traj.steps[j]
         outputs = [_guided_output(step, device, dtype)] + [e.to(device, dtype) for e in step.extra_outputs]
         for out in outputs:
@@ -115,8 +195,53 @@ def _replay(family, sched, traj: Trajectory, at: int, device, generator) -> tupl
             latents = sched.step(out[None], sched.timesteps[i], latents, **step_kwargs,
                                  return_dict=False)[0]
             i += 1
-        latents = step.latents.to(device, dtype)[None]
+        latents = as_run_latents(step.latents)
     return i, latents
+
+
+def _start_step(p: dict) -> int:
+    """The first step of the schedule the run made (image to image starts later; 0 otherwise)."""
+    return int(p.get("start_step") or 0)
+
+
+def _consume_start_noise(family, traj: Trajectory, generator, sched) -> None:
+    """Draw from the generator what the run drew before its first step, so that samplers that
+    draw noise per step (ancestral, DDPM) continue with the same numbers."""
+    p = traj.params
+    if not _start_step(p) and p.get("image") is None:
+        family.initial_latents(p["height"], p["width"], generator, sched)
+        return
+    # Image to image (trace.py / img2img.py): the VAE posterior sample, in the encoder's dtype,
+    # then the noise, in the model's, both of the latents' shape, on the VAE's device.
+    from diffusers.utils.torch_utils import randn_tensor
+
+    from .decode import needs_upcast
+
+    vae = family.pipe.vae
+    param = next(vae.parameters())
+    shape = tuple(traj.initial_latents.shape)
+    randn_tensor(shape, generator=generator, device=param.device,
+                 dtype=torch.float32 if needs_upcast(vae) else param.dtype)
+    randn_tensor(shape, generator=generator, device=param.device, dtype=family.dtype)
+
+
+def _state_window(sched) -> int | None:
+    """How many of the last steps fix a sampler's state (None: all of them).
+
+    DPM-Solver(++) multistep and DEIS keep only the last `solver_order` converted model outputs,
+    each computed from that step's own input latents (which the trajectory records), plus a
+    warm-up counter that saturates at `solver_order` and the step index (set by begin index);
+    they draw no noise. Replaying only those steps gives the same state bit for bit (tests check
+    it at every step). Everything else is replayed from step 0: ancestral and DDPM samplers draw
+    from the generator every step, UniPC's corrector folds every earlier sample into the next,
+    SDE variants draw noise."""
+    name = type(sched).__name__
+    config = sched.config
+    if name == "DPMSolverMultistepScheduler" and config.get("algorithm_type") in ("dpmsolver", "dpmsolver++"):
+        return int(config.get("solver_order", 2))
+    if name == "DEISMultistepScheduler":
+        return int(config.get("solver_order", 2))
+    return None
 
 
 def _guided_output(step, device, dtype) -> torch.Tensor:
@@ -128,10 +253,15 @@ def _guided_output(step, device, dtype) -> torch.Tensor:
     return uncond + step.guidance * (cond - uncond)
 
 
-def _noise_level(family, parent_sched, p: dict, traj: Trajectory, at: int) -> float:
+def _replan(family, sched, steps_in_sched: int, traj: Trajectory, at: int, parent_sched) -> int:
+    """Set both schedules (once each) and return the new run's first position: the first-order
+    position of `sched` whose noise level is nearest the parent's after step `at`."""
+    p = traj.params
     family.set_timesteps(parent_sched, int(p["steps"]), p["height"], p["width"])
-    i = _evals_through(traj, at)
-    return sigma_at(parent_sched, i) if i < len(parent_sched.timesteps) else 0.0
+    i = _start_step(p) * int(getattr(parent_sched, "order", 1)) + _evals_through(traj, at)
+    level = sigma_at(parent_sched, i) if i < len(parent_sched.timesteps) else 0.0
+    family.set_timesteps(sched, steps_in_sched, p["height"], p["width"])
+    return _start_index(sched, level)
 
 
 def _start_index(sched, level: float) -> int:
@@ -143,27 +273,14 @@ def _start_index(sched, level: float) -> int:
     return min(positions, key=distance)
 
 
-def _planned_total(family, sched, steps_in_sched, at, parent_sched, p, traj, replan) -> int:
-    if not replan:
-        return int(p["steps"])
-    family.set_timesteps(sched, steps_in_sched, p["height"], p["width"])
-    start = _start_index(sched, _noise_level(family, parent_sched, p, traj, at))
-    order = int(getattr(sched, "order", 1))
-    return at + 1 + len(range(start, len(sched.timesteps), order))
-
-
-def _enter_new_schedule(family, sched, steps_in_sched, traj, at, parent_sched, device) -> tuple[int, torch.Tensor]:
-    """Re-express the latents after `at` in the new sampler's form at its nearest noise level."""
-    p = traj.params
-    start = _start_index(sched, _noise_level(family, parent_sched, p, traj, at))
-    family.set_timesteps(sched, steps_in_sched, p["height"], p["width"])
+def _enter_new_schedule(sched, start: int, traj: Trajectory, at: int, device) -> torch.Tensor:
+    """Re-express the latents after `at` in the new sampler's form at position `start` (set by _replan)."""
     if hasattr(sched, "set_begin_index"):
         sched.set_begin_index(start)
     step = traj.steps[at]
     x_vp = step.latents.to(device, torch.float32)[None] * step.xt_scale
     dtype = step.latents.dtype
-    latents = (x_vp / input_scale(sched, start, x_vp)).to(dtype)
-    return start, latents
+    return (x_vp / input_scale(sched, start, x_vp)).to(dtype)
 
 
 def _branch_schedule(changes: dict, traj: Trajectory, at: int, total: int) -> list[float]:

@@ -9,7 +9,10 @@ what encoding again would (tests check runs stay bit for bit the same).
 An entry is used only when all of these are as they were when it was made:
 - the family (its name), the encoded prompt and negative prompt (after prepare_prompt), and
   the size (SDXL conditions on it; included for every family, a size change simply re-encodes);
-- the pipeline's config (component classes, flags such as SDXL's force_zeros_for_empty_prompt);
+- the pipeline's config (component classes, flags such as SDXL's force_zeros_for_empty_prompt),
+  the adapter's own settings (its instance attributes: Flux's `distilled`, PixArt's
+  `max_sequence_length`) and the denoiser object (some families read its config while encoding;
+  a swapped denoiser just re-encodes);
 - each text component (pipe attributes named text_encoder* and tokenizer*, or those a family
   names in `encode_components`): the same object, a tokenizer of the same length (textual
   inversion adds tokens), and for a model every parameter and buffer with the same storage
@@ -19,7 +22,9 @@ An entry is used only when all of these are as they were when it was made:
   the weights, so while one is present nothing is cached, and seeing one drops the pipeline's
   entries.
 Not seen: writes through `param.data` (they bypass torch's version counter) that keep the
-storage; call `clear(pipe)` after such surgery.
+storage, and new values in freed memory that happens to come back at the same address (a
+.half().float() round trip of a text encoder could): call `clear(pipe)` after such surgery.
+A hit returns the same Conditioning object to every run that asks: treat it as read-only.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any
 
-MAX_ENTRIES = 4  # per pipeline; an SD3 encoding (T5 + two CLIPs) is a few MB
+MAX_ENTRIES = 4  # per pipeline; an SD3 encoding (T5 + two CLIPs, and their batched copy) is ~10 MB
 
 _caches: "weakref.WeakKeyDictionary[Any, OrderedDict]" = weakref.WeakKeyDictionary()
 _guard = threading.Lock()
@@ -97,7 +102,10 @@ def _text_state(family: Any) -> Any:
 
     pipe = family.pipe
     config = getattr(pipe, "config", {})
-    parts: list[Any] = [tuple(sorted((k, repr(v)) for k, v in config.items()))]
+    settings = tuple(sorted((k, repr(v)) for k, v in vars(family).items() if k != "pipe" and not k.startswith("_")))
+    denoiser = getattr(family, "denoiser", None)
+    parts: list[Any] = [tuple(sorted((k, repr(v)) for k, v in config.items())), settings,
+                        None if denoiser is None else _Same(denoiser)]
     for name in _component_names(family):
         obj = getattr(pipe, name, None)
         if obj is None:
