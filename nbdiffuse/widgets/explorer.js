@@ -82,9 +82,9 @@ class Store extends EventTarget {
     this.newest = -1;
   }
 
-  send(content) {
+  send(content, buffers) {
     try {
-      this.model.send(content);
+      this.model.send(content, undefined, buffers);
       return true;
     } catch (err) {
       return false; // restored from a saved notebook: no kernel behind this widget
@@ -266,6 +266,24 @@ function render({ model, el }) {
   ui.error = h("div", { class: "nbd-error", role: "alert" }, [ui.errorText, h("details", {}, [h("summary", { text: "details" }), ui.errorDetails])]);
   ui.note = h("div", { class: "nbd-note", "aria-live": "polite" });
   ui.model = h("span", { class: "nbd-model" });
+  // Image to image: a start picture (uploaded here, or set from Python: ex.start_from / ex.sketch_pad).
+  ui.file = h("input", { type: "file", accept: "image/*", hidden: "", "aria-label": "Picture file" });
+  ui.upload = h("button", { type: "button", text: "Start from a picture…", "aria-label": "Upload a start picture",
+                           title: "Image to image: the picture is noised to the strength below, then denoised" });
+  ui.thumb = h("img", { class: "nbd-startpic", alt: "start picture" });
+  ui.usePicture = h("input", { type: "checkbox", "aria-label": "Use the start picture" });
+  ui.strength = h("input", { type: "range", min: "0.05", max: "1", step: "0.05", "aria-label": "Strength" });
+  ui.strengthOut = h("output", { class: "nbd-gvalue" });
+  ui.clearPicture = h("button", { type: "button", class: "nbd-icon", text: "×", "aria-label": "Remove the start picture" });
+  ui.pictureRow = h("div", { class: "nbd-row nbd-picture" }, [
+    ui.upload, ui.file,
+    ui.pictureControls = h("span", { class: "nbd-picture-controls" }, [
+      ui.thumb,
+      h("label", { class: "nbd-check" }, [ui.usePicture, h("span", { text: "use" })]),
+      field("Strength", h("span", { class: "nbd-grange" }, [ui.strength, ui.strengthOut])),
+      ui.clearPicture,
+    ]),
+  ]);
 
   const root = h("div", { class: "nbd-explorer", role: "region", "aria-label": "nbdiffuse Explorer" }, [
     h("div", { class: "nbd-controls" }, [
@@ -278,6 +296,7 @@ function render({ model, el }) {
         ui.sizeField = h("div", { class: "nbd-size" }, [field("Width", ui.width), field("Height", ui.height)]),
       ]),
       h("div", { class: "nbd-row" }, [field("Guidance", h("span", { class: "nbd-grange" }, [ui.guidance, ui.guidanceOut]), "nbd-wide")]),
+      ui.pictureRow,
       h("div", { class: "nbd-row nbd-buttons" }, [ui.generate, ui.stop, ui.pause, ui.step, h("span", { class: "nbd-spacer" }), viewGroup]),
     ]),
     stage,
@@ -388,6 +407,42 @@ function render({ model, el }) {
   ui.guidance.addEventListener("change", save);
   model.on("change:guidance", showGuidance);
   model.on("change:guidance_max", showGuidance);
+
+  // --- the start picture ---
+  function showPicture() {
+    const bytes = model.get("start_thumb");
+    const has = !!(bytes && bytes.byteLength);
+    ui.pictureControls.hidden = !has;
+    ui.upload.textContent = has ? "Other picture…" : "Start from a picture…";
+    if (has) {
+      const old = ui.thumb.src;
+      ui.thumb.src = URL.createObjectURL(new Blob([asDataView(bytes)], { type: "image/png" }));
+      if (old && old.startsWith("blob:")) URL.revokeObjectURL(old);
+    }
+    ui.usePicture.checked = !!model.get("use_picture");
+    ui.strength.value = String(model.get("strength"));
+    ui.strengthOut.textContent = Number(model.get("strength")).toFixed(2);
+    root.classList.toggle("nbd-img2img", has && !!model.get("use_picture"));
+  }
+  showPicture();
+  ui.upload.addEventListener("click", () => ui.file.click());
+  ui.file.addEventListener("change", async () => {
+    const file = ui.file.files && ui.file.files[0];
+    ui.file.value = "";
+    if (!file) return;
+    const buffer = await file.arrayBuffer();
+    if (!(save() && store.send({ type: "upload", name: file.name }, [buffer]))) {
+      note("No kernel is connected to this widget: run the cell again to upload a picture.");
+    }
+  });
+  ui.usePicture.addEventListener("change", () => { model.set("use_picture", ui.usePicture.checked); save(); });
+  ui.strength.addEventListener("input", () => {
+    ui.strengthOut.textContent = Number(ui.strength.value).toFixed(2);
+    model.set("strength", Number(ui.strength.value));
+    saveSoon();
+  });
+  ui.clearPicture.addEventListener("click", () => command("clear_picture"));
+  for (const name of ["start_thumb", "use_picture", "strength"]) model.on(`change:${name}`, showPicture);
 
   ui.dice.addEventListener("click", () => {
     model.set("seed", Math.floor(Math.random() * 2 ** 32));

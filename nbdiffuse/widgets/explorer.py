@@ -24,13 +24,15 @@ from typing import Any
 
 import anywidget
 import traitlets as t
+from PIL import Image
 
 from ..core import RunControl, Trajectory, load_pipeline, prepare, schedulers
 from ..core.families import family_for
+from ..core.img2img import DEFAULT_STRENGTH, check_strength
 from ..core.schedulers import scheduler_name
 from ..core.validate import check_choice, check_guidance_value
 from ..frames import ACK_TIMEOUT, VIEWS, FrameStream, Pacer, full_frames, step_frames
-from . import compare_view, history as run_tree
+from . import compare_view, history as run_tree, start_picture
 from .runner import Job, Runner
 from .style import stylesheet
 
@@ -116,6 +118,10 @@ class Explorer(anywidget.AnyWidget):
     export_dir = t.Unicode("").tag(sync=True)
     export_files = t.List(t.Unicode()).tag(sync=True)  # newest first
     mp4 = t.Bool(False).tag(sync=True)  # imageio-ffmpeg importable
+    # Image to image: the start picture's thumbnail, whether Generate uses it, and its strength.
+    start_thumb = t.Bytes(b"").tag(sync=True)
+    use_picture = t.Bool(False).tag(sync=True)
+    strength = t.Float(DEFAULT_STRENGTH).tag(sync=True)
 
     def __init__(self, pipe: Any = None, *, max_runs: int | None = run_tree.MAX_RUNS, _runs: list | None = None,
                  **defaults: Any):
@@ -133,6 +139,7 @@ class Explorer(anywidget.AnyWidget):
         self._runner = Runner(self._execute)
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbdiffuse-decode")
         self._sync_lock = threading.RLock()
+        self._start_source: Any = None  # image to image: what start_from() was given
         self._live: _Live | None = None
         self._quiet = 0
         self._scrub_target: tuple[str, int] | None = None
@@ -181,11 +188,14 @@ class Explorer(anywidget.AnyWidget):
     # --- public API -------------------------------------------------------------------
     def generate(self, prompt: str | None = None, *, negative_prompt: str | None = None, seed: int | None = None,
                  steps: int | None = None, guidance: Any = None, scheduler: str | None = None,
-                 height: int | None = None, width: int | None = None, background: bool = True) -> None:
+                 height: int | None = None, width: int | None = None, background: bool = True, image: Any = None,
+                 strength: float | None = None) -> None:
         """Check the parameters (ValueError/TypeError at once), then run; a running run is replaced.
 
         Parameters left None take the controls' current values; the controls then show what runs.
         guidance: a number, or anything nbd.trace accepts (per-step sequence, callable step -> number).
+        image, strength: image to image from this picture (PIL image, array, file path or a
+        SketchPad); without them, the start picture set by start_from() when "use" is on.
         background=False runs in the calling thread and returns when done (Colab, scripts).
         """
         if self._closed:
@@ -198,6 +208,17 @@ class Explorer(anywidget.AnyWidget):
         params = {k: (getattr(self, k) if v is None else v) for k, v in given.items()}
         if not self.size_options and height is None and width is None:
             params["height"] = params["width"] = None  # the model's own size
+        if image is None and self.use_picture and self._start_source is not None:
+            image = self._start_source
+        if image is not None:
+            params["image"] = start_picture.picture_of(image)
+            if image is self._start_source:  # a SketchPad: show the drawing this run starts from
+                self.start_thumb = start_picture.thumbnail(params["image"])
+            params["strength"] = self.strength if strength is None else strength
+            if self.size_options and height is None and width is None:
+                params["height"] = params["width"] = None  # the picture's own size
+        elif strength is not None:
+            raise ValueError(f"strength={strength!r} needs a start picture: pass image=... or call ex.start_from(...)")
         control = RunControl()
         live = _Live(self, background)
         run = prepare(self.pipe, control=control, on_step=live.on_step, **params)
@@ -217,6 +238,31 @@ class Explorer(anywidget.AnyWidget):
             self.set_trait("error", "")
             self.set_trait("error_details", "")
         self._runner.submit(job)
+
+    def start_from(self, source: Any = None, strength: float | None = None) -> None:
+        """Start the next runs from a picture (PIL image, uint8 array, file path, image bytes or a
+        SketchPad, read at each Generate); None goes back to starting from noise."""
+        if strength is not None:
+            self.strength = check_strength(strength)
+        if source is None:
+            self._start_source = None
+            self.start_thumb, self.use_picture = b"", False
+            return
+        picture = start_picture.picture_of(source)
+        self._start_source = source if hasattr(source, "image") and not isinstance(source, Image.Image) else picture
+        self.start_thumb, self.use_picture = start_picture.thumbnail(picture), True
+
+    def sketch_pad(self, **options: Any) -> Any:
+        """A SketchPad the next runs start from (show it, draw, press Generate). options: SketchPad's."""
+        from .sketch import SketchPad
+
+        if self.pipe is not None and "width" not in options and "height" not in options:
+            h, w = family_for(self.pipe).default_size()
+            scale = max(1, 256 // max(h, w))
+            options.update(width=min(2048, max(16, w * scale)), height=min(2048, max(16, h * scale)))
+        pad = SketchPad(**options)
+        self.start_from(pad)
+        return pad
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until no run is going or waiting; False when `timeout` seconds ran out first.
@@ -610,6 +656,10 @@ class Explorer(anywidget.AnyWidget):
                 self.close_compare()
             elif kind == "export":
                 self._later(self._export_request, dict(content))
+            elif kind == "upload":
+                self.start_from(bytes(buffers[0]) if buffers else b"")
+            elif kind == "clear_picture":
+                self.start_from(None)
         except Exception as exc:
             self._show_error(exc)
 
@@ -686,7 +736,7 @@ class Explorer(anywidget.AnyWidget):
                 self.shown_run = ""
                 self.status = "running"
                 self.n_steps = 0
-                self.total_steps = run.steps
+                self.total_steps = run.total_steps
                 self.its = 0.0
                 self.seconds = 0.0
                 self.guidances = []
@@ -728,10 +778,10 @@ class Explorer(anywidget.AnyWidget):
                     self._shown_traj = traj
                     self.shown_run = traj.id
                 if problems and not isinstance(problems[0], KeyboardInterrupt):
-                    self._show_error(problems[0], n if problems[0] is failure else None, job.run.steps)
+                    self._show_error(problems[0], n if problems[0] is failure else None, job.run.total_steps)
                     self.status = "error"
                 else:
-                    self.status = "stopped" if (traj is None or traj.stopped) and n < job.run.steps else "done"
+                    self.status = "stopped" if (traj is None or traj.stopped) and n < job.run.total_steps else "done"
 
     def _publish_when_held(self, job: Job, at_least: int) -> None:
         """Once the run holds (pause or single step) with `at_least` steps, show its state in full."""

@@ -59,9 +59,10 @@ class HeadlessFrontend:
                 if self.ack:
                     self._acks.put(key)
 
-    def send(self, content: dict) -> None:
-        """A custom message from the browser (e.g. {"type": "generate"})."""
-        self.widget._handle_msg({"content": {"data": {"method": "custom", "content": content}}, "buffers": []})
+    def send(self, content: dict, buffers: list | None = None) -> None:
+        """A custom message from the browser (e.g. {"type": "generate"}), with binary buffers (uploads)."""
+        self.widget._handle_msg({"content": {"data": {"method": "custom", "content": content}},
+                                 "buffers": list(buffers or [])})
 
     def click(self, button: str) -> None:
         self.send({"type": button})

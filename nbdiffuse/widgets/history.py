@@ -161,6 +161,13 @@ class BranchRun:
         self.height, self.width = p["height"], p["width"]
         self.trajectory: Any = None
 
+    @property
+    def total_steps(self) -> int:
+        """Steps the branch's run will have (its parent's kept steps included), as Run.total_steps."""
+        if self.trajectory is not None:
+            return self.trajectory.total_steps
+        return self.steps - int(self.parent.params.get("start_step") or 0)
+
     def execute(self) -> Any:
         self.trajectory = core_branch(self.pipe, self.parent, at=self.at, control=self.control,
                                       on_step=self._step, **self.changes)

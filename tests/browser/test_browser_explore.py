@@ -6,6 +6,7 @@ import pathlib
 import re
 
 import pytest
+from PIL import Image
 
 from test_browser_lab import wait_for_kernel
 
@@ -140,6 +141,18 @@ def test_what_if_branch_compare_and_html_export(lab_server, page, explorer_page,
     assert re.match(rf"step 1 / {STEPS}", offline.locator("#label").text_content())
     offline.screenshot(path=str(screenshots / "explore_html_export.png"), full_page=True)
     offline.context.close()
+
+    # Image to image: upload a start picture, generate from it at the default strength 0.8.
+    start = lab_server.root / "start.png"
+    Image.new("RGB", (64, 64), (30, 90, 220)).save(start)
+    ex.root.locator("input[type=file]").set_input_files(str(start))
+    ex.root.locator(".nbd-startpic").wait_for(state="visible")
+    assert ex.root.get_by_label("Use the start picture").is_checked()
+    ex.click("Generate")
+    runs = int(STEPS * 0.8)  # the last int(steps * strength) steps run
+    ex.wait_count(f"step {runs} / {runs}")
+    ex.wait_count("done")
+    ex.root.locator(".nbd-controls").screenshot(path=str(screenshots / "explore_img2img_controls.png"))
 
     # The same panel in JupyterLab's dark theme (a look for the screenshots, not an assertion).
     set_theme(page, "JupyterLab Dark")
