@@ -45,7 +45,7 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
         raise TypeError(f"branch() got unknown change(s) {', '.join(unknown)}; allowed: {', '.join(BRANCH_CHANGES)}")
     if not isinstance(traj, Trajectory):
         raise TypeError(f"traj must be an nbd.Trajectory, got {type(traj).__name__}")
-    family = _pinned(family_for(pipe))
+    family = family_for(pipe)
     if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < len(traj):
         raise ValueError(f"at must be a step index in 0..{len(traj) - 1}, got {at!r}")
     shape = tuple(traj.initial_latents.shape[1:])
@@ -90,7 +90,7 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
             params[key] = p[key]
 
     with pipe_lock(pipe), torch.no_grad():
-        device, dtype = family.device, family.dtype  # pinned: no module walk
+        device, dtype = family.device, family.dtype
         # The parent encoded this prompt: a branch that keeps it reuses that encoding (encode_cache).
         run.cond = encode_cache.encode(family, *run.encoded, (p["height"], p["width"]))
         child = Trajectory(params, initial_latents=traj.initial_latents, steps=list(traj.steps[: at + 1]),
@@ -127,40 +127,6 @@ def _fresh_scheduler(class_name: str, config: dict) -> Any:
             while len(_scheduler_prototypes) > _SCHEDULER_PROTOTYPES_MAX:
                 _scheduler_prototypes.popitem(last=False)
     return copy.deepcopy(prototype)
-
-
-class _PinnedDevice:
-    """Mixin: a family adapter whose device and dtype were looked up once.
-
-    diffusers finds a pipeline's device by walking every module of every component (about 3 ms a
-    look-up on the embedded model, more on large ones), and a branch asks several times (schedule,
-    noise, params): once is enough within one call. Results are unchanged: the same values."""
-
-    @property
-    def device(self) -> torch.device:
-        return self._pinned_device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._pinned_dtype
-
-
-_pinned_classes: dict[type, type] = {}
-
-
-def _pinned(family: Any) -> Any:
-    cls = type(family)
-    pinned_cls = _pinned_classes.get(cls)
-    if pinned_cls is None:
-        pinned_cls = _pinned_classes[cls] = type(cls.__name__, (_PinnedDevice, cls),
-                                                 {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
-    try:
-        pinned = copy.copy(family)
-        pinned.__class__ = pinned_cls
-        pinned._pinned_device, pinned._pinned_dtype = family.device, family.dtype
-    except (TypeError, AttributeError):  # an adapter with __slots__: look up as often as it likes
-        return family
-    return pinned
 
 
 def _evals_through(traj: Trajectory, at: int) -> int:

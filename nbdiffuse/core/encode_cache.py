@@ -102,7 +102,10 @@ def _text_state(family: Any) -> Any:
 
     pipe = family.pipe
     config = getattr(pipe, "config", {})
-    settings = tuple(sorted((k, repr(v)) for k, v in vars(family).items() if k != "pipe" and not k.startswith("_")))
+    # Instance attributes are the adapter's settings, except the pipeline itself and the device and
+    # dtype it caches on first use (looked up from the pipeline; a moved model changes its weights' storage).
+    settings = tuple(sorted((k, repr(v)) for k, v in vars(family).items()
+                            if k not in ("pipe", "device", "dtype") and not k.startswith("_")))
     denoiser = getattr(family, "denoiser", None)
     parts: list[Any] = [tuple(sorted((k, repr(v)) for k, v in config.items())), settings,
                         None if denoiser is None else _Same(denoiser)]
