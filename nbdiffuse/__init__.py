@@ -6,11 +6,11 @@ from . import shapes
 from .core import (ApproxDecoder, EmbeddedModelMissing, PipelineLoadError, RunControl, Step, StepIndexError,
                    Trajectory, TrajectoryFileError, branch, compare, load_pipeline, schedulers, set_tiny_decoder,
                    trace)
-from .widgets import Explorer
+from .widgets import Explorer, SketchPad
 from .widgets.teaching import (ForwardExplorer, GuidanceSweep, LatentView, SamplerCompare, ScheduleView,
                                SeedsAndPrompts, StepsCompare)
 
 __all__ = ["ApproxDecoder", "EmbeddedModelMissing", "Explorer", "ForwardExplorer", "GuidanceSweep", "LatentView",
-           "SamplerCompare", "ScheduleView", "SeedsAndPrompts", "StepsCompare", "PipelineLoadError", "RunControl", "Step",
+           "SamplerCompare", "ScheduleView", "SeedsAndPrompts", "SketchPad", "StepsCompare", "PipelineLoadError", "RunControl", "Step",
            "StepIndexError", "Trajectory", "TrajectoryFileError", "branch", "compare", "load_pipeline", "schedulers",
            "set_tiny_decoder", "shapes", "trace", "__version__"]

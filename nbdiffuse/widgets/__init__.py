@@ -1,4 +1,5 @@
 """Jupyter widgets on top of nbdiffuse.core (which never imports them)."""
 from .explorer import Explorer
+from .sketch import SketchPad
 
-__all__ = ["Explorer"]
+__all__ = ["Explorer", "SketchPad"]
