@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from . import encode_cache
+from . import encode_cache, img2img
 from .control import RunControl
 from .families import family_for
 from .prediction import sigma_at
@@ -177,18 +177,7 @@ def _consume_start_noise(family, traj: Trajectory, generator, sched) -> None:
     if not _start_step(p) and p.get("image") is None:
         family.initial_latents(p["height"], p["width"], generator, sched)
         return
-    # Image to image (trace.py / img2img.py): the VAE posterior sample, in the encoder's dtype,
-    # then the noise, in the model's, both of the latents' shape, on the VAE's device.
-    from diffusers.utils.torch_utils import randn_tensor
-
-    from .decode import needs_upcast
-
-    vae = family.pipe.vae
-    param = next(vae.parameters())
-    shape = tuple(traj.initial_latents.shape)
-    randn_tensor(shape, generator=generator, device=param.device,
-                 dtype=torch.float32 if needs_upcast(vae) else param.dtype)
-    randn_tensor(shape, generator=generator, device=param.device, dtype=family.dtype)
+    img2img.skip_start_draws(family, tuple(traj.initial_latents.shape), generator)
 
 
 def _state_window(sched) -> int | None:

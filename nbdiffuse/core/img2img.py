@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from .decode import fp32_copy, needs_upcast, to_pipeline_space
@@ -78,6 +79,17 @@ def image_latents(family: Any, image: Image.Image, height: int, width: int, gene
     encoder = fp32_copy(vae) if needs_upcast(vae) else vae  # SDXL's VAE encodes in fp32, as its pipelines do
     posterior = encoder.encode(pixels.to(param.device, next(encoder.parameters()).dtype)).latent_dist
     return to_pipeline_space(vae, posterior.sample(generator)).to(family.dtype)
+
+
+def skip_start_draws(family: Any, shape: tuple, generator: torch.Generator) -> None:
+    """Advance `generator` past what an image-to-image run draws before its first step (branch
+    replays need the same numbers after it): image_latents' posterior sample, in the encoder's
+    dtype, then the start noise, in the model's; both of the latents' shape, on the VAE's device."""
+    vae = family.pipe.vae
+    param = next(vae.parameters())
+    randn_tensor(shape, generator=generator, device=param.device,
+                 dtype=torch.float32 if needs_upcast(vae) else param.dtype)
+    randn_tensor(shape, generator=generator, device=param.device, dtype=family.dtype)
 
 
 def noised(scheduler: Any, latents: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
