@@ -4,8 +4,8 @@ __version__ = "0.1.0"
 from . import _quiet  # noqa: F401  (before diffusers is imported)
 from . import shapes
 from .core import (ApproxDecoder, EmbeddedModelMissing, PipelineLoadError, RunControl, Step, StepIndexError,
-                   Trajectory, TrajectoryFileError, branch, compare, load_pipeline, schedulers, set_tiny_decoder,
-                   trace)
+                   Trajectory, TrajectoryFileError, branch, compare, load_pipeline, schedulers, set_lora_scale,
+                   set_tiny_decoder, trace)
 from .widgets import Explorer, SketchPad
 from .widgets.teaching import (ForwardExplorer, GuidanceSweep, LatentView, SamplerCompare, ScheduleView,
                                SeedsAndPrompts, StepsCompare)
@@ -13,4 +13,4 @@ from .widgets.teaching import (ForwardExplorer, GuidanceSweep, LatentView, Sampl
 __all__ = ["ApproxDecoder", "EmbeddedModelMissing", "Explorer", "ForwardExplorer", "GuidanceSweep", "LatentView",
            "SamplerCompare", "ScheduleView", "SeedsAndPrompts", "SketchPad", "StepsCompare", "PipelineLoadError", "RunControl", "Step",
            "StepIndexError", "Trajectory", "TrajectoryFileError", "branch", "compare", "load_pipeline", "schedulers",
-           "set_tiny_decoder", "shapes", "trace", "__version__"]
+           "set_lora_scale", "set_tiny_decoder", "shapes", "trace", "__version__"]

@@ -81,19 +81,28 @@ def _save(image: Image.Image, fmt: str, **options: Any) -> bytes:
     return buffer.getvalue()
 
 
+def has_view(traj: Any, view: str) -> bool:
+    """Whether a trajectory can show `view`: runs that record x_t only (core/generic.py) have no x0."""
+    return view != "x0" or getattr(traj, "has_x0", True)
+
+
 def step_frames(traj: Any, k: int, views: Sequence[str] = VIEWS) -> list[bytes]:
-    """Step k of a trajectory as live frames (approx decoder, latent resolution), one per view."""
+    """Step k of a trajectory as live frames (approx decoder, latent resolution), one per view
+    (b"" for a view the run does not have: x0 of an x_t-only run)."""
     decoder = traj.approx_decoder()
-    return [encode_live(decoder.rgb(traj.latents_for(k, view))) for view in views]
+    return [encode_live(decoder.rgb(traj.latents_for(k, view))) if has_view(traj, view) else b"" for view in views]
 
 
 def full_frames(traj: Any, k: int, views: Sequence[str] = VIEWS) -> list[bytes]:
-    """Step k decoded with the full VAE at the run's output size, as PNG, one per view."""
+    """Step k decoded with the full VAE at the run's output size, as PNG, one per view (b"" as step_frames)."""
     done: list[tuple[Any, bytes]] = []
     for view in views:
+        if not has_view(traj, view):
+            done.append((None, b""))
+            continue
         latents = traj.latents_for(k, view)
         # At the last step x_t is the clean latent for most samplers: one VAE decode serves both views.
-        data = next((png for seen, png in done if same_latents(seen, latents)), None)
+        data = next((png for seen, png in done if seen is not None and same_latents(seen, latents)), None)
         if data is None:
             data = encode_lossless(traj.image(k, view, decoder="full"))
         done.append((latents, data))

@@ -223,3 +223,16 @@ def tiny_pixart_pipeline(seed: int = 0, sigma: bool = True, sample_size: int = 8
                transformer=transformer, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def tiny_pag_pipeline(seed: int = 0):
+    """A StableDiffusionPAGPipeline (perturbed-attention guidance on the UNet's mid block) built from
+    tiny_sd_pipeline's components: a real pipeline outside nbdiffuse's families (it is no
+    StableDiffusionPipeline subclass) that takes callback_on_step_end with "latents" (the generic path)."""
+    from diffusers import StableDiffusionPAGPipeline
+
+    parts = tiny_sd_pipeline(seed=seed).components
+    pipe = StableDiffusionPAGPipeline(**{k: v for k, v in parts.items() if k != "image_encoder"},
+                                      requires_safety_checker=False, pag_applied_layers="mid")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -66,6 +66,14 @@ def pixart_alpha_pipe():
     return tiny_pixart_pipeline(seed=1, sigma=False)
 
 
+@pytest.fixture(scope="session")
+def pag_pipe():
+    """StableDiffusionPAGPipeline: outside nbdiffuse's families, watched through callback_on_step_end."""
+    from nbdiffuse.testing import tiny_pag_pipeline
+
+    return tiny_pag_pipeline()
+
+
 class ModelCalls:
     """Counts forward calls of a module through a real forward hook."""
 

@@ -3,7 +3,7 @@ from .branch import branch
 from .compare import Comparison, compare
 from .control import RunControl
 from .decode import ApproxDecoder
-from .loading import EmbeddedModelMissing, PipelineLoadError, load_pipeline, set_tiny_decoder
+from .loading import EmbeddedModelMissing, PipelineLoadError, load_pipeline, set_lora_scale, set_tiny_decoder
 from .schedulers import schedulers
 from .trace import prepare, trace
 from .trajectory import Step, StepIndexError, Trajectory
@@ -11,4 +11,4 @@ from .trajfile import TrajectoryFileError
 
 __all__ = ["ApproxDecoder", "Comparison", "compare", "EmbeddedModelMissing", "PipelineLoadError", "RunControl", "Step", "StepIndexError",
            "Trajectory", "TrajectoryFileError", "branch", "load_pipeline", "prepare", "schedulers",
-           "set_tiny_decoder", "trace"]
+           "set_lora_scale", "set_tiny_decoder", "trace"]

@@ -25,7 +25,7 @@ from .families import family_for
 from .prediction import sigma_at
 from .schedulers import make_scheduler, scheduler_from_params
 from .trace import Run, input_scale, model_input, pipe_lock, scheduler_step_kwargs
-from .trajectory import Trajectory
+from .trajectory import Trajectory, xt_only_reason
 from .validate import check_callable, check_prompt, check_seed, check_steps, guidance_schedule
 
 BRANCH_CHANGES = ("prompt", "negative_prompt", "guidance", "scheduler", "steps", "seed", "control", "on_step")
@@ -45,6 +45,12 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
         raise TypeError(f"branch() got unknown change(s) {', '.join(unknown)}; allowed: {', '.join(BRANCH_CHANGES)}")
     if not isinstance(traj, Trajectory):
         raise TypeError(f"traj must be an nbd.Trajectory, got {type(traj).__name__}")
+    if not traj.capabilities["branch"]:  # a run of a pipeline watched through its step callback (generic.py)
+        raise ValueError(xt_only_reason(traj.params.get("pipeline"), "branching"))
+    from .generic import is_generic
+
+    if is_generic(pipe):
+        raise ValueError(xt_only_reason(type(pipe).__name__, "branching"))
     family = family_for(pipe)
     if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < len(traj):
         raise ValueError(f"at must be a step index in 0..{len(traj) - 1}, got {at!r}")

@@ -1,9 +1,13 @@
-"""load_pipeline(): the embedded model, a local diffusers folder, a hub id, or a pipeline object.
+"""load_pipeline(): the embedded model, a local diffusers folder, a hub id, or a pipeline object;
+optionally with a LoRA (diffusers' load_lora_weights, one adapter named "nbd", scale changeable).
 
 Weights load from safetensors only and never with remote code.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -24,6 +28,10 @@ class PipelineLoadError(ValueError):
 
 class EmbeddedModelMissing(PipelineLoadError, FileNotFoundError):
     """The embedded shapes model is not in this installation."""
+
+
+class LoraUnavailable(PipelineLoadError, ImportError):
+    """lora= needs peft (diffusers' PEFT backend), which is not installed."""
 
 
 def resolve_device(device: Any = None) -> torch.device:
@@ -61,21 +69,44 @@ def resolve_dtype(dtype: Any, device: torch.device, pipeline_class: str = "") ->
     raise ValueError(f"dtype must be None, 'auto', 'float16', 'bfloat16' or 'float32' (or a torch dtype); got {dtype!r}")
 
 
-def load_pipeline(source: Any = None, device: Any = None, dtype: Any = None):
+def load_pipeline(source: Any = None, device: Any = None, dtype: Any = None, lora: Any = None,
+                  lora_scale: float = 1.0):
     """A diffusers pipeline ready for nbd.trace and the widgets.
 
     source: None for the embedded shapes model (CPU-friendly, offline); a local diffusers
     folder; a Hugging Face hub id (downloaded by diffusers, or taken from the local cache
     when offline); or an existing pipeline object, checked and returned as is.
+    lora: LoRA weights to add (a .safetensors file, a folder holding one, or a hub id), loaded
+    with diffusers' load_lora_weights as the adapter "nbd" (needs peft: pip install "nbdiffuse[lora]").
+    A pipeline object gets it loaded into itself, replacing an earlier nbd LoRA. lora_scale
+    weighs it (0 is the base model); change it between runs with nbd.set_lora_scale(pipe, scale).
     """
     from diffusers import DiffusionPipeline
 
+    lora_scale = check_lora_scale(lora_scale)
+    if lora is not None and not isinstance(lora, (str, os.PathLike)):
+        raise TypeError(f"lora must be a .safetensors file, a folder holding one, or a hub id; got {type(lora).__name__}")
     if isinstance(source, DiffusionPipeline):
         _check_pipeline(source)
         if device is not None or dtype is not None:
             target = resolve_device(device) if device is not None else source.device
             source.to(target, resolve_dtype(dtype, target, type(source).__name__) if dtype is not None else None)
+        if lora is not None:
+            load_lora(source, lora, lora_scale)
+        elif lora_scale != 1.0:
+            if getattr(source, "_nbd_lora", None) is None:
+                raise ValueError(f"lora_scale={lora_scale!r} needs a LoRA: pass lora=... (a file, folder or hub id)")
+            set_lora_scale(source, lora_scale)
         return source
+    if lora is None and lora_scale != 1.0:
+        raise ValueError(f"lora_scale={lora_scale!r} needs a LoRA: pass lora=... (a file, folder or hub id)")
+    pipe = _load_source(source, device, dtype)
+    if lora is not None:
+        load_lora(pipe, lora, lora_scale)
+    return pipe
+
+
+def _load_source(source: Any, device: Any, dtype: Any):
     target = resolve_device(device)
     if source is None:
         if not (EMBEDDED_MODEL / "model_index.json").is_file():
@@ -165,6 +196,179 @@ def _check_pipeline(pipe: Any) -> None:
         missing.append("unet or transformer")
     if missing:
         raise PipelineLoadError(f"{type(pipe).__name__} lacks {', '.join(missing)}: not a text-to-image diffusion pipeline")
+
+
+# --- LoRA ----------------------------------------------------------------------------------
+LORA_ADAPTER = "nbd"  # the one adapter nbdiffuse manages; load others with diffusers directly
+_LORA_SKIP = ("scheduler", "optimizer", "checkpoint")  # not LoRA weights (as diffusers' own guess)
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+def check_lora_scale(scale: Any) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"lora_scale must be a finite number (1.0 as trained, 0 turns the LoRA off); got {scale!r}")
+    return float(scale)
+
+
+def load_lora(pipe: Any, lora: Any, scale: float = 1.0) -> None:
+    """Load LoRA weights into `pipe` as the adapter "nbd" (replacing an earlier one), weighed by `scale`.
+
+    Only "nbd" is active afterwards (set_adapters); a refused LoRA leaves the pipeline with none.
+    """
+    scale = check_lora_scale(scale)
+    if not hasattr(pipe, "load_lora_weights"):
+        raise PipelineLoadError(f"lora={str(lora)!r}: {type(pipe).__name__} does not take LoRA weights "
+                                "(diffusers gives it no load_lora_weights)")
+    from diffusers.utils import USE_PEFT_BACKEND
+
+    if not USE_PEFT_BACKEND:
+        raise LoraUnavailable("lora= needs the peft package (diffusers' LoRA backend): "
+                              "pip install \"nbdiffuse[lora]\" (or pip install peft), then restart the kernel")
+    weights, label = _lora_file(lora)
+    with _idle(pipe, 0.0):
+        _drop_lora(pipe)
+        quiet = _NoLoraKeysFilter()  # "No LoRA keys associated to CLIPTextModel...": components are checked below
+        loggers = [logging.getLogger(name) for name in ("diffusers.loaders.lora_base", "diffusers.loaders.peft",
+                                                        "diffusers.loaders.lora_pipeline")]
+        for logger in loggers:
+            logger.addFilter(quiet)
+        try:
+            pipe.load_lora_weights(str(weights.parent), weight_name=weights.name, adapter_name=LORA_ADAPTER,
+                                   use_safetensors=True, local_files_only=True)
+        except Exception as exc:  # wrong architecture (size mismatch), a foreign key format, a corrupt file
+            _drop_lora(pipe)
+            raise PipelineLoadError(f"lora={label!r} does not load into this {type(pipe).__name__} "
+                                    f"({_model_label(pipe)}): {type(exc).__name__}: {_short(exc)}. "
+                                    "Is it a LoRA for another model family (e.g. SDXL weights on SD 1.5)?") from exc
+        finally:
+            for logger in loggers:
+                logger.removeFilter(quiet)
+        components = _lora_components(pipe)
+        if not components:
+            _drop_lora(pipe)
+            raise PipelineLoadError(f"lora={label!r} holds no weights for any part of this {type(pipe).__name__} "
+                                    f"({_model_label(pipe)}): a LoRA for another model family?")
+        pipe.set_adapters([LORA_ADAPTER], adapter_weights=[scale])
+        pipe._nbd_lora = {"source": label, "file": weights.name, "scale": scale, "components": components}
+
+
+def set_lora_scale(pipe: Any, scale: float, timeout: float = 0.0) -> None:
+    """Weigh the LoRA loaded by load_pipeline(..., lora=...) with `scale` from the next run on (0: the base model).
+
+    Runs read the scale once, at their start (trajectory params["lora"] says which): while a run
+    is using the pipeline this waits up to `timeout` seconds for it to end, then refuses.
+    """
+    scale = check_lora_scale(scale)
+    info = getattr(pipe, "_nbd_lora", None)
+    if info is None or not _lora_components(pipe):
+        raise ValueError("this pipeline has no LoRA loaded by nbdiffuse: load one with "
+                         "nbd.load_pipeline(source, lora=..., lora_scale=...)")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+    with _idle(pipe, timeout):
+        pipe.set_adapters([LORA_ADAPTER], adapter_weights=[scale])
+        pipe._nbd_lora = dict(info, scale=scale)
+
+
+@contextlib.contextmanager
+def _idle(pipe: Any, timeout: float):
+    """Hold the pipeline's run lock (runs read the LoRA once, at their start); a run using it
+    for longer than `timeout` seconds (a paused one may hold it for good) gets a clear refusal."""
+    from .trace import pipe_lock
+
+    lock = pipe_lock(pipe)
+    if not (lock.acquire(timeout=timeout) if timeout > 0 else lock.acquire(blocking=False)):
+        raise RuntimeError("a run is using this pipeline; LoRA changes apply to whole runs: "
+                           "make them when the run ends (ex.wait()) or stop the run first")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def lora_params(pipe: Any) -> dict | None:
+    """What a run records as params["lora"]: the nbd LoRA's source, file, scale and components;
+    for adapters loaded with diffusers directly, their names and components (scale unknown); None without."""
+    components = _lora_components(pipe, None)
+    if not components:
+        return None
+    info = getattr(pipe, "_nbd_lora", None)
+    if info is not None and LORA_ADAPTER in {name for names in components.values() for name in names}:
+        return dict(info, components=list(info["components"]))
+    return {"source": None, "file": None, "scale": None, "components": sorted(components),
+            "adapters": sorted({name for names in components.values() for name in names})}
+
+
+def _lora_file(lora: Any) -> tuple[Path, str]:
+    """The .safetensors file `lora` names (a file, a folder with one, a hub id), and a label for messages."""
+    label = str(lora)
+    path = Path(lora).expanduser()
+    if not path.exists():
+        if not _HUB_ID.match(label) or path.suffix in _WEIGHT_SUFFIXES:
+            raise PipelineLoadError(f"lora={label!r} does not exist (no such file or folder) and is not a hub id "
+                                    "like 'org/lora'")
+        path = _lora_snapshot(label)
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise PipelineLoadError(f"lora={label!r} is not a .safetensors file; LoRA weights load from safetensors "
+                                    "only (pickled .bin/.pt/.ckpt files could run code)")
+        return path, label
+    found = sorted(f.name for f in path.glob("*.safetensors")
+                   if f.is_file() and not any(word in f.name for word in _LORA_SKIP))
+    if "pytorch_lora_weights.safetensors" in found:
+        found = ["pytorch_lora_weights.safetensors"]
+    if not found:
+        pickled = sorted(f.name for f in path.iterdir() if f.suffix in _WEIGHT_SUFFIXES)
+        extra = f" (only pickled {', '.join(pickled[:3])}: refused, loading them could run code)" if pickled else ""
+        raise PipelineLoadError(f"lora={label!r} holds no .safetensors LoRA weights{extra}")
+    if len(found) > 1:
+        raise PipelineLoadError(f"lora={label!r} holds several .safetensors files ({', '.join(found[:5])}); "
+                                "pass the path of the one to load")
+    return path / found[0], label
+
+
+def _lora_snapshot(name: str) -> Path:
+    """The local folder of hub id `name`'s safetensors files (downloaded, or from the cache when offline)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, allow_patterns=["*.safetensors"]))
+    except Exception as exc:  # offline and not cached, unknown id, network
+        raise PipelineLoadError(
+            f"could not load lora={name!r}: {type(exc).__name__}: {_short(exc)}. If this machine is offline, "
+            f"download it where there is network (`hf download {name}`) and pass the .safetensors file's path "
+            "or use the local cache (HF_HUB_OFFLINE=1); check the id's spelling.") from exc
+
+
+def _lora_components(pipe: Any, adapter: str | None = LORA_ADAPTER) -> Any:
+    """Components holding `adapter` (a sorted list), or with adapter None every component's adapters (a dict)."""
+    try:
+        found = {name: list(names) for name, names in pipe.get_list_adapters().items() if names}
+    except Exception:  # no LoRA support (no peft, or a pipeline without the LoRA mixin)
+        found = {}
+    if adapter is None:
+        return found
+    return sorted(name for name, names in found.items() if adapter in names)
+
+
+def _drop_lora(pipe: Any) -> None:
+    adapters = _lora_components(pipe, None)
+    if any(names == [LORA_ADAPTER] for names in adapters.values()):
+        if all(names == [LORA_ADAPTER] for names in adapters.values()):
+            pipe.unload_lora_weights()  # takes the LoRA layers out: a plain model again (prompt encodings cache)
+        else:
+            pipe.delete_adapters(LORA_ADAPTER)  # leave the adapters loaded with diffusers directly alone
+    if getattr(pipe, "_nbd_lora", None) is not None:
+        pipe._nbd_lora = None
+
+
+def _model_label(pipe: Any) -> str:
+    return str(getattr(pipe, "_nbd_source", None) or pipe.config.get("_name_or_path") or "a pipeline object")
+
+
+class _NoLoraKeysFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No LoRA keys associated to" not in record.getMessage()
 
 
 def set_tiny_decoder(pipe: Any, tiny_vae: Any) -> None:

@@ -70,7 +70,17 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
             seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
             control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
             strength: float | None = None) -> "Run":
-    """Check every argument and build the run without touching the model (trace() = prepare().execute())."""
+    """Check every argument and build the run without touching the model (trace() = prepare().execute()).
+
+    A pipeline outside the known families whose __call__ takes callback_on_step_end runs on the
+    generic path (core/generic.py): x_t every step, stop and pause, no x0 / what-if / branch.
+    """
+    from .generic import is_generic, prepare_generic
+
+    if is_generic(pipe):
+        return prepare_generic(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
+                               seed=seed, scheduler=scheduler, height=height, width=width, control=control,
+                               on_step=on_step, image=image, strength=strength)
     family = family_for(pipe)
     prompt = check_prompt(prompt)
     negative_prompt = check_prompt(negative_prompt, "negative_prompt", allow_none=True) or ""
@@ -135,12 +145,14 @@ class Run:
         import transformers
 
         from .. import __version__
+        from .loading import lora_params
 
         pipe, sched = self.pipe, self.scheduler
         return {
             "id": uuid.uuid4().hex[:12],
             "model": model_name(pipe),
             "pipeline": type(pipe).__name__,
+            "lora": lora_params(pipe),  # the LoRA and scale this run used (nbd.load_pipeline(..., lora=...))
             "family": self.family.name,
             "guidance_kind": self.family.guidance_kind,  # "cfg", or "distilled" (a model input: no what-if)
             "prompt": self.prompt,

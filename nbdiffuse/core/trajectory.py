@@ -15,6 +15,18 @@ from .validate import check_choice, check_guidance_value
 VIEWS = ("x0", "xt")
 DECODERS = ("approx", "full", "tiny")
 FULL_CACHE_SIZE = 64  # full-VAE frames kept per trajectory (LRU)
+# What a run can be asked for. Runs of the families nbdiffuse drives itself can do all of it; runs
+# of other pipelines (core/generic.py, through diffusers' callback_on_step_end) record only x_t and
+# say so in params["capabilities"].
+CAPABILITIES = {"x0": True, "what_if": True, "branch": True, "live_guidance": True, "previews": True}
+KNOWN_FAMILIES = "SD, SDXL, SD3, Flux, PixArt"
+
+
+def xt_only_reason(pipeline: Any, what: str = "x0, what-if and branching", hint: str = "; view='xt' works") -> str:
+    """Why a run of a pipeline outside the known families cannot give `what` (one line, for errors and the UI)."""
+    return (f"This pipeline ({pipeline or 'unknown'}) gives only the noisy latent x_t at each step: {what} "
+            f"need{'' if ',' in what or ' and ' in what else 's'} a family nbdiffuse knows "
+            f"({KNOWN_FAMILIES}){hint}.")
 
 
 class StepIndexError(IndexError, ValueError):
@@ -27,7 +39,9 @@ class Step:
 
     `eps_cond` / `eps_uncond` are the raw model outputs (noise, v or flow, as the model
     predicts) with and without the prompt; `eps_uncond` is None where guidance was off
-    (guidance <= 1 runs the model once, as diffusers does).
+    (guidance <= 1 runs the model once, as diffusers does). Runs of pipelines nbdiffuse only
+    watches through diffusers' callback (core/generic.py) have latents alone: pred_x0, eps_cond and
+    eps_uncond are None there.
     """
 
     index: int
@@ -35,8 +49,8 @@ class Step:
     sigma: float | None
     guidance: float
     latents: torch.Tensor
-    pred_x0: torch.Tensor
-    eps_cond: torch.Tensor
+    pred_x0: torch.Tensor | None  # None for pipelines that give only x_t (core/generic.py)
+    eps_cond: torch.Tensor | None  # None there too
     eps_uncond: torch.Tensor | None
     x0_coeff: float  # B in x0 = A * model_input + B * output; re-weighs guidance without a model call
     xt_scale: float  # multiplies `latents` into the variance-preserving form the model sees next
@@ -107,6 +121,23 @@ class Trajectory:
         return list(self.params.get("notices", []))
 
     @property
+    def capabilities(self) -> dict[str, bool]:
+        """What this run can give: x0, what_if, branch, live_guidance, previews (all True for the known families)."""
+        return {**CAPABILITIES, **(self.params.get("capabilities") or {})}
+
+    @property
+    def has_x0(self) -> bool:
+        return bool(self.capabilities["x0"])
+
+    @property
+    def default_view(self) -> str:
+        """"x0" where the run recorded it, else "xt"."""
+        return "x0" if self.has_x0 else "xt"
+
+    def _refuse(self, what: str) -> None:
+        raise ValueError(xt_only_reason(self.params.get("pipeline"), what))
+
+    @property
     def guidances(self) -> list[float]:
         """Guidance actually used at each step."""
         return [s.guidance for s in self.steps]
@@ -120,6 +151,12 @@ class Trajectory:
         """The latents a view of step k shows: pred_x0, or x_t in the form the model sees."""
         check_choice("view", view, VIEWS)
         step = self[k]
+        if view == "x0" and step.pred_x0 is None:
+            self._refuse("x0")
+        if not self.capabilities["previews"]:
+            raise ValueError(f"this run's latents have shape {tuple(step.latents.shape)}, packed by "
+                             f"{self.params.get('pipeline')} in a layout nbdiffuse cannot know (no (C, h, w) "
+                             "form), so it has no previews; its steps are recorded all the same")
         return step.pred_x0 if view == "x0" else step.latents * step.xt_scale
 
     def image(self, k: int = -1, view: str = "x0", decoder: str = "approx", size: Any = "output") -> Image.Image:
@@ -138,7 +175,7 @@ class Trajectory:
     @property
     def final_image(self) -> Image.Image:
         """The run's result, decoded with the full VAE when the pipeline is at hand."""
-        return self.image(-1, "x0", "full" if self.pipe is not None else "approx")
+        return self.image(-1, self.default_view, "full" if self.pipe is not None else "approx")
 
     def approx_decoder(self) -> ApproxDecoder:
         if self.approx is None:
@@ -174,11 +211,11 @@ class Trajectory:
 
     def attach(self, pipe: Any) -> "Trajectory":
         """Attach the pipeline that made this run (a loaded trajectory can then decode with its VAE)."""
-        from .families import family_for
+        from .generic import adapter_for
 
-        family = family_for(pipe)
-        channels = int(self.initial_latents.shape[1])
-        if family.latent_channels != channels:
+        family = adapter_for(pipe)
+        channels = int(self.initial_latents.shape[1]) if self.initial_latents.ndim >= 2 else None
+        if channels is not None and family.latent_channels is not None and family.latent_channels != channels:
             raise ValueError(f"pipe has {family.latent_channels} latent channels but this trajectory has {channels}")
         self.pipe = pipe
         with self._lock:
@@ -194,6 +231,8 @@ class Trajectory:
         """
         w = check_guidance_value(guidance)
         step = self[k]
+        if step.pred_x0 is None:
+            self._refuse("a what-if")
         if w == step.guidance:
             return step.pred_x0
         if step.eps_uncond is None and self.params.get("guidance_kind") == "distilled":

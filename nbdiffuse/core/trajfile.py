@@ -79,7 +79,9 @@ def load_trajectory(path: Any) -> Trajectory:
                                   f"this one reads up to {FORMAT_VERSION}): upgrade nbdiffuse to open it")
     try:
         meta = json.loads(header["meta"])
-        steps = [_step(record, tensors) for record in meta["steps"]]
+        # Runs of pipelines watched through their step callback (core/generic.py) have x_t only.
+        xt_only = (meta["params"].get("capabilities") or {}).get("x0") is False
+        steps = [_step(record, tensors, xt_only) for record in meta["steps"]]
         traj = Trajectory(params=meta["params"], initial_latents=tensors["initial_latents"], steps=steps,
                           stopped=bool(meta["stopped"]), error=meta.get("error"), branched_at=meta.get("branched_at"),
                           approx=ApproxDecoder.from_dict(meta["approx"]) if meta.get("approx") else None)
@@ -89,12 +91,13 @@ def load_trajectory(path: Any) -> Trajectory:
     return traj
 
 
-def _step(record: dict, tensors: dict[str, torch.Tensor]) -> Step:
+def _step(record: dict, tensors: dict[str, torch.Tensor], xt_only: bool = False) -> Step:
     k = int(record["index"])
     values = {name: record[name] for name in _STEP_FIELDS}
+    optional = ("eps_uncond", "pred_x0", "eps_cond") if xt_only else ("eps_uncond",)
     for name in _STEP_TENSORS:
         key = f"steps.{k}.{name}"
-        if key not in tensors and name != "eps_uncond":
+        if key not in tensors and name not in optional:
             raise KeyError(key)
         values[name] = tensors.get(key)
     values["extra_outputs"] = tuple(tensors[f"steps.{k}.extra.{j}"] for j in range(int(record["extra_outputs"])))

@@ -29,6 +29,12 @@ function decode(buf) {
   return createImageBitmap(new Blob([view], { type: mimeOf(view) }));
 }
 
+function decodeOrNull(buf) {
+  // An empty buffer is a view the run does not have (x0 of a pipeline that gives only x_t).
+  const size = buf ? (buf.byteLength ?? buf.length ?? 0) : 0;
+  return size ? decode(buf) : Promise.resolve(null);
+}
+
 function expand(segments, n) {
   // [[first step, guidance], ...] -> one guidance per step
   const out = new Array(n);
@@ -125,7 +131,7 @@ class Store extends EventTarget {
     if (msg.type === "frame") {
       let bitmaps = null;
       try {
-        bitmaps = await Promise.all(buffers.map(decode));
+        bitmaps = await Promise.all(buffers.map(decodeOrNull));
       } catch (err) { /* a frame that does not decode is skipped; the final state repairs it */ }
       if (bitmaps && msg.run === this.run) {
         this.live.set(msg.k, bitmaps);
@@ -139,8 +145,9 @@ class Store extends EventTarget {
       // Acknowledge once the frame could be painted: the kernel sends the next one only then.
       requestAnimationFrame(() => this.send({ type: "ack", run: msg.run, seq: msg.seq }));
     } else if (msg.type === "full") {
-      const bitmaps = await Promise.all(buffers.map(decode));
-      (msg.views || VIEWS).forEach((view, i) => this.fullMsgs.set(`${msg.run}:${msg.k}:${view}`, bitmaps[i]));
+      let bitmaps;
+      try { bitmaps = await Promise.all(buffers.map(decodeOrNull)); } catch (err) { return; }
+      (msg.views || VIEWS).forEach((view, i) => { if (bitmaps[i]) this.fullMsgs.set(`${msg.run}:${msg.k}:${view}`, bitmaps[i]); });
       while (this.fullMsgs.size > FULL_KEPT) this.fullMsgs.delete(this.fullMsgs.keys().next().value);
       this.emit("frames", { k: msg.k });
     } else if (msg.type === "whatif") {
@@ -463,12 +470,23 @@ function render({ model, el }) {
   let scrubTimer = null;
   let playTimer = null;
 
+  function hasX0() {
+    return (model.get("capabilities") || {}).x0 !== false;
+  }
+  function viewMode() {
+    // A pipeline that gives only x_t (capabilities.x0 false): the x_t view alone, whatever was chosen.
+    return hasX0() ? model.get("view") : "xt";
+  }
   function visibleViews() {
-    const mode = model.get("view");
+    const mode = viewMode();
     return mode === "both" ? VIEWS : [mode];
   }
   function layoutViews() {
-    const mode = model.get("view");
+    const mode = viewMode();
+    for (const m of ["both", "x0"]) {
+      ui.views[m].disabled = !hasX0();
+      ui.views[m].title = hasX0() ? "" : (model.get("capabilities_note") || "this pipeline gives only x_t");
+    }
     for (const view of VIEWS) ui.panes[view].hidden = !visibleViews().includes(view);
     for (const [m, button] of Object.entries(ui.views)) button.setAttribute("aria-pressed", String(m === mode));
     root.classList.toggle("nbd-single", mode !== "both");
@@ -570,6 +588,10 @@ function render({ model, el }) {
     ui.pause.textContent = status === "paused" ? "Resume" : "Pause";
     ui.pause.setAttribute("aria-label", ui.pause.textContent);
     ui.step.disabled = status !== "paused";
+    // Guidance that cannot change mid-run (pipelines watched through their step callback) waits for Generate.
+    const liveGuidance = (model.get("capabilities") || {}).live_guidance !== false;
+    ui.guidance.disabled = busy && !liveGuidance;
+    ui.guidance.title = busy && !liveGuidance ? (model.get("capabilities_note") || "") : "";
     root.dataset.status = status;
     const error = model.get("error");
     ui.error.hidden = !error;
@@ -654,6 +676,7 @@ function render({ model, el }) {
   model.on("change:size_options", updateStatus);
   model.on("change:image_size", sizeCanvases);
   model.on("change:view", layoutViews);
+  model.on("change:capabilities", () => { layoutViews(); updateStatus(); });
   model.on("change:frame", () => { if (model.get("frame") < 0 && !follow) { follow = true; paint(store.count - 1); } });
 
   const explore = renderExplore({ model, store, root, ui, draw, command, save, shownStep: () => shown, repaint: () => paint(shown) });
@@ -900,8 +923,10 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
 
   // Layout.
   ui.workshop = h("div", { class: "nbd-workshop", role: "note" });
+  ui.capNote = h("div", { class: "nbd-workshop nbd-capnote", role: "note", hidden: "" });
   ui.explore.append(
     ui.workshop,
+    ui.capNote,
     h("div", { class: "nbd-row nbd-whatif-row" }, [
       h("label", { class: "nbd-field nbd-wide" }, [h("span", { class: "nbd-label", text: "What if guidance at the shown step (no model call)" }),
         h("span", { class: "nbd-grange" }, [whatif.slider, whatif.out, whatif.reset])]),
@@ -920,12 +945,20 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
     const hasPipe = model.get("has_pipe");
     const n = store.count;
     const idle = !busy() && n > 0;
-    whatif.slider.disabled = !idle;
-    whatif.cont.disabled = !idle || !hasPipe;
-    whatif.branch.disabled = !idle || !hasPipe;
+    const caps = model.get("capabilities") || {};
+    const capNote = model.get("capabilities_note") || "";
+    const canWhatIf = caps.what_if !== false;
+    const canBranch = caps.branch !== false;
+    whatif.slider.disabled = !idle || !canWhatIf;
+    whatif.cont.disabled = !idle || !hasPipe || !canBranch || !canWhatIf;
+    whatif.branch.disabled = !idle || !hasPipe || !canBranch;
+    whatif.slider.title = canWhatIf ? "" : capNote;
     for (const b of [whatif.cont, whatif.branch]) {
       if (!hasPipe) b.title = "Needs the model: this Explorer shows saved runs only";
+      else if (!canBranch) b.title = capNote;
     }
+    ui.capNote.textContent = capNote;
+    ui.capNote.hidden = !capNote;
     if (!hasPipe) ui.generate.disabled = true;
     for (const [kind, b] of Object.entries(exp.kinds)) b.disabled = n === 0 || (kind === "mp4" && !model.get("mp4"));
     if (!model.get("mp4")) exp.kinds.mp4.title = "MP4 export needs imageio-ffmpeg: pip install imageio-ffmpeg";
@@ -948,6 +981,7 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
     ["change:status", () => { if (busy()) clearWhatIf(); updateAvailability(); }],
     ["change:n_steps", updateAvailability], ["change:has_pipe", updateAvailability], ["change:mp4", updateAvailability],
     ["change:workshop_note", updateAvailability], ["change:export_files", drawFiles],
+    ["change:capabilities", updateAvailability], ["change:capabilities_note", updateAvailability],
     ["change:export_dir", () => { exp.dir.value = model.get("export_dir"); }],
     ["change:guidances", syncSlider], ["change:guidance_max", syncSlider],
     ["change:run_id", () => { clearWhatIf(); exp.to.value = ""; updateAvailability(); }],

@@ -19,6 +19,7 @@ import threading
 import time
 import traceback
 import uuid
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,7 +28,8 @@ import traitlets as t
 from PIL import Image
 
 from ..core import RunControl, Trajectory, load_pipeline, prepare, schedulers
-from ..core.families import family_for
+from ..core.generic import adapter_for, is_generic
+from ..core.trajectory import CAPABILITIES, xt_only_reason
 from ..core.img2img import DEFAULT_STRENGTH, check_strength
 from ..core.schedulers import scheduler_name
 from ..core.validate import check_choice, check_guidance_value
@@ -44,6 +46,7 @@ FOREGROUND_ACK_TIMEOUT = 0.1  # s; a foreground run blocks the kernel, so acks c
 ITS_WINDOW = 10  # steps averaged for the it/s readout
 EXPORT_KINDS = ("png", "gif", "mp4", "html", "nbd")
 EXPORTS_SHOWN = 8  # newest written files listed in the widget
+SWAP_STOP_TIMEOUT = 120.0  # s: set_pipeline waits this long for a running run to stop after its current step
 WORKSHOP_NOTE = ("Workshop mode: saved runs, no model loaded. Generate and Branch are off; scrubbing, what-if "
                  "guidance, compare and exports work. Pass pipe=... to Explorer.from_files to generate.")
 
@@ -122,6 +125,11 @@ class Explorer(anywidget.AnyWidget):
     start_thumb = t.Bytes(b"").tag(sync=True)
     use_picture = t.Bool(False).tag(sync=True)
     strength = t.Float(DEFAULT_STRENGTH).tag(sync=True)
+    # What the pipeline (or the shown run) can do: x0, what_if, branch, live_guidance, previews. A pipeline
+    # outside the known families gives x_t only (core/generic.py): the browser hides what it cannot do
+    # and shows `capabilities_note`, one line saying why.
+    capabilities = t.Dict(dict(CAPABILITIES)).tag(sync=True)
+    capabilities_note = t.Unicode("").tag(sync=True)
 
     def __init__(self, pipe: Any = None, *, max_runs: int | None = run_tree.MAX_RUNS, _runs: list | None = None,
                  **defaults: Any):
@@ -129,12 +137,14 @@ class Explorer(anywidget.AnyWidget):
         unknown = sorted(set(defaults) - set(DEFAULT_KEYS))
         if unknown:
             raise TypeError(f"Explorer() got unknown default(s) {', '.join(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
-        view = defaults.pop("view", "both")
-        if view not in VIEW_MODES:
+        view = defaults.pop("view", None)
+        if view is not None and view not in VIEW_MODES:
             raise ValueError(f"view must be one of {', '.join(map(repr, VIEW_MODES))}; got {view!r}")
         from ..core.video import mp4_available
 
         self.pipe = None if _runs is not None and pipe is None else load_pipeline(pipe)
+        if view is None:  # x_t alone for a pipeline nbdiffuse watches through its step callback (no x0)
+            view = "xt" if self.pipe is not None and is_generic(self.pipe) else "both"
         self.history: list = list(_runs or [])
         self._runner = Runner(self._execute)
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbdiffuse-decode")
@@ -154,7 +164,7 @@ class Explorer(anywidget.AnyWidget):
         values = self._defaults(defaults) if self.pipe is not None else self._saved_defaults(defaults)
         super().__init__(_uid=uuid.uuid4().hex, view=view, export_dir=os.getcwd(), mp4=mp4_available(),
                          has_pipe=self.pipe is not None, workshop_note="" if self.pipe is not None else WORKSHOP_NOTE,
-                         **values)
+                         **capabilities_state(self.pipe), **values)
         self.on_msg(self._on_msg)
         if self.history:
             self._refresh_runs()
@@ -257,7 +267,7 @@ class Explorer(anywidget.AnyWidget):
         from .sketch import SketchPad
 
         if self.pipe is not None and "width" not in options and "height" not in options:
-            h, w = family_for(self.pipe).default_size()
+            h, w = adapter_for(self.pipe).default_size() or (256, 256)
             scale = max(1, 256 // max(h, w))
             options.update(width=min(2048, max(16, w * scale)), height=min(2048, max(16, h * scale)))
         pad = SketchPad(**options)
@@ -309,6 +319,92 @@ class Explorer(anywidget.AnyWidget):
             self.status = "pausing"
         self._decoder.submit(self._publish_when_held, job, done + 1)
 
+    def set_pipeline(self, pipe: Any, **options: Any) -> None:
+        """Swap the model: the next Generate and Branch use `pipe`; `ex.history` stays.
+
+        pipe, options: what nbd.load_pipeline takes (a pipeline object, a folder, a hub id, None for
+        the embedded model; device=, dtype=, lora=, lora_scale=). It loads first: if that fails,
+        nothing changes. Then a running run is stopped (it stays in the history) and the controls
+        follow the new model: its scheduler and size choices, its own size, the model label and what
+        it can do. A control still at the old model's default (prompt, guidance, steps, scheduler,
+        ...) takes the new model's; one you changed is kept where the new model takes it.
+        Old runs stay in the run tree (scrub, what-if, compare, export) and let go of their model so
+        its memory can be freed: they show their approx frames (`traj.attach(old_pipe)` brings full
+        VAE frames back). Branching an old run continues it with the new model when both share a
+        latent space (same family; `traj.notices` then says which model made which steps); across
+        families it is refused.
+        """
+        if self._closed:
+            raise RuntimeError("this Explorer was closed; create a new one")
+        new = load_pipeline(pipe, **options)
+        old = self.pipe
+        was = self._defaults({}) if old is not None else {}  # the old model's defaults: what the user left as is
+        if self._runner.busy:
+            self.stop()
+            if not self._runner.wait(SWAP_STOP_TIMEOUT):
+                raise RuntimeError(f"the running run did not stop within {SWAP_STOP_TIMEOUT:g} s, so the model was "
+                                   "not swapped; stop it (ex.stop()) and try again")
+        kept = {key: getattr(self, key) for key in ("prompt", "negative_prompt", "seed", "steps", "guidance",
+                                                     "scheduler") if key not in was or getattr(self, key) != was[key]}
+        self.pipe = new
+        try:
+            if kept.get("scheduler") not in schedulers(new):
+                kept.pop("scheduler", None)
+            try:
+                values = self._defaults(kept)
+            except (TypeError, ValueError):  # something kept does not suit the new model: its own defaults
+                values = self._defaults({})
+        except BaseException:
+            self.pipe = old
+            raise
+        if old is not None and old is not new:
+            self._let_go_of(old)
+        values.pop("image_size", None)  # the shown run keeps its size
+        view = self.view
+        if view == ("xt" if old is not None and is_generic(old) else "both"):
+            view = "xt" if is_generic(new) else "both"
+        shown = self.shown
+        with self._sync_lock, self._quietly(), self.hold_sync():
+            self._assign(values)
+            self.view = view
+            self.has_pipe, self.workshop_note = True, ""
+            self._assign(capabilities_state(shown if shown is not None else new))
+            self.error = self.error_details = ""
+
+    def _let_go_of(self, old: Any) -> None:
+        """Detach the runs of a replaced model from it (its memory can go), keeping their approx decoders."""
+        self._made_by = getattr(self, "_made_by", {})  # run id -> weak reference to the model that made it
+        for traj in list(self.history):
+            if traj.pipe is old:
+                with contextlib.suppress(Exception):  # no approx fit: the run keeps the frames already made
+                    traj.approx_decoder()
+                traj.pipe = None
+                self._made_by[traj.id] = weakref.ref(old)
+
+    def _model_change(self, parent: Any, at: int) -> str | None:
+        """Branching `parent` with the Explorer's model: None when it made the run; a notice when it is
+        another model of the run's family (one latent space); refused across families."""
+        from ..core.loading import lora_params
+        from ..core.trace import model_name
+
+        p, pipe = parent.params, self.pipe
+        made_by = _model_words(p.get("model") or p.get("pipeline"), p.get("lora"))
+        now = _model_words(model_name(pipe) or type(pipe).__name__, lora_params(pipe))
+        family = adapter_for(pipe).name
+        if p.get("family") != family:
+            raise ValueError(f"this run was made by {made_by} ({p.get('family')}); the Explorer now holds {now} "
+                             f"({family}), whose latents mean something else, so it cannot continue the run. "
+                             "Scrub, compare or export it, or ex.set_pipeline(...) back to its model to branch it")
+        named = p.get("model") == model_name(pipe) and p.get("pipeline") == type(pipe).__name__
+        ref = getattr(self, "_made_by", {}).get(parent.id)
+        if parent.pipe is not None or ref is not None:  # the model object is known: anonymous ones match by it
+            same = (parent.pipe if parent.pipe is not None else ref()) is pipe or (named and bool(p.get("model")))
+        else:  # a run loaded from a file: by name
+            same = named
+        if same and (p.get("lora") or None) == lora_params(pipe):
+            return None
+        return f"steps 1 to {at + 1} came from {made_by}, the rest from {now}"
+
     # --- exploring: what-if, branches, the run tree, compare, exports ----------------------
     @property
     def shown(self) -> Any:
@@ -345,10 +441,11 @@ class Explorer(anywidget.AnyWidget):
         parent = self.shown
         at = self.shown_step() if at is None else at
         changes = run_tree.check_branch(self.pipe, parent, at, changes)
+        notice = self._model_change(parent, at)  # a run of a swapped-out model (set_pipeline)
         control = RunControl()
         live = _Live(self, background)
         live.prefix = self._frames_of(parent, upto=at + 1)
-        run = run_tree.BranchRun(self.pipe, parent, at, changes, control, live.on_step)
+        run = run_tree.BranchRun(self.pipe, parent, at, changes, control, _noting(live.on_step, notice))
         with self._quietly():
             for key in ("prompt", "negative_prompt", "seed", "steps", "scheduler"):
                 self.set_trait(key, changes.get(key, parent.params[key]))
@@ -373,7 +470,8 @@ class Explorer(anywidget.AnyWidget):
         problem = None
         if traj.pipe is not None and len(traj):
             try:
-                full = dict(zip((f"{len(traj) - 1}:{v}" for v in VIEWS), full_frames(traj, len(traj) - 1)))
+                full = {key: png for key, png in zip((f"{len(traj) - 1}:{v}" for v in VIEWS),
+                                                     full_frames(traj, len(traj) - 1)) if png}
             except Exception as exc:  # keep the lossy frames, say what failed
                 problem = exc
         p = traj.params
@@ -400,6 +498,7 @@ class Explorer(anywidget.AnyWidget):
                     self.guidance = float(traj.guidances[-1])
                 self.status = "stopped" if traj.stopped and len(traj) < traj.total_steps else "done"
                 self.error = self.error_details = ""
+                self._assign(capabilities_state(traj))
         if problem is not None:
             self._show_error(problem)
         return traj
@@ -432,7 +531,7 @@ class Explorer(anywidget.AnyWidget):
         traj = self.shown if run is None else run_tree.find_run(self.history, run)
         if traj is None or len(traj) == 0:
             raise ValueError("no run to export yet: generate one, or load saved runs with Explorer.from_files")
-        view = view or ("xt" if self.view == "xt" else "x0")
+        view = view or ("xt" if self.view == "xt" or not traj.has_x0 else "x0")
         check_choice("view", view, VIEWS)
         target = self._export_path(traj, kind, path, k, view)
         if kind == "png":
@@ -551,7 +650,7 @@ class Explorer(anywidget.AnyWidget):
     # --- defaults ---------------------------------------------------------------------
     def _defaults(self, given: dict[str, Any]) -> dict[str, Any]:
         pipe = self.pipe
-        family = family_for(pipe)
+        family = adapter_for(pipe)
         embedded = getattr(pipe, "_nbd_source", None) == EMBEDDED_SOURCE
         options = schedulers(pipe)
         own = scheduler_name(pipe.scheduler)
@@ -564,7 +663,7 @@ class Explorer(anywidget.AnyWidget):
             "scheduler": own if own in options else ("euler" if "euler" in options else options[0]),
         }
         values.update({k: v for k, v in given.items() if k not in ("height", "width")})
-        default_h, default_w = family.default_size()
+        default_h, default_w = family.default_size() or (given.get("height") or 0, given.get("width") or 0)
         sizes = [] if embedded else size_choices(max(default_h, default_w), family.vae_factor)
         height, width = given.get("height"), given.get("width")
         if sizes or height is not None or width is not None:
@@ -602,7 +701,7 @@ class Explorer(anywidget.AnyWidget):
         if self._quiet:
             return
         job = self._runner.current
-        if job is not None and not job.done.is_set():
+        if job is not None and not job.done.is_set() and self.capabilities.get("live_guidance", True):
             try:
                 job.control.set_guidance(change["new"])
             except (TypeError, ValueError) as exc:
@@ -684,6 +783,8 @@ class Explorer(anywidget.AnyWidget):
         k, decoder = _step_of(content), content.get("decoder", "approx")
         if traj is None or content.get("run") != run or self.status in ("running", "pausing"):
             return
+        if not traj.capabilities["what_if"]:
+            raise ValueError(xt_only_reason(traj.params.get("pipeline"), "a what-if", hint=""))
         k = self.shown_step() if k is None else k
         w = check_guidance_value(content.get("g"), "what-if guidance")
         check_choice("decoder", decoder, ("approx", "full"))
@@ -748,6 +849,7 @@ class Explorer(anywidget.AnyWidget):
                 self.image_size = [run.width, run.height]
                 self.error = ""
                 self.error_details = ""
+                self._assign(capabilities_state(run.pipe))
         failure: BaseException | None = None
         try:
             run.execute()
@@ -816,7 +918,8 @@ class Explorer(anywidget.AnyWidget):
             if live.stream is not None:
                 state["frames_x0"], state["frames_xt"] = live.stream.snapshot(n)
             if n:
-                state["full_frames"] = dict(zip((f"{n - 1}:{v}" for v in VIEWS), full_frames(traj, n - 1)))
+                state["full_frames"] = {key: png for key, png in zip((f"{n - 1}:{v}" for v in VIEWS),
+                                                                     full_frames(traj, n - 1)) if png}
         except Exception as exc:  # e.g. the VAE runs out of memory: keep the approx frames, say so
             return state, exc
         return state, None
@@ -868,6 +971,23 @@ class _Live:
         self.explorer.send(content, buffers)
 
 
+def capabilities_state(source: Any) -> dict[str, Any]:
+    """`capabilities` and `capabilities_note` for a pipeline (None: no model) or a Trajectory."""
+    if isinstance(source, Trajectory):
+        caps = source.capabilities
+        note = "" if caps["x0"] else xt_only_reason(source.params.get("pipeline"), _CANNOT, hint="")
+        return {"capabilities": caps, "capabilities_note": note}
+    if source is not None and is_generic(source):
+        from ..core.generic import CAPABILITIES as XT_ONLY
+
+        return {"capabilities": {**CAPABILITIES, **XT_ONLY},
+                "capabilities_note": xt_only_reason(type(source).__name__, _CANNOT, hint="")}
+    return {"capabilities": dict(CAPABILITIES), "capabilities_note": ""}
+
+
+_CANNOT = "x0, what-if, branching and live guidance"
+
+
 def _step_of(content: dict) -> int | None:
     k = content.get("k")
     if k is None:
@@ -890,6 +1010,29 @@ def size_choices(side: int, multiple: int) -> list[int]:
     """Square sides around the model's own size, each a multiple of the VAE factor."""
     choices = {max(multiple, round(side * f / multiple) * multiple) for f in (0.5, 0.75, 1, 1.25, 1.5, 2)}
     return sorted(choices)
+
+
+def _noting(on_step: Any, notice: str | None) -> Any:
+    """on_step that also adds `notice` to the run's notices (params["notices"], kept in .nbd files)."""
+    if notice is None:
+        return on_step
+
+    def step(traj: Any, s: Any) -> None:
+        notices = traj.params.setdefault("notices", [])
+        if notice not in notices:
+            notices.append(notice)
+        on_step(traj, s)
+    return step
+
+
+def _model_words(model: Any, lora: Any) -> str:
+    """'org/model', with its LoRA and scale where it had one: for notices and errors."""
+    words = str(model or "an unknown model")
+    if lora:
+        words += f" with LoRA {lora.get('source') or ', '.join(lora.get('adapters') or [])}"
+        if lora.get("scale") is not None:
+            words += f" at {lora['scale']:g}"
+    return words
 
 
 def describe_error(exc: BaseException, step: int | None = None, total: int | None = None) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from ..core import branch as core_branch
 from ..core import schedulers
 from ..core.branch import BRANCH_CHANGES
+from ..core.trajectory import xt_only_reason
 from ..core.validate import check_choice, check_prompt, check_seed, check_steps, guidance_schedule
 from ..frames import encode_live
 
@@ -120,6 +121,8 @@ def check_branch(pipe: Any, parent: Any, at: Any, changes: dict) -> dict:
     unknown = sorted(set(changes) - set(BRANCH_KEYS))
     if unknown:
         raise TypeError(f"branch() got unknown change(s) {', '.join(unknown)}; allowed: {', '.join(BRANCH_KEYS)}")
+    if not parent.capabilities["branch"]:  # a run of a pipeline watched through its step callback
+        raise ValueError(xt_only_reason(parent.params.get("pipeline"), "branching", hint=""))
     n = len(parent)
     if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < n:
         raise ValueError(f"at must be a step index in 0..{n - 1} of the shown run, got {at!r}")
@@ -223,11 +226,12 @@ def _short(text: Any, n: int = 28) -> str:
 
 
 def thumbnail(traj: Any) -> bytes:
-    """The run's last x0, approx-decoded, as a small JPEG (b'' when it cannot be decoded)."""
+    """The run's last x0 (x_t for runs that record only x_t), approx-decoded, as a small JPEG (b'' when it
+    cannot be decoded)."""
     if len(traj) == 0:
         return b""
     try:
-        picture = traj.image(-1, "x0", decoder="approx", size="latent")
+        picture = traj.image(-1, getattr(traj, "default_view", "x0"), decoder="approx", size="latent")
     except ValueError:  # no approx decoder and no pipeline
         return b""
     if max(picture.size) > THUMB_SIDE:

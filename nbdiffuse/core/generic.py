@@ -1,0 +1,307 @@
+"""The generic path: any diffusers pipeline whose __call__ takes callback_on_step_end with "latents".
+
+For the families in families.py nbdiffuse owns the denoising loop and records everything (x0,
+the (cond, uncond) pair, guidance per step). Any other pipeline runs its own loop here, and
+nbdiffuse watches it through diffusers' callback_on_step_end, which runs after scheduler.step and
+sees the latents (diffusers #3579: no x0, no noise prediction). So a generic run records x_t at
+every step and can stop (pipe._interrupt, diffusers' own way), pause and single-step (the callback
+waits), but it cannot show x0, re-weigh guidance after the fact, branch, or change guidance while
+it runs: the pipeline reads guidance_scale once, and changing it mid-run can crash (DESIGN.md).
+Its trajectories say so in params["capabilities"], and the widgets disable what they cannot do.
+
+Latent layout: the callback's latents are what the pipeline denoises. (B, C, h, w) latents are
+recorded as they are. Packed latents (B, tokens, features) are unpacked with the pipeline's own
+`_unpack_latents(latents, height, width, vae_scale_factor)` where it has one (Flux-style
+pipelines); otherwise nbdiffuse cannot know their layout: the steps are recorded packed and the
+run has no previews (traj.capabilities["previews"] is False, and image() says why).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import numbers
+import time
+from typing import Any
+
+import torch
+
+from .control import RunControl
+from .families import family_for
+from .prediction import sigma_at
+from .schedulers import make_scheduler
+from .trajectory import KNOWN_FAMILIES, Step, Trajectory, xt_only_reason
+from .validate import check_callable, check_guidance_value, check_prompt, check_seed, check_size, check_steps
+
+CAPABILITIES = {"x0": False, "what_if": False, "branch": False, "live_guidance": False}
+
+
+def takes_step_callback(pipe: Any) -> bool:
+    """True when pipe(...) accepts callback_on_step_end and may hand it the latents."""
+    call = getattr(type(pipe), "__call__", None)
+    if call is None:
+        return False
+    try:
+        params = inspect.signature(call).parameters
+    except (TypeError, ValueError):
+        return False
+    if "callback_on_step_end" not in params or "callback_on_step_end_tensor_inputs" not in params:
+        return False
+    inputs = getattr(pipe, "_callback_tensor_inputs", None)
+    return inputs is not None and "latents" in inputs
+
+
+def is_generic(pipe: Any) -> bool:
+    """A pipeline outside the known families that the generic path can watch."""
+    try:
+        family_for(pipe)
+    except TypeError:
+        return takes_step_callback(pipe)
+    return False
+
+
+def adapter_for(pipe: Any) -> Any:
+    """The family adapter of `pipe`, a GenericPipeline for other pipelines with a step callback, or a TypeError."""
+    try:
+        return family_for(pipe)
+    except TypeError as exc:
+        if takes_step_callback(pipe):
+            return GenericPipeline(pipe)
+        raise TypeError(f"{exc} Other pipelines work too (x_t only) when their __call__ takes "
+                        "callback_on_step_end with 'latents' among callback_on_step_end_tensor_inputs.") from None
+
+
+class GenericPipeline:
+    """What nbdiffuse knows about a pipeline it only watches: sizes, channels, defaults. No predict()."""
+
+    name = "generic"
+    guidance_kind = "pipeline"  # whatever the pipeline does with guidance_scale; nothing to re-weigh
+
+    def __init__(self, pipe: Any):
+        self.pipe = pipe
+
+    @functools.cached_property
+    def parameters(self) -> dict[str, inspect.Parameter]:
+        return dict(inspect.signature(type(self.pipe).__call__).parameters)
+
+    @property
+    def denoiser(self) -> Any:
+        return getattr(self.pipe, "unet", None) or getattr(self.pipe, "transformer", None)
+
+    @functools.cached_property
+    def device(self) -> torch.device:
+        return self.pipe._execution_device
+
+    @functools.cached_property
+    def dtype(self) -> torch.dtype:
+        module = self.denoiser
+        return module.dtype if module is not None else self.pipe.dtype
+
+    @property
+    def vae_factor(self) -> int:
+        factor = getattr(self.pipe, "vae_scale_factor", None)
+        if isinstance(factor, int) and factor > 0:
+            return factor
+        vae = getattr(self.pipe, "vae", None)
+        blocks = getattr(getattr(vae, "config", None), "block_out_channels", None)
+        return 2 ** (len(blocks) - 1) if blocks else 8
+
+    @property
+    def latent_channels(self) -> int | None:
+        vae = getattr(self.pipe, "vae", None)
+        channels = getattr(getattr(vae, "config", None), "latent_channels", None)
+        if channels is None and self.denoiser is not None:
+            channels = self.denoiser.config.get("in_channels")
+        return None if channels is None else int(channels)
+
+    @property
+    def default_guidance(self) -> float:
+        param = self.parameters.get("guidance_scale")
+        default = None if param is None else param.default
+        return float(default) if isinstance(default, numbers.Real) and not isinstance(default, bool) else 7.5
+
+    def default_size(self) -> tuple[int, int] | None:
+        """(height, width) the pipeline makes when given none, where nbdiffuse can tell; else None."""
+        sample = None
+        if self.denoiser is not None:
+            sample = self.denoiser.config.get("sample_size")
+        if sample is None:
+            sample = getattr(self.pipe, "default_sample_size", None)
+        if isinstance(sample, (list, tuple)) and sample:
+            return int(sample[0]) * self.vae_factor, int(sample[-1]) * self.vae_factor
+        if isinstance(sample, int):
+            return sample * self.vae_factor, sample * self.vae_factor
+        return None
+
+    def text_readers(self) -> list:
+        return []
+
+    def reason(self, what: str = "x0, what-if and branching") -> str:
+        return xt_only_reason(type(self.pipe).__name__, what)
+
+
+def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
+                    seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
+                    control: RunControl | None = None, on_step: Any = None, image: Any = None,
+                    strength: float | None = None) -> "GenericRun":
+    """trace.prepare() for a pipeline outside the known families: check everything, touch no model."""
+    adapter = GenericPipeline(pipe)
+    name = type(pipe).__name__
+    prompt = check_prompt(prompt)
+    negative_prompt = check_prompt(negative_prompt, "negative_prompt", allow_none=True) or ""
+    steps = check_steps(steps)
+    if image is not None or strength is not None:
+        raise ValueError(f"image/strength: image to image needs a family nbdiffuse knows ({KNOWN_FAMILIES}); "
+                         f"{name} is watched through its step callback only (text to image)")
+    if callable(guidance) or (hasattr(guidance, "__len__") and not isinstance(guidance, (str, bytes))):
+        raise ValueError(f"guidance must be one number for {name}: nbdiffuse watches this pipeline through "
+                         "diffusers' callback_on_step_end, and the pipeline reads guidance_scale once, so a "
+                         f"per-step schedule or a callable cannot be applied (got {type(guidance).__name__}); "
+                         f"per-step guidance needs a family nbdiffuse knows ({KNOWN_FAMILIES})")
+    w = check_guidance_value(guidance)
+    seed = check_seed(seed)
+    params = adapter.parameters
+    if negative_prompt and "negative_prompt" not in params:
+        raise ValueError(f"negative_prompt={negative_prompt!r}: {name} takes no negative prompt; pass ''")
+    factor = adapter.vae_factor
+    default = adapter.default_size()
+    if default is None and (height is None or width is None):
+        raise ValueError(f"height and width: nbdiffuse cannot tell the default size of {name}; pass both "
+                         f"(multiples of {factor})")
+    height = default[0] if height is None else check_size("height", height, factor)
+    width = default[1] if width is None else check_size("width", width, factor)
+    for key in ("height", "width"):
+        if key not in params and (height, width) != default:
+            raise ValueError(f"{key}: {name} takes no {key}; leave height/width at None")
+    if control is not None and not isinstance(control, RunControl):
+        raise TypeError(f"control must be an nbd.RunControl or None, got {type(control).__name__}")
+    check_callable("on_step", on_step)
+    sched = make_scheduler(pipe, scheduler)
+    return GenericRun(pipe, adapter, sched, prompt, negative_prompt, steps, [w] * steps, seed, height, width,
+                      control, on_step)
+
+
+def _run_base():
+    from .trace import Run  # trace imports this module for prepare's dispatch
+
+    return Run
+
+
+class GenericRun(_run_base()):
+    """A prepared run of a pipeline watched through callback_on_step_end; execute() runs pipe(...)."""
+
+    def check_prompts(self) -> None:
+        self.encoded, self.notices = (self.prompt, self.negative_prompt), []
+
+    def params(self) -> dict[str, Any]:
+        params = super().params()
+        params["capabilities"] = dict(CAPABILITIES)
+        params["capabilities_reason"] = self.family.reason()
+        return params
+
+    def _call_kwargs(self) -> dict[str, Any]:
+        accepted = self.family.parameters
+        kwargs: dict[str, Any] = {"prompt": self.prompt, "num_inference_steps": self.steps,
+                                  "generator": self.generator, "output_type": "latent"}
+        if "negative_prompt" in accepted and self.negative_prompt:
+            kwargs["negative_prompt"] = self.negative_prompt
+        if "guidance_scale" in accepted:
+            kwargs["guidance_scale"] = self.schedule[0]
+        for key in ("height", "width"):
+            if key in accepted:
+                kwargs[key] = getattr(self, key)
+        return kwargs
+
+    def _unpack(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) as is; packed latents through the pipeline's own _unpack_latents where it has one."""
+        if latents.ndim == 4:
+            return latents
+        unpack = getattr(type(self.pipe), "_unpack_latents", None)
+        if unpack is None:
+            return latents
+        try:
+            out = unpack(latents, self.height, self.width, self.family.vae_factor)
+        except Exception:  # another convention than Flux's: keep them packed (no previews)
+            return latents
+        return out if out.ndim == 4 else latents
+
+    def execute(self) -> Trajectory:
+        from .trace import _record, input_scale, pipe_lock
+
+        pipe, sched, control = self.pipe, self.scheduler, self.control
+        traj = Trajectory(self.params(), initial_latents=torch.empty(0), pipe=pipe)
+        self.trajectory = traj
+        state = {"i": 0, "k": 0, "began": time.perf_counter(), "first": None, "done": False, "warned": False}
+        own_step = sched.step
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            # The first call's `sample` is the initial noise x_T exactly as the pipeline drew it.
+            if traj.initial_latents.numel() == 0:
+                sample = kwargs["sample"] if "sample" in kwargs else args[2]
+                traj.initial_latents = self._unpack(sample[:1]).detach().to("cpu", copy=True)
+            if state["first"] is None:
+                state["first"] = (args[1] if len(args) > 1 else kwargs.get("timestep"), state["i"])
+            return own_step(*args, **kwargs)
+
+        def callback(pipeline: Any, i: int, t: Any, tensors: dict) -> dict:
+            state["i"] = i + 1
+            if state["done"] or not getattr(sched, "state_in_first_order", True):
+                return tensors  # stopped (a pipeline without interrupt runs on: not recorded), or mid-Heun
+            latents = self._unpack(tensors["latents"])
+            if state["k"] == 0:  # (C, h, w) per step, or packed in a layout nbdiffuse cannot know
+                traj.params["capabilities"]["previews"] = latents.ndim == 4
+                if latents.ndim != 4:
+                    traj.params["notices"].append(f"{type(pipe).__name__} packs its latents (shape "
+                                                  f"{tuple(latents.shape)}) in a layout nbdiffuse cannot know: "
+                                                  "no previews")
+            t0, i0 = state["first"] if state["first"] is not None else (t, i)
+            state["first"] = None
+            try:
+                sigma = sigma_at(sched, i0)
+            except Exception:  # a scheduler with neither sigmas nor alphas_cumprod
+                sigma = None
+            try:
+                scale = input_scale(sched, i + 1, latents) if latents.ndim == 4 else 1.0
+            except Exception:
+                scale = 1.0
+            k = state["k"]
+            now = time.perf_counter()
+            record = Step(index=k, timestep=float(t0), sigma=sigma, guidance=self.schedule[0],
+                          latents=_record(latents), pred_x0=None, eps_cond=None, eps_uncond=None, x0_coeff=0.0,
+                          xt_scale=float(scale), seconds=now - state["began"])
+            traj._append(record)
+            state["k"] = k + 1
+            if control is not None and control.guidance is not None and not state["warned"]:
+                state["warned"] = True
+                traj.params["notices"].append(f"live guidance ignored: {self.family.reason('changing guidance during a run')}")
+            if self.on_step is not None:
+                self.on_step(traj, record)
+            if state["k"] < self.steps and control is not None and not control._wait_turn():
+                state["done"] = True
+                traj.stopped = True
+                pipeline._interrupt = True  # diffusers' pipelines skip the remaining steps
+            state["began"] = time.perf_counter()
+            return tensors
+
+        with pipe_lock(pipe), torch.no_grad():
+            if control is not None and not control._wait_turn():
+                traj.stopped = True
+                return traj
+            original = pipe.scheduler
+            sched.step = step  # this run's own scheduler object: the pipeline's is put back below
+            pipe.scheduler = sched
+            try:
+                state["began"] = time.perf_counter()
+                output = pipe(**self._call_kwargs(), callback_on_step_end=callback,
+                              callback_on_step_end_tensor_inputs=["latents"])
+                self.output = output  # the pipeline's own return value (latents: output_type="latent")
+            except BaseException as exc:
+                traj.stopped = True
+                traj.error = f"{type(exc).__name__}: {exc}"
+                raise
+            finally:
+                pipe.scheduler = original
+                del sched.step
+                traj.params["guidance"] = traj.guidances + traj.params["guidance_plan"][len(traj):]
+            if len(traj) < self.steps and not traj.stopped:
+                traj.stopped = True  # the pipeline ran fewer steps than asked (its own schedule)
+        return traj

@@ -1,0 +1,158 @@
+"""The generic path: a real pipeline outside the known families (StableDiffusionPAGPipeline),
+watched through diffusers' callback_on_step_end: x_t every step, stop, pause; no x0/what-if/branch."""
+import threading
+
+import pytest
+import torch
+
+import nbdiffuse as nbd
+from nbdiffuse.core.families import StableDiffusionFamily, family_for
+from nbdiffuse.core.generic import GenericRun, adapter_for, is_generic, takes_step_callback
+
+PROMPT = "a red circle"
+
+
+def own_latents(pipe, steps, seed, guidance, **kw):
+    generator = torch.Generator("cpu").manual_seed(seed)
+    return pipe(prompt=PROMPT, num_inference_steps=steps, guidance_scale=guidance, generator=generator,
+                output_type="latent", **kw).images[0]
+
+
+def test_pag_pipeline_is_outside_the_families_and_takes_the_callback(pag_pipe, sd_pipe):
+    from diffusers import StableDiffusionPipeline
+
+    assert not isinstance(pag_pipe, StableDiffusionPipeline)
+    with pytest.raises(TypeError):
+        family_for(pag_pipe)
+    assert takes_step_callback(pag_pipe) and is_generic(pag_pipe)
+    assert not is_generic(sd_pipe) and isinstance(adapter_for(sd_pipe), StableDiffusionFamily)
+    assert isinstance(nbd.core.prepare(pag_pipe, PROMPT, steps=3), GenericRun)
+
+
+def test_trace_records_xt_every_step_ending_at_the_pipelines_own_latents(pag_pipe):
+    seen = []
+    traj = nbd.trace(pag_pipe, PROMPT, steps=5, guidance=3.0, seed=4, on_step=lambda tr, s: seen.append(s.index))
+    assert len(traj) == 5 and seen == [0, 1, 2, 3, 4] and not traj.stopped
+    assert torch.equal(traj[-1].latents, own_latents(pag_pipe, 5, 4, 3.0))  # bit for bit
+    assert traj.initial_latents.shape == (1, 4, 8, 8)
+    for step in traj:
+        assert step.latents.shape == (4, 8, 8)
+        assert step.pred_x0 is None and step.eps_cond is None and step.eps_uncond is None
+    timesteps = [s.timestep for s in traj]
+    assert timesteps == sorted(timesteps, reverse=True) and len(set(timesteps)) == 5
+    p = traj.params
+    assert p["family"] == "generic" and p["pipeline"] == "StableDiffusionPAGPipeline"
+    assert p["capabilities"] == {"x0": False, "what_if": False, "branch": False, "live_guidance": False,
+                                 "previews": True}
+    assert traj.guidances == [3.0] * 5 and p["height"] == p["width"] == 16
+
+
+def test_size_and_negative_prompt_reach_the_pipeline(pag_pipe):
+    traj = nbd.trace(pag_pipe, PROMPT, negative_prompt="blue", steps=3, guidance=2.0, seed=1, height=24, width=32)
+    assert traj[-1].latents.shape == (4, 12, 16)  # the tiny VAE downsamples 2x
+    generator = torch.Generator("cpu").manual_seed(1)
+    out = pag_pipe(prompt=PROMPT, negative_prompt="blue", num_inference_steps=3, guidance_scale=2.0,
+                   generator=generator, height=24, width=32, output_type="latent").images[0]
+    assert torch.equal(traj[-1].latents, out)
+    assert traj.image(-1, view="xt").size == (32, 24)
+
+
+def test_stop_mid_run_keeps_the_steps_done(pag_pipe):
+    control = nbd.RunControl()
+
+    def on_step(traj, step):
+        if step.index == 2:
+            control.stop()
+
+    traj = nbd.trace(pag_pipe, PROMPT, steps=8, seed=0, control=control, on_step=on_step)
+    assert traj.stopped and len(traj) == 3 and traj.total_steps == 8
+    full = nbd.trace(pag_pipe, PROMPT, steps=8, seed=0)
+    assert all(torch.equal(a.latents, b.latents) for a, b in zip(traj, full))
+    assert "step" not in vars(pag_pipe.scheduler)  # the pipeline's own scheduler is untouched
+
+
+def test_pause_and_step_once_hold_inside_the_callback(pag_pipe):
+    control = nbd.RunControl()
+    control.pause()
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault("traj", nbd.trace(pag_pipe, PROMPT, steps=4,
+                                                                                 control=control)))
+    worker.start()
+    try:
+        assert control.wait_until_waiting(30)
+        control.step_once()
+        assert control.wait_until_waiting(30)
+    finally:
+        control.resume()
+        worker.join(60)
+    assert not worker.is_alive() and len(result["traj"]) == 4
+
+
+@pytest.mark.parametrize("guidance", [[2.0, 3.0, 4.0], lambda k: 2.0 + k, (5.0, 5.0, 5.0)])
+def test_per_step_guidance_is_refused_with_the_reason(pag_pipe, guidance):
+    with pytest.raises(ValueError, match="one number for StableDiffusionPAGPipeline.*callback_on_step_end"):
+        nbd.core.prepare(pag_pipe, PROMPT, steps=3, guidance=guidance)
+
+
+def test_bad_input_is_refused_before_any_model_work(pag_pipe):
+    with pytest.raises(ValueError, match="guidance must be >= 0"):
+        nbd.core.prepare(pag_pipe, PROMPT, steps=3, guidance=-1.0)
+    with pytest.raises(TypeError, match="guidance"):
+        nbd.core.prepare(pag_pipe, PROMPT, steps=3, guidance="high")
+    with pytest.raises(ValueError, match="image to image needs a family"):
+        nbd.core.prepare(pag_pipe, PROMPT, steps=3, image=torch.zeros(16, 16, 3, dtype=torch.uint8).numpy())
+    with pytest.raises(ValueError, match="multiple of 2"):
+        nbd.core.prepare(pag_pipe, PROMPT, steps=3, height=21)
+
+
+def test_x0_what_if_and_branch_refuse_clearly(pag_pipe):
+    traj = nbd.trace(pag_pipe, PROMPT, steps=3, seed=0)
+    with pytest.raises(ValueError, match=r"only the noisy latent x_t.*view='xt' works"):
+        traj.image(1, view="x0")
+    with pytest.raises(ValueError, match=r"StableDiffusionPAGPipeline.*a what-if needs a family"):
+        traj.guided_x0(1, guidance=5.0)
+    with pytest.raises(ValueError, match=r"branching needs a family nbdiffuse knows"):
+        nbd.branch(pag_pipe, traj, at=0)
+    assert traj.final_image.size == (16, 16)  # the last x_t, decoded by the VAE
+
+
+def test_branching_a_known_familys_run_with_this_pipeline_is_refused(pag_pipe, sd_pipe):
+    traj = nbd.trace(sd_pipe, PROMPT, steps=3, seed=0)
+    with pytest.raises(ValueError, match="branching needs a family"):
+        nbd.branch(pag_pipe, traj, at=0)
+
+
+def test_save_load_round_trip(pag_pipe, tmp_path):
+    traj = nbd.trace(pag_pipe, PROMPT, steps=4, guidance=2.5, seed=3)
+    traj.save(tmp_path / "run.nbd")
+    back = nbd.Trajectory.load(tmp_path / "run.nbd")
+    assert back.params == traj.params and len(back) == 4 and not back.has_x0
+    assert torch.equal(back.initial_latents, traj.initial_latents)
+    for a, b in zip(traj, back):
+        assert torch.equal(a.latents, b.latents) and b.pred_x0 is None and b.eps_cond is None
+        assert (a.timestep, a.sigma, a.xt_scale) == (b.timestep, b.sigma, b.xt_scale)
+    # the approx decoder travelled with it: previews without the model
+    assert back.image(-1, view="xt", size="latent").tobytes() == traj.image(-1, view="xt", size="latent").tobytes()
+    with pytest.raises(ValueError, match="x0 needs a family"):
+        back.image(-1, view="x0")
+    attached = nbd.Trajectory.load(tmp_path / "run.nbd", pipe=pag_pipe)
+    assert attached.image(-1, view="xt", decoder="full").size == (16, 16)
+
+
+def test_previews_of_xt_have_the_right_size(pag_pipe):
+    traj = nbd.trace(pag_pipe, PROMPT, steps=2, seed=0, height=16, width=32)
+    assert traj.image(0, view="xt").size == (32, 16)
+    assert traj.image(0, view="xt", size="latent").size == (16, 8)
+    from nbdiffuse.frames import full_frames, step_frames
+
+    x0, xt = step_frames(traj, 1)
+    assert x0 == b"" and xt[:2] == b"\xff\xd8"
+    x0, xt = full_frames(traj, 1)
+    assert x0 == b"" and xt[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pipeline_scheduler_is_put_back_and_scheduler_names_work(pag_pipe):
+    own = pag_pipe.scheduler
+    traj = nbd.trace(pag_pipe, PROMPT, steps=3, seed=0, scheduler="dpmpp_2m")
+    assert pag_pipe.scheduler is own and "step" not in vars(own)
+    assert traj.params["scheduler_class"] == "DPMSolverMultistepScheduler" and len(traj) == 3

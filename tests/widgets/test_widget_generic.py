@@ -1,0 +1,123 @@
+"""Explorer with a pipeline outside the known families (StableDiffusionPAGPipeline): live x_t frames;
+x0, what-if, branching and live guidance off, with one line saying why. No browser: a HeadlessFrontend."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import nbdiffuse as nbd
+from nbdiffuse.widgets import Explorer
+from nbdiffuse.widgets.headless import HeadlessFrontend
+
+WHY = ("This pipeline (StableDiffusionPAGPipeline) gives only the noisy latent x_t at each step: x0, what-if, "
+       "branching and live guidance need a family nbdiffuse knows (SD, SDXL, SD3, Flux, PixArt).")
+
+
+@pytest.fixture
+def generic_explorer(pag_pipe):
+    before = set(threading.enumerate())
+    ex = Explorer(pag_pipe, steps=6)
+    fe = HeadlessFrontend(ex)
+    yield ex, fe
+    ex.close()
+    fe.close()
+    # tqdm's monitor is one process-wide daemon that tqdm starts itself, not the widget's
+    left = [th for th in threading.enumerate() if th not in before and th.is_alive() and th.name != "tqdm_monitor"]
+    assert not left, f"threads left behind: {left}"
+
+
+def test_the_widget_says_what_it_cannot_do_and_why(generic_explorer):
+    ex, fe = generic_explorer
+    caps = fe.state["capabilities"]
+    assert caps["x0"] is False and caps["what_if"] is False and caps["branch"] is False
+    assert caps["live_guidance"] is False and caps["previews"] is True
+    assert fe.state["capabilities_note"] == WHY
+    assert fe.state["view"] == "xt"  # the only view this pipeline has
+    assert fe.state["image_size"] == [16, 16] and fe.state["guidance"] == 7.5  # the pipeline's own defaults
+
+
+def test_generate_streams_live_xt_frames_and_keeps_every_step(generic_explorer, pag_pipe):
+    ex, fe = generic_explorer
+    fe.click("generate")
+    assert ex.wait(120)
+    assert fe.state["status"] == "done" and fe.state["error"] == ""
+    assert fe.state["n_steps"] == 6 and len(fe.state["frames_xt"]) == 6
+    assert all(frame[:2] == b"\xff\xd8" for frame in fe.state["frames_xt"])  # JPEG x_t per step
+    assert fe.state["frames_x0"] == [b""] * 6  # no x0 to show
+    assert list(fe.state["full_frames"]) == ["5:xt"]
+    assert fe.frames, "no live frame was sent"
+    for content, buffers in fe.customs:
+        if content.get("type") == "frame":
+            assert buffers[0] == b"" and buffers[1][:2] == b"\xff\xd8"
+    traj = ex.trajectory
+    generator = torch.Generator("cpu").manual_seed(traj.params["seed"])
+    own = pag_pipe(prompt=traj.params["prompt"], num_inference_steps=6, guidance_scale=7.5, generator=generator,
+                   output_type="latent").images[0]
+    assert torch.equal(traj[-1].latents, own)
+    assert ex.runs and ex.run_thumbs[0][:2] == b"\xff\xd8"  # the run tree shows its last x_t
+
+
+def test_what_if_branch_and_continue_are_refused_in_the_widget(generic_explorer):
+    ex, fe = generic_explorer
+    ex.generate(steps=3)
+    assert ex.wait(120)
+    with pytest.raises(ValueError, match="a what-if needs a family"):
+        ex.what_if(3.0)
+    with pytest.raises(ValueError, match="branching needs a family"):
+        ex.branch(0)
+    for message in ({"type": "whatif", "run": ex.run_id, "k": 1, "g": 3.0},
+                    {"type": "branch", "k": 0}, {"type": "continue", "k": 0, "g": 3.0}):
+        fe.send(message)  # what a browser with old front-end code might still send
+        assert "needs a family nbdiffuse knows" in ex.error
+    assert len(ex.history) == 1
+
+
+def test_guidance_changes_mid_run_do_not_steer_it(generic_explorer, wait_for):
+    ex, fe = generic_explorer
+    ex.generate(steps=200, guidance=2.0)
+    wait_for(lambda: ex.trajectory is not None and len(ex.trajectory) >= 2, 60, "two steps")
+    fe.set(guidance=5.0)  # the browser disables the slider during a run; the kernel ignores it too
+    n = len(ex.trajectory)
+    wait_for(lambda: len(ex.trajectory) >= min(n + 3, 200), 60, "three more steps")
+    ex.stop()
+    assert ex.wait(120)
+    assert set(ex.trajectory.guidances) == {2.0} and ex.error == ""
+
+
+def test_stop_keeps_the_steps_done(generic_explorer, wait_for):
+    ex, fe = generic_explorer
+    ex.generate(steps=200)
+    wait_for(lambda: ex.trajectory is not None and len(ex.trajectory) >= 2, 60, "two steps")
+    fe.click("stop")
+    assert ex.wait(120)
+    n = len(ex.trajectory)
+    assert fe.state["status"] == "stopped" and 2 <= n < 200 and fe.state["n_steps"] == n
+    assert len(fe.state["frames_xt"]) == n
+
+
+def test_exports_and_workshop_mode_of_a_generic_run(generic_explorer, tmp_path):
+    ex, fe = generic_explorer
+    ex.generate(steps=3)
+    assert ex.wait(120)
+    png = ex.export("png", tmp_path / "a.png")
+    gif = ex.export("gif", tmp_path / "a.gif")
+    saved = ex.export("nbd", tmp_path / "a.nbd")
+    assert png.stat().st_size and gif.stat().st_size
+    shop = Explorer.from_files([saved])
+    try:
+        fe2 = HeadlessFrontend(shop)
+        assert fe2.state["capabilities"]["x0"] is False and "x_t" in fe2.state["capabilities_note"]
+        assert len(fe2.state["frames_xt"]) == 3
+        fe2.close()
+    finally:
+        shop.close()
+
+
+def test_a_known_family_keeps_every_capability(pipe):
+    ex = Explorer(pipe, steps=3)
+    try:
+        assert all(ex.capabilities.values()) and ex.capabilities_note == "" and ex.view == "both"
+    finally:
+        ex.close()
