@@ -1,0 +1,59 @@
+"""A pipeline nbdiffuse has no family for (StableDiffusionPAGPipeline) in JupyterLab: x_t live, the rest says why not.
+
+The Explorer runs it through callback_on_step_end: the noisy latent every step, the counter to
+N / N, and the x0 view, what-if and branching disabled with the reason shown.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from test_browser_lab import wait_for_kernel
+
+pytestmark = pytest.mark.browser
+
+STEPS = 8
+CELLS = [
+    "import torch\nimport nbdiffuse as nbd\nfrom nbdiffuse.testing import tiny_pag_pipeline\n"
+    "torch.set_num_threads(1)\npipe = tiny_pag_pipeline()",
+    f"ex = nbd.Explorer(pipe, steps={STEPS}, guidance=5.0)\nex",
+]
+
+
+@pytest.fixture
+def generic_notebook(lab_server):
+    cells = [{"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None}
+             for src in CELLS]
+    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (lab_server.root / "generic.ipynb").write_text(json.dumps(nb))
+    yield "generic.ipynb"
+    for session in lab_server.api("GET", "/api/sessions") or []:  # leave no kernel of ours running
+        if session.get("path") == "generic.ipynb":
+            lab_server.api("DELETE", f"/api/sessions/{session['id']}")
+
+
+def test_a_pipeline_without_a_family_shows_x_t_and_says_what_it_cannot_do(lab_server, page, explorer_page,
+                                                                         generic_notebook, screenshots):
+    page.goto(f"{lab_server.url}/lab/workspaces/nbd-generic/tree/{generic_notebook}")
+    wait_for_kernel(page)
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+    ex = explorer_page(page).wait_visible()
+    note = ex.root.locator(".nbd-capnote")
+    note.wait_for(state="visible", timeout=120_000)
+    assert "gives only the noisy latent x_t" in note.text_content()
+    wait_for_kernel(page)
+    ex.watch_frames()
+    ex.click("Generate")
+    ex.wait_count(f"step {STEPS} / {STEPS}")
+    ex.wait_count("done")
+    xt = ex.root.locator("canvas[data-view='xt']")
+    assert xt.is_visible() and not ex.root.locator("canvas[data-view='x0']").is_visible()
+    assert ex.root.get_by_role("button", name="Show x0").is_disabled()
+    assert ex.root.get_by_role("button", name="Branch here").is_disabled()
+    ex.press_on_slider("Home")
+    assert ex.position() == f"1 / {STEPS}"
+    ex.screenshot(screenshots / "generic_done.png")
