@@ -91,8 +91,9 @@ def _script_json(value: Any) -> str:
 def write_html(traj, path: Any, decoder: str = "approx", size: int = 256) -> None:
     """A self-contained page (no server, no network): x0 and x_t frames, a scrubber, guidance, parameters."""
     steps = _steps_range(traj, None, None)
+    views = ("x0", "xt") if traj.has_x0 else ("xt",)  # a pipeline without a family gives x_t only
     frames = {view: [_data_uri(traj.image(k, view=view, decoder=decoder, size=size)) for k in steps]
-              for view in ("x0", "xt")}
+              for view in views}
     data = {"frames": frames, "guidance": traj.guidances, "timesteps": [s.timestep for s in traj],
             "total": traj.total_steps}
     rows = "\n".join(f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(_show(value))}</td></tr>"
@@ -136,7 +137,8 @@ _PAGE = """<!doctype html>
  const scrub = document.getElementById("scrub"), label = document.getElementById("label");
  function show() {{
    const k = Number(scrub.value);
-   document.getElementById("x0").src = data.frames.x0[k];
+   if (data.frames.x0) document.getElementById("x0").src = data.frames.x0[k];
+   else document.getElementById("x0").parentElement.hidden = true;
    document.getElementById("xt").src = data.frames.xt[k];
    label.textContent = "step " + (k + 1) + " / " + data.total + ", guidance " + data.guidance[k];
  }}

@@ -206,11 +206,11 @@ def describe_change(traj: Any, parent: Any | None) -> str:
         return f"branch at {where} (parent not loaded or dropped)"
     q = parent.params
     parts = []
-    for key, label in (("prompt", "prompt"), ("negative_prompt", "negative"), ("seed", "seed"),
+    for key, label in (("model", "model"), ("prompt", "prompt"), ("negative_prompt", "negative"), ("seed", "seed"),
                        ("scheduler", "scheduler"), ("steps", "steps")):
         if p.get(key) != q.get(key):
             old, new = q.get(key), p.get(key)
-            parts.append(f"{label} {_short(old)!s} → {_short(new)!s}" if key in ("prompt", "negative_prompt")
+            parts.append(f"{label} {_short(old)!s} → {_short(new)!s}" if key in ("model", "prompt", "negative_prompt")
                          else f"{label} {old} → {new}")
     k = (at or 0) + 1
     new_g = p["guidance"][k] if k < len(p["guidance"]) else None

@@ -156,3 +156,10 @@ def test_pipeline_scheduler_is_put_back_and_scheduler_names_work(pag_pipe):
     traj = nbd.trace(pag_pipe, PROMPT, steps=3, seed=0, scheduler="dpmpp_2m")
     assert pag_pipe.scheduler is own and "step" not in vars(own)
     assert traj.params["scheduler_class"] == "DPMSolverMultistepScheduler" and len(traj) == 3
+
+
+def test_html_export_of_an_x_t_only_run(pag_pipe, tmp_path):
+    traj = nbd.trace(pag_pipe, "a red circle", steps=3, guidance=5.0, seed=0)
+    traj.to_html(tmp_path / "run.html")
+    page = (tmp_path / "run.html").read_text()
+    assert '"xt": [' in page and '"x0": [' not in page and "parentElement.hidden = true" in page
