@@ -33,6 +33,8 @@ import weakref
 from collections import OrderedDict
 from typing import Any
 
+from .prompts import TOKENIZER_LOCK
+
 MAX_ENTRIES = 4  # per pipeline; an SD3 encoding (T5 + two CLIPs, and their batched copy) is ~10 MB
 
 _caches: "weakref.WeakKeyDictionary[Any, OrderedDict]" = weakref.WeakKeyDictionary()
@@ -46,7 +48,8 @@ def encode(family: Any, prompt: str, negative_prompt: str, size: tuple[int, int]
     state = _text_state(family)
     if state is _UNCACHEABLE:
         clear(pipe)
-        return family.encode(prompt, negative_prompt, size)
+        with TOKENIZER_LOCK:
+            return family.encode(prompt, negative_prompt, size)
     key = (family.name, prompt, negative_prompt, tuple(size) if size is not None else None)
     with _guard:
         try:
@@ -57,7 +60,8 @@ def encode(family: Any, prompt: str, negative_prompt: str, size: tuple[int, int]
         if found is not None and found[0] == state:
             entries.move_to_end(key)
             return found[1]
-    cond = family.encode(prompt, negative_prompt, size)
+    with TOKENIZER_LOCK:
+        cond = family.encode(prompt, negative_prompt, size)
     if entries is not None:
         with _guard:
             entries[key] = (state, cond)

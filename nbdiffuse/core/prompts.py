@@ -6,7 +6,15 @@ because their byte-level tokens were never trained and would only add noise.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
+
+# Fast (Rust) tokenizers keep their padding and truncation settings on the shared tokenizer
+# object, and every call sets them anew: two threads tokenizing at once can run with each
+# other's settings (an unpadded negative prompt: "Sizes of tensors must match ... Expected size
+# 2 but got size 77"). Every tokenizer call nbdiffuse makes, and every prompt encoding, holds
+# this lock; encodings take milliseconds, so nobody waits long.
+TOKENIZER_LOCK = threading.RLock()
 
 
 def is_shapes_model(pipe: Any) -> bool:
@@ -42,12 +50,13 @@ def _truncation(pipe: Any, text: str, name: str) -> list[str]:
     for reader, tokenizer, limit in readers:
         if not 0 < limit < 100_000:
             continue
-        ids = tokenizer(text, truncation=False, add_special_tokens=True).input_ids
-        if len(ids) <= limit:
-            continue
-        special = len(ids) - len(tokenizer(text, truncation=False, add_special_tokens=False).input_ids)
-        content = tokenizer(text, truncation=False, add_special_tokens=False).input_ids[:limit - special]
-        kept = tokenizer.decode(content, skip_special_tokens=True).strip()
+        with TOKENIZER_LOCK:
+            ids = tokenizer(text, truncation=False, add_special_tokens=True).input_ids
+            if len(ids) <= limit:
+                continue
+            content = tokenizer(text, truncation=False, add_special_tokens=False).input_ids
+            special = len(ids) - len(content)
+            kept = tokenizer.decode(content[:limit - special], skip_special_tokens=True).strip()
         dropped = text[len(kept):].strip() if text.startswith(kept) else ""
         tail = f"; dropped: {dropped[:80]!r}" if dropped else ""
         notices.append(f"{name} is {len(ids)} tokens but {reader} reads {limit}: it was truncated{tail}")

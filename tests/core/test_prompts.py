@@ -30,3 +30,39 @@ def test_truncation_notices_name_the_encoder_that_cuts(flux_pipe, pixart_pipe):
     assert any("T5 reads 300" in n and "truncated" in n for n in pixart.notices)
     short = prepare(pixart_pipe, "a red circle", steps=2)
     assert short.notices == []
+
+
+def test_tokenizer_calls_from_two_threads_never_interleave(sd_pipe):
+    # Fast tokenizers keep padding/truncation settings on the shared object: prompt checks (the
+    # kernel's thread) and encodings (a run's thread) take turns on one lock.
+    import threading
+
+    from nbdiffuse.core import encode_cache
+    from nbdiffuse.core.prompts import TOKENIZER_LOCK
+
+    encode_cache.clear(sd_pipe)
+    done = threading.Event()
+    long = "a red circle " * 40
+
+    def check():
+        prepare(sd_pipe, long, steps=2)
+        done.set()
+
+    with TOKENIZER_LOCK:
+        worker = threading.Thread(target=check, daemon=True)
+        worker.start()
+        assert not done.wait(0.5)  # waits for the lock: a run's encoding holds it
+    assert done.wait(30)
+    encoded = []
+    original = sd_pipe.encode_prompt
+
+    def watching(*args, **kwargs):
+        encoded.append(TOKENIZER_LOCK._is_owned())
+        return original(*args, **kwargs)
+
+    sd_pipe.encode_prompt = watching
+    try:
+        nbd.trace(sd_pipe, "a blue square", steps=1)
+    finally:
+        del sd_pipe.encode_prompt
+    assert encoded == [True]
