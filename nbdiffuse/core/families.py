@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +47,7 @@ class StableDiffusionFamily:
     # every component (~3 ms a look-up on the shapes model, more on large ones).
     @functools.cached_property
     def device(self) -> torch.device:
-        return self.pipe._execution_device
+        return _placement(self.pipe, self.denoiser)[0]
 
     @property
     def denoiser(self) -> Any:
@@ -54,7 +55,7 @@ class StableDiffusionFamily:
 
     @functools.cached_property
     def dtype(self) -> torch.dtype:
-        return self.denoiser.dtype
+        return _placement(self.pipe, self.denoiser)[1]
 
     @property
     def vae_factor(self) -> int:
@@ -211,6 +212,32 @@ def _families() -> list[tuple[type, type]]:
 
 def supported_pipelines() -> list[str]:
     return [pipe_cls.__name__ for pipe_cls, _ in _families()]
+
+
+_placements: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _placement(pipe: Any, denoiser: Any) -> tuple[torch.device, torch.dtype]:
+    """pipe._execution_device and the denoiser's dtype, looked up again only when what decides
+    them changed: the denoiser, its first parameter's device and dtype, offload hooks (accelerate's
+    or diffusers' own) and the pipeline's model-offload settings. The look-up walks every module
+    of every component (~10 ms on the shapes model): without this, every run and branch paid it."""
+    param = next(denoiser.parameters(), None)
+    key = (id(denoiser), None if param is None else (param.device, param.dtype),
+           getattr(denoiser, "_hf_hook", None) is not None, getattr(denoiser, "_diffusers_hook", None) is not None,
+           getattr(pipe, "_offload_gpu_id", None), str(getattr(pipe, "_offload_device", None)))
+    try:
+        found = _placements.get(pipe)
+    except TypeError:  # not weakly referenceable: look up every time
+        found = None
+    if found is not None and found[0] == key:
+        return found[1], found[2]
+    device, dtype = pipe._execution_device, denoiser.dtype
+    try:
+        _placements[pipe] = (key, device, dtype)
+    except TypeError:
+        pass
+    return device, dtype
 
 
 def family_for(pipe: Any) -> StableDiffusionFamily:

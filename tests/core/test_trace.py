@@ -250,3 +250,17 @@ def test_sd3_with_dynamic_shifting_runs_heun_too(sd3_pipe):
     finally:
         sd3_pipe.scheduler = original
     assert len(euler) == len(heun) == 3 and heun.params["scheduler_class"] == "FlowMatchHeunDiscreteScheduler"
+
+
+def test_device_and_dtype_follow_the_pipeline_when_it_changes():
+    # nbdiffuse remembers a pipeline's device and dtype (diffusers' look-up walks every module),
+    # and looks again when the model is converted, as a later run must run in the new dtype.
+    from nbdiffuse.core.families import family_for
+    from nbdiffuse.testing import tiny_sd_pipeline
+
+    pipe = tiny_sd_pipeline()
+    assert family_for(pipe).dtype == torch.float32
+    assert nbd.trace(pipe, "a red circle", steps=1)[0].latents.dtype == torch.float32
+    pipe.to(dtype=torch.bfloat16)
+    assert family_for(pipe).dtype == torch.bfloat16 and family_for(pipe).device.type == "cpu"
+    assert nbd.trace(pipe, "a red circle", steps=1).initial_latents.dtype == torch.bfloat16
