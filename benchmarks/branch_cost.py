@@ -25,17 +25,15 @@
 
 2. A what-if frame (x0 at step k re-weighed with another guidance, approx-decoded): goal <= 20 ms on CPU.
 
-Measured (embedded shapes model, 30 steps, 1 thread, 2 slow CPU cores shared with other jobs,
-~26 ms a step):
-- dpmpp_2m, branch at k = 7 / 15 / 22: fixed cost 7-9 ms (was 30-60 ms: text encoding, three
-  more device look-ups, the whole replay, the schedule planned twice); implied ratio
-  0.99 / 1.00 / 1.02 in each of 4 runs (7 rounds each, load ~1.5); measured ratios of those runs
-  0.98-1.04 / 0.96-1.04 / 1.00-1.11, median 0.99 / 1.00 / 1.03 (under load 3-5 single runs
-  ranged 0.87-1.39). Before these changes: 0.994 / 1.020 / 1.133.
-- samplers replayed from step 0 pay ~0.4 ms (euler_a) to ~0.75 ms (unipc) per replayed step:
-  implied ratio at k=22 about 1.045 (euler_a) and 1.11 (unipc, over the goal); at k <= 15 they
-  are within it.
-- what-if frame: ~0.2-0.4 ms.
+Measured (embedded shapes model, 30 steps, 1 thread, 2 slow CPU cores, ~25 ms a step, 2026-11-23):
+- dpmpp_2m, branch at k = 7 / 15 / 22: fixed cost ~2 ms (was 30-60 ms: text encoding, device
+  look-ups that walk every module, the whole replay, the schedule planned twice); implied ratio
+  1.001 / 1.003 / 1.008; measured ratios (7 rounds, quiet machine) 1.00 / 0.96 / 0.97.
+  Before these changes: 0.994 / 1.020 / 1.133.
+- samplers replayed from step 0 pay ~0.4 ms (euler_a) to ~0.75 ms (unipc) per replayed step,
+  so near the end of a run UniPC's branch costs up to ~5-10% over its share (measured before the
+  device look-ups went: implied 1.045 for euler_a and 1.11 for unipc at k=22).
+- what-if frame: ~0.2 ms.
 
     python benchmarks/branch_cost.py [--model FOLDER_OR_HUB_ID] [--steps 30] [--rounds 7]
                                      [--scheduler dpmpp_2m] [--at 7,15,22] [--threads 1]
