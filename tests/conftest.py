@@ -1,4 +1,5 @@
 import os
+import threading
 
 import pytest
 import torch
@@ -103,32 +104,38 @@ def model_calls():
         counter.close()
 
 
-class UNetCalls:
-    """Counts forward calls of a pipeline's UNet through a real forward hook."""
+@pytest.fixture
+def open_explorer():
+    """open_explorer(pipe, ignore_threads=(), **defaults) -> (Explorer, HeadlessFrontend) that acks
+    like explorer.js; all closed afterwards, and no thread of theirs may be left (names in
+    ignore_threads aside)."""
+    from polling import new_threads
 
-    def __init__(self, pipe):
-        self.count = 0
-        self._handle = pipe.unet.register_forward_hook(self._hook)
+    from nbdiffuse.widgets import Explorer
+    from nbdiffuse.widgets.headless import HeadlessFrontend
 
-    def _hook(self, *args):
-        self.count += 1
+    before = set(threading.enumerate())
+    made, ignore = [], set()
 
-    def close(self):
-        self._handle.remove()
+    def make(pipe, ignore_threads=(), **defaults):
+        ignore.update(ignore_threads)
+        ex = Explorer(pipe, **defaults)
+        fe = HeadlessFrontend(ex)
+        made.append((ex, fe))
+        return ex, fe
+
+    yield make
+    for ex, fe in made:
+        ex.close()
+        fe.close()
+    left = new_threads(before, ignore)
+    assert not left, f"threads left behind: {left}"
 
 
 @pytest.fixture
-def unet_calls():
-    made = []
-
-    def attach(pipe):
-        counter = UNetCalls(pipe)
-        made.append(counter)
-        return counter
-
-    yield attach
-    for counter in made:
-        counter.close()
+def unet_calls(model_calls):
+    """unet_calls(pipe) -> a counter of that pipeline's UNet calls."""
+    return lambda pipe: model_calls(pipe.unet)
 
 
 @pytest.fixture

@@ -191,12 +191,9 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def page(browser, request):
-    context = browser.new_context(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    console: list[str] = []
-    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
-    page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+    from lab_driver import new_page
+
+    context, page, console = new_page(browser)
     yield page
     report = getattr(request.node, "report_call", None)
     if report is not None and report.failed:

@@ -8,7 +8,7 @@ import re
 import pytest
 from PIL import Image
 
-from test_browser_lab import wait_for_kernel
+from lab_driver import end_sessions, open_and_run_all, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -27,25 +27,8 @@ CELLS = [
 ]
 
 
-def write_notebook(root: pathlib.Path) -> str:
-    cells = [{"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None}
-             for src in CELLS]
-    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-          "nbformat": 4, "nbformat_minor": 5}
-    (root / "explore.ipynb").write_text(json.dumps(nb))
-    return "explore.ipynb"
-
-
 def unet_calls(page) -> int:
     return int(page.locator(".unet-calls").first.text_content().strip() or 0)
-
-
-def open_and_run_all(page, server, path):
-    # A workspace of its own: the other Lab tests share the server and must not find this tab open.
-    page.goto(f"{server.url}/lab/workspaces/nbd-explore/tree/{path}")
-    wait_for_kernel(page)
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
 
 
 def set_theme(page, name):
@@ -56,7 +39,7 @@ def set_theme(page, name):
 
 @pytest.fixture
 def explore_notebook(lab_server, page):
-    path = write_notebook(lab_server.root)
+    path = write_notebook(lab_server.root, "explore.ipynb", CELLS)
     yield path
     # Leave the shared server as found: light theme (a saved setting) and no kernel of ours running.
     try:
@@ -64,13 +47,12 @@ def explore_notebook(lab_server, page):
             set_theme(page, "JupyterLab Light")
             page.wait_for_function("() => document.body.dataset.jpThemeLight === 'true'")
     finally:
-        for session in lab_server.api("GET", "/api/sessions") or []:
-            if session.get("path") == path:
-                lab_server.api("DELETE", f"/api/sessions/{session['id']}")
+        end_sessions(lab_server, path)
 
 
 def test_what_if_branch_compare_and_html_export(lab_server, page, explorer_page, screenshots, browser, explore_notebook):
-    open_and_run_all(page, lab_server, explore_notebook)
+    # A workspace of its own: the other Lab tests share the server and must not find this tab open.
+    open_and_run_all(page, lab_server, explore_notebook, workspace="nbd-explore")
     ex = explorer_page(page).wait_visible()
     ex.wait_count(f"step {STEPS} / {STEPS}")
     ex.wait_count("done")

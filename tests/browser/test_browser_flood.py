@@ -10,12 +10,11 @@ one after another; each must end with its final frame painted and the counter at
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import pytest
 
-from test_browser_lab import wait_for_kernel
+from lab_driver import end_sessions, open_and_run_all, wait_for_kernel, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -41,23 +40,12 @@ CELLS = [
 ]
 
 
-def write_notebook(root) -> str:
-    cells = [{"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None}
-             for src in CELLS]
-    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-          "nbformat": 4, "nbformat_minor": 5}
-    (root / "flood.ipynb").write_text(json.dumps(nb))
-    return "flood.ipynb"
-
-
 @pytest.fixture
 def flood_notebook(lab_server):
-    path = write_notebook(lab_server.root)
+    path = write_notebook(lab_server.root, "flood.ipynb", CELLS)
     (lab_server.root / "flood_log.json").unlink(missing_ok=True)
     yield path
-    for session in lab_server.api("GET", "/api/sessions") or []:  # leave no kernel of ours running
-        if session.get("path") == path:
-            lab_server.api("DELETE", f"/api/sessions/{session['id']}")
+    end_sessions(lab_server, path)
 
 
 def busiest_second(times: list[float]) -> int:
@@ -108,10 +96,7 @@ def set_seed(ex, seed: int):
 
 def test_flood_of_steps_stays_under_30_messages_a_second(lab_server, page, explorer_page, flood_notebook, metric):
     # A workspace of its own: the other Lab tests share the server and must not find this tab open.
-    page.goto(f"{lab_server.url}/lab/workspaces/nbd-flood/tree/{flood_notebook}")
-    wait_for_kernel(page)
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+    open_and_run_all(page, lab_server, flood_notebook, workspace="nbd-flood")
     ex = explorer_page(page).wait_visible()
     page.locator(".jp-OutputArea-output", has_text="counting").wait_for(timeout=180_000)
     wait_for_kernel(page)  # every cell ran: the kernel is idle, so it handles the browser's acks

@@ -5,12 +5,10 @@ N / N, and the x0 view, what-if and branching disabled with the reason shown.
 """
 from __future__ import annotations
 
-import json
-import re
 
 import pytest
 
-from test_browser_lab import wait_for_kernel
+from lab_driver import end_sessions, open_and_run_all, wait_for_kernel, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -24,23 +22,14 @@ CELLS = [
 
 @pytest.fixture
 def generic_notebook(lab_server):
-    cells = [{"cell_type": "code", "metadata": {}, "source": src, "outputs": [], "execution_count": None}
-             for src in CELLS]
-    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-          "nbformat": 4, "nbformat_minor": 5}
-    (lab_server.root / "generic.ipynb").write_text(json.dumps(nb))
-    yield "generic.ipynb"
-    for session in lab_server.api("GET", "/api/sessions") or []:  # leave no kernel of ours running
-        if session.get("path") == "generic.ipynb":
-            lab_server.api("DELETE", f"/api/sessions/{session['id']}")
+    path = write_notebook(lab_server.root, "generic.ipynb", CELLS)
+    yield path
+    end_sessions(lab_server, path)
 
 
 def test_a_pipeline_without_a_family_shows_x_t_and_says_what_it_cannot_do(lab_server, page, explorer_page,
                                                                          generic_notebook, screenshots):
-    page.goto(f"{lab_server.url}/lab/workspaces/nbd-generic/tree/{generic_notebook}")
-    wait_for_kernel(page)
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+    open_and_run_all(page, lab_server, generic_notebook, workspace="nbd-generic")
     ex = explorer_page(page).wait_visible()
     note = ex.root.locator(".nbd-capnote")
     note.wait_for(state="visible", timeout=120_000)

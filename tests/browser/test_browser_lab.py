@@ -6,25 +6,11 @@ import re
 
 import pytest
 
+from lab_driver import open_and_run_all, wait_for_kernel
+
 pytestmark = pytest.mark.browser
 
 LONG = 120  # steps of the watched run: long enough to see it form and to steer it mid-run
-
-
-def open_and_run_all(page, server, path="quickstart.ipynb"):
-    page.goto(f"{server.url}/lab/tree/{path}")
-    wait_for_kernel(page)
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
-
-
-def wait_for_kernel(page, timeout=120_000):
-    # The indicator says "idle" before a kernel exists ("No Kernel"): wait for a named, idle one.
-    page.wait_for_function(
-        "() => { const name = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Toolbar-kernelName');"
-        " const state = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator');"
-        " return name && state && !/No Kernel|Connecting/.test(name.textContent)"
-        " && state.getAttribute('data-status') === 'idle'; }", timeout=timeout)
 
 
 def save_notebook(page):
@@ -33,7 +19,7 @@ def save_notebook(page):
 
 
 def test_lab_live_run_scrub_guidance_and_stop(lab_server, page, explorer_page, screenshots, metric):
-    open_and_run_all(page, lab_server)
+    open_and_run_all(page, lab_server, "quickstart.ipynb")
     ex = explorer_page(page).wait_visible()
     ex.wait_count("step 20 / 20")  # the quickstart's own programmatic run
     ex.screenshot(screenshots / "lab_quickstart_done.png")

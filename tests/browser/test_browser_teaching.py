@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from conftest import _start as start_server  # tests/browser is on sys.path (pytest's rootdir-less import mode)
-from test_browser_lab import wait_for_kernel
+from lab_driver import new_page, open_and_run_all
 
 pytestmark = pytest.mark.browser
 
@@ -55,18 +55,8 @@ def lab(teaching_server, browser):
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in CELLS])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nbformat.write(notebook, teaching_server.root / "teaching.ipynb")
-    context = browser.new_context(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    console: list[str] = []
-    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
-    page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
-    # Its own workspace: the default one may restore other tests' notebooks, and "Run All Cells"
-    # would then run whichever notebook is active.
-    page.goto(f"{teaching_server.url}/lab/workspaces/nbd-teaching/tree/teaching.ipynb")
-    wait_for_kernel(page)
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+    context, page, console = new_page(browser)
+    open_and_run_all(page, teaching_server, "teaching.ipynb", workspace="nbd-teaching")
     try:
         # Done when the last widget shows, failed as soon as a cell shows a traceback.
         page.wait_for_function("() => document.querySelectorAll('.nbd-t-sweep').length >= 3"

@@ -15,30 +15,10 @@ from nbdiffuse.testing import tiny_sd_pipeline
 PROMPT = "small blue square at the top"
 
 
-class EncoderCalls:
-    def __init__(self, module):
-        self.count = 0
-        self._handle = module.register_forward_hook(self._hook)
-
-    def _hook(self, *args):
-        self.count += 1
-
-    def close(self):
-        self._handle.remove()
-
-
 @pytest.fixture
-def encoder_calls():
-    made = []
-
-    def attach(pipe):
-        counter = EncoderCalls(pipe.text_encoder)
-        made.append(counter)
-        return counter
-
-    yield attach
-    for counter in made:
-        counter.close()
+def encoder_calls(model_calls):
+    """encoder_calls(pipe) -> a counter of that pipeline's text-encoder calls."""
+    return lambda pipe: model_calls(pipe.text_encoder)
 
 
 @pytest.fixture

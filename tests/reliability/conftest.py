@@ -5,12 +5,10 @@ Nothing here is a mock: the pipeline is nbdiffuse.testing's tiny real StableDiff
 """
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 
-from reliability_helpers import UNetFault, new_threads
+from reliability_helpers import UNetFault
 
 torch.set_num_threads(1)
 
@@ -21,26 +19,9 @@ def pipe(sd_pipe):
 
 
 @pytest.fixture
-def explorer(pipe):
+def explorer(pipe, open_explorer):
     """make(**defaults) -> (Explorer, HeadlessFrontend); all closed afterwards, and no thread may be left."""
-    from nbdiffuse.widgets import Explorer
-    from nbdiffuse.widgets.headless import HeadlessFrontend
-
-    before = set(threading.enumerate())
-    made = []
-
-    def make(**defaults):
-        ex = Explorer(pipe, **defaults)
-        fe = HeadlessFrontend(ex)
-        made.append((ex, fe))
-        return ex, fe
-
-    yield make
-    for ex, fe in made:
-        ex.close()
-        fe.close()
-    left = new_threads(before)
-    assert not left, f"threads left behind: {left}"
+    return lambda **defaults: open_explorer(pipe, **defaults)
 
 
 @pytest.fixture

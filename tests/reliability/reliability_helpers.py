@@ -2,29 +2,16 @@
 from __future__ import annotations
 
 import threading
-import time
+
+import polling
+from polling import new_threads, started  # noqa: F401 (the reliability tests import them from here)
 
 WAIT = 120  # s for any wait: generous on a loaded 2-core machine; a failure ends the test, never hangs it
 
 
 def wait_for(condition, timeout=WAIT, what="condition"):
     """Poll until `condition()` is true; fail (never hang) after `timeout` seconds. Not a timed assert."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def started(ex, steps=1):
-    """True once the latest run has recorded `steps` steps."""
-    return lambda: ex.trajectory is not None and len(ex.trajectory) >= steps
-
-
-def new_threads(before):
-    return [th for th in threading.enumerate() if th not in before and th.is_alive()]
+    return polling.wait_for(condition, timeout, what, interval=0.005)
 
 
 class UNetFault:

@@ -46,6 +46,17 @@ def assert_next_run_works(ex, fe, steps=4, background=True):
     assert traj.params["prompt"] == "the run after the fault" and len(traj) == steps and not traj.stopped
 
 
+def assert_another_explorer_runs(pipe):
+    """The model is free: another Explorer on the same pipeline generates at once."""
+    other = Explorer(pipe, steps=8)
+    other_fe = HeadlessFrontend(other)
+    try:
+        assert_next_run_works(other, other_fe)
+    finally:
+        other.close()
+        other_fe.close()
+
+
 def test_stop_mid_run_from_the_browser_and_from_python(explorer):
     ex, fe = explorer(steps=8)
     for stop in (lambda: fe.click("stop"), ex.stop):
@@ -210,13 +221,7 @@ def test_widget_closed_mid_run_leaves_no_thread_and_frees_the_model(pipe):
         ex.generate()
     ex.close()  # a second close does nothing
     # The pipeline lock was let go: another Explorer on the same model runs at once.
-    other = Explorer(pipe, steps=8)
-    other_fe = HeadlessFrontend(other)
-    try:
-        assert_next_run_works(other, other_fe)
-    finally:
-        other.close()
-        other_fe.close()
+    assert_another_explorer_runs(pipe)
     assert new_threads(before) == []
 
 
@@ -260,13 +265,7 @@ def test_front_end_gone_and_explorer_dropped_mid_run(pipe, monkeypatch):
     old = ref()
     assert old is not None and old.status == "done" and len(old.trajectory) == 60 and lost
     # The model is free: a new Explorer (the cell run again) generates at once.
-    new = Explorer(pipe, steps=8)
-    new_fe = HeadlessFrontend(new)
-    try:
-        assert_next_run_works(new, new_fe)
-    finally:
-        new.close()
-        new_fe.close()
+    assert_another_explorer_runs(pipe)
     old.close()
     assert new_threads(before) == []
 

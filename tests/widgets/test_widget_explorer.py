@@ -8,17 +8,13 @@ import threading
 import pytest
 import torch
 from PIL import Image
+from polling import started
 
 from nbdiffuse.frames import mime_type
 from nbdiffuse.widgets import Explorer
 from nbdiffuse.widgets.headless import HeadlessFrontend
 
 WIDGETS = pathlib.Path(__file__).resolve().parents[2] / "nbdiffuse" / "widgets"
-
-
-def started(ex, steps=1):
-    """True once the latest run has recorded `steps` steps."""
-    return lambda: ex.trajectory is not None and len(ex.trajectory) >= steps
 
 
 def test_defaults_suit_the_model_and_are_checked(pipe):

@@ -2,7 +2,6 @@
 x0, what-if, branching and live guidance off, with one line saying why. No browser: a HeadlessFrontend."""
 from __future__ import annotations
 
-import threading
 
 import pytest
 import torch
@@ -16,16 +15,9 @@ WHY = ("This pipeline (StableDiffusionPAGPipeline) gives only the noisy latent x
 
 
 @pytest.fixture
-def generic_explorer(pag_pipe):
-    before = set(threading.enumerate())
-    ex = Explorer(pag_pipe, steps=6)
-    fe = HeadlessFrontend(ex)
-    yield ex, fe
-    ex.close()
-    fe.close()
+def generic_explorer(pag_pipe, open_explorer):
     # tqdm's monitor is one process-wide daemon that tqdm starts itself, not the widget's
-    left = [th for th in threading.enumerate() if th not in before and th.is_alive() and th.name != "tqdm_monitor"]
-    assert not left, f"threads left behind: {left}"
+    return open_explorer(pag_pipe, ignore_threads=("tqdm_monitor",), steps=6)
 
 
 def test_the_widget_says_what_it_cannot_do_and_why(generic_explorer):

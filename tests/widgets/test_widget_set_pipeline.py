@@ -1,7 +1,6 @@
 """ex.set_pipeline(...): swap the model and keep the history; LoRA scale changes between Explorer runs."""
 from __future__ import annotations
 
-import threading
 
 import pytest
 import torch
@@ -19,26 +18,6 @@ def folders(tmp_path_factory):
     for seed in (0, 1):
         tiny_sd_pipeline(seed=seed).save_pretrained(root / f"sd-{seed}", safe_serialization=True)
     return root / "sd-0", root / "sd-1"
-
-
-@pytest.fixture
-def open_explorer():
-    """open_explorer(pipe, **defaults) -> (ex, fe); closed afterwards, no thread left behind."""
-    made = []
-    before = set(threading.enumerate())
-
-    def make(pipe, **defaults):
-        ex = Explorer(pipe, **defaults)
-        fe = HeadlessFrontend(ex)
-        made.append((ex, fe))
-        return ex, fe
-
-    yield make
-    for ex, fe in made:
-        ex.close()
-        fe.close()
-    left = [th for th in threading.enumerate() if th not in before and th.is_alive()]
-    assert not left, f"threads left behind: {left}"
 
 
 def test_swap_to_another_checkpoint_keeps_history_and_the_next_run_uses_it(folders, open_explorer):
