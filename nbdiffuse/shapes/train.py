@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime
 import json
 import math
@@ -34,15 +35,16 @@ import torch.nn.functional as F
 from .grammar import random_caption
 from .approx import write_shapes_approx
 from .model import PRESETS, SCHEDULER_CONFIG, Preset, build_pipeline, build_scheduler, build_text_encoder, build_unet, build_vae, get_preset
-from .render import render_pool, training_text
+from .render import render_pool
+from .text_batches import CAPTION_DROPOUT, OMIT_PROBABILITY, TextBatches
 from .tokenizer import build_tokenizer, load_tokenizer
 
-CAPTION_DROPOUT = 0.10  # share of captions replaced by "" (the unconditional prompt for CFG)
-OMIT_PROBABILITY = 0.25  # each attribute left out of a training caption with this probability
 KL_WEIGHT = 1e-7  # on the summed KL per image; just enough to keep the latent scale in check
 EDGE_WEIGHT = 1.0  # extra MSE on image gradients: shapes are all edges, plain MSE blurs them
 LOG_EVERY = 25
 SAVE_RESERVE_S = 30  # stop this long before --max-minutes is up, to leave time for saving
+FIT_AFTER = 200  # --unet-minutes: the step count is fitted to the budget after this many UNet steps,
+FIT_FROM = 100  # timed from this step on (the first steps pay for worker start-up and kernel choice)
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -279,30 +281,49 @@ def encode_pool(ctx: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(means).contiguous(), torch.cat(stds).contiguous()
 
 
+def fit_steps(state: dict, preset: Preset, minutes: float, stage_began: float, timed_steps: int, seconds: float) -> int:
+    """The UNet step count that ends the stage `minutes` after it began, at the measured speed
+    (at most the preset's count, at least the steps already made)."""
+    per_step = seconds / max(1, timed_steps)
+    left = stage_began + minutes * 60 - time.time()
+    fitted = max(state["unet_step"], min(preset.unet_steps, state["unet_step"] + int(left / per_step)))
+    state["fitted"] = {"unet_minutes": minutes, "seconds_per_step": round(per_step, 5), "unet_steps": fitted}
+    return fitted
+
+
 def train_unet(ctx: dict, deadline: Deadline, save) -> bool:
-    """Stage 2: text encoder + UNet, jointly. Returns True when finished."""
+    """Stage 2: text encoder + UNet, jointly. Returns True when finished.
+
+    With ctx["unet_minutes"], the step count (and so the learning-rate schedule, which is still
+    in its warmup then) is fitted to that budget after FIT_AFTER steps: a GPU's speed is measured,
+    not guessed. A resumed run keeps the fitted count."""
     state, preset, device = ctx["state"], ctx["preset"], ctx["device"]
-    unet, text_encoder, tokenizer = ctx["unet"], ctx["text_encoder"], ctx["tokenizer"]
+    unet, text_encoder = ctx["unet"], ctx["text_encoder"]
     optimizer, ema = ctx["optimizers"]["unet"], ctx["emas"]["unet"]
     means, stds = ctx["latent_mean"], ctx["latent_std"]
     scaling = ctx["vae"].config.scaling_factor
-    captions = ctx["pool_captions"]
     alphas_cumprod = ctx["alphas_cumprod"]
     total, seed = state["unet_steps"], state["seed"]
     parameters = list(unet.parameters()) + list(text_encoder.parameters())
     unet.train()
     text_encoder.train()
     losses, tick = [], time.time()
+    stage_began = time.time()
+    first_step = logged = state["unet_step"]
+    fit = ctx.get("unet_minutes") is not None and "fitted" not in state
+    # No host-device synchronization per step on a GPU (pinned non-blocking copies in, losses
+    # read every LOG_EVERY steps), so the host queues the next step while the GPU runs this one.
+    pinned = device.type == "cuda"
+
+    def to_device(array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        return tensor.pin_memory().to(device, non_blocking=True) if pinned else tensor.to(device)
+
     while state["unet_step"] < total:
         step = state["unet_step"]
-        rng = _rng(seed, 2, step)
-        index = rng.integers(len(captions), size=preset.batch)
-        texts = ["" if rng.random() < CAPTION_DROPOUT else training_text(captions[i], rng, OMIT_PROBABILITY) for i in index]
-        input_ids = tokenizer(
-            texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids.to(device)
+        index, ids = ctx["text_batches"].get(step)
+        input_ids, index_t = to_device(ids), to_device(index)
         generator = _torch_generator(device, seed, 2, step)
-        index_t = torch.from_numpy(index).to(device)
         shape = (preset.batch, *means.shape[1:])
         latents = (means[index_t] + stds[index_t] * torch.randn(shape, generator=generator, device=device)) * scaling
         noise = torch.randn(shape, generator=generator, device=device)
@@ -322,13 +343,24 @@ def train_unet(ctx: dict, deadline: Deadline, save) -> bool:
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         ema.update(step)
-        losses.append(loss.item())
+        losses.append(loss.detach())
         state["unet_step"] = step + 1
+        if fit and state["unet_step"] - first_step == FIT_FROM:
+            fit_began = time.time()
+        if fit and state["unet_step"] - first_step == FIT_AFTER:
+            fit = False
+            total = state["unet_steps"] = fit_steps(state, preset, ctx["unet_minutes"], stage_began,
+                                                    FIT_AFTER - FIT_FROM, time.time() - fit_began)
+            _say(f"[unet] {state['fitted']['seconds_per_step']:.4f} s/step: {total} steps fit in {ctx['unet_minutes']} min")
         if state["unet_step"] % LOG_EVERY == 0 or state["unet_step"] == total:
             elapsed = time.time() - tick
             state["seconds"]["unet"] += elapsed
-            _log(state, "unet", state["unet_step"], total, losses, elapsed / len(losses), lr)
-            losses, tick = [], time.time()
+            mean = float(torch.stack(losses).mean())
+            if not math.isfinite(mean):  # stop before a periodic save keeps poisoned weights
+                raise RuntimeError(f"the UNet loss became {mean} by step {state['unet_step']}; resume from the "
+                                   "last checkpoint (--resume), or lower the preset's lr")
+            _log(state, "unet", state["unet_step"], total, [mean], elapsed / (state["unet_step"] - logged), lr)
+            losses, tick, logged = [], time.time(), state["unet_step"]
             save(periodic=True)
         if deadline.passed():
             break
@@ -402,6 +434,9 @@ def write_report(out: Path, state: dict):
         f"- text encoder + UNet: {state['unet_step']}/{state['unet_steps']} steps in {seconds['unet'] / 60:.1f} min"
         + (f" ({seconds['unet'] / max(1, state['unet_step']):.3f} s/step)" if state["unet_step"] else ""),
         f"- latent scaling_factor: {state.get('scaling_factor')}",
+        *([f"- started from (--init): {state['init']['folder']}, trained with preset {state['init'].get('preset')}, "
+           f"{state['init'].get('unet_steps')} UNet steps"] if state.get("init") else []),
+        *([f"- UNet peak learning rate: {state['lr']} (--lr)"] if state.get("lr") else []),
         f"- shipped size: {state.get('size_mb', 0):.2f} MB",
         "",
         "## Runs",
@@ -440,6 +475,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: gpu when CUDA is available, else cpu")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on the steps of each stage (smoke tests)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this long; go on with --resume")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from a model this script trained (a pipeline folder of the same preset): "
+                             "its VAE is kept, the text encoder and UNet train on")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate of the UNet stage (default: the preset's)")
+    parser.add_argument("--text-workers", type=int, default=None,
+                        help="processes making caption batches ahead (default: 0 on CPU, up to 12 on a GPU)")
+    parser.add_argument("--unet-minutes", type=float, default=None,
+                        help="fit the UNet stage's step count to this many minutes, from its measured speed")
     parser.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
@@ -451,7 +494,38 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--max-steps={args.max_steps} must be >= 1")
     if args.max_minutes is not None and args.max_minutes <= 0:
         parser.error(f"--max-minutes={args.max_minutes} must be > 0")
+    if args.lr is not None and not args.lr > 0:
+        parser.error(f"--lr={args.lr} must be > 0")
+    if args.init is not None and not (args.init / "model_index.json").exists():
+        parser.error(f"--init={args.init} is not a pipeline folder (no model_index.json)")
+    if args.init is not None and args.resume:
+        parser.error("--init starts a new run; --resume goes on with one: pass one of them")
+    if args.unet_minutes is not None and args.unet_minutes <= 0:
+        parser.error(f"--unet-minutes={args.unet_minutes} must be > 0")
     return args
+
+
+def init_record(folder: Path) -> dict:
+    """What a run started with --init started from: the folder's name and its own training record."""
+    record = {"folder": folder.name}
+    report = folder / "training.json"
+    if report.exists():
+        trained = json.loads(report.read_text())
+        record.update({k: trained.get(k) for k in ("preset", "seed", "vae_steps", "unet_steps", "adherence")})
+        record["runs"] = [run.get("started") for run in trained.get("runs", [])]
+    return record
+
+
+def load_weights(folder: Path, vae, text_encoder, unet, device: torch.device) -> None:
+    """The weights of a shapes pipeline folder, into modules built from the same preset (strict)."""
+    files = {vae: "vae/diffusion_pytorch_model.safetensors", text_encoder: "text_encoder/model.safetensors",
+             unet: "unet/diffusion_pytorch_model.safetensors"}
+    for module, name in files.items():
+        try:
+            module.load_state_dict(_load_tensors(folder / name, device))
+        except (RuntimeError, FileNotFoundError) as exc:
+            raise SystemExit(f"--init={folder}: {name} does not fit this preset's {type(module).__name__} "
+                             f"({str(exc).splitlines()[0][:200]}); pass the --preset it was trained with") from None
 
 
 def _device(name: str) -> torch.device:
@@ -477,6 +551,7 @@ def main(argv=None) -> dict:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
     out: Path = args.out
     checkpoint = Checkpoint(out / "checkpoint")
 
@@ -512,8 +587,14 @@ def main(argv=None) -> dict:
             "scheduler": SCHEDULER_CONFIG,
             "caption_dropout": CAPTION_DROPOUT,
             "omit_probability": OMIT_PROBABILITY,
+            "lr": args.lr,
         }
+        if args.init is not None:  # the VAE comes trained: no stage 1, and its latent scale is kept
+            state.update(vae_steps=0, init=init_record(args.init),
+                         scaling_factor=json.loads((args.init / "vae" / "config.json").read_text())["scaling_factor"])
     preset = get_preset(state["preset"])
+    if state.get("lr"):
+        preset = dataclasses.replace(preset, lr=state["lr"])
     run = {"argv": _portable_argv(list(sys.argv[1:] if argv is None else argv)), "started": datetime.datetime.now().isoformat(timespec="seconds"), "hardware": _hardware(device)}
     state["runs"].append(run)
     torch.manual_seed(state["seed"])
@@ -521,7 +602,11 @@ def main(argv=None) -> dict:
 
     tick = time.time()
     tokenizer_dir = checkpoint.directory / "tokenizer"
+    if args.init is not None and not (tokenizer_dir / "vocab.json").exists():
+        shutil.copytree(args.init / "tokenizer", tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir) if (tokenizer_dir / "vocab.json").exists() else build_tokenizer(tokenizer_dir)
+    if device.type == "cuda" and args.text_workers is None:
+        args.text_workers = max(1, min(12, (os.cpu_count() or 1) - 2))
     vae = build_vae(preset).to(device)
     with torch.no_grad():
         # Start the posterior std at e^-3 instead of 1: with std-1 noise on fresh latents the
@@ -529,6 +614,8 @@ def main(argv=None) -> dict:
         vae.quant_conv.bias[vae.config.latent_channels :] = -6.0
     text_encoder = build_text_encoder(preset, tokenizer).to(device)
     unet = build_unet(preset).to(device)
+    if args.init is not None:
+        load_weights(args.init, vae, text_encoder, unet, device)
     if state["scaling_factor"] is not None:
         vae.register_to_config(scaling_factor=state["scaling_factor"])
     optimizers = {
@@ -563,6 +650,7 @@ def main(argv=None) -> dict:
         "alphas_cumprod": build_scheduler().alphas_cumprod.to(device=device, dtype=torch.float32),
         # bf16 autocast on GPUs that have it; full fp32 elsewhere (CPU autocast is slower here).
         "autocast": (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else (lambda: torch.autocast("cpu", enabled=False)),
+        "unet_minutes": args.unet_minutes,
     }
     state["seconds"]["setup"] += time.time() - tick
     last_save = [time.time()]
@@ -588,7 +676,12 @@ def main(argv=None) -> dict:
     if finished and not deadline.passed():
         if "latent_mean" not in ctx:
             ctx["latent_mean"], ctx["latent_std"] = checkpoint.load_latents(device) or encode_pool(ctx)
-        finished = state["unet_step"] >= state["unet_steps"] or train_unet(ctx, deadline, save)
+        ctx["text_batches"] = TextBatches(pool_captions, tokenizer, tokenizer_dir, state["seed"], preset.batch,
+                                          workers=args.text_workers or 0)
+        try:
+            finished = state["unet_step"] >= state["unet_steps"] or train_unet(ctx, deadline, save)
+        finally:
+            ctx["text_batches"].close()
     else:
         finished = False
 

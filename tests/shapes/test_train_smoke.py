@@ -75,3 +75,21 @@ def test_resume_after_a_stop_gives_the_same_weights(trained, tmp_path, monkeypat
         got = load_file(resumed / f"{part}.safetensors")
         assert expected.keys() == got.keys()
         assert all(torch.equal(expected[k], got[k]) for k in expected), part
+
+
+def test_init_goes_on_from_a_trained_folder_with_its_vae_kept(trained, tmp_path):
+    from safetensors.torch import load_file
+
+    out, _ = trained
+    again = tmp_path / "again"
+    state = train.main(["--out", str(again), "--init", str(out), "--lr", "3e-4", *ARGS])
+    assert state["complete"] and state["vae_steps"] == 0 and state["unet_step"] == 2
+    assert state["init"]["folder"] == out.name and state["init"]["unet_steps"] == 2 and state["lr"] == 3e-4
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    before, after = load_file(out / vae), load_file(again / vae)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the VAE is kept as it was
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    assert any(not torch.equal(a, b) for a, b in zip(load_file(out / unet).values(), load_file(again / unet).values()))
+    assert "started from (--init)" in (again / "TRAINING.md").read_text()
+    with pytest.raises(SystemExit, match="pass the --preset it was trained with"):
+        train.main(["--out", str(tmp_path / "other"), "--init", str(out), "--preset", "gpu", "--max-steps", "1"])
