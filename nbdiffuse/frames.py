@@ -54,8 +54,9 @@ def encode_live(rgb: np.ndarray, quality: int = LIVE_QUALITY, max_bytes: int = L
 def encode_lossless(picture: Image.Image | np.ndarray) -> bytes:
     """PNG: the final, paused or scrubbed frame, at full-VAE quality."""
     image = picture if isinstance(picture, Image.Image) else Image.fromarray(_as_rgb(picture))
-    # Level 3 is ~3x faster than the default 6 for a few percent more bytes; it runs once per shown frame.
-    return _save(image.convert("RGB"), "PNG", compress_level=3)
+    # Level 1 is ~4x faster than the default 6 (and ~20% faster than 3) for a few percent more bytes;
+    # it runs once per shown frame, on the path of every scrub.
+    return _save(image.convert("RGB"), "PNG", compress_level=1)
 
 
 def mime_type(data: bytes) -> str:

@@ -225,7 +225,8 @@ class GenericRun(_run_base()):
         return out if out.ndim == 4 else latents
 
     def execute(self) -> Trajectory:
-        from .trace import _record, input_scale, pipe_lock
+        from .recording import copy_now
+        from .trace import input_scale, pipe_lock
 
         pipe, sched, control = self.pipe, self.scheduler, self.control
         traj = Trajectory(self.params(), initial_latents=torch.empty(0), pipe=pipe)
@@ -266,7 +267,7 @@ class GenericRun(_run_base()):
             k = state["k"]
             now = time.perf_counter()
             record = Step(index=k, timestep=float(t0), sigma=sigma, guidance=self.schedule[0],
-                          latents=_record(latents), pred_x0=None, eps_cond=None, eps_uncond=None, x0_coeff=0.0,
+                          latents=copy_now(latents), pred_x0=None, eps_cond=None, eps_uncond=None, x0_coeff=0.0,
                           xt_scale=float(scale), seconds=now - state["began"])
             traj._append(record)
             state["k"] = k + 1

@@ -27,6 +27,7 @@ from .control import RunControl
 from .families import family_for
 from .prediction import sigma_at, x0_coefficients
 from .prompts import prepare_prompt
+from .recording import StepRecorder
 from .schedulers import make_scheduler, scheduler_from_params, scheduler_name
 from .trajectory import Step, Trajectory
 from .validate import (check_callable, check_prompt, check_seed, check_size, check_steps, guidance_schedule)
@@ -212,8 +213,23 @@ class Run:
         family, sched = self.family, self.scheduler
         timesteps = sched.timesteps
         step_kwargs = scheduler_step_kwargs(sched, self.generator)
+        # Host-side copies of what each step records as numbers: reading them off the device
+        # inside the loop would make the host wait for the GPU every step (core/recording.py).
+        times = [float(t) for t in timesteps.detach().cpu()]
+        sigmas = {j: sigma_at(sched, j) for j in range(i, len(timesteps))}
+        recorder = StepRecorder(latents.device)
+        record = recorder.copy
+
+        def publish(step: Step) -> None:
+            traj._append(step)
+            if self.on_step is not None:
+                self.on_step(traj, step)
+
         try:
             while i < len(timesteps):
+                recorder.publish(publish)
+                if self.control is not None and self.control.paused:
+                    recorder.publish(publish, wait=True)  # the paused frame is the newest step
                 if self.control is not None and not self.control._wait_turn():
                     traj.stopped = True
                     break
@@ -228,9 +244,9 @@ class Run:
                     cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg, guidance=w)
                     out = uncond_out + w * (cond_out - uncond_out) if use_cfg else cond_out
                     if first is None:
-                        sigma = sigma_at(sched, i)
+                        sigma = sigmas[i]
                         a, b = x0_coefficients(sched, sigma)
-                        first = (t, sigma, b, a * x_in + b * out, cond_out, uncond_out)
+                        first = (times[i], sigma, b, a * x_in + b * out, cond_out, uncond_out)
                     else:
                         extras.append(out)
                     latents = sched.step(out, t, latents, **step_kwargs, return_dict=False)[0]
@@ -239,28 +255,27 @@ class Run:
                         break
                 t0, sigma, b, x0, cond_out, uncond_out = first
                 step = Step(
-                    index=k, timestep=float(t0), sigma=sigma, guidance=w,
-                    latents=_record(latents), pred_x0=_record(x0), eps_cond=_record(cond_out),
-                    eps_uncond=None if uncond_out is None else _record(uncond_out),
+                    index=k, timestep=t0, sigma=sigma, guidance=w,
+                    latents=record(latents), pred_x0=record(x0), eps_cond=record(cond_out),
+                    eps_uncond=None if uncond_out is None else record(uncond_out),
                     x0_coeff=float(b), xt_scale=input_scale(sched, i, latents), seconds=time.perf_counter() - began,
-                    extra_outputs=tuple(_record(e) for e in extras),
+                    extra_outputs=tuple(record(e) for e in extras),
                 )
-                traj._append(step)
+                recorder.add(step)
                 k += 1
-                if self.on_step is not None:
-                    self.on_step(traj, step)
+                recorder.publish(publish)  # at once on a CPU; on a GPU once the copies are done
+            recorder.publish(publish, wait=True)
         except BaseException as exc:  # keep what was done; the caller sees the error too
+            try:  # steps already made are kept (without on_step: the run is failing)
+                recorder.publish(traj._append, wait=True)
+            except Exception:  # e.g. the device is out of memory or lost: those copies cannot finish
+                recorder.discard()
             traj.stopped = True
             traj.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
             traj.params["guidance"] = traj.guidances + traj.params["guidance_plan"][len(traj):]
         return traj
-
-
-def _record(tensor: torch.Tensor) -> torch.Tensor:
-    """Batch row 0, copied to the CPU in the model's dtype."""
-    return tensor[0].detach().to("cpu", copy=True)
 
 
 def model_input(sched: Any, latents: torch.Tensor, t: Any) -> torch.Tensor:
@@ -270,9 +285,17 @@ def model_input(sched: Any, latents: torch.Tensor, t: Any) -> torch.Tensor:
 
 
 def input_scale(sched: Any, i: int, latents: torch.Tensor) -> float:
-    """The factor scale_model_input applies at position i (1 past the end)."""
+    """The factor scale_model_input applies at position i (1 past the end).
+
+    Worked out on a CPU tensor where the scheduler allows it (its sigmas live on the CPU, as
+    diffusers keeps them), so reading the number does not wait for the GPU."""
     if i >= len(sched.timesteps):
         return 1.0
+    if latents.device.type != "cpu":
+        try:
+            return float(model_input(sched, torch.ones(1, dtype=torch.float32), sched.timesteps[i]))
+        except RuntimeError:  # a scheduler that keeps its tables on the device
+            pass
     one = torch.ones(1, device=latents.device, dtype=torch.float32)
     return float(model_input(sched, one, sched.timesteps[i]))
 

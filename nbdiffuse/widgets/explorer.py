@@ -28,6 +28,7 @@ import traitlets as t
 from PIL import Image
 
 from ..core import RunControl, Trajectory, load_pipeline, prepare, schedulers
+from ..core.device_memory import is_out_of_memory, release_after
 from ..core.generic import adapter_for, is_generic
 from ..core.trajectory import CAPABILITIES, xt_only_reason
 from ..core.img2img import DEFAULT_STRENGTH, check_strength
@@ -884,6 +885,8 @@ class Explorer(anywidget.AnyWidget):
                     self.status = "error"
                 else:
                     self.status = "stopped" if (traj is None or traj.stopped) and n < job.run.total_steps else "done"
+        for exc in problems:  # the message is out: now free what an out-of-memory run held
+            release_after(exc)
 
     def _publish_when_held(self, job: Job, at_least: int) -> None:
         """Once the run holds (pause or single step) with `at_least` steps, show its state in full."""
@@ -1039,7 +1042,7 @@ def describe_error(exc: BaseException, step: int | None = None, total: int | Non
     """A failure in plain words, with what to try."""
     where = f" at step {step + 1} of {total}" if step is not None and total and step < total else ""
     text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
+    if is_out_of_memory(exc):
         return (f"Out of memory{where}. Try a smaller size or fewer steps, or free memory used by other "
                 f"notebooks; then press Generate again. ({type(exc).__name__}: {text.splitlines()[0][:200]})")
     if isinstance(exc, (ValueError, TypeError)) and step is None:
