@@ -1,10 +1,11 @@
 """The embedded shapes model against its bars: adherence, guidance effect, speed, diversity.
 
-    python benchmarks/shapes_model.py [--captions 200] [--steps 30] [--threads 1]
+    python benchmarks/shapes_model.py [--captions 200] [--steps 30] [--threads 1] [--grid samples.png]
 
 Prints per-attribute adherence (nbdiffuse.shapes.adherence, a geometric evaluator) at guidance 5
 and 1 on held-out random captions with 30 Euler steps, the time of one 30-step guided run end to
-end (prompt to decoded image), and how "red circle" varies over 8 seeds.
+end (prompt to decoded image), and how "red circle" varies over 8 seeds. --grid writes a picture
+of samples: 16 held-out captions at guidance 5, then "red circle" over 8 seeds.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--captions", type=int, default=200)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--grid", default=None, help="write a PNG grid of samples here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe = nbd.load_pipeline(args.model, device="cpu")
@@ -43,8 +45,14 @@ def main() -> None:
         nbd.trace(pipe, prompts[i], steps=args.steps, guidance=5.0, seed=i).image(-1, decoder="full")
         timings.append(time.perf_counter() - began)
 
-    seen = [measure(nbd.trace(pipe, "red circle", steps=args.steps, guidance=5.0, seed=s).image(-1, decoder="full"))
-            for s in range(8)]
+    red_circles = [nbd.trace(pipe, "red circle", steps=args.steps, guidance=5.0, seed=s).image(-1, decoder="full")
+                   for s in range(8)]
+    seen = [measure(image) for image in red_circles]
+    if args.grid:
+        shown = [nbd.trace(pipe, p, steps=args.steps, guidance=5.0, seed=i, scheduler="euler").image(-1, decoder="full")
+                 for i, p in enumerate(prompts[:16])]
+        write_grid(args.grid, list(zip(shown, prompts[:16])) + [(image, f"red circle, seed {s}")
+                                                                  for s, image in enumerate(red_circles)])
 
     print(f"{args.captions} held-out captions, {args.steps} Euler steps, {args.threads} thread(s), torch {torch.__version__}")
     print(f"{'attribute':12s}{'g=5':>8s}{'g=1':>8s}{'bar':>8s}")
@@ -57,6 +65,29 @@ def main() -> None:
     for attribute in ("position", "size", "background", "shape", "color"):
         values = sorted({str(getattr(m, attribute)) for m in seen})
         print(f"'red circle' over 8 seeds, distinct {attribute}: {len(values)} ({', '.join(values)})")
+
+
+def write_grid(path: str, items: list, columns: int = 8, scale: int = 2) -> None:
+    """Samples upscaled (nearest neighbour, as the Explorer shows them) with their captions beneath."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    side, text_h = 64 * scale, 38
+    rows = -(-len(items) // columns)
+    grid = Image.new("RGB", (columns * side, rows * (side + text_h)), "white")
+    draw = ImageDraw.Draw(grid)
+    font = ImageFont.load_default(size=10)
+    for n, (image, caption) in enumerate(items):
+        x, y = n % columns * side, n // columns * (side + text_h)
+        grid.paste(image.resize((side, side), Image.NEAREST), (x, y))
+        words, lines = caption.split(), [""]
+        for word in words:  # wrap to the tile's width
+            trial = f"{lines[-1]} {word}".strip()
+            if draw.textlength(trial, font=font) <= side - 4 or not lines[-1]:
+                lines[-1] = trial
+            else:
+                lines.append(word)
+        draw.multiline_text((x + 2, y + side + 1), "\n".join(lines[:3]), fill="black", font=font, spacing=1)
+    grid.save(path, optimize=True)
 
 
 if __name__ == "__main__":

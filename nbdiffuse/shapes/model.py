@@ -101,8 +101,8 @@ PRESETS: dict[str, Preset] = {
         eval_samples=16,
     ),
 }
-# The cpu architecture with a budget of about 70 minutes on one slow core: the stand-in
-# embedded model shipped until a GPU run of the "gpu" preset meets the bars.
+# The cpu architecture with a budget of about 70 minutes on one slow core: the model shipped
+# until the first GPU run of the "gpu" preset (kept to reproduce it).
 PRESETS["cpu-long"] = dataclasses.replace(PRESETS["cpu"], name="cpu-long", vae_steps=1200, unet_steps=4500,
                                           warmup=100, pool_size=8000, ema_decay=0.999, eval_samples=48)
 
