@@ -54,8 +54,8 @@ def encode_live(rgb: np.ndarray, quality: int = LIVE_QUALITY, max_bytes: int = L
 def encode_lossless(picture: Image.Image | np.ndarray) -> bytes:
     """PNG: the final, paused or scrubbed frame, at full-VAE quality."""
     image = picture if isinstance(picture, Image.Image) else Image.fromarray(_as_rgb(picture))
-    # Level 1 is ~4x faster than the default 6 (and ~20% faster than 3) for a few percent more bytes;
-    # it runs once per shown frame, on the path of every scrub.
+    # Level 1: about a fifth faster than level 3 (29 vs 36 ms for a textured 512x512 picture) for
+    # about 3% more bytes; it runs once per shown frame, on the path of every scrub.
     return _save(image.convert("RGB"), "PNG", compress_level=1)
 
 

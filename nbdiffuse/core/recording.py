@@ -55,10 +55,6 @@ class StepRecorder:
         event.record()
         return event
 
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
     def publish(self, append: Callable[[Any], None], wait: bool = False) -> None:
         """append(step) for each step whose copies are done (all of them with wait=True), oldest first."""
         while self._pending:

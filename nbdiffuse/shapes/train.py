@@ -358,7 +358,7 @@ def train_unet(ctx: dict, deadline: Deadline, save) -> bool:
             mean = float(torch.stack(losses).mean())
             if not math.isfinite(mean):  # stop before a periodic save keeps poisoned weights
                 raise RuntimeError(f"the UNet loss became {mean} by step {state['unet_step']}; resume from the "
-                                   "last checkpoint (--resume), or lower the preset's lr")
+                                   "last checkpoint (--resume), or start again with a lower --lr")
             _log(state, "unet", state["unet_step"], total, [mean], elapsed / (state["unet_step"] - logged), lr)
             losses, tick, logged = [], time.time(), state["unet_step"]
             save(periodic=True)
