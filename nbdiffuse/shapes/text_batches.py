@@ -63,13 +63,22 @@ class TextBatches:
     def get(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         if self._pool is None:
             return make_batch(self.captions, self.tokenizer, self.seed, step, self.batch)
+        self._fill(step)
+        return self._queue.popleft()[1].get()
+
+    def prefetch(self, step: int) -> None:
+        """Start making the batches from `step` on and wait for the first (workers started and fed)."""
+        if self._pool is not None:
+            self._fill(step)
+            self._queue[0][1].wait()
+
+    def _fill(self, step: int) -> None:
         while self._queue and self._queue[0][0] != step:  # a jump (not expected): drop what was made ahead
             self._queue.popleft()
         next_step = self._queue[-1][0] + 1 if self._queue else step
         while len(self._queue) < self.ahead:
             self._queue.append((next_step, self._pool.apply_async(_worker_batch, ((self.seed, next_step, self.batch),))))
             next_step += 1
-        return self._queue.popleft()[1].get()
 
     def close(self) -> None:
         if self._pool is not None:

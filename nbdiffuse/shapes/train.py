@@ -632,7 +632,9 @@ def main(argv=None) -> dict:
         checkpoint.load_ema("unet", emas["unet"], device)
 
     _say(f"rendering a pool of {state['pool_size']} images")
+    began = time.time()
     pool_captions, pool_images = render_pool(state["pool_size"], seed=state["seed"])
+    _say(f"pool rendered in {time.time() - began:.1f} s")
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     ctx = {
         "state": state,
@@ -674,10 +676,15 @@ def main(argv=None) -> dict:
         save()
         checkpoint.save_latents(means, stds)
     if finished and not deadline.passed():
+        began = time.time()
         if "latent_mean" not in ctx:
             ctx["latent_mean"], ctx["latent_std"] = checkpoint.load_latents(device) or encode_pool(ctx)
+            _say(f"pool latents ready in {time.time() - began:.1f} s")
+        began = time.time()
         ctx["text_batches"] = TextBatches(pool_captions, tokenizer, tokenizer_dir, state["seed"], preset.batch,
                                           workers=args.text_workers or 0)
+        ctx["text_batches"].prefetch(state["unet_step"])
+        _say(f"caption batches ready in {time.time() - began:.1f} s ({args.text_workers or 0} worker processes)")
         try:
             finished = state["unet_step"] >= state["unet_steps"] or train_unet(ctx, deadline, save)
         finally:
