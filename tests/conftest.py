@@ -89,6 +89,46 @@ class ModelCalls:
         self._handle.remove()
 
 
+class OverlapWatch:
+    """`with OverlapWatch(module) as watch:` records in `watch.overlaps` the thread of any forward
+    call that began while another was still running: two runs racing on one model. `on_enter()`
+    runs at each call's start (under the watch's lock)."""
+
+    def __init__(self, module, on_enter=None):
+        self.module, self.on_enter = module, on_enter
+        self.overlaps: list[str] = []
+        self._active = 0
+        self._lock = threading.Lock()
+        self._handles = []
+
+    def _enter(self, module, args):
+        with self._lock:
+            if self._active:
+                self.overlaps.append(threading.current_thread().name)
+            self._active += 1
+            if self.on_enter is not None:
+                self.on_enter()
+
+    def _leave(self, module, args, output):
+        with self._lock:
+            self._active -= 1
+
+    def __enter__(self):
+        self._handles = [self.module.register_forward_pre_hook(self._enter),
+                         self.module.register_forward_hook(self._leave)]
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+
+
+@pytest.fixture
+def overlap_watch():
+    """OverlapWatch, for `with overlap_watch(pipe.unet) as watch: ...; assert not watch.overlaps`."""
+    return OverlapWatch
+
+
 @pytest.fixture
 def model_calls():
     """model_calls(module) -> a counter of that module's forward calls, removed after the test."""

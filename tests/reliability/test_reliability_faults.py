@@ -75,32 +75,19 @@ def test_stop_mid_run_from_the_browser_and_from_python(explorer):
     assert_next_run_works(ex, fe)
 
 
-def test_generate_clicked_20_times_within_a_second_never_races_and_the_last_wins(explorer, pipe):
+def test_generate_clicked_20_times_within_a_second_never_races_and_the_last_wins(explorer, pipe, overlap_watch):
     ex, fe = explorer(steps=40)
-    active, overlaps, most_run_threads = [], [], [0]
-    lock = threading.Lock()
+    most_run_threads = [0]
 
-    def enter(module, args):
-        with lock:
-            if active:
-                overlaps.append(threading.current_thread().name)
-            active.append(1)
-            most_run_threads[0] = max(most_run_threads[0], len(run_threads()))
+    def count_run_threads():
+        most_run_threads[0] = max(most_run_threads[0], len(run_threads()))
 
-    def leave(module, args, output):
-        with lock:
-            active.pop()
-
-    hooks = [pipe.unet.register_forward_pre_hook(enter), pipe.unet.register_forward_hook(leave)]
-    try:
+    with overlap_watch(pipe.unet, on_enter=count_run_threads) as watch:
         for i in range(20):  # as fast as the browser can send them: each click carries the controls
             fe.set(prompt=f"click {i}", seed=i)
             fe.click("generate")
         assert ex.wait(WAIT)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    assert not overlaps, f"two runs called the model at once: {overlaps}"
+    assert not watch.overlaps, f"two runs called the model at once: {watch.overlaps}"
     assert most_run_threads[0] == 1
     assert 1 <= len(ex.history) <= 20
     last = ex.trajectory

@@ -99,32 +99,15 @@ def test_stop_pause_step_resume(explorer, wait_for):
     assert ex.wait(120) and ex.status == "done" and len(ex.trajectory) == 4
 
 
-def test_generate_during_a_run_replaces_it_and_runs_never_overlap(explorer, pipe, wait_for):
+def test_generate_during_a_run_replaces_it_and_runs_never_overlap(explorer, pipe, wait_for, overlap_watch):
     ex, fe = explorer
-    active, overlaps = [], []
-    lock = threading.Lock()
-
-    def enter(module, args):
-        with lock:
-            if active:
-                overlaps.append(threading.current_thread().name)
-            active.append(1)
-
-    def leave(module, args, output):
-        with lock:
-            active.pop()
-
-    hooks = [pipe.unet.register_forward_pre_hook(enter), pipe.unet.register_forward_hook(leave)]
-    try:
+    with overlap_watch(pipe.unet) as watch:
         ex.generate(prompt="first", steps=300)
         wait_for(started(ex, 2), what="the first run")
         fe.click("generate")  # the browser's Generate uses the controls: the same prompt, 300 steps
         ex.generate(prompt="third", steps=5)
         assert ex.wait(120)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    assert not overlaps
+    assert not watch.overlaps
     first, last = ex.history[0], ex.history[-1]
     assert first.params["prompt"] == "first" and first.stopped and len(first) < 300
     assert last.params["prompt"] == "third" and len(last) == 5 and not last.stopped
