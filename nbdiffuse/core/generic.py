@@ -225,6 +225,7 @@ class GenericRun(_run_base()):
         return out if out.ndim == 4 else latents
 
     def execute(self) -> Trajectory:
+        from .prompts import TOKENIZER_LOCK
         from .recording import copy_now
         from .trace import input_scale, pipe_lock
 
@@ -233,8 +234,18 @@ class GenericRun(_run_base()):
         self.trajectory = traj
         state = {"i": 0, "k": 0, "began": time.perf_counter(), "first": None, "done": False, "warned": False}
         own_step = sched.step
+        # pipe(...) encodes its prompts itself: it holds the tokenizers' lock until its first
+        # scheduler step, so that no prompt check elsewhere changes a shared fast tokenizer's
+        # padding and truncation under it (core/prompts.py).
+        encoding = {"held": False}
+
+        def release() -> None:
+            if encoding["held"]:
+                encoding["held"] = False
+                TOKENIZER_LOCK.release()
 
         def step(*args: Any, **kwargs: Any) -> Any:
+            release()
             # The first call's `sample` is the initial noise x_T exactly as the pipeline drew it.
             if traj.initial_latents.numel() == 0:
                 sample = kwargs["sample"] if "sample" in kwargs else args[2]
@@ -291,6 +302,8 @@ class GenericRun(_run_base()):
             sched.step = step  # this run's own scheduler object: the pipeline's is put back below
             pipe.scheduler = sched
             try:
+                TOKENIZER_LOCK.acquire()
+                encoding["held"] = True
                 state["began"] = time.perf_counter()
                 output = pipe(**self._call_kwargs(), callback_on_step_end=callback,
                               callback_on_step_end_tensor_inputs=["latents"])
@@ -300,6 +313,7 @@ class GenericRun(_run_base()):
                 traj.error = f"{type(exc).__name__}: {exc}"
                 raise
             finally:
+                release()
                 pipe.scheduler = original
                 del sched.step
                 traj.params["guidance"] = traj.guidances + traj.params["guidance_plan"][len(traj):]

@@ -47,6 +47,28 @@ def test_trace_records_xt_every_step_ending_at_the_pipelines_own_latents(pag_pip
     assert traj.guidances == [3.0] * 5 and p["height"] == p["width"] == 16
 
 
+def test_the_pipelines_own_prompt_encoding_holds_the_tokenizer_lock(pag_pipe):
+    """pipe(...) encodes its prompts itself: that encoding holds the lock the prompt checks take,
+    which is free again once the steps run (and after the run)."""
+    from nbdiffuse.core.prompts import TOKENIZER_LOCK
+
+    held = {"encoding": [], "steps": []}
+    original = pag_pipe.encode_prompt
+
+    def watching(*args, **kwargs):
+        held["encoding"].append(TOKENIZER_LOCK._is_owned())
+        return original(*args, **kwargs)
+
+    pag_pipe.encode_prompt = watching
+    try:
+        nbd.trace(pag_pipe, PROMPT, steps=3, on_step=lambda tr, s: held["steps"].append(TOKENIZER_LOCK._is_owned()))
+    finally:
+        del pag_pipe.encode_prompt
+    assert held == {"encoding": [True], "steps": [False, False, False]}
+    assert TOKENIZER_LOCK.acquire(blocking=False)
+    TOKENIZER_LOCK.release()
+
+
 def test_size_and_negative_prompt_reach_the_pipeline(pag_pipe):
     traj = nbd.trace(pag_pipe, PROMPT, negative_prompt="blue", steps=3, guidance=2.0, seed=1, height=24, width=32)
     assert traj[-1].latents.shape == (4, 12, 16)  # the tiny VAE downsamples 2x
