@@ -119,6 +119,7 @@ def _load_source(source: Any, device: Any, dtype: Any):
         pipe._nbd_source = "nbdiffuse/shapes"
         pipe._nbd_shapes = True
         _attach_shipped_approx(pipe, EMBEDDED_MODEL)
+        _shapes_layout(pipe)
         return pipe
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be None, a folder path, a hub id or a diffusers pipeline; got {type(source).__name__}")
@@ -133,6 +134,8 @@ def _load_source(source: Any, device: Any, dtype: Any):
         # A model trained by nbdiffuse.shapes.train speaks the shapes grammar.
         pipe._nbd_shapes = (path / "training.json").is_file() and (path / "tokenizer" / "vocab.json").is_file()
         _attach_shipped_approx(pipe, path)
+        if pipe._nbd_shapes:
+            _shapes_layout(pipe)
     else:
         name = str(source)
         if not _HUB_ID.match(name):
@@ -166,6 +169,13 @@ def _from_pretrained(where: Any, label: str, device: torch.device, dtype: Any, l
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _shapes_layout(pipe: Any) -> None:
+    """A shapes model's VAE in channels_last: its small convolutions run ~16% faster on a CPU (a
+    64x64 decode, the final frame of every run and every scrub: 18.8 -> 15.8 ms on 1 thread,
+    13.7 -> 11.6 ms on 2; the same picture to 5e-6). Its UNet gains nothing (attention at 16x16)."""
+    pipe.vae.to(memory_format=torch.channels_last)
 
 
 APPROX_FILE = "approx_decoder.json"

@@ -61,3 +61,17 @@ def test_shipped_approx_decoder_matches_the_vae_on_its_world(pipe):
     error = np.abs(approx - truth).mean()
     baseline = np.abs(truth.mean((0, 1, 2)) - truth).mean()
     assert error < 0.5 * baseline, (error, baseline)
+
+
+def test_vae_runs_channels_last_with_the_same_picture(pipe):
+    """The shapes VAE is laid out channels_last (faster small convolutions on a CPU); the picture is
+    what the default layout gives."""
+    import copy
+
+    conv = pipe.vae.decoder.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    plain = copy.deepcopy(pipe.vae).to(memory_format=torch.contiguous_format)
+    latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fast, slow = pipe.vae.decode(latents).sample, plain.decode(latents).sample
+    assert torch.allclose(fast, slow, atol=1e-4)
