@@ -28,6 +28,7 @@ import torch
 from .control import RunControl
 from .families import family_for
 from .prediction import sigma_at
+from .recording import StepRecorder
 from .schedulers import make_scheduler
 from .trajectory import KNOWN_FAMILIES, Step, Trajectory, xt_only_reason
 from .validate import check_callable, check_guidance_value, check_prompt, check_seed, check_size, check_steps
@@ -226,13 +227,13 @@ class GenericRun(_run_base()):
 
     def execute(self) -> Trajectory:
         from .prompts import TOKENIZER_LOCK
-        from .recording import copy_now
         from .trace import input_scale, pipe_lock
 
         pipe, sched, control = self.pipe, self.scheduler, self.control
         traj = Trajectory(self.params(), initial_latents=torch.empty(0), pipe=pipe)
         self.trajectory = traj
-        state = {"i": 0, "k": 0, "began": time.perf_counter(), "first": None, "done": False, "warned": False}
+        state = {"i": 0, "k": 0, "began": time.perf_counter(), "first": None, "done": False, "warned": False,
+                 "times": None, "recorder": None}
         own_step = sched.step
         # pipe(...) encodes its prompts itself: it holds the tokenizers' lock until its first
         # scheduler step, so that no prompt check elsewhere changes a shared fast tokenizer's
@@ -250,9 +251,17 @@ class GenericRun(_run_base()):
             if traj.initial_latents.numel() == 0:
                 sample = kwargs["sample"] if "sample" in kwargs else args[2]
                 traj.initial_latents = self._unpack(sample[:1]).detach().to("cpu", copy=True)
+                # The timesteps as numbers on the host, once: reading a device tensor at each
+                # step would make the host wait for the GPU every step (core/recording.py).
+                state["times"] = [float(x) for x in sched.timesteps.detach().cpu()]
             if state["first"] is None:
                 state["first"] = (args[1] if len(args) > 1 else kwargs.get("timestep"), state["i"])
             return own_step(*args, **kwargs)
+
+        def publish(step: Step) -> None:
+            traj._append(step)
+            if self.on_step is not None:
+                self.on_step(traj, step)
 
         def callback(pipeline: Any, i: int, t: Any, tensors: dict) -> dict:
             state["i"] = i + 1
@@ -267,6 +276,12 @@ class GenericRun(_run_base()):
                                                   "no previews")
             t0, i0 = state["first"] if state["first"] is not None else (t, i)
             state["first"] = None
+            times = state["times"]
+            t0 = times[i0] if times is not None and 0 <= i0 < len(times) else float(t0)
+            recorder = state["recorder"]
+            if recorder is None:
+                recorder = state["recorder"] = StepRecorder(latents.device)
+            recorder.publish(publish)
             try:
                 sigma = sigma_at(sched, i0)
             except Exception:  # a scheduler with neither sigmas nor alphas_cumprod
@@ -277,16 +292,16 @@ class GenericRun(_run_base()):
                 scale = 1.0
             k = state["k"]
             now = time.perf_counter()
-            record = Step(index=k, timestep=float(t0), sigma=sigma, guidance=self.schedule[0],
-                          latents=copy_now(latents), pred_x0=None, eps_cond=None, eps_uncond=None, x0_coeff=0.0,
-                          xt_scale=float(scale), seconds=now - state["began"])
-            traj._append(record)
+            recorder.add(Step(index=k, timestep=t0, sigma=sigma, guidance=self.schedule[0],
+                              latents=recorder.copy(latents), pred_x0=None, eps_cond=None, eps_uncond=None,
+                              x0_coeff=0.0, xt_scale=float(scale), seconds=now - state["began"]))
             state["k"] = k + 1
             if control is not None and control.guidance is not None and not state["warned"]:
                 state["warned"] = True
                 traj.params["notices"].append(f"live guidance ignored: {self.family.reason('changing guidance during a run')}")
-            if self.on_step is not None:
-                self.on_step(traj, record)
+            recorder.publish(publish)  # at once on a CPU; on a GPU once the copies are done
+            if control is not None and control.paused:
+                recorder.publish(publish, wait=True)  # the paused frame is the newest step
             if state["k"] < self.steps and control is not None and not control._wait_turn():
                 state["done"] = True
                 traj.stopped = True
@@ -307,8 +322,15 @@ class GenericRun(_run_base()):
                 state["began"] = time.perf_counter()
                 output = pipe(**self._call_kwargs(), callback_on_step_end=callback,
                               callback_on_step_end_tensor_inputs=["latents"])
+                if state["recorder"] is not None:
+                    state["recorder"].publish(publish, wait=True)
                 self.output = output  # the pipeline's own return value (latents: output_type="latent")
             except BaseException as exc:
+                if state["recorder"] is not None:
+                    try:  # steps already made are kept (without on_step: the run is failing)
+                        state["recorder"].publish(traj._append, wait=True)
+                    except Exception:  # e.g. the device is out of memory or lost: those copies cannot finish
+                        state["recorder"].discard()
                 traj.stopped = True
                 traj.error = f"{type(exc).__name__}: {exc}"
                 raise

@@ -82,3 +82,40 @@ def test_a_pause_publishes_every_step_made_before_it_waits(sd_pipe, monkeypatch)
     # copies and publishes them all, so the paused view shows the newest step made.
     assert len(traj) > 3 and counts == [len(traj)] and traj.stopped
     assert log.index("paused") < log.index("wait")
+
+
+def test_generic_runs_defer_their_copies_the_same_way(pag_pipe, monkeypatch):
+    """A pipeline watched through its step callback (core/generic.py) records through the same
+    deferred copies: every step once, in order, bit-equal to a plain run; a pause waits for them."""
+    generic_module = importlib.import_module("nbdiffuse.core.generic")
+    plain = nbd.trace(pag_pipe, "a red circle", steps=5, seed=2)
+    log, seen = [], []
+    deferred(monkeypatch, log)  # patches the trace module's StepRecorder: the generic module gets the same
+    monkeypatch.setattr(generic_module, "StepRecorder", trace_module.StepRecorder)
+    traj = nbd.trace(pag_pipe, "a red circle", steps=5, seed=2, on_step=lambda tr, s: seen.append((s.index, len(tr))))
+    assert seen == [(k, k + 1) for k in range(5)] and "wait" in log and not traj.stopped
+    assert [s.timestep for s in traj] == [s.timestep for s in plain]
+    for a, b in zip(plain, traj):
+        assert torch.equal(a.latents, b.latents) and b.seconds > 0
+
+    log.clear()
+    control = nbd.RunControl()
+
+    def on_step(tr, step):
+        if step.index == 1:
+            control.pause()
+            log.append("paused")
+
+    def watch():
+        control.wait_until_waiting(30)
+        counts.append(len(run.trajectory))
+        control.stop()
+
+    counts = []
+    run = trace_module.prepare(pag_pipe, "a red circle", steps=6, seed=1, control=control, on_step=on_step)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    traj = run.execute()
+    watcher.join(30)
+    assert counts == [len(traj)] and len(traj) >= 2 and traj.stopped
+    assert log.index("paused") < log.index("wait")
