@@ -15,7 +15,9 @@ interleaved, with the median of --pairs rounds:
 - tiny-AE:  a trace whose on_step decodes both views of every step with a tiny autoencoder
             (diffusers AutoencoderTiny, TAESD's architecture) and JPEG-encodes them (goal <= 1.10).
 
-Then: the full-VAE decode of a scrubbed frame (goal <= 30 ms), the host memory of a 50-step
+Then: the full-VAE decode of a scrubbed frame (goal <= 30 ms), the same decode while another run
+denoises, on the default stream and on the decoders' side stream (its latency, and what it costs
+the run), the host memory of a 50-step
 SDXL trajectory (goal <= 60 MB), and an out-of-memory check (a 4096x4096 run on a card capped
 to a 10 GB share reports "Out of memory" in the widget; the next 512x512 run works).
 
@@ -212,6 +214,7 @@ def measure_family(family: str, args, device: str, dtype: torch.dtype, rows: lis
     for k in range(max(1, len(traj) - 8), len(traj) - 1):  # frames not decoded yet: a scrub's real cost
         scrub.append(timer(lambda: full_frames(traj, k, ("x0",))))
     decode_only = [timer(lambda: traj.image(k, "xt", decoder="full")) for k in range(min(5, len(traj) - 1))]
+    during = scrub_during_run(pipe, traj, steps, kw, timer) if family == "sd15" else {}
     label = f"{family} {size}x{size} {str(dtype).replace('torch.', '')}"
     rows.append((label, "bare pipe(...)", f"{statistics.median(times['bare']) * 1000:.0f} ms", ""))
     goals = {"trace": "", "explorer": "<= 1.03", "sync": "(before)", "tiny-AE": "<= 1.10"}
@@ -223,6 +226,9 @@ def measure_family(family: str, args, device: str, dtype: torch.dtype, rows: lis
         rows.append((label, "host waits for the GPU in steps 2-10", sync_report(pipe), "none"))
     rows.append((label, "scrubbed frame: full VAE + PNG", f"{statistics.median(scrub) * 1000:.1f} ms", "<= 30 ms"))
     rows.append((label, "  of which the VAE decode", f"{statistics.median(decode_only) * 1000:.1f} ms", ""))
+    for side, (latency, slowdown) in during.items():
+        rows.append((label, f"scrub decode during a run, {side}", f"{latency * 1000:.1f} ms; run x{slowdown:.3f}",
+                     "side stream: no wait"))
     sent = frontend.totals()
     rows.append((label, "messages sent (all runs)", f"{sent['messages']} ({sent['bytes'] / 1e6:.1f} MB)", ""))
 
@@ -241,6 +247,40 @@ def measure_family(family: str, args, device: str, dtype: torch.dtype, rows: lis
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
+
+
+def scrub_during_run(pipe, traj, steps: int, kw: dict, timer) -> dict:
+    """A full-VAE decode of a scrubbed frame while another run denoises, on the default stream and
+    on the decoders' side stream (core/decode.py): the decode's median latency, and the run's time
+    with those decodes over its time alone."""
+    import threading
+
+    from nbdiffuse.core import decode
+
+    def run(seed):
+        nbd.trace(pipe, PROMPT, steps=steps, guidance=7.5, seed=seed, **kw)
+
+    alone = timer(lambda: run(7))
+    found = {}
+    for side in (False, True):
+        decode.SIDE_STREAM = side
+        latencies = []
+        worker = threading.Thread(target=run, args=(7,))
+        began = time.perf_counter()
+        worker.start()
+        try:
+            while worker.is_alive():
+                k = len(latencies) % max(1, len(traj) - 1)
+                asked = time.perf_counter()  # no device-wide sync here: that would wait for the run too
+                decode.full_decode(pipe.vae, traj.latents_for(k, "xt"))  # back on the host: its stream is done
+                latencies.append(time.perf_counter() - asked)
+                time.sleep(0.05)  # a person scrubbing: a few frames a second
+            worker.join()
+        finally:
+            decode.SIDE_STREAM = True
+        found["side stream" if side else "default stream"] = (statistics.median(latencies),
+                                                               (time.perf_counter() - began) / alone)
+    return found
 
 
 def sync_report(pipe, steps: int = 10) -> str:

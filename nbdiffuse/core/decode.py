@@ -8,6 +8,7 @@ own fit as approx_decoder.json (the embedded shapes model does).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from copy import deepcopy
@@ -192,14 +193,35 @@ def fp32_copy(vae: Any) -> Any:
         return copy
 
 
+SIDE_STREAM = True  # False: decode on the caller's current stream (benchmarks/gpu_overhead.py compares)
+_side_streams: dict[int, Any] = {}
+
+
+def decode_stream(device: torch.device, latents: torch.Tensor | None = None) -> Any:
+    """Where a full decode runs: on CUDA a stream of its own, so that decoding a scrubbed or paused
+    frame runs beside a denoising run's steps instead of queueing behind them on the default
+    stream (and the run's steps do not queue behind the decode). Elsewhere: nothing to do."""
+    if device.type != "cuda" or not SIDE_STREAM:
+        return contextlib.nullcontext()
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    with _approx_lock:
+        stream = _side_streams.get(index)
+        if stream is None:
+            stream = _side_streams[index] = torch.cuda.Stream(device=index)
+    if latents is not None and latents.device.type == "cuda":
+        stream.wait_stream(torch.cuda.current_stream(index))  # latents made on the caller's stream
+    return torch.cuda.stream(stream)
+
+
 def full_decode(vae: Any, latents: torch.Tensor) -> Image.Image:
     """Decode (C, H, W) pipeline-space latents with the VAE (or a diffusers AutoencoderTiny)."""
     param = next(vae.parameters())
-    z = latents.unsqueeze(0) if latents.ndim == 3 else latents
-    z = from_pipeline_space(vae, z.to(param.device, torch.float32))
-    with torch.no_grad():
-        if needs_upcast(vae):
-            image = fp32_copy(vae).decode(z, return_dict=False)[0]
-        else:
-            image = vae.decode(z.to(param.dtype), return_dict=False)[0]
-    return to_pil(image)
+    with decode_stream(param.device, latents):
+        z = latents.unsqueeze(0) if latents.ndim == 3 else latents
+        z = from_pipeline_space(vae, z.to(param.device, torch.float32))
+        with torch.no_grad():
+            if needs_upcast(vae):
+                image = fp32_copy(vae).decode(z, return_dict=False)[0]
+            else:
+                image = vae.decode(z.to(param.dtype), return_dict=False)[0]
+        return to_pil(image)  # the copy to the host waits for this stream only
