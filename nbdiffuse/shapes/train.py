@@ -100,10 +100,11 @@ class EMA:
 
 
 def _learning_rate(preset: Preset, step: int, total: int) -> float:
-    """Linear warmup, then cosine down to 10% of the peak."""
-    if step < preset.warmup:
-        return preset.lr * (step + 1) / preset.warmup
-    progress = (step - preset.warmup) / max(1, total - preset.warmup)
+    """Linear warmup (at most a fifth of the run: short fine-tunes), then cosine down to 10% of the peak."""
+    warmup = min(preset.warmup, max(1, total // 5))
+    if step < warmup:
+        return preset.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
     return preset.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
@@ -304,6 +305,7 @@ def train_unet(ctx: dict, deadline: Deadline, save) -> bool:
     scaling = ctx["vae"].config.scaling_factor
     alphas_cumprod = ctx["alphas_cumprod"]
     total, seed = state["unet_steps"], state["seed"]
+    offset, t_min = state.get("offset_noise") or 0.0, state.get("t_min") or 0
     parameters = list(unet.parameters()) + list(text_encoder.parameters())
     unet.train()
     text_encoder.train()
@@ -327,7 +329,9 @@ def train_unet(ctx: dict, deadline: Deadline, save) -> bool:
         shape = (preset.batch, *means.shape[1:])
         latents = (means[index_t] + stds[index_t] * torch.randn(shape, generator=generator, device=device)) * scaling
         noise = torch.randn(shape, generator=generator, device=device)
-        timesteps = torch.randint(0, len(alphas_cumprod), (preset.batch,), generator=generator, device=device)
+        if offset:  # offset noise: a random shift per image and channel, so that x_t's mean says little
+            noise = noise + offset * torch.randn((preset.batch, shape[1], 1, 1), generator=generator, device=device)
+        timesteps = torch.randint(t_min, len(alphas_cumprod), (preset.batch,), generator=generator, device=device)
         a = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
 
@@ -437,6 +441,9 @@ def write_report(out: Path, state: dict):
         *([f"- started from (--init): {state['init']['folder']}, trained with preset {state['init'].get('preset')}, "
            f"{state['init'].get('unet_steps')} UNet steps"] if state.get("init") else []),
         *([f"- UNet peak learning rate: {state['lr']} (--lr)"] if state.get("lr") else []),
+        *([f"- UNet batch: {state['batch']} (--batch)"] if state.get("batch") else []),
+        *([f"- offset noise: {state['offset_noise']} (--offset-noise)"] if state.get("offset_noise") else []),
+        *([f"- UNet timesteps: {state['t_min']}..999 (--t-min)"] if state.get("t_min") else []),
         f"- shipped size: {state.get('size_mb', 0):.2f} MB",
         "",
         "## Runs",
@@ -455,6 +462,10 @@ def write_report(out: Path, state: dict):
     if state.get("adherence"):
         lines += ["", "## Adherence (nbdiffuse.shapes.evaluate)", ""]
         lines += [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in state["adherence"].items()]
+    before = (state.get("init") or {}).get("report")
+    if before:  # the record of the model this run started from, so the shipped file tells the whole story
+        lines += ["", "## The model this run started from (--init)", ""]
+        lines += ["#" + line if line.startswith("#") else line for line in before.splitlines()[1:]]
     (out / "TRAINING.md").write_text("\n".join(lines) + "\n")
 
 
@@ -479,6 +490,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="start from a model this script trained (a pipeline folder of the same preset): "
                              "its VAE is kept, the text encoder and UNet train on")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate of the UNet stage (default: the preset's)")
+    parser.add_argument("--batch", type=int, default=None, help="UNet-stage batch size (default: the preset's)")
+    parser.add_argument("--pool-size", type=int, default=None, help="images rendered for training (default: the preset's)")
+    parser.add_argument("--offset-noise", type=float, default=None,
+                        help="std of a per-image, per-channel shift added to the UNet stage's noise (default 0). "
+                             "Without it a model reads the picture's brightness from the starting noise's mean "
+                             "(a white background drawn black when that mean is dark)")
+    parser.add_argument("--t-min", type=int, default=None,
+                        help="train the UNet on timesteps t_min..999 only (a fine-tune of the noisiest steps, "
+                             "where background and layout are decided; default 0)")
     parser.add_argument("--text-workers", type=int, default=None,
                         help="processes making caption batches ahead (default: 0 on CPU, up to 12 on a GPU)")
     parser.add_argument("--unet-minutes", type=float, default=None,
@@ -496,6 +516,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--max-minutes={args.max_minutes} must be > 0")
     if args.lr is not None and not args.lr > 0:
         parser.error(f"--lr={args.lr} must be > 0")
+    for name in ("batch", "pool_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    if args.offset_noise is not None and not 0 <= args.offset_noise <= 1:
+        parser.error(f"--offset-noise={args.offset_noise} must be between 0 and 1")
+    if args.t_min is not None and not 0 <= args.t_min <= 999:
+        parser.error(f"--t-min={args.t_min} must be a timestep from 0 to 999")
     if args.init is not None and not (args.init / "model_index.json").exists():
         parser.error(f"--init={args.init} is not a pipeline folder (no model_index.json)")
     if args.init is not None and args.resume:
@@ -513,6 +540,8 @@ def init_record(folder: Path) -> dict:
         trained = json.loads(report.read_text())
         record.update({k: trained.get(k) for k in ("preset", "seed", "vae_steps", "unet_steps", "adherence")})
         record["runs"] = [run.get("started") for run in trained.get("runs", [])]
+    if (folder / "TRAINING.md").exists():
+        record["report"] = (folder / "TRAINING.md").read_text()
     return record
 
 
@@ -567,6 +596,10 @@ def main(argv=None) -> dict:
     else:
         preset_name = args.preset or ("gpu" if device.type == "cuda" else "cpu")
         preset = get_preset(preset_name)
+        if args.batch is not None:
+            preset = dataclasses.replace(preset, batch=args.batch)
+        if args.pool_size is not None:
+            preset = dataclasses.replace(preset, pool_size=args.pool_size)
         cap = args.max_steps or max(preset.vae_steps, preset.unet_steps)
         vae_steps, unet_steps = min(preset.vae_steps, cap), min(preset.unet_steps, cap)
         # Short runs need fewer images than the preset's pool; rendering it would dominate them.
@@ -588,6 +621,9 @@ def main(argv=None) -> dict:
             "caption_dropout": CAPTION_DROPOUT,
             "omit_probability": OMIT_PROBABILITY,
             "lr": args.lr,
+            "batch": args.batch,
+            "offset_noise": args.offset_noise,
+            "t_min": args.t_min,
         }
         if args.init is not None:  # the VAE comes trained: no stage 1, and its latent scale is kept
             state.update(vae_steps=0, init=init_record(args.init),
@@ -595,6 +631,8 @@ def main(argv=None) -> dict:
     preset = get_preset(state["preset"])
     if state.get("lr"):
         preset = dataclasses.replace(preset, lr=state["lr"])
+    if state.get("batch"):
+        preset = dataclasses.replace(preset, batch=state["batch"])
     run = {"argv": _portable_argv(list(sys.argv[1:] if argv is None else argv)), "started": datetime.datetime.now().isoformat(timespec="seconds"), "hardware": _hardware(device)}
     state["runs"].append(run)
     torch.manual_seed(state["seed"])

@@ -91,5 +91,35 @@ def test_init_goes_on_from_a_trained_folder_with_its_vae_kept(trained, tmp_path)
     unet = "unet/diffusion_pytorch_model.safetensors"
     assert any(not torch.equal(a, b) for a, b in zip(load_file(out / unet).values(), load_file(again / unet).values()))
     assert "started from (--init)" in (again / "TRAINING.md").read_text()
+    assert "## The model this run started from (--init)" in (again / "TRAINING.md").read_text()
     with pytest.raises(SystemExit, match="pass the --preset it was trained with"):
         train.main(["--out", str(tmp_path / "other"), "--init", str(out), "--preset", "gpu", "--max-steps", "1"])
+
+
+def test_offset_noise_fine_tune_of_the_noisiest_steps(trained, tmp_path, monkeypatch):
+    """--offset-noise and --t-min (the fine-tune that taught the shipped model to draw the background
+    it is asked for): the UNet sees only timesteps t_min..999; both are recorded."""
+    out, _ = trained
+    seen = []
+    build = train.build_unet
+
+    def watched(preset):
+        unet = build(preset)
+        unet.register_forward_pre_hook(lambda module, args: seen.extend(args[1].tolist()) if module.training else None)
+        return unet
+
+    monkeypatch.setattr(train, "build_unet", watched)
+    again = tmp_path / "tuned"
+    state = train.main(["--out", str(again), "--init", str(out), "--offset-noise", "0.1", "--t-min", "600",
+                        "--batch", "4", "--pool-size", "300", *ARGS])
+    assert state["complete"] and state["offset_noise"] == 0.1 and state["t_min"] == 600 and state["batch"] == 4
+    assert len(seen) == 2 * 4 and min(seen) >= 600  # 2 steps of batch 4
+    report = (again / "TRAINING.md").read_text()
+    assert "offset noise: 0.1" in report and "UNet timesteps: 600..999" in report and "UNet batch: 4" in report
+
+
+@pytest.mark.parametrize("bad", [["--t-min", "1000"], ["--offset-noise", "-0.1"], ["--batch", "0"], ["--pool-size", "0"]])
+def test_bad_fine_tune_options_are_refused_by_name(bad, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--out", "x", *bad])
+    assert bad[0] in capsys.readouterr().err
