@@ -12,8 +12,9 @@ interleaved, with the median of --pairs rounds:
             browser, the final frame PNG-encoded too (goal <= 1.03);
 - sync:     the same with recording copies made synchronously (`.cpu()` per tensor), to show
             what the non-blocking copies save;
-- tiny-AE:  a trace whose on_step decodes both views of every step with a tiny autoencoder
-            (diffusers AutoencoderTiny, TAESD's architecture) and JPEG-encodes them (goal <= 1.10).
+- tiny-AE:  the Explorer with preview="tiny": each frame it sends is decoded by a tiny
+            autoencoder (diffusers AutoencoderTiny, TAESD's architecture) at the output size on the
+            decoders' side stream and JPEG-encoded; only the frames sent are decoded (goal <= 1.10).
 
 Then: the full-VAE decode of a scrubbed frame (goal <= 30 ms), the same decode while another run
 denoises, on the default stream and on the decoders' side stream (its latency, and what it costs
@@ -42,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nbdiffuse as nbd  # noqa: E402
 from nbdiffuse.core import recording  # noqa: E402
-from nbdiffuse.frames import encode_live, full_frames  # noqa: E402
+from nbdiffuse.frames import full_frames  # noqa: E402
 from nbdiffuse.testing import tiny_tokenizer  # noqa: E402
 from nbdiffuse.widgets.headless import HeadlessFrontend  # noqa: E402
 
@@ -156,14 +157,6 @@ class Timer:
         return time.perf_counter() - began
 
 
-def tiny_previews(traj, step) -> None:
-    """What a tiny-AE live view does each step: decode both views, encode them as live frames."""
-    import numpy as np
-
-    for view in ("x0", "xt"):
-        encode_live(np.asarray(traj.image(step.index, view, decoder="tiny", size="latent").convert("RGB")))
-
-
 def measure_family(family: str, args, device: str, dtype: torch.dtype, rows: list) -> None:
     size = args.size or (64 if args.tiny else 512 if family == "sd15" else 1024)
     steps = args.steps
@@ -177,8 +170,9 @@ def measure_family(family: str, args, device: str, dtype: torch.dtype, rows: lis
         pipe(PROMPT, num_inference_steps=steps, guidance_scale=7.5, generator=torch.Generator("cpu").manual_seed(seed),
              **kw).images[0]
 
-    def explorer(seed, asynchronous=True):
+    def explorer(seed, asynchronous=True, preview="approx"):
         recording.ASYNC_CUDA = asynchronous
+        ex.preview = preview
         try:
             ex.generate(prompt=PROMPT, steps=steps, guidance=7.5, seed=seed, **kw)
             ex.wait()
@@ -187,14 +181,11 @@ def measure_family(family: str, args, device: str, dtype: torch.dtype, rows: lis
         finally:
             recording.ASYNC_CUDA = True
 
-    def tiny(seed):
-        traj = nbd.trace(pipe, PROMPT, steps=steps, guidance=7.5, seed=seed, on_step=tiny_previews, **kw)
-        traj.image(-1, "x0", decoder="full")
-
     def traced(seed):
         nbd.trace(pipe, PROMPT, steps=steps, guidance=7.5, seed=seed, **kw).image(-1, "x0", decoder="full")
 
-    variants = {"trace": traced, "explorer": explorer, "sync": lambda s: explorer(s, False), "tiny-AE": tiny}
+    variants = {"trace": traced, "explorer": explorer, "sync": lambda s: explorer(s, False),
+                "tiny-AE": lambda s: explorer(s, preview="tiny")}
     # Warm-up: kernels chosen, the approx decoder fitted, first-call allocations made.
     for work in (bare, *variants.values()):
         work(0)

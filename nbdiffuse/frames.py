@@ -94,6 +94,24 @@ def step_frames(traj: Any, k: int, views: Sequence[str] = VIEWS) -> list[bytes]:
     return [encode_live(decoder.rgb(traj.latents_for(k, view))) if has_view(traj, view) else b"" for view in views]
 
 
+PREVIEW_DECODERS = ("approx", "tiny")
+
+
+def live_frames(traj: Any, k: int, views: Sequence[str] = VIEWS, decoder: str = "approx") -> list[bytes]:
+    """Step k as the frames a running view is sent: step_frames (approx, latent resolution), or with
+    decoder="tiny" the pipeline's tiny autoencoder (nbd.set_tiny_decoder) at the output size, as
+    JPEG within the live budget. Only frames that are sent are decoded: on a GPU the decode runs on
+    the decoders' side stream (core/decode.py), beside the run's steps."""
+    from .core.decode import full_decode
+    from .core.loading import tiny_decoder
+
+    tiny = tiny_decoder(traj.pipe) if decoder == "tiny" and traj.pipe is not None else None
+    if tiny is None:  # approx asked for, or the run's model has no tiny autoencoder (any more)
+        return step_frames(traj, k, views)
+    return [encode_live(np.asarray(full_decode(tiny, traj.latents_for(k, view)))) if has_view(traj, view) else b""
+            for view in views]
+
+
 def full_frames(traj: Any, k: int, views: Sequence[str] = VIEWS) -> list[bytes]:
     """Step k decoded with the full VAE at the run's output size, as PNG, one per view (b"" as step_frames)."""
     done: list[tuple[Any, bytes]] = []
@@ -222,15 +240,23 @@ class FrameStream:
     Pacer sends them or when `snapshot()` needs them (pause, end of run). No thread of its own:
     on a CPU, a second Python thread encoding beside the model slows every step through the GIL
     (measured: +7..16% step time for the tiny test pipeline), more than the encoding itself costs.
+    With decoder="tiny" the frames sent are decoded by the pipeline's tiny autoencoder at the
+    output size (live_frames); the frames kept for the scrubber stay approx ones, small enough
+    for the widget state.
     """
 
-    def __init__(self, traj: Any, pacer: Pacer, message: Callable[[int], dict], views: Sequence[str] = VIEWS):
+    def __init__(self, traj: Any, pacer: Pacer, message: Callable[[int], dict], views: Sequence[str] = VIEWS,
+                 decoder: str = "approx"):
         self.traj, self.pacer, self._message, self.views = traj, pacer, message, tuple(views)
+        self.decoder = decoder  # of the frames sent live; the kept frames (snapshot) are approx ones
         self._frames: dict[int, list[bytes]] = {}
         self._lock = threading.Lock()
 
     def push(self, k: int) -> None:
-        self.pacer.offer(lambda: (self._message(k), self.frames(k)))
+        if self.decoder == "approx":
+            self.pacer.offer(lambda: (self._message(k), self.frames(k)))
+        else:
+            self.pacer.offer(lambda: (self._message(k), live_frames(self.traj, k, self.views, self.decoder)))
 
     def frames(self, k: int) -> list[bytes]:
         """Step k's encoded frames, one per view (encoded once, then kept)."""

@@ -178,6 +178,11 @@ def _shapes_layout(pipe: Any) -> None:
     pipe.vae.to(memory_format=torch.channels_last)
 
 
+def tiny_decoder(pipe: Any) -> Any:
+    """The AutoencoderTiny given to set_tiny_decoder for this pipeline, or None."""
+    return getattr(pipe, "_nbd_tiny_vae", None)
+
+
 APPROX_FILE = "approx_decoder.json"
 
 
@@ -382,9 +387,13 @@ class _NoLoraKeysFilter(logging.Filter):
 
 
 def set_tiny_decoder(pipe: Any, tiny_vae: Any) -> None:
-    """Use a diffusers AutoencoderTiny (TAESD-style) for decoder='tiny' previews of this pipeline."""
+    """Use a diffusers AutoencoderTiny (TAESD-style) for decoder='tiny' pictures of this pipeline
+    and for the Explorer's live frames (its `preview`); None removes it."""
     from diffusers import AutoencoderTiny
 
+    if tiny_vae is None:
+        pipe.__dict__.pop("_nbd_tiny_vae", None)
+        return
     if not isinstance(tiny_vae, AutoencoderTiny):
         raise TypeError(f"tiny_vae must be a diffusers AutoencoderTiny, got {type(tiny_vae).__name__}")
     param = next(pipe.vae.parameters())

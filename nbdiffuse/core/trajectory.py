@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from .decode import ApproxDecoder, approx_decoder_for, full_decode
+from .loading import tiny_decoder
 from .validate import check_choice, check_guidance_value
 
 VIEWS = ("x0", "xt")
@@ -203,7 +204,7 @@ class Trajectory:
             raise ValueError(f"decoder={decoder!r} needs the pipeline that made this run: traj.attach(pipe), "
                              "or use decoder='approx'")
         if decoder == "tiny":
-            tiny = getattr(self.pipe, "_nbd_tiny_vae", None)
+            tiny = tiny_decoder(self.pipe)
             if tiny is None:
                 raise ValueError("decoder='tiny' needs a tiny autoencoder: nbd.set_tiny_decoder(pipe, AutoencoderTiny(...))")
             return tiny

@@ -30,6 +30,7 @@ from PIL import Image
 from ..core import RunControl, Trajectory, load_pipeline, prepare, schedulers
 from ..core.device_memory import is_out_of_memory, release_after
 from ..core.generic import adapter_for, is_generic
+from ..core.loading import tiny_decoder
 from ..core.trajectory import CAPABILITIES, xt_only_reason
 from ..core.img2img import DEFAULT_STRENGTH, check_strength
 from ..core.schedulers import scheduler_name
@@ -42,6 +43,7 @@ from .style import stylesheet
 _HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT_KEYS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "scheduler", "height", "width", "view")
 VIEW_MODES = ("both", "x0", "xt")
+PREVIEWS = ("auto", "approx", "tiny")  # Explorer.preview
 EMBEDDED_SOURCE = "nbdiffuse/shapes"
 FOREGROUND_ACK_TIMEOUT = 0.1  # s; a foreground run blocks the kernel, so acks cannot arrive: pace by time
 ITS_WINDOW = 10  # steps averaged for the it/s readout
@@ -57,6 +59,12 @@ class Explorer(anywidget.AnyWidget):
 
     defaults: prompt, negative_prompt, seed, steps, guidance, scheduler, height, width, and
     view ("both", "x0" or "xt"). pipe None loads the embedded model (nbd.load_pipeline()).
+
+    preview: what decodes the frames sent while a run goes. "approx" (the linear approximation,
+    at latent resolution: nearly free), "tiny" (the tiny autoencoder given to
+    nbd.set_tiny_decoder, e.g. TAESD, at the output size: sharper, one small decode per frame
+    sent), or "auto" (tiny when the pipeline has one). The frames kept for the scrubber are
+    approx ones either way; a paused, scrubbed or final frame is decoded by the full VAE.
 
     Generate during a run replaces it (see nbdiffuse.widgets.runner). Programmatic use:
     `ex.generate(**params)` checks its arguments at once, then runs in the background
@@ -90,6 +98,9 @@ class Explorer(anywidget.AnyWidget):
     width = t.Int(0).tag(sync=True)
     size_options = t.List(t.Int()).tag(sync=True)  # empty: the model takes one size only
     view = t.Unicode("both").tag(sync=True)
+    # What decodes the frames sent while a run goes: "approx" (linear, latent resolution), "tiny"
+    # (the tiny autoencoder set with nbd.set_tiny_decoder, output resolution), "auto" (tiny when set).
+    preview = t.Unicode("auto").tag(sync=True)
     frame = t.Int(-1).tag(sync=True)  # step the scrubber shows; -1 follows the newest
 
     # Run state: the kernel writes it at the start, pause and end of a run.
@@ -132,9 +143,10 @@ class Explorer(anywidget.AnyWidget):
     capabilities = t.Dict(dict(CAPABILITIES)).tag(sync=True)
     capabilities_note = t.Unicode("").tag(sync=True)
 
-    def __init__(self, pipe: Any = None, *, max_runs: int | None = run_tree.MAX_RUNS, _runs: list | None = None,
-                 **defaults: Any):
+    def __init__(self, pipe: Any = None, *, max_runs: int | None = run_tree.MAX_RUNS, preview: str = "auto",
+                 _runs: list | None = None, **defaults: Any):
         self.max_runs = run_tree.check_max_runs(max_runs)
+        check_choice("preview", preview, PREVIEWS)
         unknown = sorted(set(defaults) - set(DEFAULT_KEYS))
         if unknown:
             raise TypeError(f"Explorer() got unknown default(s) {', '.join(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
@@ -163,7 +175,7 @@ class Explorer(anywidget.AnyWidget):
         self._runs_made = 0
         self._closed = False
         values = self._defaults(defaults) if self.pipe is not None else self._saved_defaults(defaults)
-        super().__init__(_uid=uuid.uuid4().hex, view=view, export_dir=os.getcwd(), mp4=mp4_available(),
+        super().__init__(_uid=uuid.uuid4().hex, view=view, preview=preview, export_dir=os.getcwd(), mp4=mp4_available(),
                          has_pipe=self.pipe is not None, workshop_note="" if self.pipe is not None else WORKSHOP_NOTE,
                          **capabilities_state(self.pipe), **values)
         self.on_msg(self._on_msg)
@@ -231,7 +243,7 @@ class Explorer(anywidget.AnyWidget):
         elif strength is not None:
             raise ValueError(f"strength={strength!r} needs a start picture: pass image=... or call ex.start_from(...)")
         control = RunControl()
-        live = _Live(self, background)
+        live = _Live(self, background, self._live_decoder())
         run = prepare(self.pipe, control=control, on_step=live.on_step, **params)
         job = Job(run, control, background, context=live)
         with self._quietly():  # programmatic trait writes must not steer the run being replaced
@@ -274,6 +286,18 @@ class Explorer(anywidget.AnyWidget):
         pad = SketchPad(**options)
         self.start_from(pad)
         return pad
+
+    @t.validate("preview")
+    def _check_preview(self, proposal: Any) -> str:
+        return check_choice("preview", proposal["value"], PREVIEWS)
+
+    def _live_decoder(self) -> str:
+        """What decodes the next run's live frames (`preview`): "tiny" or "approx"."""
+        has_tiny = self.pipe is not None and tiny_decoder(self.pipe) is not None
+        if self.preview == "tiny" and not has_tiny:
+            raise ValueError("preview='tiny' needs a tiny autoencoder for this pipeline: "
+                             "nbd.set_tiny_decoder(pipe, AutoencoderTiny...) first, or preview='auto' or 'approx'")
+        return "tiny" if has_tiny and self.preview != "approx" else "approx"
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until no run is going or waiting; False when `timeout` seconds ran out first.
@@ -444,7 +468,7 @@ class Explorer(anywidget.AnyWidget):
         changes = run_tree.check_branch(self.pipe, parent, at, changes)
         notice = self._model_change(parent, at)  # a run of a swapped-out model (set_pipeline)
         control = RunControl()
-        live = _Live(self, background)
+        live = _Live(self, background, self._live_decoder())
         live.prefix = self._frames_of(parent, upto=at + 1)
         run = run_tree.BranchRun(self.pipe, parent, at, changes, control, _noting(live.on_step, notice))
         with self._quietly():
@@ -935,8 +959,8 @@ class Explorer(anywidget.AnyWidget):
 class _Live:
     """What one run streams to the browser: its frame stream, pacer and progress figures."""
 
-    def __init__(self, explorer: Explorer, background: bool):
-        self.explorer = explorer
+    def __init__(self, explorer: Explorer, background: bool, decoder: str = "approx"):
+        self.explorer, self.decoder = explorer, decoder
         self.run_id = uuid.uuid4().hex[:12]
         self.traj: Any = None
         self.stream: FrameStream | None = None
@@ -948,7 +972,7 @@ class _Live:
         # Per step the denoising thread only offers the step; it is encoded if and when it is sent.
         if self.stream is None:
             self.adopt(traj)
-            self.stream = FrameStream(traj, self.pacer, self.message)
+            self.stream = FrameStream(traj, self.pacer, self.message, decoder=self.decoder)
         self.stream.push(step.index)
 
     def adopt(self, traj: Any) -> None:

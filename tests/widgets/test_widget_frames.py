@@ -167,3 +167,54 @@ def test_final_latents_agree_within_the_rounding_of_their_dtype():
     assert same_latents((z * wobble).half(), z.half())
     assert not same_latents(z * wobble, z)  # in fp32 the same gap is a real difference
     assert not same_latents((z + 0.1).half(), z.half())  # LMS / DEIS: ~0.1 apart, decoded separately
+
+
+def small_tiny_autoencoder():
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    return AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+                           num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1), latent_channels=4,
+                           upsampling_scaling_factor=2)
+
+
+def frame_sizes(frontend):
+    return {Image.open(io.BytesIO(b)).size for content, buffers in frontend.customs
+            if content.get("type") == "frame" for b in buffers if b}
+
+
+def test_tiny_autoencoder_previews_send_output_size_frames_and_keep_approx_ones(pipe, open_explorer):
+    """preview: with a tiny autoencoder set, the frames sent live are its decodes at the output size
+    (auto picks it); the frames kept for the scrubber stay latent-size approx ones; "approx" opts out."""
+    output = (16, 16)  # the tiny test pipeline: 8x8 latents, 16x16 pictures
+    nbd.set_tiny_decoder(pipe, small_tiny_autoencoder())
+    try:
+        ex, fe = open_explorer(pipe, steps=5)
+        assert ex.preview == "auto"
+        ex.generate(prompt="a red circle", seed=1)
+        assert ex.wait(60) and ex.status == "done", ex.error
+        assert frame_sizes(fe) == {output}
+        kept = {Image.open(io.BytesIO(b)).size for b in fe.state["frames_x0"] + fe.state["frames_xt"]}
+        assert kept == {(8, 8)} and len(fe.state["frames_x0"]) == 5
+
+        ex2, fe2 = open_explorer(pipe, steps=5, preview="approx")
+        ex2.generate(prompt="a red circle", seed=1)
+        assert ex2.wait(60) and ex2.status == "done", ex2.error
+        assert frame_sizes(fe2) == {(8, 8)}
+        assert fe2.state["frames_x0"] == fe.state["frames_x0"]  # same run, same kept frames
+    finally:
+        nbd.set_tiny_decoder(pipe, None)
+
+
+def test_tiny_preview_without_a_tiny_autoencoder_is_refused_by_name(pipe, open_explorer):
+    with pytest.raises(ValueError, match="preview must be one of 'auto', 'approx', 'tiny'"):
+        open_explorer(pipe, preview="taesd")
+    ex, fe = open_explorer(pipe, steps=3, preview="tiny")
+    with pytest.raises(ValueError, match="preview='tiny' needs a tiny autoencoder"):
+        ex.generate(prompt="a red circle")
+    with pytest.raises(ValueError, match="preview must be one of"):
+        ex.preview = "fast"
+    assert ex.preview == "tiny"
+    ex.preview = "auto"  # no tiny autoencoder: approx frames, and the run works
+    ex.generate(prompt="a red circle")
+    assert ex.wait(60) and ex.status == "done" and frame_sizes(fe) == {(8, 8)}
