@@ -9,6 +9,7 @@ own fit as approx_decoder.json (the embedded shapes model does).
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import weakref
 from copy import deepcopy
@@ -27,11 +28,16 @@ class ApproxDecoder:
     kernel 1: the features are the C latent channels (a linear map, as the web UIs use);
     kernel 3: the 3 x 3 neighbourhood of each latent pixel (9 C features, a tiny conv), for VAEs
     whose colour is not a linear function of one latent pixel.
+    hidden: for a VAE whose decoder is far from linear (the small shapes VAE), one ReLU layer of
+    H units first: RGB ~= relu(features . hidden_weight + hidden_bias) . weight + bias, with weight
+    (H, 3). Still a fraction of a millisecond per frame (fit_hidden).
     """
 
-    weight: np.ndarray  # (kernel * kernel * C, 3)
+    weight: np.ndarray  # (kernel * kernel * C, 3), or (H, 3) after a hidden layer
     bias: np.ndarray  # (3,)
     kernel: int = 1
+    hidden_weight: np.ndarray | None = None  # (kernel * kernel * C, H)
+    hidden_bias: np.ndarray | None = None  # (H,)
 
     def rgb(self, latents: torch.Tensor | np.ndarray) -> np.ndarray:
         """(C, H, W) latents -> (H, W, 3) uint8."""
@@ -40,27 +46,40 @@ class ApproxDecoder:
             # (it runs for every live frame); the same picture up to rounding (at most 1 of 255).
             z = latents.detach().to("cpu", torch.float32)
             z = z[None] if z.ndim == 3 else z[:1]
-            weight, bias = self._conv()
+            first, last = self._conv()
             if self.kernel == 3:
                 z = torch.nn.functional.pad(z, (1, 1, 1, 1), mode="replicate")
-            out = torch.nn.functional.conv2d(z, weight, bias)[0]
+            out = torch.nn.functional.conv2d(z, *first)
+            if last is not None:
+                out = torch.nn.functional.conv2d(torch.relu_(out), *last)
+            out = out[0]
             return (out.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
         z = np.asarray(latents, np.float32)
         if z.ndim == 4:
             z = z[0]
         # tensordot, not einsum: einsum's path planning alone costs more than this product at preview sizes.
-        rgb = np.tensordot(_features(z, self.kernel), self.weight, axes=(0, 0)) + self.bias
+        features = _features(z, self.kernel)
+        if self.hidden_weight is not None:
+            features = np.maximum(np.tensordot(features, self.hidden_weight, axes=(0, 0)) + self.hidden_bias, 0.0)
+            features = features.transpose(2, 0, 1)
+        rgb = np.tensordot(features, self.weight, axes=(0, 0)) + self.bias
         return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
-    def _conv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """weight and bias as a conv2d's (3, C, k, k) and (3,), made once per decoder."""
+    def _conv(self) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
+        """The layers as conv2d (weight, bias) pairs, made once per decoder: the k x k one on the
+        latents, then (with a hidden layer) a 1 x 1 one on its ReLU."""
         made = self.__dict__.get("_conv_params")
         if made is None:
-            k = self.kernel
-            channels = self.weight.shape[0] // (k * k)
-            # features are ordered (dy, dx, channel): see _features
-            weight = torch.from_numpy(np.ascontiguousarray(self.weight, np.float32)).reshape(k, k, channels, 3)
-            made = (weight.permute(3, 2, 0, 1).contiguous(), torch.from_numpy(np.asarray(self.bias, np.float32)).clone())
+            def conv(weight: np.ndarray, bias: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+                channels, out = weight.shape[0] // (k * k), weight.shape[1]
+                # features are ordered (dy, dx, channel): see _features
+                w = torch.from_numpy(np.ascontiguousarray(weight, np.float32)).reshape(k, k, channels, out)
+                return w.permute(3, 2, 0, 1).contiguous(), torch.from_numpy(np.asarray(bias, np.float32)).clone()
+
+            if self.hidden_weight is None:
+                made = (conv(self.weight, self.bias, self.kernel), None)
+            else:
+                made = (conv(self.hidden_weight, self.hidden_bias, self.kernel), conv(self.weight, self.bias, 1))
             self.__dict__["_conv_params"] = made
         return made
 
@@ -68,18 +87,29 @@ class ApproxDecoder:
         return Image.fromarray(self.rgb(latents))
 
     def to_dict(self) -> dict:
-        return {"weight": self.weight.tolist(), "bias": self.bias.tolist(), "kernel": self.kernel}
+        data = {"weight": self.weight.tolist(), "bias": self.bias.tolist(), "kernel": self.kernel}
+        if self.hidden_weight is not None:
+            data.update(hidden_weight=self.hidden_weight.tolist(), hidden_bias=self.hidden_bias.tolist())
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "ApproxDecoder":
         weight = np.asarray(data["weight"], np.float32)
         bias = np.asarray(data["bias"], np.float32)
         kernel = int(data.get("kernel", 1))
+        hidden = data.get("hidden_weight")
+        hidden_weight = None if hidden is None else np.asarray(hidden, np.float32)
+        hidden_bias = None if hidden is None else np.asarray(data.get("hidden_bias"), np.float32)
+        features = weight.shape[0] if hidden_weight is None else hidden_weight.shape[0]
         if kernel not in (1, 3) or weight.ndim != 2 or weight.shape[1] != 3 or bias.shape != (3,) \
-                or weight.shape[0] % (kernel * kernel):
-            raise ValueError(f"approx decoder must be a (k*k*C, 3) weight, a (3,) bias and kernel 1 or 3; "
-                             f"got {weight.shape}, {bias.shape}, kernel {kernel}")
-        return cls(weight, bias, kernel)
+                or features % (kernel * kernel) or (hidden_weight is not None and (
+                    hidden_weight.ndim != 2 or hidden_bias.shape != (hidden_weight.shape[1],)
+                    or weight.shape[0] != hidden_weight.shape[1])):
+            raise ValueError(f"approx decoder must be a (k*k*C, 3) weight, a (3,) bias and kernel 1 or 3, after "
+                             f"an optional (k*k*C, H) hidden_weight and (H,) hidden_bias; got {weight.shape}, "
+                             f"{bias.shape}, kernel {kernel}"
+                             + ("" if hidden_weight is None else f", hidden {hidden_weight.shape}, {hidden_bias.shape}"))
+        return cls(weight, bias, kernel, hidden_weight, hidden_bias)
 
     @classmethod
     def fit(cls, vae: Any, images: Any = None, *, kernel: int = 1, count: int = 32, blocks: int = 4,
@@ -114,13 +144,44 @@ class ApproxDecoder:
         """
         if kernel not in (1, 3):
             raise ValueError(f"kernel must be 1 or 3, got {kernel!r}")
-        factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        param = next(vae.parameters())
+        return cls._solve(latents.float().cpu(), _decoded_at_latent_size(vae, latents), kernel)
+
+    @classmethod
+    def fit_hidden(cls, vae: Any, latents: torch.Tensor, *, kernel: int = 3, hidden: int = 16, steps: int = 1500,
+                   seed: int = 0) -> "ApproxDecoder":
+        """Like fit_to_decoder, with one ReLU layer of `hidden` units, fitted by Adam on the L1 error.
+
+        For a small VAE whose decoder is far from linear: on the shapes model's own runs the mean
+        error drops from 25 to 10 (of 255) against the linear 3 x 3 fit, at ~0.1 ms per frame.
+        """
+        if kernel not in (1, 3):
+            raise ValueError(f"kernel must be 1 or 3, got {kernel!r}")
+        target = _decoded_at_latent_size(vae, latents)
+        latents = latents.float().cpu()
+        generator = torch.Generator().manual_seed(seed)
+        channels = latents.shape[1]
+        first = torch.nn.Conv2d(channels, hidden, kernel)
+        last = torch.nn.Conv2d(hidden, 3, 1)
         with torch.no_grad():
-            decoded = vae.decode(from_pipeline_space(vae, latents.to(param.device, torch.float32)).to(param.dtype),
-                                 return_dict=False)[0].float().cpu()
-        target = torch.nn.functional.avg_pool2d((decoded.clamp(-1, 1) + 1) / 2, factor)
-        return cls._solve(latents.float().cpu(), target, kernel)
+            for layer in (first, last):
+                bound = 1 / math.sqrt(layer.weight[0].numel())
+                layer.weight.uniform_(-bound, bound, generator=generator)
+                layer.bias.uniform_(-bound, bound, generator=generator)
+        padded = torch.nn.functional.pad(latents, (1, 1, 1, 1), mode="replicate") if kernel == 3 else latents
+        optimizer = torch.optim.Adam([*first.parameters(), *last.parameters()], lr=1e-2)
+        for step in range(steps):
+            if step == steps * 2 // 3:
+                for group in optimizer.param_groups:
+                    group["lr"] = 2e-3
+            batch = torch.randint(0, len(latents), (min(128, len(latents)),), generator=generator)
+            loss = (last(torch.relu(first(padded[batch]))) - target[batch]).abs().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():  # back to the (dy, dx, channel) feature order of _features
+            w1 = first.weight.permute(2, 3, 1, 0).reshape(kernel * kernel * channels, hidden).numpy().copy()
+            w2 = last.weight[:, :, 0, 0].T.numpy().copy()
+            return cls(w2, last.bias.numpy().copy(), kernel, w1, first.bias.numpy().copy())
 
     @classmethod
     def _solve(cls, latents: torch.Tensor, target: torch.Tensor, kernel: int) -> "ApproxDecoder":
@@ -129,6 +190,17 @@ class ApproxDecoder:
         design = np.concatenate([z, np.ones((len(z), 1), np.float32)], 1)
         solution, *_ = np.linalg.lstsq(design, y, rcond=None)
         return cls(solution[:-1].astype(np.float32), solution[-1].astype(np.float32), kernel)
+
+
+def _decoded_at_latent_size(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    """What the VAE's decoder shows for (N, C, h, w) pipeline-space latents, RGB in [0, 1] averaged
+    down to the latents' resolution: the target of the fits to the decoder."""
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    param = next(vae.parameters())
+    with torch.no_grad():
+        decoded = vae.decode(from_pipeline_space(vae, latents.to(param.device, torch.float32)).to(param.dtype),
+                             return_dict=False)[0].float().cpu()
+    return torch.nn.functional.avg_pool2d((decoded.clamp(-1, 1) + 1) / 2, factor)
 
 
 def _features(z: np.ndarray, kernel: int) -> np.ndarray:

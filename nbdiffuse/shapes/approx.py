@@ -4,7 +4,8 @@ Synthetic colour blocks suit VAEs trained on natural images; the shapes VAE has 
 on plain backgrounds and its decoder is far from linear, and the UNet's x0 predictions stray off
 the encoder's manifold. So the fit targets what the decoder shows for the latents previews will
 actually show: x0 predictions of the model's own runs, plus latents of renders and perturbations
-around them, with a 3 x 3 neighbourhood.
+around them, with a 3 x 3 neighbourhood and one hidden layer of 16 ReLU units (mean error 10 of
+255 on held-out runs, against 25 for the linear 3 x 3 fit).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def fit_shapes_approx(pipe: Any, renders: int = 128, runs: int = 48, seed: int =
         traj = trace(pipe, random_caption(seed=seed + 5_000 + i, omit=0.3).text(), steps=12,
                      guidance=float(1 + i % 8), seed=i)
         around.append(torch.stack([traj[k].pred_x0.float() for k in (1, 3, 6, 11)]))
-    return ApproxDecoder.fit_to_decoder(vae, torch.cat(around), kernel=3)
+    return ApproxDecoder.fit_hidden(vae, torch.cat(around), kernel=3, hidden=16, seed=seed)
 
 
 def write_shapes_approx(pipe: Any, folder: Path) -> None:

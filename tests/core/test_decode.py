@@ -105,3 +105,40 @@ def test_fit_to_decoder_reads_what_the_vae_shows(sd_pipe):
     latents = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     decoder = ApproxDecoder.fit_to_decoder(sd_pipe.vae, latents)
     assert decoder.weight.shape == (4, 3) and np.isfinite(decoder.weight).all()
+
+
+class CurvedVAE(torch.nn.Module):
+    """A decoder whose colour is a saturating (non-linear) function of each latent pixel, 4x upsampled."""
+
+    class config:
+        block_out_channels = (8, 8, 8)
+        scaling_factor = 1.0
+        shift_factor = None
+
+    def __init__(self):
+        super().__init__()
+        self.mix = torch.nn.Parameter(torch.randn(3, 4, generator=torch.Generator().manual_seed(1)))
+
+    def decode(self, z, return_dict=False):
+        rgb = torch.tanh(2.0 * torch.einsum("cd,bdhw->bchw", self.mix, z))  # in [-1, 1], as a VAE gives
+        return (rgb.repeat_interleave(4, 2).repeat_interleave(4, 3),)
+
+
+def test_hidden_layer_fit_follows_a_non_linear_decoder():
+    vae = CurvedVAE()
+    train = torch.randn(48, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    held_out = torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    linear = ApproxDecoder.fit_to_decoder(vae, train)
+    curved = ApproxDecoder.fit_hidden(vae, train, kernel=1, hidden=16, steps=600)
+    with torch.no_grad():
+        truth = ((vae.decode(held_out)[0][:, :, ::4, ::4] + 1) / 2 * 255).permute(0, 2, 3, 1).numpy()
+
+    def error(decoder):
+        return np.mean([np.abs(decoder.rgb(z).astype(float) - t).mean() for z, t in zip(held_out, truth)])
+
+    assert error(curved) < 0.5 * error(linear), (error(curved), error(linear))
+    again = ApproxDecoder.from_dict(decoder_dict := curved.to_dict())
+    assert decoder_dict["hidden_weight"] and np.array_equal(again.rgb(held_out[0]), curved.rgb(held_out[0]))
+    assert np.array_equal(curved.rgb(held_out[0].numpy()), curved.rgb(held_out[0]))  # numpy and torch paths agree
+    with pytest.raises(ValueError, match="hidden_weight"):
+        ApproxDecoder.from_dict({**decoder_dict, "hidden_bias": [0.0]})
