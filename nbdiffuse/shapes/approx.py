@@ -34,7 +34,7 @@ def fit_shapes_approx(pipe: Any, renders: int = 128, runs: int = 48, seed: int =
     for i in range(runs):  # what live previews show: x0 predictions along real runs
         traj = trace(pipe, random_caption(seed=seed + 5_000 + i, omit=0.3).text(), steps=12,
                      guidance=float(1 + i % 8), seed=i)
-        around.append(torch.stack([traj[k].pred_x0.float() for k in (1, 3, 6, 11)]))
+        around.append(torch.stack([traj[k].pred_x0.float() for k in (0, 1, 3, 6, 11)]))
     return ApproxDecoder.fit_hidden(vae, torch.cat(around), kernel=3, hidden=16, seed=seed)
 
 

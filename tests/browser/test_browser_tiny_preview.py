@@ -1,0 +1,50 @@
+"""Live frames from a tiny autoencoder in JupyterLab: the frames sent while the run goes are its
+decodes at the output size; the frames kept for the scrubber are the latent-size approx ones.
+
+The tiny autoencoder has random weights (nothing is downloaded): its pictures are noise, but
+their size tells which decoder made them.
+"""
+from __future__ import annotations
+
+import pytest
+
+from lab_driver import end_sessions, open_and_run_all, wait_for_kernel, write_notebook
+
+pytestmark = pytest.mark.browser
+
+STEPS = 20
+CELLS = [
+    "import torch\nimport nbdiffuse as nbd\nfrom diffusers import AutoencoderTiny\ntorch.set_num_threads(1)\n"
+    "pipe = nbd.load_pipeline()\ntorch.manual_seed(0)\n"
+    "nbd.set_tiny_decoder(pipe, AutoencoderTiny(encoder_block_out_channels=(16, 16, 16), "
+    "decoder_block_out_channels=(16, 16, 16), num_encoder_blocks=(1, 1, 1), num_decoder_blocks=(1, 1, 1)))",
+    f"ex = nbd.Explorer(pipe, steps={STEPS})  # preview='auto': the tiny autoencoder, now that one is set\nex",
+]
+
+
+@pytest.fixture
+def tiny_notebook(lab_server):
+    path = write_notebook(lab_server.root, "tiny_preview.ipynb", CELLS)
+    yield path
+    end_sessions(lab_server, path)
+
+
+def test_tiny_autoencoder_frames_show_live_and_approx_frames_stay_for_scrubbing(lab_server, page, explorer_page,
+                                                                               tiny_notebook, screenshots):
+    open_and_run_all(page, lab_server, tiny_notebook, workspace="nbd-tiny")
+    ex = explorer_page(page).wait_visible()
+    wait_for_kernel(page)
+    ex.watch_frames()
+    ex.click("Generate")
+    ex.wait_count(f"step {STEPS} / {STEPS}")
+    ex.wait_count("done")
+    seen = page.evaluate("() => [...window.__nbdSeen]")
+    live = [h for h in seen if h.startswith("64x64:")]
+    # Several 64x64 pictures: tiny-AE live frames (the final full-VAE frame is one more at most).
+    assert len(live) >= 3, seen
+    ex.press_on_slider("Home")
+    assert ex.position() == f"1 / {STEPS}"
+    ex.page.wait_for_function(
+        "(root) => root.querySelector('canvas[data-view=\"x0\"]').width === 16", arg=ex.root.element_handle(),
+        timeout=30_000)  # step 1 as kept: an approx frame at the latent size
+    ex.screenshot(screenshots / "tiny_preview_scrubbed.png")
