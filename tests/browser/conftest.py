@@ -158,6 +158,23 @@ def lab_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture
+def lab_notebook(lab_server):
+    """lab_notebook(name, cells) -> the path of a notebook of those code cells on the Lab server;
+    its kernels are shut down afterwards (no kernel of a test left running on the shared server)."""
+    from lab_driver import end_sessions, write_notebook
+
+    made = []
+
+    def make(name: str, cells: list[str]) -> str:
+        made.append(write_notebook(lab_server.root, name, cells))
+        return made[-1]
+
+    yield make
+    for path in made:
+        end_sessions(lab_server, path)
+
+
 @pytest.fixture(scope="session")
 def notebook_server(tmp_path_factory):
     server = _start("notebook", tmp_path_factory)

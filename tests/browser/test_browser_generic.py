@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab_driver import end_sessions, open_and_run_all, wait_for_kernel, write_notebook
+from lab_driver import open_and_run_all, wait_for_kernel
 
 pytestmark = pytest.mark.browser
 
@@ -20,16 +20,9 @@ CELLS = [
 ]
 
 
-@pytest.fixture
-def generic_notebook(lab_server):
-    path = write_notebook(lab_server.root, "generic.ipynb", CELLS)
-    yield path
-    end_sessions(lab_server, path)
-
-
 def test_a_pipeline_without_a_family_shows_x_t_and_says_what_it_cannot_do(lab_server, page, explorer_page,
-                                                                         generic_notebook, screenshots):
-    open_and_run_all(page, lab_server, generic_notebook, workspace="nbd-generic")
+                                                                         lab_notebook, screenshots):
+    open_and_run_all(page, lab_server, lab_notebook("generic.ipynb", CELLS), workspace="nbd-generic")
     ex = explorer_page(page).wait_visible()
     note = ex.root.locator(".nbd-capnote")
     note.wait_for(state="visible", timeout=120_000)

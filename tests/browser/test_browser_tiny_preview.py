@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab_driver import end_sessions, open_and_run_all, wait_for_kernel, write_notebook
+from lab_driver import open_and_run_all, wait_for_kernel
 
 pytestmark = pytest.mark.browser
 
@@ -22,16 +22,9 @@ CELLS = [
 ]
 
 
-@pytest.fixture
-def tiny_notebook(lab_server):
-    path = write_notebook(lab_server.root, "tiny_preview.ipynb", CELLS)
-    yield path
-    end_sessions(lab_server, path)
-
-
 def test_tiny_autoencoder_frames_show_live_and_approx_frames_stay_for_scrubbing(lab_server, page, explorer_page,
-                                                                               tiny_notebook, screenshots):
-    open_and_run_all(page, lab_server, tiny_notebook, workspace="nbd-tiny")
+                                                                               lab_notebook, screenshots):
+    open_and_run_all(page, lab_server, lab_notebook("tiny_preview.ipynb", CELLS), workspace="nbd-tiny")
     ex = explorer_page(page).wait_visible()
     wait_for_kernel(page)
     ex.watch_frames()

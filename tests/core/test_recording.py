@@ -57,14 +57,14 @@ def test_deferred_steps_are_published_in_order_and_equal_a_plain_run(sd_pipe, mo
         assert torch.equal(a.eps_uncond, b.eps_uncond) and a.timestep == b.timestep and b.seconds > 0
 
 
-def test_a_pause_publishes_every_step_made_before_it_waits(sd_pipe, monkeypatch):
-    log = []
-    deferred(monkeypatch, log, lag=4)  # steps 3.. are made before step 2 is published (and pauses)
+def run_paused_at(pipe, pause_at, steps, log):
+    """Run `pipe` for `steps`, pausing when step `pause_at` is published; once it holds, note how
+    many steps the trajectory has and stop. Returns (trajectory, [that count])."""
     control = nbd.RunControl()
     counts = []
 
     def on_step(traj, step):
-        if step.index == 2:
+        if step.index == pause_at:
             control.pause()
             log.append("paused")
 
@@ -73,11 +73,18 @@ def test_a_pause_publishes_every_step_made_before_it_waits(sd_pipe, monkeypatch)
         counts.append(len(run.trajectory))
         control.stop()
 
-    run = trace_module.prepare(sd_pipe, "a red circle", steps=8, seed=1, control=control, on_step=on_step)
+    run = trace_module.prepare(pipe, "a red circle", steps=steps, seed=1, control=control, on_step=on_step)
     watcher = threading.Thread(target=watch)
     watcher.start()
     traj = run.execute()
     watcher.join(30)
+    return traj, counts
+
+
+def test_a_pause_publishes_every_step_made_before_it_waits(sd_pipe, monkeypatch):
+    log = []
+    deferred(monkeypatch, log, lag=4)  # steps 3.. are made before step 2 is published (and pauses)
+    traj, counts = run_paused_at(sd_pipe, 2, 8, log)
     # Paused when step 2 was published, with later steps already made: the pause waits for their
     # copies and publishes them all, so the paused view shows the newest step made.
     assert len(traj) > 3 and counts == [len(traj)] and traj.stopped
@@ -99,23 +106,6 @@ def test_generic_runs_defer_their_copies_the_same_way(pag_pipe, monkeypatch):
         assert torch.equal(a.latents, b.latents) and b.seconds > 0
 
     log.clear()
-    control = nbd.RunControl()
-
-    def on_step(tr, step):
-        if step.index == 1:
-            control.pause()
-            log.append("paused")
-
-    def watch():
-        control.wait_until_waiting(30)
-        counts.append(len(run.trajectory))
-        control.stop()
-
-    counts = []
-    run = trace_module.prepare(pag_pipe, "a red circle", steps=6, seed=1, control=control, on_step=on_step)
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    traj = run.execute()
-    watcher.join(30)
+    traj, counts = run_paused_at(pag_pipe, 1, 6, log)
     assert counts == [len(traj)] and len(traj) >= 2 and traj.stopped
     assert log.index("paused") < log.index("wait")
