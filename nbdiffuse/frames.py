@@ -94,9 +94,6 @@ def step_frames(traj: Any, k: int, views: Sequence[str] = VIEWS) -> list[bytes]:
     return [encode_live(decoder.rgb(traj.latents_for(k, view))) if has_view(traj, view) else b"" for view in views]
 
 
-PREVIEW_DECODERS = ("approx", "tiny")
-
-
 def live_frames(traj: Any, k: int, views: Sequence[str] = VIEWS, decoder: str = "approx") -> list[bytes]:
     """Step k as the frames a running view is sent: step_frames (approx, latent resolution), or with
     decoder="tiny" the pipeline's tiny autoencoder (nbd.set_tiny_decoder) at the output size, as

@@ -60,8 +60,8 @@ class Explorer(anywidget.AnyWidget):
     defaults: prompt, negative_prompt, seed, steps, guidance, scheduler, height, width, and
     view ("both", "x0" or "xt"). pipe None loads the embedded model (nbd.load_pipeline()).
 
-    preview: what decodes the frames sent while a run goes. "approx" (the linear approximation,
-    at latent resolution: nearly free), "tiny" (the tiny autoencoder given to
+    preview: what decodes the frames sent while a run goes. "approx" (the approx decoder fitted
+    to the VAE, at latent resolution: nearly free), "tiny" (the tiny autoencoder given to
     nbd.set_tiny_decoder, e.g. TAESD, at the output size: sharper, one small decode per frame
     sent), or "auto" (tiny when the pipeline has one). The frames kept for the scrubber are
     approx ones either way; a paused, scrubbed or final frame is decoded by the full VAE.
@@ -98,7 +98,7 @@ class Explorer(anywidget.AnyWidget):
     width = t.Int(0).tag(sync=True)
     size_options = t.List(t.Int()).tag(sync=True)  # empty: the model takes one size only
     view = t.Unicode("both").tag(sync=True)
-    # What decodes the frames sent while a run goes: "approx" (linear, latent resolution), "tiny"
+    # What decodes the frames sent while a run goes: "approx" (latent resolution), "tiny"
     # (the tiny autoencoder set with nbd.set_tiny_decoder, output resolution), "auto" (tiny when set).
     preview = t.Unicode("auto").tag(sync=True)
     frame = t.Int(-1).tag(sync=True)  # step the scrubber shows; -1 follows the newest
