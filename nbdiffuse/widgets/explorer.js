@@ -24,15 +24,17 @@ function asDataView(buf) {
   return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
+// A promise of the bitmap, or of null for an empty buffer: a view the run does not have (x0 of
+// a pipeline that gives only x_t). Never throws: it runs inside trait-change handlers, where a
+// throw aborts the rest of that state update.
 function decode(buf) {
-  const view = asDataView(buf);
-  return createImageBitmap(new Blob([view], { type: mimeOf(view) }));
-}
-
-function decodeOrNull(buf) {
-  // An empty buffer is a view the run does not have (x0 of a pipeline that gives only x_t).
-  const size = buf ? (buf.byteLength ?? buf.length ?? 0) : 0;
-  return size ? decode(buf) : Promise.resolve(null);
+  try {
+    const view = asDataView(buf);
+    if (!view.byteLength) return Promise.resolve(null);
+    return createImageBitmap(new Blob([view], { type: mimeOf(view) }));
+  } catch (err) {
+    return Promise.reject(err);
+  }
 }
 
 function expand(segments, n) {
@@ -131,7 +133,7 @@ class Store extends EventTarget {
     if (msg.type === "frame") {
       let bitmaps = null;
       try {
-        bitmaps = await Promise.all(buffers.map(decodeOrNull));
+        bitmaps = await Promise.all(buffers.map(decode));
       } catch (err) { /* a frame that does not decode is skipped; the final state repairs it */ }
       if (bitmaps && msg.run === this.run) {
         this.live.set(msg.k, bitmaps);
@@ -146,13 +148,14 @@ class Store extends EventTarget {
       requestAnimationFrame(() => this.send({ type: "ack", run: msg.run, seq: msg.seq }));
     } else if (msg.type === "full") {
       let bitmaps;
-      try { bitmaps = await Promise.all(buffers.map(decodeOrNull)); } catch (err) { return; }
+      try { bitmaps = await Promise.all(buffers.map(decode)); } catch (err) { return; }
       (msg.views || VIEWS).forEach((view, i) => { if (bitmaps[i]) this.fullMsgs.set(`${msg.run}:${msg.k}:${view}`, bitmaps[i]); });
       while (this.fullMsgs.size > FULL_KEPT) this.fullMsgs.delete(this.fullMsgs.keys().next().value);
       this.emit("frames", { k: msg.k });
     } else if (msg.type === "whatif") {
       let bmp = null;
       try { bmp = await decode(buffers[0]); } catch (err) { return; }
+      if (!bmp) return;
       this.emit("whatif", { msg, bmp });
     }
   }
@@ -701,7 +704,7 @@ function render({ model, el }) {
 
 // --- exploring: what-if guidance, branches, the run tree, compare, exports ---------------
 function decodeAll(bufs) {
-  return Promise.all((bufs || []).map((b) => (b && b.byteLength ? decode(b).catch(() => null) : Promise.resolve(null))));
+  return Promise.all((bufs || []).map((b) => decode(b).catch(() => null)));
 }
 
 function renderExplore({ model, store, root, ui, draw, command, save, shownStep, repaint }) {

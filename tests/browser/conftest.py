@@ -208,7 +208,7 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def page(browser, request):
-    from lab_driver import new_page
+    from lab_driver import new_page, widget_errors
 
     context, page, console = new_page(browser)
     yield page
@@ -218,6 +218,9 @@ def page(browser, request):
         page.screenshot(path=str(SCREENSHOTS / f"FAILED_{request.node.name}.png"), full_page=True)
         print("browser console (last 30):\n" + "\n".join(console[-30:]))
     context.close()
+    broken = widget_errors(console)
+    assert not broken, "the page reported errors:\n" + "\n".join(broken)
+
 
 
 @pytest.fixture(scope="session")

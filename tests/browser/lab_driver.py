@@ -45,6 +45,23 @@ def end_sessions(server, path: str) -> None:
             server.api("DELETE", f"/api/sessions/{session['id']}")
 
 
+WIDGET_ERRORS = ("Error setting state", "Could not create", "Failed to create view")  # the widget manager's own words
+
+
+def widget_errors(console):
+    """Console lines that say our front end failed.
+
+    A throw inside a trait-change handler aborts the rest of that state update, so a test can pass
+    by timing alone while the page is broken. Uncaught errors raised inside the host app's own
+    bundles (Notebook 7 logs one while loading its settings) are not ours and are left out.
+    """
+    def ours(line):
+        if line.startswith("pageerror:"):
+            return "/static/" not in line
+        return any(text in line for text in WIDGET_ERRORS)
+    return [line for line in console if ours(line)]
+
+
 def new_page(browser):
     """(context, page, console lines) with the viewport and timeout every browser test uses."""
     context = browser.new_context(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
@@ -52,5 +69,5 @@ def new_page(browser):
     page.set_default_timeout(60_000)
     console: list[str] = []
     page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
-    page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+    page.on("pageerror", lambda error: console.append(f"pageerror: {error} | {error.stack}"))
     return context, page, console

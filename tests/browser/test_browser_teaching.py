@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from conftest import _start as start_server  # tests/browser is on sys.path (pytest's rootdir-less import mode)
-from lab_driver import new_page, open_and_run_all
+from lab_driver import new_page, open_and_run_all, widget_errors
 
 pytestmark = pytest.mark.browser
 
@@ -74,6 +74,8 @@ def lab(teaching_server, browser):
     errors = [line for line in console if line.startswith(("error", "pageerror"))]
     print("browser console errors:", errors[-10:])
     context.close()
+    broken = widget_errors(console)
+    assert not broken, "the page reported errors:\n" + "\n".join(broken)
 
 
 def wait_sweep_done(page, index: int, curve: bool = False, timeout=240_000):
