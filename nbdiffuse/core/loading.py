@@ -112,7 +112,7 @@ def _load_source(source: Any, device: Any, dtype: Any):
         if not (EMBEDDED_MODEL / "model_index.json").is_file():
             raise EmbeddedModelMissing(
                 "the embedded shapes model is not shipped in this installation yet "
-                f"(no model_index.json under nbdiffuse/shapes/model); pass source= a diffusers folder or hub id, "
+                "(no model_index.json under nbdiffuse/shapes/model); pass source= a diffusers folder or hub id, "
                 "or train one with `python -m nbdiffuse.shapes.train --out DIR`"
             )
         pipe = _from_pretrained(EMBEDDED_MODEL, "the embedded shapes model", target, dtype, local_only=True)

@@ -28,7 +28,7 @@ from .families import family_for
 from .prediction import sigma_at, x0_coefficients
 from .prompts import prepare_prompt
 from .recording import StepRecorder
-from .schedulers import make_scheduler, scheduler_from_params, scheduler_name
+from .schedulers import make_scheduler, scheduler_name
 from .trajectory import Step, Trajectory
 from .validate import (check_callable, check_prompt, check_seed, check_size, check_steps, guidance_schedule)
 

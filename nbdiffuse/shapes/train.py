@@ -268,7 +268,7 @@ def train_vae(ctx: dict, deadline: Deadline, save) -> bool:
 @torch.no_grad()
 def encode_pool(ctx: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior mean and std of every pool image (stage 2 samples latents from them)."""
-    vae, pool, device = ctx["vae"], ctx["pool_images"], ctx["device"]
+    vae, pool = ctx["vae"], ctx["pool_images"]
     vae.eval()
     means, stds = [], []
     for start in range(0, len(pool), 256):

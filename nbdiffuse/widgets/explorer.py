@@ -28,15 +28,18 @@ import traitlets as t
 from PIL import Image
 
 from ..core import RunControl, Trajectory, load_pipeline, prepare, schedulers
-from ..core.device_memory import is_out_of_memory, release_after
+from ..core.device_memory import release_after
 from ..core.generic import adapter_for, is_generic
 from ..core.loading import tiny_decoder
 from ..core.trajectory import CAPABILITIES, xt_only_reason
 from ..core.img2img import DEFAULT_STRENGTH, check_strength
 from ..core.schedulers import scheduler_name
 from ..core.validate import check_choice, check_guidance_value
-from ..frames import ACK_TIMEOUT, VIEWS, FrameStream, Pacer, full_frames, step_frames
+from ..frames import VIEWS, full_frames, step_frames
 from . import compare_view, history as run_tree, start_picture
+from .control_defaults import model_defaults, saved_defaults
+from .live_run import LiveRun, noting
+from .plain_words import capabilities_state, describe_error, model_words
 from .runner import Job, Runner
 from .style import stylesheet
 
@@ -44,9 +47,6 @@ _HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT_KEYS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "scheduler", "height", "width", "view")
 VIEW_MODES = ("both", "x0", "xt")
 PREVIEWS = ("auto", "approx", "tiny")  # Explorer.preview
-EMBEDDED_SOURCE = "nbdiffuse/shapes"
-FOREGROUND_ACK_TIMEOUT = 0.1  # s; a foreground run blocks the kernel, so acks cannot arrive: pace by time
-ITS_WINDOW = 10  # steps averaged for the it/s readout
 EXPORT_KINDS = ("png", "gif", "mp4", "html", "nbd")
 EXPORTS_SHOWN = 8  # newest written files listed in the widget
 SWAP_STOP_TIMEOUT = 120.0  # s: set_pipeline waits this long for a running run to stop after its current step
@@ -163,7 +163,7 @@ class Explorer(anywidget.AnyWidget):
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbdiffuse-decode")
         self._sync_lock = threading.RLock()
         self._start_source: Any = None  # image to image: what start_from() was given
-        self._live: _Live | None = None
+        self._live: LiveRun | None = None
         self._quiet = 0
         self._scrub_target: tuple[str, int] | None = None
         self._whatif_target: tuple | None = None
@@ -174,7 +174,7 @@ class Explorer(anywidget.AnyWidget):
         self._run_numbers: dict[str, int] = {}  # run id -> n of its label #n, counting every run made
         self._runs_made = 0
         self._closed = False
-        values = self._defaults(defaults) if self.pipe is not None else self._saved_defaults(defaults)
+        values = model_defaults(self.pipe, defaults) if self.pipe is not None else saved_defaults(self.history, defaults)
         super().__init__(_uid=uuid.uuid4().hex, view=view, preview=preview, export_dir=os.getcwd(), mp4=mp4_available(),
                          has_pipe=self.pipe is not None, workshop_note="" if self.pipe is not None else WORKSHOP_NOTE,
                          **capabilities_state(self.pipe), **values)
@@ -243,7 +243,7 @@ class Explorer(anywidget.AnyWidget):
         elif strength is not None:
             raise ValueError(f"strength={strength!r} needs a start picture: pass image=... or call ex.start_from(...)")
         control = RunControl()
-        live = _Live(self, background, self._live_decoder())
+        live = LiveRun(self, background, self._live_decoder())
         run = prepare(self.pipe, control=control, on_step=live.on_step, **params)
         job = Job(run, control, background, context=live)
         with self._quietly():  # programmatic trait writes must not steer the run being replaced
@@ -363,7 +363,7 @@ class Explorer(anywidget.AnyWidget):
             raise RuntimeError("this Explorer was closed; create a new one")
         new = load_pipeline(pipe, **options)
         old = self.pipe
-        was = self._defaults({}) if old is not None else {}  # the old model's defaults: what the user left as is
+        was = model_defaults(self.pipe, {}) if old is not None else {}  # the old model's defaults: what the user left as is
         if self._runner.busy:
             self.stop()
             if not self._runner.wait(SWAP_STOP_TIMEOUT):
@@ -376,9 +376,9 @@ class Explorer(anywidget.AnyWidget):
             if kept.get("scheduler") not in schedulers(new):
                 kept.pop("scheduler", None)
             try:
-                values = self._defaults(kept)
+                values = model_defaults(self.pipe, kept)
             except (TypeError, ValueError):  # something kept does not suit the new model: its own defaults
-                values = self._defaults({})
+                values = model_defaults(self.pipe, {})
         except BaseException:
             self.pipe = old
             raise
@@ -413,8 +413,8 @@ class Explorer(anywidget.AnyWidget):
         from ..core.trace import model_name
 
         p, pipe = parent.params, self.pipe
-        made_by = _model_words(p.get("model") or p.get("pipeline"), p.get("lora"))
-        now = _model_words(model_name(pipe) or type(pipe).__name__, lora_params(pipe))
+        made_by = model_words(p.get("model") or p.get("pipeline"), p.get("lora"))
+        now = model_words(model_name(pipe) or type(pipe).__name__, lora_params(pipe))
         family = adapter_for(pipe).name
         if p.get("family") != family:
             raise ValueError(f"this run was made by {made_by} ({p.get('family')}); the Explorer now holds {now} "
@@ -468,9 +468,9 @@ class Explorer(anywidget.AnyWidget):
         changes = run_tree.check_branch(self.pipe, parent, at, changes)
         notice = self._model_change(parent, at)  # a run of a swapped-out model (set_pipeline)
         control = RunControl()
-        live = _Live(self, background, self._live_decoder())
+        live = LiveRun(self, background, self._live_decoder())
         live.prefix = self._frames_of(parent, upto=at + 1)
-        run = run_tree.BranchRun(self.pipe, parent, at, changes, control, _noting(live.on_step, notice))
+        run = run_tree.BranchRun(self.pipe, parent, at, changes, control, noting(live.on_step, notice))
         with self._quietly():
             for key in ("prompt", "negative_prompt", "seed", "steps", "scheduler"):
                 self.set_trait(key, changes.get(key, parent.params[key]))
@@ -672,54 +672,6 @@ class Explorer(anywidget.AnyWidget):
         n, total = self.n_steps, self.total_steps
         return f"Explorer(status={self.status!r}, steps={n}/{total}, prompt={self.prompt!r})"
 
-    # --- defaults ---------------------------------------------------------------------
-    def _defaults(self, given: dict[str, Any]) -> dict[str, Any]:
-        pipe = self.pipe
-        family = adapter_for(pipe)
-        embedded = getattr(pipe, "_nbd_source", None) == EMBEDDED_SOURCE
-        options = schedulers(pipe)
-        own = scheduler_name(pipe.scheduler)
-        values: dict[str, Any] = {
-            "prompt": "big red circle on the left, white background" if embedded else "a lighthouse on a cliff at dusk",
-            "negative_prompt": "",
-            "seed": 0,
-            "steps": 30,
-            "guidance": 5.0 if embedded else float(family.default_guidance),
-            "scheduler": own if own in options else ("euler" if "euler" in options else options[0]),
-        }
-        values.update({k: v for k, v in given.items() if k not in ("height", "width")})
-        default_h, default_w = family.default_size() or (given.get("height") or 0, given.get("width") or 0)
-        sizes = [] if embedded else size_choices(max(default_h, default_w), family.vae_factor)
-        height, width = given.get("height"), given.get("width")
-        if sizes or height is not None or width is not None:
-            sizes = sorted(set(sizes) | {v for v in (height, width) if isinstance(v, int)})
-        if not isinstance(values["guidance"], (int, float)) or isinstance(values["guidance"], bool):
-            raise TypeError(f"Explorer(guidance=...) must be a number (the slider's start), got {values['guidance']!r}")
-        # prepare() checks every value the way generate() will, without model work.
-        run = prepare(pipe, values["prompt"], negative_prompt=values["negative_prompt"], steps=values["steps"],
-                      guidance=values["guidance"], seed=values["seed"], scheduler=values["scheduler"],
-                      height=height, width=width)
-        label = getattr(pipe, "_nbd_source", None) or pipe.config.get("_name_or_path") or type(pipe).__name__
-        return dict(values, guidance=float(values["guidance"]), scheduler_options=options, size_options=sizes,
-                    height=run.height, width=run.width, guidance_max=float(max(15, math.ceil(2 * values["guidance"]))),
-                    image_size=[run.width, run.height], model_label=str(label))
-
-    def _saved_defaults(self, given: dict[str, Any]) -> dict[str, Any]:
-        """Control values for workshop mode: taken from the first saved run (no model to ask)."""
-        p = self.history[0].params
-        options = sorted({traj.params["scheduler"] for traj in self.history})
-        guidance = given.get("guidance", p["guidance"][0] if p["guidance"] else 1.0)
-        check_guidance_value(guidance)
-        values = dict(prompt=p["prompt"], negative_prompt=p["negative_prompt"] or "", seed=int(p["seed"]),
-                      steps=int(p["steps"]), scheduler=p["scheduler"])
-        values.update({k: v for k, v in given.items() if k in ("prompt", "negative_prompt", "seed", "steps",
-                                                                 "scheduler")})
-        top = max(max(traj.guidances or [1.0]) for traj in self.history)
-        label = p.get("model") or p.get("pipeline") or "saved runs"
-        return dict(values, guidance=float(guidance), scheduler_options=options, size_options=[],
-                    height=int(p["height"]), width=int(p["width"]), image_size=[int(p["width"]), int(p["height"])],
-                    guidance_max=float(max(15, math.ceil(2 * top))), model_label=f"{label} (saved runs)")
-
     # --- trait observers --------------------------------------------------------------
     @t.observe("guidance")
     def _guidance_changed(self, change: dict) -> None:
@@ -884,7 +836,7 @@ class Explorer(anywidget.AnyWidget):
         if isinstance(failure, KeyboardInterrupt) and not job.background:
             raise failure
 
-    def _finish(self, job: Job, live: "_Live", failure: BaseException | None) -> None:
+    def _finish(self, job: Job, live: "LiveRun", failure: BaseException | None) -> None:
         traj = job.trajectory
         if traj is not None:
             live.adopt(traj)
@@ -935,7 +887,7 @@ class Explorer(anywidget.AnyWidget):
             if problem is not None:
                 self._show_error(problem)
 
-    def _full_state(self, live: "_Live", traj: Any) -> tuple[dict, BaseException | None]:
+    def _full_state(self, live: "LiveRun", traj: Any) -> tuple[dict, BaseException | None]:
         """Trait values showing every recorded step, the last one decoded by the full VAE; and what failed."""
         n = len(traj) if traj is not None else 0
         state: dict[str, Any] = {"frames_x0": [], "frames_xt": [], "full_frames": {}, "n_steps": n,
@@ -956,65 +908,6 @@ class Explorer(anywidget.AnyWidget):
             setattr(self, name, value)
 
 
-class _Live:
-    """What one run streams to the browser: its frame stream, pacer and progress figures."""
-
-    def __init__(self, explorer: Explorer, background: bool, decoder: str = "approx"):
-        self.explorer, self.decoder = explorer, decoder
-        self.run_id = uuid.uuid4().hex[:12]
-        self.traj: Any = None
-        self.stream: FrameStream | None = None
-        self.adopted = False
-        self.prefix: tuple[list, list] | None = None  # a branch's inherited frames
-        self.pacer = Pacer(self._send, ack_timeout=ACK_TIMEOUT if background else FOREGROUND_ACK_TIMEOUT)
-
-    def on_step(self, traj: Any, step: Any) -> None:
-        # Per step the denoising thread only offers the step; it is encoded if and when it is sent.
-        if self.stream is None:
-            self.adopt(traj)
-            self.stream = FrameStream(traj, self.pacer, self.message, decoder=self.decoder)
-        self.stream.push(step.index)
-
-    def adopt(self, traj: Any) -> None:
-        if not self.adopted:
-            self.adopted = True
-            self.traj = traj
-            self.explorer.history.append(traj)
-
-    def message(self, k: int) -> dict:
-        traj = self.traj
-        return {"type": "frame", "run": self.run_id, "k": k, "n": len(traj), "total": traj.total_steps,
-                "its": self.its(), "g": guidance_segments(traj.guidances)}
-
-    def its(self) -> float:
-        steps = list(self.traj)[-ITS_WINDOW:] if self.traj is not None else []
-        spent = sum(s.seconds for s in steps)
-        return round(len(steps) / spent, 2) if spent > 0 else 0.0
-
-    def seconds(self) -> float:
-        return round(sum(s.seconds for s in self.traj), 3) if self.traj is not None else 0.0
-
-    def _send(self, content: dict, buffers: list) -> None:
-        self.explorer.send(content, buffers)
-
-
-def capabilities_state(source: Any) -> dict[str, Any]:
-    """`capabilities` and `capabilities_note` for a pipeline (None: no model) or a Trajectory."""
-    if isinstance(source, Trajectory):
-        caps = source.capabilities
-        note = "" if caps["x0"] else xt_only_reason(source.params.get("pipeline"), _CANNOT, hint="")
-        return {"capabilities": caps, "capabilities_note": note}
-    if source is not None and is_generic(source):
-        from ..core.generic import CAPABILITIES as XT_ONLY
-
-        return {"capabilities": {**CAPABILITIES, **XT_ONLY},
-                "capabilities_note": xt_only_reason(type(source).__name__, _CANNOT, hint="")}
-    return {"capabilities": dict(CAPABILITIES), "capabilities_note": ""}
-
-
-_CANNOT = "x0, what-if, branching and live guidance"
-
-
 def _step_of(content: dict) -> int | None:
     k = content.get("k")
     if k is None:
@@ -1022,53 +915,3 @@ def _step_of(content: dict) -> int | None:
     if isinstance(k, bool) or not isinstance(k, int):
         raise TypeError(f"k must be a step index (int), got {k!r}")
     return k
-
-
-def guidance_segments(guidances: list[float]) -> list[list[float]]:
-    """[[first step, guidance], ...] where guidance changes: a few numbers instead of one per step."""
-    segments: list[list[float]] = []
-    for k, w in enumerate(guidances):
-        if not segments or segments[-1][1] != w:
-            segments.append([k, w])
-    return segments
-
-
-def size_choices(side: int, multiple: int) -> list[int]:
-    """Square sides around the model's own size, each a multiple of the VAE factor."""
-    choices = {max(multiple, round(side * f / multiple) * multiple) for f in (0.5, 0.75, 1, 1.25, 1.5, 2)}
-    return sorted(choices)
-
-
-def _noting(on_step: Any, notice: str | None) -> Any:
-    """on_step that also adds `notice` to the run's notices (params["notices"], kept in .nbd files)."""
-    if notice is None:
-        return on_step
-
-    def step(traj: Any, s: Any) -> None:
-        notices = traj.params.setdefault("notices", [])
-        if notice not in notices:
-            notices.append(notice)
-        on_step(traj, s)
-    return step
-
-
-def _model_words(model: Any, lora: Any) -> str:
-    """'org/model', with its LoRA and scale where it had one: for notices and errors."""
-    words = str(model or "an unknown model")
-    if lora:
-        words += f" with LoRA {lora.get('source') or ', '.join(lora.get('adapters') or [])}"
-        if lora.get("scale") is not None:
-            words += f" at {lora['scale']:g}"
-    return words
-
-
-def describe_error(exc: BaseException, step: int | None = None, total: int | None = None) -> str:
-    """A failure in plain words, with what to try."""
-    where = f" at step {step + 1} of {total}" if step is not None and total and step < total else ""
-    text = str(exc).strip() or type(exc).__name__
-    if is_out_of_memory(exc):
-        return (f"Out of memory{where}. Try a smaller size or fewer steps, or free memory used by other "
-                f"notebooks; then press Generate again. ({type(exc).__name__}: {text.splitlines()[0][:200]})")
-    if isinstance(exc, (ValueError, TypeError)) and step is None:
-        return f"Cannot start: {text}"
-    return f"The run failed{where}: {type(exc).__name__}: {text.splitlines()[0][:300]}"

@@ -1,0 +1,67 @@
+"""The Explorer's control values: what suits a model, or a set of saved runs (workshop mode)."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..core import prepare, schedulers
+from ..core.generic import adapter_for
+from ..core.schedulers import scheduler_name
+from ..core.validate import check_guidance_value
+
+EMBEDDED_SOURCE = "nbdiffuse/shapes"
+
+
+def model_defaults(pipe: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """Control values suiting `pipe`, with `given` (checked the way generate() will check them) taking precedence."""
+    family = adapter_for(pipe)
+    embedded = getattr(pipe, "_nbd_source", None) == EMBEDDED_SOURCE
+    options = schedulers(pipe)
+    own = scheduler_name(pipe.scheduler)
+    values: dict[str, Any] = {
+        "prompt": "big red circle on the left, white background" if embedded else "a lighthouse on a cliff at dusk",
+        "negative_prompt": "",
+        "seed": 0,
+        "steps": 30,
+        "guidance": 5.0 if embedded else float(family.default_guidance),
+        "scheduler": own if own in options else ("euler" if "euler" in options else options[0]),
+    }
+    values.update({k: v for k, v in given.items() if k not in ("height", "width")})
+    default_h, default_w = family.default_size() or (given.get("height") or 0, given.get("width") or 0)
+    sizes = [] if embedded else size_choices(max(default_h, default_w), family.vae_factor)
+    height, width = given.get("height"), given.get("width")
+    if sizes or height is not None or width is not None:
+        sizes = sorted(set(sizes) | {v for v in (height, width) if isinstance(v, int)})
+    if not isinstance(values["guidance"], (int, float)) or isinstance(values["guidance"], bool):
+        raise TypeError(f"Explorer(guidance=...) must be a number (the slider's start), got {values['guidance']!r}")
+    # prepare() checks every value the way generate() will, without model work.
+    run = prepare(pipe, values["prompt"], negative_prompt=values["negative_prompt"], steps=values["steps"],
+                  guidance=values["guidance"], seed=values["seed"], scheduler=values["scheduler"],
+                  height=height, width=width)
+    label = getattr(pipe, "_nbd_source", None) or pipe.config.get("_name_or_path") or type(pipe).__name__
+    return dict(values, guidance=float(values["guidance"]), scheduler_options=options, size_options=sizes,
+                height=run.height, width=run.width, guidance_max=float(max(15, math.ceil(2 * values["guidance"]))),
+                image_size=[run.width, run.height], model_label=str(label))
+
+
+def saved_defaults(history: list, given: dict[str, Any]) -> dict[str, Any]:
+    """Control values for workshop mode: taken from the first saved run (no model to ask)."""
+    p = history[0].params
+    options = sorted({traj.params["scheduler"] for traj in history})
+    guidance = given.get("guidance", p["guidance"][0] if p["guidance"] else 1.0)
+    check_guidance_value(guidance)
+    values = dict(prompt=p["prompt"], negative_prompt=p["negative_prompt"] or "", seed=int(p["seed"]),
+                  steps=int(p["steps"]), scheduler=p["scheduler"])
+    values.update({k: v for k, v in given.items() if k in ("prompt", "negative_prompt", "seed", "steps",
+                                                             "scheduler")})
+    top = max(max(traj.guidances or [1.0]) for traj in history)
+    label = p.get("model") or p.get("pipeline") or "saved runs"
+    return dict(values, guidance=float(guidance), scheduler_options=options, size_options=[],
+                height=int(p["height"]), width=int(p["width"]), image_size=[int(p["width"]), int(p["height"])],
+                guidance_max=float(max(15, math.ceil(2 * top))), model_label=f"{label} (saved runs)")
+
+
+def size_choices(side: int, multiple: int) -> list[int]:
+    """Square sides around the model's own size, each a multiple of the VAE factor."""
+    choices = {max(multiple, round(side * f / multiple) * multiple) for f in (0.5, 0.75, 1, 1.25, 1.5, 2)}
+    return sorted(choices)

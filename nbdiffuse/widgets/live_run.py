@@ -1,0 +1,77 @@
+"""One Explorer run as the browser sees it while it goes: its frame stream, pacer and progress figures.
+
+No widget class here: a LiveRun only needs the Explorer's `history` list and `send(content, buffers)`.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from ..frames import ACK_TIMEOUT, FrameStream, Pacer
+
+FOREGROUND_ACK_TIMEOUT = 0.1  # s; a foreground run blocks the kernel, so acks cannot arrive: pace by time
+ITS_WINDOW = 10  # steps averaged for the it/s readout
+
+
+class LiveRun:
+    """What one run streams to the browser: its frame stream, pacer and progress figures."""
+
+    def __init__(self, explorer: Any, background: bool, decoder: str = "approx"):
+        self.explorer, self.decoder = explorer, decoder
+        self.run_id = uuid.uuid4().hex[:12]
+        self.traj: Any = None
+        self.stream: FrameStream | None = None
+        self.adopted = False
+        self.prefix: tuple[list, list] | None = None  # a branch's inherited frames
+        self.pacer = Pacer(self._send, ack_timeout=ACK_TIMEOUT if background else FOREGROUND_ACK_TIMEOUT)
+
+    def on_step(self, traj: Any, step: Any) -> None:
+        # Per step the denoising thread only offers the step; it is encoded if and when it is sent.
+        if self.stream is None:
+            self.adopt(traj)
+            self.stream = FrameStream(traj, self.pacer, self.message, decoder=self.decoder)
+        self.stream.push(step.index)
+
+    def adopt(self, traj: Any) -> None:
+        if not self.adopted:
+            self.adopted = True
+            self.traj = traj
+            self.explorer.history.append(traj)
+
+    def message(self, k: int) -> dict:
+        traj = self.traj
+        return {"type": "frame", "run": self.run_id, "k": k, "n": len(traj), "total": traj.total_steps,
+                "its": self.its(), "g": guidance_segments(traj.guidances)}
+
+    def its(self) -> float:
+        steps = list(self.traj)[-ITS_WINDOW:] if self.traj is not None else []
+        spent = sum(s.seconds for s in steps)
+        return round(len(steps) / spent, 2) if spent > 0 else 0.0
+
+    def seconds(self) -> float:
+        return round(sum(s.seconds for s in self.traj), 3) if self.traj is not None else 0.0
+
+    def _send(self, content: dict, buffers: list) -> None:
+        self.explorer.send(content, buffers)
+
+
+def guidance_segments(guidances: list[float]) -> list[list[float]]:
+    """[[first step, guidance], ...] where guidance changes: a few numbers instead of one per step."""
+    segments: list[list[float]] = []
+    for k, w in enumerate(guidances):
+        if not segments or segments[-1][1] != w:
+            segments.append([k, w])
+    return segments
+
+
+def noting(on_step: Any, notice: str | None) -> Any:
+    """on_step that also adds `notice` to the run's notices (params["notices"], kept in .nbd files)."""
+    if notice is None:
+        return on_step
+
+    def step(traj: Any, s: Any) -> None:
+        notices = traj.params.setdefault("notices", [])
+        if notice not in notices:
+            notices.append(notice)
+        on_step(traj, s)
+    return step
