@@ -17,13 +17,16 @@ class Comparison:
     a: Trajectory
     b: Trajectory
     pairs: list[tuple[int, int]]  # (step of a, step of b) shown together
-    difference: list[float]  # mean |RGB difference| in [0, 1] of the approx x0 frames, per pair
+    difference: list[float]  # mean |RGB difference| in [0, 1] of the approx frames of `view`, per pair
+    view: str = "x0"  # what was compared: the x0 predictions, or the noisy latents x_t
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def heatmap(self, i: int = -1, view: str = "x0", size: int = 256) -> Image.Image:
-        """Per-pixel |a - b| of pair i as a heat picture (black = same, bright = different)."""
+    def heatmap(self, i: int = -1, view: str | None = None, size: int = 256) -> Image.Image:
+        """Per-pixel |a - b| of pair i as a heat picture (black = same, bright = different); view None:
+        the view compared."""
+        view = self.view if view is None else view
         check_choice("view", view, ("x0", "xt"))
         ka, kb = self.pairs[i]
         diff = _rgb_diff(self.a, ka, self.b, kb, view).mean(-1)
@@ -52,7 +55,10 @@ def _rgb_diff(a: Trajectory, ka: int, b: Trajectory, kb: int, view: str) -> np.n
 
 
 def compare(a: Trajectory, b: Trajectory, view: str = "x0") -> Comparison:
-    """Align `a` and `b` by fraction of the run and measure their difference at each step."""
+    """Align `a` and `b` by fraction of the run and measure their difference at each step.
+
+    view: "x0" (the predicted clean images: where the composition settles) or "xt" (the noisy
+    latents; the only view of runs that record x_t alone, core/generic.py)."""
     for name, traj in (("a", a), ("b", b)):
         if not isinstance(traj, Trajectory) or len(traj) == 0:
             raise ValueError(f"{name} must be a Trajectory with at least one step")
@@ -63,4 +69,4 @@ def compare(a: Trajectory, b: Trajectory, view: str = "x0") -> Comparison:
         fraction = i / max(n - 1, 1)
         pairs.append((round(fraction * (len(a) - 1)), round(fraction * (len(b) - 1))))
     difference = [float(_rgb_diff(a, ka, b, kb, view).mean()) for ka, kb in pairs]
-    return Comparison(a, b, pairs, difference)
+    return Comparison(a, b, pairs, difference, view)

@@ -10,15 +10,20 @@ from typing import Any
 import numpy as np
 
 from ..core import compare as core_compare
-from ..frames import encode_live, encode_lossless
+from ..frames import VIEWS, encode_live, encode_lossless, has_view
 
 HEAT_SIDE = 128  # px; the heatmap is a coarse picture, the browser scales it to the pane
 
 
-def compare_state(a: Any, b: Any, label_a: str, label_b: str, frames_of: Any) -> tuple[Any, dict]:
-    """(core Comparison, trait values) for runs a and b; `frames_of(traj)` gives its per-step x0 frames."""
-    comparison = core_compare(a, b)
-    xa, xb = frames_of(a), frames_of(b)
+def compare_state(a: Any, b: Any, label_a: str, label_b: str, frames_of: Any,
+                  view: str | None = None) -> tuple[Any, dict]:
+    """(core Comparison, trait values) for runs a and b; `frames_of(traj)` gives its per-step (x0, xt) frames.
+
+    view None: x0 when both runs have it, else x_t (a run of a pipeline outside the known families)."""
+    if view is None:
+        view = "x0" if has_view(a, "x0") and has_view(b, "x0") else "xt"
+    comparison = core_compare(a, b, view)
+    xa, xb = (frames_of(traj)[VIEWS.index(view)] for traj in (a, b))
     heat = [encode_lossless(comparison.heatmap(i, size=HEAT_SIDE)) for i in range(len(comparison))]
     info = {
         "a": a.id, "b": b.id, "label_a": label_a, "label_b": label_b,
@@ -26,6 +31,7 @@ def compare_state(a: Any, b: Any, label_a: str, label_b: str, frames_of: Any) ->
         "difference": [round(d, 5) for d in comparison.difference],
         "locks_in_at": comparison.locks_in_at,
         "prompt_a": a.params.get("prompt", ""), "prompt_b": b.params.get("prompt", ""),
+        "view": view,
     }
     state = {
         "comparison": info,

@@ -911,7 +911,9 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
       svg("line", { x1: 100, x2: 100, y1: 0, y2: 30, class: "nbd-curve-at", "vector-effect": "non-scaling-stroke" }),
     );
     cmp.curve.dataset.difference = JSON.stringify(diff);
-    cmp.text.textContent = `difference per step (mean |A − B| of x₀); the composition locks in at step ${info.locks_in_at + 1} of ${pairs.length}`;
+    const of = info.view === "xt" ? "xₜ" : "x₀";
+    cmp.text.textContent = `difference per step (mean |A − B| of ${of}); the composition locks in at step ${info.locks_in_at + 1} of ${pairs.length}`;
+    cmp.caps.heat.textContent = `difference |A − B| of ${of}`;
     const token = {};
     cmpToken = token;
     Promise.all([decodeAll(model.get("compare_a")), decodeAll(model.get("compare_b")), decodeAll(model.get("compare_heat"))])

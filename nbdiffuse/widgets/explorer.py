@@ -528,12 +528,16 @@ class Explorer(anywidget.AnyWidget):
             self._show_error(problem)
         return traj
 
-    def compare(self, a: Any = -2, b: Any = -1) -> Any:
-        """Show runs a and b (index, id or Trajectory) side by side; returns the core Comparison."""
+    def compare(self, a: Any = -2, b: Any = -1, view: str | None = None) -> Any:
+        """Show runs a and b (index, id or Trajectory) side by side; returns the core Comparison.
+
+        view: "x0", "xt", or None: x0 when both runs have it, else x_t."""
+        if view is not None:
+            check_choice("view", view, VIEWS)
         ta = run_tree.find_run(self.history, a, "a")
         tb = run_tree.find_run(self.history, b, "b")
-        comparison, state = compare_view.compare_state(ta, tb, self._label(ta), self._label(tb),
-                                                       lambda traj: self._frames_of(traj)[0])
+        comparison, state = compare_view.compare_state(ta, tb, self._label(ta), self._label(tb), self._frames_of,
+                                                       view)
         with self._sync_lock, self.hold_sync():
             self._assign(state)
         return comparison

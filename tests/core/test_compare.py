@@ -31,3 +31,14 @@ def test_compare_bad_input(sd_pipe):
     other = nbd.trace(sd_pipe, "red circle", steps=2, seed=1, height=24)
     with pytest.raises(ValueError, match="different sizes"):
         compare(a, other)
+
+
+def test_an_x_t_comparison_measures_and_draws_the_noisy_latents(sd_pipe):
+    a = nbd.trace(sd_pipe, "red circle", steps=4, seed=1)
+    b = nbd.trace(sd_pipe, "red circle", steps=4, seed=2)
+    on_x0, on_xt = compare(a, b), compare(a, b, view="xt")
+    assert on_xt.view == "xt" and on_x0.view == "x0"
+    assert on_xt.difference != on_x0.difference
+    # The heatmap follows the view compared unless told otherwise.
+    assert on_xt.heatmap(0, size=16).tobytes() == on_x0.heatmap(0, view="xt", size=16).tobytes()
+    assert on_xt.heatmap(0, size=16).tobytes() != on_x0.heatmap(0, size=16).tobytes()

@@ -107,6 +107,23 @@ def test_exports_and_workshop_mode_of_a_generic_run(generic_explorer, tmp_path):
         shop.close()
 
 
+def test_compare_of_x_t_only_runs_compares_their_noisy_latents(generic_explorer):
+    ex, fe = generic_explorer
+    for seed in (1, 2):
+        ex.generate(steps=4, seed=seed)
+        assert ex.wait(120)
+    fe.send({"type": "compare", "a": ex.history[0].id, "b": ex.history[1].id})
+    info = fe.state["comparison"]
+    assert fe.state["error"] == "" and info["view"] == "xt" and len(info["pairs"]) == 4
+    assert fe.state["compare_b"] == fe.state["frames_xt"]  # run b is the one shown: its x_t frames, step by step
+    assert all(d > 0 for d in info["difference"])  # two seeds: different noise at every step
+    assert len(fe.state["compare_heat"]) == 4
+    with pytest.raises(ValueError, match="gives only the noisy latent x_t"):
+        ex.compare(view="x0")
+    with pytest.raises(ValueError, match="view"):
+        ex.compare(view="x1")
+
+
 def test_a_known_family_keeps_every_capability(pipe):
     ex = Explorer(pipe, steps=3)
     try:
