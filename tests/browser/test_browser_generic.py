@@ -5,6 +5,7 @@ N / N, and the x0 view, what-if and branching disabled with the reason shown.
 """
 from __future__ import annotations
 
+import json
 
 import pytest
 
@@ -39,3 +40,19 @@ def test_a_pipeline_without_a_family_shows_x_t_and_says_what_it_cannot_do(lab_se
     ex.press_on_slider("Home")
     assert ex.position() == f"1 / {STEPS}"
     ex.screenshot(screenshots / "generic_done.png")
+
+    # A second run from another seed, compared with the first: on x_t, the view these runs have.
+    ex.click("Random seed")
+    ex.click("Generate")
+    page.wait_for_function("(root) => root.querySelectorAll('.nbd-node').length === 2", arg=ex.root.element_handle(),
+                           timeout=180_000)
+    ex.wait_count("done")
+    ex.click("Compare")
+    panel = ex.root.locator(".nbd-compare")
+    panel.wait_for(state="visible")
+    assert "of xₜ" in panel.locator(".nbd-gtext").text_content()
+    diff = json.loads(panel.locator(".nbd-curve").get_attribute("data-difference"))
+    assert len(diff) == STEPS and min(diff) > 0, diff  # two seeds: apart at every step
+    assert not ex.root.locator(".nbd-error", has_text="x_t").is_visible()
+    panel.scroll_into_view_if_needed()
+    panel.screenshot(path=str(screenshots / "generic_compare.png"))
