@@ -363,7 +363,7 @@ class Explorer(anywidget.AnyWidget):
             raise RuntimeError("this Explorer was closed; create a new one")
         new = load_pipeline(pipe, **options)
         old = self.pipe
-        was = model_defaults(self.pipe, {}) if old is not None else {}  # the old model's defaults: what the user left as is
+        was = model_defaults(old, {}) if old is not None else {}  # the old model's defaults: what the user left as is
         if self._runner.busy:
             self.stop()
             if not self._runner.wait(SWAP_STOP_TIMEOUT):
@@ -376,9 +376,9 @@ class Explorer(anywidget.AnyWidget):
             if kept.get("scheduler") not in schedulers(new):
                 kept.pop("scheduler", None)
             try:
-                values = model_defaults(self.pipe, kept)
+                values = model_defaults(new, kept)
             except (TypeError, ValueError):  # something kept does not suit the new model: its own defaults
-                values = model_defaults(self.pipe, {})
+                values = model_defaults(new, {})
         except BaseException:
             self.pipe = old
             raise

@@ -222,7 +222,6 @@ def page(browser, request):
     assert not broken, "the page reported errors:\n" + "\n".join(broken)
 
 
-
 @pytest.fixture(scope="session")
 def screenshots():
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
