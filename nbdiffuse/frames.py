@@ -40,7 +40,7 @@ def encode_live(rgb: np.ndarray, quality: int = LIVE_QUALITY, max_bytes: int = L
     3 KB). No chroma subsampling (4:4:4): each latent pixel keeps its own colour when the browser
     upscales it.
     """
-    image = Image.fromarray(_as_rgb(rgb))
+    image = _image(rgb)
     while True:
         for q in (quality, 50, 30):
             data = _save(image, "JPEG", quality=q, subsampling=0)
@@ -53,7 +53,7 @@ def encode_live(rgb: np.ndarray, quality: int = LIVE_QUALITY, max_bytes: int = L
 
 def encode_lossless(picture: Image.Image | np.ndarray) -> bytes:
     """PNG: the final, paused or scrubbed frame, at full-VAE quality."""
-    image = picture if isinstance(picture, Image.Image) else Image.fromarray(_as_rgb(picture))
+    image = picture if isinstance(picture, Image.Image) else _image(picture)
     # Level 1: about a fifth faster than level 3 (29 vs 36 ms for a textured 512x512 picture) for
     # about 3% more bytes; it runs once per shown frame, on the path of every scrub.
     return _save(image.convert("RGB"), "PNG", compress_level=1)
@@ -76,6 +76,13 @@ def _as_rgb(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def _image(rgb: np.ndarray) -> Image.Image:
+    # frombytes, not fromarray: an image that owns its pixels encodes faster (a 16x16 JPEG
+    # in 44 instead of 68 us here), and live frames are encoded twice a step.
+    array = _as_rgb(rgb)
+    return Image.frombytes("RGB", (array.shape[1], array.shape[0]), array.tobytes())
+
+
 def _save(image: Image.Image, fmt: str, **options: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
@@ -90,8 +97,10 @@ def has_view(traj: Any, view: str) -> bool:
 def step_frames(traj: Any, k: int, views: Sequence[str] = VIEWS) -> list[bytes]:
     """Step k of a trajectory as live frames (approx decoder, latent resolution), one per view
     (b"" for a view the run does not have: x0 of an x_t-only run)."""
-    decoder = traj.approx_decoder()
-    return [encode_live(decoder.rgb(traj.latents_for(k, view))) if has_view(traj, view) else b"" for view in views]
+    shown = [view for view in views if has_view(traj, view)]
+    pictures = traj.approx_decoder().rgb_many([traj.latents_for(k, view) for view in shown]) if shown else []
+    encoded = dict(zip(shown, map(encode_live, pictures)))
+    return [encoded.get(view, b"") for view in views]
 
 
 def live_frames(traj: Any, k: int, views: Sequence[str] = VIEWS, decoder: str = "approx") -> list[bytes]:

@@ -14,7 +14,7 @@ import threading
 import weakref
 from copy import deepcopy
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -42,18 +42,7 @@ class ApproxDecoder:
     def rgb(self, latents: torch.Tensor | np.ndarray) -> np.ndarray:
         """(C, H, W) latents -> (H, W, 3) uint8."""
         if isinstance(latents, torch.Tensor):
-            # One conv2d call: a quarter faster than the numpy features below at preview sizes
-            # (it runs for every live frame); the same picture up to rounding (at most 1 of 255).
-            z = latents.detach().to("cpu", torch.float32)
-            z = z[None] if z.ndim == 3 else z[:1]
-            first, last = self._conv()
-            if self.kernel == 3:
-                z = torch.nn.functional.pad(z, (1, 1, 1, 1), mode="replicate")
-            out = torch.nn.functional.conv2d(z, *first)
-            if last is not None:
-                out = torch.nn.functional.conv2d(torch.relu_(out), *last)
-            out = out[0]
-            return (out.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+            return self.rgb_many([latents])[0]
         z = np.asarray(latents, np.float32)
         if z.ndim == 4:
             z = z[0]
@@ -64,6 +53,27 @@ class ApproxDecoder:
             features = features.transpose(2, 0, 1)
         rgb = np.tensordot(features, self.weight, axes=(0, 0)) + self.bias
         return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+    def rgb_many(self, latents: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        """Several (C, H, W) latents of one shape -> (H, W, 3) uint8 each, in one pass.
+
+        conv2d calls: a quarter faster than the numpy features of rgb() at preview sizes, the same
+        picture up to rounding (at most 1 of 255). One batch for a step's x0 and x_t halves the
+        per-call overhead, which is most of the cost at latent resolution (it runs every step).
+        """
+        items = [item.detach().to("cpu", torch.float32) for item in latents]
+        items = [item[0] if item.ndim == 4 else item for item in items]  # (1, C, H, W): its first latent
+        if len({item.shape for item in items}) > 1:
+            return [picture for item in items for picture in self.rgb_many([item])]
+        z = torch.stack(items)
+        first, last = self._conv()
+        if self.kernel == 3:
+            z = torch.nn.functional.pad(z, (1, 1, 1, 1), mode="replicate")
+        out = torch.nn.functional.conv2d(z, *first)
+        if last is not None:
+            out = torch.nn.functional.conv2d(torch.relu_(out), *last)
+        pixels = (out.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+        return list(pixels)
 
     def _conv(self) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
         """The layers as conv2d (weight, bias) pairs, made once per decoder: the k x k one on the
