@@ -38,6 +38,7 @@ from ..core.validate import check_choice, check_guidance_value
 from ..frames import VIEWS, full_frames, step_frames
 from . import compare_view, history as run_tree, start_picture
 from .control_defaults import model_defaults, saved_defaults
+from .export_files import EXPORT_KINDS, export_path, write_export
 from .live_run import LiveRun, noting
 from .plain_words import capabilities_state, describe_error, model_words
 from .runner import Job, Runner
@@ -47,7 +48,6 @@ _HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT_KEYS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "scheduler", "height", "width", "view")
 VIEW_MODES = ("both", "x0", "xt")
 PREVIEWS = ("auto", "approx", "tiny")  # Explorer.preview
-EXPORT_KINDS = ("png", "gif", "mp4", "html", "nbd")
 EXPORTS_SHOWN = 8  # newest written files listed in the widget
 SWAP_STOP_TIMEOUT = 120.0  # s: set_pipeline waits this long for a running run to stop after its current step
 WORKSHOP_NOTE = ("Workshop mode: saved runs, no model loaded. Generate and Branch are off; scrubbing, what-if "
@@ -557,48 +557,21 @@ class Explorer(anywidget.AnyWidget):
         path None: a new file in `export_dir` (default: the notebook's working directory).
         """
         check_choice("kind", kind, EXPORT_KINDS)
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int)):
+            raise TypeError(f"k must be a step index (int) or None, got {k!r}")
         traj = self.shown if run is None else run_tree.find_run(self.history, run)
         if traj is None or len(traj) == 0:
             raise ValueError("no run to export yet: generate one, or load saved runs with Explorer.from_files")
         view = view or ("xt" if self.view == "xt" or not traj.has_x0 else "x0")
         check_choice("view", view, VIEWS)
-        target = self._export_path(traj, kind, path, k, view)
-        if kind == "png":
-            traj.to_png(target, k=self.shown_step() if k is None and traj is self.shown else (-1 if k is None else k),
-                        view=view, decoder=decoder, size=size or "output")
-        elif kind == "gif":
-            traj.to_gif(target, view=view, fps=fps, decoder=decoder or "approx", size=size or 256, start=start,
-                        stop=stop)
-        elif kind == "mp4":
-            from ..core.video import write_mp4
-
-            write_mp4(traj, target, view=view, fps=fps, start=start, stop=stop, decoder=decoder or "approx",
-                      size=size or 256)
-        elif kind == "html":
-            traj.to_html(target, decoder=decoder or "approx", size=size or 256)
-        else:
-            traj.save(target)
+        # A png of the shown run shows the scrubber's step; of another run, its last step.
+        step = k if k is not None else (self.shown_step() if traj is self.shown else -1)
+        target = export_path(traj, kind, path, self.export_dir, step, view)
+        write_export(traj, kind, target, step=step, view=view, start=start, stop=stop, fps=fps, decoder=decoder,
+                     size=size)
         with self._sync_lock:
             shown = str(target)
             self.export_files = [shown] + [f for f in self.export_files if f != shown][: EXPORTS_SHOWN - 1]
-        return target
-
-    def _export_path(self, traj: Any, kind: str, path: Any, k: Any, view: str) -> pathlib.Path:
-        if path is not None:
-            if not isinstance(path, (str, os.PathLike)):
-                raise TypeError(f"path must be a file path or None, got {path!r}")
-            return pathlib.Path(path).expanduser()
-        folder = pathlib.Path(self.export_dir or os.getcwd()).expanduser()
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(f"export_dir must be a folder, got {str(folder)!r} (a file)")
-        step = "" if kind in ("html", "nbd") else (f"_step{(k if k is not None else self.shown_step()) + 1}"
-                                                   if kind == "png" else "")
-        stem = f"nbdiffuse_{traj.id}{step}" + (f"_{view}" if kind in ("png", "gif", "mp4") else "")
-        target = folder / f"{stem}.{kind}"
-        n = 2
-        while target.exists():  # never overwrite an earlier export
-            target = folder / f"{stem}_{n}.{kind}"
-            n += 1
         return target
 
     def _need_pipe(self, what: str) -> None:

@@ -38,6 +38,8 @@ def test_export_from_python_into_export_dir(explorer, tmp_path):
     assert fe.state["export_files"][0] == str(again) and str(nbd_file) in fe.state["export_files"]
     explicit = ex.export("png", tmp_path / "mine.png", run=0)
     assert explicit == tmp_path / "mine.png" and explicit.exists()
+    with pytest.raises(TypeError, match="k must be a step index"):
+        ex.export("png", k="2")
     for bad, match in [(dict(kind="jpeg"), "kind must be one of"), (dict(kind="gif", start=4, stop=2), "start/stop"),
                        (dict(kind="png", view="side"), "view"), (dict(kind="gif", fps=0), "fps")]:
         with pytest.raises(ValueError, match=match):
@@ -47,6 +49,19 @@ def test_export_from_python_into_export_dir(explorer, tmp_path):
     with pytest.raises(ValueError, match="export_dir must be a folder"):
         ex.export("png")
     assert traj is ex.trajectory
+
+
+def test_a_png_is_named_after_the_step_it_shows(explorer, tmp_path):
+    ex, fe = explorer
+    first = _done(ex, steps=4, seed=1)
+    _done(ex, steps=6, seed=2)
+    ex.export_dir = str(tmp_path)
+    fe.set(frame=1)  # the shown run's scrubber at its second step
+    assert ex.export("png").name.endswith("_step2_x0.png")
+    other = ex.export("png", run=first.id)  # another run: its last step, whatever the scrubber shows
+    assert other.name == f"nbdiffuse_{first.id}_step4_x0.png"
+    assert json.loads(Image.open(other).text["nbdiffuse"])["step"] == 3
+    assert ex.export("png", k=-2).name.endswith("_step5_x0.png")
 
 
 def test_export_buttons_write_files_and_show_their_names(explorer, tmp_path, wait_for):
