@@ -30,6 +30,9 @@ CELLS = [
     "lv = LatentView(pipe=pipe)\nlv",
     "gs = GuidanceSweep(pipe, 'big red circle', guidances=[1, 4, 8], seeds=[0, 1], steps=3)\ngs",
     "sp = SeedsAndPrompts(pipe, 'big red circle', seeds=[0, 1, 2], prompts=['big blue circle'], steps=3)\nsp",
+    # A pipeline outside the known families gives x_t only: the sweep shows and compares that.
+    "from nbdiffuse.testing import tiny_pag_pipeline\n"
+    "xc = SamplerCompare(tiny_pag_pipeline(), 'a lighthouse', schedulers=['euler', 'dpmpp_2m'], steps=3)\nxc",
 ]
 
 SERVER_LOG: dict = {}  # the teaching server's log tail (kernel tracebacks land there), for failure messages
@@ -59,7 +62,7 @@ def lab(teaching_server, browser):
     open_and_run_all(page, teaching_server, "teaching.ipynb", workspace="nbd-teaching")
     try:
         # Done when the last widget shows, failed as soon as a cell shows a traceback.
-        page.wait_for_function("() => document.querySelectorAll('.nbd-t-sweep').length >= 3"
+        page.wait_for_function("() => document.querySelectorAll('.nbd-t-sweep').length >= 4"
                                " || document.querySelector('.jp-RenderedText[data-mime-type=\"application/vnd.jupyter.error\"]')",
                                timeout=400_000)
         error = page.locator('.jp-RenderedText[data-mime-type="application/vnd.jupyter.error"]')
@@ -188,6 +191,18 @@ def test_sampler_compare_shared_scrubber(lab, screenshots):
     seeds.locator(".nbd-t-rowlabel", has_text="tweaks").wait_for()
     wait_sweep_done(lab, 2)
     shoot(seeds, screenshots / "teaching_seeds.png")
+
+
+def test_sweep_of_a_pipeline_without_x0_shows_x_t(lab, screenshots):
+    root = lab.locator(".nbd-t-sweep").nth(3)
+    wait_sweep_done(lab, 3)
+    first = root.locator(".nbd-t-cell canvas").first
+    wait_painted(lab, first)
+    set_range(root.get_by_label("Fraction of the run"), 0)
+    lab.wait_for_function("(el) => el.textContent === 'step 1/3 · xₜ'",
+                          arg=root.locator(".nbd-t-stepno").first.element_handle(), timeout=30_000)
+    assert "Δ vs euler" in root.locator(".nbd-t-info").nth(1).text_content()
+    shoot(root, screenshots / "teaching_sweep_xt.png")
 
 
 def test_latent_view_renders_channels(lab, screenshots):

@@ -17,6 +17,7 @@ from PIL import Image
 from ...core import load_pipeline
 from ...core.decode import from_pipeline_space, to_pipeline_space
 from ...core.families import family_for
+from ...core.generic import adapter_for, is_generic
 from ...frames import encode_live, encode_lossless
 from ..style import stylesheet
 
@@ -94,7 +95,14 @@ def as_image(image: Any, name: str = "image") -> Image.Image:
 
 def model_size(pipe: Any) -> tuple[int, int]:
     """(width, height) the pipeline makes by default: pictures go through its VAE at this size."""
-    height, width = family_for(pipe).default_size()
+    if is_generic(pipe):  # a pipeline outside the known families: its own sample size, where it says one
+        size = adapter_for(pipe).default_size()
+        if size is None:
+            raise ValueError(f"pipe: {type(pipe).__name__} names no default picture size (no sample_size in its "
+                             "denoiser's config), which this lesson needs to run pictures through its VAE")
+        height, width = size
+    else:
+        height, width = family_for(pipe).default_size()
     return width, height
 
 

@@ -3,7 +3,9 @@
 Every sweep runs its cells one after another in a background thread (the notebook stays usable
 and the grid fills in as cells finish), records each run as an nbd.Trajectory, and keeps every
 step's approx-decoded x0 in widget state so that one shared scrubber, by fraction of the run,
-moves all cells together, also in a saved notebook. Clicking a cell opens its run large.
+moves all cells together, also in a saved notebook. Clicking a cell opens its run large. A
+pipeline outside the known families records only x_t: its cells show the noisy latents turning
+into the picture instead, and say so.
 """
 from __future__ import annotations
 
@@ -118,7 +120,8 @@ class Sweep(TeachingWidget):
 
     def final_images(self) -> list:
         """Each cell's result (full VAE), None where it has not run."""
-        return [None if tr is None or not len(tr) else tr.image(-1, "x0", decoder="full") for tr in self.trajectories]
+        return [None if tr is None or not len(tr) else tr.image(-1, shown_view(tr), decoder="full")
+                for tr in self.trajectories]
 
     def close(self) -> None:
         self.stop()
@@ -132,10 +135,11 @@ class Sweep(TeachingWidget):
         spec = self.specs[i]
         cell = {"label": spec.label, "row": spec.row, "status": status, "steps": spec.steps, "seconds": seconds,
                 "frames": [], "final": b"", "info": "", "diff": b"", "kept": spec.kept,
-                "prompt": spec.prompt, "seed": spec.seed}
+                "prompt": spec.prompt, "seed": spec.seed, "view": "x0"}
         if traj is not None and len(traj):
-            cell["frames"] = [step_frames(traj, k, ("x0",))[0] for k in range(len(traj))]
-            cell["final"] = png(fit_for_display(traj.image(-1, "x0", decoder="full"), FINAL_DISPLAY))
+            view = cell["view"] = shown_view(traj)
+            cell["frames"] = [step_frames(traj, k, (view,))[0] for k in range(len(traj))]
+            cell["final"] = png(fit_for_display(traj.image(-1, view, decoder="full"), FINAL_DISPLAY))
         return cell
 
     def _set_cell(self, i: int, cell: dict) -> None:
@@ -198,6 +202,17 @@ class Sweep(TeachingWidget):
     def __repr__(self) -> str:
         done = sum(1 for tr in self.trajectories if tr is not None)
         return f"{type(self).__name__}(cells={len(self.specs)}, done={done}, status={self.status!r})"
+
+
+def shown_view(traj: Any) -> str:
+    """What a cell shows of its run: x0, or x_t for a run of a pipeline that gives no x0 (its last x_t
+    is the finished latent all the same)."""
+    return "x0" if traj.has_x0 else "xt"
+
+
+def _compare(a: Any, b: Any) -> Any:
+    """nbd.compare on what both cells show: x0, or x_t when a run has no x0."""
+    return compare(a, b, view="x0" if a.has_x0 and b.has_x0 else "xt")
 
 
 def _variety(pictures: list) -> float:
@@ -303,7 +318,7 @@ class SamplerCompare(Sweep):
             if i == 0:
                 self._annotate(0, "reference")
                 continue
-            comparison = compare(first, traj)
+            comparison = _compare(first, traj)
             self.differences[self.names[i]] = comparison.difference[-1]
             self._annotate(i, f"Δ vs {self.names[0]}: {comparison.difference[-1]:.3f}",
                            png(comparison.heatmap(-1, size=64)))
@@ -336,7 +351,7 @@ class StepsCompare(Sweep):
         for i, traj in enumerate(self.trajectories):
             seconds = float(self.cells[i]["seconds"])
             self.seconds[self.counts[i]] = seconds
-            diff = compare(reference, traj).difference[-1] if i != longest else 0.0
+            diff = _compare(reference, traj).difference[-1] if i != longest else 0.0
             self.differences[self.counts[i]] = diff
             self._annotate(i, f"{seconds:.2f} s" + ("" if i == longest else f" · Δ vs {self.counts[longest]}: {diff:.3f}"))
         self.curve = {"x": list(self.counts), "xlabel": "steps", "ylabel": "seconds / difference",

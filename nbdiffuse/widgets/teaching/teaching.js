@@ -340,7 +340,8 @@ function renderSweep(model, root) {
       if (!entry) return;
       const { buf, k } = frameOf(cell, pos);
       paint(entry.canvas, buf);
-      entry.step.textContent = k >= 0 ? `step ${k + 1}/${cell.frames.length}` : cell.status;
+      entry.step.textContent = k >= 0 ? `step ${k + 1}/${cell.frames.length}${cell.view === "xt" ? " · xₜ" : ""}`
+                                      : cell.status;
     });
     drawDetail();
   };
