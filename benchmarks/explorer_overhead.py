@@ -6,11 +6,13 @@ the same machine load, and prints the median time ratio (goal <= 1.05 on a CPU),
 messages and bytes per second the run sends and the size of live frames.
 
 On a shared machine whose CPU speed drifts (the same bare trace taking 1.3 to 1.9 s from one run
-to the next), the median of pair ratios wanders by several percent between invocations. Two more
-figures hold still: the ratio of the fastest quarter of each side's runs (the runs least slowed by
-the machine), and the Explorer's own work timed inside its runs (setting up the run's state, the
-per-step frame hooks, the final frame and state) over the rest of the same runs, so that both
-sides of that ratio see the same machine speed.
+to the next), the median of pair ratios wanders by several percent between invocations (0.999 to
+1.109 for 30 pairs on one afternoon). Two more figures: the ratio of the fastest quarter of each
+side's runs (the runs least slowed by the machine; steadier, still noisy), and the Explorer's own
+work timed inside its runs (setting up the run's state, the per-step frame hooks, the final frame
+and state) over the rest of the same runs, so that both sides of that ratio see the same machine
+speed (it held within 1.031..1.045 over 30 runs). The last misses what happens beside the run's
+thread (acks arriving, a loop slowed by the other threads), which the first two include.
 
     python benchmarks/explorer_overhead.py [--pairs 15] [--steps 30] [--threads 1]
 
