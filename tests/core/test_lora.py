@@ -10,37 +10,11 @@ import nbdiffuse as nbd
 from nbdiffuse.core import encode_cache
 from nbdiffuse.core.loading import LoraUnavailable
 from nbdiffuse.core.trace import pipe_lock
-from nbdiffuse.testing import tiny_sd_pipeline
+from nbdiffuse.testing import save_tiny_lora, tiny_sd_pipeline
 
 pytest.importorskip("peft")
 
 PROMPT = "red circle"
-
-
-def save_tiny_lora(folder, text_encoder=False, seed=0):
-    """Save a LoRA for tiny_sd_pipeline(): rank 4 on the UNet's attention projections (and the text
-    encoder's, if asked), with seeded non-zero lora_B so that it changes what the model predicts."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    pipe = tiny_sd_pipeline()
-    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    layers = {"unet_lora_layers": pipe.unet}
-    if text_encoder:
-        pipe.text_encoder.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "k_proj", "v_proj",
-                                                                                     "out_proj"]))
-        layers["text_encoder_lora_layers"] = pipe.text_encoder
-    g = torch.Generator().manual_seed(seed)
-    for model in layers.values():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                with torch.no_grad():
-                    param.copy_(0.5 * torch.randn(param.shape, generator=g))
-    state = {key: convert_state_dict_to_diffusers(get_peft_model_state_dict(model)) for key, model in layers.items()}
-    StableDiffusionPipeline.save_lora_weights(folder, safe_serialization=True, **state)
-    return folder
 
 
 @pytest.fixture(scope="module")

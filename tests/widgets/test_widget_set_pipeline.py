@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import nbdiffuse as nbd
-from nbdiffuse.testing import tiny_sd_pipeline
+from nbdiffuse.testing import save_tiny_lora, tiny_sd_pipeline
 from nbdiffuse.widgets import Explorer
 from nbdiffuse.widgets.headless import HeadlessFrontend
 
@@ -128,20 +128,8 @@ def test_workshop_mode_gets_a_model(open_explorer, tmp_path):
 
 
 def test_lora_scale_changes_reach_the_explorers_next_run(folders, open_explorer, tmp_path):
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    donor = tiny_sd_pipeline()
-    donor.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in donor.unet.named_parameters():
-            if "lora_B" in name:
-                param.copy_(0.5 * torch.randn(param.shape, generator=g))
-    StableDiffusionPipeline.save_lora_weights(
-        tmp_path / "lora", unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(donor.unet)))
+    pytest.importorskip("peft")
+    save_tiny_lora(tmp_path / "lora")
     first, _ = folders
     ex, fe = open_explorer(str(first), steps=3)
     base = ex.pipe
