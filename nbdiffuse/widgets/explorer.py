@@ -721,6 +721,9 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
             self._frames.put(traj.id, (state["frames_x0"], state["frames_xt"]))
             self._drop_old_runs(traj)
             with contextlib.suppress(Exception):  # a thumbnail must never turn a finished run into a failure
+                if n and state["full_frames"].get(f"{n - 1}:{traj.default_view}"):
+                    # the final frame is decoded by the full VAE already: its true colours, at no cost
+                    self._thumbs[(traj.id, n)] = run_tree.thumbnail(traj, "full")
                 self._refresh_runs()
         with self._sync_lock:
             with self.hold_sync():

@@ -16,6 +16,9 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from ..core import branch as core_branch
 from ..core import schedulers
 from ..core.branch import BRANCH_CHANGES
@@ -225,19 +228,22 @@ def _short(text: Any, n: int = 28) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def thumbnail(traj: Any) -> bytes:
-    """The run's last x0 (x_t for runs that record only x_t), approx-decoded, as a small JPEG (b'' when it
-    cannot be decoded)."""
+def thumbnail(traj: Any, decoder: str = "approx") -> bytes:
+    """The run's last x0 (x_t for runs that record only x_t) as a small JPEG (b'' when it cannot be decoded).
+
+    decoder "full" when that step is decoded by the full VAE already (the Explorer's final frame,
+    kept in the run's decode cache): the run's true colours. The approx decoder's are close, but
+    the shapes model's white background comes out light blue there, which reads as its "sky".
+    """
     if len(traj) == 0:
         return b""
     try:
-        picture = traj.image(-1, getattr(traj, "default_view", "x0"), decoder="approx", size="latent")
+        picture = traj.image(-1, getattr(traj, "default_view", "x0"), decoder=decoder,
+                             size="latent" if decoder == "approx" else "output")
     except ValueError:  # no approx decoder and no pipeline
         return b""
     if max(picture.size) > THUMB_SIDE:
-        picture = picture.resize((THUMB_SIDE, THUMB_SIDE * picture.height // picture.width))
-    import numpy as np
-
+        picture = picture.resize((THUMB_SIDE, THUMB_SIDE * picture.height // picture.width), Image.BILINEAR)
     return encode_live(np.asarray(picture.convert("RGB")))
 
 

@@ -215,3 +215,19 @@ def test_default_guidance_follows_the_model_family(flux_pipe, pixart_pipe):
             assert ex.guidance == expected
         finally:
             ex.close()
+
+
+def test_a_finished_runs_thumbnail_has_its_full_vae_colours(explorer):
+    """The run tree's thumbnail comes from the final frame the full VAE decoded, not the approx decoder
+    (whose colours are off: the shapes model's white background turns light blue, i.e. "sky")."""
+    import numpy as np
+
+    from nbdiffuse.frames import encode_live
+
+    ex, fe = explorer
+    ex.generate(steps=4, seed=3)
+    assert ex.wait(120)
+    traj = ex.trajectory
+    full = traj.image(-1, "x0", decoder="full")  # 16 x 16: small enough to be its own thumbnail
+    assert full.size != traj.image(-1, "x0", decoder="approx", size="latent").size
+    assert fe.state["run_thumbs"][-1] == encode_live(np.asarray(full))
