@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 
-def fit_shapes_approx(pipe: Any, renders: int = 128, runs: int = 48, seed: int = 10_000):
+def fit_shapes_approx(pipe: Any, renders: int = 128, runs: int = 48, seed: int = 10_000, steps: int = 3000):
     import torch
 
     from ..core.decode import ApproxDecoder, to_pipeline_space
@@ -40,10 +40,13 @@ def fit_shapes_approx(pipe: Any, renders: int = 128, runs: int = 48, seed: int =
         traj = trace(pipe, random_caption(seed=seed + 5_000 + i, omit=0.3).text(), steps=12,
                      guidance=float(1 + i % 8), seed=i)
         around.append(torch.stack([traj[k].pred_x0.float() for k in (0, 1, 3, 6, 11)]))
-    return ApproxDecoder.fit_hidden(vae, torch.cat(around), kernel=3, hidden=64, steps=3000, seed=seed)
+    return ApproxDecoder.fit_hidden(vae, torch.cat(around), kernel=3, hidden=64, steps=steps, seed=seed)
 
 
-def write_shapes_approx(pipe: Any, folder: Path) -> None:
+def write_shapes_approx(pipe: Any, folder: Path, quick: bool = False) -> None:
+    """Fit and save the approx decoder; quick: a rough fit in seconds, for a model trained only a
+    few steps (a smoke run), whose pictures are not worth the minute a careful fit takes."""
     from ..core.loading import APPROX_FILE
 
-    Path(folder, APPROX_FILE).write_text(json.dumps(fit_shapes_approx(pipe).to_dict()), encoding="utf-8")
+    fitted = fit_shapes_approx(pipe, renders=32, runs=4, steps=200) if quick else fit_shapes_approx(pipe)
+    Path(folder, APPROX_FILE).write_text(json.dumps(fitted.to_dict()), encoding="utf-8")

@@ -42,6 +42,7 @@ from .tokenizer import build_tokenizer, load_tokenizer
 KL_WEIGHT = 1e-7  # on the summed KL per image; just enough to keep the latent scale in check
 EDGE_WEIGHT = 1.0  # extra MSE on image gradients: shapes are all edges, plain MSE blurs them
 LOG_EVERY = 25
+QUICK_APPROX_BELOW = 100  # UNet steps: a shorter run (a smoke test) gets a rough approx decoder fit in seconds
 SAVE_RESERVE_S = 30  # stop this long before --max-minutes is up, to leave time for saving
 FIT_AFTER = 200  # --unet-minutes: the step count is fitted to the budget after this many UNet steps,
 FIT_FROM = 100  # timed from this step on (the first steps pay for worker start-up and kernel choice)
@@ -397,7 +398,7 @@ def export_pipeline(ctx: dict, out: Path):
     tokenizer_dir = out / "tokenizer"
     shutil.rmtree(tokenizer_dir, ignore_errors=True)
     shutil.copytree(ctx["tokenizer_dir"], tokenizer_dir)
-    write_shapes_approx(pipeline, out)
+    write_shapes_approx(pipeline, out, quick=ctx["state"]["unet_steps"] < QUICK_APPROX_BELOW)
     return pipeline
 
 
