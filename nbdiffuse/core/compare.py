@@ -54,6 +54,12 @@ def _rgb_diff(a: Trajectory, ka: int, b: Trajectory, kb: int, view: str) -> np.n
     return np.abs(rgb_a - rgb_b)
 
 
+def shared_view(a: Trajectory, b: Trajectory) -> str:
+    """The view two runs can be compared on: x0 when both recorded it, else x_t (a run of a pipeline
+    outside the known families records x_t alone)."""
+    return "x0" if a.has_x0 and b.has_x0 else "xt"
+
+
 def compare(a: Trajectory, b: Trajectory, view: str = "x0") -> Comparison:
     """Align `a` and `b` by fraction of the run and measure their difference at each step.
 

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from ..core import compare as core_compare
-from ..frames import VIEWS, encode_live, encode_lossless, has_view
+from ..core.compare import shared_view
+from ..frames import VIEWS, encode_live, encode_lossless
 
 HEAT_SIDE = 128  # px; the heatmap is a coarse picture, the browser scales it to the pane
 
@@ -21,7 +22,7 @@ def compare_state(a: Any, b: Any, label_a: str, label_b: str, frames_of: Any,
 
     view None: x0 when both runs have it, else x_t (a run of a pipeline outside the known families)."""
     if view is None:
-        view = "x0" if has_view(a, "x0") and has_view(b, "x0") else "xt"
+        view = shared_view(a, b)
     comparison = core_compare(a, b, view)
     xa, xb = (frames_of(traj)[VIEWS.index(view)] for traj in (a, b))
     heat = [encode_lossless(comparison.heatmap(i, size=HEAT_SIDE)) for i in range(len(comparison))]

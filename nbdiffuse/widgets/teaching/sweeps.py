@@ -18,6 +18,7 @@ import numpy as np
 import traitlets as tl
 
 from ...core import RunControl, compare, prepare
+from ...core.compare import shared_view
 from ...core.schedulers import schedulers as scheduler_names
 from ...core.validate import check_guidance_value, check_prompt, check_seed, check_steps
 from ...frames import step_frames
@@ -120,7 +121,7 @@ class Sweep(TeachingWidget):
 
     def final_images(self) -> list:
         """Each cell's result (full VAE), None where it has not run."""
-        return [None if tr is None or not len(tr) else tr.image(-1, shown_view(tr), decoder="full")
+        return [None if tr is None or not len(tr) else tr.image(-1, tr.default_view, decoder="full")
                 for tr in self.trajectories]
 
     def close(self) -> None:
@@ -137,7 +138,8 @@ class Sweep(TeachingWidget):
                 "frames": [], "final": b"", "info": "", "diff": b"", "kept": spec.kept,
                 "prompt": spec.prompt, "seed": spec.seed, "view": "x0"}
         if traj is not None and len(traj):
-            view = cell["view"] = shown_view(traj)
+            # x_t for a pipeline that gives no x0: its last x_t is the finished latent all the same
+            view = cell["view"] = traj.default_view
             cell["frames"] = [step_frames(traj, k, (view,))[0] for k in range(len(traj))]
             cell["final"] = png(fit_for_display(traj.image(-1, view, decoder="full"), FINAL_DISPLAY))
         return cell
@@ -202,17 +204,6 @@ class Sweep(TeachingWidget):
     def __repr__(self) -> str:
         done = sum(1 for tr in self.trajectories if tr is not None)
         return f"{type(self).__name__}(cells={len(self.specs)}, done={done}, status={self.status!r})"
-
-
-def shown_view(traj: Any) -> str:
-    """What a cell shows of its run: x0, or x_t for a run of a pipeline that gives no x0 (its last x_t
-    is the finished latent all the same)."""
-    return "x0" if traj.has_x0 else "xt"
-
-
-def _compare(a: Any, b: Any) -> Any:
-    """nbd.compare on what both cells show: x0, or x_t when a run has no x0."""
-    return compare(a, b, view="x0" if a.has_x0 and b.has_x0 else "xt")
 
 
 def _variety(pictures: list) -> float:
@@ -318,7 +309,7 @@ class SamplerCompare(Sweep):
             if i == 0:
                 self._annotate(0, "reference")
                 continue
-            comparison = _compare(first, traj)
+            comparison = compare(first, traj, shared_view(first, traj))
             self.differences[self.names[i]] = comparison.difference[-1]
             self._annotate(i, f"Δ vs {self.names[0]}: {comparison.difference[-1]:.3f}",
                            png(comparison.heatmap(-1, size=64)))
@@ -351,7 +342,7 @@ class StepsCompare(Sweep):
         for i, traj in enumerate(self.trajectories):
             seconds = float(self.cells[i]["seconds"])
             self.seconds[self.counts[i]] = seconds
-            diff = _compare(reference, traj).difference[-1] if i != longest else 0.0
+            diff = compare(reference, traj, shared_view(reference, traj)).difference[-1] if i != longest else 0.0
             self.differences[self.counts[i]] = diff
             self._annotate(i, f"{seconds:.2f} s" + ("" if i == longest else f" · Δ vs {self.counts[longest]}: {diff:.3f}"))
         self.curve = {"x": list(self.counts), "xlabel": "steps", "ylabel": "seconds / difference",
