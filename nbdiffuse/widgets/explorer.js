@@ -1,4 +1,4 @@
-// nbdiffuse Explorer front end (anywidget ES module).
+// nbdiffuse Explorer front end (anywidget ES module; widgets/assets.py puts frame_decode.js before it).
 //
 // Frames live in the browser: widget state holds one encoded image per step and view, and
 // live frames arrive as paced custom messages. Scrubbing therefore draws decoded bitmaps
@@ -10,32 +10,6 @@ const PLAY_FPS = 12;
 const SCRUB_SETTLE_MS = 200; // ask the kernel for a full-VAE frame once the scrubber rests
 const KERNEL_QUIET_MS = 6000;
 const FULL_KEPT = 64; // full-VAE frames from scrubbing kept per widget (oldest dropped first)
-
-function mimeOf(view) {
-  const b0 = view.getUint8(0);
-  if (b0 === 0x89) return "image/png";
-  if (b0 === 0xff) return "image/jpeg";
-  return "image/webp"; // "RIFF"; frames.encode_live could use WebP too
-}
-
-function asDataView(buf) {
-  if (buf instanceof DataView) return buf;
-  if (buf instanceof ArrayBuffer) return new DataView(buf);
-  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-}
-
-// A promise of the bitmap, or of null for an empty buffer: a view the run does not have (x0 of
-// a pipeline that gives only x_t). Never throws: it runs inside trait-change handlers, where a
-// throw aborts the rest of that state update.
-function decode(buf) {
-  try {
-    const view = asDataView(buf);
-    if (!view.byteLength) return Promise.resolve(null);
-    return createImageBitmap(new Blob([view], { type: mimeOf(view) }));
-  } catch (err) {
-    return Promise.reject(err);
-  }
-}
 
 function expand(segments, n) {
   // [[first step, guidance], ...] -> one guidance per step
@@ -106,7 +80,7 @@ class Store extends EventTarget {
     const out = new Array(bufs.length);
     this.lists[view] = out;
     bufs.forEach((buf, k) => {
-      decode(buf).then((bmp) => {
+      decodeFrame(buf).then((bmp) => {
         if (this.tokens[view] !== token) return;
         out[k] = bmp;
         this.emit("frames", { k, view });
@@ -120,7 +94,7 @@ class Store extends EventTarget {
     this.fullToken = token;
     this.fullState = new Map();
     for (const [key, buf] of Object.entries(full)) {
-      decode(buf).then((bmp) => {
+      decodeFrame(buf).then((bmp) => {
         if (this.fullToken !== token) return;
         this.fullState.set(key, bmp);
         this.emit("frames", { k: Number(key.split(":")[0]), view: key.split(":")[1] });
@@ -133,7 +107,7 @@ class Store extends EventTarget {
     if (msg.type === "frame") {
       let bitmaps = null;
       try {
-        bitmaps = await Promise.all(buffers.map(decode));
+        bitmaps = await Promise.all(buffers.map(decodeFrame));
       } catch (err) { /* a frame that does not decode is skipped; the final state repairs it */ }
       if (bitmaps && msg.run === this.run) {
         this.live.set(msg.k, bitmaps);
@@ -148,13 +122,13 @@ class Store extends EventTarget {
       requestAnimationFrame(() => this.send({ type: "ack", run: msg.run, seq: msg.seq }));
     } else if (msg.type === "full") {
       let bitmaps;
-      try { bitmaps = await Promise.all(buffers.map(decode)); } catch (err) { return; }
+      try { bitmaps = await Promise.all(buffers.map(decodeFrame)); } catch (err) { return; }
       (msg.views || VIEWS).forEach((view, i) => { if (bitmaps[i]) this.fullMsgs.set(`${msg.run}:${msg.k}:${view}`, bitmaps[i]); });
       while (this.fullMsgs.size > FULL_KEPT) this.fullMsgs.delete(this.fullMsgs.keys().next().value);
       this.emit("frames", { k: msg.k });
     } else if (msg.type === "whatif") {
       let bmp = null;
-      try { bmp = await decode(buffers[0]); } catch (err) { return; }
+      try { bmp = await decodeFrame(buffers[0]); } catch (err) { return; }
       if (!bmp) return;
       this.emit("whatif", { msg, bmp });
     }
@@ -704,7 +678,7 @@ function render({ model, el }) {
 
 // --- exploring: what-if guidance, branches, the run tree, compare, exports ---------------
 function decodeAll(bufs) {
-  return Promise.all((bufs || []).map((b) => decode(b).catch(() => null)));
+  return Promise.all((bufs || []).map((b) => decodeFrame(b).catch(() => null)));
 }
 
 function renderExplore({ model, store, root, ui, draw, command, save, shownStep, repaint }) {

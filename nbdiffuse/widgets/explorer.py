@@ -5,8 +5,8 @@ The kernel side keeps the controls' state in traits and runs generation in a wor
 
 - live, as paced custom messages (newest frame wins, the browser acks, at most two in flight),
   so a fast GPU never pushes Jupyter past its 1000 messages/s limit;
-- at the end of a run (and on pause) as widget state: one lossy frame per step and view in
-  `frames_x0` / `frames_xt`, plus the full-VAE PNG of the shown step in `full_frames`. State
+- at the end of a run (and on pause) as widget state: one frame per step and view in
+  `frames_x0` / `frames_xt` (frames.encode_frame: raw RGB up to 32 x 32 pixels, else JPEG), plus the full-VAE PNG of the shown step in `full_frames`. State
   is what a saved notebook keeps, so scrubbing works later without a kernel.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ from .export_files import EXPORT_KINDS, export_path, write_export
 from .live_run import LiveRun, noting
 from .plain_words import capabilities_state, describe_error, model_words
 from .runner import Job, Runner
-from .style import stylesheet
+from .assets import module, stylesheet
 
 _HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT_KEYS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "scheduler", "height", "width", "view")
@@ -81,7 +81,7 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
     The frames kept per run for loading and comparing are an LRU of 16 runs (FRAME_CACHE_RUNS).
     """
 
-    _esm = (_HERE / "explorer.js").read_text(encoding="utf-8")  # text, not a path: anywidget keeps path-backed widgets alive (manzt/anywidget#929)
+    _esm = module(_HERE / "explorer.js")
     _css = stylesheet(_HERE / "explorer.css")
 
     _uid = t.Unicode("").tag(sync=True)

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -365,6 +366,14 @@ class ExplorerPage:
             " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
             " let h = 2166136261; for (let i = 0; i < d.length; i++) h = Math.imul(h ^ d[i], 16777619);"
             " return `${c.width}x${c.height}:${h >>> 0}`; }")
+
+    def pixels(self, view: str = "x0") -> np.ndarray:
+        """The RGB pixels a view's canvas holds (its own resolution, before CSS upscales it)."""
+        width, height, data = self.root.evaluate(
+            "(root, view) => { const c = root.querySelector(`canvas[data-view=\"${view}\"]`);"
+            " return [c.width, c.height, Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)]; }",
+            view)
+        return np.asarray(data, np.uint8).reshape(height, width, 4)[..., :3]
 
     def wait_frame_change(self, old: str, timeout=30_000) -> str:
         """Frames decode asynchronously after a reload: wait for the picture to differ from `old`."""

@@ -1,12 +1,14 @@
 """The Explorer in JupyterLab 4, driven like a user in headless Chromium."""
 from __future__ import annotations
 
+import base64
 import json
 import re
 
 import pytest
 
 from lab_driver import open_and_run_all, wait_for_kernel
+from nbdiffuse.frames import RAW_TYPE, decode_frame, mime_type
 
 pytestmark = pytest.mark.browser
 
@@ -96,8 +98,12 @@ def test_lab_live_run_scrub_guidance_and_stop(lab_server, page, explorer_page, s
 
 def test_lab_saved_notebook_scrubs_without_its_kernel(lab_server, page, explorer_page, screenshots):
     saved = lab_server.root / "quickstart.ipynb"
-    if "widgets" not in json.loads(saved.read_text())["metadata"]:
+    metadata = json.loads(saved.read_text())["metadata"]
+    if "widgets" not in metadata:
         pytest.skip("needs the notebook saved by test_lab_live_run_scrub_guidance_and_stop")
+    models = metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"].values()
+    saved_buffers = next({tuple(b["path"]): base64.b64decode(b["data"]) for b in m.get("buffers", [])}
+                         for m in models if "frames_x0" in m.get("state", {}))
     for session in lab_server.api("GET", "/api/sessions"):  # the kernel that made the frames is gone
         lab_server.api("DELETE", f"/api/sessions/{session['id']}")
     page.goto(f"{lab_server.url}/lab/tree/quickstart.ipynb?reset")
@@ -125,6 +131,9 @@ def test_lab_saved_notebook_scrubs_without_its_kernel(lab_server, page, explorer
     ex.press_on_slider("Home")
     assert ex.position() == f"1 / {n}"
     home = ex.wait_frame_change(last) if n > 1 else last
+    # The first step's frame as the notebook saved it (raw RGB at the latent size), pixel for pixel.
+    first = decode_frame(saved_buffers[("frames_x0", 0)])
+    assert mime_type(saved_buffers[("frames_x0", 0)]) == RAW_TYPE and (ex.pixels("x0") == first).all()
     ex.press_on_slider("End")
     assert ex.position() == f"{n} / {n}"
     ex.wait_frame_change(home)

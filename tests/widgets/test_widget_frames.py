@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 import nbdiffuse as nbd
-from nbdiffuse.frames import (LIVE_MAX_BYTES, FrameStream, Pacer, encode_lossless, encode_live, full_frames, mime_type,
-                              step_frames)
+from nbdiffuse.frames import (LIVE_MAX_BYTES, RAW_TYPE, FrameStream, Pacer, decode_frame, encode_frame, encode_live,
+                              encode_lossless, full_frames, mime_type, step_frames)
 
 
 class Clock:
@@ -41,10 +41,24 @@ def test_lossless_frame_round_trips_exactly():
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), rgb)
 
 
+def test_small_frames_go_raw_and_lossless_larger_ones_as_jpeg():
+    rng = np.random.default_rng(2)
+    small = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    data = encode_frame(small)
+    assert mime_type(data) == RAW_TYPE and len(data) == 10 + small.size  # no bigger than the pixels
+    assert np.array_equal(decode_frame(data), small)
+    edge = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert mime_type(encode_frame(edge)) == RAW_TYPE
+    large = np.zeros((33, 32, 3), np.uint8)
+    assert mime_type(encode_frame(large)) == "image/jpeg" and decode_frame(encode_frame(large)).shape == (33, 32, 3)
+    with pytest.raises(ValueError, match="does not hold 24 x 16 RGB pixels"):
+        decode_frame(data[:-1])
+
+
 def test_bad_frames_are_named():
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         encode_live(np.zeros((4, 4), np.uint8))
-    with pytest.raises(ValueError, match="PNG, WebP or JPEG"):
+    with pytest.raises(ValueError, match="PNG, WebP, JPEG or raw frame"):
         mime_type(b"GIF89a....")
 
 
@@ -179,7 +193,7 @@ def small_tiny_autoencoder():
 
 
 def frame_sizes(frontend):
-    return {Image.open(io.BytesIO(b)).size for content, buffers in frontend.customs
+    return {decode_frame(b).shape[1::-1] for content, buffers in frontend.customs
             if content.get("type") == "frame" for b in buffers if b}
 
 
@@ -194,7 +208,7 @@ def test_tiny_autoencoder_previews_send_output_size_frames_and_keep_approx_ones(
         ex.generate(prompt="a red circle", seed=1)
         assert ex.wait(60) and ex.status == "done", ex.error
         assert frame_sizes(fe) == {output}
-        kept = {Image.open(io.BytesIO(b)).size for b in fe.state["frames_x0"] + fe.state["frames_xt"]}
+        kept = {decode_frame(b).shape[1::-1] for b in fe.state["frames_x0"] + fe.state["frames_xt"]}
         assert kept == {(8, 8)} and len(fe.state["frames_x0"]) == 5
 
         ex2, fe2 = open_explorer(pipe, steps=5, preview="approx")

@@ -19,7 +19,7 @@ from ...core.decode import from_pipeline_space, to_pipeline_space
 from ...core.families import family_for
 from ...core.generic import adapter_for, is_generic
 from ...frames import encode_live, encode_lossless
-from ..style import stylesheet
+from ..assets import module, stylesheet
 
 _HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT_SHAPES_CAPTION = "big red circle on the left, white background"
@@ -29,7 +29,7 @@ DEFAULT_PROMPT_OTHER = "a lighthouse on a cliff at dusk"
 class TeachingWidget(anywidget.AnyWidget):
     """One ES module and one stylesheet for every teaching widget; `_kind` picks the view."""
 
-    _esm = (_HERE / "teaching.js").read_text(encoding="utf-8")  # text, not a path: see explorer.py
+    _esm = module(_HERE / "teaching.js")
     _css = stylesheet(_HERE / "teaching.css")
     _kind = t.Unicode("").tag(sync=True)
     title = t.Unicode("").tag(sync=True)

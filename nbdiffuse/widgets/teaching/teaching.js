@@ -1,4 +1,4 @@
-// nbdiffuse teaching widgets (anywidget ES module): one module, one view per `_kind`.
+// nbdiffuse teaching widgets (anywidget ES module; widgets/assets.py puts frame_decode.js before it): one module, one view per `_kind`.
 //
 // Every picture and every number comes from widget state, so sliders redraw without a kernel
 // round trip and a saved notebook still works. Plots are drawn here as SVG from those numbers.
@@ -22,17 +22,6 @@ function svg(tag, attrs = {}) {
   return node;
 }
 
-function asDataView(buf) {
-  if (buf instanceof DataView) return buf;
-  if (buf instanceof ArrayBuffer) return new DataView(buf);
-  return new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-}
-
-function mimeOf(view) {
-  const b0 = view.getUint8(0);
-  return b0 === 0x89 ? "image/png" : b0 === 0xff ? "image/jpeg" : "image/webp";
-}
-
 // Decoded bitmaps, keyed by the buffer object itself: a trait change brings new buffers, and
 // the old ones (and their bitmaps) are then collected.
 const BITMAPS = new WeakMap();
@@ -43,7 +32,7 @@ function bitmap(buf) {
   let byKey = BITMAPS.get(key);
   if (!byKey) BITMAPS.set(key, (byKey = new Map()));
   const id = `${view.byteOffset}:${view.byteLength}`;
-  if (!byKey.has(id)) byKey.set(id, createImageBitmap(new Blob([view], { type: mimeOf(view) })));
+  if (!byKey.has(id)) byKey.set(id, decodeFrame(view)); // frame_decode.js
   return byKey.get(id);
 }
 
