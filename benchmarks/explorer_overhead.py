@@ -174,9 +174,9 @@ def main() -> None:
     traj = nbd.trace(pipe, prompt, steps=4, height=128, width=128) if label.startswith("tiny") else None
     if traj is not None:
         live = step_frames(traj, 1)
-        png = full_frames(traj, 3)
+        final = full_frames(traj, 3)
         print(f"live frame of a 64x64-latent run (as SD at 512x512): x0 {len(live[0])} B, xt {len(live[1])} B "
-              f"(JPEG); full-VAE PNG of the final frame {len(png[0]) / 1024:.1f} KiB")
+              f"(JPEG); full-VAE frame of the final step (lossless) {len(final[0]) / 1024:.1f} KiB")
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)
     smooth = np.clip(np.cumsum(rng.normal(0, 3, (512, 512, 3)), axis=1) + 128, 0, 255).astype(np.uint8)

@@ -9,7 +9,7 @@ interleaved, with the median of --pairs rounds:
             decoded by the full VAE, no widget;
 - explorer: the same run through nbd.Explorer: every step recorded (x_t, x0, both model
             outputs), approx previews of both views JPEG-encoded and paced to a headless
-            browser, the final frame PNG-encoded too (goal <= 1.03);
+            browser, the final frame encoded lossless too (WebP; goal <= 1.03);
 - sync:     the same with recording copies made synchronously (`.cpu()` per tensor), to show
             what the non-blocking copies save;
 - tiny-AE:  the Explorer with preview="tiny": each frame it sends is decoded by a tiny
@@ -215,7 +215,7 @@ def measure_family(family: str, args, device: str, dtype: torch.dtype, rows: lis
                      goals[name]))
     if device == "cuda" and family == "sd15":
         rows.append((label, "host waits for the GPU in steps 2-10", sync_report(pipe), "none"))
-    rows.append((label, "scrubbed frame: full VAE + PNG", f"{statistics.median(scrub) * 1000:.1f} ms", "<= 30 ms"))
+    rows.append((label, "scrubbed frame: full VAE + lossless WebP", f"{statistics.median(scrub) * 1000:.1f} ms", "<= 30 ms"))
     rows.append((label, "  of which the VAE decode", f"{statistics.median(decode_only) * 1000:.1f} ms", ""))
     for side, (latency, slowdown) in during.items():
         rows.append((label, f"scrub decode during a run, {side}", f"{latency * 1000:.1f} ms; run x{slowdown:.3f}",

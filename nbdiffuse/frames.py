@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, features
 
 VIEWS = ("x0", "xt")
 LIVE_QUALITY = 80
@@ -29,6 +29,8 @@ ACK_TIMEOUT = 0.5  # s; an unacknowledged frame older than this counts as lost (
 MIN_INTERVAL = 1 / 30  # s between live frames
 RAW_MAGIC = b"NBDRGB"  # then width and height (uint16 LE), then the RGB bytes: see encode_frame
 RAW_MAX_PIXELS = 32 * 32
+LOSSLESS_TYPE = "image/webp" if features.check("webp") else "image/png"  # encode_lossless's frames
+WEBP_MAX_SIDE = 16383  # px: larger pictures go as PNG
 
 Send = Callable[[dict, list], None]
 
@@ -81,11 +83,18 @@ def decode_frame(data: bytes) -> np.ndarray:
 
 
 def encode_lossless(picture: Image.Image | np.ndarray) -> bytes:
-    """PNG: the final, paused or scrubbed frame, at full-VAE quality."""
-    image = picture if isinstance(picture, Image.Image) else _image(picture)
-    # Level 1: about a fifth faster than level 3 (29 vs 36 ms for a textured 512x512 picture) for
-    # about 3% more bytes; it runs once per shown frame, on the path of every scrub.
-    return _save(image.convert("RGB"), "PNG", compress_level=1)
+    """The final, paused or scrubbed frame at full-VAE quality: lossless WebP (PNG where Pillow lacks WebP).
+
+    It runs once per shown frame, at the end of every run and on the path of every scrub, so speed
+    counts. WebP's lossless mode at its fastest method against PNG at compress level 1, measured
+    here: 512x512 photos 16-22 vs 26-38 ms, 1024x1024 photos 92-95 vs 120-140 ms, 512x512 noise
+    (what random-weight benchmark models draw) 11 vs 35 ms; 13-20% fewer bytes in each case; the
+    shapes model's 64x64 pictures 0.30 vs 0.34 ms. Every browser JupyterLab supports decodes it.
+    """
+    image = (picture if isinstance(picture, Image.Image) else _image(picture)).convert("RGB")
+    if LOSSLESS_TYPE == "image/webp" and max(image.size) <= WEBP_MAX_SIDE:
+        return _save(image, "WEBP", lossless=True, method=0, quality=0)
+    return _save(image, "PNG", compress_level=1)
 
 
 RAW_TYPE = "image/x-nbdiffuse-rgb"  # encode_frame's raw frames: no browser reads them as an <img>
@@ -153,7 +162,8 @@ def live_frames(traj: Any, k: int, views: Sequence[str] = VIEWS, decoder: str = 
 
 
 def full_frames(traj: Any, k: int, views: Sequence[str] = VIEWS) -> list[bytes]:
-    """Step k decoded with the full VAE at the run's output size, as PNG, one per view (b"" as step_frames)."""
+    """Step k decoded with the full VAE at the run's output size, lossless (encode_lossless), one per view
+    (b"" as step_frames)."""
     done: list[tuple[Any, bytes]] = []
     for view in views:
         if not has_view(traj, view):
@@ -161,11 +171,11 @@ def full_frames(traj: Any, k: int, views: Sequence[str] = VIEWS) -> list[bytes]:
             continue
         latents = traj.latents_for(k, view)
         # At the last step x_t is the clean latent for most samplers: one VAE decode serves both views.
-        data = next((png for seen, png in done if seen is not None and same_latents(seen, latents)), None)
+        data = next((known for seen, known in done if seen is not None and same_latents(seen, latents)), None)
         if data is None:
             data = encode_lossless(traj.image(k, view, decoder="full"))
         done.append((latents, data))
-    return [png for _, png in done]
+    return [data for _, data in done]
 
 
 def same_latents(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -48,7 +48,7 @@ def empty_state() -> dict:
 
 
 def what_if_frame(traj: Any, k: int, guidance: float, decoder: str) -> bytes:
-    """The re-weighed x0 at step k: PNG (lossless; approx frames are tiny, full ones are shown at rest)."""
+    """The re-weighed x0 at step k, lossless (approx frames are tiny, full ones are shown at rest)."""
     picture = traj.guided_image(k, guidance, decoder=decoder, size="latent" if decoder == "approx" else "output")
     return encode_lossless(np.asarray(picture.convert("RGB")))
 

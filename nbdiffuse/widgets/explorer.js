@@ -400,7 +400,8 @@ function render({ model, el }) {
     ui.upload.textContent = has ? "Other picture…" : "Start from a picture…";
     if (has) {
       const old = ui.thumb.src;
-      ui.thumb.src = URL.createObjectURL(new Blob([asDataView(bytes)], { type: "image/png" }));
+      const view = asDataView(bytes);
+      ui.thumb.src = URL.createObjectURL(new Blob([view], { type: mimeOf(view) }));
       if (old && old.startsWith("blob:")) URL.revokeObjectURL(old);
     }
     ui.usePicture.checked = !!model.get("use_picture");

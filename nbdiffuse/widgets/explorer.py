@@ -6,8 +6,9 @@ The kernel side keeps the controls' state in traits and runs generation in a wor
 - live, as paced custom messages (newest frame wins, the browser acks, at most two in flight),
   so a fast GPU never pushes Jupyter past its 1000 messages/s limit;
 - at the end of a run (and on pause) as widget state: one frame per step and view in
-  `frames_x0` / `frames_xt` (frames.encode_frame: raw RGB up to 32 x 32 pixels, else JPEG), plus the full-VAE PNG of the shown step in `full_frames`. State
-  is what a saved notebook keeps, so scrubbing works later without a kernel.
+  `frames_x0` / `frames_xt` (frames.encode_frame: raw RGB up to 32 x 32 pixels, else JPEG),
+  plus the full-VAE frame of the shown step in `full_frames` (lossless WebP). State is what a
+  saved notebook keeps, so scrubbing works later without a kernel.
 """
 from __future__ import annotations
 

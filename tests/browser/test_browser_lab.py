@@ -8,7 +8,7 @@ import re
 import pytest
 
 from lab_driver import open_and_run_all, wait_for_kernel
-from nbdiffuse.frames import RAW_TYPE, decode_frame, mime_type
+from nbdiffuse.frames import LOSSLESS_TYPE, RAW_TYPE, decode_frame, mime_type
 
 pytestmark = pytest.mark.browser
 
@@ -137,6 +137,11 @@ def test_lab_saved_notebook_scrubs_without_its_kernel(lab_server, page, explorer
     ex.press_on_slider("End")
     assert ex.position() == f"{n} / {n}"
     ex.wait_frame_change(home)
+    # The stopped run's last step as the full VAE drew it, kept lossless (WebP) in the saved state.
+    final = saved_buffers[("full_frames", f"{n - 1}:x0")]
+    assert mime_type(final) == LOSSLESS_TYPE
+    page.wait_for_function("(c) => c.width === 64", arg=ex.root.locator("canvas[data-view='x0']").element_handle())
+    assert (ex.pixels("x0") == decode_frame(final)).all()
     ex.click("Generate")  # nothing behind it: the widget says so instead of failing silently
     ex.root.locator(".nbd-note", has_text="kernel").wait_for(timeout=30_000)
     ex.screenshot(screenshots / "lab_reopened_no_kernel.png")

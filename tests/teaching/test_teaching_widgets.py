@@ -12,11 +12,10 @@ from PIL import Image
 
 from nbdiffuse.core import schedule_math as sm
 from nbdiffuse.core.trace import pipe_lock
-from nbdiffuse.frames import RAW_TYPE, mime_type
+from nbdiffuse.frames import LOSSLESS_TYPE, RAW_TYPE, mime_type
 from nbdiffuse.widgets.teaching import (ForwardExplorer, GuidanceSweep, LatentView, SamplerCompare, ScheduleView,
                                         SeedsAndPrompts, StepsCompare)
 
-PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def picture(data: bytes) -> Image.Image:
@@ -33,7 +32,7 @@ def test_forward_frames_and_slider(forward):
     assert forward.timesteps == [round(i * 999 / 10) for i in range(11)]
     assert len(forward.frames_pixel) == len(forward.frames_latent) == 11
     assert all(f[:2] == b"\xff\xd8" for f in forward.frames_pixel + forward.frames_latent)
-    assert forward.original[:8] == PNG and picture(forward.original).size == (16, 16)
+    assert mime_type(forward.original) == LOSSLESS_TYPE and picture(forward.original).size == (16, 16)
     forward.t = 480
     assert forward.index == 5 and forward.t == 500
     forward.index = 0
@@ -148,7 +147,7 @@ def test_guidance_sweep_runs_in_the_background(pipe):
     assert [tr.guidances for tr in sweep.trajectories] == [[1.0] * 3, [3.0] * 3, [1.0] * 3, [3.0] * 3]
     assert [tr.params["seed"] for tr in sweep.trajectories] == [0, 0, 1, 1]
     assert [c["label"] for c in sweep.cells] == ["guidance 1", "guidance 3"] * 2
-    assert all(len(c["frames"]) == 3 and c["final"][:8] == PNG for c in sweep.cells)
+    assert all(len(c["frames"]) == 3 and mime_type(c["final"]) == LOSSLESS_TYPE for c in sweep.cells)
     assert sweep.progress == 1.0
     assert sweep.curve["x"] == [1.0, 3.0]
     assert [s["name"] for s in sweep.curve["series"]] == ["variety", "clipped"]
@@ -182,7 +181,7 @@ def test_sampler_compare_differences(pipe):
     assert len({tr.params["seed"] for tr in sc.trajectories}) == 1
     assert set(sc.differences) == {"euler_a", "ddim"}
     assert sc.differences["euler_a"] > 0  # fresh noise every step: an ancestral sampler ends elsewhere
-    assert sc.cells[0]["info"] == "reference" and sc.cells[1]["diff"][:8] == PNG
+    assert sc.cells[0]["info"] == "reference" and mime_type(sc.cells[1]["diff"]) == LOSSLESS_TYPE
     assert "Δ vs euler" in sc.cells[2]["info"]
 
 

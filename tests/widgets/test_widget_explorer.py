@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from polling import started
 
-from nbdiffuse.frames import RAW_TYPE, decode_frame, mime_type
+from nbdiffuse.frames import LOSSLESS_TYPE, RAW_TYPE, decode_frame, mime_type
 from nbdiffuse.widgets import Explorer
 from nbdiffuse.widgets.headless import HeadlessFrontend
 
@@ -51,7 +51,7 @@ def test_generate_and_wait_fill_the_state_the_browser_keeps(explorer):
         for view in ("x0", "xt"):
             assert (decode_frame(fe.state[f"frames_{view}"][k]) == approx.rgb(traj.latents_for(k, view))).all()
     full = fe.state["full_frames"]
-    assert sorted(full) == ["7:x0", "7:xt"] and mime_type(full["7:x0"]) == "image/png"
+    assert sorted(full) == ["7:x0", "7:xt"] and mime_type(full["7:x0"]) == LOSSLESS_TYPE
     assert Image.open(io.BytesIO(full["7:x0"])).size == (16, 16)
     assert fe.state["guidances"] == traj.guidances and fe.state["prompt"] == "a blue square"
     # live frames went out paced: never more than two awaiting an ack
@@ -173,7 +173,7 @@ def test_scrub_sends_the_full_vae_frame(explorer, wait_for):
     reply = wait_for(lambda: [c for c in fe.customs if c[0].get("type") == "full"], what="a full frame")
     content, buffers = reply[-1]
     assert content["k"] == 1 and content["views"] == ["x0", "xt"]
-    assert [mime_type(b) for b in buffers] == ["image/png", "image/png"]
+    assert [mime_type(b) for b in buffers] == [LOSSLESS_TYPE, LOSSLESS_TYPE]
 
 
 def test_foreground_run_updates_the_view_from_the_calling_thread(explorer):

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import nbdiffuse as nbd
-from nbdiffuse.frames import (LIVE_MAX_BYTES, RAW_TYPE, FrameStream, Pacer, decode_frame, encode_frame, encode_live,
+from nbdiffuse.frames import (LIVE_MAX_BYTES, LOSSLESS_TYPE, RAW_TYPE, FrameStream, Pacer, decode_frame, encode_frame, encode_live,
                               encode_lossless, full_frames, mime_type, step_frames)
 
 
@@ -35,10 +35,15 @@ def test_live_frame_of_512_noise_fits_the_budget():
 
 
 def test_lossless_frame_round_trips_exactly():
-    rgb = np.random.default_rng(1).integers(0, 256, (16, 24, 3), dtype=np.uint8)
-    data = encode_lossless(rgb)
-    assert mime_type(data) == "image/png"
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), rgb)
+    rng = np.random.default_rng(1)
+    smooth = np.clip(np.cumsum(rng.normal(0, 3, (67, 45, 3)), axis=1) + 128, 0, 255).astype(np.uint8)
+    for rgb in (rng.integers(0, 256, (16, 24, 3), dtype=np.uint8), smooth, np.zeros((1, 1, 3), np.uint8)):
+        data = encode_lossless(rgb)
+        assert mime_type(data) == LOSSLESS_TYPE == "image/webp"  # Pillow's wheels have WebP
+        assert np.array_equal(decode_frame(data), rgb)
+    wide = rng.integers(0, 256, (1, 16384, 3), dtype=np.uint8)  # over WebP's 16383 px: PNG
+    data = encode_lossless(Image.fromarray(wide))
+    assert mime_type(data) == "image/png" and np.array_equal(decode_frame(data), wide)
 
 
 def test_small_frames_go_raw_and_lossless_larger_ones_as_jpeg():
@@ -148,7 +153,7 @@ def test_full_frames_are_png_at_output_size(pipe):
     traj = nbd.trace(pipe, "a red circle", steps=3)
     png_x0, png_xt = full_frames(traj, 2)
     assert Image.open(io.BytesIO(png_x0)).size == (traj.params["width"], traj.params["height"])
-    assert mime_type(png_xt) == "image/png"
+    assert mime_type(png_xt) == LOSSLESS_TYPE
     early_x0, early_xt = full_frames(traj, 0)
     assert early_x0 != early_xt  # mid-run, x_t is noisy: a decode of its own
 

@@ -4,6 +4,7 @@ import io
 import pytest
 from PIL import Image, ImageDraw
 
+from nbdiffuse.frames import LOSSLESS_TYPE, mime_type
 from nbdiffuse.widgets import Explorer
 from nbdiffuse.widgets.headless import HeadlessFrontend
 from nbdiffuse.widgets.sketch import SketchPad
@@ -29,7 +30,7 @@ def explorer(sd_pipe):
 def test_start_from_a_picture_runs_image_to_image(explorer):
     ex, frontend = explorer
     ex.start_from(picture(), strength=0.5)
-    assert ex.use_picture and ex.start_thumb.startswith(b"\x89PNG") and ex.strength == 0.5
+    assert ex.use_picture and mime_type(ex.start_thumb) == LOSSLESS_TYPE and ex.strength == 0.5
     frontend.click("generate")
     assert ex.wait(WAIT) and ex.status == "done", ex.error
     traj = ex.trajectory

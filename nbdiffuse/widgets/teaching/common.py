@@ -138,7 +138,8 @@ def vae_decode(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
         return vae.decode(from_pipeline_space(vae, z.float()).to(param.device, param.dtype), return_dict=False)[0].float().cpu()
 
 
-def png(picture: Image.Image | np.ndarray) -> bytes:
+def lossless(picture: Image.Image | np.ndarray) -> bytes:
+    """A picture for the browser, without loss: frames.encode_lossless, or PNG for grayscale."""
     if isinstance(picture, Image.Image) and picture.mode == "L":  # grayscale tiles: a third of the bytes
         buffer = io.BytesIO()
         picture.save(buffer, "PNG", compress_level=3)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from ...core import schedule_math as sm
 from ...core.validate import check_int, check_seed
-from .common import (TeachingWidget, as_image, fit_for_display, jpeg, model_label, model_size, png, resolve_pipe,
+from .common import (TeachingWidget, as_image, fit_for_display, jpeg, lossless, model_label, model_size, resolve_pipe,
                      to_picture, to_tensor, vae_decode, vae_encode)
 
 SPACES = ("pixel", "latent")
@@ -56,7 +56,7 @@ class ForwardExplorer(TeachingWidget):
         super().__init__(_kind="forward", title="Forward process: adding noise",
                          note=f"xₜ = √ᾱₜ · x₀ + √(1 − ᾱₜ) · ε, with one fixed ε for every t; the noise schedule of "
                               f"{model_label(self.pipe)}",
-                         timesteps=steps, index=0, original=png(fit_for_display(self.image, PIXEL_DISPLAY)),
+                         timesteps=steps, index=0, original=lossless(fit_for_display(self.image, PIXEL_DISPLAY)),
                          frames_pixel=pixel_frames, frames_latent=latent_frames, schedule=self.table.to_dict(),
                          image_size=list(size), latent_shape=list(self.x0_latent.shape[1:]))
 

@@ -9,7 +9,7 @@ import traitlets as tl
 from PIL import Image
 
 from ...core.decode import approx_decoder_for
-from .common import (TeachingWidget, as_image, fit_for_display, model_label, model_size, png, resolve_pipe,
+from .common import (TeachingWidget, as_image, fit_for_display, lossless, model_label, model_size, resolve_pipe,
                      to_picture, to_tensor, vae_decode, vae_encode)
 
 DISPLAY = 256
@@ -58,15 +58,15 @@ class LatentView(TeachingWidget):
         tiles, ranges = [], []
         for c in self.latents[0].numpy():
             tile, lo, hi = channel_tile(c)
-            tiles.append(png(tile))
+            tiles.append(lossless(tile))
             ranges.append([lo, hi])
         score = psnr(self.image, self.decoded)
         c, h, w = self.latents.shape[1:]
         super().__init__(_kind="latent", title="Latent space and the VAE",
                          note=f"{size[0]}×{size[1]}×3 pixels ↔ {w}×{h}×{c} latents "
                               f"({size[0] * size[1] * 3 / (c * h * w):.0f}× fewer numbers); VAE of {model_label(self.pipe)}",
-                         original=png(fit_for_display(self.image, DISPLAY)), channels=tiles, channel_ranges=ranges,
-                         approx=png(self.approx_image), full=png(fit_for_display(self.decoded, DISPLAY)),
+                         original=lossless(fit_for_display(self.image, DISPLAY)), channels=tiles, channel_ranges=ranges,
+                         approx=lossless(self.approx_image), full=lossless(fit_for_display(self.decoded, DISPLAY)),
                          round_trip_psnr=min(score, 99.0), latent_shape=[c, h, w], image_size=list(size))
 
     def round_trip(self) -> Image.Image:

@@ -22,7 +22,7 @@ from ...core.compare import shared_view
 from ...core.schedulers import schedulers as scheduler_names
 from ...core.validate import check_guidance_value, check_prompt, check_seed, check_steps
 from ...frames import step_frames
-from .common import (TeachingWidget, Throttle, Worker, default_prompt, fit_for_display, is_shapes, model_label, png,
+from .common import (TeachingWidget, Throttle, Worker, default_prompt, fit_for_display, is_shapes, lossless, model_label,
                      resolve_pipe)
 
 FINAL_DISPLAY = 256
@@ -141,7 +141,7 @@ class Sweep(TeachingWidget):
             # x_t for a pipeline that gives no x0: its last x_t is the finished latent all the same
             view = cell["view"] = traj.default_view
             cell["frames"] = [step_frames(traj, k, (view,))[0] for k in range(len(traj))]
-            cell["final"] = png(fit_for_display(traj.image(-1, view, decoder="full"), FINAL_DISPLAY))
+            cell["final"] = lossless(fit_for_display(traj.image(-1, view, decoder="full"), FINAL_DISPLAY))
         return cell
 
     def _set_cell(self, i: int, cell: dict) -> None:
@@ -312,7 +312,7 @@ class SamplerCompare(Sweep):
             comparison = compare(first, traj, shared_view(first, traj))
             self.differences[self.names[i]] = comparison.difference[-1]
             self._annotate(i, f"Δ vs {self.names[0]}: {comparison.difference[-1]:.3f}",
-                           png(comparison.heatmap(-1, size=64)))
+                           lossless(comparison.heatmap(-1, size=64)))
 
 
 class StepsCompare(Sweep):
