@@ -29,6 +29,7 @@ ACK_TIMEOUT = 0.5  # s; an unacknowledged frame older than this counts as lost (
 MIN_INTERVAL = 1 / 30  # s between live frames
 RAW_MAGIC = b"NBDRGB"  # then width and height (uint16 LE), then the RGB bytes: see encode_frame
 RAW_MAX_PIXELS = 32 * 32
+RAW_TYPE = "image/x-nbdiffuse-rgb"  # mime_type's name for raw frames: no browser reads them as an <img>
 LOSSLESS_TYPE = "image/webp" if features.check("webp") else "image/png"  # encode_lossless's frames
 WEBP_MAX_SIDE = 16383  # px: larger pictures go as PNG
 
@@ -75,8 +76,9 @@ def decode_frame(data: bytes) -> np.ndarray:
     """Any frame the kernel sends (raw, JPEG, PNG or WebP) as an HxWx3 uint8 array."""
     if mime_type(data) != RAW_TYPE:
         return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    width, height = int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
-    pixels = data[len(RAW_MAGIC) + 4:]
+    header = len(RAW_MAGIC)
+    width, height = int.from_bytes(data[header:header + 2], "little"), int.from_bytes(data[header + 2:header + 4], "little")
+    pixels = data[header + 4:]
     if len(pixels) != width * height * 3:
         raise ValueError(f"raw frame of {len(data)} bytes does not hold {width} x {height} RGB pixels")
     return np.frombuffer(pixels, np.uint8).reshape(height, width, 3).copy()
@@ -95,9 +97,6 @@ def encode_lossless(picture: Image.Image | np.ndarray) -> bytes:
     if LOSSLESS_TYPE == "image/webp" and max(image.size) <= WEBP_MAX_SIDE:
         return _save(image, "WEBP", lossless=True, method=0, quality=0)
     return _save(image, "PNG", compress_level=1)
-
-
-RAW_TYPE = "image/x-nbdiffuse-rgb"  # encode_frame's raw frames: no browser reads them as an <img>
 
 
 def mime_type(data: bytes) -> str:
