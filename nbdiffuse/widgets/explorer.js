@@ -1,4 +1,5 @@
-// nbdiffuse Explorer front end (anywidget ES module; widgets/assets.py puts frame_decode.js before it).
+// nbdiffuse Explorer front end (anywidget ES module).
+// widgets/assets.py puts frame_decode.js (decodeFrame, asDataView, mimeOf) before it.
 //
 // Frames live in the browser: widget state holds one encoded image per step and view, and
 // live frames arrive as paced custom messages. Scrubbing therefore draws decoded bitmaps

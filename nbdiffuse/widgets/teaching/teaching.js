@@ -1,4 +1,5 @@
-// nbdiffuse teaching widgets (anywidget ES module; widgets/assets.py puts frame_decode.js before it): one module, one view per `_kind`.
+// nbdiffuse teaching widgets (anywidget ES module): one module, one view per `_kind`.
+// widgets/assets.py puts frame_decode.js (decodeFrame, asDataView, mimeOf) before it.
 //
 // Every picture and every number comes from widget state, so sliders redraw without a kernel
 // round trip and a saved notebook still works. Plots are drawn here as SVG from those numbers.
