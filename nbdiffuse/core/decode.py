@@ -31,6 +31,9 @@ class ApproxDecoder:
     hidden: for a VAE whose decoder is far from linear (the small shapes VAE), one ReLU layer of
     H units first: RGB ~= relu(features . hidden_weight + hidden_bias) . weight + bias, with weight
     (H, 3). Still a fraction of a millisecond per frame (fit_hidden).
+    global_weight: the hidden layer also sees the whole latent's per-channel mean and standard
+    deviation (2 C numbers, global_features): a VAE decoder with attention reads the whole picture,
+    so one local latent can mean white on one picture and light blue on another.
     """
 
     weight: np.ndarray  # (kernel * kernel * C, 3), or (H, 3) after a hidden layer
@@ -38,6 +41,7 @@ class ApproxDecoder:
     kernel: int = 1
     hidden_weight: np.ndarray | None = None  # (kernel * kernel * C, H)
     hidden_bias: np.ndarray | None = None  # (H,)
+    global_weight: np.ndarray | None = None  # (2 C, H): global_features -> hidden pre-activation
 
     def rgb(self, latents: torch.Tensor | np.ndarray) -> np.ndarray:
         """(C, H, W) latents -> (H, W, 3) uint8."""
@@ -49,7 +53,10 @@ class ApproxDecoder:
         # tensordot, not einsum: einsum's path planning alone costs more than this product at preview sizes.
         features = _features(z, self.kernel)
         if self.hidden_weight is not None:
-            features = np.maximum(np.tensordot(features, self.hidden_weight, axes=(0, 0)) + self.hidden_bias, 0.0)
+            offset = self.hidden_bias
+            if self.global_weight is not None:
+                offset = offset + global_features(torch.from_numpy(z)[None])[0].numpy() @ self.global_weight
+            features = np.maximum(np.tensordot(features, self.hidden_weight, axes=(0, 0)) + offset, 0.0)
             features = features.transpose(2, 0, 1)
         rgb = np.tensordot(features, self.weight, axes=(0, 0)) + self.bias
         return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
@@ -70,6 +77,8 @@ class ApproxDecoder:
         if self.kernel == 3:
             z = torch.nn.functional.pad(z, (1, 1, 1, 1), mode="replicate")
         out = torch.nn.functional.conv2d(z, *first)
+        if self.global_weight is not None:
+            out += torch.mm(global_features(torch.stack(items)), self._global())[:, :, None, None]
         if last is not None:
             out = torch.nn.functional.conv2d(torch.relu_(out), *last)
         pixels = (out.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
@@ -93,6 +102,12 @@ class ApproxDecoder:
             self.__dict__["_conv_params"] = made
         return made
 
+    def _global(self) -> torch.Tensor:
+        made = self.__dict__.get("_global_param")
+        if made is None:
+            made = self.__dict__["_global_param"] = torch.from_numpy(np.ascontiguousarray(self.global_weight, np.float32))
+        return made
+
     def __call__(self, latents: torch.Tensor | np.ndarray) -> Image.Image:
         return Image.fromarray(self.rgb(latents))
 
@@ -100,6 +115,8 @@ class ApproxDecoder:
         data = {"weight": self.weight.tolist(), "bias": self.bias.tolist(), "kernel": self.kernel}
         if self.hidden_weight is not None:
             data.update(hidden_weight=self.hidden_weight.tolist(), hidden_bias=self.hidden_bias.tolist())
+        if self.global_weight is not None:
+            data.update(global_weight=self.global_weight.tolist())
         return data
 
     @classmethod
@@ -111,6 +128,13 @@ class ApproxDecoder:
         hidden_weight = None if hidden is None else np.asarray(hidden, np.float32)
         hidden_bias = None if hidden is None else np.asarray(data.get("hidden_bias"), np.float32)
         features = weight.shape[0] if hidden_weight is None else hidden_weight.shape[0]
+        glob = data.get("global_weight")
+        global_weight = None if glob is None else np.asarray(glob, np.float32)
+        if global_weight is not None and (hidden_weight is None or global_weight.shape != (
+                2 * (features // (kernel * kernel)), hidden_weight.shape[1])):
+            raise ValueError("approx decoder's global_weight must be (2 C, H) after a (k*k*C, H) hidden_weight; got "
+                             f"{global_weight.shape} with hidden "
+                             f"{None if hidden_weight is None else hidden_weight.shape}")
         if kernel not in (1, 3) or weight.ndim != 2 or weight.shape[1] != 3 or bias.shape != (3,) \
                 or features % (kernel * kernel) or (hidden_weight is not None and (
                     hidden_weight.ndim != 2 or hidden_bias.shape != (hidden_weight.shape[1],)
@@ -119,7 +143,7 @@ class ApproxDecoder:
                              f"an optional (k*k*C, H) hidden_weight and (H,) hidden_bias; got {weight.shape}, "
                              f"{bias.shape}, kernel {kernel}"
                              + ("" if hidden_weight is None else f", hidden {hidden_weight.shape}, {hidden_bias.shape}"))
-        return cls(weight, bias, kernel, hidden_weight, hidden_bias)
+        return cls(weight, bias, kernel, hidden_weight, hidden_bias, global_weight)
 
     @classmethod
     def fit(cls, vae: Any, images: Any = None, *, kernel: int = 1, count: int = 32, blocks: int = 4,
@@ -158,12 +182,13 @@ class ApproxDecoder:
 
     @classmethod
     def fit_hidden(cls, vae: Any, latents: torch.Tensor, *, kernel: int = 3, hidden: int = 16, steps: int = 1500,
-                   seed: int = 0) -> "ApproxDecoder":
+                   seed: int = 0, global_context: bool = False) -> "ApproxDecoder":
         """Like fit_to_decoder, with one ReLU layer of `hidden` units, fitted by Adam on the L1 error.
 
         For a small VAE whose decoder is far from linear: on the shapes model's held-out runs the
         mean error drops from 28 (the linear 3 x 3 fit) to 14 (of 255) with 16 units and 13 with 64
-        (nbdiffuse/shapes/approx.py), at ~0.1 ms per frame.
+        (nbdiffuse/shapes/approx.py), at ~0.1 ms per frame. global_context: the hidden layer also
+        sees global_features (global_weight): 13.9 -> 9.3 there.
         """
         if kernel not in (1, 3):
             raise ValueError(f"kernel must be 1 or 3, got {kernel!r}")
@@ -179,20 +204,27 @@ class ApproxDecoder:
                 layer.weight.uniform_(-bound, bound, generator=generator)
                 layer.bias.uniform_(-bound, bound, generator=generator)
         padded = torch.nn.functional.pad(latents, (1, 1, 1, 1), mode="replicate") if kernel == 3 else latents
-        optimizer = torch.optim.Adam([*first.parameters(), *last.parameters()], lr=1e-2)
+        context = global_features(latents)
+        glob = torch.nn.Parameter(torch.zeros(2 * channels, hidden)) if global_context else None
+        params = [*first.parameters(), *last.parameters()] + ([glob] if glob is not None else [])
+        optimizer = torch.optim.Adam(params, lr=1e-2)
         for step in range(steps):
             if step == steps * 2 // 3:
                 for group in optimizer.param_groups:
                     group["lr"] = 2e-3
             batch = torch.randint(0, len(latents), (min(128, len(latents)),), generator=generator)
-            loss = (last(torch.relu(first(padded[batch]))) - target[batch]).abs().mean()
+            pre = first(padded[batch])
+            if glob is not None:
+                pre = pre + (context[batch] @ glob)[:, :, None, None]
+            loss = (last(torch.relu(pre)) - target[batch]).abs().mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         with torch.no_grad():  # back to the (dy, dx, channel) feature order of _features
             w1 = first.weight.permute(2, 3, 1, 0).reshape(kernel * kernel * channels, hidden).numpy().copy()
             w2 = last.weight[:, :, 0, 0].T.numpy().copy()
-            return cls(w2, last.bias.numpy().copy(), kernel, w1, first.bias.numpy().copy())
+            return cls(w2, last.bias.numpy().copy(), kernel, w1, first.bias.numpy().copy(),
+                       None if glob is None else glob.detach().numpy().copy())
 
     @classmethod
     def _solve(cls, latents: torch.Tensor, target: torch.Tensor, kernel: int) -> "ApproxDecoder":
@@ -201,6 +233,15 @@ class ApproxDecoder:
         design = np.concatenate([z, np.ones((len(z), 1), np.float32)], 1)
         solution, *_ = np.linalg.lstsq(design, y, rcond=None)
         return cls(solution[:-1].astype(np.float32), solution[-1].astype(np.float32), kernel)
+
+
+def global_features(latents: torch.Tensor) -> torch.Tensor:
+    """(N, C, h, w) -> (N, 2 C) float32: each latent's per-channel mean and standard deviation (ddof 1)."""
+    z = latents.float().flatten(2)
+    if z.shape[2] == 1:
+        return torch.cat([z[:, :, 0], torch.zeros_like(z[:, :, 0])], 1)
+    std, mean = torch.std_mean(z, 2)
+    return torch.cat([mean, std], 1)
 
 
 def _decoded_at_latent_size(vae: Any, latents: torch.Tensor) -> torch.Tensor:

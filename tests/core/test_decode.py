@@ -142,3 +142,40 @@ def test_hidden_layer_fit_follows_a_non_linear_decoder():
     assert np.array_equal(curved.rgb(held_out[0].numpy()), curved.rgb(held_out[0]))  # numpy and torch paths agree
     with pytest.raises(ValueError, match="hidden_weight"):
         ApproxDecoder.from_dict({**decoder_dict, "hidden_bias": [0.0]})
+
+
+class ContextVAE(CurvedVAE):
+    """A decoder whose colour also follows the whole latent's mean, as attention lets a real VAE's
+    decoder read the whole picture: the same latent pixel decodes differently on different pictures."""
+
+    def decode(self, z, return_dict=False):
+        local = torch.einsum("cd,bdhw->bchw", self.mix, z)
+        rgb = torch.tanh(local + 3.0 * z.mean((1, 2, 3))[:, None, None, None])
+        return (rgb.repeat_interleave(4, 2).repeat_interleave(4, 3),)
+
+
+def test_global_context_follows_a_decoder_that_reads_the_whole_picture():
+    vae = ContextVAE()
+    gen = torch.Generator().manual_seed(4)
+    def pictures(n):  # latents whose overall level varies from picture to picture
+        return torch.randn(n, 4, 8, 8, generator=gen) * 0.5 + torch.randn(n, 1, 1, 1, generator=gen)
+    train, held_out = pictures(64), pictures(8)
+    local = ApproxDecoder.fit_hidden(vae, train, kernel=1, hidden=16, steps=600)
+    context = ApproxDecoder.fit_hidden(vae, train, kernel=1, hidden=16, steps=600, global_context=True)
+    with torch.no_grad():
+        truth = ((vae.decode(held_out)[0][:, :, ::4, ::4] + 1) / 2 * 255).permute(0, 2, 3, 1).numpy()
+
+    def error(decoder):
+        return np.mean([np.abs(decoder.rgb(z).astype(float) - t).mean() for z, t in zip(held_out, truth)])
+
+    assert local.global_weight is None and context.global_weight.shape == (8, 16)
+    assert error(context) < 0.6 * error(local), (error(context), error(local))
+    again = ApproxDecoder.from_dict(decoder_dict := context.to_dict())
+    assert np.array_equal(again.rgb_many(list(held_out))[3], context.rgb(held_out[3]))  # batched = one by one
+    numpy_path = context.rgb(held_out[0].numpy()).astype(int)
+    assert np.abs(numpy_path - context.rgb(held_out[0]).astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="global_weight"):
+        ApproxDecoder.from_dict({**decoder_dict, "global_weight": [[0.0] * 16] * 4})
+    with pytest.raises(ValueError, match="global_weight"):
+        ApproxDecoder.from_dict({**local.to_dict(), "hidden_weight": None, "hidden_bias": None,
+                                 "weight": [[0.0] * 3] * 4, "global_weight": [[0.0] * 16] * 8})

@@ -21,6 +21,7 @@ def test_loads_offline_as_a_stable_diffusion_pipeline(pipe, monkeypatch):
     assert pipe.vae_scale_factor == 4 and pipe.unet.config.sample_size == 16
     assert pipe._nbd_shapes and pipe.vae._nbd_approx.kernel == 3
     assert pipe.vae._nbd_approx.hidden_weight.shape == (36, 64)  # one hidden layer: shapes.approx
+    assert pipe.vae._nbd_approx.global_weight.shape == (8, 64)  # which sees the whole latent's mean and spread
     files = [p for p in EMBEDDED_MODEL.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= 25 * 2**20
     assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
