@@ -73,20 +73,21 @@ class ApproxDecoder:
         if len({item.shape for item in items}) > 1:
             return [picture for item in items for picture in self.rgb_many([item])]
         z = torch.stack(items)
-        first, last = self._conv()
-        if self.kernel == 3:
-            z = torch.nn.functional.pad(z, (1, 1, 1, 1), mode="replicate")
-        out = torch.nn.functional.conv2d(z, *first)
-        if self.global_weight is not None:
-            out += torch.mm(global_features(torch.stack(items)), self._global())[:, :, None, None]
+        first, last, glob = self._conv()
+        padded = torch.nn.functional.pad(z, (1, 1, 1, 1), mode="replicate") if self.kernel == 3 else z
+        out = torch.nn.functional.conv2d(padded, *first)
+        if glob is not None:
+            out += torch.mm(global_features(z), glob)[:, :, None, None]
         if last is not None:
             out = torch.nn.functional.conv2d(torch.relu_(out), *last)
         pixels = (out.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
         return list(pixels)
 
-    def _conv(self) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
-        """The layers as conv2d (weight, bias) pairs, made once per decoder: the k x k one on the
-        latents, then (with a hidden layer) a 1 x 1 one on its ReLU."""
+    def _conv(self) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None,
+                             torch.Tensor | None]:
+        """The layers as torch tensors, made once per decoder: conv2d (weight, bias) pairs for the
+        k x k layer on the latents and (with a hidden layer) the 1 x 1 one on its ReLU, then the
+        global_weight matrix (or None)."""
         made = self.__dict__.get("_conv_params")
         if made is None:
             def conv(weight: np.ndarray, bias: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,17 +96,13 @@ class ApproxDecoder:
                 w = torch.from_numpy(np.ascontiguousarray(weight, np.float32)).reshape(k, k, channels, out)
                 return w.permute(3, 2, 0, 1).contiguous(), torch.from_numpy(np.asarray(bias, np.float32)).clone()
 
+            glob = None if self.global_weight is None else torch.from_numpy(
+                np.ascontiguousarray(self.global_weight, np.float32))
             if self.hidden_weight is None:
-                made = (conv(self.weight, self.bias, self.kernel), None)
+                made = (conv(self.weight, self.bias, self.kernel), None, glob)
             else:
-                made = (conv(self.hidden_weight, self.hidden_bias, self.kernel), conv(self.weight, self.bias, 1))
+                made = (conv(self.hidden_weight, self.hidden_bias, self.kernel), conv(self.weight, self.bias, 1), glob)
             self.__dict__["_conv_params"] = made
-        return made
-
-    def _global(self) -> torch.Tensor:
-        made = self.__dict__.get("_global_param")
-        if made is None:
-            made = self.__dict__["_global_param"] = torch.from_numpy(np.ascontiguousarray(self.global_weight, np.float32))
         return made
 
     def __call__(self, latents: torch.Tensor | np.ndarray) -> Image.Image:
