@@ -26,7 +26,7 @@ from .prediction import sigma_at
 from .schedulers import make_scheduler, scheduler_from_params
 from .trace import Run, input_scale, model_input, pipe_lock, scheduler_step_kwargs
 from .trajectory import Trajectory, xt_only_reason
-from .validate import check_callable, check_prompt, check_seed, check_steps, guidance_schedule
+from .validate import check_callable, check_prompt, check_seed, check_step_at, check_steps, guidance_schedule
 
 BRANCH_CHANGES = ("prompt", "negative_prompt", "guidance", "scheduler", "steps", "seed", "control", "on_step")
 
@@ -52,8 +52,7 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
     if is_generic(pipe):
         raise ValueError(xt_only_reason(type(pipe).__name__, "branching"))
     family = family_for(pipe)
-    if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < len(traj):
-        raise ValueError(f"at must be a step index in 0..{len(traj) - 1}, got {at!r}")
+    check_step_at(at, len(traj))
     shape = tuple(traj.initial_latents.shape[1:])
     if family.latent_channels != shape[0]:
         raise ValueError(f"pipe has {family.latent_channels} latent channels, the trajectory {shape[0]}: "

@@ -28,6 +28,13 @@ def check_int(name: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
+def check_step_at(at: Any, n: int, of: str = "") -> int:
+    """A branch point: a non-negative step index of a run with n steps (ValueError, as for other bad input)."""
+    if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < n:
+        raise ValueError(f"at must be a step index in 0..{n - 1}{of}, got {_show(at)}")
+    return at
+
+
 def check_steps(steps: Any, name: str = "steps") -> int:
     return check_int(name, steps, 1, MAX_STEPS)
 

@@ -23,7 +23,7 @@ from ..core import branch as core_branch
 from ..core import schedulers
 from ..core.branch import BRANCH_CHANGES
 from ..core.trajectory import xt_only_reason
-from ..core.validate import check_choice, check_prompt, check_seed, check_steps, guidance_schedule
+from ..core.validate import check_choice, check_prompt, check_seed, check_step_at, check_steps, guidance_schedule
 from ..frames import RAW_MAX_PIXELS, encode_live, encode_lossless
 
 BRANCH_KEYS = tuple(k for k in BRANCH_CHANGES if k not in ("control", "on_step"))
@@ -126,9 +126,7 @@ def check_branch(pipe: Any, parent: Any, at: Any, changes: dict) -> dict:
         raise TypeError(f"branch() got unknown change(s) {', '.join(unknown)}; allowed: {', '.join(BRANCH_KEYS)}")
     if not parent.capabilities["branch"]:  # a run of a pipeline watched through its step callback
         raise ValueError(xt_only_reason(parent.params.get("pipeline"), "branching", hint=""))
-    n = len(parent)
-    if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < n:
-        raise ValueError(f"at must be a step index in 0..{n - 1} of the shown run, got {at!r}")
+    check_step_at(at, len(parent), " of the shown run")
     p = parent.params
     if "prompt" in changes:
         check_prompt(changes["prompt"])
