@@ -17,10 +17,10 @@ even machine speed, in two parts that each cancel the drift:
   the steps themselves, which the first part cannot see.
 Their product is the ratio the goal is about, each with its interval (1.038 = 1.035 x 1.003,
 intervals 1.034-1.035 and 1.000-1.009). One caveat: the second part alternates single steps, so
-an effect slower than a step (a machine clocking down while a second thread keeps waking) would
-average out there; the plain medians sit ~2 points above the product on this machine, within
-their scatter, and nothing found explains more (the run thread waits for the GIL 0.1-0.6% of its
-steps' time). Also printed: the fastest quarter of each side's runs, and the
+an effect slower than a step would average out there. The plain medians sit ~1-2 points above the
+product on this machine, within their scatter, and nothing found explains more: the run thread
+waits for the GIL 0.1-0.6% of its steps' time, and a bare trace with a second thread woken 5 ms
+after each step, as the acks do, took 1.004 (0.997-1.009, 150 pairs) of one without. Also printed: the fastest quarter of each side's runs, and the
 Explorer's own work timed inside its runs (set-up, per-step hooks, final frame and state).
 Both sides run the same generation (same guidance; the final latents are checked equal).
 
