@@ -60,15 +60,16 @@ def shared_view(a: Trajectory, b: Trajectory) -> str:
     return "x0" if a.has_x0 and b.has_x0 else "xt"
 
 
-def compare(a: Trajectory, b: Trajectory, view: str = "x0") -> Comparison:
+def compare(a: Trajectory, b: Trajectory, view: str | None = None) -> Comparison:
     """Align `a` and `b` by fraction of the run and measure their difference at each step.
 
     view: "x0" (the predicted clean images: where the composition settles) or "xt" (the noisy
-    latents; the only view of runs that record x_t alone, core/generic.py)."""
+    latents; the only view of runs that record x_t alone, core/generic.py); None: x0 when both
+    runs recorded it, else x_t (shared_view)."""
     for name, traj in (("a", a), ("b", b)):
         if not isinstance(traj, Trajectory) or len(traj) == 0:
             raise ValueError(f"{name} must be a Trajectory with at least one step")
-    check_choice("view", view, ("x0", "xt"))
+    view = shared_view(a, b) if view is None else check_choice("view", view, ("x0", "xt"))
     n = max(len(a), len(b))
     pairs = []
     for i in range(n):

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from ..core import compare as core_compare
-from ..core.compare import shared_view
 from ..frames import VIEWS, encode_live, encode_lossless
 
 HEAT_SIDE = 128  # px; the heatmap is a coarse picture, the browser scales it to the pane
@@ -21,9 +20,8 @@ def compare_state(a: Any, b: Any, label_a: str, label_b: str, frames_of: Any,
     """(core Comparison, trait values) for runs a and b; `frames_of(traj)` gives its per-step (x0, xt) frames.
 
     view None: x0 when both runs have it, else x_t (a run of a pipeline outside the known families)."""
-    if view is None:
-        view = shared_view(a, b)
     comparison = core_compare(a, b, view)
+    view = comparison.view
     xa, xb = (frames_of(traj)[VIEWS.index(view)] for traj in (a, b))
     heat = [encode_lossless(comparison.heatmap(i, size=HEAT_SIDE)) for i in range(len(comparison))]
     info = {

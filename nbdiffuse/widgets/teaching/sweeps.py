@@ -18,7 +18,6 @@ import numpy as np
 import traitlets as tl
 
 from ...core import RunControl, compare, prepare
-from ...core.compare import shared_view
 from ...core.schedulers import schedulers as scheduler_names
 from ...core.validate import check_guidance_value, check_prompt, check_seed, check_steps
 from ...frames import step_frames
@@ -309,7 +308,7 @@ class SamplerCompare(Sweep):
             if i == 0:
                 self._annotate(0, "reference")
                 continue
-            comparison = compare(first, traj, shared_view(first, traj))
+            comparison = compare(first, traj)
             self.differences[self.names[i]] = comparison.difference[-1]
             self._annotate(i, f"Δ vs {self.names[0]}: {comparison.difference[-1]:.3f}",
                            lossless(comparison.heatmap(-1, size=64)))
@@ -342,7 +341,7 @@ class StepsCompare(Sweep):
         for i, traj in enumerate(self.trajectories):
             seconds = float(self.cells[i]["seconds"])
             self.seconds[self.counts[i]] = seconds
-            diff = compare(reference, traj, shared_view(reference, traj)).difference[-1] if i != longest else 0.0
+            diff = compare(reference, traj).difference[-1] if i != longest else 0.0
             self.differences[self.counts[i]] = diff
             self._annotate(i, f"{seconds:.2f} s" + ("" if i == longest else f" · Δ vs {self.counts[longest]}: {diff:.3f}"))
         self.curve = {"x": list(self.counts), "xlabel": "steps", "ylabel": "seconds / difference",
