@@ -56,8 +56,10 @@ def encode_live(rgb: np.ndarray, quality: int = LIVE_QUALITY, max_bytes: int = L
         image = image.resize((max(1, image.width // 2), max(1, image.height // 2)), Image.BILINEAR)
 
 
-def encode_frame(rgb: np.ndarray) -> bytes:
+def encode_frame(rgb: np.ndarray, raw: bool = True) -> bytes:
     """A step's frame for the scrubber and the live view: raw RGB up to 32 x 32 pixels, else encode_live.
+    raw=False, for a picture shown in an <img> (run-tree thumbnails): small ones go lossless
+    (encode_lossless: 750-774 against JPEG's 766 B at 16 x 16) instead of raw.
 
     At a small model's latent size raw pixels are no larger than a JPEG (768 B for 16 x 16 against
     784 B on average over a run of the shapes model) and lossless, where JPEG was off by 7.5 of
@@ -69,6 +71,8 @@ def encode_frame(rgb: np.ndarray) -> bytes:
     height, width = array.shape[:2]
     if height * width > RAW_MAX_PIXELS:
         return encode_live(array)
+    if not raw:
+        return encode_lossless(array)
     return RAW_MAGIC + width.to_bytes(2, "little") + height.to_bytes(2, "little") + array.tobytes()
 
 

@@ -24,7 +24,7 @@ from ..core import schedulers
 from ..core.branch import BRANCH_CHANGES
 from ..core.trajectory import xt_only_reason
 from ..core.validate import check_choice, check_prompt, check_seed, check_step_at, check_steps, guidance_schedule
-from ..frames import RAW_MAX_PIXELS, encode_live, encode_lossless
+from ..frames import encode_frame
 
 BRANCH_KEYS = tuple(k for k in BRANCH_CHANGES if k not in ("control", "on_step"))
 THUMB_SIDE = 64  # px; thumbnails of larger runs are shrunk (the browser shows them at 48 px)
@@ -242,10 +242,8 @@ def thumbnail(traj: Any, decoder: str = "approx") -> bytes:
         return b""
     if max(picture.size) > THUMB_SIDE:
         picture = picture.resize((THUMB_SIDE, THUMB_SIDE * picture.height // picture.width), Image.BILINEAR)
-    rgb = np.asarray(picture.convert("RGB"))
-    # Up to 32 x 32 (a small model's approx frame) lossless takes no more bytes than JPEG (750-774
-    # against 766 B at 16 x 16), without JPEG's coloured specks; it goes in an <img>, so not raw.
-    return encode_lossless(rgb) if rgb.shape[0] * rgb.shape[1] <= RAW_MAX_PIXELS else encode_live(rgb)
+    # A small model's approx frame lossless, without JPEG's coloured specks; not raw: it goes in an <img>.
+    return encode_frame(np.asarray(picture.convert("RGB")), raw=False)
 
 
 def run_nodes(history: list, numbers: dict | None = None) -> list[dict]:

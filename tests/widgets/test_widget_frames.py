@@ -56,6 +56,10 @@ def test_small_frames_go_raw_and_lossless_larger_ones_as_jpeg():
     assert mime_type(encode_frame(edge)) == RAW_TYPE
     large = np.zeros((33, 32, 3), np.uint8)
     assert mime_type(encode_frame(large)) == "image/jpeg" and decode_frame(encode_frame(large)).shape == (33, 32, 3)
+    # For an <img> (raw=False): small frames lossless, larger ones JPEG as above.
+    assert mime_type(encode_frame(small, raw=False)) == LOSSLESS_TYPE
+    assert np.array_equal(decode_frame(encode_frame(small, raw=False)), small)
+    assert encode_frame(large, raw=False) == encode_frame(large)
     with pytest.raises(ValueError, match="does not hold 24 x 16 RGB pixels"):
         decode_frame(data[:-1])
 
