@@ -20,19 +20,36 @@ intervals 1.034-1.035 and 1.000-1.009). One caveat: the second part alternates s
 an effect slower than a step would average out there. The plain medians sit ~1-2 points above the
 product on this machine, within their scatter, and nothing found explains more: the run thread
 waits for the GIL 0.1-0.6% of its steps' time, and a bare trace with a second thread woken 5 ms
-after each step, as the acks do, took 1.004 (0.997-1.009, 150 pairs) of one without. Also printed: the fastest quarter of each side's runs, and the
-Explorer's own work timed inside its runs (set-up, per-step hooks, final frame and state).
+after each step, as the acks do, took 1.004 (0.997-1.009, 150 pairs) of one without. Also
+printed: the fastest quarter of each side's runs, and the Explorer's own work timed inside its
+runs (set-up, per-step hooks, final frame and state).
 Both sides run the same generation (same guidance; the final latents are checked equal).
 
-    python benchmarks/explorer_overhead.py [--pairs 40] [--steps 30] [--threads 1]
+Where the bare trace runs matters too. The Explorer runs in its worker thread; a bare trace runs
+in the thread that calls it, in a notebook the kernel's main thread, and on Linux that thread
+allocates from glibc's main arena, which made the same bare trace 2-3% slower than in a worker
+thread here (0.969 and 0.981 of main-thread runs; 0.996 with MALLOC_ARENA_MAX=1, where every
+thread shares one arena). So by default the comparison is the notebook's (bare trace in this
+thread); --bare-thread runs it in a lasting worker thread instead, thread against thread. One
+afternoon the plain medians were 1.061 (1.045-1.066) in this thread and 1.079 (1.070-1.088) with
+--bare-thread, each with the same 1.036 per-step-time ratio; three thread-against-thread runs put
+the Explorer's steps at 0.999, 1.026 and 1.041 of the bare trace's, a slowdown (when there is one)
+that the single-step check does not see. The frames' own work does not explain it: a
+trace that decodes, encodes and sends both views each step in its own worker thread took 1.018
+of a bare one there (steps 1.003), and ~700 more page faults a run (the final full-VAE frame)
+cost ~1 ms.
+
+    python benchmarks/explorer_overhead.py [--pairs 40] [--steps 30] [--threads 1] [--bare-thread]
 
 Ratios, not timed assertions: nothing here fails on a slow machine.
 """
 from __future__ import annotations
 
 import argparse
+import queue
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -139,6 +156,30 @@ def step_interference(pipe, ex, traj, prompt: str, guidance: float, rounds: int)
     return ratios
 
 
+class WorkerThread:
+    """Runs calls in one lasting thread, as the Explorer runs its own (for --bare-thread)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue = queue.Queue()
+        self._results: queue.Queue = queue.Queue()
+        threading.Thread(target=self._work, name="bare-trace", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            call = self._jobs.get()
+            try:
+                self._results.put((True, call()))
+            except BaseException as exc:  # handed back to the caller
+                self._results.put((False, exc))
+
+    def __call__(self, call):
+        self._jobs.put(call)
+        ok, value = self._results.get()
+        if not ok:
+            raise value
+        return value
+
+
 def fastest_quarter(times: list[float]) -> float:
     fastest = sorted(times)[:max(1, len(times) // 4)]
     return sum(fastest) / len(fastest)
@@ -164,8 +205,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="image side (default: the model's own)")
     parser.add_argument("--rounds", type=int, default=300, help="pairs of single model steps (interference check)")
     parser.add_argument("--ack-delay", type=float, default=0.005, help="s the headless browser takes to ack a frame")
+    parser.add_argument("--bare-thread", action="store_true",
+                        help="run the bare trace in a worker thread, as the Explorer runs its own (default: "
+                             "this thread, as a notebook cell does)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    in_bare_thread = WorkerThread() if args.bare_thread else (lambda call: call())
 
     pipe, label = load(args.model)
     prompt = "big red circle on the left, white background"
@@ -174,7 +219,7 @@ def main() -> None:
     guidance = ex.guidance  # both sides run the same guidance (nbd.trace's default is the pipeline's)
     frontend = HeadlessFrontend(ex, ack_delay=args.ack_delay)
     # Warm up both paths (approx decoder fit, first-call allocations).
-    nbd.trace(pipe, prompt, steps=3)
+    in_bare_thread(lambda: nbd.trace(pipe, prompt, steps=3))
     ex.generate(prompt=prompt, steps=3)
     ex.wait()
     own.runs.clear()
@@ -187,7 +232,7 @@ def main() -> None:
         for which in order:
             began, began_cpu = time.perf_counter(), time.process_time()
             if which == "bare":
-                runs[which] = nbd.trace(pipe, seed=i, **same)
+                runs[which] = in_bare_thread(lambda: nbd.trace(pipe, seed=i, **same))
             else:
                 ex.generate(seed=i, **same)
                 ex.wait()
@@ -214,7 +259,8 @@ def main() -> None:
     seconds, sent, live_bytes, live_frames = traffic[len(traffic) // 2]
     side = args.size or ex.image_size[0]
     print(f"model: {label} at {side}x{side}; {args.steps} steps, torch threads {args.threads}, "
-          f"{args.pairs} interleaved pairs")
+          f"{args.pairs} interleaved pairs; bare trace in "
+          f"{'a worker thread' if args.bare_thread else 'the main thread'}")
     print(f"bare trace      median {statistics.median(bare):.3f} s")
     print(f"through Explorer median {statistics.median(explorer):.3f} s")
     low, high = median_interval(ratios)
