@@ -1,7 +1,6 @@
 """Property: whatever trace() is given, it returns a valid trajectory or raises ValueError/TypeError."""
 import math
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -2,11 +2,9 @@
 x0, what-if, branching and live guidance off, with one line saying why. No browser: a HeadlessFrontend."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-import nbdiffuse as nbd
 from nbdiffuse.frames import LOSSLESS_TYPE, RAW_TYPE, mime_type
 from nbdiffuse.widgets import Explorer
 from nbdiffuse.widgets.headless import HeadlessFrontend
