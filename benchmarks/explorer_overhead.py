@@ -1,43 +1,47 @@
 """What the Explorer costs on top of a bare trace, and what it sends.
 
-Runs the same 30-step generation as a bare `nbd.trace` and through an Explorer (frames encoded,
-paced and sent to a headless frontend that acks like the browser), interleaved so that both see
-the same machine load, and prints the median time ratio (goal <= 1.05 on a CPU), plus the
-messages and bytes per second the run sends and the size of live frames.
+Runs the same 30-step generation (same guidance; the final latents are checked equal) three ways,
+interleaved so that all see the same machine load: a bare `nbd.trace`; through an Explorer (frames
+encoded, paced and sent to a headless frontend that acks like the browser) in its worker thread,
+as a notebook runs it; and through the Explorer in the bare trace's own thread
+(generate(background=False), the mode offered for Colab): the same frames and messages, in the
+same thread and memory arena as the bare trace. It prints the median ratios to the bare trace with
+95% bootstrap intervals (goal <= 1.05 on a CPU), the messages and bytes per second a run sends,
+and the size of live frames.
 
-On a shared machine whose CPU speed drifts (the same bare trace taking 1.3 to 2.0 s from one run
-to the next, single pairs ranging from 0.71 to 1.8), the median of pair ratios wanders by
-several percent between invocations (1.029 for 40 pairs and 1.075 for 150 pairs on one
-afternoon); the script prints a 95% bootstrap interval of it. So it also measures the ratio at an
+Measured (embedded model, 1 torch thread, 40 rounds, 2026-11-24, the bare trace ~1.1 s):
+through the Explorer 1.043 (1.040-1.048) and 1.035 (1.027-1.045); in the bare trace's thread
+1.041 (1.038-1.043) and 1.040 (1.035-1.045), its steps 1.005 and 1.003 of the bare trace's; with
+--bare-thread 1.030 (1.025-1.034) and 1.038 (1.031-1.043). The Explorer's own work is ~39 ms a
+run: the final full-VAE frame ~20 ms, both views' live frames and their message ~1 ms a step.
+
+On a busy machine whose CPU speed drifts (the same bare trace taking 1.3 to 2.0 s from one run to
+the next, single pairs ranging from 0.71 to 1.8) the plain medians wandered from 1.029 to 1.079
+between invocations, intervals that did not overlap. So the script also measures the ratio at an
 even machine speed, in two parts that each cancel the drift:
 - each run's wall time over its own denoising steps' time (Step.seconds: model and sampler; the
   same work on both sides), Explorer over bare: what the Explorer adds around the steps;
 - single model steps timed right after the Explorer's per-step work (frames decoded, encoded,
   sent, the ack arriving meanwhile) or right after nothing, alternating: whether that work slows
-  the steps themselves, which the first part cannot see.
-Their product is the ratio the goal is about, each with its interval (1.038 = 1.035 x 1.003,
-intervals 1.034-1.035 and 1.000-1.009). One caveat: the second part alternates single steps, so
-an effect slower than a step would average out there. The plain medians sit ~1-2 points above the
-product on this machine, within their scatter, and nothing found explains more: the run thread
-waits for the GIL 0.1-0.6% of its steps' time, and a bare trace with a second thread woken 5 ms
-after each step, as the acks do, took 1.004 (0.997-1.009, 150 pairs) of one without. Also
-printed: the fastest quarter of each side's runs, and the Explorer's own work timed inside its
-runs (set-up, per-step hooks, final frame and state).
-Both sides run the same generation (same guidance; the final latents are checked equal).
+  the steps themselves, which the first part cannot see (an effect slower than a step would
+  average out here).
+Their product held still on the busy machine too: 1.037-1.039 in every run (e.g. 1.036 x 1.003,
+intervals 1.035-1.036 and 1.000-1.006), and 1.040 and 1.034 on the quiet one.
 
-Where the bare trace runs matters too. The Explorer runs in its worker thread; a bare trace runs
-in the thread that calls it, in a notebook the kernel's main thread, and on Linux that thread
-allocates from glibc's main arena, which made the same bare trace 2-3% slower than in a worker
-thread here (0.969 and 0.981 of main-thread runs; 0.996 with MALLOC_ARENA_MAX=1, where every
-thread shares one arena). So by default the comparison is the notebook's (bare trace in this
-thread); --bare-thread runs it in a lasting worker thread instead, thread against thread. One
-afternoon the plain medians were 1.061 (1.045-1.066) in this thread and 1.079 (1.070-1.088) with
---bare-thread, each with the same 1.036 per-step-time ratio; three thread-against-thread runs put
-the Explorer's steps at 0.999, 1.026 and 1.041 of the bare trace's, a slowdown (when there is one)
-that the single-step check does not see. The frames' own work does not explain it: a
-trace that decodes, encodes and sends both views each step in its own worker thread took 1.018
-of a bare one there (steps 1.003), and ~700 more page faults a run (the final full-VAE frame)
-cost ~1 ms.
+Where the model runs matters as well. In the main thread (a notebook cell's), glibc's main arena
+made the same bare trace 2-3% slower than in a worker thread on the busy machine (0.969 and 0.981;
+0.996 with MALLOC_ARENA_MAX=1, where every thread shares one arena), and the Explorer's steps in
+its worker thread ran 0.99-1.04 of the steps in the main thread from one invocation to the next.
+The Explorer in the bare trace's own thread has neither: its steps take 1.002-1.005 of the bare
+trace's, so that ratio is the cost of the Explorer's own work. --bare-thread runs the bare trace
+(and that third side) in a lasting worker thread instead of this one. Ruled out as causes of a
+slower step: the GIL (the run thread waits for it 0.1-0.6% of its steps' time), the acks' thread
+(a bare trace with a second thread woken 5 ms after each step: 1.004, 150 pairs), and the frames'
+allocations (a trace that decodes, encodes and sends both views each step in a worker thread of
+its own: steps 1.003 of a bare one there).
+
+Also printed: the fastest quarter of each side's runs, process CPU time, and the Explorer's own
+work timed inside its runs (set-up, per-step hooks, final frame and state).
 
     python benchmarks/explorer_overhead.py [--pairs 40] [--steps 30] [--threads 1] [--bare-thread]
 
@@ -198,7 +202,8 @@ def load(model: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=40, help="interleaved (bare, explorer) pairs")
+    parser.add_argument("--pairs", type=int, default=40,
+                        help="rounds of interleaved runs: bare, through the Explorer, through it in this thread")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--model", choices=["embedded", "tiny"], default="embedded")
@@ -225,14 +230,24 @@ def main() -> None:
     own.runs.clear()
 
     bare, explorer, ratios, cpu_ratios, paced, traffic = [], [], [], [], [], []
+    here, here_steps, thread_steps = [], [], []  # the Explorer in the bare trace's thread (generate(background=False))
     same = dict(prompt=prompt, steps=args.steps, guidance=guidance, height=args.size, width=args.size)
+
+    def in_this_thread(seed):
+        ex.generate(seed=seed, background=False, **same)
+        return ex.trajectory
+
+    sides = ("bare", "explorer", "here")
     for i in range(args.pairs):
-        order = ("bare", "explorer") if i % 2 == 0 else ("explorer", "bare")
+        order = sides[i % 3:] + sides[:i % 3]
+        order = order if (i // 3) % 2 == 0 else order[::-1]
         times, cpu, runs = {}, {}, {}
         for which in order:
             began, began_cpu = time.perf_counter(), time.process_time()
             if which == "bare":
                 runs[which] = in_bare_thread(lambda: nbd.trace(pipe, seed=i, **same))
+            elif which == "here":
+                runs[which] = in_bare_thread(lambda: in_this_thread(i))
             else:
                 ex.generate(seed=i, **same)
                 ex.wait()
@@ -245,8 +260,12 @@ def main() -> None:
                 sent = frontend.totals(since=began)
                 traffic.append((times[which], sent, sum(f["bytes"] for f in frontend.frames if f["run"] == ex.run_id),
                                 sum(1 for f in frontend.frames if f["run"] == ex.run_id)))
-        if not torch.equal(runs["bare"][-1].latents, runs["explorer"][-1].latents):
-            raise SystemExit("the Explorer's run and the bare trace differ: they must do the same work")
+        if not all(torch.equal(runs["bare"][-1].latents, runs[side][-1].latents) for side in sides[1:]):
+            raise SystemExit("the Explorer's runs and the bare trace differ: they must do the same work")
+        step_time = {side: sum(step.seconds for step in runs[side]) for side in sides}
+        here.append(times["here"] / times["bare"])
+        here_steps.append(step_time["here"] / step_time["bare"])
+        thread_steps.append(step_time["explorer"] / step_time["here"])
         bare.append(times["bare"])
         explorer.append(times["explorer"])
         ratios.append(times["explorer"] / times["bare"])
@@ -259,7 +278,7 @@ def main() -> None:
     seconds, sent, live_bytes, live_frames = traffic[len(traffic) // 2]
     side = args.size or ex.image_size[0]
     print(f"model: {label} at {side}x{side}; {args.steps} steps, torch threads {args.threads}, "
-          f"{args.pairs} interleaved pairs; bare trace in "
+          f"{args.pairs} interleaved rounds (bare, Explorer, Explorer in this thread); bare trace in "
           f"{'a worker thread' if args.bare_thread else 'the main thread'}")
     print(f"bare trace      median {statistics.median(bare):.3f} s")
     print(f"through Explorer median {statistics.median(explorer):.3f} s")
@@ -269,6 +288,11 @@ def main() -> None:
     low, high = median_interval(paced)
     print(f"ratio at the machine's speed of each run (wall time / the run's own step time): median "
           f"{statistics.median(paced):.3f} (95% bootstrap interval {low:.3f}-{high:.3f})")
+    low, high = median_interval(here)
+    print(f"through the Explorer in the bare trace's thread (generate(background=False)): median "
+          f"{statistics.median(here):.3f} (95% bootstrap interval {low:.3f}-{high:.3f})  goal <= 1.05; its steps' "
+          f"time / the bare trace's {statistics.median(here_steps):.3f}; the Explorer's steps in its worker thread / "
+          f"in this thread {statistics.median(thread_steps):.3f}")
     print(f"CPU-time ratio explorer / bare: median {statistics.median(cpu_ratios):.3f} "
           f"(min {min(cpu_ratios):.3f}, max {max(cpu_ratios):.3f})")
     print(f"fastest quarter of each side: {fastest_quarter(bare):.3f} s bare, {fastest_quarter(explorer):.3f} s "
