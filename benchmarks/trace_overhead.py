@@ -44,12 +44,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pipe, label = load(args.model)
     prompt = "big red circle on the left, white background"
-    approx = nbd.ApproxDecoder.fit(pipe.vae)
     decode_ms: list[float] = []
 
-    def preview(traj, step):
+    def preview(traj, step):  # the model's own approx decoder, as the Explorer and traj.image use it
         began = time.perf_counter()
-        approx.rgb(step.pred_x0)
+        traj.approx_decoder().rgb_many([step.pred_x0])
         decode_ms.append((time.perf_counter() - began) * 1000)
 
     def bare() -> float:
