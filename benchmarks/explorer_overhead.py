@@ -26,7 +26,7 @@ even machine speed, in two parts that each cancel the drift:
   the steps themselves, which the first part cannot see (an effect slower than a step would
   average out here).
 Their product held still on the busy machine too: 1.037-1.039 in every run (e.g. 1.036 x 1.003,
-intervals 1.035-1.036 and 1.000-1.006), and 1.040 and 1.034 on the quiet one.
+intervals 1.035-1.036 and 1.000-1.006), and 1.040, 1.035 and 1.039 on the quiet one.
 
 Where the model runs matters as well. In the main thread (a notebook cell's), glibc's main arena
 made the same bare trace 2-3% slower than in a worker thread on the busy machine (0.969 and 0.981;
