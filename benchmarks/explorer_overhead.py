@@ -123,11 +123,6 @@ def median_interval(values: list[float], rounds: int = 2000, seed: int = 0) -> t
     return float(low), float(high)
 
 
-def per_step_work(seconds: float, traj) -> float:
-    """A run's wall time over the time its denoising steps took (Step.seconds: model and sampler)."""
-    return seconds / sum(step.seconds for step in traj)
-
-
 def step_interference(pipe, ex, traj, prompt: str, guidance: float, rounds: int) -> list[float]:
     """Whether the Explorer's per-step work slows the model's next step (which the per-step-time
     ratio would hide): model steps timed one at a time, each right after either nothing or what
@@ -262,6 +257,7 @@ def main() -> None:
                                 sum(1 for f in frontend.frames if f["run"] == ex.run_id)))
         if not all(torch.equal(runs["bare"][-1].latents, runs[side][-1].latents) for side in sides[1:]):
             raise SystemExit("the Explorer's runs and the bare trace differ: they must do the same work")
+        # The time each run's denoising steps took (Step.seconds: model and sampler).
         step_time = {side: sum(step.seconds for step in runs[side]) for side in sides}
         here.append(times["here"] / times["bare"])
         here_steps.append(step_time["here"] / step_time["bare"])
@@ -273,7 +269,7 @@ def main() -> None:
         # Each run's time over its own denoising steps' time (model + sampler, timed by the trace):
         # the steps are the same work on both sides, so this divides out how fast the machine was
         # during that run.
-        paced.append(per_step_work(times["explorer"], runs["explorer"]) / per_step_work(times["bare"], runs["bare"]))
+        paced.append((times["explorer"] / step_time["explorer"]) / (times["bare"] / step_time["bare"]))
 
     seconds, sent, live_bytes, live_frames = traffic[len(traffic) // 2]
     side = args.size or ex.image_size[0]

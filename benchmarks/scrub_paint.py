@@ -26,9 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ROOT / "build" / "browser_metrics.json"
 TEST = "tests/browser/test_browser_lab.py::test_lab_live_run_scrub_guidance_and_stop"
-
-
-KEYS = ("lab_scrub_paint_ms", "lab_scrub_drag_ms")
+KEYS = ("lab_scrub_paint_ms", "lab_scrub_drag_ms")  # what that test records in METRICS
 
 
 def one_round() -> dict:
