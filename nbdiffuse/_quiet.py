@@ -1,10 +1,14 @@
-"""Silence one harmless notice that transformers prints when diffusers' pipelines are imported.
+"""Silence two harmless notices that diffusers' own calls cause, in every notebook that uses it.
 
-diffusers imports CLIP image processors (for safety checkers nbdiffuse never uses); without
-torchvision, transformers says it falls back to the PIL backend, in every notebook's output.
-Only that message is dropped; everything else transformers logs still shows.
+- diffusers imports CLIP image processors (for safety checkers nbdiffuse never uses); without
+  torchvision, transformers says it falls back to the PIL backend.
+- Loading a hub id, diffusers passes huggingface_hub's retired `local_dir_use_symlinks` argument,
+  and huggingface_hub warns that it is ignored: nothing the user did or can change.
+
+Only these messages are dropped; everything else transformers logs and warns still shows.
 """
 import logging
+import warnings
 
 
 class _TorchvisionFallback(logging.Filter):
@@ -13,3 +17,5 @@ class _TorchvisionFallback(logging.Filter):
 
 
 logging.getLogger("transformers.utils.import_utils").addFilter(_TorchvisionFallback())
+warnings.filterwarnings("ignore", message="The `local_dir_use_symlinks` argument is deprecated",
+                        category=UserWarning, module="huggingface_hub")

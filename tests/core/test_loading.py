@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -24,13 +26,19 @@ def test_local_folder_loads_and_traces_the_same(sd_folder, sd_pipe):
     assert a.params["model"] == str(sd_folder)
 
 
-def test_hub_id_resolves_from_the_local_cache_offline(sd_folder, tmp_path, monkeypatch):
-    """A hub id goes through diffusers' from_pretrained; offline it is served from the HF cache."""
+def _hub_cache(sd_folder, tmp_path):
+    """A local Hugging Face cache holding the tiny pipeline as the hub id 'nbd-test/tiny-sd'."""
     snapshot = tmp_path / "hub" / "models--nbd-test--tiny-sd" / "snapshots" / ("0" * 40)
     snapshot.parent.mkdir(parents=True)
     os.symlink(sd_folder, snapshot)
     (tmp_path / "hub" / "models--nbd-test--tiny-sd" / "refs").mkdir()
     (tmp_path / "hub" / "models--nbd-test--tiny-sd" / "refs" / "main").write_text("0" * 40)
+    return tmp_path / "hub"
+
+
+def test_hub_id_resolves_from_the_local_cache_offline(sd_folder, tmp_path, monkeypatch):
+    """A hub id goes through diffusers' from_pretrained; offline it is served from the HF cache."""
+    _hub_cache(sd_folder, tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     import huggingface_hub.constants as constants
@@ -38,6 +46,17 @@ def test_hub_id_resolves_from_the_local_cache_offline(sd_folder, tmp_path, monke
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     pipe = nbd.load_pipeline("nbd-test/tiny-sd", device="cpu")
     assert len(nbd.trace(pipe, "star", steps=2)) == 2
+
+
+def test_loading_a_hub_id_warns_nothing_the_user_cannot_act_on(sd_folder, tmp_path):
+    """diffusers passes huggingface_hub an argument it has retired, and huggingface_hub warns about
+    it on every hub load; nbdiffuse drops that one warning. Checked in a fresh interpreter, as a
+    notebook kernel would run it (pytest resets warning filters for each test)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(_hub_cache(sd_folder, tmp_path)))
+    code = "import nbdiffuse as nbd; nbd.load_pipeline('nbd-test/tiny-sd', device='cpu'); print('loaded')"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "loaded", done.stderr[-2000:]
+    assert "local_dir_use_symlinks" not in done.stderr, done.stderr[-2000:]
 
 
 def test_unreachable_hub_id_fails_fast_and_clearly(monkeypatch):
