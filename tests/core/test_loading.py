@@ -48,7 +48,7 @@ def test_hub_id_resolves_from_the_local_cache_offline(sd_folder, tmp_path, monke
     assert len(nbd.trace(pipe, "star", steps=2)) == 2
 
 
-def test_loading_a_hub_id_warns_nothing_the_user_cannot_act_on(sd_folder, tmp_path):
+def test_loading_a_hub_id_hides_the_warning_about_an_argument_diffusers_passes(sd_folder, tmp_path):
     """diffusers passes huggingface_hub an argument it has retired, and huggingface_hub warns about
     it on every hub load; nbdiffuse drops that one warning. Checked in a fresh interpreter, as a
     notebook kernel would run it (pytest resets warning filters for each test)."""
