@@ -38,11 +38,11 @@ def _hub_cache(sd_folder, tmp_path):
 
 def test_hub_id_resolves_from_the_local_cache_offline(sd_folder, tmp_path, monkeypatch):
     """A hub id goes through diffusers' from_pretrained; offline it is served from the HF cache."""
-    _hub_cache(sd_folder, tmp_path)
+    cache = str(_hub_cache(sd_folder, tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_CACHE", cache)
     import huggingface_hub.constants as constants
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", cache)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     pipe = nbd.load_pipeline("nbd-test/tiny-sd", device="cpu")
     assert len(nbd.trace(pipe, "star", steps=2)) == 2
