@@ -118,7 +118,7 @@ def _load_source(source: Any, device: Any, dtype: Any):
         pipe = _from_pretrained(EMBEDDED_MODEL, "the embedded shapes model", target, dtype, local_only=True)
         pipe._nbd_source = "nbdiffuse/shapes"
         pipe._nbd_shapes = True
-        _attach_shipped_approx(pipe, EMBEDDED_MODEL)
+        _attach_shipped_decoders(pipe, EMBEDDED_MODEL)
         _shapes_layout(pipe)
         return pipe
     if not isinstance(source, (str, os.PathLike)):
@@ -133,7 +133,7 @@ def _load_source(source: Any, device: Any, dtype: Any):
         pipe = _from_pretrained(path, str(source), target, dtype, local_only=True)
         # A model trained by nbdiffuse.shapes.train speaks the shapes grammar.
         pipe._nbd_shapes = (path / "training.json").is_file() and (path / "tokenizer" / "vocab.json").is_file()
-        _attach_shipped_approx(pipe, path)
+        _attach_shipped_decoders(pipe, path)
         if pipe._nbd_shapes:
             _shapes_layout(pipe)
     else:
@@ -179,15 +179,17 @@ def _shapes_layout(pipe: Any) -> None:
 
 
 def tiny_decoder(pipe: Any) -> Any:
-    """The AutoencoderTiny given to set_tiny_decoder for this pipeline, or None."""
+    """The tiny decoder of this pipeline (set_tiny_decoder, or shipped in its folder), or None."""
     return getattr(pipe, "_nbd_tiny_vae", None)
 
 
 APPROX_FILE = "approx_decoder.json"
+TINY_FOLDER = "tiny_decoder"  # a TinyDecoder (core/tiny_decoder.py) distilled from the folder's VAE
 
 
-def _attach_shipped_approx(pipe: Any, folder: Path) -> None:
-    """A model folder may carry its own approx-decoder fit (made on images of its own world)."""
+def _attach_shipped_decoders(pipe: Any, folder: Path) -> None:
+    """A model folder may carry its own approx-decoder fit (made on images of its own world) and a
+    tiny decoder distilled from its VAE (nbdiffuse.shapes.distil_tiny); both become the pipeline's."""
     import json
 
     from .decode import ApproxDecoder
@@ -198,6 +200,16 @@ def _attach_shipped_approx(pipe: Any, folder: Path) -> None:
             pipe.vae._nbd_approx = ApproxDecoder.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (ValueError, KeyError, TypeError) as exc:
             raise PipelineLoadError(f"{str(path)!r} is not a valid approx decoder: {exc}") from exc
+    tiny = folder / TINY_FOLDER
+    if (tiny / "config.json").is_file():
+        from .tiny_decoder import TinyDecoder
+
+        try:
+            decoder = TinyDecoder.from_pretrained(tiny, use_safetensors=True, local_files_only=True)
+        except Exception as exc:  # a broken or foreign folder: say which, do not load the pipeline half-way
+            raise PipelineLoadError(f"{str(tiny)!r} is not a valid tiny decoder: {type(exc).__name__}: "
+                                    f"{_short(exc)}") from exc
+        set_tiny_decoder(pipe, decoder)
 
 
 def _short(exc: Exception) -> str:
@@ -387,14 +399,18 @@ class _NoLoraKeysFilter(logging.Filter):
 
 
 def set_tiny_decoder(pipe: Any, tiny_vae: Any) -> None:
-    """Use a diffusers AutoencoderTiny (TAESD-style) for decoder='tiny' pictures of this pipeline
-    and for the Explorer's live frames (its `preview`); None removes it."""
+    """Use a diffusers AutoencoderTiny (TAESD-style) or an nbdiffuse TinyDecoder for decoder='tiny'
+    pictures of this pipeline and for the Explorer's frames (its `preview`); None removes it.
+    The embedded model comes with a TinyDecoder distilled from its VAE."""
     from diffusers import AutoencoderTiny
+
+    from .tiny_decoder import TinyDecoder
 
     if tiny_vae is None:
         pipe.__dict__.pop("_nbd_tiny_vae", None)
         return
-    if not isinstance(tiny_vae, AutoencoderTiny):
-        raise TypeError(f"tiny_vae must be a diffusers AutoencoderTiny, got {type(tiny_vae).__name__}")
+    if not isinstance(tiny_vae, (AutoencoderTiny, TinyDecoder)):
+        raise TypeError(f"tiny_vae must be a diffusers AutoencoderTiny or an nbdiffuse TinyDecoder, "
+                        f"got {type(tiny_vae).__name__}")
     param = next(pipe.vae.parameters())
     pipe._nbd_tiny_vae = tiny_vae.to(param.device, param.dtype)
