@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nbdiffuse as nbd  # noqa: E402
 from nbdiffuse.core.families import family_for  # noqa: E402
-from nbdiffuse.frames import LIVE_MAX_BYTES, encode_live, full_frames, step_frames  # noqa: E402
+from nbdiffuse.frames import LIVE_MAX_BYTES, encode_live, frame_decoder, full_frames, step_frames  # noqa: E402
 from nbdiffuse.widgets.explorer import Explorer  # noqa: E402
 from nbdiffuse.widgets.headless import HeadlessFrontend  # noqa: E402
 from nbdiffuse.widgets.live_run import LiveRun  # noqa: E402
@@ -142,7 +142,7 @@ def step_interference(pipe, ex, traj, prompt: str, guidance: float, rounds: int)
 
         def explorer_work(k: int) -> None:
             ex.send({"type": "frame", "run": "interference", "seq": k, "k": k, "n": k + 1, "total": len(traj),
-                     "its": 0.0, "g": [[0, guidance]]}, step_frames(traj, k))
+                     "its": 0.0, "g": [[0, guidance]]}, step_frames(traj, k, decoder=frame_decoder(traj)))
 
         ratios = []
         for i in range(rounds):

@@ -15,11 +15,15 @@ import io
 import math
 import threading
 import time
+import weakref
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, features
+
+from .core.decode import decode_many
+from .core.loading import tiny_decoder
 
 VIEWS = ("x0", "xt")
 LIVE_QUALITY = 80
@@ -27,9 +31,11 @@ LIVE_MAX_BYTES = 60_000  # per frame: at MIN_INTERVAL, two views stay under ~4 M
 MAX_IN_FLIGHT = 2
 ACK_TIMEOUT = 0.5  # s; an unacknowledged frame older than this counts as lost (no view, hidden tab, busy kernel)
 MIN_INTERVAL = 1 / 30  # s between live frames
-RAW_MAGIC = b"NBDRGB"  # then width and height (uint16 LE), then the RGB bytes: see encode_frame
-RAW_MAX_PIXELS = 32 * 32
+# Raw frames (older saved notebooks and files hold them; nothing writes them now): RAW_MAGIC, then
+# width and height (uint16 LE), then the RGB bytes. widgets/frame_decode.js reads them too.
+RAW_MAGIC = b"NBDRGB"
 RAW_TYPE = "image/x-nbdiffuse-rgb"  # mime_type's name for raw frames: no browser reads them as an <img>
+LOSSLESS_MAX_PIXELS = 64 * 64  # frames up to this size go lossless (encode_frame)
 LOSSLESS_TYPE = "image/webp" if features.check("webp") else "image/png"  # encode_lossless's frames
 WEBP_MAX_SIDE = 16383  # px: larger pictures go as PNG
 
@@ -56,24 +62,17 @@ def encode_live(rgb: np.ndarray, quality: int = LIVE_QUALITY, max_bytes: int = L
         image = image.resize((max(1, image.width // 2), max(1, image.height // 2)), Image.BILINEAR)
 
 
-def encode_frame(rgb: np.ndarray, raw: bool = True) -> bytes:
-    """A step's frame for the scrubber and the live view: raw RGB up to 32 x 32 pixels, else encode_live.
-    raw=False, for a picture shown in an <img> (run-tree thumbnails): small ones go lossless
-    (encode_lossless: 750-774 against JPEG's 766 B at 16 x 16) instead of raw.
-
-    At a small model's latent size raw pixels are no larger than a JPEG (768 B for 16 x 16 against
-    784 B on average over a run of the shapes model) and lossless, where JPEG was off by 7.5 of
-    255 on average and by 49 at the worst pixel of the median frame: coloured specks that nearest-
-    neighbour upscaling shows as whole cells. They also cost nothing to make (the JPEG took 77 us).
-    The browser reads the 10-byte header (RAW_MAGIC, width, height) in widgets/frame_decode.js.
+def encode_frame(rgb: np.ndarray) -> bytes:
+    """A step's frame for the scrubber, the live view and the run tree: standard image bytes an <img>,
+    a saved notebook and an HTML export can all read. Up to LOSSLESS_MAX_PIXELS (the embedded
+    model's 64 x 64 pictures, a small model's latent-size approx frames) lossless WebP: exact, and no
+    larger than JPEG there (a 64 x 64 shapes picture 550 B against 1242 B, 0.18 against 0.07 ms);
+    larger frames JPEG within the live budget (encode_live).
     """
     array = _as_rgb(rgb)
-    height, width = array.shape[:2]
-    if height * width > RAW_MAX_PIXELS:
+    if array.shape[0] * array.shape[1] > LOSSLESS_MAX_PIXELS:
         return encode_live(array)
-    if not raw:
-        return encode_lossless(array)
-    return RAW_MAGIC + width.to_bytes(2, "little") + height.to_bytes(2, "little") + array.tobytes()
+    return encode_lossless(array)
 
 
 def decode_frame(data: bytes) -> np.ndarray:
@@ -140,28 +139,72 @@ def has_view(traj: Any, view: str) -> bool:
     return view != "x0" or getattr(traj, "has_x0", True)
 
 
-def step_frames(traj: Any, k: int, views: Sequence[str] = VIEWS) -> list[bytes]:
-    """Step k of a trajectory as live frames (approx decoder, latent resolution; encode_frame), one per
-    view (b"" for a view the run does not have: x0 of an x_t-only run)."""
+# --- which decoder draws a run's frames --------------------------------------------------
+FRAME_DECODERS = ("saved", "tiny", "full", "approx")  # best first; see frame_decoder
+FULL_FRAME_SHARE = 0.04  # a step's frames by the full VAE may cost this share of a step (the Explorer's budget)
+_decode_costs: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def frame_decoder(traj: Any, preview: str = "auto") -> str:
+    """The truest decoder for a run's per-step frames that keeps watching nearly free.
+
+    "saved": the run carries its model's own VAE pictures (a loaded .nbd file). "tiny": the
+    pipeline has a tiny decoder (the embedded model ships one; nbd.set_tiny_decoder). "full": the
+    pipeline's VAE, where decoding a step's frames costs at most FULL_FRAME_SHARE of a step
+    (measured once per VAE and latent size, against the run's first step). Else "approx", the
+    latent-size linear map. preview "approx" asks for approx frames, "tiny" for the tiny decoder's.
+    """
+    if preview == "approx":
+        return "approx"
+    if preview == "auto" and getattr(traj, "has_saved_frames", False):
+        return "saved"
+    pipe = getattr(traj, "pipe", None)
+    if pipe is None:
+        return "approx"
+    if tiny_decoder(pipe) is not None:
+        return "tiny"
+    if preview == "auto" and len(traj) and traj.capabilities.get("previews", True) and _full_is_cheap(traj):
+        return "full"
+    return "approx"
+
+
+def _full_is_cheap(traj: Any) -> bool:
+    vae, latents = traj.pipe.vae, traj.latents_for(0, "xt")
+    costs = _decode_costs.setdefault(vae, {})
+    key = tuple(latents.shape)
+    if key not in costs:
+        decode_many(vae, [latents])  # warm-up: first calls allocate
+        start = time.perf_counter()
+        decode_many(vae, [latents] * len(VIEWS))
+        costs[key] = time.perf_counter() - start
+    step = traj[0].seconds or math.inf
+    return costs[key] <= FULL_FRAME_SHARE * step
+
+
+def step_frames(traj: Any, k: int, views: Sequence[str] = VIEWS, decoder: str = "approx") -> list[bytes]:
+    """Step k of a trajectory as frames (encode_frame), one per view (b"" for a view the run does not
+    have: x0 of an x_t-only run). decoder: one of FRAME_DECODERS (frame_decoder chooses)."""
+    return steps_frames(traj, [k], views, decoder)[0]
+
+
+def steps_frames(traj: Any, ks: Sequence[int], views: Sequence[str] = VIEWS, decoder: str = "approx",
+                 batch: int = 16) -> list[list[bytes]]:
+    """step_frames for several steps, the decoder run on up to `batch` latents at a time."""
     shown = [view for view in views if has_view(traj, view)]
-    pictures = traj.approx_decoder().rgb_many([traj.latents_for(k, view) for view in shown]) if shown else []
-    encoded = dict(zip(shown, map(encode_frame, pictures)))
-    return [encoded.get(view, b"") for view in views]
-
-
-def live_frames(traj: Any, k: int, views: Sequence[str] = VIEWS, decoder: str = "approx") -> list[bytes]:
-    """Step k as the frames a running view is sent: step_frames (approx, latent resolution), or with
-    decoder="tiny" the pipeline's tiny autoencoder (nbd.set_tiny_decoder) at the output size, as
-    JPEG within the live budget. Only frames that are sent are decoded: on a GPU the decode runs on
-    the decoders' side stream (core/decode.py), beside the run's steps."""
-    from .core.decode import full_decode
-    from .core.loading import tiny_decoder
-
-    tiny = tiny_decoder(traj.pipe) if decoder == "tiny" and traj.pipe is not None else None
-    if tiny is None:  # approx asked for, or the run's model has no tiny autoencoder (any more)
-        return step_frames(traj, k, views)
-    return [encode_live(np.asarray(full_decode(tiny, traj.latents_for(k, view)))) if has_view(traj, view) else b""
-            for view in views]
+    wanted = [(k, view) for k in ks for view in shown]
+    encoded: dict[tuple[int, str], bytes] = {}
+    if decoder == "saved":
+        encoded = {(k, view): traj.saved_frame(k, view) or b"" for k, view in wanted}
+    else:
+        latents = [traj.latents_for(k, view) for k, view in wanted]
+        if decoder == "approx":
+            pictures = traj.approx_decoder().rgb_many(latents) if latents else []
+        else:
+            vae = tiny_decoder(traj.pipe) if decoder == "tiny" else traj.pipe.vae
+            pictures = [picture for start in range(0, len(latents), batch)
+                        for picture in decode_many(vae, latents[start:start + batch])]
+        encoded = dict(zip(wanted, map(encode_frame, pictures)))
+    return [[encoded.get((k, view), b"") for view in views] for k in ks]
 
 
 def full_frames(traj: Any, k: int, views: Sequence[str] = VIEWS) -> list[bytes]:
@@ -287,42 +330,57 @@ class Pacer:
 
 
 class FrameStream:
-    """The live frames of one running trajectory: offered to a Pacer as steps arrive, kept for the state.
+    """The frames of one running trajectory: offered to a Pacer as steps arrive, kept for the state.
 
-    `push(k)` is all the denoising loop does per step; a step's frames are encoded only when the
-    Pacer sends them or when `snapshot()` needs them (pause, end of run). No thread of its own:
-    on a CPU, a second Python thread encoding beside the model slows every step through the GIL
+    `push(k)` is all the denoising loop does per step; a step's frames are decoded and encoded only
+    when the Pacer sends them or when `snapshot()` needs them (pause, end of run), then kept: the
+    frame the browser was sent live is the one the scrubber keeps. The decoder is chosen at the
+    first frame (frame_decoder: the tiny decoder where the pipeline has one, else the full VAE where
+    it is cheap next to a step, else approx) and kept for the run, so a run's frames are all of one
+    kind; `decoder` says which (the browser marks approximate frames). No thread of its own: on a
+    CPU, a second Python thread encoding beside the model slows every step through the GIL
     (measured: +7..16% step time for the tiny test pipeline), more than the encoding itself costs.
-    With decoder="tiny" the frames sent are decoded by the pipeline's tiny autoencoder at the
-    output size (live_frames); the frames kept for the scrubber stay approx ones, small enough
-    for the widget state.
     """
 
     def __init__(self, traj: Any, pacer: Pacer, message: Callable[[int], dict], views: Sequence[str] = VIEWS,
-                 decoder: str = "approx"):
+                 preview: str = "auto"):
         self.traj, self.pacer, self._message, self.views = traj, pacer, message, tuple(views)
-        self.decoder = decoder  # of the frames sent live; the kept frames (snapshot) are approx ones
+        self.preview = preview
+        self._decoder: str | None = None
         self._frames: dict[int, list[bytes]] = {}
         self._lock = threading.Lock()
 
+    @property
+    def decoder(self) -> str:
+        """What draws this run's frames (one of FRAME_DECODERS), chosen at its first frame."""
+        if self._decoder is None:
+            self._decoder = frame_decoder(self.traj, self.preview) if len(self.traj) else "approx"
+        return self._decoder
+
     def push(self, k: int) -> None:
-        if self.decoder == "approx":
-            self.pacer.offer(lambda: (self._message(k), self.frames(k)))
-        else:
-            self.pacer.offer(lambda: (self._message(k), live_frames(self.traj, k, self.views, self.decoder)))
+        self.pacer.offer(lambda: (dict(self._message(k), decoder=self.decoder), self.frames(k)))
 
     def frames(self, k: int) -> list[bytes]:
-        """Step k's encoded frames, one per view (encoded once, then kept)."""
+        """Step k's encoded frames, one per view (made once, then kept)."""
         with self._lock:
             found = self._frames.get(k)
         if found is None:
-            found = step_frames(self.traj, k, self.views)
+            found = step_frames(self.traj, k, self.views, self.decoder)
             with self._lock:
                 self._frames[k] = found
         return found
 
     def snapshot(self, upto: int | None = None) -> list[list[bytes]]:
-        """Every frame of steps 0..upto-1 (default: all recorded), one list per view."""
+        """Every frame of steps 0..upto-1 (default: all recorded), one list per view; the steps never
+        sent live are decoded here in batches."""
         n = len(self.traj) if upto is None else upto
-        per_step = [self.frames(k) for k in range(n)]
+        with self._lock:
+            missing = [k for k in range(n) if k not in self._frames]
+        if missing:
+            made = steps_frames(self.traj, missing, self.views, self.decoder)
+            with self._lock:
+                for k, frames in zip(missing, made):
+                    self._frames.setdefault(k, frames)
+        with self._lock:
+            per_step = [self._frames[k] for k in range(n)]
         return [[frames[v] for frames in per_step] for v in range(len(self.views))]

@@ -335,14 +335,23 @@ def decode_stream(device: torch.device, latents: torch.Tensor | None = None) -> 
 
 
 def full_decode(vae: Any, latents: torch.Tensor) -> Image.Image:
-    """Decode (C, H, W) pipeline-space latents with the VAE (or a diffusers AutoencoderTiny)."""
+    """Decode (C, H, W) pipeline-space latents with the VAE (or a tiny decoder: AutoencoderTiny, TinyDecoder)."""
+    return Image.fromarray(decode_many(vae, [latents])[0])
+
+
+def decode_many(vae: Any, latents: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """Several (C, H, W) pipeline-space latents of one shape -> (H, W, 3) uint8 pictures, in one decoder call."""
+    if not latents:
+        return []
     param = next(vae.parameters())
-    with decode_stream(param.device, latents):
-        z = latents.unsqueeze(0) if latents.ndim == 3 else latents
+    with decode_stream(param.device, latents[0]):
+        z = torch.stack([item[0] if item.ndim == 4 else item for item in latents])
         z = from_pipeline_space(vae, z.to(param.device, torch.float32))
         with torch.no_grad():
             if needs_upcast(vae):
-                image = fp32_copy(vae).decode(z, return_dict=False)[0]
+                images = fp32_copy(vae).decode(z, return_dict=False)[0]
             else:
-                image = vae.decode(z.to(param.dtype), return_dict=False)[0]
-        return to_pil(image)  # the copy to the host waits for this stream only
+                images = vae.decode(z.to(param.dtype), return_dict=False)[0]
+        # the copy to the host waits for this stream only
+        pixels = ((images.float().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return list(pixels)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from ..core.loading import tiny_decoder
 from ..core.trajectory import xt_only_reason
 from ..core.validate import check_choice, check_guidance_value
 from ..frames import VIEWS, full_frames
@@ -93,6 +94,8 @@ class BrowserRequests:
         check_choice("decoder", decoder, ("approx", "full"))
         if decoder == "full" and traj.pipe is None:
             return  # workshop mode without the model: the approx frame is the best there is
+        if decoder == "approx" and traj.pipe is not None and tiny_decoder(traj.pipe) is not None:
+            decoder = "tiny"  # as fast to drag and nearly the VAE's picture
         target = (run, k, w, decoder)
         self._whatif_target = target
         self._later(self._send_what_if, traj, target)

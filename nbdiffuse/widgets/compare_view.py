@@ -46,7 +46,8 @@ def empty_state() -> dict:
 
 
 def what_if_frame(traj: Any, k: int, guidance: float, decoder: str) -> bytes:
-    """The re-weighed x0 at step k, lossless (approx frames are tiny, full ones are shown at rest)."""
+    """The re-weighed x0 at step k, lossless: decoder "approx" (latent size) or "tiny" while the
+    what-if slider moves, "full" where it rests."""
     picture = traj.guided_image(k, guidance, decoder=decoder, size="latent" if decoder == "approx" else "output")
     return encode_lossless(np.asarray(picture.convert("RGB")))
 

@@ -58,6 +58,7 @@ class Store extends EventTarget {
   resetLive() {
     this.run = this.model.get("run_id");
     this.live = new Map();
+    this.liveKinds = new Map(); // k -> what drew the live frame (frames.FRAME_DECODERS)
     this.liveN = 0;
     this.liveTotal = 0;
     this.liveIts = 0;
@@ -112,6 +113,7 @@ class Store extends EventTarget {
       } catch (err) { /* a frame that does not decode is skipped; the final state repairs it */ }
       if (bitmaps && msg.run === this.run) {
         this.live.set(msg.k, bitmaps);
+        this.liveKinds.set(msg.k, msg.decoder || "approx");
         this.liveN = Math.max(this.liveN, msg.n);
         this.liveTotal = msg.total;
         this.liveIts = msg.its;
@@ -151,19 +153,24 @@ class Store extends EventTarget {
     return expand(this.liveSegments, n);
   }
 
-  // The best picture of step k: full VAE, else the lossy state frame, else a live frame,
-  // else the nearest earlier step that has one (live frames may be sparse).
+  // The best picture of step k: full VAE, else the state frame, else a live frame, else the
+  // nearest earlier step that has one (live frames may be sparse).
   frameAt(k, view) {
+    return this.pictureAt(k, view).bmp;
+  }
+
+  // {bmp, kind}: kind says what drew it ("full", or what drew the run's frames: saved, tiny, approx).
+  pictureAt(k, view) {
     const i = VIEWS.indexOf(view);
     const full = this.fullMsgs.get(`${this.model.get("run_id")}:${k}:${view}`) || this.fullState.get(`${k}:${view}`);
-    if (full) return full;
+    if (full) return { bmp: full, kind: "full" };
     for (let j = k; j >= 0; j--) {
       const saved = this.lists[view][j];
-      if (saved) return saved;
+      if (saved) return { bmp: saved, kind: this.model.get("frames_decoder") || "approx" };
       const live = this.live.get(j);
-      if (live) return live[i];
+      if (live) return { bmp: live[i], kind: this.liveKinds.get(j) };
     }
-    return null;
+    return { bmp: null, kind: null };
   }
 }
 
@@ -207,6 +214,20 @@ const STATUS_TEXT = {
 };
 
 // --- the view ----------------------------------------------------------------------------
+// A quiet tag on a frame that is not the VAE's own picture: the tiny decoder's or the approx map's.
+const KIND_TAGS = {
+  approx: ["approx", "Approximate colours at the latent size (a fast linear map); the VAE's picture comes when the run ends, pauses or the scrubber rests"],
+  tiny: ["tiny decoder", "Drawn by the model's tiny decoder, distilled from its VAE; the VAE's own picture comes when the run ends, pauses or the scrubber rests"],
+};
+function markKind(tag, kind) {
+  const known = KIND_TAGS[kind];
+  tag.hidden = !known;
+  if (!known) return;
+  tag.textContent = known[0];
+  tag.title = known[1];
+  tag.dataset.kind = kind;
+}
+
 function render({ model, el }) {
   const store = storeFor(model);
   const ui = {};
@@ -232,10 +253,12 @@ function render({ model, el }) {
   }
   ui.panes = {};
   ui.canvases = {};
+  ui.kinds = {};
   const stage = h("div", { class: "nbd-stage", tabindex: "0", "aria-label": "Frames; arrow keys, Home and End scrub" });
   for (const [view, caption] of [["x0", "predicted clean image x₀"], ["xt", "noisy latent xₜ"]]) {
     ui.canvases[view] = h("canvas", { class: "nbd-frame", role: "img", "aria-label": caption, "data-view": view });
-    ui.panes[view] = h("figure", { class: "nbd-pane", "data-view": view }, [ui.canvases[view], h("figcaption", { text: caption })]);
+    ui.kinds[view] = h("span", { class: "nbd-kind", hidden: "" });
+    ui.panes[view] = h("figure", { class: "nbd-pane", "data-view": view }, [ui.canvases[view], ui.kinds[view], h("figcaption", { text: caption })]);
     stage.append(ui.panes[view]);
   }
   ui.fill = h("div", { class: "nbd-fill" });
@@ -494,8 +517,9 @@ function render({ model, el }) {
     k = Math.min(k, n - 1);
     shown = k;
     for (const view of visibleViews()) {
-      const bmp = store.frameAt(k, view);
+      const { bmp, kind } = store.pictureAt(k, view);
       if (bmp) draw(ui.canvases[view], bmp);
+      markKind(ui.kinds[view], bmp ? kind : null);
       ui.canvases[view].setAttribute("aria-label", `${view === "x0" ? "predicted clean image x0" : "noisy latent xt"}, step ${k + 1}`);
     }
     ui.slider.value = String(k);
@@ -743,7 +767,7 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
     if (!active || msg.run !== model.get("run_id") || msg.k !== shownStep()) return;
     if (Math.abs(msg.g - Number(whatif.slider.value)) > 1e-6 && msg.decoder === "full") return;
     draw(ui.canvases.x0, bmp);
-    badge.textContent = `what if guidance ${Number(msg.g).toFixed(1)}${msg.decoder === "full" ? "" : " (approx)"}`;
+    badge.textContent = `what if guidance ${Number(msg.g).toFixed(1)}${msg.decoder === "full" ? "" : msg.decoder === "tiny" ? " (tiny decoder)" : " (approx)"}`;
     badge.hidden = false;
     root.classList.add("nbd-whatif");
   };

@@ -36,7 +36,7 @@ from ..core.trajectory import CAPABILITIES
 from ..core.img2img import DEFAULT_STRENGTH, check_strength
 from ..core.schedulers import scheduler_name
 from ..core.validate import check_choice, check_guidance_value
-from ..frames import VIEWS, full_frames, step_frames
+from ..frames import VIEWS, frame_decoder, full_frames, steps_frames
 from . import compare_view, history as run_tree, start_picture
 from .browser_requests import BrowserRequests
 from .control_defaults import model_defaults, saved_defaults
@@ -117,6 +117,7 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
     image_size = t.List(t.Int(), default_value=[0, 0]).tag(sync=True)  # [width, height] of the output
     frames_x0 = t.List(t.Bytes()).tag(sync=True)
     frames_xt = t.List(t.Bytes()).tag(sync=True)
+    frames_decoder = t.Unicode("approx").tag(sync=True)  # what drew frames_x0/xt: frames.FRAME_DECODERS
     full_frames = t.Dict().tag(sync=True)  # "k:view" -> PNG bytes (full VAE) of the shown step
     error = t.Unicode("").tag(sync=True)
     error_details = t.Unicode("").tag(sync=True)
@@ -245,7 +246,7 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
         elif strength is not None:
             raise ValueError(f"strength={strength!r} needs a start picture: pass image=... or call ex.start_from(...)")
         control = RunControl()
-        live = LiveRun(self, background, self._live_decoder())
+        live = LiveRun(self, background, self._live_preview())
         run = prepare(self.pipe, control=control, on_step=live.on_step, **params)
         job = Job(run, control, background, context=live)
         with self._quietly():  # programmatic trait writes must not steer the run being replaced
@@ -293,13 +294,12 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
     def _check_preview(self, proposal: Any) -> str:
         return check_choice("preview", proposal["value"], PREVIEWS)
 
-    def _live_decoder(self) -> str:
-        """What decodes the next run's live frames (`preview`): "tiny" or "approx"."""
-        has_tiny = self.pipe is not None and tiny_decoder(self.pipe) is not None
-        if self.preview == "tiny" and not has_tiny:
-            raise ValueError("preview='tiny' needs a tiny autoencoder for this pipeline: "
+    def _live_preview(self) -> str:
+        """`preview`, checked against the pipeline: what frames.frame_decoder chooses from for the next run."""
+        if self.preview == "tiny" and (self.pipe is None or tiny_decoder(self.pipe) is None):
+            raise ValueError("preview='tiny' needs a tiny decoder for this pipeline: "
                              "nbd.set_tiny_decoder(pipe, AutoencoderTiny...) first, or preview='auto' or 'approx'")
-        return "tiny" if has_tiny and self.preview != "approx" else "approx"
+        return self.preview
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until no run is going or waiting; False when `timeout` seconds ran out first.
@@ -470,8 +470,8 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
         changes = run_tree.check_branch(self.pipe, parent, at, changes)
         notice = self._model_change(parent, at)  # a run of a swapped-out model (set_pipeline)
         control = RunControl()
-        live = LiveRun(self, background, self._live_decoder())
-        live.prefix = self._frames_of(parent, upto=at + 1)
+        live = LiveRun(self, background, self._live_preview())
+        live.prefix = self._frames_of(parent, upto=at + 1)[:2]
         run = run_tree.BranchRun(self.pipe, parent, at, changes, control, noting(live.on_step, notice))
         with self._quietly():
             for key in ("prompt", "negative_prompt", "seed", "steps", "scheduler"):
@@ -492,7 +492,7 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
         if self._runner.busy:
             self.stop()
             self._runner.wait()
-        frames_x0, frames_xt = self._frames_of(traj)
+        frames_x0, frames_xt, decoder = self._frames_of(traj)
         full: dict = {}
         problem = None
         if traj.pipe is not None and len(traj):
@@ -512,6 +512,7 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
                 self.total_steps = traj.total_steps
                 self.guidances = list(traj.guidances)
                 self.frames_x0, self.frames_xt, self.full_frames = frames_x0, frames_xt, full
+                self.frames_decoder = decoder
                 self.image_size = [int(p["width"]), int(p["height"])]
                 self.its = 0.0
                 self.seconds = round(sum(s.seconds for s in traj), 3)
@@ -581,18 +582,21 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
             raise ValueError(f"{what} needs a pipeline, and this Explorer has none (workshop mode: saved runs only). "
                              "Use nbd.Explorer.from_files(paths, pipe=...) to generate and branch")
 
-    def _frames_of(self, traj: Any, upto: int | None = None) -> tuple[list, list]:
-        """Lossy per-step frames (x0, xt) of a run: kept from its live stream, else encoded once here."""
+    def _frames_of(self, traj: Any, upto: int | None = None) -> tuple[list, list, str]:
+        """A run's per-step frames (x0, xt) and what drew them (frames.frame_decoder): kept from its
+        live stream, else made once here."""
         n = len(traj) if upto is None else upto
         known = self._frames.get(traj.id)
         if known is None or len(known[0]) < n:
-            if upto is not None and upto < len(traj) and known is None:
-                per_step = [step_frames(traj, k) for k in range(n)]
-                return [f[0] for f in per_step], [f[1] for f in per_step]
-            per_step = [step_frames(traj, k) for k in range(len(traj))]
-            known = ([f[0] for f in per_step], [f[1] for f in per_step])
+            decoder = frame_decoder(traj, self.preview)
+            every = upto is None or upto >= len(traj) or known is not None
+            per_step = steps_frames(traj, range(len(traj) if every else n), VIEWS, decoder)
+            made = ([f[0] for f in per_step], [f[1] for f in per_step], decoder)
+            if not every:
+                return made
+            known = made
             self._frames.put(traj.id, known)
-        return list(known[0][:n]), list(known[1][:n])
+        return list(known[0][:n]), list(known[1][:n]), known[2]
 
     def _drop_old_runs(self, *keep: Any) -> None:
         """Keep ex.history within max_runs: the oldest runs go, never one of `keep`, the shown run or their parents."""
@@ -719,12 +723,12 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
         problems = [p for p in (failure, problem) if p is not None]
         n = state["n_steps"]
         if traj is not None:
-            self._frames.put(traj.id, (state["frames_x0"], state["frames_xt"]))
+            self._frames.put(traj.id, (state["frames_x0"], state["frames_xt"], state["frames_decoder"]))
             self._drop_old_runs(traj)
             with contextlib.suppress(Exception):  # a thumbnail must never turn a finished run into a failure
                 if n and state["full_frames"].get(f"{n - 1}:{traj.default_view}"):
                     # the final frame is decoded by the full VAE already: its true colours, at no cost
-                    self._thumbs[(traj.id, n)] = run_tree.thumbnail(traj, "full")
+                    self._thumbs[(traj.id, n)] = run_tree.thumbnail(traj, decoder="full")
                 self._refresh_runs()
         with self._sync_lock:
             with self.hold_sync():
@@ -767,12 +771,14 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
     def _full_state(self, live: "LiveRun", traj: Any) -> tuple[dict, BaseException | None]:
         """Trait values showing every recorded step, the last one decoded by the full VAE; and what failed."""
         n = len(traj) if traj is not None else 0
-        state: dict[str, Any] = {"frames_x0": [], "frames_xt": [], "full_frames": {}, "n_steps": n,
+        state: dict[str, Any] = {"frames_x0": [], "frames_xt": [], "frames_decoder": "approx", "full_frames": {},
+                                 "n_steps": n,
                                  "guidances": list(traj.guidances) if traj is not None else [],
                                  "its": live.its(), "seconds": live.seconds()}
         try:
             if live.stream is not None:
                 state["frames_x0"], state["frames_xt"] = live.stream.snapshot(n)
+                state["frames_decoder"] = live.stream.decoder
             if n:
                 state["full_frames"] = {key: png for key, png in zip((f"{n - 1}:{v}" for v in VIEWS),
                                                                      full_frames(traj, n - 1)) if png}

@@ -24,7 +24,7 @@ from ..core import schedulers
 from ..core.branch import BRANCH_CHANGES
 from ..core.trajectory import xt_only_reason
 from ..core.validate import check_choice, check_prompt, check_seed, check_step_at, check_steps, guidance_schedule
-from ..frames import encode_frame
+from ..frames import encode_frame, frame_decoder
 
 BRANCH_KEYS = tuple(k for k in BRANCH_CHANGES if k not in ("control", "on_step"))
 THUMB_SIDE = 64  # px; thumbnails of larger runs are shrunk (the browser shows them at 48 px)
@@ -226,24 +226,24 @@ def _short(text: Any, n: int = 28) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def thumbnail(traj: Any, decoder: str = "approx") -> bytes:
+def thumbnail(traj: Any, decoder: str | None = None) -> bytes:
     """The run's last x0 (x_t for runs that record only x_t) as a small picture (b'' when it cannot be decoded).
 
-    decoder "full" when that step is decoded by the full VAE already (the Explorer's final frame,
-    kept in the run's decode cache): the run's true colours. The approx decoder's are close, but
-    the shapes model's white background comes out light blue there, which reads as its "sky".
+    decoder None: what draws the run's frames (frames.frame_decoder: its saved pictures, the tiny
+    decoder, the full VAE where cheap, else approx); "full" where the Explorer has that step decoded
+    by the full VAE already (its final frame, kept in the run's decode cache): its true colours.
     """
     if len(traj) == 0:
         return b""
+    decoder = decoder or frame_decoder(traj)
     try:
-        picture = traj.image(-1, getattr(traj, "default_view", "x0"), decoder=decoder,
+        picture = traj.image(-1, getattr(traj, "default_view", "x0"), decoder="full" if decoder == "saved" else decoder,
                              size="latent" if decoder == "approx" else "output")
     except ValueError:  # no approx decoder and no pipeline
         return b""
     if max(picture.size) > THUMB_SIDE:
         picture = picture.resize((THUMB_SIDE, THUMB_SIDE * picture.height // picture.width), Image.BILINEAR)
-    # A small model's approx frame lossless, without JPEG's coloured specks; not raw: it goes in an <img>.
-    return encode_frame(np.asarray(picture.convert("RGB")), raw=False)
+    return encode_frame(np.asarray(picture.convert("RGB")))
 
 
 def run_nodes(history: list, numbers: dict | None = None) -> list[dict]:

@@ -16,8 +16,8 @@ ITS_WINDOW = 10  # steps averaged for the it/s readout
 class LiveRun:
     """What one run streams to the browser: its frame stream, pacer and progress figures."""
 
-    def __init__(self, explorer: Any, background: bool, decoder: str = "approx"):
-        self.explorer, self.decoder = explorer, decoder
+    def __init__(self, explorer: Any, background: bool, preview: str = "auto"):
+        self.explorer, self.preview = explorer, preview
         self.run_id = uuid.uuid4().hex[:12]
         self.traj: Any = None
         self.stream: FrameStream | None = None
@@ -29,7 +29,7 @@ class LiveRun:
         # Per step the denoising thread only offers the step; it is encoded if and when it is sent.
         if self.stream is None:
             self.adopt(traj)
-            self.stream = FrameStream(traj, self.pacer, self.message, decoder=self.decoder)
+            self.stream = FrameStream(traj, self.pacer, self.message, preview=self.preview)
         self.stream.push(step.index)
 
     def adopt(self, traj: Any) -> None:

@@ -168,7 +168,7 @@ def test_previews_of_xt_have_the_right_size(pag_pipe):
     from nbdiffuse.frames import LOSSLESS_TYPE, decode_frame, full_frames, mime_type, step_frames
 
     x0, xt = step_frames(traj, 1)
-    assert x0 == b"" and decode_frame(xt).shape == (8, 16, 3)  # the latent size, raw
+    assert x0 == b"" and decode_frame(xt).shape == (8, 16, 3)  # approx: the latent size, lossless
     x0, xt = full_frames(traj, 1)
     assert x0 == b"" and mime_type(xt) == LOSSLESS_TYPE
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from nbdiffuse.core import schedule_math as sm
 from nbdiffuse.core.trace import pipe_lock
-from nbdiffuse.frames import LOSSLESS_TYPE, RAW_TYPE, mime_type
+from nbdiffuse.frames import LOSSLESS_TYPE, mime_type
 from nbdiffuse.widgets.teaching import (ForwardExplorer, GuidanceSweep, LatentView, SamplerCompare, ScheduleView,
                                         SeedsAndPrompts, StepsCompare)
 
@@ -274,7 +274,7 @@ def test_lessons_on_a_pipeline_that_gives_only_x_t(pag_pipe):
     assert sweep.wait(120) and sweep.status == "done", sweep.error
     first = sweep.trajectories[0]
     assert not first.has_x0 and [c["view"] for c in sweep.cells] == ["xt", "xt"]
-    assert len(sweep.cells[0]["frames"]) == 3 and all(mime_type(f) == RAW_TYPE for f in sweep.cells[0]["frames"])
+    assert len(sweep.cells[0]["frames"]) == 3 and all(mime_type(f) == LOSSLESS_TYPE for f in sweep.cells[0]["frames"])
     final = np.asarray(sweep.final_images()[0], np.float32)
     assert np.abs(final - np.asarray(full_decode(pag_pipe.vae, first.final_latents), np.float32)).max() <= 1
     assert sweep.cells[1]["info"].startswith("Δ vs euler: ") and picture(sweep.cells[1]["diff"]).size == (64, 64)

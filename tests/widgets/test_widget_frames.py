@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import nbdiffuse as nbd
-from nbdiffuse.frames import (LIVE_MAX_BYTES, LOSSLESS_TYPE, RAW_TYPE, FrameStream, Pacer, decode_frame, encode_frame, encode_live,
+from nbdiffuse.frames import (LIVE_MAX_BYTES, LOSSLESS_TYPE, RAW_MAGIC, RAW_TYPE, FrameStream, Pacer, decode_frame, encode_frame, encode_live,
                               encode_lossless, full_frames, mime_type, step_frames)
 
 
@@ -46,20 +46,20 @@ def test_lossless_frame_round_trips_exactly():
     assert mime_type(data) == "image/png" and np.array_equal(decode_frame(data), wide)
 
 
-def test_small_frames_go_raw_and_lossless_larger_ones_as_jpeg():
+def test_frames_are_standard_image_bytes_lossless_up_to_64x64():
     rng = np.random.default_rng(2)
     small = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
-    data = encode_frame(small)
-    assert mime_type(data) == RAW_TYPE and len(data) == 10 + small.size  # no bigger than the pixels
-    assert np.array_equal(decode_frame(data), small)
-    edge = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    assert mime_type(encode_frame(edge)) == RAW_TYPE
-    large = np.zeros((33, 32, 3), np.uint8)
-    assert mime_type(encode_frame(large)) == "image/jpeg" and decode_frame(encode_frame(large)).shape == (33, 32, 3)
-    # For an <img> (raw=False): small frames lossless, larger ones JPEG as above.
-    assert mime_type(encode_frame(small, raw=False)) == LOSSLESS_TYPE
-    assert np.array_equal(decode_frame(encode_frame(small, raw=False)), small)
-    assert encode_frame(large, raw=False) == encode_frame(large)
+    assert mime_type(encode_frame(small)) == LOSSLESS_TYPE and np.array_equal(decode_frame(encode_frame(small)), small)
+    edge = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)  # the embedded model's pictures
+    assert mime_type(encode_frame(edge)) == LOSSLESS_TYPE and np.array_equal(decode_frame(encode_frame(edge)), edge)
+    large = np.zeros((65, 64, 3), np.uint8)
+    assert mime_type(encode_frame(large)) == "image/jpeg" and decode_frame(encode_frame(large)).shape == (65, 64, 3)
+
+
+def test_raw_frames_of_older_notebooks_still_decode():
+    small = np.random.default_rng(2).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    data = RAW_MAGIC + (24).to_bytes(2, "little") + (16).to_bytes(2, "little") + small.tobytes()
+    assert mime_type(data) == RAW_TYPE and np.array_equal(decode_frame(data), small)
     with pytest.raises(ValueError, match="does not hold 24 x 16 RGB pixels"):
         decode_frame(data[:-1])
 
@@ -149,7 +149,9 @@ def test_frame_stream_offers_steps_and_keeps_every_frame(pipe):
     assert [c["k"] for c, _ in log] == [0] and len(log[0][1]) == 2  # one in flight, never acked; two views
     x0, xt = streams[0].snapshot()
     assert len(x0) == len(xt) == 6
-    assert x0 == [step_frames(traj, k)[0] for k in range(6)]
+    # one decoder draws the run: the frame sent live is the frame kept, the rest are made alike
+    assert log[0][0]["decoder"] == streams[0].decoder and log[0][1] == [x0[0], xt[0]]
+    assert x0 == [step_frames(traj, k, decoder=streams[0].decoder)[0] for k in range(6)]
     assert streams[0].snapshot(3)[1] == xt[:3]
 
 
@@ -206,9 +208,9 @@ def frame_sizes(frontend):
             if content.get("type") == "frame" for b in buffers if b}
 
 
-def test_tiny_autoencoder_previews_send_output_size_frames_and_keep_approx_ones(pipe, open_explorer):
-    """preview: with a tiny autoencoder set, the frames sent live are its decodes at the output size
-    (auto picks it); the frames kept for the scrubber stay latent-size approx ones; "approx" opts out."""
+def test_tiny_autoencoder_draws_live_and_kept_frames_at_output_size(pipe, open_explorer):
+    """preview: with a tiny autoencoder set, the frames sent live and the frames kept for the
+    scrubber are its decodes at the output size (auto picks it); "approx" opts out."""
     output = (16, 16)  # the tiny test pipeline: 8x8 latents, 16x16 pictures
     nbd.set_tiny_decoder(pipe, small_tiny_autoencoder())
     try:
@@ -217,14 +219,17 @@ def test_tiny_autoencoder_previews_send_output_size_frames_and_keep_approx_ones(
         ex.generate(prompt="a red circle", seed=1)
         assert ex.wait(60) and ex.status == "done", ex.error
         assert frame_sizes(fe) == {output}
+        assert {c["decoder"] for c, _ in fe.customs if c.get("type") == "frame"} == {"tiny"}
         kept = {decode_frame(b).shape[1::-1] for b in fe.state["frames_x0"] + fe.state["frames_xt"]}
-        assert kept == {(8, 8)} and len(fe.state["frames_x0"]) == 5
+        assert kept == {output} and len(fe.state["frames_x0"]) == 5 and fe.state["frames_decoder"] == "tiny"
+        assert (decode_frame(fe.state["frames_x0"][2]) == np.asarray(ex.trajectory.image(2, decoder="tiny"))).all()
 
         ex2, fe2 = open_explorer(pipe, steps=5, preview="approx")
         ex2.generate(prompt="a red circle", seed=1)
         assert ex2.wait(60) and ex2.status == "done", ex2.error
-        assert frame_sizes(fe2) == {(8, 8)}
-        assert fe2.state["frames_x0"] == fe.state["frames_x0"]  # same run, same kept frames
+        assert frame_sizes(fe2) == {(8, 8)} and fe2.state["frames_decoder"] == "approx"
+        kept = {decode_frame(b).shape[1::-1] for b in fe2.state["frames_x0"] + fe2.state["frames_xt"]}
+        assert kept == {(8, 8)}
     finally:
         nbd.set_tiny_decoder(pipe, None)
 
@@ -233,7 +238,7 @@ def test_tiny_preview_without_a_tiny_autoencoder_is_refused_by_name(pipe, open_e
     with pytest.raises(ValueError, match="preview must be one of 'auto', 'approx', 'tiny'"):
         open_explorer(pipe, preview="taesd")
     ex, fe = open_explorer(pipe, steps=3, preview="tiny")
-    with pytest.raises(ValueError, match="preview='tiny' needs a tiny autoencoder"):
+    with pytest.raises(ValueError, match="preview='tiny' needs a tiny decoder"):
         ex.generate(prompt="a red circle")
     with pytest.raises(ValueError, match="preview must be one of"):
         ex.preview = "fast"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nbdiffuse.frames import LOSSLESS_TYPE, RAW_TYPE, mime_type
+from nbdiffuse.frames import LOSSLESS_TYPE, mime_type
 from nbdiffuse.widgets import Explorer
 from nbdiffuse.widgets.headless import HeadlessFrontend
 
@@ -35,13 +35,13 @@ def test_generate_streams_live_xt_frames_and_keeps_every_step(generic_explorer, 
     assert ex.wait(120)
     assert fe.state["status"] == "done" and fe.state["error"] == ""
     assert fe.state["n_steps"] == 6 and len(fe.state["frames_xt"]) == 6
-    assert all(mime_type(frame) == RAW_TYPE for frame in fe.state["frames_xt"])  # raw x_t per step (latent size)
+    assert all(mime_type(frame) == LOSSLESS_TYPE for frame in fe.state["frames_xt"])  # x_t per step, lossless
     assert fe.state["frames_x0"] == [b""] * 6  # no x0 to show
     assert list(fe.state["full_frames"]) == ["5:xt"]
     assert fe.frames, "no live frame was sent"
     for content, buffers in fe.customs:
         if content.get("type") == "frame":
-            assert buffers[0] == b"" and mime_type(buffers[1]) == RAW_TYPE
+            assert buffers[0] == b"" and mime_type(buffers[1]) == LOSSLESS_TYPE
     traj = ex.trajectory
     generator = torch.Generator("cpu").manual_seed(traj.params["seed"])
     own = pag_pipe(prompt=traj.params["prompt"], num_inference_steps=6, guidance_scale=7.5, generator=generator,

@@ -20,7 +20,7 @@ import traitlets as tl
 from ...core import RunControl, compare, prepare
 from ...core.schedulers import schedulers as scheduler_names
 from ...core.validate import check_guidance_value, check_prompt, check_seed, check_steps
-from ...frames import step_frames
+from ...frames import frame_decoder, steps_frames
 from .common import (TeachingWidget, Throttle, Worker, default_prompt, fit_for_display, is_shapes, lossless, model_label,
                      resolve_pipe)
 
@@ -135,11 +135,12 @@ class Sweep(TeachingWidget):
         spec = self.specs[i]
         cell = {"label": spec.label, "row": spec.row, "status": status, "steps": spec.steps, "seconds": seconds,
                 "frames": [], "final": b"", "info": "", "diff": b"", "kept": spec.kept,
-                "prompt": spec.prompt, "seed": spec.seed, "view": "x0"}
+                "prompt": spec.prompt, "seed": spec.seed, "view": "x0", "decoder": ""}
         if traj is not None and len(traj):
             # x_t for a pipeline that gives no x0: its last x_t is the finished latent all the same
             view = cell["view"] = traj.default_view
-            cell["frames"] = [step_frames(traj, k, (view,))[0] for k in range(len(traj))]
+            decoder = cell["decoder"] = frame_decoder(traj)  # the browser marks approximate frames
+            cell["frames"] = [f[0] for f in steps_frames(traj, range(len(traj)), (view,), decoder)]
             cell["final"] = lossless(fit_for_display(traj.image(-1, view, decoder="full"), FINAL_DISPLAY))
         return cell
 
