@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, features
 
+from .core.decode import same_latents
+
 VIEWS = ("x0", "xt")
 LIVE_QUALITY = 80
 LIVE_MAX_BYTES = 60_000  # per frame: at MIN_INTERVAL, two views stay under ~4 MB/s
@@ -179,23 +181,6 @@ def full_frames(traj: Any, k: int, views: Sequence[str] = VIEWS) -> list[bytes]:
             data = encode_lossless(traj.image(k, view, decoder="full"))
         done.append((latents, data))
     return [data for _, data in done]
-
-
-def same_latents(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """True when two latents differ only by the rounding of their dtype: one decode shows both.
-
-    At a run's last step x_t and the x0 prediction agree to rounding for samplers that end at
-    sigma 0 (Euler, DPM++, DDIM, UniPC...), but not bit for bit: ~1e-7 apart in fp32 (measured on
-    the shapes model, 20 steps), a few fp16 units apart on a GPU, where x0 is worked out in fp16.
-    LMS and DEIS end ~0.1 apart and are decoded separately. A second decode and PNG of the final
-    frame cost 70 ms of a 1.2 s SD 1.5 run on an H100 (benchmarks/gpu_overhead.py).
-    """
-    if a.shape != b.shape:
-        return False
-    eps = max(torch.finfo(t.dtype).eps if t.is_floating_point() else 0.0 for t in (a, b))
-    tolerance = max(1e-5, 4 * eps)  # fp32: 1e-5; fp16: 3.9e-3; bf16: 3.1e-2 (relative to the largest value)
-    scale = 1.0 + float(a.abs().max())
-    return float((a.float() - b.float()).abs().max()) <= tolerance * scale
 
 
 # --- pacing ----------------------------------------------------------------------------
