@@ -351,7 +351,8 @@ def full_decode_many(vae: Any, latents: Sequence[torch.Tensor]) -> Iterator[Imag
     made when its pictures are asked for (so a caller that encodes them as they come holds few).
 
     The batch is bounded by output pixels, so a 1024 x 1024 frame still goes alone: the VAE's
-    activations at that size take gigabytes. Batched and single decodes agree to float rounding.
+    activations at that size take gigabytes. Batched and single decodes agree to float rounding (on the
+    shapes model 5 of 245,760 values of 20 frames came out 1 of 255 apart).
     """
     shapes = {tuple(z.shape[-3:]) for z in latents}
     if len(shapes) > 1:
