@@ -68,11 +68,16 @@ def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
     # open(), not safetensors' save_file, which creates files readable by their owner alone (0600):
     # a new file gets the mode any file the user makes gets (0666 less the umask), and a file written
     # over keeps its own, as open() would leave it.
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    if path.exists():
-        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
-    tmp.replace(path)  # never leave a half-written file under the user's name
+    tmp.unlink(missing_ok=True)  # a leftover of a failed save would lend the new file its mode
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        if path.exists():
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+        tmp.replace(path)  # never leave a half-written file under the user's name
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_trajectory(path: Any) -> Trajectory:

@@ -248,6 +248,11 @@ def test_a_saved_file_gets_the_mode_a_users_file_gets(shapes_run, tmp_path):
         os.chmod(tmp_path / "a.nbd", 0o640)
         shapes_run.save(tmp_path / "a.nbd", frames=False)  # written over: it keeps its mode, as with open()
         assert (tmp_path / "a.nbd").stat().st_mode & 0o777 == 0o640
+        os.umask(0o022)
+        (tmp_path / "c.nbd.tmp").write_bytes(b"left by a save that failed")
+        os.chmod(tmp_path / "c.nbd.tmp", 0o600)
+        shapes_run.save(tmp_path / "c.nbd", frames=False)
+        assert (tmp_path / "c.nbd").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old)
     assert not list(tmp_path.glob("*.tmp"))
