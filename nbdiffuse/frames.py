@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, features
 
-from .core.decode import decode_many
+from .core.decode import full_decode_many, same_latents
 from .core.loading import tiny_decoder
 
 VIEWS = ("x0", "xt")
@@ -173,9 +173,9 @@ def _full_is_cheap(traj: Any) -> bool:
     costs = _decode_costs.setdefault(vae, {})
     key = tuple(latents.shape)
     if key not in costs:
-        decode_many(vae, [latents])  # warm-up: first calls allocate
+        list(full_decode_many(vae, [latents]))  # warm-up: first calls allocate
         start = time.perf_counter()
-        decode_many(vae, [latents] * len(VIEWS))
+        list(full_decode_many(vae, [latents] * len(VIEWS)))
         costs[key] = time.perf_counter() - start
     step = traj[0].seconds or math.inf
     return costs[key] <= FULL_FRAME_SHARE * step
@@ -187,9 +187,8 @@ def step_frames(traj: Any, k: int, views: Sequence[str] = VIEWS, decoder: str = 
     return steps_frames(traj, [k], views, decoder)[0]
 
 
-def steps_frames(traj: Any, ks: Sequence[int], views: Sequence[str] = VIEWS, decoder: str = "approx",
-                 batch: int = 16) -> list[list[bytes]]:
-    """step_frames for several steps, the decoder run on up to `batch` latents at a time."""
+def steps_frames(traj: Any, ks: Sequence[int], views: Sequence[str] = VIEWS, decoder: str = "approx") -> list[list[bytes]]:
+    """step_frames for several steps, the decoder run on a few latents at a time (full_decode_many)."""
     shown = [view for view in views if has_view(traj, view)]
     wanted = [(k, view) for k in ks for view in shown]
     encoded: dict[tuple[int, str], bytes] = {}
@@ -201,8 +200,7 @@ def steps_frames(traj: Any, ks: Sequence[int], views: Sequence[str] = VIEWS, dec
             pictures = traj.approx_decoder().rgb_many(latents) if latents else []
         else:
             vae = tiny_decoder(traj.pipe) if decoder == "tiny" else traj.pipe.vae
-            pictures = [picture for start in range(0, len(latents), batch)
-                        for picture in decode_many(vae, latents[start:start + batch])]
+            pictures = [np.asarray(picture) for picture in full_decode_many(vae, latents)]
         encoded = dict(zip(wanted, map(encode_frame, pictures)))
     return [[encoded.get((k, view), b"") for view in views] for k in ks]
 
@@ -222,23 +220,6 @@ def full_frames(traj: Any, k: int, views: Sequence[str] = VIEWS) -> list[bytes]:
             data = encode_lossless(traj.image(k, view, decoder="full"))
         done.append((latents, data))
     return [data for _, data in done]
-
-
-def same_latents(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """True when two latents differ only by the rounding of their dtype: one decode shows both.
-
-    At a run's last step x_t and the x0 prediction agree to rounding for samplers that end at
-    sigma 0 (Euler, DPM++, DDIM, UniPC...), but not bit for bit: ~1e-7 apart in fp32 (measured on
-    the shapes model, 20 steps), a few fp16 units apart on a GPU, where x0 is worked out in fp16.
-    LMS and DEIS end ~0.1 apart and are decoded separately. A second decode and PNG of the final
-    frame cost 70 ms of a 1.2 s SD 1.5 run on an H100 (benchmarks/gpu_overhead.py).
-    """
-    if a.shape != b.shape:
-        return False
-    eps = max(torch.finfo(t.dtype).eps if t.is_floating_point() else 0.0 for t in (a, b))
-    tolerance = max(1e-5, 4 * eps)  # fp32: 1e-5; fp16: 3.9e-3; bf16: 3.1e-2 (relative to the largest value)
-    scale = 1.0 + float(a.abs().max())
-    return float((a.float() - b.float()).abs().max()) <= tolerance * scale
 
 
 # --- pacing ----------------------------------------------------------------------------

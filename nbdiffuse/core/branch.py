@@ -98,8 +98,10 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
         device, dtype = family.device, family.dtype
         # The parent encoded this prompt: a branch that keeps it reuses that encoding (encode_cache).
         run.cond = encode_cache.encode(family, *run.encoded, (p["height"], p["width"]))
+        # The steps it shares with a loaded parent keep the pictures the parent's model drew of them.
         child = Trajectory(params, initial_latents=traj.initial_latents, steps=list(traj.steps[: at + 1]),
-                           parent=traj, branched_at=at, approx=traj.approx, pipe=pipe)
+                           parent=traj, branched_at=at, approx=traj.approx, pipe=pipe,
+                           saved_frames={key: data for key, data in traj.saved_frames.items() if key[0] <= at})
         run.trajectory = child
         if replan:
             i, latents = start, _enter_new_schedule(sched, start, traj, at, device)

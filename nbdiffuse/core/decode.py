@@ -14,7 +14,7 @@ import threading
 import weakref
 from copy import deepcopy
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -336,22 +336,76 @@ def decode_stream(device: torch.device, latents: torch.Tensor | None = None) -> 
 
 def full_decode(vae: Any, latents: torch.Tensor) -> Image.Image:
     """Decode (C, H, W) pipeline-space latents with the VAE (or a tiny decoder: AutoencoderTiny, TinyDecoder)."""
-    return Image.fromarray(decode_many(vae, [latents])[0])
-
-
-def decode_many(vae: Any, latents: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    """Several (C, H, W) pipeline-space latents of one shape -> (H, W, 3) uint8 pictures, in one decoder call."""
-    if not latents:
-        return []
     param = next(vae.parameters())
-    with decode_stream(param.device, latents[0]):
-        z = torch.stack([item[0] if item.ndim == 4 else item for item in latents])
-        z = from_pipeline_space(vae, z.to(param.device, torch.float32))
-        with torch.no_grad():
-            if needs_upcast(vae):
-                images = fp32_copy(vae).decode(z, return_dict=False)[0]
-            else:
-                images = vae.decode(z.to(param.dtype), return_dict=False)[0]
-        # the copy to the host waits for this stream only
-        pixels = ((images.float().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return list(pixels)
+    with decode_stream(param.device, latents):
+        # the copy to the host (to_pil) waits for this stream only
+        return to_pil(_decode(vae, latents.unsqueeze(0) if latents.ndim == 3 else latents))
+
+
+DECODE_BATCH_PIXELS = 2 ** 20  # output pixels per VAE call in full_decode_many: 8 shapes frames, 4 of SD 1.5, 1 of SDXL
+DECODE_BATCH_MAX = 8  # more frames per call than this saved nothing on the shapes model's 64 x 64 (CPU)
+
+
+def full_decode_many(vae: Any, latents: Sequence[torch.Tensor]) -> Iterator[Image.Image]:
+    """full_decode of several (C, H, W) latents of one shape, in order, a few per VAE call, each call
+    made when its pictures are asked for (so a caller that encodes them as they come holds few).
+
+    The batch is bounded by output pixels, so a 1024 x 1024 frame still goes alone: the VAE's
+    activations at that size take gigabytes. Batched and single decodes agree to float rounding (on the
+    shapes model 5 of 245,760 values of 20 frames came out 1 of 255 apart).
+    """
+    shapes = {tuple(z.shape[-3:]) for z in latents}
+    if len(shapes) > 1:
+        raise ValueError(f"latents must share one shape to be decoded together, got {sorted(shapes)}")
+    items = [z[0] if z.ndim == 4 else z for z in latents]
+    if not items:
+        return
+    device = next(vae.parameters()).device
+    up = upscale(vae)  # where it is known, the output size tells how many fit in a call; else the first frame does
+    per_call = 1 if up is None else max(1, min(DECODE_BATCH_MAX, DECODE_BATCH_PIXELS // (
+        items[0].shape[-1] * items[0].shape[-2] * up * up)))
+    start = 0
+    while start < len(items):
+        batch = torch.stack(items[start:start + per_call])
+        with decode_stream(device, batch):
+            pictures = [to_pil(image) for image in _decode(vae, batch)]
+        yield from pictures
+        start += len(batch)
+        per_call = max(1, min(DECODE_BATCH_MAX, DECODE_BATCH_PIXELS // (pictures[0].width * pictures[0].height)))
+
+
+def upscale(vae: Any) -> int | None:
+    """How many output pixels a latent pixel becomes along each side, where the decoder's config says."""
+    known = getattr(vae, "upscale", None)
+    if isinstance(known, int):
+        return known  # TinyDecoder
+    blocks = getattr(getattr(vae, "config", None), "block_out_channels", None)
+    return 2 ** (len(blocks) - 1) if blocks else None  # AutoencoderKL, AutoencoderTiny
+
+
+def _decode(vae: Any, z: torch.Tensor) -> torch.Tensor:
+    """(N, C, h, w) pipeline-space latents -> (N, 3, H, W) in [-1, 1], on the VAE's device."""
+    param = next(vae.parameters())
+    z = from_pipeline_space(vae, z.to(param.device, torch.float32))
+    with torch.no_grad():
+        if needs_upcast(vae):
+            return fp32_copy(vae).decode(z, return_dict=False)[0]
+        return vae.decode(z.to(param.dtype), return_dict=False)[0]
+
+
+def same_latents(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """True when two latents differ only by the rounding of their dtype: one decode shows both.
+
+    At a run's last step x_t and the x0 prediction agree to rounding for samplers that end at
+    sigma 0 (Euler, DPM++, DDIM, UniPC...), but not bit for bit: ~1e-7 apart in fp32 (measured on
+    the shapes model, 20 steps), a few fp16 units apart on a GPU, where x0 is worked out in fp16.
+    LMS and DEIS end ~0.1 apart and are decoded separately. A second decode and PNG of the final
+    frame cost 70 ms of a 1.2 s SD 1.5 run on an H100 (benchmarks/gpu_overhead.py).
+    """
+    if a.shape != b.shape:
+        return False
+    eps = max(torch.finfo(t.dtype).eps if t.is_floating_point() else 0.0 for t in (a, b))
+    tolerance = max(1e-5, 4 * eps)  # fp32: 1e-5; fp16: 3.9e-3; bf16: 3.1e-2 (relative to the largest value)
+    scale = 1.0 + float(a.abs().max())
+    return float((a.float() - b.float()).abs().max()) <= tolerance * scale
+

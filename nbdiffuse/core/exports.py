@@ -48,21 +48,27 @@ def parameters_text(traj, k: int = -1) -> str:
 
 
 def write_png(traj, path: Any, k: int = -1, view: str = "x0", decoder: str | None = None, size: Any = "output") -> None:
-    """A PNG of step k with the run's parameters as plain-text chunks ("parameters" and "nbdiffuse" JSON)."""
-    decoder = decoder or ("full" if traj.pipe is not None else "approx")
+    """A PNG of step k with the run's parameters as plain-text chunks ("parameters" and "nbdiffuse" JSON).
+
+    decoder None: the truest picture at hand, for one frame worth a decode: the full VAE when the
+    pipeline is attached, else the run's saved frame, else approx. The JSON says which was used.
+    """
+    decoder = decoder or ("full" if traj.pipe is not None else "auto")
+    used = traj.decoder_used(k, view, decoder)
     picture = traj.image(k, view=view, decoder=decoder, size=size).convert("RGB")
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", parameters_text(traj, k))
     info.add_text("nbdiffuse", json.dumps({"params": traj.params, "step": traj[k].index, "view": view,
-                                           "decoder": decoder}))
+                                           "decoder": used}))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     picture.save(path, format="PNG", pnginfo=info)
 
 
-def write_gif(traj, path: Any, view: str = "x0", fps: float = 8, decoder: str = "approx", size: Any = 256,
+def write_gif(traj, path: Any, view: str = "x0", fps: float = 8, decoder: str = "auto", size: Any = 256,
               hold_last: float = 1.0, start: int | None = None, stop: int | None = None) -> None:
-    """One frame per step of [start, stop); the last frame is held for `hold_last` seconds."""
+    """One frame per step of [start, stop); the last frame is held for `hold_last` seconds.
+    decoder as Trajectory.image: "auto" shows saved frames, else the full VAE, else approx."""
     check_choice("view", view, ("x0", "xt"))
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 50:
         raise ValueError(f"fps must be a number in (0, 50], got {fps!r}")
@@ -88,8 +94,9 @@ def _script_json(value: Any) -> str:
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def write_html(traj, path: Any, decoder: str = "approx", size: int = 256) -> None:
-    """A self-contained page (no server, no network): x0 and x_t frames, a scrubber, guidance, parameters."""
+def write_html(traj, path: Any, decoder: str = "auto", size: int = 256) -> None:
+    """A self-contained page (no server, no network): x0 and x_t frames, a scrubber, guidance, parameters.
+    decoder as Trajectory.image: "auto" shows saved frames, else the full VAE, else approx."""
     steps = _steps_range(traj, None, None)
     views = ("x0", "xt") if traj.has_x0 else ("xt",)  # a pipeline without a family gives x_t only
     frames = {view: [_data_uri(traj.image(k, view=view, decoder=decoder, size=size)) for k in steps]

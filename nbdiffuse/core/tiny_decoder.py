@@ -52,6 +52,11 @@ class TinyDecoder(ModelMixin, ConfigMixin):
         self.last = nn.Conv2d(channels[-1], 3, 3, padding=1) if patch == 1 else nn.Conv2d(channels[-1], 3 * patch ** 2, 1)
         self.patch = patch
 
+    @property
+    def upscale(self) -> int:
+        """Output pixels per latent pixel along each side."""
+        return 2 ** (len(self.levels) - 1) * self.patch
+
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         x = self.first(latents)
         if self.glob is not None:

@@ -10,11 +10,14 @@ import torch
 from PIL import Image
 
 from .decode import ApproxDecoder, approx_decoder_for, full_decode
+from .image_codec import decode_picture
 from .loading import tiny_decoder
 from .validate import check_choice, check_guidance_value
 
 VIEWS = ("x0", "xt")
-DECODERS = ("approx", "full", "tiny")
+# "auto": the saved frame (the model's own VAE picture, carried by a loaded run), else the full VAE
+# when the pipeline is attached, else approx.
+DECODERS = ("auto", "approx", "full", "tiny")
 FULL_CACHE_SIZE = 64  # full-VAE frames kept per trajectory (LRU)
 # What a run can be asked for. Runs of the families nbdiffuse drives itself can do all of it; runs
 # of other pipelines (core/generic.py, through diffusers' callback_on_step_end) record only x_t and
@@ -80,6 +83,9 @@ class Trajectory:
     branched_at: int | None = None
     approx: ApproxDecoder | None = None
     pipe: Any = field(default=None, repr=False, compare=False)
+    # {(step, view): WebP / JPEG / PNG bytes}: the full VAE's pictures a loaded run carries
+    # (core/saved_frames.py), decoded when shown
+    saved_frames: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -160,23 +166,50 @@ class Trajectory:
                              "form), so it has no previews; its steps are recorded all the same")
         return step.pred_x0 if view == "x0" else step.latents * step.xt_scale
 
-    def image(self, k: int = -1, view: str = "x0", decoder: str = "approx", size: Any = "output") -> Image.Image:
-        """Step k as a picture. `size`: "output" (the run's size), "latent", or (width, height)."""
-        check_choice("view", view, VIEWS)
-        if not isinstance(decoder, str) or decoder not in DECODERS:
-            raise ValueError(f"decoder must be one of {', '.join(map(repr, DECODERS))}; got {decoder!r}")
+    def image(self, k: int = -1, view: str = "x0", decoder: str = "auto", size: Any = "output") -> Image.Image:
+        """Step k as a picture. `size`: "output" (the run's size), "latent", or (width, height).
+
+        decoder "auto": the frame the run carries for that step and view (a loaded run saved with its
+        pictures: exactly the model's VAE picture, compressed), else the full VAE when the pipeline is
+        attached, else approx. "full" without the pipeline gives the carried frame where there is one.
+        """
+        decoder = self.decoder_used(k, view, decoder)
         index = self._index(k)
         latents = self.latents_for(index, view)
-        if decoder == "approx":
+        if decoder == "saved":
+            picture = self._saved_picture(index, view, self.saved_frames[(index, view)])
+        elif decoder == "approx":
             picture = self.approx_decoder()(latents)
         else:
             picture = self._cached_decode(index, view, decoder, latents)
         return _resize(picture, size, (self.params["width"], self.params["height"]))
 
+    def decoder_used(self, k: int = -1, view: str = "x0", decoder: str = "auto") -> str:
+        """What image(k, view, decoder) shows: "saved" (the frame the run carries), "full", "approx" or "tiny"."""
+        check_choice("view", view, VIEWS)
+        check_choice("decoder", decoder, DECODERS)
+        saved = (self._index(k), view) in self.saved_frames
+        if decoder == "auto":
+            return "saved" if saved else "full" if self.pipe is not None else "approx"
+        return "saved" if decoder == "full" and self.pipe is None and saved else decoder
+
     @property
     def final_image(self) -> Image.Image:
-        """The run's result, decoded with the full VAE when the pipeline is at hand."""
-        return self.image(-1, self.default_view, "full" if self.pipe is not None else "approx")
+        """The run's result: decoded with the full VAE when the pipeline is at hand, else its saved frame
+        (or approx when it carries none)."""
+        return self.image(-1, self.default_view, "full" if self.pipe is not None else "auto")
+
+    @property
+    def has_saved_frames(self) -> bool:
+        """Whether this run carries saved frames (the model's own VAE pictures) for every step of its
+        default view: a run loaded from a file saved with them, which image() shows by default."""
+        return len(self) > 0 and all((k, self.default_view) in self.saved_frames for k in range(len(self)))
+
+    def saved_frame(self, k: int, view: str = "x0") -> bytes | None:
+        """The carried frame of step k and view as the file holds it (WebP, JPEG or PNG bytes at the
+        output size, ready for an <img>), or None."""
+        check_choice("view", view, VIEWS)
+        return self.saved_frames.get((self._index(k), view))
 
     def approx_decoder(self) -> ApproxDecoder:
         if self.approx is None:
@@ -188,11 +221,33 @@ class Trajectory:
     def _cached_decode(self, index: int, view: str, decoder: str, latents: torch.Tensor) -> Image.Image:
         vae = self._vae(decoder)
         key = (index, view, decoder, id(vae))
+        return self._cached(key, lambda: full_decode(vae, latents))
+
+    def _cached_full(self, index: int, view: str) -> Image.Image | None:
+        """The full VAE's picture of a step and view when the decode cache holds it (no decoding)."""
+        if self.pipe is None:
+            return None
+        with self._lock:
+            return self._full_cache.get((index, view, "full", id(self.pipe.vae)))
+
+    def _saved_picture(self, index: int, view: str, data: bytes) -> Image.Image:
+        def decode() -> Image.Image:
+            try:
+                return decode_picture(data)
+            except ValueError as exc:
+                from .trajfile import TrajectoryFileError
+
+                raise TrajectoryFileError(f"saved frame 'frames.{index}.{view}' of this run is corrupt: "
+                                          f"{exc}") from None
+
+        return self._cached((index, view, "saved", None), decode)
+
+    def _cached(self, key: tuple, make: Any) -> Image.Image:
         with self._lock:
             if key in self._full_cache:
                 self._full_cache.move_to_end(key)
                 return self._full_cache[key]
-        picture = full_decode(vae, latents)
+        picture = make()
         with self._lock:
             self._full_cache[key] = picture
             while len(self._full_cache) > FULL_CACHE_SIZE:
@@ -247,18 +302,28 @@ class Trajectory:
         return (step.pred_x0.float() + delta).to(step.pred_x0.dtype)
 
     def guided_image(self, k: int, guidance: float, decoder: str = "approx", size: Any = "output") -> Image.Image:
+        """guided_x0(k, guidance) as a picture; decoders as image(). At the guidance the step used, that
+        is image(k, "x0"): "auto" (and "full" without the pipeline) shows the run's saved frame there."""
+        check_choice("decoder", decoder, DECODERS)
         latents = self.guided_x0(k, guidance)
+        if latents is self[k].pred_x0 and decoder in ("auto", "full"):
+            return self.image(k, "x0", decoder=decoder, size=size)
+        if decoder == "auto":
+            decoder = "full" if self.pipe is not None else "approx"
         if decoder == "approx":
             picture = self.approx_decoder()(latents)
         else:
-            picture = full_decode(self._vae(check_choice("decoder", decoder, DECODERS)), latents)
+            picture = full_decode(self._vae(decoder), latents)
         return _resize(picture, size, (self.params["width"], self.params["height"]))
 
     # --- files ----------------------------------------------------------------------
-    def save(self, path: Any) -> None:
+    def save(self, path: Any, frames: bool = True) -> None:
+        """Write the run as a .nbd file. frames=True (the default) stores every step's pictures as the
+        model's VAE draws them (x0 and x_t; x_t alone for runs that record only x_t), so the run
+        shows them when opened without its model; frames=False writes a smaller file without them."""
         from .trajfile import save_trajectory
 
-        save_trajectory(self, path)
+        save_trajectory(self, path, frames=frames)
 
     @classmethod
     def load(cls, path: Any, pipe: Any = None) -> "Trajectory":
@@ -267,7 +332,7 @@ class Trajectory:
         traj = load_trajectory(path)
         return traj.attach(pipe) if pipe is not None else traj
 
-    def to_gif(self, path: Any, view: str = "x0", fps: float = 8, decoder: str = "approx",
+    def to_gif(self, path: Any, view: str = "x0", fps: float = 8, decoder: str = "auto",
                size: Any = 256, hold_last: float = 1.0, start: int | None = None, stop: int | None = None) -> None:
         """An animated GIF of steps [start, stop) of one view."""
         from .exports import write_gif
@@ -281,7 +346,7 @@ class Trajectory:
 
         write_png(self, path, k=k, view=view, decoder=decoder, size=size)
 
-    def to_html(self, path: Any, decoder: str = "approx", size: int = 256) -> None:
+    def to_html(self, path: Any, decoder: str = "auto", size: int = 256) -> None:
         """A self-contained HTML page (frames, scrubber, parameters) that works offline in any browser."""
         from .exports import write_html
 

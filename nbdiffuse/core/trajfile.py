@@ -1,22 +1,27 @@
 """Trajectory files (.nbd): safetensors tensors + JSON metadata with a format version.
 
 Nothing here unpickles or runs code: safetensors holds raw tensors and the metadata is JSON.
+Version 2 adds the run's pictures (core/saved_frames.py): uint8 tensors of image bytes, named
+frames.<step>.<view>, and meta "frames". Version 1 files (no pictures) still load.
 """
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .decode import ApproxDecoder
+from .saved_frames import frames_to_save, pack, unpack, views_saved
 from .trajectory import Step, Trajectory
 
 FORMAT = "nbdiffuse.trajectory"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _STEP_TENSORS = ("latents", "pred_x0", "eps_cond", "eps_uncond")
 _STEP_FIELDS = ("index", "timestep", "sigma", "guidance", "x0_coeff", "xt_scale", "seconds")
 
@@ -25,7 +30,12 @@ class TrajectoryFileError(ValueError):
     """A file that is not a readable nbdiffuse trajectory."""
 
 
-def save_trajectory(traj: Trajectory, path: Any) -> None:
+def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
+    """Write `traj` to `path`; frames=True also stores each step's pictures as its model's VAE draws
+    them (saved_frames.frames_to_save: decoded with the attached pipeline, or the ones a loaded run
+    carries), so the run shows them when opened without its model."""
+    if not isinstance(frames, bool):
+        raise TypeError(f"frames must be True or False, got {frames!r}")
     path = Path(path)
     tensors = {"initial_latents": traj.initial_latents.contiguous().clone()}
     steps = []
@@ -47,12 +57,27 @@ def save_trajectory(traj: Trajectory, path: Any) -> None:
         "error": traj.error,
         "branched_at": traj.branched_at,
         "approx": approx.to_dict() if approx is not None else None,
+        "frames": None,
     }
+    if frames:
+        frame_tensors, meta["frames"] = pack(frames_to_save(traj))
+        tensors.update(frame_tensors)
+    data = save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(meta)})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION),
-                                           "meta": json.dumps(meta)})
-    tmp.replace(path)  # never leave a half-written file under the user's name
+    # open(), not safetensors' save_file, which creates files readable by their owner alone (0600):
+    # a new file gets the mode any file the user makes gets (0666 less the umask), and a file written
+    # over keeps its own, as open() would leave it.
+    tmp.unlink(missing_ok=True)  # a leftover of a failed save would lend the new file its mode
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        if path.exists():
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+        tmp.replace(path)  # never leave a half-written file under the user's name
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_trajectory(path: Any) -> Trajectory:
@@ -85,9 +110,14 @@ def load_trajectory(path: Any) -> Trajectory:
         traj = Trajectory(params=meta["params"], initial_latents=tensors["initial_latents"], steps=steps,
                           stopped=bool(meta["stopped"]), error=meta.get("error"), branched_at=meta.get("branched_at"),
                           approx=ApproxDecoder.from_dict(meta["approx"]) if meta.get("approx") else None)
+        size = (int(traj.params["width"]), int(traj.params["height"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise TrajectoryFileError(f"path {str(path)!r} is a corrupt nbdiffuse trajectory "
                                   f"({type(exc).__name__}: {exc})") from exc
+    try:
+        traj.saved_frames = unpack(tensors, meta.get("frames"), len(steps), size, views_saved(traj))
+    except ValueError as exc:
+        raise TrajectoryFileError(f"path {str(path)!r} has a broken saved frame: {exc}") from None
     return traj
 
 

@@ -28,7 +28,7 @@ def mp4_available() -> bool:
 
 
 def write_mp4(traj: Any, path: Any, view: str = "x0", fps: float = 8, start: int | None = None,
-              stop: int | None = None, decoder: str = "approx", size: Any = 256) -> Path:
+              stop: int | None = None, decoder: str = "auto", size: Any = 256) -> Path:
     """Steps [start, stop) of one view as an H.264 MP4 (yuv420p, so every player opens it)."""
     check_choice("view", view, ("x0", "xt"))
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 60:

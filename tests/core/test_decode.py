@@ -179,3 +179,23 @@ def test_global_context_follows_a_decoder_that_reads_the_whole_picture():
     with pytest.raises(ValueError, match="global_weight"):
         ApproxDecoder.from_dict({**local.to_dict(), "hidden_weight": None, "hidden_bias": None,
                                  "weight": [[0.0] * 3] * 4, "global_weight": [[0.0] * 16] * 8})
+
+
+def test_full_decode_many_batches_and_agrees_with_full_decode(sd_pipe):
+    from nbdiffuse.core.decode import full_decode_many
+
+    traj = nbd.trace(sd_pipe, "a red circle", steps=5, seed=2)
+    latents = [traj.latents_for(k, view) for k in range(5) for view in ("x0", "xt")]
+    calls = []
+    hook = sd_pipe.vae.decoder.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    try:
+        many = list(full_decode_many(sd_pipe.vae, latents))
+    finally:
+        hook.remove()
+    assert calls == [1, 8, 1]  # the first alone (it tells the output size), then up to DECODE_BATCH_MAX
+    for picture, z in zip(many, latents):
+        single = np.asarray(full_decode(sd_pipe.vae, z), np.int16)
+        assert np.abs(np.asarray(picture, np.int16) - single).max() <= 1
+    with pytest.raises(ValueError, match="latents must share one shape"):
+        list(full_decode_many(sd_pipe.vae, [latents[0], latents[0][:, :4]]))
+    assert list(full_decode_many(sd_pipe.vae, [])) == []

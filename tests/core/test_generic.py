@@ -153,8 +153,10 @@ def test_save_load_round_trip(pag_pipe, tmp_path):
     for a, b in zip(traj, back):
         assert torch.equal(a.latents, b.latents) and b.pred_x0 is None and b.eps_cond is None
         assert (a.timestep, a.sigma, a.xt_scale) == (b.timestep, b.sigma, b.xt_scale)
-    # the approx decoder travelled with it: previews without the model
-    assert back.image(-1, view="xt", size="latent").tobytes() == traj.image(-1, view="xt", size="latent").tobytes()
+    # the approx decoder travelled with it, and the x_t pictures (no x0: the run has none)
+    assert back.image(-1, view="xt", decoder="approx", size="latent").tobytes() == \
+        traj.image(-1, view="xt", decoder="approx", size="latent").tobytes()
+    assert back.has_saved_frames and {view for _, view in back.saved_frames} == {"xt"}
     with pytest.raises(ValueError, match="x0 needs a family"):
         back.image(-1, view="x0")
     attached = nbd.Trajectory.load(tmp_path / "run.nbd", pipe=pag_pipe)
@@ -164,7 +166,7 @@ def test_save_load_round_trip(pag_pipe, tmp_path):
 def test_previews_of_xt_have_the_right_size(pag_pipe):
     traj = nbd.trace(pag_pipe, PROMPT, steps=2, seed=0, height=16, width=32)
     assert traj.image(0, view="xt").size == (32, 16)
-    assert traj.image(0, view="xt", size="latent").size == (16, 8)
+    assert traj.image(0, view="xt", decoder="approx", size="latent").size == (16, 8)
     from nbdiffuse.frames import LOSSLESS_TYPE, decode_frame, full_frames, mime_type, step_frames
 
     x0, xt = step_frames(traj, 1)

@@ -29,12 +29,14 @@ def test_round_trip_keeps_everything(traj, tmp_path):
             assert torch.equal(getattr(a, name), getattr(b, name))
         assert (a.eps_uncond is None) == (b.eps_uncond is None)
         assert len(a.extra_outputs) == len(b.extra_outputs)
-    # Without its pipeline a loaded run still shows approx frames and re-weighs guidance...
-    assert loaded.image(1).size == (16, 16)
+    # Without its pipeline a loaded run shows the pictures it carries (tests/core/test_saved_frames.py),
+    # its approx frames, and re-weighs guidance...
+    assert loaded.image(1).size == loaded.image(1, decoder="approx").size == (16, 16)
     torch.testing.assert_close(loaded.guided_x0(0, 6.0), traj.guided_x0(0, 6.0))
-    # ...but a full decode says what it needs.
+    # ...and saved without pictures, a full decode says what it needs.
+    traj.save(tmp_path / "bare.nbd", frames=False)
     with pytest.raises(ValueError, match="attach"):
-        loaded.image(1, decoder="full")
+        nbd.Trajectory.load(tmp_path / "bare.nbd").image(1, decoder="full")
 
 
 def test_attach_enables_full_decode(traj, sd_pipe, tmp_path):
@@ -91,7 +93,7 @@ def test_foreign_newer_and_truncated_files(traj, tmp_path):
 
 
 def test_images_views_and_sizes(traj):
-    assert traj.image(0, view="xt", size="latent").size == (8, 8)
+    assert traj.image(0, view="xt", decoder="approx", size="latent").size == (8, 8)
     assert traj.image(0, size=64).size == (64, 64)
     assert traj.image(0, size=(32, 16)).size == (32, 16)
     assert traj.final_image.size == (16, 16)
@@ -105,7 +107,7 @@ def test_images_views_and_sizes(traj):
     ({"k": -5}, ValueError, "k must be a step index"),
     ({"k": "1"}, TypeError, "k must be an int"),
     ({"view": "noise"}, ValueError, "view must be one of"),
-    ({"decoder": "vae"}, ValueError, "decoder must be one of"),
+    ({"decoder": "vae"}, ValueError, "decoder must be one of 'auto', 'approx', 'full', 'tiny'; got 'vae'"),
     ({"size": -3}, ValueError, "size must be"),
 ])
 def test_image_bad_input(traj, kwargs, error, match):

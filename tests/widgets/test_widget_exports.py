@@ -91,3 +91,21 @@ def test_mp4_export(explorer, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="fps"):
         write_mp4(traj, tmp_path / "none.mp4", fps=0)
     assert not (tmp_path / "none.mp4").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_exported_files_get_the_mode_a_users_file_gets(explorer, tmp_path, umask):
+    """Like a file made with open(): 0666 less the umask (the .nbd file was written 0600 whatever the umask)."""
+    import os
+
+    ex, fe = explorer
+    _done(ex, steps=3)
+    ex.export_dir = str(tmp_path)
+    old = os.umask(umask)
+    try:
+        kinds = ("png", "gif", "html", "nbd") + (("mp4",) if mp4_available() else ())
+        written = {kind: ex.export(kind) for kind in kinds}
+    finally:
+        os.umask(old)
+    assert {kind: path.stat().st_mode & 0o777 for kind, path in written.items()} == \
+        {kind: 0o666 & ~umask for kind in kinds}
