@@ -568,7 +568,8 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
         check_choice("view", view, VIEWS)
         # A png of the shown run shows the scrubber's step; of another run, its last step.
         step = k if k is not None else (self.shown_step() if traj is self.shown else -1)
-        target = export_path(traj, kind, path, self.export_dir, step, view)
+        number = int(self._label(traj)[1:])
+        target = export_path(traj, kind, path, self.export_dir, step, view, number, start, stop)
         write_export(traj, kind, target, step=step, view=view, start=start, stop=stop, fps=fps, decoder=decoder,
                      size=size)
         with self._sync_lock:
