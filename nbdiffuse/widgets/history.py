@@ -166,6 +166,9 @@ class BranchRun:
         self.steps = int(changes.get("steps", p["steps"]))
         self.height, self.width = p["height"], p["width"]
         self.trajectory: Any = None
+        # What the run will say about its prompts (core.branch collects the same), shown before its first step.
+        self.notices = prepare_prompt(pipe, self.prompt)[1] + prepare_prompt(pipe, self.negative_prompt or "",
+                                                                              "negative_prompt")[1]
 
     @property
     def total_steps(self) -> int:
