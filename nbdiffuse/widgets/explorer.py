@@ -82,7 +82,7 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
     The frames kept per run for loading and comparing are an LRU of 16 runs (FRAME_CACHE_RUNS).
     """
 
-    _esm = module(_HERE / "explorer.js")
+    _esm = module(_HERE / "explorer.js", _HERE / "explorer_parts.js")
     _css = stylesheet(_HERE / "explorer.css")
 
     _uid = t.Unicode("").tag(sync=True)
