@@ -488,8 +488,8 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
             if isinstance(changes.get("guidance"), (int, float)):
                 # The slider follows the branch it steers; say so, as it moved without the user.
                 if float(changes["guidance"]) != self.guidance:
-                    note = (f"Guidance {self.guidance:g} → {float(changes['guidance']):g}: the branch from step {at + 1} "
-                            "runs with it; the slider steers it, and Generate uses it")
+                    note = (f"Guidance {self.guidance:g} → {float(changes['guidance']):g}: the branch from step "
+                            f"{at + 1} runs with it; the slider steers it, and Generate uses it")
                 self.set_trait("guidance", float(changes["guidance"]))
             self.set_trait("guidance_note", note)
             self.set_trait("error", "")
@@ -572,7 +572,9 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
         kind: "png" (step k, every parameter in its "parameters" text chunk), "gif" / "mp4" (steps
         [start, stop) of one view; mp4 needs imageio-ffmpeg), "html" (a self-contained page that
         works offline), "nbd" (the trajectory, for nbd.Trajectory.load / Explorer.from_files).
-        path None: a new file in `export_dir` (default: the notebook's working directory).
+        path None: a new file in `export_dir` (default: the kernel's working directory, the notebook's
+        folder in JupyterLab), named for the prompt, the run's number and the step or step range, e.g.
+        big-red-circle-on-the-left_run3_step12_x0.png (export_files.export_path); never over an earlier file.
         """
         check_choice("kind", kind, EXPORT_KINDS)
         if k is not None and (isinstance(k, bool) or not isinstance(k, int)):

@@ -85,7 +85,7 @@ def differences(old: dict, new: dict, since: int = 0) -> list[tuple[str, str, st
 
 
 def change_words(diffs: list[tuple[str, str, str]]) -> str:
-    """'seed 0 → 3, guidance 5 → 8, prompt green → purple' ('prompt +red' / 'prompt −red' for added / removed words)."""
+    """'seed 0 → 3, guidance 5 → 8, prompt green → purple' ('prompt +red' / 'prompt −red': words added / removed)."""
     parts = []
     for label, a, b in diffs:
         if label in ("prompt", "negative") and not a:
@@ -132,4 +132,5 @@ def settings_words(p: dict) -> str:
 
 def brief_settings(p: dict) -> str:
     """'seed 0, guidance 5, 30 steps, euler': a first run's label."""
-    return f"seed {p.get('seed')}, guidance {guidance_words(p.get('guidance'))}, {p.get('steps')} steps, {p.get('scheduler')}"
+    guidance = guidance_words(p.get("guidance"))
+    return f"seed {p.get('seed')}, guidance {guidance}, {p.get('steps')} steps, {p.get('scheduler')}"

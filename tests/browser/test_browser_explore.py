@@ -204,7 +204,8 @@ def export_range_checks(ex, root):
     stop.press("Tab")
     ex.click("Export GIF")
     problem = ex.root.locator(".nbd-export .nbd-input-problem")
-    assert problem.text_content() == f"GIF export did not run: to step must be a whole number from 1 to {STEPS}; got 5000."
+    said = f"GIF export did not run: to step must be a whole number from 1 to {STEPS}; got 5000."
+    assert problem.text_content() == said
     stop.fill(str(STEPS))
     stop.press("Tab")
     assert problem.is_hidden()

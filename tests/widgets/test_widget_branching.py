@@ -178,7 +178,8 @@ def test_runs_are_labelled_by_what_sets_them_apart(explorer):
     labels = [n["changed"] for n in fe.state["runs"]]
     assert labels[0] == "new run: big green star at the top · seed 0, guidance 5, 4 steps, euler"
     assert labels[1] == "new run, vs #1: seed 0 → 3"
-    assert labels[2] == "new run, vs #2: prompt green → purple, guidance 5 → 8, steps 4 → 6, sampler euler → ddim"
+    assert labels[2] == ("new run, vs #2: prompt green → purple, guidance 5 → 8, steps 4 → 6, "
+                         "sampler euler → ddim")
     assert labels[3] == "new run, vs #3: same settings (the same picture)"
     assert len(set(labels)) == 4
     assert fe.state["runs"][2]["settings"].startswith("prompt: big purple star at the top\nseed 3 · guidance 8")

@@ -13,7 +13,8 @@ def test_a_truncated_prompt_is_said_from_the_runs_start_to_its_end(explorer, wai
     ex, fe = explorer
     ex.generate(prompt=LONG, steps=300)
     wait_for(started(ex, 1), what="the first step")
-    assert fe.state["status"] == "running" and any("truncated" in n and "reads 77" in n for n in fe.state["notices"]), fe.state["notices"]
+    said = fe.state["notices"]
+    assert fe.state["status"] == "running" and any("truncated" in n and "reads 77" in n for n in said), said
     ex.stop()
     assert ex.wait(120)
     assert fe.state["notices"] == ex.trajectory.notices and fe.state["notices"]
