@@ -15,10 +15,11 @@ from ..core.trajectory import xt_only_reason
 from ..core.validate import check_choice, check_guidance_value
 from ..frames import VIEWS, full_frames
 from . import compare_view, history as run_tree
+from .export_files import read_for_download
 
 
 class BrowserRequests:
-    """The Explorer's handlers of the page's messages (ack, generate, scrub, what-if, export, ...)."""
+    """The Explorer's handlers of the page's messages (ack, generate, scrub, what-if, export, download, ...)."""
 
     def _on_msg(self, _widget: Any, content: Any, buffers: list) -> None:
         # Runs in the kernel's main thread: anything raised here would reach only a server
@@ -59,6 +60,8 @@ class BrowserRequests:
                 self.close_compare()
             elif kind == "export":
                 self._later(self._export_request, dict(content))
+            elif kind == "download":
+                self._later(self._send_download, content.get("path"), content.get("req"))
             elif kind == "upload":
                 self.start_from(bytes(buffers[0]) if buffers else b"")
             elif kind == "clear_picture":
@@ -81,6 +84,11 @@ class BrowserRequests:
         self.export(content.get("kind"), **options)
         with self._sync_lock:
             self.error = self.error_details = ""
+
+    def _send_download(self, path: Any, req: Any) -> None:
+        """An exported file's bytes to the page, which saves them as a download (see explorer.js saveBytes)."""
+        name, data = read_for_download(path, list(self.export_files))
+        self.send({"type": "download", "req": req, "path": path, "name": name}, [data])
 
     def _what_if_request(self, content: dict) -> None:
         traj, run = self.shown, self.run_id

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..core import compare as core_compare
 from ..frames import VIEWS, encode_live, encode_lossless
+from . import run_words
 
 HEAT_SIDE = 128  # px; the heatmap is a coarse picture, the browser scales it to the pane
 
@@ -24,12 +25,15 @@ def compare_state(a: Any, b: Any, label_a: str, label_b: str, frames_of: Any,
     view = comparison.view
     xa, xb = (frames_of(traj)[VIEWS.index(view)] for traj in (a, b))
     heat = [encode_lossless(comparison.heatmap(i, size=HEAT_SIDE)) for i in range(len(comparison))]
+    diffs = run_words.differences(a.params, b.params)  # the captions say what differs, not what is shared
     info = {
         "a": a.id, "b": b.id, "label_a": label_a, "label_b": label_b,
         "pairs": [list(p) for p in comparison.pairs],
         "difference": [round(d, 5) for d in comparison.difference],
         "locks_in_at": comparison.locks_in_at,
         "prompt_a": a.params.get("prompt", ""), "prompt_b": b.params.get("prompt", ""),
+        "caption_a": run_words.side_words(diffs, 0), "caption_b": run_words.side_words(diffs, 1),
+        "settings_a": run_words.settings_words(a.params), "settings_b": run_words.settings_words(b.params),
         "view": view,
     }
     state = {

@@ -129,6 +129,8 @@ class Store extends EventTarget {
       (msg.views || VIEWS).forEach((view, i) => { if (bitmaps[i]) this.fullMsgs.set(`${msg.run}:${msg.k}:${view}`, bitmaps[i]); });
       while (this.fullMsgs.size > FULL_KEPT) this.fullMsgs.delete(this.fullMsgs.keys().next().value);
       this.emit("frames", { k: msg.k });
+    } else if (msg.type === "download") {
+      this.emit("download", { msg, buffer: buffers[0] });
     } else if (msg.type === "whatif") {
       let bmp = null;
       try { bmp = await decodeFrame(buffers[0]); } catch (err) { return; }
@@ -263,7 +265,7 @@ function render({ model, el }) {
   }
   ui.fill = h("div", { class: "nbd-fill" });
   ui.bar = h("div", { class: "nbd-bar", role: "progressbar", "aria-label": "Progress", "aria-valuemin": "0" }, [ui.fill]);
-  ui.count = h("span", { class: "nbd-count", "aria-live": "polite" });
+  ui.count = h("span", { class: "nbd-count", "aria-live": "polite", title: "it/s: steps per second of wall time since Generate, time paused left out" });
   ui.play = h("button", { type: "button", class: "nbd-icon nbd-play", "aria-label": "Play", title: "Play", text: "▶" });
   ui.slider = h("input", { type: "range", class: "nbd-slider", min: "0", max: "0", step: "1", value: "0", "aria-label": "Step" });
   ui.strip = svg("svg", { class: "nbd-gstrip", role: "img", "aria-label": "Guidance used per step", preserveAspectRatio: "none" });
@@ -273,6 +275,8 @@ function render({ model, el }) {
   ui.errorDetails = h("pre");
   ui.error = h("div", { class: "nbd-error", role: "alert" }, [ui.errorText, h("details", {}, [h("summary", { text: "details" }), ui.errorDetails])]);
   ui.note = h("div", { class: "nbd-note", "aria-live": "polite" });
+  ui.inputs = new InputProblems(); // number fields holding a refused value (explorer_parts.js)
+  const notes = runNotes(model);
   ui.model = h("span", { class: "nbd-model" });
   // Image to image: a start picture (uploaded here, or set from Python: ex.start_from / ex.sketch_pad).
   ui.file = h("input", { type: "file", accept: "image/*", hidden: "", "aria-label": "Picture file" });
@@ -304,8 +308,11 @@ function render({ model, el }) {
         ui.sizeField = h("div", { class: "nbd-size" }, [field("Width", ui.width), field("Height", ui.height)]),
       ]),
       h("div", { class: "nbd-row" }, [field("Guidance", h("span", { class: "nbd-grange" }, [ui.guidance, ui.guidanceOut]), "nbd-wide")]),
+      notes.guidance,
       ui.pictureRow,
       h("div", { class: "nbd-row nbd-buttons" }, [ui.generate, ui.stop, ui.pause, ui.step, h("span", { class: "nbd-spacer" }), viewGroup]),
+      ui.inputs.node,
+      notes.notices,
     ]),
     stage,
     h("div", { class: "nbd-progress" }, [ui.bar, ui.count]),
@@ -342,6 +349,7 @@ function render({ model, el }) {
     saveTimer = setTimeout(save, 250);
   }
   function command(type) {
+    if (type === "generate" && ui.inputs.refuse("Generate")) return;
     const ok = save() && store.send({ type });
     clearTimeout(kernelTimer);
     if (!ok) {
@@ -365,16 +373,6 @@ function render({ model, el }) {
     input.addEventListener("input", () => { model.set(name, input.value); saveSoon(); });
     model.on(`change:${name}`, () => { if (input.value !== model.get(name)) input.value = model.get(name); });
   }
-  function bindInt(input, name, min, max) {
-    input.value = String(model.get(name));
-    input.addEventListener("change", () => {
-      const value = Number(input.value);
-      const ok = input.value.trim() !== "" && Number.isInteger(value) && value >= min && value <= max;
-      input.setAttribute("aria-invalid", ok ? "false" : "true");
-      if (ok) { model.set(name, value); save(); }
-    });
-    model.on(`change:${name}`, () => { input.value = String(model.get(name)); input.setAttribute("aria-invalid", "false"); });
-  }
   function bindSelect(select, name, optionsName, label = (v) => String(v)) {
     const fill = () => {
       select.replaceChildren(...(model.get(optionsName) || []).map((v) => h("option", { value: String(v), text: label(v) })));
@@ -391,8 +389,8 @@ function render({ model, el }) {
   }
   bindText(ui.prompt, "prompt");
   bindText(ui.negative, "negative_prompt");
-  bindInt(ui.seed, "seed", 0, Number.MAX_SAFE_INTEGER);
-  bindInt(ui.steps, "steps", 1, 1000);
+  bindInt(model, ui.seed, "seed", "Seed", ui.inputs, save);
+  bindInt(model, ui.steps, "steps", "Steps", ui.inputs, save);
   bindSelect(ui.scheduler, "scheduler", "scheduler_options");
   bindSelect(ui.width, "width", "size_options");
   bindSelect(ui.height, "height", "size_options");
@@ -524,8 +522,9 @@ function render({ model, el }) {
     }
     ui.slider.value = String(k);
     root.dispatchEvent(new CustomEvent("nbd-shown", { detail: { k } }));
-    ui.at.textContent = `${k + 1} / ${n}`;
-    ui.slider.setAttribute("aria-valuetext", `step ${k + 1} of ${n}`);
+    const total = Math.max(store.total, n); // planned steps, as the progress line counts them
+    ui.at.textContent = `${k + 1} / ${total}`;
+    ui.slider.setAttribute("aria-valuetext", `step ${k + 1} of ${total}`);
   }
   function showStep(k, fromUser) {
     const n = store.count;
@@ -614,10 +613,7 @@ function render({ model, el }) {
     ui.fill.style.width = total ? `${(100 * n) / total}%` : "0%";
     const live = status === "running" || status === "pausing";
     const its = live && store.liveIts ? store.liveIts : model.get("its");
-    let text = total ? `step ${n} / ${total}, ${its.toFixed(1)} it/s` : "press Generate to start";
-    if (STATUS_TEXT[status]) text += ` (${STATUS_TEXT[status]})`;
-    else if (status === "done") text += `, done in ${model.get("seconds").toFixed(1)} s`;
-    ui.count.textContent = text;
+    ui.count.textContent = progressText(status, n, total, its, model.get("seconds"));
     const max = Math.max(0, n - 1);
     if (ui.slider.max !== String(max)) ui.slider.max = String(max);
     ui.slider.disabled = n === 0;
@@ -692,6 +688,7 @@ function render({ model, el }) {
 
   return () => {
     explore();
+    notes.dispose();
     stopPlaying();
     clearTimeout(scrubTimer);
     clearTimeout(kernelTimer);
@@ -761,7 +758,7 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
   whatif.slider.addEventListener("change", () => { clearTimeout(holdTimer); requestWhatIf("approx"); if (model.get("has_pipe")) requestWhatIf("full"); });
   whatif.reset.addEventListener("click", () => { clearWhatIf(); syncSlider(); repaint(); });
   whatif.cont.addEventListener("click", () => { send({ type: "continue", k: shownStep(), g: Number(whatif.slider.value) }); clearWhatIf(); });
-  whatif.branch.addEventListener("click", () => { send({ type: "branch", k: shownStep() }); clearWhatIf(); });
+  whatif.branch.addEventListener("click", () => { if (ui.inputs.refuse("Branch here")) return; send({ type: "branch", k: shownStep() }); clearWhatIf(); });
   const onWhatIf = (e) => {
     const { msg, bmp } = e.detail;
     if (!active || msg.run !== model.get("run_id") || msg.k !== shownStep()) return;
@@ -776,30 +773,8 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
   root.addEventListener("nbd-shown", () => { if (!active) syncSlider(); });
   [whatif.slider].forEach((n) => n.setAttribute("data-lm-suppress-shortcuts", "true"));
 
-  // Exports.
-  const exp = {
-    kinds: {},
-    from: h("input", { type: "number", min: "1", step: "1", "aria-label": "Export from step" }),
-    to: h("input", { type: "number", min: "1", step: "1", "aria-label": "Export to step" }),
-    dir: h("input", { type: "text", "aria-label": "Export folder", placeholder: "folder" }),
-    files: h("ul", { class: "nbd-files", "aria-live": "polite" }),
-  };
-  const kindRow = h("span", { class: "nbd-exports", role: "group", "aria-label": "Export" });
-  for (const [kind, label, title] of [["png", "PNG", "the shown frame, with every parameter in the PNG"],
-    ["gif", "GIF", "the chosen step range"], ["mp4", "MP4", "the chosen step range (needs imageio-ffmpeg)"],
-    ["html", "HTML", "a self-contained page that works offline"], ["nbd", ".nbd", "the trajectory file"]]) {
-    exp.kinds[kind] = h("button", { type: "button", text: label, "aria-label": `Export ${label}`, title: `Export ${title}` });
-    exp.kinds[kind].addEventListener("click", () => {
-      const n = store.count;
-      const from = Math.max(1, Math.min(n, Number(exp.from.value) || 1));
-      const to = Math.max(from, Math.min(n, Number(exp.to.value) || n));
-      send({ type: "export", kind, k: shownStep(), view: model.get("view") === "xt" ? "xt" : "x0", start: from - 1, stop: to });
-    });
-    kindRow.append(exp.kinds[kind]);
-  }
-  exp.dir.value = model.get("export_dir");
-  exp.dir.addEventListener("change", () => { model.set("export_dir", exp.dir.value); save(); });
-  for (const n of [exp.from, exp.to, exp.dir]) n.setAttribute("data-lm-suppress-shortcuts", "true");
+  // Exports (explorer_parts.js).
+  const exp = exportControls({ model, store, send, save, shownStep });
 
   // The run tree and compare pickers.
   const tree = {
@@ -811,7 +786,10 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
   };
   tree.go.addEventListener("click", () => send({ type: "compare", a: tree.a.value, b: tree.b.value }));
   let picked = false;
-  for (const select of [tree.a, tree.b]) select.addEventListener("change", () => { picked = true; });
+  for (const select of [tree.a, tree.b]) select.addEventListener("change", () => {
+    picked = true;
+    if (!cmp.panel.hidden) tree.go.click(); // an open comparison follows its pickers
+  });
   let thumbURLs = [];
   function drawTree() {
     const nodes = model.get("runs") || [];
@@ -832,7 +810,7 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
       }
       const steps = node.steps < node.total ? `${node.steps}/${node.total} steps, stopped` : `${node.total} steps`;
       const button = h("button", { type: "button", class: "nbd-node", "data-run": node.id, "aria-current": String(node.id === shownId),
-        title: node.prompt, "aria-label": `Load run ${node.label}` }, [
+        title: node.settings || node.prompt, "aria-label": `Load run ${node.label}` }, [
         img, h("span", { class: "nbd-node-text" }, [h("b", { text: node.label }), " ", h("span", { text: node.changed }), h("small", { text: steps })]),
       ]);
       button.addEventListener("click", () => send({ type: "load_run", id: node.id }));
@@ -853,6 +831,7 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
     // Keep the user's own pick; otherwise follow the shown run as the tree grows.
     tree.a.value = picked && ids.includes(keepA) ? keepA : defaultA || "";
     tree.b.value = picked && ids.includes(keepB) ? keepB : defaultB || "";
+    syncPickers(tree, model.get("comparison"));
     tree.go.disabled = nodes.length < 2;
   }
 
@@ -897,8 +876,9 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
     const pairs = info.pairs || [];
     cmp.panel.hidden = !pairs.length;
     if (!pairs.length) return;
-    cmp.caps.a.textContent = `A: ${info.label_a} ${info.prompt_a}`;
-    cmp.caps.b.textContent = `B: ${info.label_b} ${info.prompt_b}`;
+    captionCompare(cmp.caps.a, info, "a");
+    captionCompare(cmp.caps.b, info, "b");
+    syncPickers(tree, info);
     cmp.slider.max = String(pairs.length - 1);
     cmp.slider.value = String(pairs.length - 1);
     const diff = info.difference || [];
@@ -941,8 +921,10 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
       h("div", { class: "nbd-row nbd-pick" }, [field("A", tree.a), field("B", tree.b), tree.go])]),
     cmp.panel,
     h("details", { class: "nbd-export" }, [h("summary", { text: "Export" }),
-      h("div", { class: "nbd-row" }, [kindRow, field("from step", exp.from, "nbd-narrow"), field("to step", exp.to, "nbd-narrow")]),
+      h("div", { class: "nbd-row" }, [exp.kindRow, field("from step", exp.from, "nbd-narrow"), field("to step", exp.to, "nbd-narrow")]),
+      exp.problems.node,
       h("div", { class: "nbd-row" }, [field("into folder", exp.dir, "nbd-wide")]),
+      exp.where.node,
       exp.files]),
   );
 
@@ -964,19 +946,19 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
     }
     ui.capNote.textContent = capNote;
     ui.capNote.hidden = !capNote;
-    if (!hasPipe) ui.generate.disabled = true;
+    needsModel([ui.generate, ui.upload], hasPipe);
     for (const [kind, b] of Object.entries(exp.kinds)) b.disabled = n === 0 || (kind === "mp4" && !model.get("mp4"));
     if (!model.get("mp4")) exp.kinds.mp4.title = "MP4 export needs imageio-ffmpeg: pip install imageio-ffmpeg";
-    exp.from.max = exp.to.max = String(Math.max(1, n));
-    if (!exp.to.value || Number(exp.to.value) > n) exp.to.value = String(Math.max(1, n));
-    if (!exp.from.value) exp.from.value = "1";
+    if (!busy()) followRun(exp, n);
     const note = model.get("workshop_note");
     ui.workshop.textContent = note;
     ui.workshop.hidden = !note;
   }
   function drawFiles() {
     const files = model.get("export_files") || [];
-    exp.files.replaceChildren(...files.map((f) => h("li", { text: f })));
+    drawExportFiles(exp.files, files, model.get("export_dir"), (path) => {
+      if (!exp.downloads.request(path)) Object.assign(ui.note, { textContent: `No kernel is connected to this widget: the file is at ${path}`, hidden: false });
+    });
     if (files.length) exp.files.parentElement.open = true;
   }
 
@@ -989,7 +971,7 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
     ["change:capabilities", updateAvailability], ["change:capabilities_note", updateAvailability],
     ["change:export_dir", () => { exp.dir.value = model.get("export_dir"); }],
     ["change:guidances", syncSlider], ["change:guidance_max", syncSlider],
-    ["change:run_id", () => { clearWhatIf(); exp.to.value = ""; updateAvailability(); }],
+    ["change:run_id", () => { clearWhatIf(); exp.typed = false; updateAvailability(); }],
   ];
   for (const [event, fn] of handlers) model.on(event, fn);
   drawTree();
@@ -1002,6 +984,8 @@ function renderExplore({ model, store, root, ui, draw, command, save, shownStep,
     store.removeEventListener("whatif", onWhatIf);
     for (const [event, fn] of handlers) model.off(event, fn);
     thumbURLs.forEach((u) => URL.revokeObjectURL(u));
+    exp.where.dispose();
+    exp.downloads.dispose();
   };
 }
 

@@ -35,7 +35,7 @@ from ..core.loading import tiny_decoder
 from ..core.trajectory import CAPABILITIES
 from ..core.img2img import DEFAULT_STRENGTH, check_strength
 from ..core.schedulers import scheduler_name
-from ..core.validate import check_choice, check_guidance_value
+from ..core.validate import MAX_SEED, MAX_STEPS, check_choice, check_guidance_value
 from ..frames import VIEWS, frame_decoder, full_frames, steps_frames
 from . import compare_view, history as run_tree, start_picture
 from .browser_requests import BrowserRequests
@@ -82,7 +82,7 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
     The frames kept per run for loading and comparing are an LRU of 16 runs (FRAME_CACHE_RUNS).
     """
 
-    _esm = module(_HERE / "explorer.js")
+    _esm = module(_HERE / "explorer.js", _HERE / "explorer_parts.js")
     _css = stylesheet(_HERE / "explorer.css")
 
     _uid = t.Unicode("").tag(sync=True)
@@ -111,8 +111,8 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
     status = t.Unicode("idle").tag(sync=True)  # idle running pausing paused done stopped error
     n_steps = t.Int(0).tag(sync=True)
     total_steps = t.Int(0).tag(sync=True)
-    its = t.Float(0.0).tag(sync=True)
-    seconds = t.Float(0.0).tag(sync=True)
+    its = t.Float(0.0).tag(sync=True)  # steps per second of `seconds` (run_clock.RunClock)
+    seconds = t.Float(0.0).tag(sync=True)  # wall time of the run so far, pauses left out
     guidances = t.List(t.Float()).tag(sync=True)
     image_size = t.List(t.Int(), default_value=[0, 0]).tag(sync=True)  # [width, height] of the output
     frames_x0 = t.List(t.Bytes()).tag(sync=True)
@@ -121,6 +121,10 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
     full_frames = t.Dict().tag(sync=True)  # "k:view" -> PNG bytes (full VAE) of the shown step
     error = t.Unicode("").tag(sync=True)
     error_details = t.Unicode("").tag(sync=True)
+    notices = t.List(t.Unicode()).tag(sync=True)  # the shown run's traj.notices (unknown words, truncation, ...)
+    guidance_note = t.Unicode("").tag(sync=True)  # why the guidance slider moved by itself (Continue from here)
+    # The number fields' allowed values, from core.validate (the browser says them and refuses others).
+    input_limits = t.Dict({"seed": [0, min(MAX_SEED, 2**53 - 1)], "steps": [1, MAX_STEPS]}).tag(sync=True)
 
     # Exploring: the run tree, compare view, exports and workshop mode.
     has_pipe = t.Bool(True).tag(sync=True)  # False: saved runs only (Explorer.from_files without pipe)
@@ -263,6 +267,7 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
                 self.set_trait("width", run.width)
             self.set_trait("error", "")
             self.set_trait("error_details", "")
+            self.set_trait("guidance_note", "")
         self._runner.submit(job)
 
     def start_from(self, source: Any = None, strength: float | None = None) -> None:
@@ -274,6 +279,7 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
             self._start_source = None
             self.start_thumb, self.use_picture = b"", False
             return
+        self._need_pipe("image to image (start_from)")
         picture = start_picture.picture_of(source)
         self._start_source = source if hasattr(source, "image") and not isinstance(source, Image.Image) else picture
         self.start_thumb, self.use_picture = start_picture.thumbnail(picture), True
@@ -330,6 +336,7 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
             return
         with self._sync_lock:
             job.control.resume()
+            job.context.clock.release()
             if not job.done.is_set():
                 self.status = "running"
 
@@ -343,6 +350,7 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
             if job.done.is_set():
                 return
             job.control.step_once()
+            job.context.clock.release()
             self.status = "pausing"
         self._decoder.submit(self._publish_when_held, job, done + 1)
 
@@ -476,8 +484,14 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
         with self._quietly():
             for key in ("prompt", "negative_prompt", "seed", "steps", "scheduler"):
                 self.set_trait(key, changes.get(key, parent.params[key]))
+            note = ""
             if isinstance(changes.get("guidance"), (int, float)):
+                # The slider follows the branch it steers; say so, as it moved without the user.
+                if float(changes["guidance"]) != self.guidance:
+                    note = (f"Guidance {self.guidance:g} → {float(changes['guidance']):g}: the branch from step "
+                            f"{at + 1} runs with it; the slider steers it, and Generate uses it")
                 self.set_trait("guidance", float(changes["guidance"]))
+            self.set_trait("guidance_note", note)
             self.set_trait("error", "")
             self.set_trait("error_details", "")
         self._runner.submit(Job(run, control, background, context=live))
@@ -514,8 +528,10 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
                 self.frames_x0, self.frames_xt, self.full_frames = frames_x0, frames_xt, full
                 self.frames_decoder = decoder
                 self.image_size = [int(p["width"]), int(p["height"])]
-                self.its = 0.0
-                self.seconds = round(sum(s.seconds for s in traj), 3)
+                self.seconds = round(sum(s.seconds for s in traj), 3)  # its wall time was not kept: its model time
+                self.its = round(len(traj) / self.seconds, 2) if self.seconds > 0 else 0.0
+                self.notices = traj.notices
+                self.guidance_note = ""
                 self.frame = -1
                 self.prompt, self.negative_prompt = p["prompt"], p["negative_prompt"] or ""
                 self.seed, self.steps = int(p["seed"]), int(p["steps"])
@@ -557,7 +573,9 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
         kind: "png" (step k, every parameter in its "parameters" text chunk), "gif" / "mp4" (steps
         [start, stop) of one view; mp4 needs imageio-ffmpeg), "html" (a self-contained page that
         works offline), "nbd" (the trajectory, for nbd.Trajectory.load / Explorer.from_files).
-        path None: a new file in `export_dir` (default: the notebook's working directory).
+        path None: a new file in `export_dir` (default: the kernel's working directory, the notebook's
+        folder in JupyterLab), named for the prompt, the run's number and the step or step range, e.g.
+        big-red-circle-on-the-left_run3_step12_x0.png (export_files.export_path); never over an earlier file.
         """
         check_choice("kind", kind, EXPORT_KINDS)
         if k is not None and (isinstance(k, bool) or not isinstance(k, int)):
@@ -569,7 +587,8 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
         check_choice("view", view, VIEWS)
         # A png of the shown run shows the scrubber's step; of another run, its last step.
         step = k if k is not None else (self.shown_step() if traj is self.shown else -1)
-        target = export_path(traj, kind, path, self.export_dir, step, view)
+        number = int(self._label(traj)[1:])
+        target = export_path(traj, kind, path, self.export_dir, step, view, number, start, stop)
         write_export(traj, kind, target, step=step, view=view, start=start, stop=stop, fps=fps, decoder=decoder,
                      size=size)
         with self._sync_lock:
@@ -660,6 +679,7 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
     def _guidance_changed(self, change: dict) -> None:
         if self._quiet:
             return
+        self.guidance_note = ""  # the user moved the slider: the note about why it moved is old news
         job = self._runner.current
         if job is not None and not job.done.is_set() and self.capabilities.get("live_guidance", True):
             try:
@@ -704,8 +724,10 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
                 self.image_size = [run.width, run.height]
                 self.error = ""
                 self.error_details = ""
+                self.notices = list(getattr(run, "notices", []))  # known before any model work
                 self._assign(capabilities_state(run.pipe))
         failure: BaseException | None = None
+        live.clock.start()
         try:
             run.execute()
         except BaseException as exc:  # any failure shows in the widget; the kernel and the next run live on
@@ -762,6 +784,7 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
         with self._sync_lock:
             if not (job.control.paused and job.control.waiting) or job.done.is_set():
                 return  # resumed or stopped meanwhile
+            job.context.clock.hold()
             with self.hold_sync():
                 self._assign(state)
                 self.status = "paused"
@@ -774,6 +797,7 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
         state: dict[str, Any] = {"frames_x0": [], "frames_xt": [], "frames_decoder": "approx", "full_frames": {},
                                  "n_steps": n,
                                  "guidances": list(traj.guidances) if traj is not None else [],
+                                 "notices": traj.notices if traj is not None else self.notices,
                                  "its": live.its(), "seconds": live.seconds()}
         try:
             if live.stream is not None:

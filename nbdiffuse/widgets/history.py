@@ -22,12 +22,14 @@ from PIL import Image
 from ..core import branch as core_branch
 from ..core import schedulers
 from ..core.branch import BRANCH_CHANGES
+from ..core.prompts import prepare_prompt
 from ..core.trajectory import xt_only_reason
 from ..core.validate import check_choice, check_prompt, check_seed, check_step_at, check_steps, guidance_schedule
 from ..frames import encode_frame, frame_decoder
+from . import run_words
 
 BRANCH_KEYS = tuple(k for k in BRANCH_CHANGES if k not in ("control", "on_step"))
-THUMB_SIDE = 64  # px; thumbnails of larger runs are shrunk (the browser shows them at 48 px)
+THUMB_SIDE = 64  # px; thumbnails of larger runs are shrunk (the browser shows them at 64 px)
 # Every run keeps every step's tensors on the CPU (x_t, x0, both noise predictions): for 30 steps
 # about 0.5 MB with the embedded model, 4 MB for SD 1.5 at 512 px and 15 MB for SDXL at 1024 px (fp16).
 MAX_RUNS = 50  # runs an Explorer keeps in ex.history unless Explorer(max_runs=...) says otherwise
@@ -164,6 +166,9 @@ class BranchRun:
         self.steps = int(changes.get("steps", p["steps"]))
         self.height, self.width = p["height"], p["width"]
         self.trajectory: Any = None
+        # What the run will say about its prompts (core.branch collects the same), shown before its first step.
+        self.notices = prepare_prompt(pipe, self.prompt)[1] + prepare_prompt(pipe, self.negative_prompt or "",
+                                                                              "negative_prompt")[1]
 
     @property
     def total_steps(self) -> int:
@@ -196,34 +201,26 @@ def changes_from_controls(parent: Any, at: int, controls: dict) -> dict:
     return changes
 
 
-def describe_change(traj: Any, parent: Any | None) -> str:
-    """"from #2 at step 12: guidance 5 → 8, seed 0 → 3" in words; the prompt for a first run."""
+def describe_change(traj: Any, parent: Any | None, previous: Any | None = None, previous_label: str = "") -> str:
+    """What sets a run apart, in words (run_words.differences).
+
+    A branch: what differs from its parent after the branch point ("at step 12: guidance 5 → 8").
+    A new run: what differs from `previous`, the run made before it ("new run, vs #3: seed 0 → 3"),
+    or its prompt and settings when it is the first.
+    """
     p = traj.params
     if p.get("parent") is None:
-        return f"new run: {_short(p['prompt'])}"
+        if previous is None:
+            return f"new run: {run_words.short(p['prompt'])} · {run_words.brief_settings(p)}"
+        changes = run_words.change_words(run_words.differences(previous.params, p))
+        return f"new run, vs {previous_label}: " + (changes or "same settings (the same picture)")
     at = p.get("branched_at")
     where = f"step {at + 1}" if isinstance(at, int) else "?"
     if parent is None:
         return f"branch at {where} (parent not loaded or dropped)"
-    q = parent.params
-    parts = []
-    for key, label in (("model", "model"), ("prompt", "prompt"), ("negative_prompt", "negative"), ("seed", "seed"),
-                       ("scheduler", "scheduler"), ("steps", "steps")):
-        if p.get(key) != q.get(key):
-            old, new = q.get(key), p.get(key)
-            parts.append(f"{label} {_short(old)!s} → {_short(new)!s}" if key in ("model", "prompt", "negative_prompt")
-                         else f"{label} {old} → {new}")
-    k = (at or 0) + 1
-    new_g = p["guidance"][k] if k < len(p["guidance"]) else None
-    old_g = q["guidance"][k] if k < len(q["guidance"]) else q["guidance"][-1]
-    if new_g is not None and new_g != old_g:
-        parts.append(f"guidance {old_g:g} → {new_g:g}")
-    return f"at {where}: " + (", ".join(parts) if parts else "same settings, replayed")
-
-
-def _short(text: Any, n: int = 28) -> str:
-    text = str(text) if text is not None else ""
-    return text if len(text) <= n else text[: n - 1] + "…"
+    since = (at or 0) + 1
+    changes = run_words.change_words(run_words.differences(parent.params, p, since=since))
+    return f"at {where}: " + (changes or "same settings, replayed")
 
 
 def thumbnail(traj: Any, decoder: str | None = None) -> bytes:
@@ -274,13 +271,16 @@ def run_nodes(history: list, numbers: dict | None = None) -> list[dict]:
 
     walk(None)
     nodes = []
+    label = lambda j: f"#{numbers.get(history[j].id, j + 1)}"  # noqa: E731
     for i in order:
         traj = history[i]
         parent = by_id.get(traj.params.get("parent"))
+        previous = history[i - 1] if i > 0 else None  # the run made before this one
         nodes.append({
             "id": traj.id, "index": i, "parent": traj.params.get("parent"), "depth": depth_of(traj),
             "at": traj.params.get("branched_at"), "prompt": traj.params.get("prompt", ""),
             "steps": len(traj), "total": traj.total_steps, "stopped": bool(traj.stopped),
-            "label": f"#{numbers.get(traj.id, i + 1)}", "changed": describe_change(traj, parent),
+            "label": label(i), "changed": describe_change(traj, parent, previous, label(i - 1) if i else ""),
+            "settings": run_words.settings_words(traj.params),
         })
     return nodes

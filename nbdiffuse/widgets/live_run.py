@@ -8,9 +8,9 @@ import uuid
 from typing import Any
 
 from ..frames import ACK_TIMEOUT, FrameStream, Pacer
+from .run_clock import RunClock
 
 FOREGROUND_ACK_TIMEOUT = 0.1  # s; a foreground run blocks the kernel, so acks cannot arrive: pace by time
-ITS_WINDOW = 10  # steps averaged for the it/s readout
 
 
 class LiveRun:
@@ -24,9 +24,11 @@ class LiveRun:
         self.adopted = False
         self.prefix: tuple[list, list] | None = None  # a branch's inherited frames
         self.pacer = Pacer(self._send, ack_timeout=ACK_TIMEOUT if background else FOREGROUND_ACK_TIMEOUT)
+        self.clock = RunClock()  # the progress line's it/s and seconds: wall time, pauses left out
 
     def on_step(self, traj: Any, step: Any) -> None:
         # Per step the denoising thread only offers the step; it is encoded if and when it is sent.
+        self.clock.step()
         if self.stream is None:
             self.adopt(traj)
             self.stream = FrameStream(traj, self.pacer, self.message, preview=self.preview)
@@ -44,12 +46,11 @@ class LiveRun:
                 "its": self.its(), "g": guidance_segments(traj.guidances)}
 
     def its(self) -> float:
-        steps = list(self.traj)[-ITS_WINDOW:] if self.traj is not None else []
-        spent = sum(s.seconds for s in steps)
-        return round(len(steps) / spent, 2) if spent > 0 else 0.0
+        """Steps this run made per second of wall time (RunClock): consistent with seconds()."""
+        return round(self.clock.rate(), 2)
 
     def seconds(self) -> float:
-        return round(sum(s.seconds for s in self.traj), 3) if self.traj is not None else 0.0
+        return round(self.clock.seconds(), 3)
 
     def _send(self, content: dict, buffers: list) -> None:
         self.explorer.send(content, buffers)

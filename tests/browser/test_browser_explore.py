@@ -24,6 +24,8 @@ CELLS = [
     "pipe.unet.register_forward_hook(_count)\ncalls",
     f"ex = nbd.Explorer(pipe, steps={STEPS}, guidance=5.0)\nex",
     f"ex.generate(prompt={PROMPT!r}, seed=0)\nex.wait(300)",
+    # Workshop mode (saved runs, no model) beside it: what needs the model is off, saying why.
+    "ex.trajectory.save('workshop.nbd')\nws = nbd.Explorer.from_files(['workshop.nbd'])\nws",
 ]
 
 
@@ -58,6 +60,7 @@ def test_what_if_branch_compare_and_html_export(lab_server, page, explorer_page,
     ex.wait_count("done")
     page.wait_for_function("() => Number(document.querySelector('.unet-calls').textContent) > 0")
     full_run_calls = unet_calls(page)
+    first_hour_checks(ex, page, screenshots)
 
     # What-if at step 5: the picture changes, the UNet is not called.
     ex.press_on_slider("Home")
@@ -84,6 +87,10 @@ def test_what_if_branch_compare_and_html_export(lab_server, page, explorer_page,
     branch_calls = unet_calls(page) - full_run_calls
     assert branch_calls == expected, (branch_calls, full_run_calls)
     assert "guidance 5 → 14" in ex.root.locator(".nbd-node").nth(1).text_content()
+    # Continue moved the main slider to 14: the widget says so.
+    assert "Guidance 5 → 14" in ex.root.locator(".nbd-guidance-note").text_content()
+    ex.root.locator(".nbd-controls").screenshot(path=str(screenshots / "explore_continue_note.png"))
+    assert ex.root.locator(".nbd-thumb").first.bounding_box()["width"] == 64
 
     # Compare the run and its branch under one scrubber.
     ex.click("Compare")
@@ -92,6 +99,8 @@ def test_what_if_branch_compare_and_html_export(lab_server, page, explorer_page,
     assert panel.locator(".nbd-curve polyline").count() == 1
     diff = json.loads(panel.locator(".nbd-curve").get_attribute("data-difference"))
     assert len(diff) == STEPS and diff[0] == 0 and max(diff) > 0, diff  # same up to step 5, then apart
+    captions = [panel.locator(f".nbd-pane[data-compare='{k}'] figcaption").text_content() for k in "ab"]
+    assert captions == ["A: #1 · guidance 5", "B: #2 · guidance 5, 14 from step 6"], captions  # what differs
     slider = panel.locator("input[aria-label='Compare step']")
     slider.evaluate("(el) => { el.value = '0'; el.dispatchEvent(new Event('input', {bubbles: true})); }")
     assert panel.locator(".nbd-cat").text_content() == f"1 / {STEPS}"
@@ -104,13 +113,19 @@ def test_what_if_branch_compare_and_html_export(lab_server, page, explorer_page,
     page.wait_for_function("(root) => root.querySelector('.nbd-node[aria-current=\"true\"]')"
                            " === root.querySelectorAll('.nbd-node')[0]", arg=ex.root.element_handle())
 
-    # Export the HTML page and open it with no server.
+    # Export the HTML page and open it with no server; the page says where files go and downloads them.
     ex.root.locator(".nbd-export > summary").click()
+    assert str(lab_server.root) in ex.root.locator(".nbd-where").text_content()
     ex.click("Export HTML")
-    name = ex.root.locator(".nbd-files li", has_text=".html")
-    name.wait_for()
-    path = pathlib.Path(name.first.text_content())
-    assert path.parent == lab_server.root and path.exists()
+    link = ex.root.locator(".nbd-files a", has_text=".html")
+    link.wait_for()
+    path = lab_server.root / link.first.text_content()
+    assert path.exists() and re.fullmatch(r"big-red-circle-script-alert-x-script-on_run1\.html", path.name), path.name
+    with page.expect_download() as download:
+        link.first.click()
+    assert download.value.suggested_filename == path.name
+    assert pathlib.Path(download.value.path()).read_bytes() == path.read_bytes()
+    export_range_checks(ex, lab_server.root)
     ex.screenshot(screenshots / "explore_exported.png")
     offline = browser.new_context(offline=True).new_page()
     alerts = []
@@ -136,7 +151,70 @@ def test_what_if_branch_compare_and_html_export(lab_server, page, explorer_page,
     ex.wait_count("done")
     ex.root.locator(".nbd-controls").screenshot(path=str(screenshots / "explore_img2img_controls.png"))
 
+    # The comparison stays open: its pickers show the runs it compares (#1, #2), not the newest runs.
+    ex.root.locator(".nbd-node").nth(2).wait_for()
+    picked = [ex.root.locator(f"select[aria-label='Compare run {k}'] option:checked").text_content() for k in "AB"]
+    assert picked[0].startswith("#1 ") and picked[1].startswith("#2 "), picked
+    ex.root.locator("select[aria-label='Compare run B']").select_option(index=2)  # #3: the panel follows
+    panel.locator(".nbd-pane[data-compare='b'] figcaption", has_text="B: #3").wait_for()
+    workshop_checks(page)
+
     # The same panel in JupyterLab's dark theme (a look for the screenshots, not an assertion).
     set_theme(page, "JupyterLab Dark")
     page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'")
     ex.root.locator(".nbd-explore").screenshot(path=str(screenshots / "explore_panel_dark.png"))
+    ex.root.locator(".nbd-controls").screenshot(path=str(screenshots / "explore_controls_dark.png"))
+    ex.root.locator(".nbd-export").screenshot(path=str(screenshots / "explore_export_dark.png"))
+    ex.screenshot(screenshots / "explore_dark.png")
+
+
+def first_hour_checks(ex, page, screenshots):
+    """What a tester met in the first hour: dropped words, rate vs time, and Steps typed out of range."""
+    # The embedded model knows none of "<script>alert("x")</script>": the widget says it dropped them.
+    notice = ex.root.locator(".nbd-notices")
+    assert "unknown words ignored" in notice.text_content() and notice.is_visible()
+    # The rate is steps per second of the time shown: 12 steps / "done in" s.
+    match = re.search(r"step (\d+) / \d+, ([\d.]+) it/s, done in ([\d.]+) s", ex.count_text())
+    steps, its, seconds = int(match[1]), float(match[2]), float(match[3])
+    assert abs(its * seconds - steps) <= 0.05 * (its + seconds) + 0.1, ex.count_text()  # shown to 1 decimal
+    # Steps typed as 0: outlined, said with the allowed range, and Generate runs nothing else.
+    nodes = ex.root.locator(".nbd-node").count()
+    ex.set_steps(0)
+    problem = ex.root.locator(".nbd-controls .nbd-input-problem")
+    assert problem.text_content() == "Steps must be a whole number from 1 to 1000; got 0."
+    assert ex.root.get_by_label("Steps", exact=True).get_attribute("aria-invalid") == "true"
+    ex.click("Generate")
+    assert problem.text_content().startswith("Generate did not run: Steps must be")
+    ex.root.locator(".nbd-controls").screenshot(path=str(screenshots / "explore_steps_refused.png"))
+    page.wait_for_timeout(500)  # a run, had one started, would show by now (not an assertion on time)
+    assert ex.root.locator(".nbd-node").count() == nodes and "done" in ex.count_text()
+    ex.set_steps(STEPS)
+    assert problem.is_hidden()
+
+
+def export_range_checks(ex, root):
+    """The export range is the whole run shown; a range typed out of bounds is said, not clamped."""
+    start, stop = ex.root.get_by_label("Export from step"), ex.root.get_by_label("Export to step")
+    assert (start.input_value(), stop.input_value()) == ("1", str(STEPS))
+    ex.click("Export GIF")
+    gif = ex.root.locator(".nbd-files a", has_text=".gif")
+    gif.wait_for()
+    assert Image.open(root / gif.first.text_content()).n_frames == STEPS
+    stop.fill("5000")
+    stop.press("Tab")
+    ex.click("Export GIF")
+    problem = ex.root.locator(".nbd-export .nbd-input-problem")
+    said = f"GIF export did not run: to step must be a whole number from 1 to {STEPS}; got 5000."
+    assert problem.text_content() == said
+    stop.fill(str(STEPS))
+    stop.press("Tab")
+    assert problem.is_hidden()
+
+
+def workshop_checks(page):
+    """The workshop-mode Explorer beside: Generate and "Start from a picture…" off, with the reason."""
+    ws = page.locator(".nbd-explorer").nth(1)
+    ws.scroll_into_view_if_needed()
+    for name in ("Generate", "Upload a start picture"):
+        button = ws.get_by_role("button", name=name, exact=True)
+        assert button.is_disabled() and "saved runs only" in button.get_attribute("title"), name

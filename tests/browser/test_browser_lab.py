@@ -31,6 +31,8 @@ def test_lab_live_run_scrub_guidance_and_stop(lab_server, page, explorer_page, s
     ex.watch_frames()
     ex.click("Generate")
     ex.wait_steps(10, LONG)
+    # While it runs the scrubber counts the planned steps, as the progress line does ("12 / 120").
+    assert re.fullmatch(rf"\d+ / {LONG}", ex.position()), ex.position()
     ex.set_guidance(2.0)
     ex.screenshot(screenshots / "lab_running.png")
     ex.wait_count(f"step {LONG} / {LONG}")
@@ -74,6 +76,7 @@ def test_lab_live_run_scrub_guidance_and_stop(lab_server, page, explorer_page, s
     ex.click("Pause")
     ex.wait_count("(paused)")
     held = ex.steps_done()
+    assert "it/s" not in ex.count_text(), ex.count_text()  # no rate while held: it would only fall
     ex.root.get_by_role("button", name="Resume").wait_for()
     ex.click("Step once")
     ex.wait_steps(held + 1, 400)
@@ -121,7 +124,8 @@ def test_lab_saved_notebook_scrubs_without_its_kernel(lab_server, page, explorer
         "() => [document.querySelector('.jp-Toolbar-kernelName').textContent,"
         " document.querySelector('.jp-Notebook-ExecutionIndicator').getAttribute('data-status')]"))
     n = ex.steps_done()
-    assert n > 0 and "stopped" in ex.count_text()
+    planned = int(re.search(r"step \d+ / (\d+)", ex.count_text())[1])  # the stopped run's planned steps
+    assert n > 0 and "stopped" in ex.count_text() and planned == 400
     ex.root.locator("canvas[data-view='x0']").scroll_into_view_if_needed()
     page.wait_for_function("() => { const c = document.querySelector('.nbd-explorer canvas[data-view=\"x0\"]');"
                            " return c && c.width > 0; }")
@@ -129,13 +133,13 @@ def test_lab_saved_notebook_scrubs_without_its_kernel(lab_server, page, explorer
     ex.drag_scrubber(0.95, 0.1)
     ex.wait_frame_change(last)
     ex.press_on_slider("Home")
-    assert ex.position() == f"1 / {n}"
+    assert ex.position() == f"1 / {planned}"
     home = ex.wait_frame_change(last) if n > 1 else last
     # The first step's frame as the notebook saved it (the tiny decoder's, lossless), pixel for pixel.
     first = decode_frame(saved_buffers[("frames_x0", 0)])
     assert mime_type(saved_buffers[("frames_x0", 0)]) == LOSSLESS_TYPE and (ex.pixels("x0") == first).all()
     ex.press_on_slider("End")
-    assert ex.position() == f"{n} / {n}"
+    assert ex.position() == f"{n} / {planned}"
     ex.wait_frame_change(home)
     # The stopped run's last step as the full VAE drew it, kept lossless (WebP) in the saved state.
     final = saved_buffers[("full_frames", f"{n - 1}:x0")]

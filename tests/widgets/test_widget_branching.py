@@ -165,3 +165,82 @@ def test_workshop_mode_from_files_without_the_model(pipe, tmp_path, unet_calls):
         ex.close()
     with pytest.raises(ValueError, match="paths"):
         Explorer.from_files([])
+
+
+def test_runs_are_labelled_by_what_sets_them_apart(explorer):
+    ex, fe = explorer
+    for params in (dict(prompt="big green star at the top", seed=0, guidance=5.0, steps=4),
+                   dict(prompt="big green star at the top", seed=3, guidance=5.0, steps=4),
+                   dict(prompt="big purple star at the top", seed=3, guidance=8.0, steps=6, scheduler="ddim"),
+                   dict(prompt="big purple star at the top", seed=3, guidance=8.0, steps=6, scheduler="ddim")):
+        ex.generate(**params)
+        assert ex.wait(120)
+    labels = [n["changed"] for n in fe.state["runs"]]
+    assert labels[0] == "new run: big green star at the top · seed 0, guidance 5, 4 steps, euler"
+    assert labels[1] == "new run, vs #1: seed 0 → 3"
+    assert labels[2] == ("new run, vs #2: prompt green → purple, guidance 5 → 8, steps 4 → 6, "
+                         "sampler euler → ddim")
+    assert labels[3] == "new run, vs #3: same settings (the same picture)"
+    assert len(set(labels)) == 4
+    assert fe.state["runs"][2]["settings"].startswith("prompt: big purple star at the top\nseed 3 · guidance 8")
+    ex.load_run(1)
+    ex.branch(at=1, guidance=2.0, prompt="big green star at the top small")
+    assert ex.wait(120)
+    assert fe.state["runs"][2]["changed"] == "at step 2: prompt +small, guidance 5 → 2"  # under its parent, #2
+    ex.generate(prompt="big green star at the top", seed=3, guidance=lambda k: 5.0 if k < 3 else 2.0, steps=4)
+    assert ex.wait(120)  # vs the branch #5, whose guidance went 5 -> 2 at step 3; this run's at step 4
+    assert fe.state["runs"][-1]["changed"] == ("new run, vs #5: prompt −small, "
+                                               "guidance (5, 2 from step 3) → (5, 2 from step 4)")
+
+
+def test_compare_captions_say_what_differs_and_follow_the_pickers(explorer):
+    ex, fe = explorer
+    ex.generate(prompt="big green star at the top", seed=0, guidance=5.0, steps=4)
+    assert ex.wait(120)
+    ex.generate(prompt="big purple star at the top", seed=3, guidance=5.0, steps=4)
+    assert ex.wait(120)
+    a, b = ex.history
+    fe.send({"type": "compare", "a": a.id, "b": b.id})
+    info = fe.state["comparison"]
+    assert (info["caption_a"], info["caption_b"]) == ("prompt “green” · seed 0", "prompt “purple” · seed 3")
+    assert info["settings_a"].startswith("prompt: big green star at the top")
+    ex.generate(prompt="big purple star at the top", seed=3, guidance=5.0, steps=4)  # the same again
+    assert ex.wait(120)
+    fe.send({"type": "compare", "a": b.id, "b": ex.history[2].id})
+    assert fe.state["comparison"]["caption_a"] == fe.state["comparison"]["caption_b"] == "same settings"
+
+
+def test_continue_from_here_says_it_moved_the_guidance_slider(explorer, wait_for):
+    ex, fe = explorer
+    ex.generate(guidance=5.0, steps=8)
+    assert ex.wait(120) and fe.state["guidance_note"] == ""
+    fe.send({"type": "continue", "k": 3, "g": 9.0})  # the what-if slider at 9
+    assert ex.wait(120)
+    assert fe.state["guidance"] == 9.0 and ex.trajectory.guidances[4:] == [9.0] * 4  # the slider shows what runs
+    assert fe.state["guidance_note"].startswith("Guidance 5 → 9: the branch from step 4 runs with it")
+    fe.set(guidance=6.0)  # the user moves the slider: the note has done its job
+    assert fe.state["guidance_note"] == ""
+    ex.load_run(0)  # the controls show the loaded run's settings (guidance 5)
+    fe.set(guidance=6.0)
+    fe.send({"type": "branch", "k": 2})  # Branch here takes the slider's value: nothing moves by itself
+    assert ex.wait(120) and fe.state["guidance_note"] == "" and fe.state["guidance"] == 6.0
+
+
+def test_workshop_mode_refuses_a_start_picture(pipe, tmp_path):
+    import nbdiffuse as nbd
+    from PIL import Image
+
+    nbd.trace(pipe, "a red circle", steps=3).save(tmp_path / "a.nbd")
+    ex = Explorer.from_files([tmp_path / "a.nbd"])
+    fe = HeadlessFrontend(ex)
+    try:
+        with pytest.raises(ValueError, match="needs a pipeline"):
+            ex.start_from(Image.new("RGB", (16, 16)))
+        png = tmp_path / "p.png"
+        Image.new("RGB", (16, 16), "red").save(png)
+        fe.send({"type": "upload"}, [png.read_bytes()])  # the page's upload, were its button on
+        assert "needs a pipeline" in ex.error and fe.state["start_thumb"] == b"" and not ex.use_picture
+        ex.start_from(None)  # going back to noise needs no model
+    finally:
+        ex.close()
+        fe.close()

@@ -240,3 +240,47 @@ def test_a_finished_runs_thumbnail_has_its_full_vae_colours(explorer):
     assert full.size != traj.image(-1, "x0", decoder="approx", size="latent").size
     thumb = fe.state["run_thumbs"][-1]  # lossless at this size: the full VAE's pixels, exactly
     assert mime_type(thumb) == LOSSLESS_TYPE and (decode_frame(thumb) == np.asarray(full.convert("RGB"))).all()
+
+
+def test_the_run_clock_counts_wall_time_and_leaves_pauses_out():
+    from nbdiffuse.widgets.run_clock import RunClock
+
+    now = [10.0]
+    clock = RunClock(lambda: now[0])
+    assert (clock.seconds(), clock.rate()) == (0.0, 0.0)
+    clock.start()
+    for t in (11.0, 12.0):  # two steps, a second each, from the start
+        now[0] = t
+        clock.step()
+    assert (clock.seconds(), clock.rate()) == (2.0, 1.0)
+    clock.hold()
+    now[0] = 100.0
+    assert (clock.seconds(), clock.rate()) == (2.0, 1.0)  # frozen while held
+    clock.release()
+    now[0] = 101.0
+    clock.step()
+    assert (clock.seconds(), clock.rate()) == (3.0, 1.0)  # the 88 s held count for nothing
+
+
+def test_it_per_second_agrees_with_the_seconds_shown(explorer, wait_for):
+    """'step 60 / 60, 39.4 it/s, done in 4.3 s' was a rate of the model's time in the last 10 steps:
+    now steps / seconds of the wall time the user watched, pauses left out."""
+    ex, fe = explorer
+    ex.generate(steps=300)
+    wait_for(started(ex, 2), what="two steps")
+    fe.click("pause")
+    wait_for(lambda: fe.state["status"] == "paused", what="paused")
+    held = fe.state["its"], fe.state["seconds"]
+    # its and seconds are rounded (2 and 3 decimals): their product is within a few tenths of a step
+    assert held[0] > 0 and held[0] * held[1] == pytest.approx(fe.state["n_steps"], abs=0.3)
+    fe.click("stop")
+    assert ex.wait(120)
+    n, its, seconds = fe.state["n_steps"], fe.state["its"], fe.state["seconds"]
+    assert its * seconds == pytest.approx(n, abs=0.3)
+    model_time = sum(s.seconds for s in ex.trajectory)
+    assert seconds + 0.001 >= model_time  # wall time holds the model's time and more
+    ex.generate(steps=8)
+    assert ex.wait(120)
+    ex.branch(at=4, guidance=2.0)  # 3 steps run; the branch shows all 8
+    assert ex.wait(120) and fe.state["n_steps"] == 8
+    assert fe.state["its"] * fe.state["seconds"] == pytest.approx(3, abs=0.3)

@@ -59,9 +59,24 @@ def test_a_png_is_named_after_the_step_it_shows(explorer, tmp_path):
     fe.set(frame=1)  # the shown run's scrubber at its second step
     assert ex.export("png").name.endswith("_step2_x0.png")
     other = ex.export("png", run=first.id)  # another run: its last step, whatever the scrubber shows
-    assert other.name == f"nbdiffuse_{first.id}_step4_x0.png"
+    assert other.name == "a-lighthouse-on-a-cliff-at-dusk_run1_step4_x0.png"  # the prompt's words, run #1
     assert json.loads(Image.open(other).text["nbdiffuse"])["step"] == 3
-    assert ex.export("png", k=-2).name.endswith("_step5_x0.png")
+    assert ex.export("png", k=-2).name.endswith("_run2_step5_x0.png")
+
+
+def test_export_names_are_readable_and_never_reused(explorer, tmp_path):
+    from nbdiffuse.widgets.export_files import slug
+
+    ex, fe = explorer
+    _done(ex, prompt="A big RED circle, on the left!", steps=5)
+    ex.export_dir = str(tmp_path)
+    assert ex.export("gif").name == "a-big-red-circle-on-the-left_run1_x0.gif"  # the whole run
+    assert ex.export("gif").name == "a-big-red-circle-on-the-left_run1_x0_2.gif"
+    assert ex.export("gif", start=1, stop=4, view="xt").name == "a-big-red-circle-on-the-left_run1_steps2-4_xt.gif"
+    assert ex.export("html").name == "a-big-red-circle-on-the-left_run1.html"
+    assert ex.export("nbd").name == "a-big-red-circle-on-the-left_run1.nbd"
+    assert slug("") == "run" and slug("<script>") == "script" and slug("ünïcode wörds") == "ünïcode-wörds"
+    assert slug("word " * 30) == "-".join(["word"] * 8)  # at most 40 characters, cut at a word
 
 
 def test_export_buttons_write_files_and_show_their_names(explorer, tmp_path, wait_for):
@@ -76,6 +91,28 @@ def test_export_buttons_write_files_and_show_their_names(explorer, tmp_path, wai
     fe.send({"type": "export", "kind": "gif", "start": 3, "stop": 1})
     wait_for(lambda: "start/stop" in ex.error, what="the export error in the widget")
     assert ex.status == "done"
+
+
+
+def test_the_page_downloads_exported_files_and_nothing_else(explorer, tmp_path, wait_for):
+    ex, fe = explorer
+    _done(ex, steps=3)
+    fe.set(export_dir=str(tmp_path))
+    fe.send({"type": "export", "kind": "png", "k": 2, "view": "x0"})
+    path = wait_for(lambda: (fe.state.get("export_files") or [None])[0], what="the export")
+    fe.send({"type": "download", "path": path, "req": "r1"})
+    reply = wait_for(lambda: [c for c in fe.customs if c[0].get("type") == "download"], what="the file's bytes")
+    content, buffers = reply[-1]
+    assert content["req"] == "r1" and content["name"] == pathlib.Path(path).name
+    assert buffers[0] == pathlib.Path(path).read_bytes()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not an export")
+    fe.send({"type": "download", "path": str(secret), "req": "r2"})  # a path the Explorer did not write
+    wait_for(lambda: "not one of the files this Explorer exported" in ex.error, what="the refusal")
+    pathlib.Path(path).unlink()
+    fe.send({"type": "download", "path": path, "req": "r3"})
+    wait_for(lambda: "no longer there" in ex.error, what="the missing file said")
+    assert [c["req"] for c, _ in fe.customs if c.get("type") == "download"] == ["r1"]
 
 
 def test_mp4_export(explorer, tmp_path, monkeypatch):
