@@ -313,33 +313,73 @@ class Pacer:
 class FrameStream:
     """The frames of one running trajectory: offered to a Pacer as steps arrive, kept for the state.
 
-    `push(k)` is all the denoising loop does per step; a step's frames are decoded and encoded only
-    when the Pacer sends them or when `snapshot()` needs them (pause, end of run), then kept: the
-    frame the browser was sent live is the one the scrubber keeps. The decoder is chosen at the
-    first frame (frame_decoder: the tiny decoder where the pipeline has one, else the full VAE where
-    it is cheap next to a step, else approx) and kept for the run, so a run's frames are all of one
-    kind; `decoder` says which (the browser marks approximate frames). No thread of its own: on a
-    CPU, a second Python thread encoding beside the model slows every step through the GIL
-    (measured: +7..16% step time for the tiny test pipeline), more than the encoding itself costs.
+    `push(k)` is all the denoising loop does per step. A step's frames are decoded and encoded once,
+    then kept: the frame the browser was sent live is the one the scrubber keeps, and `snapshot()`
+    (pause, end of run) makes the steps never made, in batches. The decoder is chosen at the first
+    frame (frame_decoder: the tiny decoder where the pipeline has one, else the full VAE where it is
+    cheap next to a step, else approx) and kept for the run, so a run's frames are all of one kind;
+    `decoder` says which (the browser marks approximate frames).
+
+    worker=True makes the newest pushed step's frames in a thread of the stream's own, beside the
+    model's next step, then offers them: a decoder's convolutions and the image codecs run outside
+    the GIL, so where a core is free (a CPU run on fewer threads than cores, any GPU run) watching
+    costs the run almost nothing. worker=False makes them in the pusher's thread when the Pacer
+    sends them: for foreground runs (Colab shows no update sent from another thread).
     """
 
     def __init__(self, traj: Any, pacer: Pacer, message: Callable[[int], dict], views: Sequence[str] = VIEWS,
-                 preview: str = "auto"):
+                 preview: str = "auto", worker: bool = False):
         self.traj, self.pacer, self._message, self.views = traj, pacer, message, tuple(views)
         self.preview = preview
         self._decoder: str | None = None
+        self._decoder_lock = threading.Lock()
         self._frames: dict[int, list[bytes]] = {}
         self._lock = threading.Lock()
+        self._wanted: int | None = None  # newest pushed step the worker has not taken yet
+        self._wake = threading.Condition(self._lock)
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name="nbdiffuse-frames", daemon=True) if worker else None
+        if self._thread is not None:
+            self._thread.start()
 
     @property
     def decoder(self) -> str:
         """What draws this run's frames (one of FRAME_DECODERS), chosen at its first frame."""
-        if self._decoder is None:
-            self._decoder = frame_decoder(self.traj, self.preview) if len(self.traj) else "approx"
-        return self._decoder
+        with self._decoder_lock:  # chosen once, whichever thread asks first (the choice may time a decode)
+            if self._decoder is None:
+                self._decoder = frame_decoder(self.traj, self.preview) if len(self.traj) else "approx"
+            return self._decoder
 
     def push(self, k: int) -> None:
-        self.pacer.offer(lambda: (dict(self._message(k), decoder=self.decoder), self.frames(k)))
+        if self._thread is None:
+            self.pacer.offer(lambda: self._live_message(k, self.frames(k)))
+            return
+        with self._wake:
+            self._wanted = k
+            self._wake.notify()
+
+    def close(self) -> None:
+        """End the worker (the stream keeps its frames; snapshot still works)."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while self._wanted is None and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                k, self._wanted = self._wanted, None
+            try:
+                made = self.frames(k)
+            except Exception:  # e.g. out of memory beside the run: the snapshot tries again and says why
+                continue
+            self.pacer.offer(lambda k=k, made=made: self._live_message(k, made))
+
+    def _live_message(self, k: int, frames: list[bytes]) -> tuple[dict, list[bytes]]:
+        return dict(self._message(k), decoder=self.decoder), frames
 
     def frames(self, k: int) -> list[bytes]:
         """Step k's encoded frames, one per view (made once, then kept)."""

@@ -741,6 +741,8 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
         if traj is not None:
             live.adopt(traj)
         live.pacer.close()  # from here on the state carries everything
+        if live.stream is not None:
+            live.stream.close()
         state, problem = self._full_state(live, traj)
         problems = [p for p in (failure, problem) if p is not None]
         n = state["n_steps"]

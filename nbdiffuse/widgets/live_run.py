@@ -17,7 +17,7 @@ class LiveRun:
     """What one run streams to the browser: its frame stream, pacer and progress figures."""
 
     def __init__(self, explorer: Any, background: bool, preview: str = "auto"):
-        self.explorer, self.preview = explorer, preview
+        self.explorer, self.preview, self.background = explorer, preview, background
         self.run_id = uuid.uuid4().hex[:12]
         self.traj: Any = None
         self.stream: FrameStream | None = None
@@ -27,11 +27,12 @@ class LiveRun:
         self.clock = RunClock()  # the progress line's it/s and seconds: wall time, pauses left out
 
     def on_step(self, traj: Any, step: Any) -> None:
-        # Per step the denoising thread only offers the step; it is encoded if and when it is sent.
+        # Per step the denoising thread only hands the step on: the frame stream decodes and sends it.
         self.clock.step()
         if self.stream is None:
             self.adopt(traj)
-            self.stream = FrameStream(traj, self.pacer, self.message, preview=self.preview)
+            # background runs make their frames in the stream's own thread; foreground ones in this one (Colab)
+            self.stream = FrameStream(traj, self.pacer, self.message, preview=self.preview, worker=self.background)
         self.stream.push(step.index)
 
     def adopt(self, traj: Any) -> None:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -153,6 +155,35 @@ def test_frame_stream_offers_steps_and_keeps_every_frame(pipe):
     assert log[0][0]["decoder"] == streams[0].decoder and log[0][1] == [x0[0], xt[0]]
     assert x0 == [step_frames(traj, k, decoder=streams[0].decoder)[0] for k in range(6)]
     assert streams[0].snapshot(3)[1] == xt[:3]
+
+
+def test_a_frame_stream_with_a_worker_makes_frames_beside_the_run_and_keeps_them(pipe):
+    log, send = sent_log()
+    pacer = Pacer(send, max_in_flight=8, ack_timeout=30, min_interval=0)
+    streams, pushers = [], []
+
+    def on_step(traj, step):
+        if not streams:
+            streams.append(FrameStream(traj, pacer, lambda k: {"k": k}, worker=True))
+        pushers.append(threading.current_thread().name)
+        streams[0].push(step.index)
+
+    traj = nbd.trace(pipe, "a red circle", steps=6, on_step=on_step)
+    stream = streams[0]
+    for _ in range(200):  # the worker catches up with the last push
+        if log and log[-1][0]["k"] == 5:
+            break
+        time.sleep(0.01)
+    stream.close()
+    stream._thread.join(5)
+    assert not stream._thread.is_alive()
+    sent = [content["k"] for content, _ in log]
+    assert sent and sent[-1] == 5 and sent == sorted(set(sent))  # newest wins, never an older one after it
+    x0, xt = stream.snapshot()
+    assert len(x0) == len(xt) == 6
+    for content, buffers in log:  # what went out live is what is kept
+        assert buffers == [x0[content["k"]], xt[content["k"]]] and content["decoder"] == stream.decoder
+    assert x0 == [step_frames(traj, k, decoder=stream.decoder)[0] for k in range(6)]
 
 
 def test_full_frames_are_png_at_output_size(pipe):
