@@ -10,7 +10,7 @@ part: the frames live in the page.
 
     python benchmarks/scrub_paint.py [--rounds 3]
 
-Needs what the browser tests need (the dev extras and Debian's chromium). Each round takes ~40 s.
+Needs what the browser tests need (the dev extras and a Chromium: see the README). Each round takes ~40 s.
 Latencies, not timed assertions: the test records them (build/browser_metrics.json) and asserts
 only that the frame changed.
 """

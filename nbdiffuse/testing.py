@@ -244,15 +244,17 @@ def save_tiny_lora(folder, text_encoder=False, seed=0):
     model predicts. Needs peft. -> folder"""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
+    from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import get_peft_model_state_dict
 
     pipe = tiny_sd_pipeline()
     pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     layers = {"unet_lora_layers": pipe.unet}
     if text_encoder:
-        pipe.text_encoder.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "k_proj", "v_proj",
-                                                                                     "out_proj"]))
+        # peft's own injection (what transformers' add_adapter calls), so that making the file does not
+        # hang on transformers' peft version check: loading it is what the tests check
+        inject_adapter_in_model(LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "k_proj", "v_proj",
+                                                                              "out_proj"]), pipe.text_encoder)
         layers["text_encoder_lora_layers"] = pipe.text_encoder
     g = torch.Generator().manual_seed(seed)
     for model in layers.values():

@@ -31,7 +31,8 @@ class EmbeddedModelMissing(PipelineLoadError, FileNotFoundError):
 
 
 class LoraUnavailable(PipelineLoadError, ImportError):
-    """lora= needs peft (diffusers' PEFT backend), which is not installed."""
+    """lora= needs peft (diffusers' PEFT backend), which is not installed, or, for a LoRA with
+    text-encoder weights, is older than the installed transformers accepts."""
 
 
 def resolve_device(device: Any = None) -> torch.device:
@@ -252,6 +253,7 @@ def load_lora(pipe: Any, lora: Any, scale: float = 1.0) -> None:
         raise LoraUnavailable("lora= needs the peft package (diffusers' LoRA backend): "
                               "pip install \"nbdiffuse[lora]\" (or pip install peft), then restart the kernel")
     weights, label = _lora_file(lora)
+    _check_peft_for_text_encoders(weights, label)
     with _idle(pipe, 0.0):
         _drop_lora(pipe)
         quiet = _NoLoraKeysFilter()  # "No LoRA keys associated to CLIPTextModel...": components are checked below
@@ -324,6 +326,40 @@ def lora_params(pipe: Any) -> dict | None:
         return dict(info, components=list(info["components"]))
     return {"source": None, "file": None, "scale": None, "components": sorted(components),
             "adapters": sorted({name for names in components.values() for name in names})}
+
+
+_TEXT_ENCODER_KEYS = ("text_encoder", "lora_te")  # diffusers' and kohya's names for text-encoder LoRA weights
+
+
+def _check_peft_for_text_encoders(weights: Path, label: str) -> None:
+    """Text encoders take their LoRA through transformers, which checks peft's version itself
+    (MIN_PEFT_VERSION, 0.22.0 from transformers 5.24 on); the UNet's goes through diffusers (peft 0.17
+    is enough). Refuse a LoRA with text-encoder weights before touching the pipeline when that check
+    would fail, naming both versions, instead of passing on transformers' mid-load error."""
+    import importlib.metadata
+
+    from packaging.version import Version
+    from safetensors import safe_open
+
+    try:
+        import transformers
+        from transformers.integrations import peft as transformers_peft
+    except ImportError:  # no transformers here: nothing of it to check
+        return
+    needed = getattr(transformers_peft, "MIN_PEFT_VERSION", None)
+    installed = importlib.metadata.version("peft")
+    if needed is None or Version(installed) >= Version(needed):
+        return
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            if not any(key.startswith(_TEXT_ENCODER_KEYS) for key in f.keys()):
+                return
+    except Exception:  # not a readable safetensors file: the load below says so
+        return
+    raise LoraUnavailable(f"lora={label!r} has text-encoder weights, and transformers {transformers.__version__} "
+                          f"loads those only with peft >= {needed}; peft {installed} is installed. "
+                          f"Install a newer peft, or a transformers that takes peft {installed} "
+                          "(pip install \"nbdiffuse[lora]\" picks a pair that works), then restart the kernel")
 
 
 def _lora_file(lora: Any) -> tuple[Path, str]:

@@ -1,11 +1,13 @@
 """Real-browser fixtures: Jupyter servers on 127.0.0.1 and headless Chromium driven by Playwright.
 
 Each server gets a free port, no token, no browser, and a temporary root holding a copy of the
-quickstart notebook; it is stopped (with its kernels) when the session ends. Tests are skipped,
-with the reason, only when Chromium is not installed at /usr/bin/chromium.
+quickstart notebook; it is stopped (with its kernels) when the session ends. The browser is the
+first Chromium found of: Debian's `chromium`, Ubuntu's `chromium-browser`, Playwright's own download
+(`python -m playwright install chromium`). With none, each browser test fails saying how to get one.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -21,7 +23,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "examples" / "01_quickstart.ipynb"
-CHROMIUM = pathlib.Path("/usr/bin/chromium")
+NO_CHROMIUM = ("no Chromium for the browser tests (looked for `chromium`, `chromium-browser` and Playwright's "
+               "own). Get one: `sudo apt install chromium` on Debian, or `python -m playwright install "
+               "--with-deps chromium` on Ubuntu and elsewhere; or run the rest with `python -m pytest -m 'not browser'`")
 SCREENSHOTS = ROOT / "build" / "screenshots"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -32,13 +36,24 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "browser: drives a real Jupyter frontend in headless Chromium")
 
 
-def pytest_collection_modifyitems(config, items):
-    if CHROMIUM.exists():
-        return
-    skip = pytest.mark.skip(reason=f"Chromium not found at {CHROMIUM}: browser tests need it (apt install chromium)")
-    for item in items:
-        if "browser" in item.keywords:
-            item.add_marker(skip)
+@functools.lru_cache(maxsize=None)
+def find_chromium() -> str | None:
+    """The Chromium to drive: Debian's, Ubuntu's (a snap behind `chromium-browser`), or Playwright's own."""
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        own = playwright.chromium.executable_path  # where `playwright install chromium` puts it
+    return own if own and os.path.exists(own) else None
+
+
+def pytest_runtest_setup(item):
+    # before any fixture: no Jupyter server is started for a browser test that cannot run
+    if "browser" in item.keywords and find_chromium() is None:
+        pytest.fail(NO_CHROMIUM, pytrace=False)
 
 
 def free_port() -> int:
@@ -195,7 +210,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        chromium = playwright.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS, headless=True)
         yield chromium
         chromium.close()
 

@@ -172,7 +172,13 @@ def test_sampler_compare_shared_scrubber(lab, screenshots):
     assert root.locator(".nbd-t-stepno").first.text_content() == "step 1/6"
     assert "Δ vs euler" in root.locator(".nbd-t-info").nth(1).text_content()
     root.locator(".nbd-t-cell").nth(1).click()
-    root.locator(".nbd-t-detail .nbd-t-big canvas").wait_for()
+    big = root.locator(".nbd-t-detail .nbd-t-big canvas")
+    big.wait_for()
+    # Opened large (it was a 240 px square, smaller than two cells), within the widget, and brought into
+    # view: it opens under the grid, where it was off-screen.
+    box, cell, sweep = big.bounding_box(), first.bounding_box(), root.bounding_box()
+    assert 2 * cell["width"] <= box["width"] <= 512 and box["x"] + box["width"] <= sweep["x"] + sweep["width"], box
+    assert 0 <= box["y"] and box["y"] + box["height"] <= lab.viewport_size["height"], (box, lab.viewport_size)
     set_range(root.get_by_label("Fraction of the run"), 500)
     shoot(root, screenshots / "teaching_sweep.png")
     # The other sweeps share this view: the guidance curve and the keep / tweak controls.

@@ -199,6 +199,33 @@ def test_without_peft_lora_says_what_to_install(lora_folder, monkeypatch):
         nbd.load_pipeline(tiny_sd_pipeline(), lora=lora_folder)
 
 
+def test_a_text_encoder_lora_with_a_peft_older_than_transformers_takes_says_which_versions(
+        te_lora_folder, lora_folder, base, monkeypatch):
+    """transformers loads a text encoder's LoRA only with its MIN_PEFT_VERSION (0.22.0 from 5.24 on, while
+    the newest peft was 0.21.2): refused before the pipeline is touched, naming both versions."""
+    import importlib.metadata
+
+    import transformers
+    from packaging.version import Version
+    from transformers.integrations import peft as transformers_peft
+
+    installed = Version(importlib.metadata.version("peft"))
+    needed = f"{installed.major}.{installed.minor + 1}.0"  # as transformers 5.24 did to peft 0.21
+    if Version(transformers_peft.MIN_PEFT_VERSION) < Version(needed):
+        monkeypatch.setattr(transformers_peft, "MIN_PEFT_VERSION", needed)
+    needed = transformers_peft.MIN_PEFT_VERSION
+    pipe = tiny_sd_pipeline()
+    with pytest.raises(LoraUnavailable, match=rf"has text-encoder weights, and transformers "
+                                              rf"{re.escape(transformers.__version__)} loads those only with peft "
+                                              rf">= {re.escape(needed)}; peft {re.escape(str(installed))} is installed"):
+        nbd.load_pipeline(pipe, lora=te_lora_folder)
+    assert getattr(pipe, "_nbd_lora", None) is None and pipe.get_list_adapters() == {}
+    assert torch.equal(run(pipe).final_latents, base), "nothing half-loaded"
+    # a UNet-only LoRA goes through diffusers alone and still loads
+    nbd.load_pipeline(pipe, lora=lora_folder)
+    assert pipe._nbd_lora["components"] == ["unet"]
+
+
 def test_the_scale_does_not_change_under_a_running_run(lora_folder):
     pipe = nbd.load_pipeline(tiny_sd_pipeline(), lora=lora_folder)
     held, release = threading.Event(), threading.Event()

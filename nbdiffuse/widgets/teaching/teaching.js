@@ -314,6 +314,7 @@ function renderSweep(model, root) {
   tweakGo.addEventListener("click", sendTweak);
 
   let canvases = [];
+  let reveal = false; // a cell was just clicked open: bring the opened run into view once it is drawn
   const frameOf = (cell, pos) => {
     const frames = cell.frames || [];
     if (!frames.length) return { buf: null, k: -1 };
@@ -353,6 +354,7 @@ function renderSweep(model, root) {
     }
     detail.replaceChildren(el("div", { class: "nbd-t-pics" }, ...pieces), facts, close);
     paint(big.canvas, frameOf(cell, model.get("position")).buf);
+    if (reveal) { reveal = false; detail.scrollIntoView({ block: "nearest" }); } // it opens under the grid
   };
   const build = () => {
     const cells = model.get("cells");
@@ -375,6 +377,7 @@ function renderSweep(model, root) {
                           canvas, el("span", { class: "nbd-t-label", text: cell.label }),
                           el("span", { class: "nbd-t-info", text: cell.info || "" }), step);
         button.addEventListener("click", () => {
+          reveal = model.get("selected") !== i;
           model.set("selected", model.get("selected") === i ? -1 : i);
           model.save_changes();
         });
