@@ -19,7 +19,6 @@ import weakref
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image, features
 
 from .core.decode import full_decode_many, same_latents
@@ -177,8 +176,7 @@ def _full_is_cheap(traj: Any) -> bool:
         start = time.perf_counter()
         list(full_decode_many(vae, [latents] * len(VIEWS)))
         costs[key] = time.perf_counter() - start
-    step = traj[0].seconds or math.inf
-    return costs[key] <= FULL_FRAME_SHARE * step
+    return costs[key] <= FULL_FRAME_SHARE * traj[0].seconds  # a step of unknown length (0 s): not cheap
 
 
 def step_frames(traj: Any, k: int, views: Sequence[str] = VIEWS, decoder: str = "approx") -> list[bytes]:
