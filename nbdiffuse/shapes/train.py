@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from .grammar import random_caption
 from .approx import write_shapes_approx
+from .distil_tiny import write_shapes_tiny
 from .model import PRESETS, SCHEDULER_CONFIG, Preset, build_pipeline, build_scheduler, build_text_encoder, build_unet, build_vae, get_preset
 from .render import render_pool
 from .text_batches import CAPTION_DROPOUT, OMIT_PROBABILITY, TextBatches
@@ -398,7 +399,9 @@ def export_pipeline(ctx: dict, out: Path):
     tokenizer_dir = out / "tokenizer"
     shutil.rmtree(tokenizer_dir, ignore_errors=True)
     shutil.copytree(ctx["tokenizer_dir"], tokenizer_dir)
-    write_shapes_approx(pipeline, out, quick=ctx["state"]["unet_steps"] < QUICK_APPROX_BELOW)
+    quick = ctx["state"]["unet_steps"] < QUICK_APPROX_BELOW
+    write_shapes_approx(pipeline, out, quick=quick)
+    write_shapes_tiny(pipeline, out, quick=quick)  # the Explorer's frames: distilled from this VAE
     return pipeline
 
 

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+import nbdiffuse as nbd
 from nbdiffuse.shapes import train
 
 ARGS = ["--preset", "cpu", "--max-steps", "2", "--eval-samples", "0", "--threads", "1", "--seed", "3"]
@@ -20,7 +21,8 @@ def test_smoke_run_writes_a_complete_small_pipeline_folder(trained):
     out, state = trained
     assert state["complete"] and state["vae_step"] == 2 and state["unet_step"] == 2
     assert 0.1 < state["scaling_factor"] < 10
-    for name in ("model_index.json", "TRAINING.md", "training.json", "tokenizer/vocab.json", "tokenizer/merges.txt"):
+    for name in ("model_index.json", "TRAINING.md", "training.json", "tokenizer/vocab.json", "tokenizer/merges.txt",
+                 "tiny_decoder/config.json", "tiny_decoder/distillation.json"):
         assert (out / name).exists(), name
     assert not (out / "checkpoint").exists()  # not part of what ships
     assert not list(out.rglob("*.bin"))  # safetensors only
@@ -44,6 +46,12 @@ def test_output_loads_offline_and_generates_64x64(trained):
         generator=torch.Generator().manual_seed(0),
     ).images[0]
     assert image.size == (64, 64)
+    # nbdiffuse loads the folder with the tiny decoder distilled from its own VAE
+    from nbdiffuse.core.loading import tiny_decoder
+
+    loaded = nbd.load_pipeline(str(out))
+    assert tiny_decoder(loaded) is not None
+    assert nbd.trace(loaded, "red circle", steps=2).image(-1, decoder="tiny").size == (64, 64)
 
 
 def test_resume_after_a_stop_gives_the_same_weights(trained, tmp_path, monkeypatch):
