@@ -78,3 +78,34 @@ def test_a_live_frame_at_60_percent_already_has_the_object_colour(lab_server, la
     assert final_color[1] > 120 and final_color[0] < 90, final_color  # green, as the model draws it
     # The object's colour at 60% of the run is already the final one, within a few levels.
     assert np.abs(live_color - final_color).max() <= 12, (step, live_color, final_color)
+
+
+def test_workshop_mode_shows_the_saved_pictures_of_the_model(lab_server, lab_notebook, page, explorer_page,
+                                                             screenshots, tmp_path):
+    """A run saved with its pictures opens without its model and shows its VAE's frames, at the output size."""
+    import nbdiffuse as nbd
+    from nbdiffuse.frames import decode_frame
+
+    pipe = nbd.load_pipeline()
+    traj = nbd.trace(pipe, PROMPT, steps=12, guidance=5.0, seed=0)
+    saved = lab_server.root / "workshop_run.nbd"
+    traj.save(saved)
+    path = lab_notebook("workshop_frames.ipynb", [
+        "import nbdiffuse as nbd",
+        "ex = nbd.Explorer.from_files(['workshop_run.nbd'])\nex",
+    ])
+    open_and_run_all(page, lab_server, path)
+    ex = explorer_page(page).wait_visible()
+    ex.wait_count("done")
+    page.wait_for_function("(root) => root.querySelector('canvas[data-view=\"x0\"]').width === 64",
+                           arg=ex.root.element_handle())
+    ex.screenshot(screenshots / "true_frames_workshop.png")
+    loaded = nbd.Trajectory.load(saved)
+    assert ex.root.locator('.nbd-pane[data-view="x0"] .nbd-kind').is_hidden()  # the VAE's own pictures
+    assert (ex.pixels("x0") == decode_frame(loaded.saved_frame(11, "x0"))).all()
+    last = ex.frame_hash()
+    ex.press_on_slider("Home")
+    ex.wait_frame_change(last)
+    first = ex.pixels("x0")
+    assert first.shape == (64, 64, 3) and (first == decode_frame(loaded.saved_frame(0, "x0"))).all()
+    assert "0.0 it/s" not in ex.count_text()
