@@ -449,4 +449,6 @@ def set_tiny_decoder(pipe: Any, tiny_vae: Any) -> None:
         raise TypeError(f"tiny_vae must be a diffusers AutoencoderTiny or an nbdiffuse TinyDecoder, "
                         f"got {type(tiny_vae).__name__}")
     param = next(pipe.vae.parameters())
-    pipe._nbd_tiny_vae = tiny_vae.to(param.device, param.dtype)
+    # torch's own .to: diffusers' ModelMixin.to warns about float32-kept modules on every dtype move,
+    # even when a model has none (an empty list), which would show on every load of the embedded model
+    pipe._nbd_tiny_vae = torch.nn.Module.to(tiny_vae, param.device, param.dtype)

@@ -1,5 +1,5 @@
-"""Live frames from a tiny autoencoder in JupyterLab: the frames sent while the run goes are its
-decodes at the output size; the frames kept for the scrubber are the latent-size approx ones.
+"""Frames from a tiny autoencoder in JupyterLab: the frames sent while the run goes and the frames
+kept for the scrubber are its decodes at the output size, tagged as the tiny decoder's.
 
 The tiny autoencoder has random weights (nothing is downloaded): its pictures are noise, but
 their size tells which decoder made them.
@@ -22,8 +22,8 @@ CELLS = [
 ]
 
 
-def test_tiny_autoencoder_frames_show_live_and_approx_frames_stay_for_scrubbing(lab_server, page, explorer_page,
-                                                                               lab_notebook, screenshots):
+def test_tiny_autoencoder_frames_show_live_and_stay_for_scrubbing(lab_server, page, explorer_page,
+                                                                  lab_notebook, screenshots):
     open_and_run_all(page, lab_server, lab_notebook("tiny_preview.ipynb", CELLS), workspace="nbd-tiny")
     ex = explorer_page(page).wait_visible()
     wait_for_kernel(page)
@@ -37,7 +37,8 @@ def test_tiny_autoencoder_frames_show_live_and_approx_frames_stay_for_scrubbing(
     assert len(live) >= 3, seen
     ex.press_on_slider("Home")
     assert ex.position() == f"1 / {STEPS}"
-    ex.page.wait_for_function(
-        "(root) => root.querySelector('canvas[data-view=\"x0\"]').width === 16", arg=ex.root.element_handle(),
-        timeout=30_000)  # step 1 as kept: an approx frame at the latent size
+    ex.page.wait_for_function(  # step 1 as kept: the tiny autoencoder's frame at the output size, tagged
+        "(root) => root.querySelector('canvas[data-view=\"x0\"]').width === 64 &&"
+        " root.querySelector('.nbd-pane[data-view=\"x0\"] .nbd-kind').dataset.kind === 'tiny'",
+        arg=ex.root.element_handle(), timeout=30_000)
     ex.screenshot(screenshots / "tiny_preview_scrubbed.png")

@@ -73,11 +73,15 @@ def test_a_live_frame_at_60_percent_already_has_the_object_colour(lab_server, la
     background = np.median(final.reshape(-1, 3)[:64], axis=0)  # the top row: the black background
     mask = np.abs(final - background).sum(-1) > 150  # the star
     assert 30 < mask.sum() < final.shape[0] * final.shape[1] / 2
-    final_color = final[mask].mean(0)
-    live_color = frame[mask].mean(0)
+    core = mask.copy()  # its inside: the outline is still moving at 60% of the run
+    for shift in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        core &= np.roll(mask, shift, (0, 1))
+    final_color = np.median(final[core], axis=0)
+    live_color = np.median(frame[core], axis=0)
     assert final_color[1] > 120 and final_color[0] < 90, final_color  # green, as the model draws it
-    # The object's colour at 60% of the run is already the final one, within a few levels.
-    assert np.abs(live_color - final_color).max() <= 12, (step, live_color, final_color)
+    # The object's colour at 60% of the run is already the final one, within a few levels (6 when
+    # measured: the olive 102, 103, 44 that latent-size approx frames showed was 70 off).
+    assert np.abs(live_color - final_color).max() <= 8, (step, live_color, final_color)
 
 
 def test_workshop_mode_shows_the_saved_pictures_of_the_model(lab_server, lab_notebook, page, explorer_page,
