@@ -43,7 +43,7 @@ def test_a_live_frame_at_60_percent_already_has_the_object_colour(lab_server, la
         "import torch\nimport nbdiffuse as nbd\ntorch.set_num_threads(1)",
         f"ex = nbd.Explorer(prompt={PROMPT!r}, steps={STEPS}, seed=0)\nex",
     ])
-    open_and_run_all(page, lab_server, path)
+    open_and_run_all(page, lab_server, path, workspace="nbd-true-frames")
     ex = explorer_page(page).wait_visible()
     ex.root.evaluate(RECORD_JS)
     ex.click("Generate")
@@ -98,7 +98,7 @@ def test_workshop_mode_shows_the_saved_pictures_of_the_model(lab_server, lab_not
         "import nbdiffuse as nbd",
         "ex = nbd.Explorer.from_files(['workshop_run.nbd'])\nex",
     ])
-    open_and_run_all(page, lab_server, path)
+    open_and_run_all(page, lab_server, path, workspace="nbd-workshop-frames")
     ex = explorer_page(page).wait_visible()
     ex.wait_count("done")
     page.wait_for_function("(root) => root.querySelector('canvas[data-view=\"x0\"]').width === 64",
