@@ -62,23 +62,23 @@ def runs_to_drop(history: list, max_runs: int | None, keep: Any = ()) -> list:
 
 
 class FrameCache:
-    """Run id -> (x0 frames, xt frames): an LRU bounded in runs, safe to use from several threads."""
+    """Run id -> (x0 frames, xt frames, what drew them): an LRU bounded in runs, safe to use from several threads."""
 
     def __init__(self, max_runs: int = FRAME_CACHE_RUNS):
         if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
             raise ValueError(f"max_runs must be a whole number >= 1, got {max_runs!r}")
         self.max_runs = max_runs
-        self._items: OrderedDict[str, tuple[list, list]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[list, list, str]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, run_id: str) -> tuple[list, list] | None:
+    def get(self, run_id: str) -> tuple[list, list, str] | None:
         with self._lock:
             frames = self._items.get(run_id)
             if frames is not None:
                 self._items.move_to_end(run_id)
             return frames
 
-    def put(self, run_id: str, frames: tuple[list, list]) -> None:
+    def put(self, run_id: str, frames: tuple[list, list, str]) -> None:
         with self._lock:
             self._items[run_id] = frames
             self._items.move_to_end(run_id)
