@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, features
 
 from .core.decode import full_decode_many, same_latents
+from .core.image_codec import save_image
 from .core.loading import tiny_decoder
 
 VIEWS = ("x0", "xt")
@@ -53,7 +54,7 @@ def encode_live(rgb: np.ndarray, quality: int = LIVE_QUALITY, max_bytes: int = L
     image = _image(rgb)
     while True:
         for q in (quality, 50, 30):
-            data = _save(image, "JPEG", quality=q, subsampling=0)
+            data = save_image(image, "JPEG", quality=q, subsampling=0)
             if len(data) <= max_bytes:
                 return data
         if min(image.size) <= 16:
@@ -97,8 +98,8 @@ def encode_lossless(picture: Image.Image | np.ndarray) -> bytes:
     """
     image = (picture if isinstance(picture, Image.Image) else _image(picture)).convert("RGB")
     if LOSSLESS_TYPE == "image/webp" and max(image.size) <= WEBP_MAX_SIDE:
-        return _save(image, "WEBP", lossless=True, method=0, quality=0)
-    return _save(image, "PNG", compress_level=1)
+        return save_image(image, "WEBP", lossless=True, method=0, quality=0)
+    return save_image(image, "PNG", compress_level=1)
 
 
 def mime_type(data: bytes) -> str:
@@ -125,12 +126,6 @@ def _image(rgb: np.ndarray) -> Image.Image:
     # in 44 instead of 68 us here), and live frames are encoded twice a step.
     array = _as_rgb(rgb)
     return Image.frombytes("RGB", (array.shape[1], array.shape[0]), array.tobytes())
-
-
-def _save(image: Image.Image, fmt: str, **options: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
 
 
 def has_view(traj: Any, view: str) -> bool:

@@ -37,11 +37,13 @@ def encode_picture(picture: Image.Image | np.ndarray, limit: float = STORED_MAE)
     image = image.convert("RGB")
     pixels = np.asarray(image, np.int16)
     for fmt, options in _LADDER:
-        data = _save(image, fmt, **options)
+        data = save_image(image, fmt, **options)
         if float(np.abs(np.asarray(decode_picture(data), np.int16) - pixels).mean()) <= limit:
             return data
     # method 0: lossless WebP's fastest; its slower methods save ~20% on the rare picture that gets here
-    return _save(image, "WEBP", lossless=True, method=0, quality=0) if _WEBP else _save(image, "PNG", compress_level=6)
+    if _WEBP:
+        return save_image(image, "WEBP", lossless=True, method=0, quality=0)
+    return save_image(image, "PNG", compress_level=6)
 
 
 def check_picture(data: Any, size: tuple[int, int]) -> str:
@@ -76,7 +78,8 @@ def decode_picture(data: bytes) -> Image.Image:
         raise ValueError(f"image bytes do not decode ({type(exc).__name__}: {exc})") from None
 
 
-def _save(image: Image.Image, fmt: str, **options: Any) -> bytes:
+def save_image(image: Image.Image, fmt: str, **options: Any) -> bytes:
+    """A PIL image saved as `fmt` with Pillow's `options`, as bytes (the Explorer's frames use it too)."""
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()

@@ -33,9 +33,7 @@ class RunClock:
             now = self._now()
             if self._start is None:
                 self._start = now
-            if self._held_since is not None:  # a step ran while we thought it held (step once): count from here
-                self._held += now - self._held_since
-                self._held_since = None
+            self._end_hold(now)  # a step ran while we thought it held (step once): count from here
             self._last = now
             self.steps += 1
 
@@ -46,9 +44,13 @@ class RunClock:
 
     def release(self) -> None:
         with self._lock:
-            if self._held_since is not None:
-                self._held += self._now() - self._held_since
-                self._held_since = None
+            self._end_hold(self._now())
+
+    def _end_hold(self, now: float) -> None:
+        """Count the time held so far (the lock is taken)."""
+        if self._held_since is not None:
+            self._held += now - self._held_since
+            self._held_since = None
 
     def seconds(self) -> float:
         """Wall seconds from the start to the last step, less the time held paused; 0 before the first step."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from .live_run import guidance_segments
+
 SHORT = 28  # characters of a prompt kept in a label
 PROMPT_REWRITE = 0.5  # below this word-similarity a changed prompt is shown whole, not as changed words
 
@@ -20,14 +22,10 @@ def short(text: Any, n: int = SHORT) -> str:
 
 def guidance_words(schedule: Any, since: int = 0) -> str:
     """'5' for one value from step `since` on; '5, 2 from step 11' where it changed (steps counted from 1)."""
-    values = list(schedule or [])[since:]
-    if not values:
+    parts = guidance_segments(list(schedule or [])[since:])
+    if not parts:
         return "?"
-    parts: list[tuple[int, float]] = []
-    for k, w in enumerate(values, start=since):
-        if not parts or parts[-1][1] != w:
-            parts.append((k, w))
-    words = f"{parts[0][1]:g}" + "".join(f", {w:g} from step {k + 1}" for k, w in parts[1:3])
+    words = f"{parts[0][1]:g}" + "".join(f", {w:g} from step {k + since + 1}" for k, w in parts[1:3])
     return words + (", …" if len(parts) > 3 else "")
 
 
