@@ -67,3 +67,11 @@ def test_gif_hold_is_bounded(sd_pipe, tmp_path, hold, kind):
     assert not (tmp_path / "run.gif").exists()
     traj.to_gif(tmp_path / "ok.gif", hold_last=60, size=16)
     assert (tmp_path / "ok.gif").stat().st_size > 0
+
+
+@pytest.mark.parametrize("size, kind", [("output", TypeError), (5000, ValueError), (0, ValueError), (2.5, TypeError)])
+def test_html_page_size_is_bounded(sd_pipe, tmp_path, size, kind):
+    traj = nbd.trace(sd_pipe, "a red circle", steps=2, guidance=5.0, seed=0)
+    with pytest.raises(kind, match="size must be an int between 1 and 4096"):
+        traj.to_html(tmp_path / "run.html", size=size)
+    assert not (tmp_path / "run.html").exists()
