@@ -27,6 +27,7 @@ from .control import RunControl
 # re-exported: widgets import these from here (the adapter lives in families/generic.py)
 from .families import GenericPipeline, adapter_for, is_generic, takes_step_callback  # noqa: F401
 from .locks import pipe_lock
+from .params import RunParams
 from .prediction import sigma_at
 from .prompts import TOKENIZER_LOCK
 from .recording import StepRecorder
@@ -81,7 +82,7 @@ class GenericRun(Run):
     def check_prompts(self) -> None:
         self.encoded, self.notices = (self.prompt, self.negative_prompt), []
 
-    def params(self) -> dict[str, Any]:
+    def params(self) -> RunParams:
         params = super().params()
         params["capabilities"] = dict(XT_ONLY)
         params["capabilities_reason"] = xt_only_reason(type(self.pipe).__name__)

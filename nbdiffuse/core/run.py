@@ -26,6 +26,7 @@ from .. import _version
 from . import encode_cache, img2img
 from .lora import lora_params
 from .locks import pipe_lock
+from .params import RunParams
 from .pipe_attrs import model_name
 from .prediction import sigma_at, x0_coefficients
 from .prompts import prepare_prompt
@@ -64,7 +65,8 @@ class Run:
         self.encoded, self.notices = (prompt, negative), notices + more
 
     # --- params ---------------------------------------------------------------------
-    def params(self) -> dict[str, Any]:
+    def params(self) -> RunParams:
+        """Everything that reproduces this run (core/params.py says what each key holds)."""
         import diffusers
         import transformers
 

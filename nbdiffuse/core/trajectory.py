@@ -14,6 +14,7 @@ from .capabilities import CAPABILITIES, KNOWN_FAMILIES, run_capabilities, xt_onl
 from .decode import ApproxDecoder, approx_decoder_for, full_decode
 from .families import adapter_for
 from .image_codec import decode_picture
+from .params import RunParams
 from .pipe_attrs import tiny_decoder
 from .step import Step
 from .trajfile import TrajectoryFileError, load_trajectory, save_trajectory
@@ -30,7 +31,7 @@ class StepIndexError(IndexError, ValueError):
 class Trajectory:
     """The record of one run: params that reproduce it, the initial noise and every step."""
 
-    params: dict[str, Any]
+    params: RunParams  # a plain dict; core/params.py documents its keys
     initial_latents: torch.Tensor
     steps: list[Step] = field(default_factory=list)
     stopped: bool = False

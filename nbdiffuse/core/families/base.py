@@ -22,7 +22,7 @@ class Conditioning:
 _placements: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
 
 
-def _placement(pipe: Any, denoiser: Any) -> tuple[torch.device, torch.dtype]:
+def placement(pipe: Any, denoiser: Any) -> tuple[torch.device, torch.dtype]:
     """pipe._execution_device and the denoiser's dtype, looked up again only when what decides
     them changed: the denoiser, its first parameter's device and dtype, offload hooks (accelerate's
     or diffusers' own) and the pipeline's model-offload settings. The look-up walks every module

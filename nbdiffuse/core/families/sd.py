@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from .base import Conditioning, _placement
+from .base import Conditioning, placement
 
 
 class StableDiffusionFamily:
@@ -27,7 +27,7 @@ class StableDiffusionFamily:
     # every component (~3 ms a look-up on the shapes model, more on large ones).
     @functools.cached_property
     def device(self) -> torch.device:
-        return _placement(self.pipe, self.denoiser)[0]
+        return placement(self.pipe, self.denoiser)[0]
 
     @property
     def denoiser(self) -> Any:
@@ -35,7 +35,7 @@ class StableDiffusionFamily:
 
     @functools.cached_property
     def dtype(self) -> torch.dtype:
-        return _placement(self.pipe, self.denoiser)[1]
+        return placement(self.pipe, self.denoiser)[1]
 
     @property
     def vae_factor(self) -> int:
