@@ -23,6 +23,7 @@ def _side(value: Any) -> bool:
 
 
 def resize(picture: Image.Image, size: Any, output: tuple[int, int]) -> Image.Image:
+    """`picture` at `size`: "output" (the run's (width, height) `output`), "latent" (as decoded), a long side, or (w, h)."""
     if size == "latent" or size is None:
         return picture
     if size == "output":
