@@ -34,7 +34,8 @@ from .recording import StepRecorder
 from .run import Run, input_scale, run_end
 from .run_args import check_run_args
 from .schedulers import make_scheduler
-from .trajectory import Step, Trajectory
+from .step import Step
+from .trajectory import Trajectory
 from .validate import check_guidance_value, check_size
 
 CAPABILITIES = XT_ONLY  # re-exported name (widgets/plain_words.py); capabilities.XT_ONLY is the one place

@@ -32,7 +32,8 @@ from .prediction import sigma_at, x0_coefficients
 from .prompts import prepare_prompt
 from .recording import StepRecorder
 from .schedulers import scheduler_name
-from .trajectory import Step, Trajectory
+from .step import Step
+from .trajectory import Trajectory
 
 
 class Run:

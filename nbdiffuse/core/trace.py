@@ -19,7 +19,8 @@ from .pipe_attrs import model_name  # noqa: F401  (re-exported: widgets/explorer
 from .run import Run
 from .run_args import check_run_args
 from .schedulers import make_scheduler
-from .trajectory import Step, Trajectory
+from .step import Step
+from .trajectory import Trajectory
 from .validate import check_size, guidance_schedule
 
 OnStep = Callable[[Trajectory, Step], None]
