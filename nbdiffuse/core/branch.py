@@ -7,6 +7,10 @@ A branch therefore costs the steps it runs plus a small fixed cost: that replay 
 model step per replayed step on the embedded model; only the last few steps for DPM-Solver and
 DEIS), one device look-up, no text encoding when the prompt is kept (encode_cache).
 benchmarks/branch_cost.py measures it.
+
+prepare_branch() holds every check and the plan (no model work): nbd.branch runs it and then
+executes; the Explorer calls it to refuse bad input before its worker thread starts. The rest of
+the run is run.Run.resume(), the same loop a traced run uses.
 """
 from __future__ import annotations
 
