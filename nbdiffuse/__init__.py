@@ -1,7 +1,7 @@
 """nbdiffuse: watch, scrub and branch the denoising steps of diffusion models in Jupyter."""
-__version__ = "0.1.0"
 
 from . import _quiet  # noqa: F401  (before diffusers is imported)
+from ._version import __version__
 from . import shapes
 from .core import (ApproxDecoder, EmbeddedModelMissing, PipelineLoadError, RunControl, Step, StepIndexError,
                    Trajectory, TrajectoryFileError, branch, compare, load_pipeline, schedulers, set_lora_scale,

@@ -3,10 +3,12 @@ from .branch import branch
 from .compare import Comparison, compare
 from .control import RunControl
 from .decode import ApproxDecoder
-from .loading import EmbeddedModelMissing, PipelineLoadError, load_pipeline, set_lora_scale, set_tiny_decoder
+from .loading import EmbeddedModelMissing, PipelineLoadError, load_pipeline, set_tiny_decoder
+from .lora import set_lora_scale
 from .schedulers import schedulers
+from .step import Step
 from .trace import prepare, trace
-from .trajectory import Step, StepIndexError, Trajectory
+from .trajectory import StepIndexError, Trajectory
 from .trajfile import TrajectoryFileError
 
 __all__ = ["ApproxDecoder", "Comparison", "compare", "EmbeddedModelMissing", "PipelineLoadError", "RunControl", "Step", "StepIndexError",

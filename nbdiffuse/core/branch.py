@@ -7,6 +7,10 @@ A branch therefore costs the steps it runs plus a small fixed cost: that replay 
 model step per replayed step on the embedded model; only the last few steps for DPM-Solver and
 DEIS), one device look-up, no text encoding when the prompt is kept (encode_cache).
 benchmarks/branch_cost.py measures it.
+
+prepare_branch() holds every check and the plan (no model work): nbd.branch runs it and then
+executes; the Explorer calls it to refuse bad input before its worker thread starts. The rest of
+the run is run.Run.resume(), the same loop a traced run uses.
 """
 from __future__ import annotations
 
@@ -20,13 +24,16 @@ from typing import Any
 import torch
 
 from . import encode_cache, img2img
-from .control import RunControl
-from .families import family_for
+from .capabilities import xt_only_reason
+from .families import family_for, is_generic
+from .locks import pipe_lock
+from .params import RunParams
 from .prediction import sigma_at
+from .run import Run, input_scale, model_input, scheduler_step_kwargs
+from .run_args import check_run_args
 from .schedulers import make_scheduler, scheduler_from_params
-from .trace import Run, input_scale, model_input, pipe_lock, scheduler_step_kwargs
-from .trajectory import Trajectory, xt_only_reason
-from .validate import check_callable, check_prompt, check_seed, check_step_at, check_steps, guidance_schedule
+from .trajectory import Trajectory
+from .validate import check_step_at, guidance_schedule
 
 BRANCH_CHANGES = ("prompt", "negative_prompt", "guidance", "scheduler", "steps", "seed", "control", "on_step")
 
@@ -40,6 +47,14 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
     seed (seeds the noise that stochastic samplers draw after `at`), control, on_step.
     With no changes the original remaining steps are replayed exactly.
     """
+    return prepare_branch(pipe, traj, at, **changes).execute()
+
+
+def prepare_branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> "PreparedBranch":
+    """Check a branch and plan it without touching the model (branch() = prepare_branch().execute()).
+
+    Every refusal a branch can meet happens here, so a caller that runs the branch later (the
+    Explorer, in its worker thread) refuses bad input at once by calling this first."""
     unknown = sorted(set(changes) - set(BRANCH_CHANGES))
     if unknown:
         raise TypeError(f"branch() got unknown change(s) {', '.join(unknown)}; allowed: {', '.join(BRANCH_CHANGES)}")
@@ -47,8 +62,6 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
         raise TypeError(f"traj must be an nbd.Trajectory, got {type(traj).__name__}")
     if not traj.capabilities["branch"]:  # a run of a pipeline watched through its step callback (generic.py)
         raise ValueError(xt_only_reason(traj.params.get("pipeline"), "branching"))
-    from .generic import is_generic
-
     if is_generic(pipe):
         raise ValueError(xt_only_reason(type(pipe).__name__, "branching"))
     family = family_for(pipe)
@@ -58,13 +71,10 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
         raise ValueError(f"pipe has {family.latent_channels} latent channels, the trajectory {shape[0]}: "
                          "branch with the pipeline that made it")
     p = traj.params
-    prompt = check_prompt(changes.get("prompt", p["prompt"]))
-    negative = check_prompt(changes.get("negative_prompt", p["negative_prompt"]), "negative_prompt", True) or ""
-    seed = check_seed(changes.get("seed", p["seed"]))
-    control = changes.get("control")
-    if control is not None and not isinstance(control, RunControl):
-        raise TypeError(f"control must be an nbd.RunControl or None, got {type(control).__name__}")
-    on_step = check_callable("on_step", changes.get("on_step"))
+    prompt, negative, steps, seed, control, on_step = check_run_args(
+        changes.get("prompt", p["prompt"]), changes.get("negative_prompt", p["negative_prompt"]),
+        changes.get("steps", p["steps"]), changes.get("seed", p["seed"]), changes.get("control"),
+        changes.get("on_step"))
     replan = "scheduler" in changes or ("steps" in changes and changes["steps"] != p["steps"])
     runs = int(p["steps"]) - _start_step(p)  # steps the parent's run makes (image to image skips the first)
 
@@ -72,11 +82,11 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
         raise ValueError(f"at={at} is the last step: nothing is left to run; pick an earlier step, "
                          "or change scheduler/steps to re-plan the rest")
     parent_sched = _fresh_scheduler(p["scheduler_class"], p["scheduler_config"])
+    start = None
     if replan:
         sched = make_scheduler(pipe, changes.get("scheduler")) if "scheduler" in changes else \
             _fresh_scheduler(p["scheduler_class"], p["scheduler_config"])
-        steps_in_sched = check_steps(changes.get("steps", p["steps"]))
-        start = _replan(family, sched, steps_in_sched, traj, at, parent_sched)  # noise level and start, once
+        start = _replan(family, sched, steps, traj, at, parent_sched)  # noise level and start, once
         total = at + 1 + len(range(start, len(sched.timesteps), int(getattr(sched, "order", 1))))
     else:
         sched, total = parent_sched, runs
@@ -84,33 +94,51 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
 
     run = Run(pipe, family, sched, prompt, negative, total, schedule, seed, p["height"], p["width"], control, on_step)
     run.check_prompts()
-    params = run.params()
-    params.update(parent=traj.id, branched_at=at, steps=total)
-    params["guidance"] = params["guidance_plan"] = schedule
-    if not replan:
-        params["scheduler"] = p["scheduler"]
-        params.update(steps=p["steps"], start_step=_start_step(p))  # the parent's schedule, as it counted it
-    for key in ("strength", "image"):  # where the picture came from (image to image)
-        if p.get(key) is not None:
-            params[key] = p[key]
+    return PreparedBranch(run, traj, at, start)
 
-    with pipe_lock(pipe), torch.no_grad():
-        device, dtype = family.device, family.dtype
-        # The parent encoded this prompt: a branch that keeps it reuses that encoding (encode_cache).
-        run.cond = encode_cache.encode(family, *run.encoded, (p["height"], p["width"]))
-        # The steps it shares with a loaded parent keep the pictures the parent's model drew of them.
-        child = Trajectory(params, initial_latents=traj.initial_latents, steps=list(traj.steps[: at + 1]),
-                           parent=traj, branched_at=at, approx=traj.approx, pipe=pipe,
-                           saved_frames={key: data for key, data in traj.saved_frames.items() if key[0] <= at})
-        run.trajectory = child
-        if replan:
-            i, latents = start, _enter_new_schedule(sched, start, traj, at, device)
-            run.generator = torch.Generator("cpu").manual_seed(seed)
-        else:
-            i, latents = _replay(family, sched, traj, at, device, dtype, run.generator)
-            if seed != p["seed"]:
-                run.generator = torch.Generator("cpu").manual_seed(seed)
-        return run._loop(child, latents, i=i, k=at + 1)
+
+class PreparedBranch:
+    """A checked, planned branch; execute() does the model work (in whatever thread calls it)."""
+
+    def __init__(self, run: Run, parent: Trajectory, at: int, start: int | None):
+        self.run, self.parent, self.at = run, parent, at
+        self.start = start  # the re-planned run's first position in its scheduler, or None (same schedule)
+
+    def params(self) -> RunParams:
+        """The child's params: the run's, with where it came from and, on the same schedule, the parent's count."""
+        run, p, at = self.run, self.parent.params, self.at
+        params = run.params()
+        params.update(parent=self.parent.id, branched_at=at, steps=run.steps)
+        params["guidance"] = params["guidance_plan"] = run.schedule
+        if self.start is None:
+            params["scheduler"] = p["scheduler"]
+            params.update(steps=p["steps"], start_step=_start_step(p))  # the parent's schedule, as it counted it
+        for key in ("strength", "image"):  # where the picture came from (image to image)
+            if p.get(key) is not None:
+                params[key] = p[key]
+        return params
+
+    def execute(self) -> Trajectory:
+        run, traj, at = self.run, self.parent, self.at
+        p, family, sched = traj.params, run.family, run.scheduler
+        params = self.params()
+        with pipe_lock(run.pipe), torch.no_grad():
+            device, dtype = family.device, family.dtype
+            # The parent encoded this prompt: a branch that keeps it reuses that encoding (encode_cache).
+            run.cond = encode_cache.encode(family, *run.encoded, (p["height"], p["width"]))
+            # The steps it shares with a loaded parent keep the pictures the parent's model drew of them.
+            child = Trajectory(params, initial_latents=traj.initial_latents, steps=list(traj.steps[: at + 1]),
+                               parent=traj, branched_at=at, approx=traj.approx, pipe=run.pipe,
+                               saved_frames={key: data for key, data in traj.saved_frames.items() if key[0] <= at})
+            run.trajectory = child
+            if self.start is not None:
+                i, latents = self.start, _enter_new_schedule(sched, self.start, traj, at, device)
+                run.generator = torch.Generator("cpu").manual_seed(run.seed)
+            else:
+                i, latents = _replay(family, sched, traj, at, device, dtype, run.generator)
+                if run.seed != p["seed"]:
+                    run.generator = torch.Generator("cpu").manual_seed(run.seed)
+            return run.resume(child, latents, position=i, step=at + 1)
 
 
 _SCHEDULER_PROTOTYPES_MAX = 16

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .pipe_attrs import shipped_approx
+
 
 @dataclass
 class ApproxDecoder:
@@ -278,7 +280,7 @@ _approx_lock = threading.Lock()
 
 def approx_decoder_for(vae: Any) -> ApproxDecoder:
     """The approx decoder of `vae`: one shipped with the model, else fitted on first use and cached."""
-    shipped = getattr(vae, "_nbd_approx", None)
+    shipped = shipped_approx(vae)
     if shipped is not None:
         return shipped
     with _approx_lock:

@@ -1,7 +1,7 @@
 """The generic path: any diffusers pipeline whose __call__ takes callback_on_step_end with "latents".
 
-For the families in families.py nbdiffuse owns the denoising loop and records everything (x0,
-the (cond, uncond) pair, guidance per step). Any other pipeline runs its own loop here, and
+For the families in core/families nbdiffuse owns the denoising loop (core/run.py) and records
+everything (x0, the (cond, uncond) pair, guidance per step). Any other pipeline runs its own loop here, and
 nbdiffuse watches it through diffusers' callback_on_step_end, which runs after scheduler.step and
 sees the latents (diffusers #3579: no x0, no noise prediction). So a generic run records x_t at
 every step and can stop (pipe._interrupt, diffusers' own way), pause and single-step (the callback
@@ -17,127 +17,28 @@ run has no previews (traj.capabilities["previews"] is False, and image() says wh
 """
 from __future__ import annotations
 
-import functools
-import inspect
-import numbers
 import time
 from typing import Any
 
 import torch
 
+from .capabilities import KNOWN_FAMILIES, XT_ONLY, xt_only_reason
 from .control import RunControl
-from .families import family_for
+# re-exported: widgets import these from here (the adapter lives in families/generic.py)
+from .families import GenericPipeline, adapter_for, is_generic, takes_step_callback  # noqa: F401
+from .locks import pipe_lock
+from .params import RunParams
 from .prediction import sigma_at
+from .prompts import TOKENIZER_LOCK
 from .recording import StepRecorder
+from .run import Run, input_scale, run_end
+from .run_args import check_run_args
 from .schedulers import make_scheduler
-from .trajectory import KNOWN_FAMILIES, Step, Trajectory, xt_only_reason
-from .validate import check_callable, check_guidance_value, check_prompt, check_seed, check_size, check_steps
+from .step import Step
+from .trajectory import Trajectory
+from .validate import check_guidance_value, check_size
 
-CAPABILITIES = {"x0": False, "what_if": False, "branch": False, "live_guidance": False}
-
-
-def takes_step_callback(pipe: Any) -> bool:
-    """True when pipe(...) accepts callback_on_step_end and may hand it the latents."""
-    call = getattr(type(pipe), "__call__", None)
-    if call is None:
-        return False
-    try:
-        params = inspect.signature(call).parameters
-    except (TypeError, ValueError):
-        return False
-    if "callback_on_step_end" not in params or "callback_on_step_end_tensor_inputs" not in params:
-        return False
-    inputs = getattr(pipe, "_callback_tensor_inputs", None)
-    return inputs is not None and "latents" in inputs
-
-
-def is_generic(pipe: Any) -> bool:
-    """A pipeline outside the known families that the generic path can watch."""
-    try:
-        family_for(pipe)
-    except TypeError:
-        return takes_step_callback(pipe)
-    return False
-
-
-def adapter_for(pipe: Any) -> Any:
-    """The family adapter of `pipe`, a GenericPipeline for other pipelines with a step callback, or a TypeError."""
-    try:
-        return family_for(pipe)
-    except TypeError as exc:
-        if takes_step_callback(pipe):
-            return GenericPipeline(pipe)
-        raise TypeError(f"{exc} Other pipelines work too (x_t only) when their __call__ takes "
-                        "callback_on_step_end with 'latents' among callback_on_step_end_tensor_inputs.") from None
-
-
-class GenericPipeline:
-    """What nbdiffuse knows about a pipeline it only watches: sizes, channels, defaults. No predict()."""
-
-    name = "generic"
-    guidance_kind = "pipeline"  # whatever the pipeline does with guidance_scale; nothing to re-weigh
-
-    def __init__(self, pipe: Any):
-        self.pipe = pipe
-
-    @functools.cached_property
-    def parameters(self) -> dict[str, inspect.Parameter]:
-        return dict(inspect.signature(type(self.pipe).__call__).parameters)
-
-    @property
-    def denoiser(self) -> Any:
-        return getattr(self.pipe, "unet", None) or getattr(self.pipe, "transformer", None)
-
-    @functools.cached_property
-    def device(self) -> torch.device:
-        return self.pipe._execution_device
-
-    @functools.cached_property
-    def dtype(self) -> torch.dtype:
-        module = self.denoiser
-        return module.dtype if module is not None else self.pipe.dtype
-
-    @property
-    def vae_factor(self) -> int:
-        factor = getattr(self.pipe, "vae_scale_factor", None)
-        if isinstance(factor, int) and factor > 0:
-            return factor
-        vae = getattr(self.pipe, "vae", None)
-        blocks = getattr(getattr(vae, "config", None), "block_out_channels", None)
-        return 2 ** (len(blocks) - 1) if blocks else 8
-
-    @property
-    def latent_channels(self) -> int | None:
-        vae = getattr(self.pipe, "vae", None)
-        channels = getattr(getattr(vae, "config", None), "latent_channels", None)
-        if channels is None and self.denoiser is not None:
-            channels = self.denoiser.config.get("in_channels")
-        return None if channels is None else int(channels)
-
-    @property
-    def default_guidance(self) -> float:
-        param = self.parameters.get("guidance_scale")
-        default = None if param is None else param.default
-        return float(default) if isinstance(default, numbers.Real) and not isinstance(default, bool) else 7.5
-
-    def default_size(self) -> tuple[int, int] | None:
-        """(height, width) the pipeline makes when given none, where nbdiffuse can tell; else None."""
-        sample = None
-        if self.denoiser is not None:
-            sample = self.denoiser.config.get("sample_size")
-        if sample is None:
-            sample = getattr(self.pipe, "default_sample_size", None)
-        if isinstance(sample, (list, tuple)) and sample:
-            return int(sample[0]) * self.vae_factor, int(sample[-1]) * self.vae_factor
-        if isinstance(sample, int):
-            return sample * self.vae_factor, sample * self.vae_factor
-        return None
-
-    def text_readers(self) -> list:
-        return []
-
-    def reason(self, what: str = "x0, what-if and branching") -> str:
-        return xt_only_reason(type(self.pipe).__name__, what)
+CAPABILITIES = XT_ONLY  # re-exported name (widgets/plain_words.py); capabilities.XT_ONLY is the one place
 
 
 def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
@@ -147,9 +48,8 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
     """trace.prepare() for a pipeline outside the known families: check everything, touch no model."""
     adapter = GenericPipeline(pipe)
     name = type(pipe).__name__
-    prompt = check_prompt(prompt)
-    negative_prompt = check_prompt(negative_prompt, "negative_prompt", allow_none=True) or ""
-    steps = check_steps(steps)
+    prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,
+                                                                            control, on_step)
     if image is not None or strength is not None:
         raise ValueError(f"image/strength: image to image needs a family nbdiffuse knows ({KNOWN_FAMILIES}); "
                          f"{name} is watched through its step callback only (text to image)")
@@ -159,7 +59,6 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
                          f"per-step schedule or a callable cannot be applied (got {type(guidance).__name__}); "
                          f"per-step guidance needs a family nbdiffuse knows ({KNOWN_FAMILIES})")
     w = check_guidance_value(guidance)
-    seed = check_seed(seed)
     params = adapter.parameters
     if negative_prompt and "negative_prompt" not in params:
         raise ValueError(f"negative_prompt={negative_prompt!r}: {name} takes no negative prompt; pass ''")
@@ -173,30 +72,21 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
     for key in ("height", "width"):
         if key not in params and (height, width) != default:
             raise ValueError(f"{key}: {name} takes no {key}; leave height/width at None")
-    if control is not None and not isinstance(control, RunControl):
-        raise TypeError(f"control must be an nbd.RunControl or None, got {type(control).__name__}")
-    check_callable("on_step", on_step)
     sched = make_scheduler(pipe, scheduler)
     return GenericRun(pipe, adapter, sched, prompt, negative_prompt, steps, [w] * steps, seed, height, width,
                       control, on_step)
 
 
-def _run_base():
-    from .trace import Run  # trace imports this module for prepare's dispatch
-
-    return Run
-
-
-class GenericRun(_run_base()):
+class GenericRun(Run):
     """A prepared run of a pipeline watched through callback_on_step_end; execute() runs pipe(...)."""
 
     def check_prompts(self) -> None:
         self.encoded, self.notices = (self.prompt, self.negative_prompt), []
 
-    def params(self) -> dict[str, Any]:
+    def params(self) -> RunParams:
         params = super().params()
-        params["capabilities"] = dict(CAPABILITIES)
-        params["capabilities_reason"] = self.family.reason()
+        params["capabilities"] = dict(XT_ONLY)
+        params["capabilities_reason"] = xt_only_reason(type(self.pipe).__name__)
         return params
 
     def _call_kwargs(self) -> dict[str, Any]:
@@ -226,9 +116,6 @@ class GenericRun(_run_base()):
         return out if out.ndim == 4 else latents
 
     def execute(self) -> Trajectory:
-        from .prompts import TOKENIZER_LOCK
-        from .trace import input_scale, pipe_lock
-
         pipe, sched, control = self.pipe, self.scheduler, self.control
         traj = Trajectory(self.params(), initial_latents=torch.empty(0), pipe=pipe)
         self.trajectory = traj
@@ -258,10 +145,7 @@ class GenericRun(_run_base()):
                 state["first"] = (args[1] if len(args) > 1 else kwargs.get("timestep"), state["i"])
             return own_step(*args, **kwargs)
 
-        def publish(step: Step) -> None:
-            traj._append(step)
-            if self.on_step is not None:
-                self.on_step(traj, step)
+        publish = self.publisher(traj)
 
         def callback(pipeline: Any, i: int, t: Any, tensors: dict) -> dict:
             state["i"] = i + 1
@@ -298,7 +182,8 @@ class GenericRun(_run_base()):
             state["k"] = k + 1
             if control is not None and control.guidance is not None and not state["warned"]:
                 state["warned"] = True
-                traj.params["notices"].append(f"live guidance ignored: {self.family.reason('changing guidance during a run')}")
+                reason = xt_only_reason(type(pipe).__name__, "changing guidance during a run")
+                traj.params["notices"].append(f"live guidance ignored: {reason}")
             recorder.publish(publish)  # at once on a CPU; on a GPU once the copies are done
             if control is not None and control.paused:
                 recorder.publish(publish, wait=True)  # the paused frame is the newest step
@@ -317,28 +202,17 @@ class GenericRun(_run_base()):
             sched.step = step  # this run's own scheduler object: the pipeline's is put back below
             pipe.scheduler = sched
             try:
-                TOKENIZER_LOCK.acquire()
-                encoding["held"] = True
-                state["began"] = time.perf_counter()
-                output = pipe(**self._call_kwargs(), callback_on_step_end=callback,
-                              callback_on_step_end_tensor_inputs=["latents"])
-                if state["recorder"] is not None:
-                    state["recorder"].publish(publish, wait=True)
-                self.output = output  # the pipeline's own return value (latents: output_type="latent")
-            except BaseException as exc:
-                if state["recorder"] is not None:
-                    try:  # steps already made are kept (without on_step: the run is failing)
-                        state["recorder"].publish(traj._append, wait=True)
-                    except Exception:  # e.g. the device is out of memory or lost: those copies cannot finish
-                        state["recorder"].discard()
-                traj.stopped = True
-                traj.error = f"{type(exc).__name__}: {exc}"
-                raise
+                with run_end(traj, lambda: state["recorder"], publish):
+                    TOKENIZER_LOCK.acquire()
+                    encoding["held"] = True
+                    state["began"] = time.perf_counter()
+                    # the pipeline's own return value (latents: output_type="latent")
+                    self.output = pipe(**self._call_kwargs(), callback_on_step_end=callback,
+                                       callback_on_step_end_tensor_inputs=["latents"])
             finally:
                 release()
                 pipe.scheduler = original
                 del sched.step
-                traj.params["guidance"] = traj.guidances + traj.params["guidance_plan"][len(traj):]
             if len(traj) < self.steps and not traj.stopped:
                 traj.stopped = True  # the pipeline ran fewer steps than asked (its own schedule)
         return traj

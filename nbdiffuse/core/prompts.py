@@ -9,6 +9,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from .families import family_for
+from .pipe_attrs import speaks_shapes
+
 # Fast (Rust) tokenizers keep their padding and truncation settings on the shared tokenizer
 # object, and every call sets them anew: two threads tokenizing at once can run with each
 # other's settings (an unpadded negative prompt: "Sizes of tensors must match ... Expected size
@@ -18,7 +21,7 @@ TOKENIZER_LOCK = threading.RLock()
 
 
 def is_shapes_model(pipe: Any) -> bool:
-    return bool(getattr(pipe, "_nbd_shapes", False))
+    return speaks_shapes(pipe)
 
 
 def prepare_prompt(pipe: Any, prompt: str, name: str = "prompt") -> tuple[str, list[str]]:
@@ -26,6 +29,8 @@ def prepare_prompt(pipe: Any, prompt: str, name: str = "prompt") -> tuple[str, l
     notices: list[str] = []
     text = prompt
     if is_shapes_model(pipe) and prompt.strip():
+        # Lazily: the shapes package's __init__ loads scipy (its evaluator), which a run of any other
+        # model never needs. No circle: nbdiffuse.shapes imports nothing of the core at import time.
         from ..shapes import parse_caption
 
         try:
@@ -43,8 +48,6 @@ def prepare_prompt(pipe: Any, prompt: str, name: str = "prompt") -> tuple[str, l
 def _truncation(pipe: Any, text: str, name: str) -> list[str]:
     if not text:
         return []
-    from .families import family_for
-
     readers = family_for(pipe).text_readers()
     notices = []
     for reader, tokenizer, limit in readers:

@@ -13,13 +13,17 @@ import os
 import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .decode import full_decode_many, same_latents
 from .image_codec import check_picture, encode_picture
-from .trajectory import VIEWS, Trajectory, _resize
+from .views import VIEWS
+from .views import resize as _resize
+
+if TYPE_CHECKING:  # the trajectory module saves through this one (core/trajfile.py)
+    from .trajectory import Trajectory
 
 # Pillow's WebP encoder lets go of the GIL (measured: the main thread kept 93% of its speed during
 # one), so frames encode side by side and beside the VAE's decoding of the next ones: a 1024 x 1024

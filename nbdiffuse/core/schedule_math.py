@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from .prediction import sigma_at
-from .schedulers import is_flow_matching, make_scheduler
+from .schedulers import is_flow_matching, make_scheduler, scheduler_name
 from .validate import check_int, check_steps
 
 MIN_ABAR = 1e-10  # zero-terminal-SNR schedules end at abar = 0: keep SNR in dB finite for plots
@@ -145,7 +145,6 @@ def sampler_points(pipe: Any, scheduler: Any = None, steps: int = 20) -> Sampler
         sigmas.append(sigma)
         abars.append(abar)
         snrs.append(snr_db)
-    from .schedulers import scheduler_name
 
     name = scheduler if isinstance(scheduler, str) else scheduler_name(sched)
     return SamplerPoints(name, steps, timesteps, sigmas, abars, snrs)

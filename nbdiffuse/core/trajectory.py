@@ -9,72 +9,29 @@ from typing import Any, Iterator
 import torch
 from PIL import Image
 
+from . import exports
+from .capabilities import CAPABILITIES, KNOWN_FAMILIES, run_capabilities, xt_only_reason  # noqa: F401  (re-exported)
 from .decode import ApproxDecoder, approx_decoder_for, full_decode
+from .families import adapter_for
 from .image_codec import decode_picture
-from .loading import tiny_decoder
-from .validate import MAX_PICTURE_SIDE, check_choice, check_guidance_value, show_value
+from .params import RunParams
+from .pipe_attrs import tiny_decoder
+from .step import Step
+from .trajfile import TrajectoryFileError, load_trajectory, save_trajectory
+from .validate import check_choice, check_guidance_value
+from .views import DECODERS, VIEWS
+from .views import resize as _resize
 
-VIEWS = ("x0", "xt")
-# "auto": the saved frame (the model's own VAE picture, carried by a loaded run), else the full VAE
-# when the pipeline is attached, else approx.
-DECODERS = ("auto", "approx", "full", "tiny")
 FULL_CACHE_SIZE = 64  # full-VAE frames kept per trajectory (LRU)
-# What a run can be asked for. Runs of the families nbdiffuse drives itself can do all of it; runs
-# of other pipelines (core/generic.py, through diffusers' callback_on_step_end) record only x_t and
-# say so in params["capabilities"].
-CAPABILITIES = {"x0": True, "what_if": True, "branch": True, "live_guidance": True, "previews": True}
-KNOWN_FAMILIES = "SD, SDXL, SD3, Flux, PixArt"
-
-
-def xt_only_reason(pipeline: Any, what: str = "x0, what-if and branching", hint: str = "; view='xt' works") -> str:
-    """Why a run of a pipeline outside the known families cannot give `what` (one line, for errors and the UI)."""
-    return (f"This pipeline ({pipeline or 'unknown'}) gives only the noisy latent x_t at each step: {what} "
-            f"need{'' if ',' in what or ' and ' in what else 's'} a family nbdiffuse knows "
-            f"({KNOWN_FAMILIES}){hint}.")
-
-
 class StepIndexError(IndexError, ValueError):
     """A step index out of range: an IndexError for sequences, a ValueError for bad input."""
-
-
-@dataclass
-class Step:
-    """One denoising step k. Tensors are (C, H, W) on the CPU in the model's dtype.
-
-    `eps_cond` / `eps_uncond` are the raw model outputs (noise, v or flow, as the model
-    predicts) with and without the prompt; `eps_uncond` is None where guidance was off
-    (guidance <= 1 runs the model once, as diffusers does). Runs of pipelines nbdiffuse only
-    watches through diffusers' callback (core/generic.py) have latents alone: pred_x0, eps_cond and
-    eps_uncond are None there.
-    """
-
-    index: int
-    timestep: float
-    sigma: float | None
-    guidance: float
-    latents: torch.Tensor
-    pred_x0: torch.Tensor | None  # None for pipelines that give only x_t (core/generic.py)
-    eps_cond: torch.Tensor | None  # None there too
-    eps_uncond: torch.Tensor | None
-    x0_coeff: float  # B in x0 = A * model_input + B * output; re-weighs guidance without a model call
-    xt_scale: float  # multiplies `latents` into the variance-preserving form the model sees next
-    seconds: float = 0.0
-    extra_outputs: tuple = ()  # guided outputs of a 2nd-order sampler's extra evaluations (for replay)
-
-    @property
-    def guided(self) -> bool:
-        return self.eps_uncond is not None
-
-    def __repr__(self) -> str:
-        sigma = "None" if self.sigma is None else f"{self.sigma:.4g}"
-        return f"Step({self.index}, timestep={self.timestep:.4g}, sigma={sigma}, guidance={self.guidance:g})"
 
 
 @dataclass
 class Trajectory:
     """The record of one run: params that reproduce it, the initial noise and every step."""
 
-    params: dict[str, Any]
+    params: RunParams  # a plain dict; core/params.py documents its keys
     initial_latents: torch.Tensor
     steps: list[Step] = field(default_factory=list)
     stopped: bool = False
@@ -130,7 +87,7 @@ class Trajectory:
     @property
     def capabilities(self) -> dict[str, bool]:
         """What this run can give: x0, what_if, branch, live_guidance, previews (all True for the known families)."""
-        return {**CAPABILITIES, **(self.params.get("capabilities") or {})}
+        return run_capabilities(self.params)
 
     @property
     def has_x0(self) -> bool:
@@ -235,8 +192,6 @@ class Trajectory:
             try:
                 return decode_picture(data)
             except ValueError as exc:
-                from .trajfile import TrajectoryFileError
-
                 raise TrajectoryFileError(f"saved frame 'frames.{index}.{view}' of this run is corrupt: "
                                           f"{exc}") from None
 
@@ -267,8 +222,6 @@ class Trajectory:
 
     def attach(self, pipe: Any) -> "Trajectory":
         """Attach the pipeline that made this run (a loaded trajectory can then decode with its VAE)."""
-        from .generic import adapter_for
-
         family = adapter_for(pipe)
         channels = int(self.initial_latents.shape[1]) if self.initial_latents.ndim >= 2 else None
         if channels is not None and family.latent_channels is not None and family.latent_channels != channels:
@@ -321,62 +274,28 @@ class Trajectory:
         """Write the run as a .nbd file. frames=True (the default) stores every step's pictures as the
         model's VAE draws them (x0 and x_t; x_t alone for runs that record only x_t), so the run
         shows them when opened without its model; frames=False writes a smaller file without them."""
-        from .trajfile import save_trajectory
-
         save_trajectory(self, path, frames=frames)
 
     @classmethod
     def load(cls, path: Any, pipe: Any = None) -> "Trajectory":
-        from .trajfile import load_trajectory
-
-        traj = load_trajectory(path)
+        traj = load_trajectory(path, cls)
         return traj.attach(pipe) if pipe is not None else traj
 
     def to_gif(self, path: Any, view: str = "x0", fps: float = 8, decoder: str = "auto",
                size: Any = 256, hold_last: float = 1.0, start: int | None = None, stop: int | None = None) -> None:
         """An animated GIF of steps [start, stop) of one view."""
-        from .exports import write_gif
-
-        write_gif(self, path, view=view, fps=fps, decoder=decoder, size=size, hold_last=hold_last,
+        exports.write_gif(self, path, view=view, fps=fps, decoder=decoder, size=size, hold_last=hold_last,
                   start=start, stop=stop)
 
     def to_png(self, path: Any, k: int = -1, view: str = "x0", decoder: str | None = None, size: Any = "output") -> None:
         """Step k as a PNG carrying every parameter in its "parameters" text chunk."""
-        from .exports import write_png
-
-        write_png(self, path, k=k, view=view, decoder=decoder, size=size)
+        exports.write_png(self, path, k=k, view=view, decoder=decoder, size=size)
 
     def to_html(self, path: Any, decoder: str = "auto", size: int = 256) -> None:
         """A self-contained HTML page (frames, scrubber, parameters) that works offline in any browser."""
-        from .exports import write_html
-
-        write_html(self, path, decoder=decoder, size=size)
+        exports.write_html(self, path, decoder=decoder, size=size)
 
     def __repr__(self) -> str:
         state = "stopped" if self.stopped else "complete" if len(self) == self.total_steps else "running"
         return (f"Trajectory({self.params.get('prompt')!r}, steps={len(self)}/{self.total_steps} {state}, "
                 f"scheduler={self.params.get('scheduler')!r}, seed={self.params.get('seed')})")
-
-
-def _side(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_PICTURE_SIDE
-
-
-def _resize(picture: Image.Image, size: Any, output: tuple[int, int]) -> Image.Image:
-    if size == "latent" or size is None:
-        return picture
-    if size == "output":
-        target = (int(output[0]), int(output[1]))
-    elif _side(size):
-        scale = size / max(picture.size)
-        target = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
-    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(map(_side, size)):
-        target = (int(size[0]), int(size[1]))
-    else:
-        # bounded: size=20000 built a 1.2 GB picture
-        raise ValueError(f"size must be 'output', 'latent', a whole number of pixels from 1 to {MAX_PICTURE_SIDE} (the long "
-                         f"side) or (width, height) of such numbers; got {show_value(size)}")
-    if picture.size == target:
-        return picture
-    # Latent-resolution previews are upscaled with nearest neighbour: crisp, and honest about the grid.
-    return picture.resize(target, Image.NEAREST if picture.width < target[0] else Image.LANCZOS)

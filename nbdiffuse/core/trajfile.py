@@ -10,7 +10,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
@@ -18,7 +18,10 @@ from safetensors.torch import save
 
 from .decode import ApproxDecoder
 from .saved_frames import frames_to_save, pack, unpack, views_saved
-from .trajectory import Step, Trajectory
+from .step import Step
+
+if TYPE_CHECKING:  # Trajectory.save and .load call this module: it builds the class it is given
+    from .trajectory import Trajectory
 
 FORMAT = "nbdiffuse.trajectory"
 FORMAT_VERSION = 2
@@ -80,7 +83,8 @@ def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
         raise
 
 
-def load_trajectory(path: Any) -> Trajectory:
+def load_trajectory(path: Any, cls: "type[Trajectory]") -> Trajectory:
+    """Read the run a .nbd file holds as a `cls` (Trajectory.load passes its own class)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path {str(path)!r}: no such trajectory file")
@@ -107,7 +111,7 @@ def load_trajectory(path: Any) -> Trajectory:
         # Runs of pipelines watched through their step callback (core/generic.py) have x_t only.
         xt_only = (meta["params"].get("capabilities") or {}).get("x0") is False
         steps = [_step(record, tensors, xt_only) for record in meta["steps"]]
-        traj = Trajectory(params=meta["params"], initial_latents=tensors["initial_latents"], steps=steps,
+        traj = cls(params=meta["params"], initial_latents=tensors["initial_latents"], steps=steps,
                           stopped=bool(meta["stopped"]), error=meta.get("error"), branched_at=meta.get("branched_at"),
                           approx=ApproxDecoder.from_dict(meta["approx"]) if meta.get("approx") else None)
         size = (int(traj.params["width"]), int(traj.params["height"]))

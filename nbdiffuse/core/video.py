@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .exports import _steps_range
 from .validate import check_choice
 
 MP4_PACKAGE = "imageio-ffmpeg"
@@ -33,7 +34,6 @@ def write_mp4(traj: Any, path: Any, view: str = "x0", fps: float = 8, start: int
     check_choice("view", view, ("x0", "xt"))
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 60:
         raise ValueError(f"fps must be a number in (0, 60], got {fps!r}")
-    from .exports import _steps_range
 
     steps = _steps_range(traj, start, stop)
     try:

@@ -5,7 +5,8 @@ import math
 from typing import Any
 
 from ..core import prepare, schedulers
-from ..core.generic import adapter_for
+from ..core.families import adapter_for
+from ..core.pipe_attrs import model_name, source
 from ..core.schedulers import scheduler_name
 from ..core.validate import check_guidance_value
 
@@ -15,7 +16,7 @@ EMBEDDED_SOURCE = "nbdiffuse/shapes"
 def model_defaults(pipe: Any, given: dict[str, Any]) -> dict[str, Any]:
     """Control values suiting `pipe`, with `given` (checked the way generate() will check them) taking precedence."""
     family = adapter_for(pipe)
-    embedded = getattr(pipe, "_nbd_source", None) == EMBEDDED_SOURCE
+    embedded = source(pipe) == EMBEDDED_SOURCE
     options = schedulers(pipe)
     own = scheduler_name(pipe.scheduler)
     values: dict[str, Any] = {
@@ -38,10 +39,10 @@ def model_defaults(pipe: Any, given: dict[str, Any]) -> dict[str, Any]:
     run = prepare(pipe, values["prompt"], negative_prompt=values["negative_prompt"], steps=values["steps"],
                   guidance=values["guidance"], seed=values["seed"], scheduler=values["scheduler"],
                   height=height, width=width)
-    label = getattr(pipe, "_nbd_source", None) or pipe.config.get("_name_or_path") or type(pipe).__name__
+    label = model_name(pipe, type(pipe).__name__)
     return dict(values, guidance=float(values["guidance"]), scheduler_options=options, size_options=sizes,
                 height=run.height, width=run.width, guidance_max=float(max(15, math.ceil(2 * values["guidance"]))),
-                image_size=[run.width, run.height], model_label=str(label))
+                image_size=[run.width, run.height], model_label=label)
 
 
 def saved_defaults(history: list, given: dict[str, Any]) -> dict[str, Any]:

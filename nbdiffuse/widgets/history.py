@@ -21,10 +21,10 @@ from PIL import Image
 
 from ..core import branch as core_branch
 from ..core import schedulers
-from ..core.branch import BRANCH_CHANGES
+from ..core.branch import BRANCH_CHANGES, prepare_branch
 from ..core.prompts import prepare_prompt
 from ..core.trajectory import xt_only_reason
-from ..core.validate import check_choice, check_prompt, check_seed, check_step_at, check_steps, guidance_schedule
+from ..core.validate import check_choice, check_step_at
 from ..frames import encode_frame, frame_decoder
 from . import run_words
 
@@ -122,34 +122,17 @@ def find_run(history: list, which: Any, name: str = "run") -> Any:
 
 
 def check_branch(pipe: Any, parent: Any, at: Any, changes: dict) -> dict:
-    """Everything core.branch would refuse, refused before any model work (it checks late for some)."""
+    """What the Explorer takes (the changes of BRANCH_KEYS, a scheduler by name), then everything
+    core.branch refuses (core.branch.prepare_branch, the same check), before any model work."""
     unknown = sorted(set(changes) - set(BRANCH_KEYS))
     if unknown:
         raise TypeError(f"branch() got unknown change(s) {', '.join(unknown)}; allowed: {', '.join(BRANCH_KEYS)}")
     if not parent.capabilities["branch"]:  # a run of a pipeline watched through its step callback
         raise ValueError(xt_only_reason(parent.params.get("pipeline"), "branching", hint=""))
     check_step_at(at, len(parent), " of the shown run")
-    p = parent.params
-    if "prompt" in changes:
-        check_prompt(changes["prompt"])
-    if "negative_prompt" in changes:
-        check_prompt(changes["negative_prompt"], "negative_prompt", True)
-    if "seed" in changes:
-        check_seed(changes["seed"])
     if "scheduler" in changes:
         check_choice("scheduler", changes["scheduler"], schedulers(pipe))
-    total = check_steps(changes["steps"]) if "steps" in changes else int(p["steps"])
-    if "guidance" in changes:
-        g = changes["guidance"]
-        rest = total - at - 1
-        if hasattr(g, "__len__") and not isinstance(g, (str, bytes)) and len(g) == rest:
-            guidance_schedule(g, rest)
-        else:
-            guidance_schedule(g, total)
-    replan = "scheduler" in changes or ("steps" in changes and changes["steps"] != p["steps"])
-    if not replan and at >= int(p["steps"]) - 1:
-        raise ValueError(f"at={at} is the last step: nothing is left to run; pick an earlier step, "
-                         "or change scheduler/steps to re-plan the rest")
+    prepare_branch(pipe, parent, at, **changes)
     return dict(changes)
 
 

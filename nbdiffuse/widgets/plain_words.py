@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.capabilities import pipeline_capabilities, xt_only_reason
 from ..core.device_memory import is_out_of_memory
-from ..core.generic import is_generic
-from ..core.trajectory import CAPABILITIES, Trajectory, xt_only_reason
+from ..core.trajectory import Trajectory
 
 CANNOT = "x0, what-if, branching and live guidance"
 
@@ -13,15 +13,11 @@ CANNOT = "x0, what-if, branching and live guidance"
 def capabilities_state(source: Any) -> dict[str, Any]:
     """`capabilities` and `capabilities_note` for a pipeline (None: no model) or a Trajectory."""
     if isinstance(source, Trajectory):
-        caps = source.capabilities
-        note = "" if caps["x0"] else xt_only_reason(source.params.get("pipeline"), CANNOT, hint="")
-        return {"capabilities": caps, "capabilities_note": note}
-    if source is not None and is_generic(source):
-        from ..core.generic import CAPABILITIES as XT_ONLY
-
-        return {"capabilities": {**CAPABILITIES, **XT_ONLY},
-                "capabilities_note": xt_only_reason(type(source).__name__, CANNOT, hint="")}
-    return {"capabilities": dict(CAPABILITIES), "capabilities_note": ""}
+        caps, pipeline = source.capabilities, source.params.get("pipeline")
+    else:
+        caps, pipeline = pipeline_capabilities(source), type(source).__name__
+    note = "" if caps["x0"] else xt_only_reason(pipeline, CANNOT, hint="")
+    return {"capabilities": caps, "capabilities_note": note}
 
 
 def model_words(model: Any, lora: Any) -> str:

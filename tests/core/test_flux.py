@@ -5,7 +5,7 @@ import torch
 import nbdiffuse as nbd
 from nbdiffuse.core.decode import approx_decoder_for
 from nbdiffuse.core.families import family_for
-from nbdiffuse.core.family_flux import pack, unpack
+from nbdiffuse.core.families.flux import pack, unpack
 
 PROMPT = "big red circle on the left"
 SIZE = {"height": 32, "width": 48}  # 16 x 24 latents: non-square catches a swapped unpack

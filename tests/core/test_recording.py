@@ -12,6 +12,7 @@ import nbdiffuse as nbd
 from nbdiffuse.core.recording import StepRecorder
 
 trace_module = importlib.import_module("nbdiffuse.core.trace")  # the module (nbdiffuse.core.trace is the function)
+run_module = importlib.import_module("nbdiffuse.core.run")  # the step loop, which records the steps
 
 
 class SlowEvent:
@@ -38,7 +39,7 @@ def deferred(monkeypatch, log, lag=2):
         def _event(self):
             return SlowEvent(log, lag)
 
-    monkeypatch.setattr(trace_module, "StepRecorder", Deferred)
+    monkeypatch.setattr(run_module, "StepRecorder", Deferred)
 
 
 def test_deferred_steps_are_published_in_order_and_equal_a_plain_run(sd_pipe, monkeypatch):
@@ -97,8 +98,8 @@ def test_generic_runs_defer_their_copies_the_same_way(pag_pipe, monkeypatch):
     generic_module = importlib.import_module("nbdiffuse.core.generic")
     plain = nbd.trace(pag_pipe, "a red circle", steps=5, seed=2)
     log, seen = [], []
-    deferred(monkeypatch, log)  # patches the trace module's StepRecorder: the generic module gets the same
-    monkeypatch.setattr(generic_module, "StepRecorder", trace_module.StepRecorder)
+    deferred(monkeypatch, log)  # patches the run module's StepRecorder: the generic module gets the same
+    monkeypatch.setattr(generic_module, "StepRecorder", run_module.StepRecorder)
     traj = nbd.trace(pag_pipe, "a red circle", steps=5, seed=2, on_step=lambda tr, s: seen.append((s.index, len(tr))))
     assert seen == [(k, k + 1) for k in range(5)] and "wait" in log and not traj.stopped
     assert [s.timestep for s in traj] == [s.timestep for s in plain]

@@ -95,3 +95,19 @@ def test_an_image_to_image_run_branches(explorer):
     child = ex.trajectory
     assert child.params["parent"] == parent.id and len(child) == len(parent) == ex.total_steps == 6
     assert child[2].latents.equal(parent[2].latents) and not child[5].latents.equal(parent[5].latents)
+
+
+def test_a_branch_past_the_last_step_an_image_to_image_run_made_is_refused_at_once(explorer):
+    """The run makes the last 5 of 10 steps: branching at its 5th recorded step leaves nothing to run.
+    The Explorer refuses that up front (core.branch.prepare_branch) instead of failing in its worker."""
+    ex, frontend = explorer
+    ex.start_from(picture(), strength=0.5)
+    frontend.click("generate")
+    assert ex.wait(WAIT) and ex.status == "done", ex.error
+    assert len(ex.trajectory) == 5 and ex.trajectory.params["steps"] == 10
+    with pytest.raises(ValueError, match=r"at=4 is the last step"):
+        ex.branch(at=4, guidance=3.0)
+    assert len(ex.history) == 1 and ex.status == "done"
+    ex.branch(at=3, guidance=3.0)  # one step left to run
+    assert ex.wait(WAIT) and ex.status == "done", ex.error
+    assert len(ex.history) == 2 and len(ex.trajectory) == 5 and ex.trajectory.params["branched_at"] == 3

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from .families import Conditioning, StableDiffusion3Family
+from .base import Conditioning
+from .sd3 import StableDiffusion3Family
 
 
 def pack(latents: torch.Tensor) -> torch.Tensor:

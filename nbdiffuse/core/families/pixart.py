@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from .families import Conditioning, StableDiffusionFamily
+from .base import Conditioning
+from .sd import StableDiffusionFamily
 
 
 class PixArtFamily(StableDiffusionFamily):

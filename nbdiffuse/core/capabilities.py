@@ -1,0 +1,36 @@
+"""What a run can give, and why a run of a pipeline nbdiffuse only watches cannot give more.
+
+Runs of the families nbdiffuse drives itself (core/families) can do all of it. Runs of other
+pipelines (core/generic.py, watched through diffusers' callback_on_step_end) record only x_t and
+say so in params["capabilities"]; the widgets read the same dict and disable what a run cannot do.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .families import is_generic
+
+# What a run can be asked for (all of it for the known families).
+CAPABILITIES = {"x0": True, "what_if": True, "branch": True, "live_guidance": True, "previews": True}
+# What a run of a watched pipeline lacks ("previews" is decided by its latents' layout, at its first step).
+XT_ONLY = {"x0": False, "what_if": False, "branch": False, "live_guidance": False}
+KNOWN_FAMILIES = "SD, SDXL, SD3, Flux, PixArt"
+
+
+def xt_only_reason(pipeline: Any, what: str = "x0, what-if and branching", hint: str = "; view='xt' works") -> str:
+    """Why a run of a pipeline outside the known families cannot give `what` (one line, for errors and the UI)."""
+    return (f"This pipeline ({pipeline or 'unknown'}) gives only the noisy latent x_t at each step: {what} "
+            f"need{'' if ',' in what or ' and ' in what else 's'} a family nbdiffuse knows "
+            f"({KNOWN_FAMILIES}){hint}.")
+
+
+def pipeline_capabilities(pipe: Any) -> dict[str, bool]:
+    """What runs of `pipe` will be able to give (None, no model yet: everything)."""
+    if pipe is not None and is_generic(pipe):
+        return {**CAPABILITIES, **XT_ONLY}
+    return dict(CAPABILITIES)
+
+
+def run_capabilities(params: dict) -> dict[str, bool]:
+    """What a recorded run can give: CAPABILITIES, less what its params say it lacks."""
+    return {**CAPABILITIES, **(params.get("capabilities") or {})}

@@ -1,0 +1,80 @@
+"""GenericPipeline: what nbdiffuse knows about a pipeline outside the known families that it only watches.
+
+Such a pipeline runs its own loop (core/generic.py) and nbdiffuse sees its latents through
+diffusers' callback_on_step_end: sizes, channels and defaults come from here; there is no predict().
+What such a run cannot give, and why, is core/capabilities.py's to say.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import numbers
+from typing import Any
+
+import torch
+
+
+class GenericPipeline:
+    """What nbdiffuse knows about a pipeline it only watches: sizes, channels, defaults. No predict()."""
+
+    name = "generic"
+    guidance_kind = "pipeline"  # whatever the pipeline does with guidance_scale; nothing to re-weigh
+
+    def __init__(self, pipe: Any):
+        self.pipe = pipe
+
+    @functools.cached_property
+    def parameters(self) -> dict[str, inspect.Parameter]:
+        return dict(inspect.signature(type(self.pipe).__call__).parameters)
+
+    @property
+    def denoiser(self) -> Any:
+        return getattr(self.pipe, "unet", None) or getattr(self.pipe, "transformer", None)
+
+    @functools.cached_property
+    def device(self) -> torch.device:
+        return self.pipe._execution_device
+
+    @functools.cached_property
+    def dtype(self) -> torch.dtype:
+        module = self.denoiser
+        return module.dtype if module is not None else self.pipe.dtype
+
+    @property
+    def vae_factor(self) -> int:
+        factor = getattr(self.pipe, "vae_scale_factor", None)
+        if isinstance(factor, int) and factor > 0:
+            return factor
+        vae = getattr(self.pipe, "vae", None)
+        blocks = getattr(getattr(vae, "config", None), "block_out_channels", None)
+        return 2 ** (len(blocks) - 1) if blocks else 8
+
+    @property
+    def latent_channels(self) -> int | None:
+        vae = getattr(self.pipe, "vae", None)
+        channels = getattr(getattr(vae, "config", None), "latent_channels", None)
+        if channels is None and self.denoiser is not None:
+            channels = self.denoiser.config.get("in_channels")
+        return None if channels is None else int(channels)
+
+    @property
+    def default_guidance(self) -> float:
+        param = self.parameters.get("guidance_scale")
+        default = None if param is None else param.default
+        return float(default) if isinstance(default, numbers.Real) and not isinstance(default, bool) else 7.5
+
+    def default_size(self) -> tuple[int, int] | None:
+        """(height, width) the pipeline makes when given none, where nbdiffuse can tell; else None."""
+        sample = None
+        if self.denoiser is not None:
+            sample = self.denoiser.config.get("sample_size")
+        if sample is None:
+            sample = getattr(self.pipe, "default_sample_size", None)
+        if isinstance(sample, (list, tuple)) and sample:
+            return int(sample[0]) * self.vae_factor, int(sample[-1]) * self.vae_factor
+        if isinstance(sample, int):
+            return sample * self.vae_factor, sample * self.vae_factor
+        return None
+
+    def text_readers(self) -> list:
+        return []

@@ -1,0 +1,97 @@
+"""StableDiffusionFamily: SD 1.x / 2.x, and the adapter every other family subclasses."""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from .base import Conditioning, placement
+
+
+class StableDiffusionFamily:
+    """StableDiffusionPipeline: SD 1.x / 2.x (epsilon and v-prediction) and look-alikes."""
+
+    name = "stable-diffusion"
+    # What trace's `guidance` means: "cfg" (classifier-free guidance, a (cond, uncond) pair per
+    # step when > 1) or "distilled" (a model input, one evaluation, nothing to re-weigh: Flux-dev).
+    guidance_kind = "cfg"
+    default_guidance = 7.5  # what the family's own pipeline uses by default (for UIs)
+
+    def __init__(self, pipe: Any):
+        self.pipe = pipe
+
+    # An adapter lives for one prepared run or branch (family_for makes a new one each time), so
+    # device and dtype are looked up once: diffusers finds the device by walking every module of
+    # every component (~3 ms a look-up on the shapes model, more on large ones).
+    @functools.cached_property
+    def device(self) -> torch.device:
+        return placement(self.pipe, self.denoiser)[0]
+
+    @property
+    def denoiser(self) -> Any:
+        return self.pipe.unet
+
+    @functools.cached_property
+    def dtype(self) -> torch.dtype:
+        return placement(self.pipe, self.denoiser)[1]
+
+    @property
+    def vae_factor(self) -> int:
+        return int(self.pipe.vae_scale_factor)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.denoiser.config.in_channels)
+
+    def default_size(self) -> tuple[int, int]:
+        sample = self.denoiser.config.sample_size
+        side = (sample if isinstance(sample, int) else sample[0]) * self.vae_factor
+        return side, side
+
+    def encode(self, prompt: str, negative_prompt: str | None, size: tuple[int, int] | None = None) -> Conditioning:
+        pos, neg = self.pipe.encode_prompt(prompt, self.device, 1, True, negative_prompt or None)
+        return self._pack({"encoder_hidden_states": pos}, {"encoder_hidden_states": neg})
+
+    @staticmethod
+    def _pack(cond: dict, uncond: dict) -> Conditioning:
+        both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
+        return Conditioning(cond=cond, uncond=uncond, both=both)
+
+    def initial_latents(self, height: int, width: int, generator: torch.Generator, scheduler: Any) -> torch.Tensor:
+        shape = (1, self.latent_channels, height // self.vae_factor, width // self.vae_factor)
+        noise = randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
+        return noise * getattr(scheduler, "init_noise_sigma", 1.0)
+
+    def set_timesteps(self, scheduler: Any, steps: int, height: int, width: int) -> None:
+        scheduler.set_timesteps(steps, device=self.device)
+
+    def _unet_kwargs(self, conditioning: dict) -> dict:
+        return {"encoder_hidden_states": conditioning["encoder_hidden_states"]}
+
+    def text_readers(self) -> list[tuple[str, Any, int]]:
+        """(name, tokenizer, tokens it reads) for each text encoder: prompts longer than that are truncated."""
+        tokenizer = getattr(self.pipe, "tokenizer", None)
+        if tokenizer is None:
+            return []
+        return [("the text encoder", tokenizer, int(getattr(tokenizer, "model_max_length", 0) or 0))]
+
+    def uses_cfg(self, guidance: float) -> bool:
+        """Whether a step at this guidance runs classifier-free guidance (diffusers: guidance > 1)."""
+        return guidance > 1.0
+
+    def predict(self, x_in: torch.Tensor, t: torch.Tensor, cond: Conditioning, guided: bool,
+                guidance: float | None = None):
+        """Model outputs (cond, uncond); uncond is None when guidance is off (one batch row).
+
+        guided: run the (cond, uncond) pair (uses_cfg(guidance)); guidance: the step's value, for
+        families that feed it to the model (Flux-dev); CFG families combine the pair in the loop.
+        """
+        if guided:
+            out = self.pipe.unet(torch.cat([x_in, x_in]), t, return_dict=False, **self._unet_kwargs(cond.both))[0]
+            uncond, cond_out = out.chunk(2)
+            return cond_out, uncond
+        out = self.pipe.unet(x_in, t, return_dict=False, **self._unet_kwargs(cond.cond))[0]
+        return out, None
+

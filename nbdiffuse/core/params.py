@@ -1,0 +1,58 @@
+"""RunParams: every key of `traj.params`, what it holds and who writes it.
+
+A trajectory's params stay a plain dict (JSON in the .nbd file, unchanged by this module): the
+TypedDict only documents the keys and lets annotations say which dict is meant. run.Run.params()
+writes all keys but the last two; the generic path (core/generic.py) adds those; branch.py
+rewrites parent, branched_at, steps, guidance and, on the parent's schedule, scheduler and start_step.
+Files saved by older versions may lack keys added since: readers use params.get() for
+start_step, strength, image, lora, notices and capabilities.
+"""
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class Versions(TypedDict):
+    nbdiffuse: str
+    diffusers: str
+    torch: str
+    transformers: str
+
+
+class _EveryRun(TypedDict):
+    id: str  # 12 hex digits, unique per run (trajectory.id)
+    model: str  # the model's display name (pipe_attrs.model_name): where it was loaded from
+    pipeline: str  # the diffusers pipeline class, e.g. "StableDiffusionPipeline"
+    lora: dict | None  # the LoRA and scale the run used (lora.lora_params), or None
+    family: str  # the adapter's name (families): "stable-diffusion", "flux", ..., "generic"
+    guidance_kind: str  # "cfg", "distilled" (a model input: no what-if) or "pipeline" (generic)
+    prompt: str  # as typed
+    negative_prompt: str  # as typed ("" for none)
+    seed: int
+    steps: int  # steps of the schedule (image to image runs only the last steps - start_step)
+    scheduler: str  # nbdiffuse's name of the sampler (schedulers.scheduler_name)
+    scheduler_class: str  # the diffusers class, to rebuild it (schedulers.scheduler_from_params)
+    scheduler_config: dict[str, Any]  # its config, JSON-safe
+    prediction_type: str  # "epsilon", "v_prediction", "flow_prediction", ...
+    encoded_prompt: str  # what the text encoder read (shapes grammar: unknown words dropped)
+    encoded_negative_prompt: str
+    notices: list[str]  # what the run changed about its input (truncation, unknown words, ...)
+    guidance: list[float]  # used at each step made, then the plan for steps never made
+    guidance_plan: list[float]  # the schedule asked for, one value per step that runs
+    start_step: int  # first step of the schedule that ran (0; image to image starts later)
+    strength: float | None  # image to image: the share of the schedule that ran, else None
+    image: str | None  # image to image: the start picture's fingerprint (img2img.fingerprint), else None
+    height: int
+    width: int
+    dtype: str  # e.g. "float32"
+    device: str  # e.g. "cpu", "cuda:0"
+    versions: Versions
+    created: str  # ISO 8601, UTC, seconds
+    parent: str | None  # id of the run this one branched from
+    branched_at: int | None  # the parent's step it continued after
+
+
+class RunParams(_EveryRun, total=False):
+    """traj.params; the keys above are in every run's, these two in runs of the generic path only."""
+    capabilities: dict[str, bool]  # what they lack (capabilities.XT_ONLY, and "previews")
+    capabilities_reason: str  # why, in one line

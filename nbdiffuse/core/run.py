@@ -1,0 +1,268 @@
+"""The step loop: one prepared run, denoised step by step, every step recorded, with one end.
+
+For the known families nbdiffuse owns the loop (the shape of diffusers' own
+StableDiffusionPipeline.__call__ loop, rewritten here) so that it can keep the (cond, uncond)
+pair and x0 of each step, change guidance on any step, pause, and branch from any step.
+trace.py checks the arguments and builds a Run; branch.py rebuilds a sampler's state after a
+step and calls Run.resume() from there; generic.py's GenericRun drives a pipeline's own loop
+instead. All of them end through run_end(): the one place a run's last steps are published,
+its failure recorded and its guidance written back.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import inspect
+import json
+import time
+import uuid
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from .. import _version
+from . import encode_cache, img2img
+from .lora import lora_params
+from .locks import pipe_lock
+from .params import RunParams
+from .pipe_attrs import model_name
+from .prediction import sigma_at, x0_coefficients
+from .prompts import prepare_prompt
+from .recording import StepRecorder
+from .schedulers import scheduler_name
+from .step import Step
+from .trajectory import Trajectory
+
+
+class Run:
+    """One prepared run; execute() does the model work (in whatever thread calls it)."""
+
+    def __init__(self, pipe, family, scheduler, prompt, negative_prompt, steps, schedule, seed, height, width,
+                 control, on_step):
+        self.pipe, self.family, self.scheduler = pipe, family, scheduler
+        self.prompt, self.negative_prompt = prompt, negative_prompt
+        self.steps, self.schedule, self.seed = steps, schedule, seed
+        self.height, self.width = height, width
+        self.control, self.on_step = control, on_step
+        self.generator = torch.Generator("cpu").manual_seed(seed)
+        self.trajectory: Trajectory | None = None
+        self.notices: list[str] = []
+        self.encoded = (prompt, negative_prompt)
+        self.image: Any = None  # image to image: the start picture, its strength and the first step that runs
+        self.strength: float | None = None
+        self.start = 0
+
+    @property
+    def total_steps(self) -> int:
+        """Steps this run makes: all of `steps`, or the last int(steps * strength) for image to image."""
+        return self.steps - self.start
+
+    def check_prompts(self) -> None:
+        """Resolve what the text encoder reads (before any model work); collect notices."""
+        prompt, notices = prepare_prompt(self.pipe, self.prompt, "prompt")
+        negative, more = prepare_prompt(self.pipe, self.negative_prompt, "negative_prompt")
+        self.encoded, self.notices = (prompt, negative), notices + more
+
+    # --- params ---------------------------------------------------------------------
+    def params(self) -> RunParams:
+        """Everything that reproduces this run (core/params.py says what each key holds)."""
+        import diffusers
+        import transformers
+
+        pipe, sched = self.pipe, self.scheduler
+        return {
+            "id": uuid.uuid4().hex[:12],
+            "model": model_name(pipe),
+            "pipeline": type(pipe).__name__,
+            "lora": lora_params(pipe),  # the LoRA and scale this run used (nbd.load_pipeline(..., lora=...))
+            "family": self.family.name,
+            "guidance_kind": self.family.guidance_kind,  # "cfg", or "distilled" (a model input: no what-if)
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "seed": self.seed,
+            "steps": self.steps,
+            "scheduler": scheduler_name(sched),
+            "scheduler_class": type(sched).__name__,
+            "scheduler_config": jsonable(dict(sched.config)),
+            "prediction_type": sched.config.get("prediction_type", "epsilon"),
+            "encoded_prompt": self.encoded[0],
+            "encoded_negative_prompt": self.encoded[1],
+            "notices": list(self.notices),
+            "guidance": list(self.schedule),
+            "guidance_plan": list(self.schedule),
+            "start_step": self.start,
+            "strength": self.strength,
+            "image": None if self.image is None else img2img.fingerprint(self.image),
+            "height": self.height,
+            "width": self.width,
+            "dtype": str(self.family.dtype).replace("torch.", ""),
+            "device": str(self.family.device),
+            "versions": {"nbdiffuse": _version.__version__, "diffusers": diffusers.__version__, "torch": torch.__version__,
+                         "transformers": transformers.__version__},
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "parent": None,
+            "branched_at": None,
+        }
+
+    # --- the run --------------------------------------------------------------------
+    def execute(self) -> Trajectory:
+        with pipe_lock(self.pipe), torch.no_grad():
+            sched = self.scheduler
+            self.family.set_timesteps(sched, self.steps, self.height, self.width)
+            first = self.start * int(getattr(sched, "order", 1))  # position in sched.timesteps
+            if hasattr(sched, "set_begin_index"):
+                sched.set_begin_index(first)
+            self.cond = encode_cache.encode(self.family, *self.encoded, (self.height, self.width))
+            if self.image is None:
+                latents = self.family.initial_latents(self.height, self.width, self.generator, sched)
+            else:
+                clean = img2img.image_latents(self.family, self.image, self.height, self.width, self.generator)
+                noise = randn_tensor(clean.shape, generator=self.generator, device=clean.device, dtype=clean.dtype)
+                latents = img2img.noised(sched, clean, noise, sched.timesteps[first])
+            traj = Trajectory(self.params(), initial_latents=latents.detach().to("cpu", copy=True), pipe=self.pipe)
+            self.trajectory = traj
+            return self.resume(traj, latents, position=first, step=0)
+
+    def _guidance_at(self, k: int) -> float:
+        live = self.control.guidance if self.control is not None else None
+        if live is not None:
+            return live
+        return self.schedule[k] if k < len(self.schedule) else self.schedule[-1]
+
+    def publisher(self, traj: Trajectory) -> Callable[[Step], None]:
+        """What makes a recorded step visible: appended to `traj`, then on_step (in the running thread)."""
+        def publish(step: Step) -> None:
+            traj._append(step)
+            if self.on_step is not None:
+                self.on_step(traj, step)
+
+        return publish
+
+    def resume(self, traj: Trajectory, latents: torch.Tensor, position: int, step: int) -> Trajectory:
+        """Denoise from `position` of scheduler.timesteps (step index `step`) to the end, recording each step.
+
+        execute() starts here at the run's first step; branch() calls it once it has brought this run's
+        scheduler, generator and latents to the state after the branch point. The caller holds pipe_lock
+        and torch.no_grad()."""
+        i, k = position, step
+        family, sched = self.family, self.scheduler
+        timesteps = sched.timesteps
+        step_kwargs = scheduler_step_kwargs(sched, self.generator)
+        # Host-side copies of what each step records as numbers: reading them off the device
+        # inside the loop would make the host wait for the GPU every step (core/recording.py).
+        times = [float(t) for t in timesteps.detach().cpu()]
+        sigmas = {j: sigma_at(sched, j) for j in range(i, len(timesteps))}
+        recorder = StepRecorder(latents.device)
+        record = recorder.copy
+        publish = self.publisher(traj)
+
+        with run_end(traj, lambda: recorder, publish):
+            while i < len(timesteps):
+                recorder.publish(publish)
+                if self.control is not None and self.control.paused:
+                    recorder.publish(publish, wait=True)  # the paused frame is the newest step
+                if self.control is not None and not self.control._wait_turn():
+                    traj.stopped = True
+                    break
+                w = self._guidance_at(k)
+                use_cfg = family.uses_cfg(w)  # diffusers: guidance <= 1 runs the prompt alone; Flux-dev never
+                began = time.perf_counter()
+                first, extras = None, []
+                # One step: one model evaluation, or two for 2nd-order samplers (Heun).
+                while True:
+                    t = timesteps[i]
+                    x_in = model_input(sched, latents, t)
+                    cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg, guidance=w)
+                    out = uncond_out + w * (cond_out - uncond_out) if use_cfg else cond_out
+                    if first is None:
+                        sigma = sigmas[i]
+                        a, b = x0_coefficients(sched, sigma)
+                        first = (times[i], sigma, b, a * x_in + b * out, cond_out, uncond_out)
+                    else:
+                        extras.append(out)
+                    latents = sched.step(out, t, latents, **step_kwargs, return_dict=False)[0]
+                    i += 1
+                    if i >= len(timesteps) or getattr(sched, "state_in_first_order", True):
+                        break
+                t0, sigma, b, x0, cond_out, uncond_out = first
+                recorder.add(Step(
+                    index=k, timestep=t0, sigma=sigma, guidance=w,
+                    latents=record(latents), pred_x0=record(x0), eps_cond=record(cond_out),
+                    eps_uncond=None if uncond_out is None else record(uncond_out),
+                    x0_coeff=float(b), xt_scale=input_scale(sched, i, latents), seconds=time.perf_counter() - began,
+                    extra_outputs=tuple(record(e) for e in extras),
+                ))
+                k += 1
+                recorder.publish(publish)  # at once on a CPU; on a GPU once the copies are done
+        return traj
+
+
+@contextlib.contextmanager
+def run_end(traj: Trajectory, recorder: Callable[[], StepRecorder | None],
+            publish: Callable[[Step], None]) -> Iterator[None]:
+    """The one end of every run (this loop, the generic path's, a branch's).
+
+    Done: the steps still being copied are published. Failed: the steps already made are kept
+    (without on_step: the run is failing), the run is marked stopped with its error, and the error
+    goes on to the caller. Either way params["guidance"] becomes the guidance used, then the plan
+    for the steps never made. `recorder` gives the run's StepRecorder, or None before it has one."""
+    try:
+        yield
+        made = recorder()
+        if made is not None:
+            made.publish(publish, wait=True)
+    except BaseException as exc:  # keep what was done; the caller sees the error too
+        made = recorder()
+        if made is not None:
+            try:
+                made.publish(traj._append, wait=True)
+            except Exception:  # e.g. the device is out of memory or lost: those copies cannot finish
+                made.discard()
+        traj.stopped = True
+        traj.error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        traj.params["guidance"] = traj.guidances + traj.params["guidance_plan"][len(traj):]
+
+
+def model_input(sched: Any, latents: torch.Tensor, t: Any) -> torch.Tensor:
+    """What the denoiser sees: DDPM-family samplers rescale x_t, flow-matching ones feed it as is."""
+    scale = getattr(sched, "scale_model_input", None)
+    return latents if scale is None else scale(latents, t)
+
+
+def input_scale(sched: Any, i: int, latents: torch.Tensor) -> float:
+    """The factor scale_model_input applies at position i (1 past the end).
+
+    Worked out on a CPU tensor where the scheduler allows it (its sigmas live on the CPU, as
+    diffusers keeps them), so reading the number does not wait for the GPU."""
+    if i >= len(sched.timesteps):
+        return 1.0
+    if latents.device.type != "cpu":
+        try:
+            return float(model_input(sched, torch.ones(1, dtype=torch.float32), sched.timesteps[i]))
+        except RuntimeError:  # a scheduler that keeps its tables on the device
+            pass
+    one = torch.ones(1, device=latents.device, dtype=torch.float32)
+    return float(model_input(sched, one, sched.timesteps[i]))
+
+
+def scheduler_step_kwargs(sched: Any, generator: torch.Generator) -> dict[str, Any]:
+    params = inspect.signature(sched.step).parameters
+    return {"generator": generator} if "generator" in params else {}
+
+
+def jsonable(value: Any) -> Any:
+    """Configs hold tuples, numpy arrays and scalars; JSON wants lists and plain numbers."""
+    def default(obj: Any) -> Any:
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, torch.Tensor):
+            return obj.tolist()
+        return str(obj)
+
+    return json.loads(json.dumps(value, default=default))
