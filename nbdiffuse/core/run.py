@@ -222,9 +222,23 @@ def run_end(traj: Trajectory, recorder: Callable[[], StepRecorder | None],
                 made.discard()
         traj.stopped = True
         traj.error = f"{type(exc).__name__}: {exc}"
+        attach_trajectory(exc, traj)
         raise
     finally:
         traj.params["guidance"] = traj.guidances + traj.params["guidance_plan"][len(traj):]
+
+
+def attach_trajectory(exc: BaseException, traj: Trajectory) -> None:
+    """Hand the steps a failed run made to whoever catches its error: `exc.trajectory` (with a note
+    that says so under the traceback). Without it a run whose on_step raised at step 3 kept its
+    steps where no one could reach them."""
+    if getattr(exc, "trajectory", None) is not None:
+        return  # a branch inside a branch: the innermost run's steps are the ones made
+    try:
+        exc.trajectory = traj
+    except (AttributeError, TypeError):  # an exception class with __slots__: the note cannot point anywhere
+        return
+    exc.add_note(f"nbdiffuse: the {len(traj)} step(s) this run made are kept in this error's .trajectory")
 
 
 def model_input(sched: Any, latents: torch.Tensor, t: Any) -> torch.Tensor:
