@@ -119,3 +119,21 @@ def test_stop_releases_a_paused_job():
     assert runner.wait(10)
     assert log[-1] == ("end", "p", 0)
     assert runner.close(10)
+
+
+def test_a_job_submitted_without_replace_is_refused_while_another_runs():
+    """The teaching sweeps' way: running again while a run goes is refused, the running job untouched."""
+    log = []
+    runner = make_runner(log)
+    started = threading.Event()
+    first = job("first", 10_000, log, started=started)
+    runner.submit(first)
+    assert started.wait(10)
+    with pytest.raises(RuntimeError, match="still going"):
+        runner.submit(job("second", 3, log), replace=False)
+    assert not first.control.stopped and runner.current is first
+    runner.stop()
+    assert runner.wait(30)
+    runner.submit(job("third", 3, log), replace=False)
+    assert runner.wait(30) and log[-1] == ("end", "third", 3)
+    assert runner.close(10)
