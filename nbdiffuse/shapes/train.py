@@ -116,7 +116,6 @@ def _device(name: str) -> torch.device:
     return device
 
 
-
 def _setup_device(args: argparse.Namespace) -> torch.device:
     """The device, and torch's settings for it: one CPU thread unless --threads says otherwise."""
     device = _device(args.device)

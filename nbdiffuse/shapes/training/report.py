@@ -76,7 +76,7 @@ def _runs_and_losses(state: dict) -> list[str]:
         if curve:
             picks = curve[:: max(1, len(curve) // 12)]
             picks += [curve[-1]] if picks[-1] != curve[-1] else []
-            lines += ["", f"## Loss, {stage}", "", " ".join(f"{s}:{l:.4f}" for s, l in picks)]
+            lines += ["", f"## Loss, {stage}", "", " ".join(f"{step}:{loss:.4f}" for step, loss in picks)]
     return lines
 
 
