@@ -11,12 +11,17 @@ a geometric evaluator (no network) and the training script of the model that shi
     nbd.shapes.adherence(images, prompts)                    # {"color": 0.9, ..., "joint": 0.7}
 
 Training: `python -m nbdiffuse.shapes.train --out DIR [--preset gpu|cpu]` (see train.py).
-Importing this package needs numpy, Pillow and scipy only; torch/diffusers load in train/model.
+Importing this package needs numpy and Pillow only; the evaluator (scipy) loads on first use of
+its names, torch/diffusers load in train/model.
 """
 
-from .evaluate import Measurement, adherence, measure, score
 from .grammar import ATTRIBUTES, VOCABULARY, Caption, caption_text, parse_caption, random_caption
 from .render import render, render_pool, render_sample
+
+# The evaluator's names, imported on first use (PEP 562): it needs scipy, which costs ~0.6 s and
+# every `import nbdiffuse` would pay it. The grammar and renderer stay eager: they are cheap, and
+# `render` is both a submodule and a function here, which a lazy name could not keep apart.
+_LAZY = {"Measurement": "evaluate", "adherence": "evaluate", "measure": "evaluate", "score": "evaluate"}
 
 __all__ = [
     "ATTRIBUTES",
@@ -33,3 +38,17 @@ __all__ = [
     "render_sample",
     "score",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # once: later look-ups do not come here
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

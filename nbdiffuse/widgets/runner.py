@@ -6,6 +6,8 @@ dropped, and the new job starts as soon as the old one has let go of the pipelin
 is what a user exploring prompts means by pressing Generate again; a queue would make them
 wait for pictures they no longer want. Two runs never race on one pipeline: jobs run one
 after another in this runner, and nbdiffuse.core holds a per-pipeline lock besides.
+The teaching sweeps run here too, one Task for all their cells, submitted with replace=False:
+running a sweep again while it runs is refused, not a replacement.
 
 At interpreter exit (a kernel restart or shutdown) every runner stops its run and its worker
 thread ends (within EXIT_SECONDS): a daemon thread still inside torch when Python finalizes
@@ -27,14 +29,24 @@ EXIT_SECONDS = 5.0  # at interpreter exit, wait at most this long in all for run
 _runners: "weakref.WeakSet[Runner]" = weakref.WeakSet()
 
 
-class Job:
-    """One requested run: the prepared core Run, its RunControl and what came of it."""
+class Task:
+    """What the Runner needs of a request: its RunControl (stop() ends the work after its current
+    step), whether it runs in the background, and what came of it (done, cancelled). A teaching
+    sweep submits one Task for all its cells; the Explorer submits Jobs."""
 
-    def __init__(self, run: Any, control: RunControl, background: bool = True, context: Any = None):
-        self.run, self.control, self.background = run, control, background
+    def __init__(self, control: RunControl, background: bool = True, context: Any = None):
+        self.control, self.background = control, background
         self.context = context  # whatever the owner needs per run (the Explorer: its live stream)
         self.done = threading.Event()
         self.cancelled = False  # replaced before it started: never ran
+
+
+class Job(Task):
+    """One requested run: the prepared core Run, its RunControl and what came of it."""
+
+    def __init__(self, run: Any, control: RunControl, background: bool = True, context: Any = None):
+        super().__init__(control, background, context)
+        self.run = run
 
     @property
     def trajectory(self) -> Any:
@@ -46,25 +58,28 @@ class Job:
 
 
 class Runner:
-    """Runs jobs one at a time; `execute(job)` does the work and must not raise."""
+    """Runs jobs (Tasks) one at a time; `execute(job)` does the work and must not raise."""
 
-    def __init__(self, execute: Callable[[Job], None], name: str = "nbdiffuse-run"):
+    def __init__(self, execute: Callable[[Any], None], name: str = "nbdiffuse-run"):
         self._execute, self._name = execute, name
         self._cond = threading.Condition()
-        self._current: Job | None = None
-        self._pending: Job | None = None
+        self._current: Task | None = None
+        self._pending: Task | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
         _runners.add(self)
 
     # --- requests ---------------------------------------------------------------------
-    def submit(self, job: Job) -> None:
-        """Start `job`, replacing any running or waiting one; foreground jobs run in this thread."""
+    def submit(self, job: Task, replace: bool = True) -> None:
+        """Start `job`, replacing any running or waiting one; foreground jobs run in this thread.
+        replace=False refuses (RuntimeError) while a job runs or waits instead."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("this widget was closed; create a new one to generate")
             if self._thread is threading.current_thread():
                 raise RuntimeError("generate() cannot be called from inside a run (e.g. from on_step)")
+            if not replace and (self._current is not None or self._pending is not None):
+                raise RuntimeError("a run is still going; call stop() or wait() first")
             self._replace_locked()
             if job.background:
                 self._pending = job
@@ -79,7 +94,7 @@ class Runner:
             self._current = job
         self._run(job)
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Task) -> None:
         """Execute the current job; whatever happens, free the turn and wake the waiters."""
         try:
             self._execute(job)
@@ -118,7 +133,7 @@ class Runner:
 
     # --- state ------------------------------------------------------------------------
     @property
-    def current(self) -> Job | None:
+    def current(self) -> Task | None:
         with self._cond:
             return self._current
 

@@ -3,7 +3,7 @@ import time
 
 import numpy as np
 
-from nbdiffuse.shapes import train
+from nbdiffuse.shapes.training import loops
 from nbdiffuse.shapes.model import get_preset
 from nbdiffuse.shapes.render import render_pool
 from nbdiffuse.shapes.text_batches import TextBatches
@@ -30,8 +30,8 @@ def test_fit_steps_fills_the_budget_within_the_preset_cap():
     preset = get_preset("gpu")
     state = {"unet_step": 200}
     began = time.time() - 10.0  # 200 steps took 10 s: 0.05 s/step
-    fitted = train.fit_steps(state, preset, minutes=1.0, stage_began=began, timed_steps=200, seconds=10.0)
+    fitted = loops.fit_steps(state, preset, minutes=1.0, stage_began=began, timed_steps=200, seconds=10.0)
     assert 200 + 900 <= fitted <= 200 + 1000  # ~50 s left at 0.05 s/step
     assert state["fitted"]["unet_steps"] == fitted and state["fitted"]["seconds_per_step"] == 0.05
-    assert train.fit_steps(state, preset, 1e4, began, 200, 10.0) == preset.unet_steps
-    assert train.fit_steps(state, preset, 0.01, began, 200, 10.0) == 200  # budget already spent
+    assert loops.fit_steps(state, preset, 1e4, began, 200, 10.0) == preset.unet_steps
+    assert loops.fit_steps(state, preset, 0.01, began, 200, 10.0) == 200  # budget already spent

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import nbdiffuse as nbd
-from nbdiffuse.shapes import train
+from nbdiffuse.shapes import model, train
+from nbdiffuse.shapes.training import models
 
 ARGS = ["--preset", "cpu", "--max-steps", "2", "--eval-samples", "0", "--threads", "1", "--seed", "3"]
 
@@ -60,13 +61,13 @@ def test_resume_after_a_stop_gives_the_same_weights(trained, tmp_path, monkeypat
     out, _ = trained
     # Stop right after the first UNet step, as --max-minutes would, then go on with --resume.
     updates = [0]
-    real_update = train.EMA.update
+    real_update = models.EMA.update
 
     def counting_update(self, step):
         real_update(self, step)
         updates[0] += 1
 
-    monkeypatch.setattr(train.EMA, "update", counting_update)
+    monkeypatch.setattr(models.EMA, "update", counting_update)
     monkeypatch.setattr(train.Deadline, "passed", lambda self: updates[0] >= 1)
     resumed = tmp_path / "resumed"
     state = train.main(["--out", str(resumed), *ARGS])
@@ -109,14 +110,14 @@ def test_offset_noise_fine_tune_of_the_noisiest_steps(trained, tmp_path, monkeyp
     it is asked for): the UNet sees only timesteps t_min..999; both are recorded."""
     out, _ = trained
     seen = []
-    build = train.build_unet
+    build = model.build_unet
 
     def watched(preset):
         unet = build(preset)
         unet.register_forward_pre_hook(lambda module, args: seen.extend(args[1].tolist()) if module.training else None)
         return unet
 
-    monkeypatch.setattr(train, "build_unet", watched)
+    monkeypatch.setattr(model, "build_unet", watched)
     again = tmp_path / "tuned"
     state = train.main(["--out", str(again), "--init", str(out), "--offset-noise", "0.1", "--t-min", "600",
                         "--batch", "4", "--pool-size", "300", *ARGS])

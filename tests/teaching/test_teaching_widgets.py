@@ -198,11 +198,16 @@ def test_stop_leaves_the_rest_unrun(pipe):
     sweep = StepsCompare(pipe, "a red circle", steps=[200, 200, 200], run=False)
     assert sweep.status == "idle"
     sweep.run()
+    with pytest.raises(RuntimeError, match="still going"):  # running again while it runs is refused
+        sweep.run()
     sweep.stop()
     assert sweep.wait(120)
     assert sweep.status == "stopped"
     assert sweep.trajectories[-1] is None
     assert sum(len(tr) for tr in sweep.trajectories if tr is not None) < 600
+    thread = sweep._runner.thread
+    sweep.close()
+    assert thread is None or not thread.is_alive()  # close ends the sweep's worker thread
 
 
 def test_seeds_and_prompts_rows_keep_and_tweak(pipe):

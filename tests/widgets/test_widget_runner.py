@@ -119,3 +119,21 @@ def test_stop_releases_a_paused_job():
     assert runner.wait(10)
     assert log[-1] == ("end", "p", 0)
     assert runner.close(10)
+
+
+def test_a_job_submitted_without_replace_is_refused_while_another_runs():
+    """The teaching sweeps' way: running again while a run goes is refused, the running job untouched."""
+    log, started = [], threading.Event()
+    runner = make_runner(log)
+    long_job = job("long", 10_000, log, started=started)
+    runner.submit(long_job, replace=False)
+    assert started.wait(10)
+    with pytest.raises(RuntimeError, match="still going"):
+        runner.submit(job("refused", 3, log), replace=False)
+    assert not long_job.control.stopped and runner.current is long_job
+    runner.stop()
+    assert runner.wait(30)
+    runner.submit(job("after", 3, log), replace=False)
+    assert runner.wait(30) and log[-1] == ("end", "after", 3)
+    assert [entry[1] for entry in log] == ["long", "long", "after", "after"]
+    assert runner.close(10)

@@ -1,12 +1,10 @@
-"""What the teaching widgets share: their front end, picture input, encoding and the sweep worker."""
+"""What the teaching widgets share: their front end, picture input and encoding (the sweeps run on widgets.runner)."""
 from __future__ import annotations
 
 import io
 import pathlib
-import threading
 import time
-import traceback
-from typing import Any, Callable
+from typing import Any
 
 import anywidget
 import numpy as np
@@ -15,7 +13,7 @@ import traitlets as t
 from PIL import Image
 
 from ...core import load_pipeline
-from ...core.decode import from_pipeline_space, to_pipeline_space
+from ...core.decode import to_pipeline_space
 from ...core.families import family_for
 from ...core.generic import adapter_for, is_generic
 from ...frames import encode_live, encode_lossless
@@ -112,14 +110,6 @@ def to_tensor(picture: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def to_picture(pixels: torch.Tensor) -> Image.Image:
-    """(1, 3, H, W) or (3, H, W) in [-1, 1] -> PIL (values outside are clipped, as a screen would)."""
-    if pixels.ndim == 4:
-        pixels = pixels[0]
-    array = ((pixels.float().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(array)
-
-
 def vae_encode(pipe: Any, pixels: torch.Tensor) -> torch.Tensor:
     """(1, 3, H, W) in [-1, 1] -> (1, C, h, w) latents in the space the pipeline denoises (the mean, no sampling)."""
     vae = pipe.vae
@@ -127,15 +117,6 @@ def vae_encode(pipe: Any, pixels: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         latents = vae.encode(pixels.to(param.device, param.dtype)).latent_dist.mean
     return to_pipeline_space(vae, latents.float()).cpu()
-
-
-def vae_decode(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Pipeline-space latents -> (1, 3, H, W) pixels in about [-1, 1]."""
-    vae = pipe.vae
-    param = next(vae.parameters())
-    z = latents.unsqueeze(0) if latents.ndim == 3 else latents
-    with torch.no_grad():
-        return vae.decode(from_pipeline_space(vae, z.float()).to(param.device, param.dtype), return_dict=False)[0].float().cpu()
 
 
 def lossless(picture: Image.Image | np.ndarray) -> bytes:
@@ -157,56 +138,6 @@ def fit_for_display(picture: Image.Image, longest: int) -> Image.Image:
         return picture
     scale = longest / max(picture.size)
     return picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))), Image.LANCZOS)
-
-
-class Worker:
-    """One background thread per widget running a list of tasks; the notebook stays usable meanwhile.
-
-    Widget events are only handled while the cell is idle, so model work must not run in the cell
-    (the same reason Explorer has its runner). Errors land in `on_error`, never in the thread's void.
-    """
-
-    def __init__(self, name: str):
-        self._name = name
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._idle = threading.Event()
-        self._idle.set()
-        self._lock = threading.Lock()
-
-    def start(self, work: Callable[[threading.Event], None], on_error: Callable[[BaseException, str], None]) -> None:
-        with self._lock:
-            # The idle flag, not thread liveness: a finished thread may still be unwinding for a moment.
-            if not self._idle.is_set():
-                raise RuntimeError("a run is still going; call stop() or wait() first")
-            self._stop = threading.Event()
-            self._idle.clear()
-            stop = self._stop
-
-            def body() -> None:
-                try:
-                    work(stop)
-                except BaseException as exc:  # shown in the widget; wait() returns normally
-                    on_error(exc, traceback.format_exc())
-                finally:
-                    self._idle.set()
-
-            self._thread = threading.Thread(target=body, name=self._name, daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    @property
-    def stopping(self) -> threading.Event:
-        return self._stop
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._idle.wait(timeout)
-
-    @property
-    def busy(self) -> bool:
-        return not self._idle.is_set()
 
 
 class Throttle:

@@ -8,9 +8,9 @@ import numpy as np
 import traitlets as tl
 from PIL import Image
 
-from ...core.decode import approx_decoder_for
+from ...core.decode import approx_decoder_for, full_decode
 from .common import (TeachingWidget, as_image, fit_for_display, lossless, model_label, model_size, resolve_pipe,
-                     to_picture, to_tensor, vae_decode, vae_encode)
+                     to_tensor, vae_encode)
 
 DISPLAY = 256
 
@@ -53,7 +53,7 @@ class LatentView(TeachingWidget):
         size = model_size(self.pipe)
         self.image = as_image(image).resize(size, Image.LANCZOS)
         self.latents = vae_encode(self.pipe, to_tensor(self.image))
-        self.decoded = to_picture(vae_decode(self.pipe, self.latents))
+        self.decoded = full_decode(self.pipe.vae, self.latents)
         self.approx_image = approx_decoder_for(self.pipe.vae)(self.latents[0])
         tiles, ranges = [], []
         for c in self.latents[0].numpy():

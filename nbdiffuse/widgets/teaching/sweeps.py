@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -21,7 +22,8 @@ from ...core import RunControl, compare, prepare
 from ...core.schedulers import schedulers as scheduler_names
 from ...core.validate import check_guidance_value, check_prompt, check_seed, check_steps
 from ...frames import frame_decoder, steps_frames
-from .common import (TeachingWidget, Throttle, Worker, default_prompt, fit_for_display, is_shapes, lossless, model_label,
+from ..runner import Runner, Task
+from .common import (TeachingWidget, Throttle, default_prompt, fit_for_display, is_shapes, lossless, model_label,
                      resolve_pipe)
 
 FINAL_DISPLAY = 256
@@ -81,7 +83,9 @@ class Sweep(TeachingWidget):
             prepare(pipe, **spec.trace_args())
         self.pipe = pipe
         self.trajectories: list[Any] = [None] * len(self.specs)
-        self._worker = Worker(f"nbdiffuse-{type(self).__name__}")
+        # Model work must not run in the cell: widget events are handled only while it is idle.
+        self._runner = Runner(self._execute, name=f"nbdiffuse-{type(self).__name__}")
+        self._task: Task | None = None  # the latest run(): its RunControl drives every cell of it
         self._cells_lock = threading.Lock()
         super().__init__(_kind="sweep", title=title, note=note, columns=max(1, columns),
                          cells=[self._cell(i, "waiting") for i in range(len(self.specs))])
@@ -94,25 +98,25 @@ class Sweep(TeachingWidget):
         """Run every cell not run yet (in the background); returns at once."""
         self.status = "running"
         self.error = ""
-        self._worker.start(self._work, self._failed)
+        task = Task(RunControl())
+        self._runner.submit(task, replace=False)  # refused while the sweep runs: stop() or wait() first
+        self._task = task
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the sweep is done (or stopped); False when `timeout` seconds ran out first."""
-        return self._worker.wait(timeout)
+        return self._runner.wait(timeout)
 
     def stop(self) -> None:
         """Stop after the running cell's current step; cells not run stay empty."""
-        worker = getattr(self, "_worker", None)  # None when __init__ failed (close() runs from __del__)
-        if worker is None:
-            return
-        worker.stop()
-        control = getattr(self, "_control", None)
-        if control is not None:
-            control.stop()
+        # The task's own control, not runner.stop(): that would drop a task not started yet, which
+        # then never says "stopped"; stopped here, it starts, runs no cell and says so.
+        task = getattr(self, "_task", None)  # None when __init__ failed (close() runs from __del__)
+        if task is not None:
+            task.control.stop()
 
     @property
     def running(self) -> bool:
-        return self._worker.busy
+        return self._runner.busy
 
     @property
     def selected_trajectory(self) -> Any:
@@ -125,9 +129,9 @@ class Sweep(TeachingWidget):
 
     def close(self) -> None:
         self.stop()
-        worker = getattr(self, "_worker", None)
-        if worker is not None:
-            worker.wait(30)
+        runner = getattr(self, "_runner", None)
+        if runner is not None:
+            runner.close(30)  # waits for the running cell to stop, and ends the worker thread
         super().close()
 
     # --- the work -----------------------------------------------------------------------
@@ -152,17 +156,21 @@ class Sweep(TeachingWidget):
             cells[i] = cell
             self.cells = cells
 
-    def _work(self, stop: threading.Event) -> None:
+    def _execute(self, task: Task) -> None:
+        """The Runner's side: errors are shown in the widget, never raised in the worker thread."""
+        try:
+            self._work(task.control)
+        except BaseException as exc:  # shown in the widget; wait() returns normally
+            self._failed(exc, traceback.format_exc())
+
+    def _work(self, control: RunControl) -> None:
         todo = [i for i, tr in enumerate(self.trajectories) if tr is None or len(tr) < tr.total_steps]
         throttle = Throttle(0.15)
         n = len(self.specs)
-        for number, i in enumerate(todo):
-            if stop.is_set():
+        for i in todo:
+            if control.stopped:
                 break
             spec = self.specs[i]
-            self._control = control = RunControl()
-            if stop.is_set():
-                control.stop()
             done_before = sum(1 for tr in self.trajectories if tr is not None) - (self.trajectories[i] is not None)
 
             def on_step(traj, step, i=i, done_before=done_before):
@@ -177,7 +185,6 @@ class Sweep(TeachingWidget):
             self.trajectories[i] = traj
             self._set_cell(i, self._cell(i, "stopped" if traj.stopped else "done", traj, seconds))
             self.progress = sum(1 for tr in self.trajectories if tr is not None) / n
-        self._control = None
         if all(tr is not None and not tr.stopped for tr in self.trajectories):
             self._finish()
             self.status = "done"

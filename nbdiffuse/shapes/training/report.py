@@ -1,0 +1,93 @@
+"""The record a run leaves beside the model: training.json (its state) and TRAINING.md (for people)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+
+def hardware(device: torch.device) -> dict:
+    """Where a run ran, with the versions that matter for reproducing it."""
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    import diffusers
+    import transformers
+
+    info["diffusers"] = diffusers.__version__
+    info["transformers"] = transformers.__version__
+    return info
+
+
+def portable_argv(argv: list[str]) -> list[str]:
+    """The command line as recorded in shipped files: the output folder is written as DIR."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append("DIR" if i > 0 and argv[i - 1] == "--out" else "--out=DIR" if arg.startswith("--out=") else arg)
+    return out
+
+
+def size_of(directory: Path, exclude: str = "checkpoint") -> int:
+    return sum(
+        p.stat().st_size for p in directory.rglob("*") if p.is_file() and exclude not in p.relative_to(directory).parts
+    )
+
+
+def _summary(state: dict) -> list[str]:
+    preset, seconds = state["preset"], state["seconds"]
+    return [
+        f"- status: {'complete' if state['complete'] else 'stopped early, resume with --resume'}",
+        f"- command: `python -m nbdiffuse.shapes.train {' '.join(state['runs'][0]['argv'])}`",
+        f"- preset: {preset}, seed: {state['seed']}, pool of {state['pool_size']} rendered images",
+        f"- VAE: {state['vae_step']}/{state['vae_steps']} steps in {seconds['vae'] / 60:.1f} min"
+        + (f" ({seconds['vae'] / max(1, state['vae_step']):.3f} s/step)" if state["vae_step"] else ""),
+        f"- text encoder + UNet: {state['unet_step']}/{state['unet_steps']} steps in {seconds['unet'] / 60:.1f} min"
+        + (f" ({seconds['unet'] / max(1, state['unet_step']):.3f} s/step)" if state["unet_step"] else ""),
+        f"- latent scaling_factor: {state.get('scaling_factor')}",
+        *([f"- started from (--init): {state['init']['folder']}, trained with preset {state['init'].get('preset')}, "
+           f"{state['init'].get('unet_steps')} UNet steps"] if state.get("init") else []),
+        *([f"- UNet peak learning rate: {state['lr']} (--lr)"] if state.get("lr") else []),
+        *([f"- UNet batch: {state['batch']} (--batch)"] if state.get("batch") else []),
+        *([f"- offset noise: {state['offset_noise']} (--offset-noise)"] if state.get("offset_noise") else []),
+        *([f"- UNet timesteps: {state['t_min']}..999 (--t-min)"] if state.get("t_min") else []),
+        f"- shipped size: {state.get('size_mb', 0):.2f} MB",
+    ]
+
+
+def _runs_and_losses(state: dict) -> list[str]:
+    lines = ["## Runs", ""]
+    for run in state["runs"]:
+        hw = run["hardware"]
+        where = hw.get("gpu", hw["processor"]) + f", {hw['cpu_count']} CPUs, {hw['torch_threads']} torch threads"
+        lines.append(f"- {run['started']}: {run.get('seconds', 0) / 60:.1f} min on {where} (torch {hw['torch']}, {hw['platform']})")
+    for stage in ("vae", "unet"):
+        curve = state["losses"][stage]
+        if curve:
+            picks = curve[:: max(1, len(curve) // 12)]
+            picks += [curve[-1]] if picks[-1] != curve[-1] else []
+            lines += ["", f"## Loss, {stage}", "", " ".join(f"{step}:{loss:.4f}" for step, loss in picks)]
+    return lines
+
+
+def write_report(out: Path, state: dict):
+    (out / "training.json").write_text(json.dumps({k: v for k, v in state.items() if k != "optimizer_groups"}, indent=1))
+    lines = ["# Training of the embedded shapes model", "", *_summary(state), "", *_runs_and_losses(state)]
+    if state.get("adherence"):
+        lines += ["", "## Adherence (nbdiffuse.shapes.evaluate)", ""]
+        lines += [f"- {k}: {v:.3f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in state["adherence"].items()]
+    before = (state.get("init") or {}).get("report")
+    if before:  # the record of the model this run started from, so the shipped file tells the whole story
+        lines += ["", "## The model this run started from (--init)", ""]
+        lines += ["#" + line if line.startswith("#") else line for line in before.splitlines()[1:]]
+    (out / "TRAINING.md").write_text("\n".join(lines) + "\n")
