@@ -29,9 +29,9 @@ def prepare_prompt(pipe: Any, prompt: str, name: str = "prompt") -> tuple[str, l
     notices: list[str] = []
     text = prompt
     if is_shapes_model(pipe) and prompt.strip():
-        # Lazily: the shapes package's __init__ loads scipy (its evaluator), which a run of any other
-        # model never needs. No circle: nbdiffuse.shapes imports nothing of the core at import time.
-        from ..shapes import parse_caption
+        # Here, not at the top: only the embedded model's prompts are read by its grammar (shapes.grammar
+        # imports nothing of the core, so this makes no circle).
+        from ..shapes.grammar import parse_caption
 
         try:
             caption = parse_caption(prompt)
