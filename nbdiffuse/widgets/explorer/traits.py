@@ -29,7 +29,9 @@ from ...core.validate import MAX_SEED, MAX_STEPS, check_choice
 from ..assets import module, stylesheet
 from ..plain_words import describe_error
 
-_WIDGETS = pathlib.Path(__file__).resolve().parent.parent
+_HERE = pathlib.Path(__file__).resolve().parent
+# The front end's parts, in the order they are concatenated before explorer.js (render, initialize).
+JS_PARTS = ("store", "kernel", "fields", "controls", "stage", "exports", "runs", "explore")
 PREVIEWS = ("auto", "approx", "tiny")  # Explorer.preview
 
 
@@ -46,8 +48,8 @@ class ExplorerState(anywidget.AnyWidget):
         self._quiet = 0
         super().__init__(**traits)
 
-    _esm = module(_WIDGETS / "explorer.js", _WIDGETS / "explorer_parts.js")
-    _css = stylesheet(_WIDGETS / "explorer.css")
+    _esm = module(_HERE / "explorer.js", *(_HERE / f"{part}.js" for part in JS_PARTS))
+    _css = stylesheet(_HERE / "explorer.css")
 
     _uid = t.Unicode("").tag(sync=True)
 
