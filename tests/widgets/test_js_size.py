@@ -17,7 +17,7 @@ KEYWORDS = {"if", "for", "while", "switch", "catch", "function", "return", "with
 
 DECLARATION = re.compile(r"\bfunction\s*\*?\s*([A-Za-z_$][\w$]*)?\s*\(")
 ASSIGNED = re.compile(r"([A-Za-z_$][\w$]*)\s*[:=]\s*(?:async\s+)?(?:function\b[^(]*\(|(?:\([^()]*\)|[A-Za-z_$][\w$]*)\s*=>)")
-METHOD = re.compile(r"^[ \t]*(?:(?:static|async|get|set)\s+)*([A-Za-z_$][\w$]*)\s*\([^()]*\)\s*\{", re.M)
+METHOD = re.compile(r"^[ \t]*(?:(?:static|async|get|set)\s+)*([A-Za-z_$][\w$]*)\s*\([^()]*\)\s*\{", re.MULTILINE)
 
 
 def blank_literals(text: str) -> str:

@@ -103,7 +103,7 @@ class Explorer(ExplorerState):
             self.load_run(0)
 
     @classmethod
-    def from_files(cls, paths: Any, pipe: Any = None, **defaults: Any) -> "Explorer":
+    def from_files(cls, paths: Any, pipe: Any = None, **defaults: Any) -> Explorer:
         """Workshop mode: an Explorer over saved trajectories (.nbd files).
 
         Without `pipe` no model is needed: scrub, what-if guidance (from the stored eps pairs),
