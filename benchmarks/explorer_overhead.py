@@ -65,15 +65,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nbdiffuse as nbd  # noqa: E402
 from nbdiffuse.core.families import family_for  # noqa: E402
 from nbdiffuse.frames import LIVE_MAX_BYTES, encode_live, frame_decoder, full_frames, step_frames  # noqa: E402
-from nbdiffuse.widgets.explorer import Explorer  # noqa: E402
 from nbdiffuse.widgets.headless import HeadlessFrontend  # noqa: E402
+from nbdiffuse.widgets.explorer.lifecycle import RunLifecycle  # noqa: E402
 from nbdiffuse.widgets.live_run import LiveRun  # noqa: E402
 
 
 class OwnWork:
     """Times, inside each Explorer run, what the Explorer adds to the model's loop.
 
-    A run is Explorer._execute: state set-up, run.execute() (the traced loop, which calls the
+    A run is RunLifecycle.execute (the Explorer's runner calls it): state set-up, run.execute() (the traced loop, which calls the
     per-step hook LiveRun.on_step), then the final frame and state. own = execute - loop + hooks;
     the rest (loop - hooks) is what a bare trace does.
     """
@@ -81,7 +81,7 @@ class OwnWork:
     def __init__(self) -> None:
         self.runs: list[tuple[float, float]] = []  # (own work, the loop without the hooks), seconds
         self._hooks = 0.0
-        on_step, execute = LiveRun.on_step, Explorer._execute
+        on_step, execute = LiveRun.on_step, RunLifecycle.execute
         meter = self
 
         def timed_on_step(live, traj, step):
@@ -91,7 +91,7 @@ class OwnWork:
             finally:
                 meter._hooks += time.perf_counter() - began
 
-        def timed_execute(explorer, job):
+        def timed_execute(lifecycle, job):
             loop = [0.0]
             run_execute = job.run.execute
 
@@ -104,15 +104,15 @@ class OwnWork:
             job.run.execute = timed_loop
             meter._hooks = 0.0
             began = time.perf_counter()
-            execute(explorer, job)
+            execute(lifecycle, job)
             whole = time.perf_counter() - began
             meter.runs.append((whole - loop[0] + meter._hooks, loop[0] - meter._hooks))
 
-        LiveRun.on_step, Explorer._execute = timed_on_step, timed_execute
+        LiveRun.on_step, RunLifecycle.execute = timed_on_step, timed_execute
         self._restore = (on_step, execute)
 
     def close(self) -> None:
-        LiveRun.on_step, Explorer._execute = self._restore
+        LiveRun.on_step, RunLifecycle.execute = self._restore
 
 
 def median_interval(values: list[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -214,7 +214,7 @@ def main() -> None:
 
     pipe, label = load(args.model)
     prompt = "big red circle on the left, white background"
-    own = OwnWork()  # before the Explorer: its runner keeps the _execute it is given
+    own = OwnWork()  # before the Explorer: its runner keeps the execute it is given
     ex = nbd.Explorer(pipe)
     guidance = ex.guidance  # both sides run the same guidance (nbd.trace's default is the pipeline's)
     frontend = HeadlessFrontend(ex, ack_delay=args.ack_delay)

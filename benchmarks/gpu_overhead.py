@@ -234,7 +234,7 @@ def measure_family(family: str, args, device: str, dtype: torch.dtype, rows: lis
         rows.append((label, "out of memory (4096x4096 on a 10 GB share)", oom_check(ex, pipe), "plain message, next run works"))
     ex.close()
     frontend.close()
-    del ex, pipe
+    ex = pipe = None  # let the model go before the next family loads
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()

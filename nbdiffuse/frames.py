@@ -23,7 +23,7 @@ from PIL import Image, features
 
 from .core.decode import full_decode_many, same_latents
 from .core.image_codec import save_image
-from .core.loading import tiny_decoder
+from .core.pipe_attrs import tiny_decoder
 
 VIEWS = ("x0", "xt")
 LIVE_QUALITY = 80

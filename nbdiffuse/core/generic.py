@@ -23,9 +23,8 @@ from typing import Any
 import torch
 
 from .capabilities import KNOWN_FAMILIES, XT_ONLY, xt_only_reason
+from .families import GenericPipeline
 from .control import RunControl
-# re-exported: widgets import these from here (the adapter lives in families/generic.py)
-from .families import GenericPipeline, adapter_for, is_generic, takes_step_callback  # noqa: F401
 from .locks import pipe_lock
 from .params import RunParams
 from .prediction import sigma_at
@@ -37,9 +36,6 @@ from .schedulers import make_scheduler
 from .step import Step
 from .trajectory import Trajectory
 from .validate import check_guidance_value, check_size
-
-CAPABILITIES = XT_ONLY  # re-exported name (widgets/plain_words.py); capabilities.XT_ONLY is the one place
-
 
 def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
                     seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,

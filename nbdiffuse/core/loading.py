@@ -13,10 +13,9 @@ from typing import Any
 import torch
 
 from .decode import ApproxDecoder
-from .lora import check_lora_scale, load_lora, lora_params, set_lora_scale  # noqa: F401  (lora_params re-exported)
+from .lora import check_lora_scale, load_lora, set_lora_scale
 from .pipe_attrs import lora_info, set_shipped_approx, set_source, set_speaks_shapes, set_tiny, speaks_shapes
-from .pipe_attrs import tiny_decoder  # noqa: F401  (re-exported: frames.py and widgets import it from here)
-from .sources import EmbeddedModelMissing, LoraUnavailable, PipelineLoadError, short_error  # noqa: F401
+from .sources import EmbeddedModelMissing, PipelineLoadError, short_error
 from .sources import HUB_ID
 from .tiny_decoder import TinyDecoder
 

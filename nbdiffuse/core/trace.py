@@ -14,8 +14,6 @@ from . import img2img
 from .control import RunControl
 from .families import family_for, is_generic
 from .generic import prepare_generic
-from .locks import pipe_lock  # noqa: F401  (re-exported: tests/teaching import it from here)
-from .pipe_attrs import model_name  # noqa: F401  (re-exported: widgets/explorer.py imports it from here)
 from .run import Run
 from .run_args import check_run_args
 from .schedulers import make_scheduler

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from . import exports
-from .capabilities import CAPABILITIES, KNOWN_FAMILIES, run_capabilities, xt_only_reason  # noqa: F401  (re-exported)
+from .capabilities import run_capabilities, xt_only_reason
 from .decode import ApproxDecoder, approx_decoder_for, full_decode
 from .families import adapter_for
 from .image_codec import decode_picture

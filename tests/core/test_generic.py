@@ -7,7 +7,8 @@ import torch
 
 import nbdiffuse as nbd
 from nbdiffuse.core.families import StableDiffusionFamily, family_for
-from nbdiffuse.core.generic import GenericRun, adapter_for, is_generic, takes_step_callback
+from nbdiffuse.core.families import adapter_for, is_generic, takes_step_callback
+from nbdiffuse.core.generic import GenericRun
 
 PROMPT = "a red circle"
 

@@ -8,7 +8,7 @@ import torch
 
 import nbdiffuse as nbd
 from nbdiffuse.core import encode_cache
-from nbdiffuse.core.loading import LoraUnavailable
+from nbdiffuse.core.sources import LoraUnavailable
 from nbdiffuse.core.locks import pipe_lock
 from nbdiffuse.testing import save_tiny_lora, tiny_sd_pipeline
 

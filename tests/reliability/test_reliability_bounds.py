@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from nbdiffuse.widgets import Explorer, history
-from nbdiffuse.widgets.history import FrameCache
+from nbdiffuse.widgets import Explorer
+from nbdiffuse.widgets.explorer import run_tree
+from nbdiffuse.widgets.explorer.run_tree import FrameCache
 from reliability_helpers import WAIT
 
 
@@ -77,7 +78,7 @@ def test_bad_max_runs_is_refused_naming_it(pipe, value, error):
 
 
 def test_default_bound_is_documented():
-    assert history.MAX_RUNS == 50 and history.FRAME_CACHE_RUNS == 16
+    assert run_tree.MAX_RUNS == 50 and run_tree.FRAME_CACHE_RUNS == 16
     assert "max_runs (default 50" in Explorer.__doc__ and "16 runs" in Explorer.__doc__
 
 
@@ -95,7 +96,7 @@ def test_frame_cache_is_an_lru_bounded_in_runs():
 
 
 def test_explorer_frame_cache_stays_bounded_and_an_evicted_run_still_loads(explorer, monkeypatch):
-    monkeypatch.setattr(history, "FRAME_CACHE_RUNS", 2)
+    monkeypatch.setattr(run_tree, "FRAME_CACHE_RUNS", 2)
     ex, fe = explorer(steps=3)
     run(ex, seed=0)
     first_frames = list(fe.state["frames_x0"])

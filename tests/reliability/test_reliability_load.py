@@ -15,7 +15,8 @@ import time
 import pytest
 
 from nbdiffuse.core import Trajectory
-from nbdiffuse.widgets import Explorer, history
+from nbdiffuse.widgets import Explorer
+from nbdiffuse.widgets.explorer import run_tree
 from nbdiffuse.widgets.headless import HeadlessFrontend
 from reliability_helpers import WAIT, new_threads
 
@@ -77,10 +78,10 @@ def test_100_runs_hold_memory_threads_and_caches(pipe):
               f"history {len(ex.history)}, dropped {ex.runs_dropped}, frame cache {len(ex._frames)}, "
               f"Trajectory objects alive {held}")
         assert growth <= 0.05, f"resident memory grew {100 * growth:.1f}% over {RUNS - WARM_UP} runs"
-        assert len(ex.history) == history.MAX_RUNS and ex.runs_dropped == RUNS - history.MAX_RUNS
-        assert len(fe.state["runs"]) == len(fe.state["run_thumbs"]) == len(ex._thumbs) == history.MAX_RUNS
-        assert len(ex._frames) <= history.FRAME_CACHE_RUNS
-        assert held <= history.MAX_RUNS, f"{held} Trajectory objects alive for {len(ex.history)} runs kept"
+        assert len(ex.history) == run_tree.MAX_RUNS and ex.runs_dropped == RUNS - run_tree.MAX_RUNS
+        assert len(fe.state["runs"]) == len(fe.state["run_thumbs"]) == len(ex._thumbs) == run_tree.MAX_RUNS
+        assert len(ex._frames) <= run_tree.FRAME_CACHE_RUNS
+        assert held <= run_tree.MAX_RUNS, f"{held} Trajectory objects alive for {len(ex.history)} runs kept"
         assert most_threads <= 3  # the run worker, the decoder, the stand-in browser's acks
     finally:
         ex.close()

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import nbdiffuse as nbd
-from nbdiffuse.core.loading import EMBEDDED_MODEL, TINY_FOLDER, PipelineLoadError, tiny_decoder
+from nbdiffuse.core.loading import EMBEDDED_MODEL, TINY_FOLDER, PipelineLoadError
+from nbdiffuse.core.pipe_attrs import tiny_decoder
 from nbdiffuse.core.tiny_decoder import TinyDecoder
 from nbdiffuse.shapes import distil_tiny, random_caption
 

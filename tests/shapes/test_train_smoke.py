@@ -48,7 +48,7 @@ def test_output_loads_offline_and_generates_64x64(trained):
     ).images[0]
     assert image.size == (64, 64)
     # nbdiffuse loads the folder with the tiny decoder distilled from its own VAE
-    from nbdiffuse.core.loading import tiny_decoder
+    from nbdiffuse.core.pipe_attrs import tiny_decoder
 
     loaded = nbd.load_pipeline(str(out))
     assert tiny_decoder(loaded) is not None

@@ -11,7 +11,7 @@ from diffusers import DDPMScheduler
 from PIL import Image
 
 from nbdiffuse.core import schedule_math as sm
-from nbdiffuse.core.trace import pipe_lock
+from nbdiffuse.core.locks import pipe_lock
 from nbdiffuse.frames import LOSSLESS_TYPE, mime_type
 from nbdiffuse.widgets.teaching import (ForwardExplorer, GuidanceSweep, LatentView, SamplerCompare, ScheduleView,
                                         SeedsAndPrompts, StepsCompare)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import pathlib
 import threading
 
 import numpy as np
@@ -14,8 +13,6 @@ from polling import started
 from nbdiffuse.frames import LOSSLESS_TYPE, decode_frame, mime_type
 from nbdiffuse.widgets import Explorer
 from nbdiffuse.widgets.headless import HeadlessFrontend
-
-WIDGETS = pathlib.Path(__file__).resolve().parents[2] / "nbdiffuse" / "widgets"
 
 
 def test_defaults_suit_the_model_and_are_checked(pipe):
@@ -206,7 +203,7 @@ def test_close_during_a_paused_run_leaves_no_thread(pipe, wait_for):
 
 
 def test_front_end_files_follow_the_theme_and_label_controls():
-    js = (WIDGETS / "explorer.js").read_text()
+    js = Explorer._esm  # the front end as served: widgets/explorer/*.js after the shared parts
     css = Explorer._css
     assert "export default" in js and "stopPropagation" in js
     for var in ("--jp-layout-color1", "--vscode-editor-background", "--jp-ui-font-color1"):

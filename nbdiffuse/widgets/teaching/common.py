@@ -15,7 +15,7 @@ from PIL import Image
 from ...core import load_pipeline
 from ...core.decode import to_pipeline_space
 from ...core.families import family_for
-from ...core.generic import adapter_for, is_generic
+from ...core.families import adapter_for, is_generic
 from ...frames import encode_live, encode_lossless
 from ..assets import module, stylesheet
 

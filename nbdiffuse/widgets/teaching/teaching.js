@@ -1,27 +1,8 @@
 // nbdiffuse teaching widgets (anywidget ES module): one module, one view per `_kind`.
-// widgets/assets.py puts frame_decode.js (decodeFrame, asDataView, mimeOf) before it.
+// widgets/assets.py puts frame_decode.js (decodeFrame, asDataView, mimeOf) and dom.js (h, svg) before it.
 //
 // Every picture and every number comes from widget state, so sliders redraw without a kernel
 // round trip and a saved notebook still works. Plots are drawn here as SVG from those numbers.
-
-const SVG = "http://www.w3.org/2000/svg";
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : String(v));
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
-
-function svg(tag, attrs = {}) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-  return node;
-}
 
 // Decoded bitmaps, keyed by the buffer object itself: a trait change brings new buffers, and
 // the old ones (and their bitmaps) are then collected.
@@ -59,15 +40,15 @@ function paint(canvas, buf) {
 }
 
 function figure(caption, cls = "", label = caption) {
-  const canvas = el("canvas", { class: "nbd-t-pic", role: "img", "aria-label": label });
-  const cap = el("figcaption", { text: caption });
-  const fig = el("figure", { class: `nbd-t-fig ${cls}` }, canvas, cap);
+  const canvas = h("canvas", { class: "nbd-t-pic", role: "img", "aria-label": label });
+  const cap = h("figcaption", { text: caption });
+  const fig = h("figure", { class: `nbd-t-fig ${cls}` }, canvas, cap);
   return { fig, canvas, cap };
 }
 
 function header(model) {
-  const title = el("div", { class: "nbd-t-title" });
-  const note = el("div", { class: "nbd-t-note" });
+  const title = h("div", { class: "nbd-t-title" });
+  const note = h("div", { class: "nbd-t-note" });
   const update = () => {
     title.textContent = model.get("title");
     note.textContent = model.get("note");
@@ -76,7 +57,7 @@ function header(model) {
   model.on("change:title", update);
   model.on("change:note", update);
   update();
-  return el("div", { class: "nbd-t-head" }, title, note);
+  return h("div", { class: "nbd-t-head" }, title, note);
 }
 
 // JupyterLab takes arrow keys from range inputs unless the event stops here.
@@ -175,8 +156,8 @@ function plot(spec) {
 }
 
 function legend(series) {
-  return el("div", { class: "nbd-t-legend" },
-    ...series.map((s, i) => el("span", { class: `nbd-t-key nbd-t-s${s.color ?? i}` }, el("i"), document.createTextNode(s.name))));
+  return h("div", { class: "nbd-t-legend" },
+    ...series.map((s, i) => h("span", { class: `nbd-t-key nbd-t-s${s.color ?? i}` }, h("i"), document.createTextNode(s.name))));
 }
 
 // --- ForwardExplorer --------------------------------------------------------------------
@@ -186,11 +167,11 @@ function renderForward(model, root) {
   const lat = figure("xₜ in latent space, VAE-decoded", "", "Noisy latents decoded by the VAE");
   pix.canvas.dataset.view = "pixel";
   lat.canvas.dataset.view = "latent";
-  const slider = keepKeys(el("input", { type: "range", class: "nbd-t-slider", min: 0, step: 1, "aria-label": "Timestep t" }));
-  const readout = el("div", { class: "nbd-t-readout", "aria-live": "polite" });
-  const plots = el("div", { class: "nbd-t-plotbox" });
-  root.append(header(model), el("div", { class: "nbd-t-pics" }, orig.fig, pix.fig, lat.fig),
-              el("label", { class: "nbd-t-control" }, el("span", { text: "t" }), slider), readout, plots);
+  const slider = keepKeys(h("input", { type: "range", class: "nbd-t-slider", min: 0, step: 1, "aria-label": "Timestep t" }));
+  const readout = h("div", { class: "nbd-t-readout", "aria-live": "polite" });
+  const plots = h("div", { class: "nbd-t-plotbox" });
+  root.append(header(model), h("div", { class: "nbd-t-pics" }, orig.fig, pix.fig, lat.fig),
+              h("label", { class: "nbd-t-control" }, h("span", { text: "t" }), slider), readout, plots);
   paint(orig.canvas, model.get("original"));
 
   const draw = () => {
@@ -209,7 +190,7 @@ function renderForward(model, root) {
                     { name: "SNR (dB)", ys: sched.snr_db, color: 2 }, { name: "σ = √((1−ᾱₜ)/ᾱₜ)", ys: sched.sigma, color: 3 }];
     plots.replaceChildren(
       legend(shares),
-      el("div", { class: "nbd-t-plots nbd-t-three" },
+      h("div", { class: "nbd-t-plots nbd-t-three" },
         plot({ xs: sched.t, series: shares.slice(0, 2), ymin: 0, ymax: 1, xlabel: "t", ylabel: "share",
                cursorX: t, width: 240, label: "abar over t" }),
         plot({ xs: sched.t, series: [shares[2]], xlabel: "t", ylabel: "SNR (dB)", cursorX: t, width: 240,
@@ -230,25 +211,25 @@ function renderForward(model, root) {
 
 // --- ScheduleView -----------------------------------------------------------------------
 function renderSchedule(model, root) {
-  const steps = keepKeys(el("input", { type: "range", class: "nbd-t-slider", min: 1, max: 100, step: 1, "aria-label": "Steps" }));
-  const stepsOut = el("output", { class: "nbd-t-value" });
-  const selects = [0, 1].map((i) => el("select", { "aria-label": `Sampler ${i + 1}` }));
-  const plots = el("div", { class: "nbd-t-plots" });
-  const legendBox = el("div");
-  const error = el("div", { class: "nbd-t-error", role: "alert" });
-  const table = el("div", { class: "nbd-t-steps" });
+  const steps = keepKeys(h("input", { type: "range", class: "nbd-t-slider", min: 1, max: 100, step: 1, "aria-label": "Steps" }));
+  const stepsOut = h("output", { class: "nbd-t-value" });
+  const selects = [0, 1].map((i) => h("select", { "aria-label": `Sampler ${i + 1}` }));
+  const plots = h("div", { class: "nbd-t-plots" });
+  const legendBox = h("div");
+  const error = h("div", { class: "nbd-t-error", role: "alert" });
+  const table = h("div", { class: "nbd-t-steps" });
   root.append(header(model),
-    el("div", { class: "nbd-t-row" },
-      el("label", { class: "nbd-t-control nbd-t-grow" }, el("span", { text: "steps" }), steps, stepsOut),
-      el("label", { class: "nbd-t-control" }, el("span", { text: "sampler" }), selects[0]),
-      el("label", { class: "nbd-t-control" }, el("span", { text: "vs" }), selects[1])),
+    h("div", { class: "nbd-t-row" },
+      h("label", { class: "nbd-t-control nbd-t-grow" }, h("span", { text: "steps" }), steps, stepsOut),
+      h("label", { class: "nbd-t-control" }, h("span", { text: "sampler" }), selects[0]),
+      h("label", { class: "nbd-t-control" }, h("span", { text: "vs" }), selects[1])),
     error, legendBox, plots, table);
 
   const fillSelects = () => {
     const names = model.get("names"), options = model.get("options");
     selects.forEach((sel, i) => {
-      sel.replaceChildren(...(i ? [el("option", { value: "", text: "(none)" })] : []),
-                          ...options.map((o) => el("option", { value: o, text: o })));
+      sel.replaceChildren(...(i ? [h("option", { value: "", text: "(none)" })] : []),
+                          ...options.map((o) => h("option", { value: o, text: o })));
       sel.value = names[i] || "";
     });
   };
@@ -290,21 +271,21 @@ function renderSchedule(model, root) {
 
 // --- sweeps -----------------------------------------------------------------------------
 function renderSweep(model, root) {
-  const status = el("div", { class: "nbd-t-status", "aria-live": "polite" });
-  const bar = el("progress", { max: 1, class: "nbd-t-progress", "aria-label": "Sweep progress" });
-  const stop = el("button", { type: "button", class: "nbd-t-button", text: "Stop" });
-  const error = el("div", { class: "nbd-t-error", role: "alert" });
-  const grid = el("div", { class: "nbd-t-grid" });
-  const scrub = keepKeys(el("input", { type: "range", class: "nbd-t-slider", min: 0, max: 1000, step: 1,
+  const status = h("div", { class: "nbd-t-status", "aria-live": "polite" });
+  const bar = h("progress", { max: 1, class: "nbd-t-progress", "aria-label": "Sweep progress" });
+  const stop = h("button", { type: "button", class: "nbd-t-button", text: "Stop" });
+  const error = h("div", { class: "nbd-t-error", role: "alert" });
+  const grid = h("div", { class: "nbd-t-grid" });
+  const scrub = keepKeys(h("input", { type: "range", class: "nbd-t-slider", min: 0, max: 1000, step: 1,
                                        "aria-label": "Fraction of the run" }));
-  const at = el("output", { class: "nbd-t-value" });
-  const detail = el("div", { class: "nbd-t-detail" });
-  const curve = el("div", { class: "nbd-t-curve" });
-  const tweakBox = el("input", { type: "text", placeholder: "edit the prompt and press Enter", "aria-label": "Prompt edit" });
-  const tweakGo = el("button", { type: "button", class: "nbd-t-button", text: "Try" });
-  const tweak = el("div", { class: "nbd-t-row nbd-t-tweak" }, tweakBox, tweakGo);
-  root.append(header(model), el("div", { class: "nbd-t-row" }, status, bar, stop), error, grid,
-              el("label", { class: "nbd-t-control" }, el("span", { text: "run" }), scrub, at), detail, curve, tweak);
+  const at = h("output", { class: "nbd-t-value" });
+  const detail = h("div", { class: "nbd-t-detail" });
+  const curve = h("div", { class: "nbd-t-curve" });
+  const tweakBox = h("input", { type: "text", placeholder: "edit the prompt and press Enter", "aria-label": "Prompt edit" });
+  const tweakGo = h("button", { type: "button", class: "nbd-t-button", text: "Try" });
+  const tweak = h("div", { class: "nbd-t-row nbd-t-tweak" }, tweakBox, tweakGo);
+  root.append(header(model), h("div", { class: "nbd-t-row" }, status, bar, stop), error, grid,
+              h("label", { class: "nbd-t-control" }, h("span", { text: "run" }), scrub, at), detail, curve, tweak);
   stop.addEventListener("click", () => model.send({ type: "stop" }));
   const sendTweak = () => {
     if (!tweakBox.value.trim()) return;
@@ -342,9 +323,9 @@ function renderSweep(model, root) {
     detail.hidden = false;
     const cell = cells[i];
     const big = figure(`${cell.label} · ${cell.row}`, "nbd-t-big", `Opened run: ${cell.label}`);
-    const close = el("button", { type: "button", class: "nbd-t-button", text: "Close", "aria-label": "Close opened run" });
+    const close = h("button", { type: "button", class: "nbd-t-button", text: "Close", "aria-label": "Close opened run" });
     close.addEventListener("click", () => { model.set("selected", -1); model.save_changes(); });
-    const facts = el("div", { class: "nbd-t-facts",
+    const facts = h("div", { class: "nbd-t-facts",
       text: `prompt “${cell.prompt}” · seed ${cell.seed} · ${cell.steps} steps · ${fmt(cell.seconds)} s${cell.info ? " · " + cell.info : ""}` });
     const pieces = [big.fig];
     if (cell.diff && cell.diff.byteLength) {
@@ -352,7 +333,7 @@ function renderSweep(model, root) {
       paint(heat.canvas, cell.diff);
       pieces.push(heat.fig);
     }
-    detail.replaceChildren(el("div", { class: "nbd-t-pics" }, ...pieces), facts, close);
+    detail.replaceChildren(h("div", { class: "nbd-t-pics" }, ...pieces), facts, close);
     paint(big.canvas, frameOf(cell, model.get("position")).buf);
     if (reveal) { reveal = false; detail.scrollIntoView({ block: "nearest" }); } // it opens under the grid
   };
@@ -367,23 +348,23 @@ function renderSweep(model, root) {
     const columns = Math.max(1, model.get("columns"));
     const parts = [];
     for (const [row, indices] of rows) {
-      const line = el("div", { class: "nbd-t-cells", style: `grid-template-columns: repeat(${Math.min(columns, 6)}, minmax(0, 150px))` });
+      const line = h("div", { class: "nbd-t-cells", style: `grid-template-columns: repeat(${Math.min(columns, 6)}, minmax(0, 150px))` });
       for (const i of indices) {
         const cell = cells[i];
-        const canvas = el("canvas", { class: "nbd-t-pic", role: "img", "aria-label": `${cell.label}, ${row}` });
-        const step = el("span", { class: "nbd-t-stepno" });
-        const button = el("button", { type: "button", class: `nbd-t-cell nbd-t-${cell.status}`,
+        const canvas = h("canvas", { class: "nbd-t-pic", role: "img", "aria-label": `${cell.label}, ${row}` });
+        const step = h("span", { class: "nbd-t-stepno" });
+        const button = h("button", { type: "button", class: `nbd-t-cell nbd-t-${cell.status}`,
                                       "aria-label": `Open run ${cell.label} (${row})`, "aria-pressed": model.get("selected") === i ? "true" : "false" },
-                          canvas, el("span", { class: "nbd-t-label", text: cell.label }),
-                          el("span", { class: "nbd-t-info", text: cell.info || "" }), step);
+                          canvas, h("span", { class: "nbd-t-label", text: cell.label }),
+                          h("span", { class: "nbd-t-info", text: cell.info || "" }), step);
         button.addEventListener("click", () => {
           reveal = model.get("selected") !== i;
           model.set("selected", model.get("selected") === i ? -1 : i);
           model.save_changes();
         });
-        const wrap = el("div", { class: "nbd-t-cellwrap" }, button);
+        const wrap = h("div", { class: "nbd-t-cellwrap" }, button);
         if (model.get("can_tweak")) {
-          const keep = el("button", { type: "button", class: "nbd-t-keep", "aria-label": `Keep ${cell.label}`,
+          const keep = h("button", { type: "button", class: "nbd-t-keep", "aria-label": `Keep ${cell.label}`,
                                       "aria-pressed": cell.kept ? "true" : "false", text: cell.kept ? "★ kept" : "☆ keep" });
           keep.addEventListener("click", () => model.send({ type: "keep", i, keep: !cell.kept }));
           wrap.append(keep);
@@ -391,7 +372,7 @@ function renderSweep(model, root) {
         line.append(wrap);
         canvases[i] = { canvas, step };
       }
-      parts.push(el("div", { class: "nbd-t-rowlabel", text: row }), line);
+      parts.push(h("div", { class: "nbd-t-rowlabel", text: row }), line);
     }
     grid.replaceChildren(...parts);
     showFrames();
@@ -415,7 +396,7 @@ function renderSweep(model, root) {
     const series = c.series.map((s, i) => ({ name: s.name, ys: s.y, dots: true, color: i }));
     const parts = [legend(series), plot({ xs: c.x, series, xlabel: c.xlabel, ylabel: c.ylabel, ymin: 0,
                                            width: 420, height: 180, label: `${c.ylabel} vs ${c.xlabel}` })];
-    if (c.note) parts.push(el("div", { class: "nbd-t-note", text: c.note }));
+    if (c.note) parts.push(h("div", { class: "nbd-t-note", text: c.note }));
     curve.replaceChildren(...parts);
   };
   scrub.addEventListener("input", () => {
@@ -440,9 +421,9 @@ function renderLatent(model, root) {
   const orig = figure("the picture", "", "Picture");
   const approx = figure("approx linear decode", "", "Approx linear decode of the latents");
   const full = figure("full VAE decode (round trip)", "", "Full VAE decode of the latents");
-  const tiles = el("div", { class: "nbd-t-tiles" });
-  root.append(header(model), el("div", { class: "nbd-t-pics" }, orig.fig, approx.fig, full.fig),
-              el("div", { class: "nbd-t-rowlabel", text: "latent channels (each stretched from its min, black, to its max, white)" }),
+  const tiles = h("div", { class: "nbd-t-tiles" });
+  root.append(header(model), h("div", { class: "nbd-t-pics" }, orig.fig, approx.fig, full.fig),
+              h("div", { class: "nbd-t-rowlabel", text: "latent channels (each stretched from its min, black, to its max, white)" }),
               tiles);
   const draw = () => {
     paint(orig.canvas, model.get("original"));

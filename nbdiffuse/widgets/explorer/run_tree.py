@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..core import branch as core_branch
-from ..core import schedulers
-from ..core.branch import BRANCH_CHANGES, prepare_branch
-from ..core.prompts import prepare_prompt
-from ..core.trajectory import xt_only_reason
-from ..core.validate import check_choice, check_step_at
-from ..frames import encode_frame, frame_decoder
-from . import run_words
+from ...core import branch as core_branch
+from ...core import schedulers
+from ...core.branch import BRANCH_CHANGES, prepare_branch
+from ...core.capabilities import xt_only_reason
+from ...core.prompts import prepare_prompt
+from ...core.validate import check_choice, check_step_at
+from ...frames import encode_frame, frame_decoder
+from .. import run_words
 
 BRANCH_KEYS = tuple(k for k in BRANCH_CHANGES if k not in ("control", "on_step"))
 THUMB_SIDE = 64  # px; thumbnails of larger runs are shrunk (the browser shows them at 64 px)
