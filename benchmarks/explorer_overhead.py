@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nbdiffuse as nbd  # noqa: E402
 from nbdiffuse.core.families import family_for  # noqa: E402
-from nbdiffuse.frames import LIVE_MAX_BYTES, encode_live, frame_decoder, full_frames, step_frames  # noqa: E402
+from nbdiffuse.widgets.frames import LIVE_MAX_BYTES, encode_live, frame_decoder, full_frames, step_frames  # noqa: E402
 from nbdiffuse.widgets.headless import HeadlessFrontend  # noqa: E402
 from nbdiffuse.widgets.explorer.lifecycle import RunLifecycle  # noqa: E402
 from nbdiffuse.widgets.live_run import LiveRun  # noqa: E402

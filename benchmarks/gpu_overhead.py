@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nbdiffuse as nbd  # noqa: E402
 from nbdiffuse.core import recording  # noqa: E402
-from nbdiffuse.frames import full_frames  # noqa: E402
+from nbdiffuse.widgets.frames import full_frames  # noqa: E402
 from nbdiffuse.testing import tiny_tokenizer  # noqa: E402
 from nbdiffuse.widgets.headless import HeadlessFrontend  # noqa: E402
 

@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image
 
 from .trajectory import Trajectory
+from .views import VIEWS
 from .validate import check_choice
 
 
@@ -27,7 +28,7 @@ class Comparison:
         """Per-pixel |a - b| of pair i as a heat picture (black = same, bright = different); view None:
         the view compared."""
         view = self.view if view is None else view
-        check_choice("view", view, ("x0", "xt"))
+        check_choice("view", view, VIEWS)
         ka, kb = self.pairs[i]
         diff = _rgb_diff(self.a, ka, self.b, kb, view).mean(-1)
         scale = max(float(diff.max()), 1e-6)
@@ -69,7 +70,7 @@ def compare(a: Trajectory, b: Trajectory, view: str | None = None) -> Comparison
     for name, traj in (("a", a), ("b", b)):
         if not isinstance(traj, Trajectory) or len(traj) == 0:
             raise ValueError(f"{name} must be a Trajectory with at least one step")
-    view = shared_view(a, b) if view is None else check_choice("view", view, ("x0", "xt"))
+    view = shared_view(a, b) if view is None else check_choice("view", view, VIEWS)
     n = max(len(a), len(b))
     pairs = []
     for i in range(n):

@@ -10,6 +10,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
+from .views import VIEWS
 from .validate import MAX_PICTURE_SIDE, check_choice, check_int, check_number
 
 # A GIF stores each frame's time in hundredths of a second in 16 bits (at most 655 s); a minute is
@@ -73,7 +74,7 @@ def write_gif(traj, path: Any, view: str = "x0", fps: float = 8, decoder: str = 
               hold_last: float = 1.0, start: int | None = None, stop: int | None = None) -> None:
     """One frame per step of [start, stop); the last frame is held for `hold_last` seconds.
     decoder as Trajectory.image: "auto" shows saved frames, else the full VAE, else approx."""
-    check_choice("view", view, ("x0", "xt"))
+    check_choice("view", view, VIEWS)
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 50:
         raise ValueError(f"fps must be a number in (0, 50], got {fps!r}")
     hold_last = check_number("hold_last", hold_last, 0, MAX_HOLD_SECONDS, " seconds")
@@ -105,7 +106,7 @@ def write_html(traj, path: Any, decoder: str = "auto", size: int = 256) -> None:
     picture's long side in pixels (the page shows both views side by side at that size)."""
     size = check_int("size", size, 1, MAX_PICTURE_SIDE)
     steps = _steps_range(traj, None, None)
-    views = ("x0", "xt") if traj.has_x0 else ("xt",)  # a pipeline without a family gives x_t only
+    views = VIEWS if traj.has_x0 else ("xt",)  # a pipeline without a family gives x_t only
     frames = {view: [_data_uri(traj.image(k, view=view, decoder=decoder, size=size)) for k in steps]
               for view in views}
     data = {"frames": frames, "guidance": traj.guidances, "timesteps": [s.timestep for s in traj],

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .exports import _steps_range
+from .views import VIEWS
 from .validate import check_choice
 
 MP4_PACKAGE = "imageio-ffmpeg"
@@ -31,7 +32,7 @@ def mp4_available() -> bool:
 def write_mp4(traj: Any, path: Any, view: str = "x0", fps: float = 8, start: int | None = None,
               stop: int | None = None, decoder: str = "auto", size: Any = 256) -> Path:
     """Steps [start, stop) of one view as an H.264 MP4 (yuv420p, so every player opens it)."""
-    check_choice("view", view, ("x0", "xt"))
+    check_choice("view", view, VIEWS)
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 60:
         raise ValueError(f"fps must be a number in (0, 60], got {fps!r}")
 

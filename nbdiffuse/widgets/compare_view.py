@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..core import compare as core_compare
-from ..frames import VIEWS, encode_live, encode_lossless
+from .frames import VIEWS, encode_live, encode_lossless
 from . import run_words
 
 HEAT_SIDE = 128  # px; the heatmap is a coarse picture, the browser scales it to the pane

@@ -1,4 +1,4 @@
-// Frames as the kernel encodes them (nbdiffuse/frames.py) -> bitmaps. Shared by every widget's
+// Frames as the kernel encodes them (nbdiffuse/widgets/frames.py) -> bitmaps. Shared by every widget's
 // module (widgets/assets.py puts this file first).
 //
 // A frame is JPEG, PNG or WebP bytes, or, for frames of at most 32 x 32 pixels (live frames at a

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.img2img import check_image
-from ..frames import encode_lossless
+from .frames import encode_lossless
 
 THUMB_SIDE = 96
 

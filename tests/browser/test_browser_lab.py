@@ -8,7 +8,7 @@ import re
 import pytest
 
 from lab_driver import open_and_run_all, wait_for_kernel
-from nbdiffuse.frames import LOSSLESS_TYPE, decode_frame, mime_type
+from nbdiffuse.widgets.frames import LOSSLESS_TYPE, decode_frame, mime_type
 
 pytestmark = pytest.mark.browser
 

@@ -88,7 +88,7 @@ def test_workshop_mode_shows_the_saved_pictures_of_the_model(lab_server, lab_not
                                                              screenshots, tmp_path):
     """A run saved with its pictures opens without its model and shows its VAE's frames, at the output size."""
     import nbdiffuse as nbd
-    from nbdiffuse.frames import decode_frame
+    from nbdiffuse.widgets.frames import decode_frame
 
     pipe = nbd.load_pipeline()
     traj = nbd.trace(pipe, PROMPT, steps=12, guidance=5.0, seed=0)

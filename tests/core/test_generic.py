@@ -168,7 +168,7 @@ def test_previews_of_xt_have_the_right_size(pag_pipe):
     traj = nbd.trace(pag_pipe, PROMPT, steps=2, seed=0, height=16, width=32)
     assert traj.image(0, view="xt").size == (32, 16)
     assert traj.image(0, view="xt", decoder="approx", size="latent").size == (16, 8)
-    from nbdiffuse.frames import LOSSLESS_TYPE, decode_frame, full_frames, mime_type, step_frames
+    from nbdiffuse.widgets.frames import LOSSLESS_TYPE, decode_frame, full_frames, mime_type, step_frames
 
     x0, xt = step_frames(traj, 1)
     assert x0 == b"" and decode_frame(xt).shape == (8, 16, 3)  # approx: the latent size, lossless

@@ -12,7 +12,7 @@ from PIL import Image
 
 from nbdiffuse.core import schedule_math as sm
 from nbdiffuse.core.locks import pipe_lock
-from nbdiffuse.frames import LOSSLESS_TYPE, mime_type
+from nbdiffuse.widgets.frames import LOSSLESS_TYPE, mime_type
 from nbdiffuse.widgets.teaching import (ForwardExplorer, GuidanceSweep, LatentView, SamplerCompare, ScheduleView,
                                         SeedsAndPrompts, StepsCompare)
 

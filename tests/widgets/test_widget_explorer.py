@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from polling import started
 
-from nbdiffuse.frames import LOSSLESS_TYPE, decode_frame, mime_type
+from nbdiffuse.widgets.frames import LOSSLESS_TYPE, decode_frame, mime_type
 from nbdiffuse.widgets import Explorer
 from nbdiffuse.widgets.headless import HeadlessFrontend
 

@@ -1,4 +1,4 @@
-"""nbdiffuse.frames: encoding budgets and the pacing that keeps Jupyter under its message limit."""
+"""nbdiffuse.widgets.frames: encoding budgets and the pacing that keeps Jupyter under its message limit."""
 from __future__ import annotations
 
 import io
@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import nbdiffuse as nbd
-import nbdiffuse.frames as frames_module
-from nbdiffuse.frames import (LIVE_MAX_BYTES, LOSSLESS_TYPE, RAW_MAGIC, RAW_TYPE, FrameStream, Pacer, decode_frame, encode_frame, encode_live,
+import nbdiffuse.widgets.frames as frames_module
+from nbdiffuse.widgets.frames import (LIVE_MAX_BYTES, LOSSLESS_TYPE, RAW_MAGIC, RAW_TYPE, FrameStream, Pacer, decode_frame, encode_frame, encode_live,
                               encode_lossless, full_frames, mime_type, step_frames)
 
 
@@ -224,7 +224,7 @@ def test_full_frames_are_png_at_output_size(pipe):
 
 
 def test_final_step_decodes_once_when_x0_and_xt_agree(pipe):
-    from nbdiffuse.frames import same_latents
+    from nbdiffuse.widgets.frames import same_latents
 
     traj = nbd.trace(pipe, "a red circle", steps=3, scheduler="euler")
     x0, xt = traj.latents_for(-1, "x0"), traj.latents_for(-1, "xt")
@@ -243,7 +243,7 @@ def test_final_step_decodes_once_when_x0_and_xt_agree(pipe):
 def test_final_latents_agree_within_the_rounding_of_their_dtype():
     """On a GPU, x0 is worked out in fp16 and differs from the final x_t by a few fp16 units: one
     decode must serve both (a second costs 70 ms of a 1.2 s SD 1.5 run on an H100)."""
-    from nbdiffuse.frames import same_latents
+    from nbdiffuse.widgets.frames import same_latents
 
     torch.manual_seed(0)
     z = torch.randn(4, 64, 64) * 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nbdiffuse.frames import LOSSLESS_TYPE, mime_type
+from nbdiffuse.widgets.frames import LOSSLESS_TYPE, mime_type
 from nbdiffuse.widgets import Explorer
 from nbdiffuse.widgets.headless import HeadlessFrontend
 

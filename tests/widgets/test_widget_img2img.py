@@ -4,7 +4,7 @@ import io
 import pytest
 from PIL import Image, ImageDraw
 
-from nbdiffuse.frames import LOSSLESS_TYPE, mime_type
+from nbdiffuse.widgets.frames import LOSSLESS_TYPE, mime_type
 from nbdiffuse.widgets import Explorer
 from nbdiffuse.widgets.headless import HeadlessFrontend
 from nbdiffuse.widgets.sketch import SketchPad

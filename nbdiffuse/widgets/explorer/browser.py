@@ -15,7 +15,7 @@ from typing import Any
 from ...core.pipe_attrs import tiny_decoder
 from ...core.capabilities import xt_only_reason
 from ...core.validate import check_choice, check_guidance_value
-from ...frames import VIEWS, full_frames
+from ..frames import VIEWS, full_frames
 from .. import compare_view
 from ..export_files import read_for_download
 from . import run_tree

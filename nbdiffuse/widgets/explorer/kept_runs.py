@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...frames import VIEWS, frame_decoder, steps_frames
+from ..frames import VIEWS, frame_decoder, steps_frames
 from . import run_tree
 
 

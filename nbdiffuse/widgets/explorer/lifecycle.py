@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 from ...core.device_memory import release_after
-from ...frames import VIEWS, full_frames
+from ..frames import VIEWS, full_frames
 from ..live_run import LiveRun
 from ..plain_words import capabilities_state
 from ..runner import Job

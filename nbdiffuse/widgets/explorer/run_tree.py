@@ -25,7 +25,7 @@ from ...core.branch import BRANCH_CHANGES, prepare_branch
 from ...core.capabilities import xt_only_reason
 from ...core.prompts import prepare_prompt
 from ...core.validate import check_choice, check_step_at
-from ...frames import encode_frame, frame_decoder
+from ..frames import encode_frame, frame_decoder
 from .. import run_words
 
 BRANCH_KEYS = tuple(k for k in BRANCH_CHANGES if k not in ("control", "on_step"))

@@ -22,7 +22,7 @@ from ...core.families import adapter_for, is_generic
 from ...core.img2img import check_strength
 from ...core.pipe_attrs import tiny_decoder
 from ...core.validate import check_choice, check_guidance_value
-from ...frames import VIEWS
+from ..frames import VIEWS
 from .. import compare_view, start_picture
 from ..control_defaults import model_defaults, saved_defaults
 from ..export_files import EXPORT_KINDS, export_path, write_export

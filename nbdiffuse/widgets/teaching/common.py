@@ -16,7 +16,7 @@ from ...core import load_pipeline
 from ...core.decode import to_pipeline_space
 from ...core.families import family_for
 from ...core.families import adapter_for, is_generic
-from ...frames import encode_live, encode_lossless
+from ..frames import encode_live, encode_lossless
 from ..assets import module, stylesheet
 
 _HERE = pathlib.Path(__file__).resolve().parent

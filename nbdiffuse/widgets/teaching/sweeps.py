@@ -21,7 +21,7 @@ import traitlets as tl
 from ...core import RunControl, compare, prepare
 from ...core.schedulers import schedulers as scheduler_names
 from ...core.validate import check_guidance_value, check_prompt, check_seed, check_steps
-from ...frames import frame_decoder, steps_frames
+from ..frames import frame_decoder, steps_frames
 from ..runner import Runner, Task
 from .common import (TeachingWidget, Throttle, default_prompt, fit_for_display, is_shapes, lossless, model_label,
                      resolve_pipe)

@@ -21,11 +21,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image, features
 
-from .core.decode import full_decode_many, same_latents
-from .core.image_codec import save_image
-from .core.pipe_attrs import tiny_decoder
+from ..core.decode import full_decode_many, same_latents
+from ..core.image_codec import save_image
+from ..core.pipe_attrs import tiny_decoder
+from ..core.views import VIEWS
 
-VIEWS = ("x0", "xt")
 LIVE_QUALITY = 80
 TINY_QUALITY = 90  # encode_tiny
 LIVE_MAX_BYTES = 60_000  # per frame: at MIN_INTERVAL, two views stay under ~4 MB/s
