@@ -19,7 +19,7 @@ import time
 import uuid
 from typing import Any
 
-from ...core.device_memory import release_after
+from ...core.device_memory import release_after, return_freed_host_memory
 from ..frames import VIEWS, full_frames
 from ..live_run import LiveRun
 from ..plain_words import capabilities_state
@@ -101,6 +101,9 @@ class RunLifecycle:
                     ex.status = "stopped" if (traj is None or traj.stopped) and n < job.run.total_steps else "done"
         for exc in problems:  # the message is out: now free what an out-of-memory run held
             release_after(exc)
+        # What this run and the runs it pushed out freed goes back to the system (~1 ms); without it the
+        # process grew +15.4% over 100 runs of the embedded model, +3.9% with it (device_memory).
+        return_freed_host_memory()
 
     def publish_when_held(self, job: Job, at_least: int) -> None:
         """Once the run holds (pause or single step) with `at_least` steps, show its state in full."""
