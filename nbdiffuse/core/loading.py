@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from .model_source import check_hub_id, local_folder
+
 EMBEDDED_MODEL = Path(__file__).resolve().parent.parent / "shapes" / "model"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DTYPES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
@@ -124,8 +126,8 @@ def _load_source(source: Any, device: Any, dtype: Any):
         return pipe
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be None, a folder path, a hub id or a diffusers pipeline; got {type(source).__name__}")
-    path = Path(source).expanduser()
-    if path.exists():
+    path = local_folder(source)  # core/model_source.py: the OS's errors become a PipelineLoadError naming source
+    if path is not None:
         if not path.is_dir():
             raise PipelineLoadError(f"source={str(source)!r} is a file; expected a diffusers model folder "
                                     "(with model_index.json) or a hub id")
@@ -139,6 +141,7 @@ def _load_source(source: Any, device: Any, dtype: Any):
             _shapes_layout(pipe)
     else:
         name = str(source)
+        check_hub_id(name)
         if not _HUB_ID.match(name):
             raise PipelineLoadError(f"source={name!r} is neither an existing folder nor a hub id like 'org/model'")
         pipe = _from_pretrained(name, name, target, dtype, local_only=False)

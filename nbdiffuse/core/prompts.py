@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from .prompt_text import quiet_long_prompt_logs
+
 # Fast (Rust) tokenizers keep their padding and truncation settings on the shared tokenizer
 # object, and every call sets them anew: two threads tokenizing at once can run with each
 # other's settings (an unpadded negative prompt: "Sizes of tensors must match ... Expected size
@@ -24,6 +26,7 @@ def is_shapes_model(pipe: Any) -> bool:
 def prepare_prompt(pipe: Any, prompt: str, name: str = "prompt") -> tuple[str, list[str]]:
     """(text to encode, notices) for `prompt`."""
     notices: list[str] = []
+    quiet_long_prompt_logs(pipe)  # the notice below says it once; diffusers would log the whole dropped text
     text = prompt
     if is_shapes_model(pipe) and prompt.strip():
         from ..shapes import parse_caption

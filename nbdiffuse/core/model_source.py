@@ -1,0 +1,43 @@
+"""Where load_pipeline's `source` points: a local folder or a hub id, asked of the OS safely.
+
+Asking the file system about a name the user typed can fail in ways that have nothing to do with
+models: a name longer than the OS takes (OSError ENAMETOOLONG from a 5000-character string), a
+"~user" whose home is unknown (RuntimeError), a folder one may not read (PermissionError). Each
+becomes a PipelineLoadError (a ValueError) naming `source`, its value shortened, and what is allowed.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .validate import _show
+
+HUB_ID_MAX = 96  # characters: huggingface_hub refuses longer repo ids (validate_repo_id)
+ALLOWED = ("None (the embedded model), an existing diffusers model folder (with model_index.json), "
+           f"a hub id like 'org/model' (at most {HUB_ID_MAX} characters) or a diffusers pipeline")
+
+
+def local_folder(source: Any) -> Path | None:
+    """The existing path `source` names, or None when nothing is there (then it may be a hub id)."""
+    from .loading import PipelineLoadError
+
+    try:
+        path = Path(source).expanduser()
+        return path if path.exists() else None
+    except (OSError, RuntimeError, ValueError) as exc:  # too long, unknown ~user, NUL byte, no permission
+        if isinstance(exc, OSError) and not isinstance(exc, PermissionError) and len(str(source)) > HUB_ID_MAX:
+            reason = f"the OS refuses a name this long ({len(str(source))} characters)"
+        else:
+            reason = f"{type(exc).__name__}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
+        raise PipelineLoadError(f"source={_show(os.fspath(source))} cannot be looked up as a folder ({reason}); "
+                                f"allowed: {ALLOWED}") from None
+
+
+def check_hub_id(name: str) -> None:
+    """A PipelineLoadError, before any network use, for a name too long to be a hub id."""
+    from .loading import PipelineLoadError
+
+    if len(name) > HUB_ID_MAX:
+        raise PipelineLoadError(f"source={_show(name)} ({len(name)} characters) is neither an existing folder nor "
+                                f"a hub id; allowed: {ALLOWED}")
