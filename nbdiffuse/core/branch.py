@@ -22,6 +22,7 @@ import torch
 from . import encode_cache, img2img
 from .control import RunControl
 from .families import family_for
+from .model_identity import branch_notice
 from .prediction import sigma_at
 from .schedulers import make_scheduler, scheduler_from_params
 from .trace import Run, input_scale, model_input, pipe_lock, scheduler_step_kwargs
@@ -53,6 +54,7 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
         raise ValueError(xt_only_reason(type(pipe).__name__, "branching"))
     family = family_for(pipe)
     check_step_at(at, len(traj))
+    notice = branch_notice(traj, pipe, at)  # core/model_identity.py: refused across families, warned across models
     shape = tuple(traj.initial_latents.shape[1:])
     if family.latent_channels != shape[0]:
         raise ValueError(f"pipe has {family.latent_channels} latent channels, the trajectory {shape[0]}: "
@@ -86,6 +88,7 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
     run.check_prompts()
     params = run.params()
     params.update(parent=traj.id, branched_at=at, steps=total)
+    params["notices"] += [notice] if notice else []
     params["guidance"] = params["guidance_plan"] = schedule
     if not replan:
         params["scheduler"] = p["scheduler"]

@@ -53,7 +53,8 @@ def open_picture(source: Any, name: str = "image") -> Image.Image:
                 return image.convert("RGB")
             except Exception as exc:  # a truncated or corrupt body
                 reason = _reason(exc)
-    raise ValueError(f"{name}: could not read {_what(source)} as a picture ({reason}); allowed: {ALLOWED}") from None
+    raise ValueError(f"{name}: could not read {_what(source)}, not a picture Pillow can read here ({reason}); "
+                     f"allowed: {ALLOWED}") from None
 
 
 def _reason(exc: Exception) -> str:

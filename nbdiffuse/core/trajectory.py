@@ -268,7 +268,9 @@ class Trajectory:
     def attach(self, pipe: Any) -> "Trajectory":
         """Attach the pipeline that made this run (a loaded trajectory can then decode with its VAE)."""
         from .generic import adapter_for
+        from .model_identity import check_family
 
+        check_family(self.params, pipe, "decode it with its VAE")  # core/model_identity.py
         family = adapter_for(pipe)
         channels = int(self.initial_latents.shape[1]) if self.initial_latents.ndim >= 2 else None
         if channels is not None and family.latent_channels is not None and family.latent_channels != channels:

@@ -17,6 +17,8 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from .decode import ApproxDecoder
+from .nbd_schema import check_file
+from .save_target import check_save_path
 from .saved_frames import frames_to_save, pack, unpack, views_saved
 from .trajectory import Step, Trajectory
 
@@ -36,7 +38,7 @@ def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
     carries), so the run shows them when opened without its model."""
     if not isinstance(frames, bool):
         raise TypeError(f"frames must be True or False, got {frames!r}")
-    path = Path(path)
+    path = check_save_path(path)  # core/save_target.py: a folder (or any path that takes no file) makes no .tmp
     tensors = {"initial_latents": traj.initial_latents.contiguous().clone()}
     steps = []
     for step in traj.steps:
@@ -102,6 +104,7 @@ def load_trajectory(path: Any) -> Trajectory:
     if version > FORMAT_VERSION:
         raise TrajectoryFileError(f"path {str(path)!r} was written by a newer nbdiffuse (format version {version}; "
                                   f"this one reads up to {FORMAT_VERSION}): upgrade nbdiffuse to open it")
+    check_file(header, tensors, path)  # core/nbd_schema.py: every field and tensor, before anything is built
     try:
         meta = json.loads(header["meta"])
         # Runs of pipelines watched through their step callback (core/generic.py) have x_t only.

@@ -32,6 +32,8 @@ from ..core import RunControl, Trajectory, load_pipeline, prepare, schedulers
 from ..core.device_memory import release_after
 from ..core.generic import adapter_for, is_generic
 from ..core.loading import tiny_decoder
+from ..core.model_identity import UNKNOWN, model_change
+from ..core.nbd_schema import check_lineage
 from ..core.trajectory import CAPABILITIES
 from ..core.img2img import DEFAULT_STRENGTH, check_strength
 from ..core.schedulers import scheduler_name
@@ -42,7 +44,7 @@ from .browser_requests import BrowserRequests
 from .control_defaults import model_defaults, saved_defaults
 from .export_files import EXPORT_KINDS, export_path, write_export
 from .live_run import LiveRun, noting
-from .plain_words import capabilities_state, describe_error, model_words
+from .plain_words import capabilities_state, describe_error
 from .runner import Job, Runner
 from .assets import module, stylesheet
 
@@ -52,6 +54,7 @@ VIEW_MODES = ("both", "x0", "xt")
 PREVIEWS = ("auto", "approx", "tiny")  # Explorer.preview
 EXPORTS_SHOWN = 8  # newest written files listed in the widget
 SWAP_STOP_TIMEOUT = 120.0  # s: set_pipeline waits this long for a running run to stop after its current step
+ADVICE = "scrub, compare or export it, or ex.set_pipeline(...) back to its model to branch it"
 WORKSHOP_NOTE = ("Workshop mode: saved runs, no model loaded. Generate and Branch are off; scrubbing, what-if "
                  "guidance, compare and exports work. Pass pipe=... to Explorer.from_files to generate.")
 
@@ -213,6 +216,7 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
             if not isinstance(path, (str, os.PathLike)):
                 raise TypeError(f"paths must hold file paths (or Trajectory objects), got {path!r}")
             runs.append(Trajectory.load(path, pipe=pipe))
+        check_lineage(runs)  # core/nbd_schema.py: unique ids, no run its own ancestor
         return cls(pipe, _runs=runs, **defaults)
 
     # --- public API -------------------------------------------------------------------
@@ -419,26 +423,9 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
     def _model_change(self, parent: Any, at: int) -> str | None:
         """Branching `parent` with the Explorer's model: None when it made the run; a notice when it is
         another model of the run's family (one latent space); refused across families."""
-        from ..core.loading import lora_params
-        from ..core.trace import model_name
-
-        p, pipe = parent.params, self.pipe
-        made_by = model_words(p.get("model") or p.get("pipeline"), p.get("lora"))
-        now = model_words(model_name(pipe) or type(pipe).__name__, lora_params(pipe))
-        family = adapter_for(pipe).name
-        if p.get("family") != family:
-            raise ValueError(f"this run was made by {made_by} ({p.get('family')}); the Explorer now holds {now} "
-                             f"({family}), whose latents mean something else, so it cannot continue the run. "
-                             "Scrub, compare or export it, or ex.set_pipeline(...) back to its model to branch it")
-        named = p.get("model") == model_name(pipe) and p.get("pipeline") == type(pipe).__name__
         ref = getattr(self, "_made_by", {}).get(parent.id)
-        if parent.pipe is not None or ref is not None:  # the model object is known: anonymous ones match by it
-            same = (parent.pipe if parent.pipe is not None else ref()) is pipe or (named and bool(p.get("model")))
-        else:  # a run loaded from a file: by name
-            same = named
-        if same and (p.get("lora") or None) == lora_params(pipe):
-            return None
-        return f"steps 1 to {at + 1} came from {made_by}, the rest from {now}"
+        maker = parent.pipe if parent.pipe is not None else ref() if ref is not None else UNKNOWN
+        return model_change(parent.params, self.pipe, at, maker, "the Explorer", ADVICE)  # core/model_identity.py
 
     # --- exploring: what-if, branches, the run tree, compare, exports ----------------------
     @property
