@@ -72,8 +72,8 @@ def check_sides(size: tuple[int, int], name: str, source: Any = None) -> None:
     """ValueError when a picture of `size` (width, height) has a side over MAX_SIDE pixels (or none)."""
     width, height = int(size[0]), int(size[1])
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
-        what = "" if source is None else f"{_what(source)}, "
-        raise ValueError(f"{name}={what}a {width} x {height} picture: each side must be 1 to {MAX_SIDE} pixels "
+        what = "a" if source is None else f"{_what(source)} is a"
+        raise ValueError(f"{name}: {what} {width} x {height} picture: each side must be 1 to {MAX_SIDE} pixels "
                          f"(resize it first); allowed: {ALLOWED}")
 
 

@@ -46,6 +46,7 @@ from .export_files import EXPORT_KINDS, export_path, write_export
 from .live_run import LiveRun, noting
 from .plain_words import capabilities_state, describe_error
 from .runner import Job, Runner
+from .trait_checks import ExplorerTraitChecks
 from .assets import module, stylesheet
 
 _HERE = pathlib.Path(__file__).resolve().parent
@@ -59,7 +60,7 @@ WORKSHOP_NOTE = ("Workshop mode: saved runs, no model loaded. Generate and Branc
                  "guidance, compare and exports work. Pass pipe=... to Explorer.from_files to generate.")
 
 
-class Explorer(BrowserRequests, anywidget.AnyWidget):
+class Explorer(ExplorerTraitChecks, BrowserRequests, anywidget.AnyWidget):  # trait_checks: checked when set
     """Live denoising explorer: `nbd.Explorer(pipe=None, **defaults)`; show it as a cell's value.
 
     defaults: prompt, negative_prompt, seed, steps, guidance, scheduler, height, width, and
@@ -284,7 +285,7 @@ class Explorer(BrowserRequests, anywidget.AnyWidget):
             self.start_thumb, self.use_picture = b"", False
             return
         self._need_pipe("image to image (start_from)")
-        picture = start_picture.picture_of(source)
+        picture = start_picture.picture_of(source, "source")
         self._start_source = source if hasattr(source, "image") and not isinstance(source, Image.Image) else picture
         self.start_thumb, self.use_picture = start_picture.thumbnail(picture), True
 
