@@ -14,12 +14,15 @@ from typing import Any
 from .validate import _show
 
 HUB_ID_MAX = 96  # characters: huggingface_hub refuses longer repo ids (validate_repo_id)
-ALLOWED = ("None (the embedded model), an existing diffusers model folder (with model_index.json), "
-           f"a hub id like 'org/model' (at most {HUB_ID_MAX} characters) or a diffusers pipeline")
+ALLOWED = {"source": "None (the embedded model), an existing diffusers model folder (with model_index.json), "
+                     f"a hub id like 'org/model' (at most {HUB_ID_MAX} characters) or a diffusers pipeline",
+           "lora": f"a .safetensors file, a folder holding one, or a hub id like 'org/lora' (at most {HUB_ID_MAX} "
+                   "characters)"}
 
 
-def local_folder(source: Any) -> Path | None:
-    """The existing path `source` names, or None when nothing is there (then it may be a hub id)."""
+def local_folder(source: Any, name: str = "source") -> Path | None:
+    """The existing path `source` (load_pipeline's `name` argument) names, or None when nothing is there
+    (then it may be a hub id)."""
     from .loading import PipelineLoadError
 
     try:
@@ -30,14 +33,14 @@ def local_folder(source: Any) -> Path | None:
             reason = f"the OS refuses a name this long ({len(str(source))} characters)"
         else:
             reason = f"{type(exc).__name__}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
-        raise PipelineLoadError(f"source={_show(os.fspath(source))} cannot be looked up as a folder ({reason}); "
-                                f"allowed: {ALLOWED}") from None
+        raise PipelineLoadError(f"{name}={_show(os.fspath(source))} cannot be looked up as a file or folder "
+                                f"({reason}); allowed: {ALLOWED[name]}") from None
 
 
-def check_hub_id(name: str) -> None:
+def check_hub_id(value: str, name: str = "source") -> None:
     """A PipelineLoadError, before any network use, for a name too long to be a hub id."""
     from .loading import PipelineLoadError
 
-    if len(name) > HUB_ID_MAX:
-        raise PipelineLoadError(f"source={_show(name)} ({len(name)} characters) is neither an existing folder nor "
-                                f"a hub id; allowed: {ALLOWED}")
+    if len(value) > HUB_ID_MAX:
+        raise PipelineLoadError(f"{name}={_show(value)} ({len(value)} characters) is neither an existing file or "
+                                f"folder nor a hub id; allowed: {ALLOWED[name]}")

@@ -85,14 +85,24 @@ def test_picture_paths_the_os_refuses(sd_pipe, path):
 @pytest.mark.parametrize("source, reason", [
     ("a" * 5000, "the OS refuses a name this long"),
     ("a/" * 3000, "the OS refuses a name this long"),
-    ("~no-such-user-here/model", "cannot be looked up as a folder"),
-    ("org/" + "m" * 120, r"\(124 characters\) is neither an existing folder nor a hub id"),
+    ("~no-such-user-here/model", "cannot be looked up as a file or folder"),
+    ("org/" + "m" * 120, r"\(124 characters\) is neither an existing file or folder nor a hub id"),
 ])
 def test_model_sources_the_os_or_the_hub_refuse(source, reason):
     with pytest.raises(PipelineLoadError, match=reason) as caught:
         nbd.load_pipeline(source)
     assert str(caught.value).startswith("source=") and len(str(caught.value)) < 600
     assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize("lora, reason", [
+    ("a" * 5000, "^lora=.*the OS refuses a name this long"),
+    ("~no-such-user-here/x.safetensors", "^lora=.* cannot be looked up as a file or folder"),
+    ("org/" + "l" * 100, r"^lora=.*\(104 characters\) is neither an existing file or folder nor a hub id"),
+])
+def test_lora_sources_the_os_or_the_hub_refuse(sd_pipe, lora, reason):
+    with pytest.raises(PipelineLoadError, match=reason):
+        nbd.load_pipeline(sd_pipe, lora=lora)
 
 
 @pytest.mark.parametrize("field, text", [("prompt", "a red \udc80 circle"), ("prompt", "\ud800"),
