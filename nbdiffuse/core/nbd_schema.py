@@ -139,10 +139,22 @@ def _check_params(p: dict) -> None:
             if key not in CAPABILITIES or not isinstance(value, bool):
                 raise FieldError(f"params.capabilities.{key}", value,
                                  f"true or false, for one of {', '.join(CAPABILITIES)}")
-    for key in ("lora", "versions"):
-        if p.get(key) is not None:
-            _dict(f"params.{key}", p[key])
+    if p.get("versions") is not None:
+        _dict("params.versions", p["versions"])
+    if p.get("lora") is not None:
+        _check_lora(_dict("params.lora", p["lora"]))
     _check_scheduler(p)
+
+
+def _check_lora(lora: dict) -> None:
+    """What loading.lora_params records (a run's notices and the run tree put it in words)."""
+    for key in ("source", "file"):
+        _text(f"params.lora.{key}", lora.get(key), none=True)
+    if lora.get("scale") is not None:
+        _number("params.lora.scale", lora["scale"], -1e6, 1e6, "a finite number (or null)")
+    for key in ("components", "adapters"):
+        for k, item in enumerate(_list(f"params.lora.{key}", lora.get(key, []), 1000)):
+            _text(f"params.lora.{key}[{k}]", item)
 
 
 def _check_scheduler(p: dict) -> None:
