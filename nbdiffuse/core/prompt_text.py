@@ -49,8 +49,9 @@ _FILTER = _WhileNbdiffuseEncodes()
 
 
 def quiet_long_prompt_logs(pipe: Any) -> None:
-    """Drop the long-prompt logs of `pipe`'s module and of transformers' tokenizers while nbdiffuse encodes."""
-    for name in (type(pipe).__module__, _TOKENIZER_LOGGER):
+    """Drop the long-prompt logs of `pipe`'s modules (its class's and those it inherits encode_prompt from)
+    and of transformers' tokenizers while nbdiffuse encodes."""
+    for name in {cls.__module__ for cls in type(pipe).__mro__ if cls is not object} | {_TOKENIZER_LOGGER}:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)

@@ -13,6 +13,7 @@ import zlib
 
 import numpy as np
 import pytest
+from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 import nbdiffuse as nbd
@@ -119,7 +120,14 @@ def test_a_branch_with_a_lone_surrogate_is_refused(sd_pipe):
         nbd.branch(sd_pipe, traj, at=0, prompt="x\udc80")
 
 
-def test_a_long_prompt_is_one_notice_not_a_flood(sd_pipe):
+class MyStableDiffusion(StableDiffusionPipeline):
+    """A user's own subclass: encode_prompt (and its log) stays in diffusers' module."""
+
+
+@pytest.mark.parametrize("subclass", [False, True], ids=["sd", "user-subclass"])
+def test_a_long_prompt_is_one_notice_not_a_flood(sd_pipe, subclass):
+    if subclass:
+        sd_pipe = MyStableDiffusion(**sd_pipe.components)
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
