@@ -1,7 +1,9 @@
 """Out-of-memory failures: telling them apart, and giving the memory back after one."""
 from __future__ import annotations
 
+import ctypes
 import gc
+import sys
 import traceback
 
 import torch
@@ -24,3 +26,35 @@ def release_after(exc: BaseException) -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def return_freed_host_memory() -> bool:
+    """Hand memory that Python and torch have freed back to the operating system (glibc's malloc_trim).
+
+    Why: glibc keeps freed heap memory for reuse, and a run's small step tensors, frames and
+    objects, freed when the Explorer drops an old run, sit between the model's freed activations:
+    the holes stay mapped. Measured with the embedded model, 10-step runs and max_runs=50, the
+    process grew +15.4% from run 10 to run 100 (0.86 MB per run while runs were kept, then 1.0 MB
+    per run while old ones were dropped); trimming after each run: +3.9%, 0.45 MB per kept run and
+    flat (0.07 MB per run) once runs are dropped. Dask's worker documentation recommends the same
+    call for the same "unmanaged memory". Returns whether memory was handed back; False where
+    there is no glibc (macOS, Windows, musl).
+    """
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
+
+
+_TRIM: list = []  # [function or None] once looked up
+
+
+def _malloc_trim():
+    if not _TRIM:
+        found = None
+        if sys.platform.startswith("linux"):
+            try:
+                found = ctypes.CDLL("libc.so.6").malloc_trim
+                found.argtypes, found.restype = [ctypes.c_size_t], ctypes.c_int
+            except (OSError, AttributeError):  # not glibc
+                found = None
+        _TRIM.append(found)
+    return _TRIM[0]

@@ -10,7 +10,11 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
-from .validate import check_choice
+from .validate import MAX_PICTURE_SIDE, check_choice, check_int, check_number
+
+# A GIF stores each frame's time in hundredths of a second in 16 bits (at most 655 s); a minute is
+# already far longer than anyone holds a last frame.
+MAX_HOLD_SECONDS = 60.0
 
 # Sampler names as the Stable Diffusion web UIs write them in PNG "parameters".
 _WEBUI_SAMPLERS = {"euler": "Euler", "euler_a": "Euler a", "heun": "Heun", "lms": "LMS", "ddim": "DDIM",
@@ -72,6 +76,7 @@ def write_gif(traj, path: Any, view: str = "x0", fps: float = 8, decoder: str = 
     check_choice("view", view, ("x0", "xt"))
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 50:
         raise ValueError(f"fps must be a number in (0, 50], got {fps!r}")
+    hold_last = check_number("hold_last", hold_last, 0, MAX_HOLD_SECONDS, " seconds")
     steps = _steps_range(traj, start, stop)
     frames = [traj.image(k, view=view, decoder=decoder, size=size).convert("RGB") for k in steps]
     frame_ms = int(round(1000 / fps))
@@ -96,7 +101,9 @@ def _script_json(value: Any) -> str:
 
 def write_html(traj, path: Any, decoder: str = "auto", size: int = 256) -> None:
     """A self-contained page (no server, no network): x0 and x_t frames, a scrubber, guidance, parameters.
-    decoder as Trajectory.image: "auto" shows saved frames, else the full VAE, else approx."""
+    decoder as Trajectory.image: "auto" shows saved frames, else the full VAE, else approx. size: each
+    picture's long side in pixels (the page shows both views side by side at that size)."""
+    size = check_int("size", size, 1, MAX_PICTURE_SIDE)
     steps = _steps_range(traj, None, None)
     views = ("x0", "xt") if traj.has_x0 else ("xt",)  # a pipeline without a family gives x_t only
     frames = {view: [_data_uri(traj.image(k, view=view, decoder=decoder, size=size)) for k in steps]

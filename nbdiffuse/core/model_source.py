@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .validate import _show
+from .validate import show_value
 
 HUB_ID_MAX = 96  # characters: huggingface_hub refuses longer repo ids (validate_repo_id)
 ALLOWED = {"source": "None (the embedded model), an existing diffusers model folder (with model_index.json), "
@@ -33,7 +33,7 @@ def local_folder(source: Any, name: str = "source") -> Path | None:
             reason = f"the OS refuses a name this long ({len(str(source))} characters)"
         else:
             reason = f"{type(exc).__name__}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
-        raise PipelineLoadError(f"{name}={_show(os.fspath(source))} cannot be looked up as a file or folder "
+        raise PipelineLoadError(f"{name}={show_value(os.fspath(source))} cannot be looked up as a file or folder "
                                 f"({reason}); allowed: {ALLOWED[name]}") from None
 
 
@@ -42,5 +42,5 @@ def check_hub_id(value: str, name: str = "source") -> None:
     from .loading import PipelineLoadError
 
     if len(value) > HUB_ID_MAX:
-        raise PipelineLoadError(f"{name}={_show(value)} ({len(value)} characters) is neither an existing file or "
+        raise PipelineLoadError(f"{name}={show_value(value)} ({len(value)} characters) is neither an existing file or "
                                 f"folder nor a hub id; allowed: {ALLOWED[name]}")

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .validate import MAX_SEED, MAX_SIDE, MAX_STEPS, _show, check_guidance_value
+from .validate import MAX_SEED, MAX_SIDE, MAX_STEPS, show_value, check_guidance_value
 
 MAX_TRAIN_TIMESTEPS = 100_000
 MAX_CONFIG_INT = 100_000
@@ -48,21 +48,21 @@ class FieldError(ValueError):
     """One field of a trajectory file that is not what the format allows."""
 
     def __init__(self, field: str, value: Any, allowed: str):
-        super().__init__(f"field {field} must be {allowed}, got {_show(value)}")
+        super().__init__(f"field {field} must be {allowed}, got {show_value(value)}")
 
 
 def check_file(header: dict, tensors: dict[str, torch.Tensor], path: Any) -> None:
     """Refuse (TrajectoryFileError) a file whose metadata or tensors fall outside the format."""
     from .trajfile import TrajectoryFileError
 
-    where = f"path {_show(str(path))}"
+    where = f"path {show_value(str(path))}"
     try:
         meta = json.loads(header["meta"])
     except KeyError:
         raise TrajectoryFileError(f"{where} has no 'meta' entry: not an nbdiffuse trajectory") from None
     except (ValueError, RecursionError) as exc:  # not JSON, a number of 5000 digits, nested too deep
         raise TrajectoryFileError(f"{where} is a corrupt nbdiffuse trajectory: its meta is not JSON "
-                                  f"({type(exc).__name__}: {_show(str(exc))})") from None
+                                  f"({type(exc).__name__}: {show_value(str(exc))})") from None
     try:
         check_meta(meta, tensors)
     except (ValueError, TypeError) as exc:  # FieldError, or validate's own messages (which name the field)
@@ -176,7 +176,7 @@ def _check_scheduler(p: dict) -> None:
             scheduler_from_params(name, config)
         except Exception as exc:  # diffusers refuses a value (a beta_schedule it lacks...) its own way
             raise FieldError("params.scheduler_config", config,
-                             f"a config {name} accepts ({type(exc).__name__}: {_show(str(exc))})") from None
+                             f"a config {name} accepts ({type(exc).__name__}: {show_value(str(exc))})") from None
 
 
 def _config_values(field: str, value: Any, depth: int) -> None:
@@ -229,7 +229,7 @@ def _check_tensors(tensors: dict[str, torch.Tensor], records: list, params: dict
         k = int(match.group(1)) if match else -1
         extra = match.group(3) if match else None
         if not match or k >= len(records) or (extra is not None and int(extra) >= extras[k]):
-            raise FieldError(f"tensor {_show(name)}", "present", "a tensor a trajectory writes: initial_latents, "
+            raise FieldError(f"tensor {show_value(name)}", "present", "a tensor a trajectory writes: initial_latents, "
                              f"steps.<k>.latents / pred_x0 / eps_cond / eps_uncond / extra.<j> for its {len(records)} "
                              "steps, or frames.<k>.<view>")
         if tensor.dtype not in _FLOATS or tuple(tensor.shape) != shape:

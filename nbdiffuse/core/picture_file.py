@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .validate import MAX_SIDE, _show
+from .validate import MAX_SIDE, show_value
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 ALLOWED = f"a PNG, JPEG, WebP, GIF, BMP or TIFF picture of at most {MAX_SIDE} x {MAX_SIDE} pixels"
@@ -32,7 +32,7 @@ def _what(source: Any) -> str:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source[:12])
         return f"{len(source)} bytes starting {data!r}"
-    return _show(str(source))
+    return show_value(str(source))
 
 
 def open_picture(source: Any, name: str = "image") -> Image.Image:
@@ -65,7 +65,7 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, IsADirectoryError):
         return "it is a folder"
     # UnidentifiedImageError, truncated files, SyntaxError, struct.error, OSError...
-    return f"{type(exc).__name__}: {_show(str(exc))}"
+    return f"{type(exc).__name__}: {show_value(str(exc))}"
 
 
 def check_sides(size: tuple[int, int], name: str, source: Any = None) -> None:

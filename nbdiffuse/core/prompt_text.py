@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .validate import _show
+from .validate import show_value
 
 _LONG_PROMPT_LOGS = ("The following part of your input was truncated because",
                      "Token indices sequence length is longer than the specified maximum")
@@ -29,7 +29,7 @@ def check_encodable(value: str, name: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ValueError(f"{name} must be text that can be written as UTF-8; got {_show(value)}, which holds "
+        raise ValueError(f"{name} must be text that can be written as UTF-8; got {show_value(value)}, which holds "
                          f"{value[exc.start:exc.end]!r} at position {exc.start} (a lone surrogate: fix the "
                          "text's decoding, or drop it)") from None
     return value

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .validate import _show
+from .validate import show_value
 
 ALLOWED = "a file path such as 'run.nbd', in a folder that exists or can be made"
 
@@ -19,7 +19,7 @@ ALLOWED = "a file path such as 'run.nbd', in a folder that exists or can be made
 def check_save_path(path: Any, name: str = "path") -> Path:
     """`path` as a Path a file can be written to; ValueError (TypeError for a non-path) otherwise."""
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a file path, got {_show(path)} ({type(path).__name__})")
+        raise TypeError(f"{name} must be a file path, got {show_value(path)} ({type(path).__name__})")
     try:
         target = Path(path)
         if not target.name or target.name in (".", ".."):
@@ -34,5 +34,5 @@ def check_save_path(path: Any, name: str = "path") -> Path:
     except (OSError, ValueError) as exc:  # a name too long, a folder one may not look into
         reason = f"{type(exc).__name__}: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}"
     if reason is not None:
-        raise ValueError(f"{name}={_show(os.fspath(path))} cannot be written ({reason}); allowed: {ALLOWED}")
+        raise ValueError(f"{name}={show_value(os.fspath(path))} cannot be written ({reason}); allowed: {ALLOWED}")
     return target

@@ -12,7 +12,7 @@ from PIL import Image
 from .decode import ApproxDecoder, approx_decoder_for, full_decode
 from .image_codec import decode_picture
 from .loading import tiny_decoder
-from .validate import check_choice, check_guidance_value
+from .validate import MAX_PICTURE_SIDE, check_choice, check_guidance_value, show_value
 
 VIEWS = ("x0", "xt")
 # "auto": the saved frame (the model's own VAE picture, carried by a loaded run), else the full VAE
@@ -360,18 +360,24 @@ class Trajectory:
                 f"scheduler={self.params.get('scheduler')!r}, seed={self.params.get('seed')})")
 
 
+def _side(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_PICTURE_SIDE
+
+
 def _resize(picture: Image.Image, size: Any, output: tuple[int, int]) -> Image.Image:
     if size == "latent" or size is None:
         return picture
     if size == "output":
         target = (int(output[0]), int(output[1]))
-    elif isinstance(size, int) and not isinstance(size, bool) and size > 0:
+    elif _side(size):
         scale = size / max(picture.size)
         target = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
-    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+    elif isinstance(size, (tuple, list)) and len(size) == 2 and all(map(_side, size)):
         target = (int(size[0]), int(size[1]))
     else:
-        raise ValueError(f"size must be 'output', 'latent', a positive int (long side) or (width, height); got {size!r}")
+        # bounded: size=20000 built a 1.2 GB picture
+        raise ValueError(f"size must be 'output', 'latent', a whole number of pixels from 1 to {MAX_PICTURE_SIDE} (the long "
+                         f"side) or (width, height) of such numbers; got {show_value(size)}")
     if picture.size == target:
         return picture
     # Latent-resolution previews are upscaled with nearest neighbour: crisp, and honest about the grid.

@@ -5,23 +5,28 @@ the value it got and what is allowed, so a notebook user can fix the call at onc
 """
 from __future__ import annotations
 
-import math
 import numbers
+from collections.abc import Mapping, Set
 from typing import Any, Callable, Sequence
 
 MAX_STEPS = 1000
 MAX_SIDE = 4096  # pixels; beyond this even an H100 runs out of memory on SD-sized UNets
 MAX_SEED = 2**63 - 1
+# Classifier-free guidance scales people use run from 1 to ~30 (AUTOMATIC1111's slider stops at 30,
+# ComfyUI's cfg input at 100). Far above, the guided noise prediction overflows: guidance 1e20 gave NaN
+# latents and a black picture with no word said.
+MAX_GUIDANCE = 100.0
+MAX_PICTURE_SIDE = MAX_SIDE  # pixels: a picture asked of a run (traj.image(size=), exports)
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 def check_int(name: str, value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int between {lo} and {hi}, got {_show(value)} ({type(value).__name__})")
+        raise TypeError(f"{name} must be an int between {lo} and {hi}, got {show_value(value)} ({type(value).__name__})")
     value = int(value)
     if not lo <= value <= hi:
         raise ValueError(f"{name} must be an int between {lo} and {hi}, got {value}")
@@ -31,7 +36,7 @@ def check_int(name: str, value: Any, lo: int, hi: int) -> int:
 def check_step_at(at: Any, n: int, of: str = "") -> int:
     """A branch point: a non-negative step index of a run with n steps (ValueError, as for other bad input)."""
     if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < n:
-        raise ValueError(f"at must be a step index in 0..{n - 1}{of}, got {_show(at)}")
+        raise ValueError(f"at must be a step index in 0..{n - 1}{of}, got {show_value(at)}")
     return at
 
 
@@ -44,13 +49,29 @@ def check_seed(seed: Any) -> int:
 
 
 def check_guidance_value(value: Any, name: str = "guidance") -> float:
+    meaning = "1 means no classifier-free guidance"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number >= 0, got {_show(value)} ({type(value).__name__})")
+        raise TypeError(f"{name} must be a number from 0 to {MAX_GUIDANCE:g} ({meaning}), got {show_value(value)} "
+                        f"({type(value).__name__})")
     value = float(value)
-    if math.isnan(value) or math.isinf(value):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be a finite number from 0 to {MAX_GUIDANCE:g}, got {value}")
     if value < 0:
-        raise ValueError(f"{name} must be >= 0 (1 means no classifier-free guidance), got {value}")
+        raise ValueError(f"{name} must be >= 0 ({meaning}), got {value}")
+    if value > MAX_GUIDANCE:
+        raise ValueError(f"{name} must be at most {MAX_GUIDANCE:g} (beyond, the guided prediction overflows "
+                         f"to a black picture), got {value:g}")
+    return value
+
+
+def check_number(name: str, value: Any, lo: float, hi: float, unit: str = "") -> float:
+    """A real number in [lo, hi] (finite: NaN and infinities are refused by the range)."""
+    allowed = f"a number from {lo:g} to {hi:g}{unit}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {allowed}, got {show_value(value)} ({type(value).__name__})")
+    value = float(value)
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be {allowed}, got {value}")
     return value
 
 
@@ -67,10 +88,11 @@ def guidance_schedule(guidance: Any, steps: int) -> list[float]:
         return values
     if isinstance(guidance, numbers.Real) and not isinstance(guidance, bool):
         return [check_guidance_value(guidance)] * steps
-    if isinstance(guidance, (str, bytes, bool)) or not hasattr(guidance, "__len__"):
+    if isinstance(guidance, (str, bytes, bool, Mapping, Set)) or not hasattr(guidance, "__len__"):
+        # a dict or set has a length, but no order of steps: list() of a dict is its keys
         raise TypeError(
             f"guidance must be a number >= 0, a sequence of {steps} numbers or a callable step -> number, "
-            f"got {_show(guidance)} ({type(guidance).__name__})"
+            f"got {show_value(guidance)} ({type(guidance).__name__})"
         )
     values = list(guidance)
     if len(values) != steps:
@@ -83,7 +105,7 @@ def check_prompt(value: Any, name: str = "prompt", allow_none: bool = False) -> 
         return None
     if not isinstance(value, str):
         allowed = "a string or None" if allow_none else "a string"
-        raise TypeError(f"{name} must be {allowed}, got {_show(value)} ({type(value).__name__})")
+        raise TypeError(f"{name} must be {allowed}, got {show_value(value)} ({type(value).__name__})")
     from .prompt_text import check_encodable  # no lone surrogate: tokenizers raise a TypeError on it
 
     return check_encodable(value, name)
@@ -91,7 +113,7 @@ def check_prompt(value: Any, name: str = "prompt", allow_none: bool = False) -> 
 
 def check_size(name: str, value: Any, multiple: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int, a multiple of {multiple}, got {_show(value)} ({type(value).__name__})")
+        raise TypeError(f"{name} must be a positive int, a multiple of {multiple}, got {show_value(value)} ({type(value).__name__})")
     value = int(value)
     if value <= 0 or value % multiple:
         raise ValueError(f"{name} must be a positive multiple of {multiple} (the VAE's downsampling factor), got {value}")
@@ -102,11 +124,11 @@ def check_size(name: str, value: Any, multiple: int) -> int:
 
 def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {_show(value)}")
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {show_value(value)}")
     return value
 
 
 def check_callable(name: str, value: Any) -> Callable | None:
     if value is not None and not callable(value):
-        raise TypeError(f"{name} must be a callable or None, got {_show(value)} ({type(value).__name__})")
+        raise TypeError(f"{name} must be a callable or None, got {show_value(value)} ({type(value).__name__})")
     return value

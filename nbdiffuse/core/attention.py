@@ -1,0 +1,168 @@
+"""Cross-attention maps per prompt token, per denoising step, recorded beside the run without changing it.
+
+What the maps are: at each cross-attention layer, each latent position's softmax over the prompt's
+tokens (the model's own attention probabilities for the conditional prompt), averaged over heads,
+brought to the latent grid (bilinear) and averaged over layers; one (tokens, h, w) map a step.
+The same quantity prompt-to-prompt and DAAM read, kept per step instead of summed over time.
+
+How, without changing a single value of the run: fused attention kernels (scaled_dot_product_attention)
+return no probabilities, so forward hooks on each cross-attention layer's `to_q` and `to_k`
+projections keep their outputs (the very tensors the kernel got), and the probabilities of the
+text columns are computed from them on the side. Hooks return nothing, so the run's tensors are
+bit for bit those of a run without them (tests/core/test_attention.py checks every step).
+
+Covered: cross-attention modules of diffusers' `Attention` class whose keys come from the text
+(`attn2` of SD 1.x/2.x and SDXL UNets, PixArt's transformer blocks; their text attention mask is
+applied). Not yet: the joint attention of SD3 and Flux (text and picture in one sequence), where
+the text columns of the picture rows would be read the same way from the joint q and k.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+MAP_DTYPE = torch.float16  # kept per step: the prompt's tokens x the latent grid, half precision
+
+
+def cross_attention_layers(denoiser: Any) -> list[tuple[str, Any]]:
+    """(name, module) of each cross-attention layer of a UNet or transformer (diffusers' Attention)."""
+    from diffusers.models.attention_processor import Attention
+
+    return [(name, module) for name, module in denoiser.named_modules()
+            if isinstance(module, Attention) and getattr(module, "is_cross_attention", False)]
+
+
+class AttentionRecorder:
+    """Per-step cross-attention maps of a pipeline's denoiser: a context manager around a run.
+
+    `tokens`: the positions in the text encoder's sequence to keep (the prompt's own tokens, no
+    start, end or padding). `grid`: the latent (h, w). Use `step_done()` after each denoising step:
+    it returns that step's (len(tokens), h, w) map and starts the next one. Only the conditional
+    rows of a classifier-free-guidance batch are read (the last of two, as the families batch them).
+    """
+
+    def __init__(self, denoiser: Any, tokens: Sequence[int], grid: tuple[int, int]):
+        self.layers = cross_attention_layers(denoiser)
+        if not self.layers:
+            raise ValueError(f"attention maps need cross-attention layers; {type(denoiser).__name__} has none "
+                             f"(SD3 and Flux attend jointly, which is not recorded yet)")
+        self.tokens = torch.as_tensor(list(tokens), dtype=torch.long)
+        self.grid = (int(grid[0]), int(grid[1]))
+        self._handles: list[Any] = []
+        self._seen: dict[int, dict[str, Any]] = {}
+        self._sum: torch.Tensor | None = None
+        self._count = 0
+
+    def __enter__(self) -> "AttentionRecorder":
+        for _, module in self.layers:
+            slot: dict[str, Any] = {}
+            self._seen[id(module)] = slot
+            self._handles.append(module.to_q.register_forward_hook(_keep(slot, "q")))
+            self._handles.append(module.to_k.register_forward_hook(_keep(slot, "k")))
+            self._handles.append(module.register_forward_pre_hook(_keep_mask(slot), with_kwargs=True))
+            self._handles.append(module.register_forward_hook(self._after(module, slot)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._seen.clear()
+
+    def _after(self, module: Any, slot: dict[str, Any]):
+        def hook(_module, _args, _output) -> None:
+            q, k, mask = slot.pop("q", None), slot.pop("k", None), slot.pop("mask", None)
+            if q is not None and k is not None:
+                self._add(module, q, k, mask)
+        return hook
+
+    @torch.no_grad()
+    def _add(self, module: Any, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> None:
+        q, k = q[-1:].float(), k[-1:].float()  # the conditional row (CFG batches run (uncond, cond))
+        heads = module.heads
+        n, t = q.shape[1], k.shape[1]
+        q = q.view(1, n, heads, -1).transpose(1, 2)
+        k = k.view(1, t, heads, -1).transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) * module.scale  # (1, heads, n, t)
+        if mask is not None:
+            scores = scores + _additive_mask(mask[-1:], t, scores.dtype)
+        probs = scores.softmax(-1).mean(1)[0]  # (n, t): each position's attention over the text, heads averaged
+        probs = probs[:, self.tokens.clamp(max=t - 1)]
+        h, w = _layer_grid(n, self.grid)
+        maps = probs.T.reshape(1, -1, h, w)
+        if (h, w) != self.grid:
+            maps = F.interpolate(maps, size=self.grid, mode="bilinear", align_corners=False)
+        self._sum = maps[0] if self._sum is None else self._sum + maps[0]
+        self._count += 1
+
+    def step_done(self) -> torch.Tensor:
+        """This step's maps (len(tokens), h, w), the mean over its layers (zeros when no layer ran)."""
+        if self._sum is None:
+            done = torch.zeros(len(self.tokens), *self.grid)
+        else:
+            done = self._sum / self._count
+        self._sum, self._count = None, 0
+        return done.to(MAP_DTYPE).cpu()
+
+
+def _keep(slot: dict[str, Any], key: str):
+    def hook(_module, _args, output) -> None:
+        slot[key] = output
+    return hook
+
+
+def _keep_mask(slot: dict[str, Any]):
+    def hook(_module, args, kwargs) -> None:
+        mask = kwargs.get("attention_mask", args[2] if len(args) > 2 else None)
+        slot["mask"] = mask if isinstance(mask, torch.Tensor) else None
+    return hook
+
+
+def _additive_mask(mask: torch.Tensor, t: int, dtype: torch.dtype) -> torch.Tensor:
+    """A text attention mask as the processors take it (1/0 keep flags or an additive bias) -> a bias (1, 1, 1, t)."""
+    mask = mask.reshape(mask.shape[0], -1)[:, -t:].to(dtype)
+    if mask.min() >= 0 and mask.max() <= 1:  # keep flags
+        mask = (1 - mask) * torch.finfo(dtype).min
+    return mask[:, None, None, :]
+
+
+def _layer_grid(n: int, grid: tuple[int, int]) -> tuple[int, int]:
+    """A layer's (h, w) from its number of positions: the latent grid shrunk by a power of two."""
+    h, w = grid
+    factor = math.sqrt(h * w / n)
+    lh, lw = round(h / factor), round(w / factor)
+    if lh * lw != n:
+        raise ValueError(f"a cross-attention layer of {n} positions does not tile the {h} x {w} latent grid")
+    return lh, lw
+
+
+def prompt_words(tokenizer: Any, prompt: str) -> tuple[list[str], list[list[int]]]:
+    """The prompt's words as the tokenizer splits them, and for each word its token positions in the
+    encoder's sequence (position 0 is the start token). A word of several tokens maps back to one word;
+    punctuation is a word of its own. Tokens past the encoder's length are left out (truncated)."""
+    ids = tokenizer(prompt, truncation=True, max_length=getattr(tokenizer, "model_max_length", None))["input_ids"]
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    special = set(getattr(tokenizer, "all_special_ids", []))
+    clip = "clip" in type(tokenizer).__name__.lower()  # BPE: a word's last token ends with </w>
+    words: list[str] = []
+    positions: list[list[int]] = []
+    open_word = False
+    for position, (token_id, piece) in enumerate(zip(ids, pieces)):
+        if token_id in special:
+            open_word = False
+            continue
+        if clip:
+            starts, text = not open_word, piece.removesuffix("</w>")
+            open_word = not piece.endswith("</w>")
+        else:  # sentencepiece (T5): a token that starts a word carries the mark
+            starts, text = piece.startswith("\u2581") or not words, piece.lstrip("\u2581")
+        if starts:
+            words.append(text)
+            positions.append([position])
+        else:
+            words[-1] += text
+            positions[-1].append(position)
+    return words, positions
