@@ -9,7 +9,7 @@ from .schedulers import schedulers
 from .step import Step
 from .trace import prepare, trace
 from .trajectory import StepIndexError, Trajectory
-from .trajfile import TrajectoryFileError
+from .nbd_schema import TrajectoryFileError
 
 __all__ = ["ApproxDecoder", "Comparison", "compare", "EmbeddedModelMissing", "PipelineLoadError", "RunControl", "Step", "StepIndexError",
            "Trajectory", "TrajectoryFileError", "branch", "load_pipeline", "prepare", "schedulers",

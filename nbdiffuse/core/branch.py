@@ -27,6 +27,7 @@ from . import encode_cache, img2img
 from .capabilities import xt_only_reason
 from .families import family_for, is_generic
 from .locks import pipe_lock
+from .model_identity import branch_notice
 from .params import RunParams
 from .prediction import sigma_at
 from .run import Run, input_scale, model_input, scheduler_step_kwargs
@@ -66,6 +67,7 @@ def prepare_branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> "Pre
         raise ValueError(xt_only_reason(type(pipe).__name__, "branching"))
     family = family_for(pipe)
     check_step_at(at, len(traj))
+    notice = branch_notice(traj, pipe, at)  # core/model_identity.py: refused across families, warned across models
     shape = tuple(traj.initial_latents.shape[1:])
     if family.latent_channels != shape[0]:
         raise ValueError(f"pipe has {family.latent_channels} latent channels, the trajectory {shape[0]}: "
@@ -94,21 +96,23 @@ def prepare_branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> "Pre
 
     run = Run(pipe, family, sched, prompt, negative, total, schedule, seed, p["height"], p["width"], control, on_step)
     run.check_prompts()
-    return PreparedBranch(run, traj, at, start)
+    return PreparedBranch(run, traj, at, start, notice)
 
 
 class PreparedBranch:
     """A checked, planned branch; execute() does the model work (in whatever thread calls it)."""
 
-    def __init__(self, run: Run, parent: Trajectory, at: int, start: int | None):
+    def __init__(self, run: Run, parent: Trajectory, at: int, start: int | None, notice: str | None = None):
         self.run, self.parent, self.at = run, parent, at
         self.start = start  # the re-planned run's first position in its scheduler, or None (same schedule)
+        self.notice = notice  # another model of the family continues the run (model_identity.branch_notice)
 
     def params(self) -> RunParams:
         """The child's params: the run's, with where it came from and, on the same schedule, the parent's count."""
         run, p, at = self.run, self.parent.params, self.at
         params = run.params()
         params.update(parent=self.parent.id, branched_at=at, steps=run.steps)
+        params["notices"] += [self.notice] if self.notice else []
         params["guidance"] = params["guidance_plan"] = run.schedule
         if self.start is None:
             params["scheduler"] = p["scheduler"]

@@ -18,18 +18,16 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from .decode import fp32_copy, needs_upcast, to_pipeline_space
+from .picture_file import limit_sides, open_picture
 
 DEFAULT_STRENGTH = 0.8  # diffusers' img2img default
 
 
 def check_image(image: Any) -> Image.Image:
     """A PIL image, an HxWx3 (or HxW) uint8 array, or the path of an image file -> an RGB PIL image."""
+    limit_sides(image, "image")  # each side at most MAX_SIDE, as for height/width (core/picture_file.py)
     if isinstance(image, (str, os.PathLike)):
-        try:
-            with Image.open(image) as opened:
-                return opened.convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"image: could not read {str(image)!r} as a picture ({exc})") from None
+        return open_picture(image, "image")
     if isinstance(image, Image.Image):
         if image.width < 1 or image.height < 1:
             raise ValueError(f"image must not be empty, got size {image.size}")

@@ -14,6 +14,7 @@ import torch
 
 from .decode import ApproxDecoder
 from .lora import check_lora_scale, load_lora, set_lora_scale
+from .model_source import check_hub_id, local_folder
 from .pipe_attrs import lora_info, set_shipped_approx, set_source, set_speaks_shapes, set_tiny, speaks_shapes
 from .sources import EmbeddedModelMissing, PipelineLoadError, short_error
 from .sources import HUB_ID
@@ -114,8 +115,8 @@ def _load_source(source: Any, device: Any, dtype: Any):
         return pipe
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be None, a folder path, a hub id or a diffusers pipeline; got {type(source).__name__}")
-    path = Path(source).expanduser()
-    if path.exists():
+    path = local_folder(source)  # core/model_source.py: the OS's errors become a PipelineLoadError naming source
+    if path is not None:
         if not path.is_dir():
             raise PipelineLoadError(f"source={str(source)!r} is a file; expected a diffusers model folder "
                                     "(with model_index.json) or a hub id")
@@ -129,6 +130,7 @@ def _load_source(source: Any, device: Any, dtype: Any):
             _shapes_layout(pipe)
     else:
         name = str(source)
+        check_hub_id(name)
         if not HUB_ID.match(name):
             raise PipelineLoadError(f"source={name!r} is neither an existing folder nor a hub id like 'org/model'")
         pipe = _from_pretrained(name, name, target, dtype, local_only=False)

@@ -13,6 +13,7 @@ from typing import Any
 
 from .locks import pipe_lock
 from .pipe_attrs import lora_info, model_name, set_lora_info
+from .model_source import check_hub_id, local_folder
 from .sources import HUB_ID, LoraUnavailable, PipelineLoadError, short_error
 
 LORA_ADAPTER = "nbd"  # the one adapter nbdiffuse manages; load others with diffusers directly
@@ -151,6 +152,8 @@ def _check_peft_for_text_encoders(weights: Path, label: str) -> None:
 def _lora_file(lora: Any) -> tuple[Path, str]:
     """The .safetensors file `lora` names (a file, a folder with one, a hub id), and a label for messages."""
     label = str(lora)
+    if local_folder(lora, "lora") is None:  # core/model_source.py: the OS's errors name lora
+        check_hub_id(label, "lora")
     path = Path(lora).expanduser()
     if not path.exists():
         if not HUB_ID.match(label) or path.suffix in _WEIGHT_SUFFIXES:

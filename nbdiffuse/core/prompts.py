@@ -11,6 +11,7 @@ from typing import Any
 
 from .families import family_for
 from .pipe_attrs import speaks_shapes
+from .prompt_text import quiet_long_prompt_logs
 
 # Fast (Rust) tokenizers keep their padding and truncation settings on the shared tokenizer
 # object, and every call sets them anew: two threads tokenizing at once can run with each
@@ -27,6 +28,7 @@ def is_shapes_model(pipe: Any) -> bool:
 def prepare_prompt(pipe: Any, prompt: str, name: str = "prompt") -> tuple[str, list[str]]:
     """(text to encode, notices) for `prompt`."""
     notices: list[str] = []
+    quiet_long_prompt_logs(pipe)  # the notice below says it once; diffusers would log the whole dropped text
     text = prompt
     if is_shapes_model(pipe) and prompt.strip():
         # Here, not at the top: only the embedded model's prompts are read by its grammar (shapes.grammar

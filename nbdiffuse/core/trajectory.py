@@ -11,6 +11,7 @@ from PIL import Image
 
 from . import exports
 from .capabilities import run_capabilities, xt_only_reason
+from .model_identity import check_family
 from .decode import ApproxDecoder, approx_decoder_for, full_decode
 from .families import adapter_for
 from .image_codec import decode_picture
@@ -222,6 +223,7 @@ class Trajectory:
 
     def attach(self, pipe: Any) -> "Trajectory":
         """Attach the pipeline that made this run (a loaded trajectory can then decode with its VAE)."""
+        check_family(self.params, pipe, "decode it with its VAE")  # core/model_identity.py
         family = adapter_for(pipe)
         channels = int(self.initial_latents.shape[1]) if self.initial_latents.ndim >= 2 else None
         if channels is not None and family.latent_channels is not None and family.latent_channels != channels:

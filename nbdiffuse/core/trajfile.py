@@ -17,6 +17,8 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from .decode import ApproxDecoder
+from .nbd_schema import TrajectoryFileError, check_file
+from .save_target import check_save_path
 from .saved_frames import frames_to_save, pack, unpack, views_saved
 from .step import Step
 
@@ -29,17 +31,13 @@ _STEP_TENSORS = ("latents", "pred_x0", "eps_cond", "eps_uncond")
 _STEP_FIELDS = ("index", "timestep", "sigma", "guidance", "x0_coeff", "xt_scale", "seconds")
 
 
-class TrajectoryFileError(ValueError):
-    """A file that is not a readable nbdiffuse trajectory."""
-
-
 def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
     """Write `traj` to `path`; frames=True also stores each step's pictures as its model's VAE draws
     them (saved_frames.frames_to_save: decoded with the attached pipeline, or the ones a loaded run
     carries), so the run shows them when opened without its model."""
     if not isinstance(frames, bool):
         raise TypeError(f"frames must be True or False, got {frames!r}")
-    path = Path(path)
+    path = check_save_path(path)  # core/save_target.py: a folder (or any path that takes no file) makes no .tmp
     tensors = {"initial_latents": traj.initial_latents.contiguous().clone()}
     steps = []
     for step in traj.steps:
@@ -106,6 +104,7 @@ def load_trajectory(path: Any, cls: "type[Trajectory]") -> Trajectory:
     if version > FORMAT_VERSION:
         raise TrajectoryFileError(f"path {str(path)!r} was written by a newer nbdiffuse (format version {version}; "
                                   f"this one reads up to {FORMAT_VERSION}): upgrade nbdiffuse to open it")
+    check_file(header, tensors, path)  # core/nbd_schema.py: every field and tensor, before anything is built
     try:
         meta = json.loads(header["meta"])
         # Runs of pipelines watched through their step callback (core/generic.py) have x_t only.

@@ -106,7 +106,9 @@ def check_prompt(value: Any, name: str = "prompt", allow_none: bool = False) -> 
     if not isinstance(value, str):
         allowed = "a string or None" if allow_none else "a string"
         raise TypeError(f"{name} must be {allowed}, got {show_value(value)} ({type(value).__name__})")
-    return value
+    from .prompt_text import check_encodable  # no lone surrogate: tokenizers raise a TypeError on it
+
+    return check_encodable(value, name)
 
 
 def check_size(name: str, value: Any, multiple: int) -> int:

@@ -20,16 +20,6 @@ def capabilities_state(source: Any) -> dict[str, Any]:
     return {"capabilities": caps, "capabilities_note": note}
 
 
-def model_words(model: Any, lora: Any) -> str:
-    """'org/model', with its LoRA and scale where it had one: for notices and errors."""
-    words = str(model or "an unknown model")
-    if lora:
-        words += f" with LoRA {lora.get('source') or ', '.join(lora.get('adapters') or [])}"
-        if lora.get("scale") is not None:
-            words += f" at {lora['scale']:g}"
-    return words
-
-
 def describe_error(exc: BaseException, step: int | None = None, total: int | None = None) -> str:
     """A failure in plain words, with what to try."""
     where = f" at step {step + 1} of {total}" if step is not None and total and step < total else ""

@@ -4,28 +4,24 @@ A SketchPad is read when Generate is pressed, so the run starts from the drawing
 """
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from ..core.img2img import check_image
+from ..core.picture_file import open_picture
 from .frames import encode_lossless
 
 THUMB_SIDE = 96
 
 
-def picture_of(source: Any) -> Image.Image:
+def picture_of(source: Any, name: str = "image") -> Image.Image:
     """The RGB picture a start source stands for (a SketchPad's drawing as it is now)."""
     if hasattr(source, "image") and not isinstance(source, (Image.Image, np.ndarray)):
         return check_image(source.image)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        try:
-            with Image.open(io.BytesIO(bytes(source))) as opened:
-                return opened.convert("RGB")
-        except (OSError, ValueError):
-            raise ValueError("the uploaded file is not a picture Pillow can read (PNG, JPEG, WebP, ...)") from None
+        return open_picture(source, name)
     return check_image(source)
 
 

@@ -12,12 +12,11 @@ import weakref
 from typing import Any
 
 from ...core import schedulers
-from ...core.families import adapter_for, is_generic
-from ...core.lora import lora_params
-from ...core.pipe_attrs import model_name
+from ...core.families import is_generic
+from ...core.model_identity import UNKNOWN, model_change
 from ..control_defaults import model_defaults
-from ..plain_words import model_words
 
+ADVICE = "scrub, compare or export it, or ex.set_pipeline(...) back to its model to branch it"
 SWAP_STOP_TIMEOUT = 120.0  # s: set_pipeline waits this long for a running run to stop after its current step
 CONTROL_KEYS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "scheduler")
 
@@ -65,21 +64,7 @@ class MadeBy:
 
     def model_change(self, parent: Any, pipe: Any, at: int) -> str | None:
         """Branching `parent` with `pipe`: None when it made the run; a notice when it is another model
-        of the run's family (one latent space); refused across families."""
-        p = parent.params
-        made_by = model_words(p.get("model") or p.get("pipeline"), p.get("lora"))
-        now = model_words(model_name(pipe, type(pipe).__name__), lora_params(pipe))
-        family = adapter_for(pipe).name
-        if p.get("family") != family:
-            raise ValueError(f"this run was made by {made_by} ({p.get('family')}); the Explorer now holds {now} "
-                             f"({family}), whose latents mean something else, so it cannot continue the run. "
-                             "Scrub, compare or export it, or ex.set_pipeline(...) back to its model to branch it")
-        named = p.get("model") == model_name(pipe) and p.get("pipeline") == type(pipe).__name__
+        of the run's family (one latent space); refused across families (core/model_identity.py)."""
         ref = self.refs.get(parent.id)
-        if parent.pipe is not None or ref is not None:  # the model object is known: anonymous ones match by it
-            same = (parent.pipe if parent.pipe is not None else ref()) is pipe or (named and bool(p.get("model")))
-        else:  # a run loaded from a file: by name
-            same = named
-        if same and (p.get("lora") or None) == lora_params(pipe):
-            return None
-        return f"steps 1 to {at + 1} came from {made_by}, the rest from {now}"
+        maker = parent.pipe if parent.pipe is not None else ref() if ref is not None else UNKNOWN
+        return model_change(parent.params, pipe, at, maker, "the Explorer", ADVICE)

@@ -23,11 +23,13 @@ from ...core import branch as core_branch
 from ...core import schedulers
 from ...core.branch import BRANCH_CHANGES, prepare_branch
 from ...core.capabilities import xt_only_reason
+from ...core.model_identity import quiet_in
 from ...core.prompts import prepare_prompt
 from ...core.validate import check_choice, check_step_at
 from ..frames import encode_frame, frame_decoder
 from .. import run_words
 
+quiet_in(__name__)  # the Explorer shows a branch's model change in the run's notices: no warning from its thread
 BRANCH_KEYS = tuple(k for k in BRANCH_CHANGES if k not in ("control", "on_step"))
 THUMB_SIDE = 64  # px; thumbnails of larger runs are shrunk (the browser shows them at 64 px)
 # Every run keeps every step's tensors on the CPU (x_t, x0, both noise predictions): for 30 steps

@@ -28,6 +28,7 @@ from ...core.capabilities import CAPABILITIES
 from ...core.validate import MAX_SEED, MAX_STEPS, check_choice
 from ..assets import module, stylesheet
 from ..plain_words import describe_error
+from .trait_checks import ExplorerTraitChecks
 
 _HERE = pathlib.Path(__file__).resolve().parent
 # The front end's parts, in the order they are concatenated before explorer.js (render, initialize).
@@ -35,7 +36,7 @@ JS_PARTS = ("store", "kernel", "fields", "controls", "stage", "exports", "runs",
 PREVIEWS = ("auto", "approx", "tiny")  # Explorer.preview
 
 
-class ExplorerState(anywidget.AnyWidget):
+class ExplorerState(ExplorerTraitChecks, anywidget.AnyWidget):  # trait_checks: every setting checked when set
     """The Explorer's traits (synced with the browser), the front end that shows them, and how the kernel writes them.
 
     Writes from several threads (the run's worker, the decode pool, the kernel's main thread) go under

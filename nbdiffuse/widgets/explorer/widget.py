@@ -34,11 +34,11 @@ from .browser import BrowserRequests
 from .kept_runs import KeptRuns
 from .lifecycle import RunLifecycle
 from .run_controls import controls_of_branch, controls_of_run
+from .trait_checks import VIEW_MODES
 from .traits import PREVIEWS, ExplorerState
 from .workshop import load_runs, need_pipe, workshop_state
 
 DEFAULT_KEYS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "scheduler", "height", "width", "view")
-VIEW_MODES = ("both", "x0", "xt")
 EXPORTS_SHOWN = 8  # newest written files listed in the widget
 SWAP_STOP_TIMEOUT = model_swap.SWAP_STOP_TIMEOUT
 
@@ -165,7 +165,7 @@ class Explorer(ExplorerState):
             self.start_thumb, self.use_picture = b"", False
             return
         need_pipe(self.pipe, "image to image (start_from)")
-        picture = start_picture.picture_of(source)
+        picture = start_picture.picture_of(source, "source")
         self._start_source = source if hasattr(source, "image") and not isinstance(source, Image.Image) else picture
         self.start_thumb, self.use_picture = start_picture.thumbnail(picture), True
 

@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from ...core import Trajectory, load_pipeline
+from ...core.nbd_schema import check_lineage
 
 WORKSHOP_NOTE = ("Workshop mode: saved runs, no model loaded. Generate and Branch are off; scrubbing, what-if "
                  "guidance, compare and exports work. Pass pipe=... to Explorer.from_files to generate.")
@@ -31,6 +32,7 @@ def load_runs(paths: Any, pipe: Any = None) -> tuple[Any, list]:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"paths must hold file paths (or Trajectory objects), got {path!r}")
         runs.append(Trajectory.load(path, pipe=pipe))
+    check_lineage(runs)  # core/nbd_schema.py: unique ids, no run its own ancestor
     return pipe, runs
 
 

@@ -14,8 +14,8 @@ from PIL import Image
 
 from ...core import load_pipeline
 from ...core.decode import to_pipeline_space
-from ...core.families import family_for
-from ...core.families import adapter_for, is_generic
+from ...core.families import adapter_for, family_for, is_generic
+from ...core.picture_file import open_picture
 from ..frames import encode_live, encode_lossless
 from ..assets import module, stylesheet
 
@@ -60,16 +60,10 @@ def as_image(image: Any, name: str = "image") -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if isinstance(image, (bytes, bytearray, memoryview)):
-        try:
-            return Image.open(io.BytesIO(bytes(image))).convert("RGB")
-        except Exception as exc:
-            raise ValueError(f"{name} bytes are not a readable picture ({exc}); give PNG or JPEG bytes") from exc
+        return open_picture(image, name)
     if isinstance(image, pathlib.Path) or (isinstance(image, str) and pathlib.Path(image).suffix.lower()
                                            in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")):
-        path = pathlib.Path(image).expanduser()
-        if not path.is_file():
-            raise ValueError(f"{name}={str(image)!r} is not an existing picture file")
-        return Image.open(path).convert("RGB")
+        return open_picture(image, name)  # core/picture_file.py: a missing file is a ValueError there too
     if isinstance(image, str):
         # Anything else that is text is a shapes caption: the learner names the picture to draw.
         from ...shapes import parse_caption, render

@@ -1,0 +1,322 @@
+"""What a .nbd file may hold: every field of its metadata and every tensor, with types and bounds,
+checked before anything is built from it (trajfile.load_trajectory calls check_file first).
+
+A trajectory file is data from anywhere (a workshop's shared folder, a download): the container
+(safetensors, JSON) was always checked, and now its contents are too. Each refusal is a
+TrajectoryFileError (a ValueError) naming the file, the field, the value (shortened) and what is
+allowed. Bounds are the ones the API itself takes (core/validate.py: steps, seed, sides, guidance),
+so a file can hold nothing a call could not have made. Beyond those:
+
+- scheduler_config: num_train_timesteps at most MAX_TRAIN_TIMESTEPS (100 000). A scheduler
+  allocates several arrays of that length (betas, alphas, sigmas); 10**9 asked for 4 GB each and
+  10**10 for 40 GB. Every released model uses 1000; 100 000 costs under 1 MB. Other integers of
+  the config within +-MAX_CONFIG_INT (the largest nbdiffuse records is max_image_seq_len 4096),
+  numbers finite, lists at most MAX_TRAIN_TIMESTEPS long (trained_betas), and the config must build
+  its scheduler class (only for runs that can branch: the others never rebuild it).
+- every step tensor has the shape of initial_latents without its batch row, in a floating dtype;
+  tensors are only the ones a trajectory writes (frame tensors are checked by saved_frames.unpack).
+- ids are short words (letters, digits, - and _); a run is not its own parent. Runs that are each
+  other's parents across files are refused where several files are opened (check_lineage).
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import re
+from typing import Any
+
+import torch
+
+from .capabilities import CAPABILITIES
+from .schedulers import scheduler_from_params
+from .validate import MAX_SEED, MAX_SIDE, MAX_STEPS, check_guidance_value, show_value
+
+MAX_TRAIN_TIMESTEPS = 100_000
+MAX_CONFIG_INT = 100_000
+MAX_EXTRA_OUTPUTS = 8  # guided outputs of a higher-order sampler's extra evaluations per step
+MAX_NOTICES = 1000
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_STEP_TENSOR = re.compile(r"steps\.(0|[1-9][0-9]{0,8})\.(latents|pred_x0|eps_cond|eps_uncond|extra\.(0|[1-9][0-9]?))")
+_REQUIRED = ("id", "prompt", "negative_prompt", "seed", "steps", "scheduler", "scheduler_class", "scheduler_config",
+             "height", "width", "guidance")
+_TEXT_FIELDS = ("model", "pipeline", "family", "guidance_kind", "prediction_type", "dtype", "device", "created",
+                "encoded_prompt", "encoded_negative_prompt", "capabilities_reason", "scheduler")
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+class TrajectoryFileError(ValueError):
+    """A file that is not a readable nbdiffuse trajectory."""
+
+
+class FieldError(ValueError):
+    """One field of a trajectory file that is not what the format allows."""
+
+    def __init__(self, field: str, value: Any, allowed: str):
+        super().__init__(f"field {field} must be {allowed}, got {show_value(value)}")
+
+
+def check_file(header: dict, tensors: dict[str, torch.Tensor], path: Any) -> None:
+    """Refuse (TrajectoryFileError) a file whose metadata or tensors fall outside the format."""
+    where = f"path {show_value(str(path))}"
+    try:
+        meta = json.loads(header["meta"])
+    except KeyError:
+        raise TrajectoryFileError(f"{where} has no 'meta' entry: not an nbdiffuse trajectory") from None
+    except (ValueError, RecursionError) as exc:  # not JSON, a number of 5000 digits, nested too deep
+        raise TrajectoryFileError(f"{where} is a corrupt nbdiffuse trajectory: its meta is not JSON "
+                                  f"({type(exc).__name__}: {show_value(str(exc))})") from None
+    try:
+        check_meta(meta, tensors)
+    except (ValueError, TypeError) as exc:  # FieldError, or validate's own messages (which name the field)
+        raise TrajectoryFileError(f"{where} is not a trajectory nbdiffuse can open: {exc}") from None
+
+
+def check_meta(meta: Any, tensors: dict[str, torch.Tensor]) -> None:
+    _dict("meta", meta)
+    params = _dict("params", meta.get("params"))
+    for key in _REQUIRED:
+        if key not in params:
+            raise FieldError(f"params.{key}", None, "present (every trajectory file records it)")
+    _check_params(params)
+    records = _list("steps", meta.get("steps"), MAX_STEPS)
+    total = params["steps"] - (params.get("start_step") or 0)
+    if len(records) > total:
+        raise FieldError("steps", f"{len(records)} step records", f"at most params.steps - start_step = {total}")
+    for k, record in enumerate(records):
+        _check_step(f"steps[{k}]", record, k)
+    if not isinstance(meta.get("stopped"), bool):
+        raise FieldError("stopped", meta.get("stopped"), "true or false")
+    _text("error", meta.get("error"), none=True)
+    if meta.get("branched_at") is not None:
+        _int("branched_at", meta["branched_at"], 0, max(len(records) - 1, 0))
+    _check_tensors(tensors, records, params)
+    if meta.get("approx") is not None:
+        _check_approx(meta["approx"], tensors["initial_latents"])
+    if meta.get("frames") is not None:
+        _dict("frames", meta["frames"])  # its entries: saved_frames.unpack
+
+
+def _check_params(p: dict) -> None:
+    for key, value in p.items():
+        _finite_json(f"params.{key}", value)
+    for key in ("id", "parent"):
+        if p.get(key) is not None or key == "id":
+            if not isinstance(p.get(key), str) or not _ID.fullmatch(p[key]):
+                raise FieldError(f"params.{key}", p.get(key), "a run id: 1 to 64 letters, digits, '-' or '_'"
+                                 + (" (or null)" if key == "parent" else ""))
+    if p.get("parent") == p["id"]:
+        raise FieldError("params.parent", p["parent"], "another run's id (a run cannot be its own parent)")
+    _text("params.prompt", p["prompt"])
+    _text("params.negative_prompt", p["negative_prompt"], none=True)
+    for key in _TEXT_FIELDS:
+        _text(f"params.{key}", p.get(key), none=True)
+    _int("params.seed", p["seed"], 0, MAX_SEED)
+    _int("params.steps", p["steps"], 1, MAX_STEPS)
+    if p.get("start_step") is not None:
+        _int("params.start_step", p["start_step"], 0, p["steps"] - 1)
+    if p.get("branched_at") is not None:
+        _int("params.branched_at", p["branched_at"], 0, p["steps"] - 1)
+    for key in ("height", "width"):
+        _int(f"params.{key}", p[key], 1, MAX_SIDE)
+    for key in ("guidance", "guidance_plan"):
+        if key in p:
+            values = _list(f"params.{key}", p[key], MAX_STEPS, at_least=1)
+            for k, value in enumerate(values):
+                check_guidance_value(value, f"field params.{key}[{k}]")
+    if p.get("strength") is not None:
+        _number("params.strength", p["strength"], 0.0, 1.0, "a number in (0, 1]")
+        if p["strength"] <= 0:
+            raise FieldError("params.strength", p["strength"], "a number in (0, 1]")
+    if p.get("image") is not None:
+        image = _dict("params.image", p["image"])
+        for key in ("width", "height"):
+            _int(f"params.image.{key}", image.get(key), 1, MAX_SIDE)
+    notices = _list("params.notices", p.get("notices", []), MAX_NOTICES)
+    for k, notice in enumerate(notices):
+        _text(f"params.notices[{k}]", notice)
+    if p.get("capabilities") is not None:
+        for key, value in _dict("params.capabilities", p["capabilities"]).items():
+            if key not in CAPABILITIES or not isinstance(value, bool):
+                raise FieldError(f"params.capabilities.{key}", value,
+                                 f"true or false, for one of {', '.join(CAPABILITIES)}")
+    if p.get("versions") is not None:
+        _dict("params.versions", p["versions"])
+    if p.get("lora") is not None:
+        _check_lora(_dict("params.lora", p["lora"]))
+    _check_scheduler(p)
+
+
+def _check_lora(lora: dict) -> None:
+    """What loading.lora_params records (a run's notices and the run tree put it in words)."""
+    for key in ("source", "file"):
+        _text(f"params.lora.{key}", lora.get(key), none=True)
+    if lora.get("scale") is not None:
+        _number("params.lora.scale", lora["scale"], -1e6, 1e6, "a finite number (or null)")
+    for key in ("components", "adapters"):
+        for k, item in enumerate(_list(f"params.lora.{key}", lora.get(key, []), 1000)):
+            _text(f"params.lora.{key}[{k}]", item)
+
+
+def _check_scheduler(p: dict) -> None:
+    name = p["scheduler_class"]
+    if not isinstance(name, str) or not name.isidentifier() or len(name) > 100:
+        raise FieldError("params.scheduler_class", name, "the class name of a diffusers scheduler")
+    config = _dict("params.scheduler_config", p["scheduler_config"])
+    if "num_train_timesteps" in config:
+        _int("params.scheduler_config.num_train_timesteps", config["num_train_timesteps"], 1, MAX_TRAIN_TIMESTEPS)
+    _config_values("params.scheduler_config", config, 0)
+    for field, kind in (("params.prediction_type", p.get("prediction_type")),
+                        ("params.scheduler_config.prediction_type", config.get("prediction_type"))):
+        if kind is not None and kind not in PREDICTION_TYPES and not name.startswith("FlowMatch"):
+            raise FieldError(field, kind, f"one of {', '.join(PREDICTION_TYPES)} (what core/prediction.py reads)")
+    if (p.get("capabilities") or {}).get("branch", True):  # a run that can branch rebuilds it: it must build
+        try:
+            scheduler_from_params(name, config)
+        except Exception as exc:  # diffusers refuses a value (a beta_schedule it lacks...) its own way
+            raise FieldError("params.scheduler_config", config,
+                             f"a config {name} accepts ({type(exc).__name__}: {show_value(str(exc))})") from None
+
+
+def _config_values(field: str, value: Any, depth: int) -> None:
+    if depth > 4:
+        raise FieldError(field, value, "nested at most 4 deep")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _config_values(f"{field}.{key}", item, depth + 1)
+    elif isinstance(value, list):
+        _list(field, value, MAX_TRAIN_TIMESTEPS)
+        for k, item in enumerate(value):
+            _config_values(f"{field}[{k}]", item, depth + 1)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        _int(field, value, -MAX_CONFIG_INT, MAX_CONFIG_INT)
+    elif isinstance(value, str):
+        _text(field, value, limit=200)
+
+
+def _check_step(field: str, record: Any, k: int) -> None:
+    record = _dict(field, record)
+    if record.get("index") != k or isinstance(record.get("index"), bool):
+        raise FieldError(f"{field}.index", record.get("index"), f"{k} (its position in the list)")
+    for key in ("timestep", "x0_coeff", "xt_scale"):
+        _number(f"{field}.{key}", record.get(key), -1e9, 1e9, "a finite number")
+    if record.get("sigma") is not None:
+        _number(f"{field}.sigma", record["sigma"], 0.0, 1e9, "a finite number >= 0 (or null)")
+    check_guidance_value(record.get("guidance"), f"field {field}.guidance")
+    _number(f"{field}.seconds", record.get("seconds"), 0.0, 1e9, "a finite number of seconds >= 0")
+    _int(f"{field}.extra_outputs", record.get("extra_outputs"), 0, MAX_EXTRA_OUTPUTS)
+
+
+def _check_tensors(tensors: dict[str, torch.Tensor], records: list, params: dict) -> None:
+    initial = tensors.get("initial_latents")
+    if not isinstance(initial, torch.Tensor) or initial.dtype not in _FLOATS:
+        raise FieldError("tensor initial_latents", None if initial is None else f"{initial.dtype}",
+                         "a floating-point tensor (float32, float16, bfloat16)")
+    if initial.numel() == 0:
+        if records:
+            raise FieldError("tensor initial_latents", "empty", "the first latents of a run that has steps")
+        shape = None
+    elif initial.ndim < 2 or initial.shape[0] != 1:
+        raise FieldError("tensor initial_latents", f"shape {tuple(initial.shape)}", "shape (1, C, h, w) (one batch row)")
+    else:
+        shape = tuple(initial.shape[1:])
+    extras = {k: int(record["extra_outputs"]) for k, record in enumerate(records)}
+    for name, tensor in tensors.items():
+        if name == "initial_latents" or name.startswith("frames."):
+            continue
+        match = _STEP_TENSOR.fullmatch(name)
+        k = int(match.group(1)) if match else -1
+        extra = match.group(3) if match else None
+        if not match or k >= len(records) or (extra is not None and int(extra) >= extras[k]):
+            raise FieldError(f"tensor {show_value(name)}", "present", "a tensor a trajectory writes: initial_latents, "
+                             f"steps.<k>.latents / pred_x0 / eps_cond / eps_uncond / extra.<j> for its {len(records)} "
+                             "steps, or frames.<k>.<view>")
+        if tensor.dtype not in _FLOATS or tuple(tensor.shape) != shape:
+            raise FieldError(f"tensor {name}", f"{tensor.dtype} of shape {tuple(tensor.shape)}",
+                             f"a floating-point tensor of shape {shape} (initial_latents without its batch row)")
+
+
+def _check_approx(approx: Any, initial: torch.Tensor) -> None:
+    approx = _dict("approx", approx)
+    kernel = approx.get("kernel", 1)
+    if kernel not in (1, 3) or isinstance(kernel, bool):
+        raise FieldError("approx.kernel", kernel, "1 or 3")
+    rows = approx.get("hidden_weight") if approx.get("hidden_weight") is not None else approx.get("weight")
+    if not isinstance(rows, list):
+        raise FieldError("approx.weight", rows, "a list of rows of numbers")
+    channels = int(initial.shape[1]) if initial.ndim == 4 else None
+    if channels is not None and len(rows) != kernel * kernel * channels:
+        raise FieldError("approx.weight", f"{len(rows)} rows", f"{kernel * kernel * channels} rows "
+                         f"(kernel {kernel} x {kernel} x {channels} latent channels)")
+    _finite_json("approx", approx)
+
+
+def _finite_json(field: str, value: Any, depth: int = 0) -> None:
+    """Every number finite (JSON lets NaN and Infinity through), nesting bounded."""
+    if depth > 8:
+        raise FieldError(field, value, "nested at most 8 deep")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FieldError(field, value, "a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite_json(f"{field}.{key}", item, depth + 1)
+    elif isinstance(value, list):
+        for k, item in enumerate(value):
+            _finite_json(f"{field}[{k}]", item, depth + 1)
+
+
+def _dict(field: str, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise FieldError(field, value, "an object (a JSON dict)")
+    return value
+
+
+def _list(field: str, value: Any, most: int, at_least: int = 0) -> list:
+    if not isinstance(value, list) or not at_least <= len(value) <= most:
+        raise FieldError(field, value if not isinstance(value, list) else f"a list of {len(value)}",
+                         f"a list of {at_least} to {most} entries")
+    return value
+
+
+def _int(field: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise FieldError(field, value, f"an integer from {lo} to {hi}")
+    return value
+
+
+def _number(field: str, value: Any, lo: float, hi: float, allowed: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or not lo <= value <= hi:
+        raise FieldError(field, value, f"{allowed} from {lo:g} to {hi:g}")
+    return float(value)
+
+
+def _text(field: str, value: Any, none: bool = False, limit: int | None = None) -> None:
+    if value is None and none:
+        return
+    if not isinstance(value, str) or (limit is not None and len(value) > limit):
+        raise FieldError(field, value, "text" + (f" of at most {limit} characters" if limit else "")
+                         + (" (or null)" if none else ""))
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FieldError(field, value, "text that can be written as UTF-8 (no lone surrogate)") from None
+
+
+def check_lineage(runs: list) -> None:
+    """Runs opened together: ids unique and no run its own ancestor (a cycle would hide them all from the run tree)."""
+    by_id: dict[str, Any] = {}
+    for traj in runs:
+        if traj.id in by_id and by_id[traj.id] is not traj:
+            raise ValueError(f"paths: two runs have the id {traj.id!r} (the same file twice?); each run must "
+                             "be opened once")
+        by_id[traj.id] = traj
+    for traj in runs:
+        seen, node = [traj.id], traj
+        while node.params.get("parent") in by_id:
+            node = by_id[node.params["parent"]]
+            if node.id in seen:
+                raise ValueError(f"paths: runs {' -> '.join(map(repr, seen + [node.id]))} are each other's parents "
+                                 "(a cycle); allowed: a tree, each run branched from an earlier one")
+            seen.append(node.id)
