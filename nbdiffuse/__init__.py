@@ -11,6 +11,7 @@ from .widgets.teaching import (ForwardExplorer, GuidanceSweep, LatentView, Sampl
                                SeedsAndPrompts, StepsCompare)
 
 __all__ = ["ApproxDecoder", "EmbeddedModelMissing", "Explorer", "ForwardExplorer", "GuidanceSweep", "LatentView",
-           "SamplerCompare", "ScheduleView", "SeedsAndPrompts", "SketchPad", "StepsCompare", "PipelineLoadError", "RunControl", "Step",
+           "SamplerCompare", "ScheduleView", "SeedsAndPrompts", "SketchPad", "StepsCompare", "PipelineLoadError",
+           "RunControl", "Step",
            "StepIndexError", "Trajectory", "TrajectoryFileError", "branch", "compare", "load_pipeline", "schedulers",
            "set_lora_scale", "set_tiny_decoder", "shapes", "trace", "__version__"]

@@ -11,6 +11,7 @@ from .trace import prepare, trace
 from .trajectory import StepIndexError, Trajectory
 from .nbd_schema import TrajectoryFileError
 
-__all__ = ["ApproxDecoder", "Comparison", "compare", "EmbeddedModelMissing", "PipelineLoadError", "RunControl", "Step", "StepIndexError",
+__all__ = ["ApproxDecoder", "Comparison", "compare", "EmbeddedModelMissing", "PipelineLoadError", "RunControl", "Step",
+           "StepIndexError",
            "Trajectory", "TrajectoryFileError", "branch", "load_pipeline", "prepare", "schedulers",
            "set_lora_scale", "set_tiny_decoder", "trace"]

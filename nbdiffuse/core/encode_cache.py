@@ -33,7 +33,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any
 
-from .prompts import TOKENIZER_LOCK
+from .locks import TOKENIZER_LOCK
 
 MAX_ENTRIES = 4  # per pipeline; an SD3 encoding (T5 + two CLIPs, and their batched copy) is ~10 MB
 

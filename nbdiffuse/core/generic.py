@@ -28,7 +28,7 @@ from .control import RunControl
 from .locks import pipe_lock
 from .params import RunParams
 from .prediction import sigma_at
-from .prompts import TOKENIZER_LOCK
+from .locks import TOKENIZER_LOCK
 from .recording import StepRecorder
 from .run import Run, input_scale, run_end
 from .run_args import check_run_args

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .sources import PipelineLoadError
 from .validate import show_value
 
 HUB_ID_MAX = 96  # characters: huggingface_hub refuses longer repo ids (validate_repo_id)
@@ -23,8 +24,6 @@ ALLOWED = {"source": "None (the embedded model), an existing diffusers model fol
 def local_folder(source: Any, name: str = "source") -> Path | None:
     """The existing path `source` (load_pipeline's `name` argument) names, or None when nothing is there
     (then it may be a hub id)."""
-    from .loading import PipelineLoadError
-
     try:
         path = Path(source).expanduser()
         return path if path.exists() else None
@@ -39,8 +38,6 @@ def local_folder(source: Any, name: str = "source") -> Path | None:
 
 def check_hub_id(value: str, name: str = "source") -> None:
     """A PipelineLoadError, before any network use, for a name too long to be a hub id."""
-    from .loading import PipelineLoadError
-
     if len(value) > HUB_ID_MAX:
         raise PipelineLoadError(f"{name}={show_value(value)} ({len(value)} characters) is neither an existing file or "
                                 f"folder nor a hub id; allowed: {ALLOWED[name]}")

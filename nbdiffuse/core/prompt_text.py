@@ -1,15 +1,12 @@
-"""Prompt text the tokenizers can take, and long prompts said once, in a line.
+"""Long prompts said once, in a line (text no encoding can write is refused by validate.check_encodable).
 
-- A str may hold what no encoding can write: a lone surrogate ("\\udc80", what a bad decode or a
-  JSON escape leaves). The fast tokenizers then raise "TextEncodeInput must be Union[...]", a
-  TypeError that names nothing the user typed; check_encodable refuses it first, naming the prompt.
 - Long prompts: nbdiffuse does what diffusers does, it truncates them to what the text encoder
   reads (77 CLIP tokens), and prompts.prepare_prompt puts one short notice on the run. No bound is
   set on the length, as a diffusers user expects none. diffusers also logs the whole dropped text
   ("The following part of your input was truncated ...": a 1 MB prompt wrote ~1 MB into the
   notebook cell) and transformers logs that the sequence is longer than the model's maximum. Both
   are dropped here, only for the known families' pipelines (which get the notice) and only while
-  nbdiffuse itself encodes (the thread holds prompts.TOKENIZER_LOCK): a pipe(...) call of the
+  nbdiffuse itself encodes (the thread holds locks.TOKENIZER_LOCK): a pipe(...) call of the
   user's own still logs as diffusers does.
 """
 from __future__ import annotations
@@ -17,28 +14,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .validate import show_value
+from .locks import TOKENIZER_LOCK
 
 _LONG_PROMPT_LOGS = ("The following part of your input was truncated because",
                      "Token indices sequence length is longer than the specified maximum")
 _TOKENIZER_LOGGER = "transformers.tokenization_utils_base"
 
 
-def check_encodable(value: str, name: str) -> str:
-    """`value` when it can be written as UTF-8 (what every tokenizer reads), else a ValueError naming `name`."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"{name} must be text that can be written as UTF-8; got {show_value(value)}, which holds "
-                         f"{value[exc.start:exc.end]!r} at position {exc.start} (a lone surrogate: fix the "
-                         "text's decoding, or drop it)") from None
-    return value
-
-
 class _WhileNbdiffuseEncodes(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        from .prompts import TOKENIZER_LOCK
-
         if not TOKENIZER_LOCK._is_owned():  # not an encoding of nbdiffuse's own: diffusers' log stays
             return True
         message = record.getMessage()

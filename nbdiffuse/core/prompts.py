@@ -6,19 +6,12 @@ because their byte-level tokens were never trained and would only add noise.
 """
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from .families import family_for
+from .locks import TOKENIZER_LOCK
 from .pipe_attrs import speaks_shapes
 from .prompt_text import quiet_long_prompt_logs
-
-# Fast (Rust) tokenizers keep their padding and truncation settings on the shared tokenizer
-# object, and every call sets them anew: two threads tokenizing at once can run with each
-# other's settings (an unpadded negative prompt: "Sizes of tensors must match ... Expected size
-# 2 but got size 77"). Every tokenizer call nbdiffuse makes, and every prompt encoding, holds
-# this lock; encodings take milliseconds, so nobody waits long.
-TOKENIZER_LOCK = threading.RLock()
 
 
 def is_shapes_model(pipe: Any) -> bool:

@@ -100,7 +100,7 @@ def load_trajectory(path: Any, cls: "type[Trajectory]") -> Trajectory:
     try:
         version = int(header.get("format_version", ""))
     except ValueError:
-        raise TrajectoryFileError(f"path {str(path)!r} has a corrupt format version {header.get('format_version')!r}")
+        raise TrajectoryFileError(f"path {str(path)!r} has a corrupt format version {header.get('format_version')!r}") from None
     if version > FORMAT_VERSION:
         raise TrajectoryFileError(f"path {str(path)!r} was written by a newer nbdiffuse (format version {version}; "
                                   f"this one reads up to {FORMAT_VERSION}): upgrade nbdiffuse to open it")

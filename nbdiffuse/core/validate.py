@@ -106,14 +106,14 @@ def check_prompt(value: Any, name: str = "prompt", allow_none: bool = False) -> 
     if not isinstance(value, str):
         allowed = "a string or None" if allow_none else "a string"
         raise TypeError(f"{name} must be {allowed}, got {show_value(value)} ({type(value).__name__})")
-    from .prompt_text import check_encodable  # no lone surrogate: tokenizers raise a TypeError on it
 
-    return check_encodable(value, name)
+    return check_encodable(value, name)  # no lone surrogate: tokenizers raise a TypeError on it
 
 
 def check_size(name: str, value: Any, multiple: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int, a multiple of {multiple}, got {show_value(value)} ({type(value).__name__})")
+        raise TypeError(f"{name} must be a positive int, a multiple of {multiple}, got {show_value(value)} "
+                        f"({type(value).__name__})")
     value = int(value)
     if value <= 0 or value % multiple:
         raise ValueError(f"{name} must be a positive multiple of {multiple} (the VAE's downsampling factor), got {value}")
@@ -131,4 +131,15 @@ def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
 def check_callable(name: str, value: Any) -> Callable | None:
     if value is not None and not callable(value):
         raise TypeError(f"{name} must be a callable or None, got {show_value(value)} ({type(value).__name__})")
+    return value
+
+
+def check_encodable(value: str, name: str) -> str:
+    """`value` when it can be written as UTF-8 (what every tokenizer reads), else a ValueError naming `name`."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{name} must be text that can be written as UTF-8; got {show_value(value)}, which holds "
+                         f"{value[exc.start:exc.end]!r} at position {exc.start} (a lone surrogate: fix the "
+                         "text's decoding, or drop it)") from None
     return value

@@ -135,7 +135,8 @@ def classify_shape(fill: float, solidity: float, skew: float) -> str:
 def measure(image: ImageLike) -> Measurement:
     """Read background, object color, shape, position and size from an image (see the module doc)."""
     pixels = _as_array(image)
-    border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3), pixels[:, :2].reshape(-1, 3), pixels[:, -2:].reshape(-1, 3)])
+    border = np.concatenate([pixels[:2].reshape(-1, 3), pixels[-2:].reshape(-1, 3),
+                             pixels[:, :2].reshape(-1, 3), pixels[:, -2:].reshape(-1, 3)])
     background_rgb = np.median(border, axis=0)
     background = _nearest(background_rgb, BACKGROUNDS)
 

@@ -117,7 +117,8 @@ def render(caption: Union[str, Caption] = "", seed: SeedLike = None) -> Image.Im
 def render_array(captions: Sequence[Union[str, Caption]], seeds: Sequence[int]) -> np.ndarray:
     """Render many captions; returns uint8 (N, 64, 64, 3)."""
     if len(captions) != len(seeds):
-        raise ValueError(f"captions and seeds must have one entry each; got len(captions)={len(captions)}, len(seeds)={len(seeds)}")
+        raise ValueError(f"captions and seeds must have one entry each; got len(captions)={len(captions)}, "
+                         f"len(seeds)={len(seeds)}")
     out = np.empty((len(captions), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     for i, (caption, seed) in enumerate(zip(captions, seeds)):
         out[i] = np.asarray(render(caption, seed))

@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU, torch's default otherwise)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: 1 on CPU, torch's default otherwise)")
     parser.add_argument("--eval-samples", type=int, default=None, help="prompts scored at the end (default: the preset's)")
     parser.add_argument("--keep-checkpoint", action="store_true", help="keep OUT/checkpoint after a complete run")
     return parser
@@ -157,7 +158,8 @@ def _prepare(args: argparse.Namespace, state: dict, preset: Preset, device: torc
         "pool_images": pool_images,
         "alphas_cumprod": build_scheduler().alphas_cumprod.to(device=device, dtype=torch.float32),
         # bf16 autocast on GPUs that have it; full fp32 elsewhere (CPU autocast is slower here).
-        "autocast": (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else (lambda: torch.autocast("cpu", enabled=False)),
+        "autocast": (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16
+        else (lambda: torch.autocast("cpu", enabled=False)),
         "unet_minutes": args.unet_minutes,
     }
 

@@ -51,7 +51,7 @@ def test_trace_records_xt_every_step_ending_at_the_pipelines_own_latents(pag_pip
 def test_the_pipelines_own_prompt_encoding_holds_the_tokenizer_lock(pag_pipe):
     """pipe(...) encodes its prompts itself: that encoding holds the lock the prompt checks take,
     which is free again once the steps run (and after the run)."""
-    from nbdiffuse.core.prompts import TOKENIZER_LOCK
+    from nbdiffuse.core.locks import TOKENIZER_LOCK
 
     held = {"encoding": [], "steps": []}
     original = pag_pipe.encode_prompt

@@ -38,7 +38,7 @@ def test_tokenizer_calls_from_two_threads_never_interleave(sd_pipe):
     import threading
 
     from nbdiffuse.core import encode_cache
-    from nbdiffuse.core.prompts import TOKENIZER_LOCK
+    from nbdiffuse.core.locks import TOKENIZER_LOCK
 
     encode_cache.clear(sd_pipe)
     done = threading.Event()

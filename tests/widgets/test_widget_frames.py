@@ -12,8 +12,8 @@ from PIL import Image
 
 import nbdiffuse as nbd
 import nbdiffuse.widgets.frames as frames_module
-from nbdiffuse.widgets.frames import (LIVE_MAX_BYTES, LOSSLESS_TYPE, RAW_MAGIC, RAW_TYPE, FrameStream, Pacer, decode_frame, encode_frame, encode_live,
-                              encode_lossless, full_frames, mime_type, step_frames)
+from nbdiffuse.widgets.frames import (LIVE_MAX_BYTES, LOSSLESS_TYPE, RAW_MAGIC, RAW_TYPE, FrameStream, Pacer, decode_frame,
+                                      encode_frame, encode_live, encode_lossless, full_frames, mime_type, step_frames)
 
 
 class Clock:

@@ -41,7 +41,7 @@ def family_for(pipe: Any) -> StableDiffusionFamily:
 
 def takes_step_callback(pipe: Any) -> bool:
     """True when pipe(...) accepts callback_on_step_end and may hand it the latents."""
-    call = getattr(type(pipe), "__call__", None)
+    call = getattr(type(pipe), "__call__", None)  # noqa: B004  (the class's own __call__, to read its signature)
     if call is None:
         return False
     try:

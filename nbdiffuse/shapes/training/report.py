@@ -70,7 +70,8 @@ def _runs_and_losses(state: dict) -> list[str]:
     for run in state["runs"]:
         hw = run["hardware"]
         where = hw.get("gpu", hw["processor"]) + f", {hw['cpu_count']} CPUs, {hw['torch_threads']} torch threads"
-        lines.append(f"- {run['started']}: {run.get('seconds', 0) / 60:.1f} min on {where} (torch {hw['torch']}, {hw['platform']})")
+        lines.append(f"- {run['started']}: {run.get('seconds', 0) / 60:.1f} min on {where} "
+                     f"(torch {hw['torch']}, {hw['platform']})")
     for stage in ("vae", "unet"):
         curve = state["losses"][stage]
         if curve:
