@@ -9,6 +9,8 @@ import pathlib
 import re
 from typing import Any
 
+from ..core.video import write_mp4
+
 EXPORT_KINDS = ("png", "gif", "mp4", "html", "nbd")
 SLUG_CHARS = 40  # at most this much of the prompt names a file
 DOWNLOAD_MAX = 256 * 2**20  # bytes: a larger export stays on disk (the page would hold it all in memory)
@@ -79,8 +81,6 @@ def write_export(traj: Any, kind: str, target: pathlib.Path, *, step: int, view:
     elif kind == "gif":
         traj.to_gif(target, view=view, fps=fps, decoder=decoder or "auto", size=size or 256, start=start, stop=stop)
     elif kind == "mp4":
-        from ..core.video import write_mp4
-
         write_mp4(traj, target, view=view, fps=fps, start=start, stop=stop, decoder=decoder or "auto",
                   size=size or 256)
     elif kind == "html":

@@ -20,6 +20,7 @@ from typing import Any
 
 import traitlets as t
 
+from ...core import schedulers
 from ...core.families import adapter_for
 from ...core.img2img import check_strength
 from ...core.validate import (MAX_STEPS, check_choice, check_guidance_value, check_prompt, check_seed, check_size,
@@ -110,8 +111,6 @@ class ExplorerTraitChecks:
             return value
         pipe = getattr(self, "pipe", None)
         if pipe is not None:
-            from ..core import schedulers
-
             return check_choice("scheduler", value, schedulers(pipe))
         options = list(getattr(self, "scheduler_options", []) or [])
         return check_choice("scheduler", value, options) if options else value

@@ -22,6 +22,7 @@ from ...core.families import adapter_for, is_generic
 from ...core.img2img import check_strength
 from ...core.pipe_attrs import tiny_decoder
 from ...core.validate import check_choice, check_guidance_value
+from ...core.video import mp4_available
 from ..frames import VIEWS
 from .. import compare_view, start_picture
 from ..control_defaults import model_defaults, saved_defaults
@@ -29,6 +30,7 @@ from ..export_files import EXPORT_KINDS, export_path, write_export
 from ..live_run import LiveRun, noting
 from ..plain_words import capabilities_state
 from ..runner import Job, Runner
+from ..sketch import SketchPad
 from . import model_swap, run_tree
 from .browser import BrowserRequests
 from .kept_runs import KeptRuns
@@ -79,8 +81,6 @@ class Explorer(ExplorerState):
         view = defaults.pop("view", None)
         if view is not None and view not in VIEW_MODES:
             raise ValueError(f"view must be one of {', '.join(map(repr, VIEW_MODES))}; got {view!r}")
-        from ...core.video import mp4_available
-
         self.pipe = None if _runs is not None and pipe is None else load_pipeline(pipe)
         if view is None:  # x_t alone for a pipeline nbdiffuse watches through its step callback (no x0)
             view = "xt" if self.pipe is not None and is_generic(self.pipe) else "both"
@@ -171,8 +171,6 @@ class Explorer(ExplorerState):
 
     def sketch_pad(self, **options: Any) -> Any:
         """A SketchPad the next runs start from (show it, draw, press Generate). options: SketchPad's."""
-        from ..sketch import SketchPad
-
         if self.pipe is not None and "width" not in options and "height" not in options:
             h, w = adapter_for(self.pipe).default_size() or (256, 256)
             scale = max(1, 256 // max(h, w))

@@ -16,6 +16,8 @@ from ...core import load_pipeline
 from ...core.decode import to_pipeline_space
 from ...core.families import adapter_for, family_for, is_generic
 from ...core.picture_file import open_picture
+from ...core.pipe_attrs import model_name, speaks_shapes
+from ...shapes import parse_caption, render
 from ..frames import encode_live, encode_lossless
 from ..assets import module, stylesheet
 
@@ -40,7 +42,7 @@ def resolve_pipe(pipe: Any) -> Any:
 
 
 def is_shapes(pipe: Any) -> bool:
-    return bool(getattr(pipe, "_nbd_shapes", False))
+    return speaks_shapes(pipe)
 
 
 def default_prompt(pipe: Any) -> str:
@@ -48,14 +50,12 @@ def default_prompt(pipe: Any) -> str:
 
 
 def model_label(pipe: Any) -> str:
-    return str(getattr(pipe, "_nbd_source", None) or pipe.config.get("_name_or_path") or type(pipe).__name__)
+    return model_name(pipe, type(pipe).__name__)
 
 
 def as_image(image: Any, name: str = "image") -> Image.Image:
     """A PIL image from a PIL image, a file path, PNG/JPEG bytes, an HxWx3 array, or a shapes caption."""
     if image is None:
-        from ...shapes import render
-
         return render(DEFAULT_SHAPES_CAPTION, seed=0)
     if isinstance(image, Image.Image):
         return image.convert("RGB")
@@ -66,8 +66,6 @@ def as_image(image: Any, name: str = "image") -> Image.Image:
         return open_picture(image, name)  # core/picture_file.py: a missing file is a ValueError there too
     if isinstance(image, str):
         # Anything else that is text is a shapes caption: the learner names the picture to draw.
-        from ...shapes import parse_caption, render
-
         if parse_caption(image).unknown_words:
             raise ValueError(f"{name}={image!r} is neither a picture file nor a shapes caption "
                              f"(unknown words: {', '.join(parse_caption(image).unknown_words)})")
