@@ -17,6 +17,7 @@ Explorer.from_files(pipe=)) and the Explorer's own branching:
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from typing import Any
 
@@ -91,5 +92,14 @@ def branch_notice(traj: Any, pipe: Any, at: int) -> str | None:
     notice = model_change(traj.params, pipe, at, UNKNOWN if traj.pipe is None else traj.pipe)
     if notice is not None:
         warnings.warn(f"nbd.branch: {notice} (another model of the run's family; traj.notices keeps this)",
-                      ModelMismatchWarning, stacklevel=3)
+                      ModelMismatchWarning, stacklevel=_outside_core())
     return notice
+
+
+def _outside_core() -> int:
+    """The stack level of the first caller outside nbdiffuse.core: the warning names the user's line (or
+    the UI module that asked, which quiet_in can silence), whichever core functions lie between."""
+    frame, level = sys._getframe(2), 2  # 1: branch_notice itself
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("nbdiffuse.core"):
+        frame, level = frame.f_back, level + 1
+    return level
