@@ -26,7 +26,7 @@ import torch
 from . import encode_cache, img2img
 from .capabilities import xt_only_reason
 from .families import family_for, is_generic
-from .locks import pipe_lock
+from .locks import model_turn
 from .model_identity import branch_notice
 from .params import RunParams
 from .prediction import sigma_at
@@ -126,7 +126,13 @@ class PreparedBranch:
         run, traj, at = self.run, self.parent, self.at
         p, family, sched = traj.params, run.family, run.scheduler
         params = self.params()
-        with pipe_lock(run.pipe), torch.no_grad():
+        with model_turn(run.pipe, run.control) as held, torch.no_grad():
+            if not held:  # stopped while another run held the model: the parent's steps, none of its own
+                child = Trajectory(params, initial_latents=traj.initial_latents, steps=list(traj.steps[: at + 1]),
+                                   parent=traj, branched_at=at, approx=traj.approx, pipe=run.pipe)
+                child.stopped = True
+                run.trajectory = child
+                return child
             device, dtype = family.device, family.dtype
             # The parent encoded this prompt: a branch that keeps it reuses that encoding (encode_cache).
             run.cond = encode_cache.encode(family, *run.encoded, (p["height"], p["width"]))

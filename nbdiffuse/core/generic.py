@@ -25,7 +25,7 @@ import torch
 from .capabilities import KNOWN_FAMILIES, XT_ONLY, xt_only_reason
 from .families import GenericPipeline
 from .control import RunControl
-from .locks import pipe_lock
+from .locks import model_turn
 from .params import RunParams
 from .prediction import sigma_at
 from .locks import TOKENIZER_LOCK
@@ -190,8 +190,8 @@ class GenericRun(Run):
             state["began"] = time.perf_counter()
             return tensors
 
-        with pipe_lock(pipe), torch.no_grad():
-            if control is not None and not control._wait_turn():
+        with model_turn(pipe, control) as held, torch.no_grad():
+            if not held or (control is not None and not control._wait_turn()):
                 traj.stopped = True
                 return traj
             original = pipe.scheduler

@@ -2,9 +2,10 @@
 using it), and one for every tokenizer call."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
-from typing import Any
+from typing import Any, Iterator
 
 # Fast (Rust) tokenizers keep their padding and truncation settings on the shared tokenizer
 # object, and every call sets them anew: two threads tokenizing at once can run with each
@@ -24,3 +25,25 @@ def pipe_lock(pipe: Any) -> threading.RLock:
         if lock is None:
             lock = _pipe_locks[pipe] = threading.RLock()
         return lock
+
+
+TURN_POLL = 0.05  # s between looks at the run's stop while it waits for the model
+
+
+@contextlib.contextmanager
+def model_turn(pipe: Any, control: Any = None) -> Iterator[bool]:
+    """Hold pipe_lock(pipe) for a run; yields True once held, or False when the run's `control` was
+    stopped while it waited (the lock is then not held).
+
+    Why: another run of the same model may hold it for long (a paused run holds it until it goes on).
+    A run waiting behind it must still stop when asked: B.stop(); B.wait(5) was False, and closing
+    the Explorer took its full 30 s timeout."""
+    lock = pipe_lock(pipe)
+    while not lock.acquire(timeout=TURN_POLL):
+        if control is not None and control.stopped:
+            yield False
+            return
+    try:
+        yield True
+    finally:
+        lock.release()

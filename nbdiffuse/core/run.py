@@ -25,7 +25,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from .. import _version
 from . import encode_cache, img2img
 from .lora import lora_params
-from .locks import pipe_lock
+from .locks import model_turn
 from .params import RunParams
 from .pipe_attrs import model_name
 from .prediction import sigma_at, x0_coefficients
@@ -108,12 +108,17 @@ class Run:
 
     # --- the run --------------------------------------------------------------------
     def execute(self) -> Trajectory:
-        with pipe_lock(self.pipe), torch.no_grad():
+        with model_turn(self.pipe, self.control) as held, torch.no_grad():
             sched = self.scheduler
             self.family.set_timesteps(sched, self.steps, self.height, self.width)
             first = self.start * int(getattr(sched, "order", 1))  # position in sched.timesteps
             if hasattr(sched, "set_begin_index"):
                 sched.set_begin_index(first)
+            if not held:  # stopped while another run held the model: no step made, none of its work done
+                latents = self.family.initial_latents(self.height, self.width, self.generator, sched)
+                self.trajectory = Trajectory(self.params(), initial_latents=latents.to("cpu", copy=True), pipe=self.pipe)
+                self.trajectory.stopped = True
+                return self.trajectory
             self.cond = encode_cache.encode(self.family, *self.encoded, (self.height, self.width))
             if self.image is None:
                 latents = self.family.initial_latents(self.height, self.width, self.generator, sched)

@@ -331,3 +331,30 @@ def test_kernel_restart_mid_run_lets_the_kernel_exit_by_itself(tmp_path):
             km.shutdown_kernel(now=True)
         km.cleanup_resources()
     assert returncode == 0, f"the kernel ended with {returncode} (-6: aborted by a run thread inside torch)"
+
+
+def test_a_run_waiting_for_a_model_another_run_holds_stops_at_once(explorer, pipe):
+    """Explorer A pauses a run (it holds the model until it goes on); B's run waits behind it. Stopping B,
+    from Python or the browser, ends B's run at once with no step made; closing B is quick; A goes on."""
+    a, a_fe = explorer(steps=8)
+    b, b_fe = explorer(steps=8)
+    a.generate(steps=LONG)
+    wait_for(started(a, 2), what="two steps of A")
+    a.pause()
+    for stop in (b.stop, lambda: b_fe.click("stop")):
+        b.generate(prompt="waits for the model")
+        wait_for(lambda: b.status == "running", what="B's run to start waiting")
+        stop()
+        assert b.wait(5), "a run waiting for the model must stop when asked"
+        assert b.status == "stopped" and b.trajectory is not None and len(b.trajectory) == 0
+        assert b.trajectory.stopped and b_fe.state["status"] == "stopped"
+    b.generate(prompt="waits again")
+    wait_for(lambda: b.status == "running", what="B's second run to start waiting")
+    closing = threading.Thread(target=b.close)
+    closing.start()
+    closing.join(5)
+    assert not closing.is_alive(), "closing an Explorer whose run waits for the model must not wait for the model"
+    a.resume()
+    a.stop()
+    assert_settled(a, a_fe)
+    assert_next_run_works(a, a_fe)
