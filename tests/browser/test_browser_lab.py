@@ -5,6 +5,7 @@ import base64
 import json
 import re
 
+import numpy as np
 import pytest
 
 from lab_driver import open_and_run_all, wait_for_kernel
@@ -135,9 +136,11 @@ def test_lab_saved_notebook_scrubs_without_its_kernel(lab_server, page, explorer
     ex.press_on_slider("Home")
     assert ex.position() == f"1 / {planned}"
     home = ex.wait_frame_change(last) if n > 1 else last
-    # The first step's frame as the notebook saved it (the tiny decoder's, lossless), pixel for pixel.
+    # The first step's frame as the notebook saved it (the tiny decoder's, as JPEG: frames.encode_tiny),
+    # as this kernel's Pillow decodes it (two JPEG decoders may round a few values apart).
     first = decode_frame(saved_buffers[("frames_x0", 0)])
-    assert mime_type(saved_buffers[("frames_x0", 0)]) == LOSSLESS_TYPE and (ex.pixels("x0") == first).all()
+    assert mime_type(saved_buffers[("frames_x0", 0)]) == "image/jpeg"
+    assert np.abs(ex.pixels("x0").astype(int) - first).mean() < 1
     ex.press_on_slider("End")
     assert ex.position() == f"{n} / {planned}"
     ex.wait_frame_change(home)
