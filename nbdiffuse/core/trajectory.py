@@ -14,6 +14,7 @@ from .capabilities import run_capabilities, xt_only_reason
 from .model_identity import check_family
 from .decode import ApproxDecoder, approx_decoder_for, full_decode
 from .families import adapter_for
+from .guidance_map import guidance_map
 from .image_codec import decode_picture
 from .params import RunParams
 from .pipe_attrs import tiny_decoder
@@ -255,6 +256,11 @@ class Trajectory:
                              "unconditional prediction to re-weigh; trace with guidance > 1 at that step")
         delta = (step.eps_cond.float() - step.eps_uncond.float()) * (step.x0_coeff * (w - step.guidance))
         return (step.pred_x0.float() + delta).to(step.pred_x0.dtype)
+
+    def guidance_map(self, k: int) -> torch.Tensor:
+        """(h, w) over the latent grid: where the prompt acts at step k, as the distance between the x0
+        predicted with the prompt and with the negative prompt (core/guidance_map.py). No model call."""
+        return guidance_map(self, k)
 
     def guided_image(self, k: int, guidance: float, decoder: str = "approx", size: Any = "output") -> Image.Image:
         """guided_x0(k, guidance) as a picture; decoders as image(). At the guidance the step used, that

@@ -17,6 +17,13 @@ def test_guidance_map_is_the_distance_of_the_two_predictions(sd_pipe, unet_calls
     assert (m > 0).any()
 
 
+def test_the_trajectory_gives_it_too(sd_pipe):
+    traj = nbd.trace(sd_pipe, "a red circle", steps=3, guidance=4.0, seed=0)
+    assert torch.equal(traj.guidance_map(2), guidance_map(traj, 2))
+    with pytest.raises(IndexError):
+        traj.guidance_map(7)
+
+
 def test_same_prompt_both_sides_gives_a_zero_map(sd_pipe):
     traj = nbd.trace(sd_pipe, "a red circle", negative_prompt="a red circle", steps=2, guidance=4.0, seed=0)
     assert float(guidance_map(traj, 0).max()) < 1e-4
