@@ -17,7 +17,7 @@ poorly (colour word 22.5%, shape 17.5%, size 10%, position 47.5%; the background
 the object in 67.5%), while one layer alone, up_blocks.1.attentions.0 (8 x 8), points at the object
 for the colour and the shape word in 96% of 25 runs (mean inside / outside 1.59); the down blocks'
 and the mid block's maps are lower on the object than around it (0.64-0.91). Recording cost 1.10
-(median; pairs from 0.68 to 1.61 on that machine); 4.6 KB a step for an 18-token caption.
+(median; pairs from 0.68 to 1.61 on that machine); 4.6 KB a step for a 9-token caption.
 """
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nbdiffuse as nbd  # noqa: E402
-from nbdiffuse.core.attention import AttentionRecorder, prompt_words  # noqa: E402
 from nbdiffuse.shapes.grammar import random_caption  # noqa: E402
 from nbdiffuse.shapes.render import BACKGROUNDS  # noqa: E402
 
@@ -67,33 +66,30 @@ def main() -> None:
     for i in range(args.captions):
         caption = random_caption(seed=100_000 + i)  # held out: training drew its captions from other seeds
         text = caption.text()
-        words, positions = prompt_words(pipe.tokenizer, text)
-        every = [p for ps in positions for p in ps]
         run = dict(steps=args.steps, guidance=args.guidance, seed=i)
-        maps: list[torch.Tensor] = []
         for order in ((True, False) if i % 2 == 0 else (False, True)):
             began = time.perf_counter()
             if order:
-                with AttentionRecorder(pipe.unet, every, (16, 16)) as recorder:
-                    traj = nbd.trace(pipe, text, on_step=lambda t, s: maps.append(recorder.step_done()), **run)
+                traj = nbd.trace(pipe, text, attention=True, **run)
                 timed = time.perf_counter() - began
             else:
                 nbd.trace(pipe, text, **run)
                 bare = time.perf_counter() - began
         ratios.append(timed / bare)
+        words, rows = traj.tokens, traj.params["attention"]["rows"]
+        maps = [step.attention for step in traj]
         step_bytes = maps[0].numel() * maps[0].element_size()
         box = object_box(np.asarray(traj.image(-1, decoder="full")), caption.background, 16)
         if box is None:
             continue
         middle = torch.stack(maps[args.steps // 4: 3 * args.steps // 4]).float().sum(0)  # (tokens, h, w)
-        per_token = {p: j for j, p in enumerate(every)}
         for field in (*FIELDS, "position"):
             value = getattr(caption, field)
             word = value.split()[-1] if field == "position" else value  # "on the left" -> "left"
             if word not in words:
                 continue
             w = words.index(word) if field != "background" else len(words) - 1 - words[::-1].index(word)
-            m = sum(middle[per_token[p]] for p in positions[w])
+            m = sum(middle[r] for r, word_of in enumerate(rows) if word_of == w)
             y, x = divmod(int(m.argmax()), m.shape[-1])
             y0, x0, y1, x1 = box
             hits[field].append(y0 - 1 <= y <= y1 + 1 and x0 - 1 <= x <= x1 + 1)
@@ -105,7 +101,7 @@ def main() -> None:
                   f"of {len(got)} runs")
     print(f"cost: traced with maps / without, median {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f}); maps take {step_bytes} B a step "
-          f"({step_bytes // 256} tokens x 16 x 16, fp16)")
+          f"({maps[0].shape[0]} tokens x 16 x 16, fp16)")
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ class PreparedBranch:
         if self.start is None:
             params["scheduler"] = p["scheduler"]
             params.update(steps=p["steps"], start_step=_start_step(p))  # the parent's schedule, as it counted it
-        for key in ("strength", "image"):  # where the picture came from (image to image)
+        for key in ("strength", "image", "attention"):  # where the picture came from; the words the kept maps show
             if p.get(key) is not None:
                 params[key] = p[key]
         return params

@@ -38,7 +38,7 @@ MAX_EXTRA_OUTPUTS = 8  # guided outputs of a higher-order sampler's extra evalua
 MAX_NOTICES = 1000
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_STEP_TENSOR = re.compile(r"steps\.(0|[1-9][0-9]{0,8})\.(latents|pred_x0|eps_cond|eps_uncond|extra\.(0|[1-9][0-9]?))")
+_STEP_TENSOR = re.compile(r"steps\.(0|[1-9][0-9]{0,8})\.(latents|pred_x0|eps_cond|eps_uncond|attention|extra\.(0|[1-9][0-9]?))")
 _REQUIRED = ("id", "prompt", "negative_prompt", "seed", "steps", "scheduler", "scheduler_class", "scheduler_config",
              "height", "width", "guidance")
 _TEXT_FIELDS = ("model", "pipeline", "family", "guidance_kind", "prediction_type", "dtype", "device", "created",
@@ -143,6 +143,8 @@ def _check_params(p: dict) -> None:
                                  f"true or false, for one of {', '.join(CAPABILITIES)}")
     if p.get("versions") is not None:
         _dict("params.versions", p["versions"])
+    if p.get("attention") is not None:
+        _check_attention_words(_dict("params.attention", p["attention"]))
     if p.get("lora") is not None:
         _check_lora(_dict("params.lora", p["lora"]))
     _check_scheduler(p)
@@ -230,11 +232,36 @@ def _check_tensors(tensors: dict[str, torch.Tensor], records: list, params: dict
         extra = match.group(3) if match else None
         if not match or k >= len(records) or (extra is not None and int(extra) >= extras[k]):
             raise FieldError(f"tensor {show_value(name)}", "present", "a tensor a trajectory writes: initial_latents, "
-                             f"steps.<k>.latents / pred_x0 / eps_cond / eps_uncond / extra.<j> for its {len(records)} "
-                             "steps, or frames.<k>.<view>")
-        if tensor.dtype not in _FLOATS or tuple(tensor.shape) != shape:
+                             f"steps.<k>.latents / pred_x0 / eps_cond / eps_uncond / attention / extra.<j> for its "
+                             f"{len(records)} steps, or frames.<k>.<view>")
+        if match.group(2) == "attention":
+            _check_attention_tensor(name, tensor, params, shape)
+        elif tensor.dtype not in _FLOATS or tuple(tensor.shape) != shape:
             raise FieldError(f"tensor {name}", f"{tensor.dtype} of shape {tuple(tensor.shape)}",
                              f"a floating-point tensor of shape {shape} (initial_latents without its batch row)")
+
+
+def _check_attention_tensor(name: str, tensor: torch.Tensor, params: dict, shape: tuple | None) -> None:
+    """A step's attention maps: one row per prompt token (params.attention.rows) over the latent grid."""
+    known = params.get("attention")
+    if not known:
+        raise FieldError(f"tensor {name}", "present", "absent: params.attention (the words it maps) is not there")
+    want = (len(known["rows"]), *(shape[-2:] if shape else ()))
+    if tensor.dtype not in _FLOATS or tuple(tensor.shape) != want:
+        raise FieldError(f"tensor {name}", f"{tensor.dtype} of shape {tuple(tensor.shape)}",
+                         f"a floating-point tensor of shape {want} (a row per prompt token over the latent grid)")
+
+
+MAX_PROMPT_TOKENS = 512  # rows of a step's attention maps: every text encoder nbdiffuse knows reads fewer
+
+
+def _check_attention_words(known: dict) -> None:
+    words = _list("params.attention.words", known.get("words"), MAX_PROMPT_TOKENS, at_least=1)
+    for i, word in enumerate(words):
+        _text(f"params.attention.words[{i}]", word)
+    rows = _list("params.attention.rows", known.get("rows"), MAX_PROMPT_TOKENS, at_least=1)
+    for i, row in enumerate(rows):
+        _int(f"params.attention.rows[{i}]", row, 0, len(words) - 1)
 
 
 def _check_approx(approx: Any, initial: torch.Tensor) -> None:

@@ -52,7 +52,14 @@ class _EveryRun(TypedDict):
     branched_at: int | None  # the parent's step it continued after
 
 
+class AttentionWords(TypedDict):
+    words: list[str]  # the prompt's words as the tokenizer split them (attention.prompt_words)
+    rows: list[int]  # for each row of a step's attention maps (one per prompt token), the index of its word
+
+
 class RunParams(_EveryRun, total=False):
-    """traj.params; the keys above are in every run's, these two in runs of the generic path only."""
+    """traj.params; the keys above are in every run's; attention in runs traced with attention=True;
+    capabilities and capabilities_reason in runs of the generic path only."""
+    attention: AttentionWords
     capabilities: dict[str, bool]  # what they lack (capabilities.XT_ONLY, and "previews")
     capabilities_reason: str  # why, in one line

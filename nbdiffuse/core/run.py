@@ -53,6 +53,8 @@ class Run:
         self.image: Any = None  # image to image: the start picture, its strength and the first step that runs
         self.strength: float | None = None
         self.start = 0
+        self.attention: Any = None  # an AttentionRecorder (trace(attention=True)), with attention_words
+        self.attention_words: dict | None = None
 
     @property
     def total_steps(self) -> int:
@@ -104,6 +106,7 @@ class Run:
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "parent": None,
             "branched_at": None,
+            **({"attention": self.attention_words} if self.attention_words is not None else {}),
         }
 
     # --- the run --------------------------------------------------------------------
@@ -128,7 +131,8 @@ class Run:
                 latents = img2img.noised(sched, clean, noise, sched.timesteps[first])
             traj = Trajectory(self.params(), initial_latents=latents.detach().to("cpu", copy=True), pipe=self.pipe)
             self.trajectory = traj
-            return self.resume(traj, latents, position=first, step=0)
+            with self.attention if self.attention is not None else contextlib.nullcontext():
+                return self.resume(traj, latents, position=first, step=0)
 
     def _guidance_at(self, k: int) -> float:
         live = self.control.guidance if self.control is not None else None
@@ -192,12 +196,13 @@ class Run:
                     if i >= len(timesteps) or getattr(sched, "state_in_first_order", True):
                         break
                 t0, sigma, b, x0, cond_out, uncond_out = first
+                maps = self.attention.step_done() if self.attention is not None else None
                 recorder.add(Step(
                     index=k, timestep=t0, sigma=sigma, guidance=w,
                     latents=record(latents), pred_x0=record(x0), eps_cond=record(cond_out),
                     eps_uncond=None if uncond_out is None else record(uncond_out),
                     x0_coeff=float(b), xt_scale=input_scale(sched, i, latents), seconds=time.perf_counter() - began,
-                    extra_outputs=tuple(record(e) for e in extras),
+                    extra_outputs=tuple(record(e) for e in extras), attention=maps,
                 ))
                 k += 1
                 recorder.publish(publish)  # at once on a CPU; on a GPU once the copies are done

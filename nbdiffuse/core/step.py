@@ -29,6 +29,7 @@ class Step:
     xt_scale: float  # multiplies `latents` into the variance-preserving form the model sees next
     seconds: float = 0.0
     extra_outputs: tuple = ()  # guided outputs of a 2nd-order sampler's extra evaluations (for replay)
+    attention: torch.Tensor | None = None  # trace(attention=True): (prompt tokens, h, w) fp16 maps (core/attention.py)
 
     @property
     def guided(self) -> bool:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from . import img2img
 from .control import RunControl
+from .attention import AttentionRecorder, prompt_words
 from .families import family_for, is_generic
 from .generic import prepare_generic
 from .run import Run
@@ -27,7 +28,7 @@ OnStep = Callable[[Trajectory, Step], None]
 def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
           seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
           control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
-          strength: float | None = None) -> Trajectory:
+          strength: float | None = None, attention: bool = False) -> Trajectory:
     """Run `pipe` on `prompt` step by step and return the recorded Trajectory.
 
     guidance: a number, a sequence of one number per step that runs, or a callable step -> number.
@@ -37,23 +38,30 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
     to the level where the last int(steps * strength) steps begin (default strength 0.8), is
     denoised from there (diffusers' img2img semantics). Without `height`/`width` the run takes
     the picture's size (rounded down to what the model takes); otherwise the picture is resized.
+    attention: also record, at every step, each prompt token's cross-attention on the latent grid
+    (traj.tokens, traj.attention(k, word); core/attention.py). The run itself is bit for bit the same.
     """
     run = prepare(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
                   scheduler=scheduler, height=height, width=width, control=control, on_step=on_step, image=image,
-                  strength=strength)
+                  strength=strength, attention=attention)
     return run.execute()
 
 
 def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
             seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
             control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
-            strength: float | None = None) -> "Run":
+            strength: float | None = None, attention: bool = False) -> "Run":
     """Check every argument and build the run without touching the model (trace() = prepare().execute()).
 
     A pipeline outside the known families whose __call__ takes callback_on_step_end runs on the
     generic path (core/generic.py): x_t every step, stop and pause, no x0 / what-if / branch.
     """
+    if not isinstance(attention, bool):
+        raise TypeError(f"attention must be True or False, got {attention!r}")
     if is_generic(pipe):
+        if attention:
+            raise ValueError(f"attention=True needs a known model family (its cross-attention layers); "
+                             f"{type(pipe).__name__} runs on the generic path, which sees x_t only")
         return prepare_generic(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                seed=seed, scheduler=scheduler, height=height, width=width, control=control,
                                on_step=on_step, image=image, strength=strength)
@@ -78,4 +86,14 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     run = Run(pipe, family, sched, prompt, negative_prompt, steps, schedule, seed, height, width, control, on_step)
     run.image, run.strength, run.start = image, strength, start
     run.check_prompts()
+    if attention:
+        record_attention(run, height // family.vae_factor, width // family.vae_factor)
     return run
+
+
+def record_attention(run: Run, h: int, w: int) -> None:
+    """Give `run` an AttentionRecorder for the prompt's tokens as its text encoder reads them."""
+    words, positions = prompt_words(run.pipe.tokenizer, run.encoded[0])
+    denoiser = getattr(run.pipe, "unet", None) or getattr(run.pipe, "transformer", None)
+    run.attention = AttentionRecorder(denoiser, [p for ps in positions for p in ps], (h, w))
+    run.attention_words = {"words": words, "rows": [i for i, ps in enumerate(positions) for _ in ps]}

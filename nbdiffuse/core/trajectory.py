@@ -20,7 +20,7 @@ from .params import RunParams
 from .pipe_attrs import tiny_decoder
 from .step import Step
 from .trajfile import TrajectoryFileError, load_trajectory, save_trajectory
-from .validate import check_choice, check_guidance_value
+from .validate import check_choice, check_guidance_value, show_value
 from .views import DECODERS, VIEWS
 from .views import resize as _resize
 
@@ -256,6 +256,40 @@ class Trajectory:
                              "unconditional prediction to re-weigh; trace with guidance > 1 at that step")
         delta = (step.eps_cond.float() - step.eps_uncond.float()) * (step.x0_coeff * (w - step.guidance))
         return (step.pred_x0.float() + delta).to(step.pred_x0.dtype)
+
+    @property
+    def tokens(self) -> list[str]:
+        """The prompt's words as its text encoder read them, for traj.attention (a run traced with attention=True)."""
+        return list(self._attention_words()["words"])
+
+    def attention(self, k: int, word: Any) -> torch.Tensor:
+        """(h, w) float tensor over the latent grid: how much of the model's cross-attention at step k went to
+        `word` (a word of traj.tokens, or its index there), from each latent position; a word of several
+        tokens sums them. Averaged over heads and layers (core/attention.py)."""
+        known = self._attention_words()
+        words, rows = known["words"], known["rows"]
+        if isinstance(word, bool) or not isinstance(word, (int, str)):
+            raise TypeError(f"word must be a word of traj.tokens or its index, got {show_value(word)}")
+        if isinstance(word, str):
+            matches = [i for i, w in enumerate(words) if w.lower() == word.lower()]
+            if not matches:
+                raise ValueError(f"word {word!r} is not a word of this run's prompt; its words: {', '.join(words)}")
+            index = matches[0]
+        else:
+            if not -len(words) <= word < len(words):
+                raise ValueError(f"word index {word} is out of range: the prompt has {len(words)} words")
+            index = word % len(words)
+        maps = self[k].attention
+        if maps is None:
+            raise ValueError(f"step {self[k].index} has no attention maps (a branch's own steps record none)")
+        picked = [r for r, w in enumerate(rows) if w == index]
+        return maps[picked].float().sum(0)
+
+    def _attention_words(self) -> dict:
+        known = self.params.get("attention")
+        if not known:
+            raise ValueError("this run was traced without attention maps: trace it with attention=True")
+        return known
 
     def guidance_map(self, k: int) -> torch.Tensor:
         """(h, w) over the latent grid: where the prompt acts at step k, as the distance between the x0

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # Trajectory.save and .load call this module: it builds the c
 
 FORMAT = "nbdiffuse.trajectory"
 FORMAT_VERSION = 2
-_STEP_TENSORS = ("latents", "pred_x0", "eps_cond", "eps_uncond")
+_STEP_TENSORS = ("latents", "pred_x0", "eps_cond", "eps_uncond", "attention")
 _STEP_FIELDS = ("index", "timestep", "sigma", "guidance", "x0_coeff", "xt_scale", "seconds")
 
 
@@ -127,7 +127,7 @@ def load_trajectory(path: Any, cls: "type[Trajectory]") -> Trajectory:
 def _step(record: dict, tensors: dict[str, torch.Tensor], xt_only: bool = False) -> Step:
     k = int(record["index"])
     values = {name: record[name] for name in _STEP_FIELDS}
-    optional = ("eps_uncond", "pred_x0", "eps_cond") if xt_only else ("eps_uncond",)
+    optional = ("eps_uncond", "pred_x0", "eps_cond", "attention") if xt_only else ("eps_uncond", "attention")
     for name in _STEP_TENSORS:
         key = f"steps.{k}.{name}"
         if key not in tensors and name not in optional:

@@ -63,3 +63,67 @@ def test_words_map_back_from_tokens(sd_pipe):
 def test_a_denoiser_without_cross_attention_is_refused(sd3_pipe):
     with pytest.raises(ValueError, match="attention maps need cross-attention layers"):
         AttentionRecorder(sd3_pipe.transformer, [1], (4, 4))
+
+
+def test_trace_records_maps_per_step_and_word_and_the_run_is_unchanged(sd_pipe, tmp_path):
+    run = dict(steps=3, guidance=4.0, seed=2)
+    traj = nbd.trace(sd_pipe, "a red circle", attention=True, **run)
+    bare = nbd.trace(sd_pipe, "a red circle", **run)
+    assert all(torch.equal(a.latents, b.latents) and torch.equal(a.pred_x0, b.pred_x0) for a, b in zip(traj, bare))
+    assert traj.tokens == ["a", "red", "circle"] and bare[0].attention is None
+    grid = tuple(traj[0].latents.shape[-2:])
+    red = traj.attention(1, "red")
+    assert red.shape == grid and red.dtype == torch.float32 and (red > 0).all()
+    assert torch.equal(traj.attention(1, 1), red) and torch.equal(traj.attention(1, "RED"), red)
+    total = sum(traj.attention(2, w) for w in range(len(traj.tokens)))
+    assert (total < 1.0 + 1e-3).all()  # the prompt's words hold part of each position's attention (start, end, padding the rest)
+    path = tmp_path / "run.nbd"
+    traj.save(path, frames=False)
+    loaded = nbd.Trajectory.load(path)
+    assert loaded.tokens == traj.tokens and torch.equal(loaded.attention(1, "red"), red)
+
+
+@pytest.mark.parametrize("word, kind, words", [("blue", ValueError, "not a word of this run's prompt"),
+                                               (7, ValueError, "out of range"), (1.5, TypeError, "word must be")])
+def test_a_word_the_prompt_lacks_is_refused(sd_pipe, word, kind, words):
+    traj = nbd.trace(sd_pipe, "a red circle", steps=2, guidance=4.0, seed=0, attention=True)
+    with pytest.raises(kind, match=words):
+        traj.attention(0, word)
+
+
+def test_maps_are_asked_for_or_refused_by_name(sd_pipe, sd3_pipe, pag_pipe):
+    with pytest.raises(ValueError, match="trace it with attention=True"):
+        nbd.trace(sd_pipe, "a red circle", steps=1, seed=0).attention(0, "red")
+    with pytest.raises(TypeError, match="attention must be True or False"):
+        nbd.trace(sd_pipe, "a red circle", steps=1, attention="yes")
+    with pytest.raises(ValueError, match="attention maps need cross-attention layers"):
+        nbd.trace(sd3_pipe, "a red circle", steps=1, attention=True)
+    with pytest.raises(ValueError, match="attention=True needs a known model family"):
+        nbd.trace(pag_pipe, "a red circle", steps=1, attention=True)
+
+
+def test_a_file_whose_maps_do_not_fit_is_refused(sd_pipe, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from nbdiffuse.core.nbd_schema import TrajectoryFileError
+
+    traj = nbd.trace(sd_pipe, "a red circle", steps=2, guidance=4.0, seed=0, attention=True)
+    path = tmp_path / "run.nbd"
+    traj.save(path, frames=False)
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as opened:
+        header = opened.metadata()
+    tensors = load_file(str(path))
+    tensors["steps.0.attention"] = torch.zeros(2, 3, 3, dtype=torch.float16)
+    save_file(tensors, str(tmp_path / "bad.nbd"), metadata=header)
+    with pytest.raises(TrajectoryFileError, match="steps.0.attention"):
+        nbd.Trajectory.load(tmp_path / "bad.nbd")
+
+
+def test_a_branch_keeps_the_parents_maps_and_says_its_own_steps_have_none(sd_pipe):
+    parent = nbd.trace(sd_pipe, "a red circle", steps=4, guidance=4.0, seed=0, attention=True)
+    child = nbd.branch(sd_pipe, parent, at=1, guidance=6.0)
+    assert torch.equal(child.attention(1, "red"), parent.attention(1, "red"))
+    with pytest.raises(ValueError, match="has no attention maps"):
+        child.attention(3, "red")
