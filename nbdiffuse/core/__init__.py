@@ -2,6 +2,7 @@
 from .branch import branch
 from .compare import Comparison, compare
 from .control import RunControl
+from .decision import DecisionCurve, decision_curve
 from .decode import ApproxDecoder
 from .loading import EmbeddedModelMissing, PipelineLoadError, load_pipeline, set_tiny_decoder
 from .lora import set_lora_scale
@@ -11,7 +12,8 @@ from .trace import prepare, trace
 from .trajectory import StepIndexError, Trajectory
 from .nbd_schema import TrajectoryFileError
 
-__all__ = ["ApproxDecoder", "Comparison", "compare", "EmbeddedModelMissing", "PipelineLoadError", "RunControl", "Step",
+__all__ = ["ApproxDecoder", "Comparison", "DecisionCurve", "compare", "decision_curve", "EmbeddedModelMissing",
+           "PipelineLoadError", "RunControl", "Step",
            "StepIndexError",
            "Trajectory", "TrajectoryFileError", "branch", "load_pipeline", "prepare", "schedulers",
            "set_lora_scale", "set_tiny_decoder", "trace"]

@@ -51,6 +51,7 @@ class Run:
         self.notices: list[str] = []
         self.encoded = (prompt, negative_prompt)
         self.image: Any = None  # image to image: the start picture, its strength and the first step that runs
+        self.start_clean: torch.Tensor | None = None  # or clean latents, noised to the start step (decision.py)
         self.strength: float | None = None
         self.start = 0
         self.attention: Any = None  # an AttentionRecorder (trace(attention=True)), with attention_words
@@ -123,10 +124,11 @@ class Run:
                 self.trajectory.stopped = True
                 return self.trajectory
             self.cond = encode_cache.encode(self.family, *self.encoded, (self.height, self.width))
-            if self.image is None:
+            if self.image is None and self.start_clean is None:
                 latents = self.family.initial_latents(self.height, self.width, self.generator, sched)
             else:
-                clean = img2img.image_latents(self.family, self.image, self.height, self.width, self.generator)
+                clean = self.start_clean.to(self.family.device, self.family.dtype) if self.image is None else \
+                    img2img.image_latents(self.family, self.image, self.height, self.width, self.generator)
                 noise = randn_tensor(clean.shape, generator=self.generator, device=clean.device, dtype=clean.dtype)
                 latents = img2img.noised(sched, clean, noise, sched.timesteps[first])
             traj = Trajectory(self.params(), initial_latents=latents.detach().to("cpu", copy=True), pipe=self.pipe)

@@ -5,7 +5,7 @@ import math
 from typing import Any
 
 from ..core import prepare, schedulers
-from ..core.families import adapter_for
+from ..core.families import adapter_for, default_guidance
 from ..core.pipe_attrs import model_name, source
 from ..core.schedulers import scheduler_name
 from ..core.validate import check_guidance_value
@@ -24,7 +24,7 @@ def model_defaults(pipe: Any, given: dict[str, Any]) -> dict[str, Any]:
         "negative_prompt": "",
         "seed": 0,
         "steps": 30,
-        "guidance": 5.0 if embedded else float(family.default_guidance),
+        "guidance": default_guidance(pipe),
         "scheduler": own if own in options else ("euler" if "euler" in options else options[0]),
     }
     values.update({k: v for k, v in given.items() if k not in ("height", "width")})

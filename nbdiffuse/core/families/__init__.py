@@ -14,11 +14,12 @@ from .base import Conditioning
 from .flux import FluxFamily
 from .generic import GenericPipeline
 from .pixart import PixArtFamily
-from .registry import adapter_for, family_for, is_generic, supported_pipelines, takes_step_callback
+from .registry import (adapter_for, default_guidance, family_for, is_generic, supported_pipelines,
+                       takes_step_callback)
 from .sd import StableDiffusionFamily
 from .sd3 import StableDiffusion3Family
 from .sdxl import StableDiffusionXLFamily
 
 __all__ = ["Conditioning", "FluxFamily", "GenericPipeline", "PixArtFamily", "StableDiffusion3Family",
-           "StableDiffusionFamily", "StableDiffusionXLFamily", "adapter_for", "family_for", "is_generic",
+           "StableDiffusionFamily", "StableDiffusionXLFamily", "adapter_for", "default_guidance", "family_for", "is_generic",
            "supported_pipelines", "takes_step_callback"]

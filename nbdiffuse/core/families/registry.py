@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from ..pipe_attrs import speaks_shapes
 from .flux import FluxFamily
 from .generic import GenericPipeline
 from .pixart import PixArtFamily
@@ -72,3 +73,13 @@ def adapter_for(pipe: Any) -> Any:
             return GenericPipeline(pipe)
         raise TypeError(f"{exc} Other pipelines work too (x_t only) when their __call__ takes "
                         "callback_on_step_end with 'latents' among callback_on_step_end_tensor_inputs.") from None
+
+
+SHAPES_GUIDANCE = 5.0  # the embedded model was trained for guidance around 5 (README, "The embedded model")
+
+
+def default_guidance(pipe: Any) -> float:
+    """The guidance a UI starts from for `pipe`: the embedded model's, else what its family's pipeline uses."""
+    if speaks_shapes(pipe):
+        return SHAPES_GUIDANCE
+    return float(adapter_for(pipe).default_guidance)

@@ -19,6 +19,7 @@ import numpy as np
 import traitlets as tl
 
 from ...core import RunControl, compare, prepare
+from ...core.families import default_guidance
 from ...core.schedulers import schedulers as scheduler_names
 from ...core.validate import check_guidance_value, check_prompt, check_seed, check_steps
 from ..frames import frame_decoder, steps_frames
@@ -301,7 +302,7 @@ class SamplerCompare(Sweep):
             return name
 
         names = _seq("schedulers", schedulers, check_name)
-        guidance = (5.0 if is_shapes(pipe) else 7.5) if guidance is None else check_guidance_value(guidance)
+        guidance = default_guidance(pipe) if guidance is None else check_guidance_value(guidance)
         self.names = names
         self.differences: dict[str, float] = {}
         specs = [CellSpec(n, "samplers", prompt, negative_prompt, check_seed(seed), check_steps(steps), guidance, n)
@@ -333,7 +334,7 @@ class StepsCompare(Sweep):
         pipe = resolve_pipe(pipe)
         prompt = default_prompt(pipe) if prompt is None else check_prompt(prompt)
         counts = _seq("steps", steps, check_steps)
-        guidance = (5.0 if is_shapes(pipe) else 7.5) if guidance is None else check_guidance_value(guidance)
+        guidance = default_guidance(pipe) if guidance is None else check_guidance_value(guidance)
         self.counts = counts
         self.seconds: dict[int, float] = {}
         self.differences: dict[int, float] = {}
@@ -378,7 +379,7 @@ class SeedsAndPrompts(Sweep):
         edits = _seq("prompts", prompts, check_prompt, allow_empty=True)
         negative_prompt = check_prompt(negative_prompt, "negative_prompt")
         steps = check_steps(steps)
-        guidance = (5.0 if is_shapes(pipe) else 7.5) if guidance is None else check_guidance_value(guidance)
+        guidance = default_guidance(pipe) if guidance is None else check_guidance_value(guidance)
         self._base = dict(steps=steps, guidance=guidance, scheduler=scheduler, seed=seeds[0])
         specs = [CellSpec(f"seed {s}", "one prompt, many seeds", prompt, "", s, steps, guidance, scheduler)
                  for s in seeds]

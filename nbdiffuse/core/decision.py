@@ -1,0 +1,123 @@
+"""Decision curves: at which step of a run its picture's attributes are decided.
+
+A run is traced; then, at a spread of its steps k, fresh runs continue from the x0 it predicted at
+k, noised anew to where step k left the noise (the way image to image starts: img2img.noised, so
+a sampler that draws no noise of its own still gets fresh noise), with other seeds. Where nearly
+every such continuation keeps an attribute of the original's final picture, that attribute was
+decided by step k. For the embedded shapes model the attributes are its world's (colour, shape,
+position, size, background), read by nbdiffuse.shapes' evaluator; for other models
+`keep["picture"]` is how alike the final pictures are (1 - mean absolute pixel difference / 255;
+no download, no learned metric).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .families import default_guidance
+from .pipe_attrs import speaks_shapes
+from .trace import prepare
+from .trajectory import Trajectory
+from .validate import check_int, check_steps, show_value
+
+SHAPES_ATTRIBUTES = ("color", "shape", "position", "size", "background")
+DEFAULT_POINTS = 6  # steps branched at when `at` is not given, spread over the run
+MAX_SAMPLES = 64
+
+
+@dataclass
+class DecisionCurve:
+    """steps: the k each point branched after; keep[attribute]: per k, the share of continuations whose final
+    picture kept the original's attribute. trajectory: the original run; samples: continuations per k."""
+
+    steps: list[int]
+    keep: dict[str, list[float]]
+    samples: int
+    trajectory: Trajectory
+    original: dict[str, Any] = field(default_factory=dict)  # the original's attributes (shapes model)
+
+    def decided(self, attribute: str, level: float = 0.9) -> int | None:
+        """The first k from which `attribute` is kept in at least `level` of the continuations, at every
+        later point too; None if it never is."""
+        if attribute not in self.keep:
+            raise ValueError(f"attribute must be one of {', '.join(self.keep)}, got {show_value(attribute)}")
+        values = self.keep[attribute]
+        for i, k in enumerate(self.steps):
+            if all(v >= level for v in values[i:]):
+                return k
+        return None
+
+
+def decision_curve(pipe: Any, prompt: str, steps: int = 30, guidance: float | None = None, seed: int = 0,
+                   samples: int = 3, at: Sequence[int] | None = None, negative_prompt: str = "",
+                   scheduler: Any = None) -> DecisionCurve:
+    """Trace `prompt`, then at each step k of `at` (default: DEFAULT_POINTS steps spread over the run) let
+    `samples` continuations with fresh noise finish it, and say which attributes each kept (DecisionCurve).
+    guidance: the model's default when None (families.default_guidance: 5 for the embedded model)."""
+    steps = check_steps(steps)
+    samples = check_int("samples", samples, 1, MAX_SAMPLES)
+    guidance = default_guidance(pipe) if guidance is None else guidance
+    ks = _points(at, steps)
+    traj = prepare(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
+                   scheduler=scheduler).execute()
+    judge = _shapes_judge() if speaks_shapes(pipe) else None
+    final = np.asarray(traj.image(-1, decoder="full").convert("RGB"))
+    original = judge(final) if judge is not None else {}
+    keys = SHAPES_ATTRIBUTES if judge is not None else ("picture",)
+    keep: dict[str, list[float]] = {key: [] for key in keys}
+    for k in ks:
+        kept: dict[str, float] = {key: 0.0 for key in keys}
+        for s in range(samples):
+            picture = _continue_from(pipe, traj, k, seed + 1 + s + 1000 * (k + 1), negative_prompt, scheduler)
+            if judge is not None:
+                measured = judge(picture)
+                for key in keys:
+                    kept[key] += float(measured[key] == original[key])
+            else:
+                kept["picture"] += 1.0 - float(np.abs(picture.astype(float) - final).mean()) / 255.0
+        for key in keys:
+            keep[key].append(kept[key] / samples)
+    return DecisionCurve(steps=ks, keep=keep, samples=samples, trajectory=traj, original=original)
+
+
+def _points(at: Sequence[int] | None, steps: int) -> list[int]:
+    last = steps - 2  # a continuation after the last step would have nothing to run
+    if last < 0:
+        raise ValueError(f"steps must be at least 2 for a decision curve (one step to branch after, one to run), "
+                         f"got {steps}")
+    if at is None:
+        return sorted({round(x) for x in np.linspace(0, last, min(DEFAULT_POINTS, last + 1))})
+    if isinstance(at, (str, bytes)) or not hasattr(at, "__iter__"):
+        raise TypeError(f"at must be a sequence of step indices, got {show_value(at)}")
+    ks = [check_int("at", k, 0, last) for k in at]
+    if not ks:
+        raise ValueError("at must name at least one step")
+    return sorted(set(ks))
+
+
+def _continue_from(pipe: Any, traj: Trajectory, k: int, seed: int, negative_prompt: str, scheduler: Any) -> np.ndarray:
+    """The final picture of a run that starts from step k's x0, noised with `seed` to where step k left it."""
+    p = traj.params
+    run = prepare(pipe, p["prompt"], negative_prompt=negative_prompt, steps=p["steps"], guidance=p["guidance"][0],
+                  seed=seed, scheduler=scheduler, height=p["height"], width=p["width"])
+    clean = traj[k].pred_x0
+    shape = tuple(traj.initial_latents.shape)
+    if clean is None or clean.numel() != traj.initial_latents.numel():
+        raise ValueError(f"decision curves need x0 in the loop's latent layout; {p.get('pipeline')} runs keep "
+                         "another (or none)")
+    run.start_clean = clean.reshape(shape)
+    run.start = k + 1
+    run.schedule = list(p["guidance"][k + 1:]) or [p["guidance"][-1]]
+    done = run.execute()
+    return np.asarray(done.image(-1, decoder="full").convert("RGB"))
+
+
+def _shapes_judge():
+    from ..shapes.evaluate import measure  # here: scipy, which only the shapes model's judge needs
+
+    def judge(picture: np.ndarray) -> dict[str, Any]:
+        found = measure(picture)
+        return {key: getattr(found, key) for key in SHAPES_ATTRIBUTES}
+    return judge
