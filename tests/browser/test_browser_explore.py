@@ -37,6 +37,10 @@ def set_theme(page, name):
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Settings$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Theme$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{name}$")).click()
+    # JupyterLab shows its splash over the page while it swaps themes: screenshots wait for it to go
+    light = "true" if "Light" in name else "false"
+    page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{light}'")
+    page.wait_for_function("() => !document.getElementById('jupyterlab-splash')")
 
 
 @pytest.fixture
