@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import sys
 import traceback
@@ -33,28 +34,25 @@ def return_freed_host_memory() -> bool:
 
     Why: glibc keeps freed heap memory for reuse, and a run's small step tensors, frames and
     objects, freed when the Explorer drops an old run, sit between the model's freed activations:
-    the holes stay mapped. Measured with the embedded model, 10-step runs and max_runs=50, the
-    process grew +15.4% from run 10 to run 100 (0.86 MB per run while runs were kept, then 1.0 MB
-    per run while old ones were dropped); trimming after each run: +3.9%, 0.45 MB per kept run and
-    flat (0.07 MB per run) once runs are dropped. Dask's worker documentation recommends the same
-    call for the same "unmanaged memory". Returns whether memory was handed back; False where
-    there is no glibc (macOS, Windows, musl).
+    the holes stay mapped. benchmarks/explorer_memory.py (embedded model, 10-step runs,
+    max_runs=50): without trimming the process grew +10.3% and +15.4% from run 10 to run 100 in two
+    runs (0.80-0.86 MB per kept run); trimming after each run: +2.8% and +3.9% (0.36-0.45 MB per kept
+    run, flat once runs are dropped). Dask's worker documentation recommends the same call for the
+    same "unmanaged memory". Returns whether memory was handed back; False where there is no glibc
+    (macOS, Windows, musl).
     """
     trim = _malloc_trim()
     return bool(trim(0)) if trim is not None else False
 
 
-_TRIM: list = []  # [function or None] once looked up
-
-
+@functools.cache
 def _malloc_trim():
-    if not _TRIM:
-        found = None
-        if sys.platform.startswith("linux"):
-            try:
-                found = ctypes.CDLL("libc.so.6").malloc_trim
-                found.argtypes, found.restype = [ctypes.c_size_t], ctypes.c_int
-            except (OSError, AttributeError):  # not glibc
-                found = None
-        _TRIM.append(found)
-    return _TRIM[0]
+    """glibc's malloc_trim, looked up once; None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        found = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+    found.argtypes, found.restype = [ctypes.c_size_t], ctypes.c_int
+    return found
