@@ -11,9 +11,10 @@ from .step import Step
 from .trace import prepare, trace
 from .trajectory import StepIndexError, Trajectory
 from .nbd_schema import TrajectoryFileError
+from .pipe_attrs import speaks_shapes
 
 __all__ = ["ApproxDecoder", "Comparison", "DecisionCurve", "compare", "decision_curve", "EmbeddedModelMissing",
            "PipelineLoadError", "RunControl", "Step",
            "StepIndexError",
            "Trajectory", "TrajectoryFileError", "branch", "load_pipeline", "prepare", "schedulers",
-           "set_lora_scale", "set_tiny_decoder", "trace"]
+           "set_lora_scale", "set_tiny_decoder", "speaks_shapes", "trace"]

@@ -121,3 +121,9 @@ def test_trace_refuses_what_is_not_a_supported_pipeline(sd_pipe):
         nbd.trace(sd_pipe.unet, "x")
     with pytest.raises(TypeError, match="pipe must be"):
         nbd.trace(None, "x")
+
+
+def test_speaks_shapes_tells_the_embedded_model_from_others(sd_folder, sd_pipe):
+    assert nbd.speaks_shapes(nbd.load_pipeline()) is True
+    assert nbd.speaks_shapes(sd_pipe) is False
+    assert nbd.speaks_shapes(nbd.load_pipeline(str(sd_folder))) is False
