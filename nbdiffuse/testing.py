@@ -70,8 +70,10 @@ def _vae(seed: int = 0, latent_channels: int = 4, **config):
 
 
 def tiny_sd_pipeline(prediction_type: str = "epsilon", seed: int = 0, sample_size: int = 8,
-                     channels: tuple[int, int] = (32, 64), layers: int = 1):
+                     channels: tuple[int, int] = (32, 64), layers: int = 1, time_cond_proj_dim: int | None = None):
     """A StableDiffusionPipeline with random weights: 8x8x4 latents, 16x16 images, an Euler scheduler.
+
+    time_cond_proj_dim: a guidance-embedding UNet (LCM-distilled): guidance is a model input, no CFG.
 
     Larger `sample_size` / `channels` / `layers` give a model with realistic compute per step
     (benchmarks), e.g. sample_size=16, channels=(64, 128), layers=2 is about the embedded model's size.
@@ -83,7 +85,8 @@ def tiny_sd_pipeline(prediction_type: str = "epsilon", seed: int = 0, sample_siz
     unet = UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=layers,
                                 block_out_channels=channels, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=8, norm_num_groups=16).eval()
+                                attention_head_dim=8, norm_num_groups=16,
+                                time_cond_proj_dim=time_cond_proj_dim).eval()
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        prediction_type=prediction_type, timestep_spacing="leading", steps_offset=1)
     pipe = StableDiffusionPipeline(vae=_vae(seed), text_encoder=_text_encoder(tokenizer, 32, seed=seed),
@@ -93,7 +96,7 @@ def tiny_sd_pipeline(prediction_type: str = "epsilon", seed: int = 0, sample_siz
     return pipe
 
 
-def tiny_sdxl_pipeline(seed: int = 0, sample_size: int = 8):
+def tiny_sdxl_pipeline(seed: int = 0, sample_size: int = 8, time_cond_proj_dim: int | None = None):
     """A StableDiffusionXLPipeline with random weights: two text encoders, size conditioning."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
@@ -104,7 +107,8 @@ def tiny_sdxl_pipeline(seed: int = 0, sample_size: int = 8):
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=64,
                                 attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
                                 addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
-                                projection_class_embeddings_input_dim=8 * 6 + 32, norm_num_groups=16).eval()
+                                projection_class_embeddings_input_dim=8 * 6 + 32, norm_num_groups=16,
+                                time_cond_proj_dim=time_cond_proj_dim).eval()
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        timestep_spacing="leading", steps_offset=1)
     pipe = StableDiffusionXLPipeline(vae=_vae(seed), text_encoder=_text_encoder(tokenizer, 32, seed=seed),
@@ -221,6 +225,20 @@ def tiny_pixart_pipeline(seed: int = 0, sigma: bool = True, sample_size: int = 8
     cls = PixArtSigmaPipeline if sigma else PixArtAlphaPipeline
     pipe = cls(tokenizer=tokenizer, text_encoder=_t5_encoder(tokenizer, 32, seed=seed + 1), vae=_vae(seed),
                transformer=transformer, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_lcm_pipeline(seed: int = 0):
+    """A LatentConsistencyModelPipeline (outside nbdiffuse's families: the generic path) with an LCMScheduler,
+    a stochastic sampler whose set_timesteps takes original_inference_steps, on a guidance-embedding UNet."""
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler
+
+    parts = tiny_sd_pipeline(seed=seed, time_cond_proj_dim=32).components
+    scheduler = LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                             original_inference_steps=50)
+    pipe = LatentConsistencyModelPipeline(**{**{k: v for k, v in parts.items() if k != "image_encoder"},
+                                             "scheduler": scheduler}, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

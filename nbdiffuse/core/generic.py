@@ -17,6 +17,7 @@ run has no previews (traj.capabilities["previews"] is False, and image() says wh
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -128,6 +129,10 @@ class GenericRun(Run):
                 encoding["held"] = False
                 TOKENIZER_LOCK.release()
 
+        # The wrapper keeps the wrapped step's signature (functools.wraps): diffusers' pipelines pass
+        # `generator` only to a step whose signature names it (prepare_extra_step_kwargs), and without
+        # it stochastic samplers (LCM, euler_a) drew from the global RNG: the same seed ran differently.
+        @functools.wraps(own_step)
         def step(*args: Any, **kwargs: Any) -> Any:
             release()
             # The first call's `sample` is the initial noise x_T exactly as the pipeline drew it.
