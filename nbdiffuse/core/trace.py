@@ -35,9 +35,11 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
     control: a RunControl to change guidance, pause, step or stop from another thread.
     on_step: called as on_step(trajectory, step) after each step, in the running thread.
     image, strength: image to image (a PIL image, uint8 array or file path): the picture, noised
-    to the level where the last int(steps * strength) steps begin (default strength 0.8), is
-    denoised from there (diffusers' img2img semantics). Without `height`/`width` the run takes
-    the picture's size (rounded down to what the model takes); otherwise the picture is resized.
+    to the level where the last int(steps * strength) steps begin (default strength 0.8, or an
+    image-to-image pipeline's own), is denoised from there (diffusers' img2img semantics). Without
+    `height`/`width` the run takes the picture's size (rounded down to what the model takes; an
+    image-to-image class whose __call__ takes a height: its usual size); otherwise the picture is resized.
+    Image-to-image pipeline classes (StableDiffusionImg2ImgPipeline, SDXL's, Flux's) need an image.
     attention: also record, at every step, each prompt token's cross-attention on the latent grid
     (traj.tokens, traj.attention(k, word); core/attention.py). The run itself is bit for bit the same.
     """
@@ -68,18 +70,8 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     family = family_for(pipe)
     prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,
                                                                             control, on_step)
-    start = 0
-    if image is not None:
-        image = img2img.check_image(image)
-        strength = img2img.check_strength(img2img.DEFAULT_STRENGTH if strength is None else strength)
-        start = img2img.start_step(steps, strength)
-    elif strength is not None:
-        raise ValueError(f"strength={strength!r} needs an image: pass image=... (a PIL image, array or file path)")
+    image, strength, start, (default_h, default_w) = img2img.plan(pipe, family, image, strength, steps)
     schedule = guidance_schedule(guidance, steps - start)
-    default_h, default_w = family.default_size()
-    if image is not None:  # the picture's own size, as diffusers' img2img pipelines take it
-        factor = family.vae_factor
-        default_h, default_w = max(factor, image.height // factor * factor), max(factor, image.width // factor * factor)
     height = default_h if height is None else check_size("height", height, family.vae_factor)
     width = default_w if width is None else check_size("width", width, family.vae_factor)
     sched = make_scheduler(pipe, scheduler)

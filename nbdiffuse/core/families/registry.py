@@ -17,12 +17,17 @@ from .sdxl import StableDiffusionXLFamily
 
 
 def _families() -> list[tuple[type, type]]:
-    from diffusers import (FluxPipeline, PixArtAlphaPipeline, PixArtSigmaPipeline, StableDiffusion3Pipeline,
-                           StableDiffusionPipeline, StableDiffusionXLPipeline)
+    from diffusers import (FluxImg2ImgPipeline, FluxPipeline, PixArtAlphaPipeline, PixArtSigmaPipeline,
+                           StableDiffusion3Pipeline, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline,
+                           StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline)
 
+    # Image-to-image classes share their text-to-image sibling's components and run its family's loop
+    # (trace(image=..., strength=...)), the way their own __call__ prepares the start latents.
     return [(StableDiffusionXLPipeline, StableDiffusionXLFamily), (StableDiffusionPipeline, StableDiffusionFamily),
             (StableDiffusion3Pipeline, StableDiffusion3Family), (FluxPipeline, FluxFamily),
-            (PixArtSigmaPipeline, PixArtFamily), (PixArtAlphaPipeline, PixArtFamily)]
+            (PixArtSigmaPipeline, PixArtFamily), (PixArtAlphaPipeline, PixArtFamily),
+            (StableDiffusionImg2ImgPipeline, StableDiffusionFamily),
+            (StableDiffusionXLImg2ImgPipeline, StableDiffusionXLFamily), (FluxImg2ImgPipeline, FluxFamily)]
 
 
 def supported_pipelines() -> list[str]:
