@@ -13,7 +13,7 @@ from typing import Any, Callable
 from . import img2img
 from .control import RunControl
 from .attention import AttentionRecorder, prompt_words
-from .families import family_for, is_generic
+from .families import adapter_for, is_generic
 from .generic import prepare_generic
 from .run import Run
 from .run_args import check_run_args
@@ -67,7 +67,7 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
         return prepare_generic(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                seed=seed, scheduler=scheduler, height=height, width=width, control=control,
                                on_step=on_step, image=image, strength=strength)
-    family = family_for(pipe)
+    family = adapter_for(pipe)  # a family's adapter, or the TypeError that says what runs and why not this
     prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,
                                                                             control, on_step)
     image, strength, start, (default_h, default_w) = img2img.plan(pipe, family, image, strength, steps)
