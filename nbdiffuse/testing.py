@@ -243,6 +243,35 @@ def tiny_lcm_pipeline(seed: int = 0):
     return pipe
 
 
+def tiny_sana_sprint_pipeline(seed: int = 0):
+    """A SanaSprintPipeline (generic path): a DC-AE (latents 1/2 the image side), a Gemma2 text encoder, an SCM
+    scheduler; it returns denoised / sigma_data after its loop, not its last step's latents."""
+    from diffusers import AutoencoderDC, SanaSprintPipeline, SanaTransformer2DModel, SCMScheduler
+    from transformers import Gemma2Config, Gemma2Model
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    transformer = SanaTransformer2DModel(patch_size=1, in_channels=4, out_channels=4, num_layers=1,
+                                         num_attention_heads=2, attention_head_dim=4, num_cross_attention_heads=2,
+                                         cross_attention_head_dim=4, cross_attention_dim=8, caption_channels=8,
+                                         sample_size=32, qk_norm="rms_norm_across_heads", guidance_embeds=True).eval()
+    blocks = ("ResBlock", "EfficientViTBlock")
+    vae = AutoencoderDC(in_channels=3, latent_channels=4, attention_head_dim=2, encoder_block_types=blocks,
+                        decoder_block_types=blocks, encoder_block_out_channels=(8, 8),
+                        decoder_block_out_channels=(8, 8), encoder_qkv_multiscales=((), (5,)),
+                        decoder_qkv_multiscales=((), (5,)), encoder_layers_per_block=(1, 1),
+                        decoder_layers_per_block=(1, 1), downsample_block_type="conv",
+                        upsample_block_type="interpolate", decoder_norm_types="rms_norm", decoder_act_fns="silu",
+                        scaling_factor=0.41407).eval()
+    config = Gemma2Config(head_dim=16, hidden_size=8, intermediate_size=64, max_position_embeddings=8192,
+                          num_attention_heads=2, num_hidden_layers=1, num_key_value_heads=2,
+                          vocab_size=len(tokenizer), attn_implementation="eager")
+    pipe = SanaSprintPipeline(tokenizer=tokenizer, text_encoder=Gemma2Model(config).eval(), vae=vae,
+                              transformer=transformer, scheduler=SCMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def tiny_pag_pipeline(seed: int = 0):
     """A StableDiffusionPAGPipeline (perturbed-attention guidance on the UNet's mid block) built from
     tiny_sd_pipeline's components: a real pipeline outside nbdiffuse's families (it is no

@@ -17,7 +17,9 @@ run has no previews (traj.capabilities["previews"] is False, and image() says wh
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import time
 from typing import Any
 
@@ -28,6 +30,7 @@ from .families import GenericPipeline
 from .control import RunControl
 from .locks import model_turn
 from .params import RunParams
+from .pipe_kwargs import check_for_generic, check_pipe_kwargs, recorded
 from .prediction import sigma_at
 from .locks import TOKENIZER_LOCK
 from .recording import StepRecorder
@@ -41,7 +44,7 @@ from .validate import check_guidance_value, check_size
 def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
                     seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
                     control: RunControl | None = None, on_step: Any = None, image: Any = None,
-                    strength: float | None = None) -> "GenericRun":
+                    strength: float | None = None, pipe_kwargs: dict | None = None) -> "GenericRun":
     """trace.prepare() for a pipeline outside the known families: check everything, touch no model."""
     adapter = GenericPipeline(pipe)
     name = type(pipe).__name__
@@ -69,9 +72,27 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
     for key in ("height", "width"):
         if key not in params and (height, width) != default:
             raise ValueError(f"{key}: {name} takes no {key}; leave height/width at None")
+    extra = check_for_generic(pipe, params, check_pipe_kwargs(pipe_kwargs))
+    if "use_resolution_binning" in params:  # the size as given, as the PixArt family runs it
+        extra.setdefault("use_resolution_binning", False)
     sched = make_scheduler(pipe, scheduler)
-    return GenericRun(pipe, adapter, sched, prompt, negative_prompt, steps, [w] * steps, seed, height, width,
-                      control, on_step)
+    check_swap(pipe, sched, params)
+    run = GenericRun(pipe, adapter, sched, prompt, negative_prompt, steps, [w] * steps, seed, height, width,
+                     control, on_step)
+    run.pipe_kwargs = extra
+    return run
+
+
+def check_swap(pipe: Any, sched: Any, params: dict) -> None:
+    """Refuse another sampler where the pipeline hands its own set_timesteps keywords the other lacks
+    (LatentConsistencyModelPipeline's original_inference_steps): pipe(...) would fail inside."""
+    own, other = pipe.scheduler.set_timesteps, sched.set_timesteps
+    lacks = sorted(set(inspect.signature(own).parameters) - set(inspect.signature(other).parameters))
+    lacks = [k for k in lacks if k in params and k not in ("timesteps", "sigmas")]  # those two: only when given
+    if lacks and type(sched) is not type(pipe.scheduler):
+        raise ValueError(f"scheduler: {type(pipe).__name__} sets its timesteps with {', '.join(lacks)}, which "
+                         f"{type(sched).__name__} does not take; use its own ({type(pipe.scheduler).__name__}, "
+                         "scheduler=None)")
 
 
 class GenericRun(Run):
@@ -80,10 +101,14 @@ class GenericRun(Run):
     def check_prompts(self) -> None:
         self.encoded, self.notices = (self.prompt, self.negative_prompt), []
 
+    pipe_kwargs: dict[str, Any] = {}
+
     def params(self) -> RunParams:
         params = super().params()
         params["capabilities"] = dict(XT_ONLY)
         params["capabilities_reason"] = xt_only_reason(type(self.pipe).__name__)
+        if self.pipe_kwargs:
+            params["pipe_kwargs"] = recorded(self.pipe_kwargs)
         return params
 
     def _call_kwargs(self) -> dict[str, Any]:
@@ -97,7 +122,33 @@ class GenericRun(Run):
         for key in ("height", "width"):
             if key in accepted:
                 kwargs[key] = getattr(self, key)
-        return kwargs
+        return {**kwargs, **self.pipe_kwargs}
+
+    def _ran_at(self, traj: Trajectory, latents: torch.Tensor) -> None:
+        """Record the size that ran where the pipeline changed it (its own resolution binning)."""
+        factor = self.family.vae_factor
+        height, width = int(latents.shape[-2]) * factor, int(latents.shape[-1]) * factor
+        if (height, width) != (self.height, self.width):
+            traj.params["notices"].append(f"{type(self.pipe).__name__} ran at {width}x{height} where "
+                                          f"{self.width}x{self.height} was asked (its own resolution binning)")
+            traj.params["height"], traj.params["width"] = height, width
+
+    def _record_output(self, traj: Trajectory) -> None:
+        """Where what pipe(...) returns is not its last step's latents (SanaSprintPipeline divides them
+        by sigma_data after its loop), the last step records what it returned, and a notice says so."""
+        output = getattr(self, "output", None)
+        out = getattr(output, "images", None)
+        if out is None and isinstance(output, (tuple, list)) and output:
+            out = output[0]
+        if not isinstance(out, torch.Tensor) or traj.stopped or len(traj) != self.steps or out.ndim < 3:
+            return
+        out = self._unpack(out[:1]).detach().to("cpu", copy=True)[0]
+        last = traj.steps[-1]
+        if out.shape != last.latents.shape or torch.equal(out.to(last.latents.dtype), last.latents):
+            return
+        traj.steps[-1] = dataclasses.replace(last, latents=out.to(last.latents.dtype), xt_scale=1.0)
+        traj.params["notices"].append(f"{type(self.pipe).__name__} returns other latents than its last step's (it "
+                                      "changes them after its loop): the last step records what pipe(...) returned")
 
     def _unpack(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) as is; packed latents through the pipeline's own _unpack_latents where it has one."""
@@ -155,6 +206,8 @@ class GenericRun(Run):
             latents = self._unpack(tensors["latents"])
             if state["k"] == 0:  # (C, h, w) per step, or packed in a layout nbdiffuse cannot know
                 traj.params["capabilities"]["previews"] = latents.ndim == 4
+                if latents.ndim == 4:
+                    self._ran_at(traj, latents)
                 if latents.ndim != 4:
                     traj.params["notices"].append(f"{type(pipe).__name__} packs its latents (shape "
                                                   f"{tuple(latents.shape)}) in a layout nbdiffuse cannot know: "
@@ -216,4 +269,5 @@ class GenericRun(Run):
                 del sched.step
             if len(traj) < self.steps and not traj.stopped:
                 traj.stopped = True  # the pipeline ran fewer steps than asked (its own schedule)
+            self._record_output(traj)
         return traj

@@ -15,6 +15,7 @@ from .control import RunControl
 from .attention import AttentionRecorder, prompt_words
 from .families import adapter_for, is_generic
 from .generic import prepare_generic
+from .pipe_kwargs import check_for_family, check_pipe_kwargs
 from .run import Run
 from .run_args import check_run_args
 from .schedulers import make_scheduler
@@ -28,7 +29,7 @@ OnStep = Callable[[Trajectory, Step], None]
 def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
           seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
           control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
-          strength: float | None = None, attention: bool = False) -> Trajectory:
+          strength: float | None = None, attention: bool = False, pipe_kwargs: dict | None = None) -> Trajectory:
     """Run `pipe` on `prompt` step by step and return the recorded Trajectory.
 
     guidance: a number, a sequence of one number per step that runs, or a callable step -> number.
@@ -42,17 +43,19 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
     Image-to-image pipeline classes (StableDiffusionImg2ImgPipeline, SDXL's, Flux's) need an image.
     attention: also record, at every step, each prompt token's cross-attention on the latent grid
     (traj.tokens, traj.attention(k, word); core/attention.py). The run itself is bit for bit the same.
+    pipe_kwargs: the pipeline's own keywords (e.g. {"use_resolution_binning": True}): passed to pipe(...) on
+    the generic path; a family's loop refuses those it does not honour, by name (core/pipe_kwargs.py).
     """
     run = prepare(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
                   scheduler=scheduler, height=height, width=width, control=control, on_step=on_step, image=image,
-                  strength=strength, attention=attention)
+                  strength=strength, attention=attention, pipe_kwargs=pipe_kwargs)
     return run.execute()
 
 
 def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
             seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
             control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
-            strength: float | None = None, attention: bool = False) -> "Run":
+            strength: float | None = None, attention: bool = False, pipe_kwargs: dict | None = None) -> "Run":
     """Check every argument and build the run without touching the model (trace() = prepare().execute()).
 
     A pipeline outside the known families whose __call__ takes callback_on_step_end runs on the
@@ -60,14 +63,16 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     """
     if not isinstance(attention, bool):
         raise TypeError(f"attention must be True or False, got {attention!r}")
+    pipe_kwargs = check_pipe_kwargs(pipe_kwargs)
     if is_generic(pipe):
         if attention:
             raise ValueError(f"attention=True needs a known model family (its cross-attention layers); "
                              f"{type(pipe).__name__} runs on the generic path, which sees x_t only")
         return prepare_generic(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                seed=seed, scheduler=scheduler, height=height, width=width, control=control,
-                               on_step=on_step, image=image, strength=strength)
+                               on_step=on_step, image=image, strength=strength, pipe_kwargs=pipe_kwargs)
     family = adapter_for(pipe)  # a family's adapter, or the TypeError that says what runs and why not this
+    check_for_family(pipe, family, pipe_kwargs)
     prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,
                                                                             control, on_step)
     image, strength, start, (default_h, default_w) = img2img.plan(pipe, family, image, strength, steps)

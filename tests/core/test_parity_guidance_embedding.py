@@ -80,3 +80,10 @@ def test_the_generic_path_hands_a_stochastic_sampler_the_generator():
     assert type(pipe.scheduler).__name__ == "LCMScheduler" and a.params["scheduler"] == "LCMScheduler"
     assert torch.equal(a[-1].latents, b[-1].latents)
     assert torch.equal(a[-1].latents, own(pipe, 3, 6.0, 7))
+
+
+def test_another_sampler_is_refused_where_the_pipeline_sets_timesteps_it_cannot_take():
+    pipe = tiny_lcm_pipeline()
+    with pytest.raises(ValueError, match="sets its timesteps with original_inference_steps, which "
+                                         "EulerDiscreteScheduler does not take"):
+        nbd.core.prepare(pipe, PROMPT, negative_prompt="", steps=3, scheduler="euler")

@@ -18,6 +18,8 @@ class StableDiffusionFamily:
     # step when > 1) or "distilled" (a model input, one evaluation, nothing to re-weigh: Flux-dev).
     guidance_kind = "cfg"
     default_guidance = 7.5  # what the family's own pipeline uses by default (for UIs)
+    # pipe(...) keywords this loop already runs as pipe(...) does with that value (core/pipe_kwargs.py)
+    honoured_pipe_kwargs: dict = {"eta": 0.0, "guidance_rescale": 0.0, "clip_skip": None}
 
     def __init__(self, pipe: Any):
         self.pipe = pipe

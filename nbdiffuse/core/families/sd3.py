@@ -15,6 +15,7 @@ class StableDiffusion3Family(StableDiffusionFamily):
 
     name = "stable-diffusion-3"
     default_guidance = 7.0
+    honoured_pipe_kwargs: dict = {"clip_skip": None, "max_sequence_length": 256}
 
     @property
     def denoiser(self) -> Any:

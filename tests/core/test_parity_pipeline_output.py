@@ -1,0 +1,52 @@
+"""Issue 21 D, E5 and pipe_kwargs: the generic path records what pipe(...) returns where it differs from the last
+step's latents, the size that ran, and passes a pipeline's own keywords through."""
+import pytest
+import torch
+
+import nbdiffuse as nbd
+from nbdiffuse.testing import tiny_sana_sprint_pipeline
+
+PROMPT = "big red circle on the left"
+
+
+@pytest.fixture(scope="module")
+def sprint():
+    return tiny_sana_sprint_pipeline()
+
+
+def own(pipe, steps, seed, **kw):
+    generator = torch.Generator("cpu").manual_seed(seed)
+    return pipe(PROMPT, num_inference_steps=steps, guidance_scale=4.5, generator=generator, output_type="latent",
+                **kw).images[0]
+
+
+def test_the_last_step_is_what_the_pipeline_returns(sprint):
+    traj = nbd.trace(sprint, PROMPT, negative_prompt="", steps=2, guidance=4.5, seed=3, height=32, width=32)
+    expected = own(sprint, 2, 3, height=32, width=32, use_resolution_binning=False)
+    assert torch.equal(traj.final_latents, expected)
+    assert any("the last step records what pipe(...) returned" in n for n in traj.notices)
+    again = nbd.trace(sprint, PROMPT, negative_prompt="", steps=2, guidance=4.5, seed=3, height=32, width=32)
+    assert torch.equal(again.final_latents, traj.final_latents)  # SCM's noise comes from the run's generator
+
+
+def test_the_size_that_ran_is_recorded(sprint):
+    traj = nbd.trace(sprint, PROMPT, negative_prompt="", steps=1, guidance=4.5, seed=0, height=32, width=32,
+                     pipe_kwargs={"use_resolution_binning": True, "intermediate_timesteps": None})
+    assert (traj.params["height"], traj.params["width"]) == (1024, 1024)  # binned to its nearest trained size
+    assert tuple(traj.final_latents.shape[-2:]) == (512, 512)
+    assert traj.params["pipe_kwargs"] == {"use_resolution_binning": True, "intermediate_timesteps": None}
+    assert any("ran at 1024x1024 where 32x32 was asked" in n for n in traj.notices)
+
+
+def test_pipe_kwargs_are_checked_before_any_model_work(sprint, sd_pipe, pixart_pipe):
+    with pytest.raises(ValueError, match="pipe_kwargs\\['num_inference_steps'\\]: nbdiffuse sets .* trace's steps="):
+        nbd.core.prepare(sprint, PROMPT, negative_prompt="", pipe_kwargs={"num_inference_steps": 3})
+    with pytest.raises(ValueError, match="pipe_kwargs\\['cfg'\\]: SanaSprintPipeline.__call__ takes no cfg"):
+        nbd.core.prepare(sprint, PROMPT, negative_prompt="", pipe_kwargs={"cfg": 3})
+    with pytest.raises(TypeError, match="pipe_kwargs must be None or a dict"):
+        nbd.core.prepare(sd_pipe, PROMPT, pipe_kwargs=[("eta", 1.0)])
+    with pytest.raises(ValueError, match="pipe_kwargs\\['cross_attention_kwargs'\\].*does not honour it"):
+        nbd.core.prepare(sd_pipe, PROMPT, pipe_kwargs={"cross_attention_kwargs": {"scale": 0.5}})
+    with pytest.raises(ValueError, match="pipe_kwargs\\['use_resolution_binning'\\]=True.*does not honour"):
+        nbd.core.prepare(pixart_pipe, PROMPT, pipe_kwargs={"use_resolution_binning": True})
+    nbd.core.prepare(pixart_pipe, PROMPT, pipe_kwargs={"use_resolution_binning": False})  # what it runs anyway
