@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .families import family_for, is_generic
+from .families import adapter_for, family_for, is_generic
 
 # What a run can be asked for (all of it for the known families).
 CAPABILITIES = {"x0": True, "what_if": True, "branch": True, "live_guidance": True, "previews": True}
@@ -53,3 +53,10 @@ def run_capabilities(params: dict) -> dict[str, bool]:
     model's runs, saved before they said so, have no what-if either)."""
     lacks = DISTILLED if params.get("guidance_kind") == "distilled" else {}
     return {**CAPABILITIES, **lacks, **(params.get("capabilities") or {})}
+
+
+def default_size(pipe: Any) -> tuple[int, int] | None:
+    """(height, width) a run of `pipe` makes when given no size, for any pipeline nbdiffuse can run (its
+    family's, or what its own __call__ falls back to: ZImagePipeline 1024x1024); None where it cannot tell
+    (then height and width must be given). A TypeError for a pipeline nbdiffuse cannot run."""
+    return adapter_for(pipe).default_size()
