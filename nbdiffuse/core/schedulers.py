@@ -35,8 +35,9 @@ _FLOW_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def schedulers(pipe: Any = None) -> list[str]:
-    """The sampler names trace() accepts (for `pipe`, when given)."""
-    return list(_table_for(pipe))
+    """The sampler names trace() accepts (for `pipe`, when given: scheduler_choices, its own scheduler's
+    class name first where no short name fits it)."""
+    return list(_table_for(pipe)) if pipe is None else scheduler_choices(pipe)
 
 
 def is_flow_matching(scheduler: Any) -> bool:
@@ -90,9 +91,11 @@ def own_scheduler_name(pipe: Any) -> str:
 
 
 def scheduler_choices(pipe: Any) -> list[str]:
-    """The pipeline's own scheduler first (own_scheduler_name), then the other samplers trace() accepts."""
+    """The samplers trace() accepts for `pipe`: the pipeline's own first where no short name fits it
+    (its class name, own_scheduler_name), then nbdiffuse's short names."""
+    table = list(_table_for(pipe))
     own = own_scheduler_name(pipe)
-    return [own] + [name for name in _table_for(pipe) if name != own]
+    return table if own in table else [own] + table
 
 
 def make_scheduler(pipe: Any, name: Any = None):

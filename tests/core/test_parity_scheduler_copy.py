@@ -70,7 +70,19 @@ def test_the_pipelines_own_scheduler_goes_by_its_class_name_when_no_short_name_f
     assert own_scheduler_name(pipe) == "LCMScheduler"
     assert scheduler_choices(pipe)[0] == "LCMScheduler" and "euler" in scheduler_choices(pipe)
     assert type(make_scheduler(pipe, "LCMScheduler")) is LCMScheduler
-    assert own_scheduler_name(sd_pipe) == "euler" and scheduler_choices(sd_pipe).count("euler") == 1
+    assert nbd.schedulers(pipe) == scheduler_choices(pipe)  # what trace accepts, the Explorer offers
+    assert own_scheduler_name(sd_pipe) == "euler" and scheduler_choices(sd_pipe) == nbd.schedulers()
     with pytest.raises(ValueError, match="'LCMScheduler' \\(the pipeline's own\\)"):
         make_scheduler(pipe, "DDIMScheduler")
     assert effective_config(pipe.scheduler)["steps_offset"] == 1
+
+
+def test_the_explorer_starts_on_the_pipelines_own_scheduler():
+    from nbdiffuse.testing import tiny_lcm_pipeline
+    from nbdiffuse.widgets.control_defaults import model_defaults
+
+    pipe = tiny_lcm_pipeline()
+    values = model_defaults(pipe, {})
+    assert values["scheduler"] == "LCMScheduler" and values["scheduler_options"][0] == "LCMScheduler"
+    traj = nbd.trace(pipe, PROMPT, negative_prompt="", steps=2, guidance=6.0, seed=0, scheduler=values["scheduler"])
+    assert traj.params["scheduler_class"] == "LCMScheduler" and len(traj) == 2
