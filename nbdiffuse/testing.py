@@ -272,6 +272,32 @@ def tiny_sana_sprint_pipeline(seed: int = 0):
     return pipe
 
 
+def tiny_hunyuan_dit_pipeline(seed: int = 0):
+    """A HunyuanDiTPipeline (generic path): a DiT with a BERT and a T5 text encoder, a DDPM scheduler; its
+    __call__ snaps sizes to multiples of 16 and, by default, to a trained resolution bin."""
+    from diffusers import AutoencoderKL, DDPMScheduler, HunyuanDiT2DModel, HunyuanDiTPipeline
+    from transformers import BertConfig, BertModel
+
+    tokenizer, t5_tokenizer = tiny_tokenizer(), tiny_t5_tokenizer(256)
+    torch.manual_seed(seed)
+    transformer = HunyuanDiT2DModel(sample_size=16, num_layers=2, patch_size=2, attention_head_dim=8,
+                                    num_attention_heads=3, in_channels=4, cross_attention_dim=32,
+                                    cross_attention_dim_t5=32, pooled_projection_dim=16, hidden_size=24,
+                                    activation_fn="gelu-approximate").eval()
+    bert = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                intermediate_size=37)).eval()
+    # its __call__ assumes a VAE that scales by 8 (the rotary grid is height // 8): four blocks
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+                        norm_num_groups=8, latent_channels=4, sample_size=32).eval()
+    pipe = HunyuanDiTPipeline(vae=vae, text_encoder=bert, tokenizer=tokenizer, transformer=transformer,
+                              scheduler=DDPMScheduler(), safety_checker=None, feature_extractor=None,
+                              requires_safety_checker=False, text_encoder_2=_t5_encoder(t5_tokenizer, 32, seed=seed + 1),
+                              tokenizer_2=t5_tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def tiny_pag_pipeline(seed: int = 0):
     """A StableDiffusionPAGPipeline (perturbed-attention guidance on the UNet's mid block) built from
     tiny_sd_pipeline's components: a real pipeline outside nbdiffuse's families (it is no

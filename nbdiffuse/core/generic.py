@@ -130,7 +130,8 @@ class GenericRun(Run):
         height, width = int(latents.shape[-2]) * factor, int(latents.shape[-1]) * factor
         if (height, width) != (self.height, self.width):
             traj.params["notices"].append(f"{type(self.pipe).__name__} ran at {width}x{height} where "
-                                          f"{self.width}x{self.height} was asked (its own resolution binning)")
+                                          f"{self.width}x{self.height} was asked (the pipeline changed the size: its own "
+                                          "resolution binning or rounding)")
             traj.params["height"], traj.params["width"] = height, width
 
     def _record_output(self, traj: Trajectory) -> None:

@@ -50,3 +50,16 @@ def test_pipe_kwargs_are_checked_before_any_model_work(sprint, sd_pipe, pixart_p
     with pytest.raises(ValueError, match="pipe_kwargs\\['use_resolution_binning'\\]=True.*does not honour"):
         nbd.core.prepare(pixart_pipe, PROMPT, pipe_kwargs={"use_resolution_binning": True})
     nbd.core.prepare(pixart_pipe, PROMPT, pipe_kwargs={"use_resolution_binning": False})  # what it runs anyway
+
+
+def test_hunyuan_dit_runs_the_size_as_given():
+    from nbdiffuse.testing import tiny_hunyuan_dit_pipeline
+
+    pipe = tiny_hunyuan_dit_pipeline()
+    traj = nbd.trace(pipe, PROMPT, steps=2, guidance=4.5, seed=0, height=64, width=96)
+    out = own(pipe, 2, 0, height=64, width=96, use_resolution_binning=False)
+    assert torch.equal(traj.final_latents, out) and (traj.params["height"], traj.params["width"]) == (64, 96)
+    assert traj.params["scheduler"] == "DDPMScheduler" and not traj.notices
+    snapped = nbd.trace(pipe, PROMPT, steps=1, guidance=5.0, seed=0, height=64, width=88)  # its __call__ floors to 16
+    assert (snapped.params["height"], snapped.params["width"]) == (64, 80)
+    assert any("ran at 80x64 where 88x64 was asked" in n for n in snapped.notices)
