@@ -86,3 +86,18 @@ def test_the_explorer_starts_on_the_pipelines_own_scheduler():
     assert values["scheduler"] == "LCMScheduler" and values["scheduler_options"][0] == "LCMScheduler"
     traj = nbd.trace(pipe, PROMPT, negative_prompt="", steps=2, guidance=6.0, seed=0, scheduler=values["scheduler"])
     assert traj.params["scheduler_class"] == "LCMScheduler" and len(traj) == 2
+
+
+@pytest.mark.parametrize("scheduler", [None, "euler_a"])
+def test_a_pag_pipeline_matches_pipe(sd_pipe, scheduler):
+    """The generic path: the copy keeps steps_offset, and euler_a draws from the run's generator."""
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPAGPipeline
+
+    scheduler_cls = EulerAncestralDiscreteScheduler if scheduler else DDIMScheduler
+    pipe = rebuilt(sd_pipe, StableDiffusionPAGPipeline, scheduler_cls=scheduler_cls)
+    pipe.set_pag_applied_layers("mid")
+    traj = nbd.trace(pipe, PROMPT, steps=4, guidance=6.0, seed=2, scheduler=scheduler)
+    torch.manual_seed(99)  # the global RNG must not matter
+    generator = torch.Generator("cpu").manual_seed(2)
+    out = pipe(PROMPT, num_inference_steps=4, guidance_scale=6.0, generator=generator, output_type="latent")
+    assert torch.equal(traj[-1].latents, out.images[0])
