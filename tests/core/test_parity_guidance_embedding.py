@@ -87,3 +87,17 @@ def test_another_sampler_is_refused_where_the_pipeline_sets_timesteps_it_cannot_
     with pytest.raises(ValueError, match="sets its timesteps with original_inference_steps, which "
                                          "EulerDiscreteScheduler does not take"):
         nbd.core.prepare(pipe, PROMPT, negative_prompt="", steps=3, scheduler="euler")
+
+
+def test_an_lcm_scheduler_in_the_sd_family_loop(lcm_sd):
+    """LCM-LoRA style: an LCMScheduler (set_timesteps with original_inference_steps) in StableDiffusionPipeline."""
+    from diffusers import LCMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(**{**{k: v for k, v in lcm_sd.components.items() if k != "image_encoder"},
+                                      "scheduler": LCMScheduler.from_config(lcm_sd.scheduler.config)},
+                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    traj = nbd.trace(pipe, PROMPT, steps=4, guidance=6.0, seed=8)
+    assert traj.params["scheduler"] == "LCMScheduler"
+    assert torch.equal(traj.final_latents, own(pipe, 4, 6.0, 8))
+    assert torch.equal(nbd.branch(pipe, traj, at=1).final_latents, traj.final_latents)

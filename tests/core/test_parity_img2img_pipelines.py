@@ -72,3 +72,17 @@ def test_an_img2img_class_needs_an_image(sd_pipe):
     pipe = as_class(sd_pipe, StableDiffusionImg2ImgPipeline, requires_safety_checker=False)
     with pytest.raises(ValueError, match="image: StableDiffusionImg2ImgPipeline is an image-to-image pipeline"):
         nbd.core.prepare(pipe, PROMPT, steps=4)
+
+
+def test_sdxl_img2img_with_aesthetic_scores(sdxl_pipe):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(4)  # a refiner-like UNet: 5 size ids (the aesthetic score replaces the target size)
+    unet = UNet2DConditionModel.from_config({**sdxl_pipe.unet.config, "projection_class_embeddings_input_dim": 72})
+    parts = {k: v for k, v in sdxl_pipe.components.items()
+             if k in StableDiffusionXLImg2ImgPipeline.__init__.__code__.co_varnames}
+    pipe = StableDiffusionXLImg2ImgPipeline(**{**parts, "unet": unet.eval()}, requires_aesthetics_score=True)
+    pipe.set_progress_bar_config(disable=True)
+    image = picture(16)
+    traj = nbd.trace(pipe, PROMPT, steps=5, guidance=5.0, seed=6, image=image, strength=0.8)
+    assert torch.equal(traj.final_latents, own(pipe, image, 5, 0.8, 5.0, 6))
