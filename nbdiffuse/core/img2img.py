@@ -92,7 +92,8 @@ def plan(pipe: Any, family: Any, image: Any, strength: Any, steps: int) -> tuple
     image = check_image(image)
     default = _call_parameters(pipe)["strength"].default if own else DEFAULT_STRENGTH
     strength = check_strength(default if strength is None else strength)
-    start = start_step(steps, strength, getattr(family, "img2img_rule", "truncate"))
+    # an image-to-image class counts its steps its own way; nbdiffuse's own img2img as documented (truncate)
+    start = start_step(steps, strength, getattr(family, "img2img_rule", "truncate") if own else "truncate")
     if own and "height" in _call_parameters(pipe):
         return image, strength, start, family.default_size()
     factor = family.vae_factor  # the picture's own size, as diffusers' img2img pipelines take it

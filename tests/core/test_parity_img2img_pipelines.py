@@ -63,6 +63,16 @@ def test_flux_img2img_pipeline(flux_pipe, steps, strength):
     assert nbd.core.prepare(pipe, PROMPT, steps=4, image=picture(48)).height == 32
 
 
+def test_sd3_img2img_pipeline(sd3_pipe):
+    from diffusers import StableDiffusion3Img2ImgPipeline
+
+    pipe = as_class(sd3_pipe, StableDiffusion3Img2ImgPipeline)
+    image = picture(16)
+    traj = nbd.trace(pipe, PROMPT, steps=5, guidance=5.0, seed=4, image=image, strength=0.3, height=16, width=16)
+    assert len(traj) == 2  # int(5 - 1.5) = 3 steps skipped, as its get_timesteps counts
+    assert torch.equal(traj.final_latents, own(pipe, image, 5, 0.3, 5.0, 4, height=16, width=16))
+
+
 def test_flux_counts_the_steps_its_own_way():
     assert start_step(5, 0.3) == 4 and start_step(5, 0.3, "flux") == 3
     assert start_step(4, 0.6) == 2 and start_step(4, 0.6, "flux") == 1  # int(4 - 2.4) = 1

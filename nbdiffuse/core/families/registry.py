@@ -18,8 +18,8 @@ from .sdxl import StableDiffusionXLFamily
 
 def _families() -> list[tuple[type, type]]:
     from diffusers import (FluxImg2ImgPipeline, FluxPipeline, PixArtAlphaPipeline, PixArtSigmaPipeline,
-                           StableDiffusion3Pipeline, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline,
-                           StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline)
+                           StableDiffusion3Img2ImgPipeline, StableDiffusion3Pipeline, StableDiffusionImg2ImgPipeline,
+                           StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline)
 
     # Image-to-image classes share their text-to-image sibling's components and run its family's loop
     # (trace(image=..., strength=...)), the way their own __call__ prepares the start latents.
@@ -27,7 +27,8 @@ def _families() -> list[tuple[type, type]]:
             (StableDiffusion3Pipeline, StableDiffusion3Family), (FluxPipeline, FluxFamily),
             (PixArtSigmaPipeline, PixArtFamily), (PixArtAlphaPipeline, PixArtFamily),
             (StableDiffusionImg2ImgPipeline, StableDiffusionFamily),
-            (StableDiffusionXLImg2ImgPipeline, StableDiffusionXLFamily), (FluxImg2ImgPipeline, FluxFamily)]
+            (StableDiffusionXLImg2ImgPipeline, StableDiffusionXLFamily), (FluxImg2ImgPipeline, FluxFamily),
+            (StableDiffusion3Img2ImgPipeline, StableDiffusion3Family)]
 
 
 def supported_pipelines() -> list[str]:
