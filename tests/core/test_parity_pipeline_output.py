@@ -63,3 +63,24 @@ def test_hunyuan_dit_runs_the_size_as_given():
     snapped = nbd.trace(pipe, PROMPT, steps=1, guidance=5.0, seed=0, height=64, width=88)  # its __call__ floors to 16
     assert (snapped.params["height"], snapped.params["width"]) == (64, 80)
     assert any("ran at 80x64 where 88x64 was asked" in n for n in snapped.notices)
+
+
+@pytest.mark.parametrize("pag", [False, True])
+@pytest.mark.parametrize("flow_dpm", [False, True])
+def test_sana_pipelines(sprint, pag, flow_dpm):
+    from diffusers import (DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, SanaPAGPipeline, SanaPipeline,
+                           SanaTransformer2DModel)
+
+    torch.manual_seed(0)
+    transformer = SanaTransformer2DModel(patch_size=1, in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2,
+                                         attention_head_dim=4, num_cross_attention_heads=2, cross_attention_head_dim=4,
+                                         cross_attention_dim=8, caption_channels=8, sample_size=32).eval()
+    scheduler = DPMSolverMultistepScheduler(flow_shift=3.0, use_flow_sigmas=True, prediction_type="flow_prediction") \
+        if flow_dpm else FlowMatchEulerDiscreteScheduler(shift=3.0)
+    parts = dict(tokenizer=sprint.tokenizer, text_encoder=sprint.text_encoder, vae=sprint.vae, transformer=transformer,
+                 scheduler=scheduler)
+    pipe = SanaPAGPipeline(**parts, pag_applied_layers=["transformer_blocks.0"]) if pag else SanaPipeline(**parts)
+    pipe.set_progress_bar_config(disable=True)
+    traj = nbd.trace(pipe, PROMPT, steps=3, guidance=4.5, seed=0, height=32, width=32)
+    assert torch.equal(traj[-1].latents, own(pipe, 3, 0, height=32, width=32, use_resolution_binning=False))
+    assert (traj.params["height"], traj.params["width"]) == (32, 32) and not traj.notices
