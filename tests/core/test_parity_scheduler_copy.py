@@ -101,3 +101,17 @@ def test_a_pag_pipeline_matches_pipe(sd_pipe, scheduler):
     generator = torch.Generator("cpu").manual_seed(2)
     out = pipe(PROMPT, num_inference_steps=4, guidance_scale=6.0, generator=generator, output_type="latent")
     assert torch.equal(traj[-1].latents, out.images[0])
+
+
+def test_pixart_with_a_plain_ddim_scheduler_runs_it(pixart_pipe):
+    """PixArt checkpoints ship DDIMScheduler() (clip_sample on): no short name fits, so it runs as it is."""
+    from diffusers import PixArtSigmaPipeline
+
+    pipe = PixArtSigmaPipeline(**{**pixart_pipe.components, "scheduler": DDIMScheduler()})
+    pipe.set_progress_bar_config(disable=True)
+    assert nbd.schedulers(pipe)[0] == own_scheduler_name(pipe) == "DDIMScheduler"
+    traj = nbd.trace(pipe, PROMPT, steps=3, guidance=4.5, seed=1)
+    generator = torch.Generator("cpu").manual_seed(1)
+    out = pipe(PROMPT, num_inference_steps=3, guidance_scale=4.5, generator=generator, output_type="latent",
+               use_resolution_binning=False, clean_caption=False, height=16, width=16)
+    assert traj.params["scheduler"] == "DDIMScheduler" and torch.equal(traj.final_latents, out.images[0])
