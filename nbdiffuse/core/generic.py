@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from .capabilities import KNOWN_FAMILIES, XT_ONLY, xt_only_reason
+from . import img2img
 from .families import GenericPipeline
 from .control import RunControl
 from .locks import model_turn
@@ -50,9 +51,16 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
     name = type(pipe).__name__
     prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,
                                                                             control, on_step)
-    if image is not None or strength is not None:
-        raise ValueError(f"image/strength: image to image needs a family nbdiffuse knows ({KNOWN_FAMILIES}); "
-                         f"{name} is watched through its step callback only (text to image)")
+    takes_image = img2img.takes_image(pipe)
+    if (image is not None or strength is not None) and not takes_image:
+        raise ValueError(f"image/strength: image to image needs a family nbdiffuse knows ({KNOWN_FAMILIES}) or a "
+                         f"pipeline whose __call__ takes image and strength; {name} is text to image")
+    if takes_image:  # an image-to-image pipeline: its own image and strength, passed to pipe(...)
+        if image is None:
+            raise ValueError(f"image: {name} is an image-to-image pipeline; pass image=... (a PIL image, array or "
+                             "file path) and strength")
+        image = img2img.check_image(image)
+        strength = img2img.check_strength(adapter.parameters["strength"].default if strength is None else strength)
     if callable(guidance) or (hasattr(guidance, "__len__") and not isinstance(guidance, (str, bytes))):
         raise ValueError(f"guidance must be one number for {name}: nbdiffuse watches this pipeline through "
                          "diffusers' callback_on_step_end, and the pipeline reads guidance_scale once, so a "
@@ -64,6 +72,8 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
         raise ValueError(f"negative_prompt={negative_prompt!r}: {name} takes no negative prompt; pass ''")
     factor = adapter.vae_factor
     default = adapter.default_size()
+    if image is not None and "height" not in params:  # it takes the picture's size (rounded down), as SD img2img
+        default = (max(factor, image.height // factor * factor), max(factor, image.width // factor * factor))
     if default is None and (height is None or width is None):
         raise ValueError(f"height and width: nbdiffuse cannot tell the default size of {name}; pass both "
                          f"(multiples of {factor})")
@@ -80,6 +90,7 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
     run = GenericRun(pipe, adapter, sched, prompt, negative_prompt, steps, [w] * steps, seed, height, width,
                      control, on_step)
     run.pipe_kwargs = extra
+    run.image, run.strength = image, strength
     return run
 
 
@@ -122,6 +133,8 @@ class GenericRun(Run):
         for key in ("height", "width"):
             if key in accepted:
                 kwargs[key] = getattr(self, key)
+        if self.image is not None:
+            kwargs.update(image=self.image, strength=self.strength)
         return {**kwargs, **self.pipe_kwargs}
 
     def _ran_at(self, traj: Trajectory, latents: torch.Tensor) -> None:
@@ -268,7 +281,12 @@ class GenericRun(Run):
                 release()
                 pipe.scheduler = original
                 del sched.step
-            if len(traj) < self.steps and not traj.stopped:
+            if len(traj) < self.steps and not traj.stopped and self.image is not None and len(traj):
+                # image to image: the pipeline ran the last steps of the schedule, as its strength asked
+                ran = len(traj)
+                traj.params.update(start_step=self.steps - ran, guidance_plan=traj.params["guidance_plan"][:ran],
+                                   guidance=traj.params["guidance"][:ran])
+            elif len(traj) < self.steps and not traj.stopped:
                 traj.stopped = True  # the pipeline ran fewer steps than asked (its own schedule)
             self._record_output(traj)
         return traj
