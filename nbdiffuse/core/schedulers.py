@@ -41,7 +41,12 @@ def schedulers(pipe: Any = None) -> list[str]:
 
 
 def is_flow_matching(scheduler: Any) -> bool:
-    return type(scheduler).__name__.startswith("FlowMatch")
+    """A flow-matching sampler: the FlowMatch classes, and others set up for flow (Sana's DPM-Solver with
+    use_flow_sigmas and prediction_type "flow_prediction"), whose models take no DDPM-family sampler."""
+    if type(scheduler).__name__.startswith("FlowMatch"):
+        return True
+    config = getattr(scheduler, "config", None) or {}
+    return bool(config.get("use_flow_sigmas")) or config.get("prediction_type") == "flow_prediction"
 
 
 def _table_for(pipe: Any) -> dict[str, tuple[str, dict[str, Any]]]:

@@ -84,6 +84,10 @@ def test_sana_pipelines(sprint, pag, flow_dpm):
     traj = nbd.trace(pipe, PROMPT, steps=3, guidance=4.5, seed=0, height=32, width=32)
     assert torch.equal(traj[-1].latents, own(pipe, 3, 0, height=32, width=32, use_resolution_binning=False))
     assert (traj.params["height"], traj.params["width"]) == (32, 32) and not traj.notices
+    # a flow model is offered flow samplers only; its own DPM-Solver (set up for flow) by its class name
+    own_name = "DPMSolverMultistepScheduler" if flow_dpm else "euler"
+    assert nbd.schedulers(pipe) == ([own_name] if flow_dpm else []) + ["euler", "heun"]
+    assert traj.params["scheduler"] == own_name
 
 
 def test_cogview3plus_runs_its_own_scheduler():
