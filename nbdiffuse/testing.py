@@ -70,8 +70,10 @@ def _vae(seed: int = 0, latent_channels: int = 4, **config):
 
 
 def tiny_sd_pipeline(prediction_type: str = "epsilon", seed: int = 0, sample_size: int = 8,
-                     channels: tuple[int, int] = (32, 64), layers: int = 1):
+                     channels: tuple[int, int] = (32, 64), layers: int = 1, time_cond_proj_dim: int | None = None):
     """A StableDiffusionPipeline with random weights: 8x8x4 latents, 16x16 images, an Euler scheduler.
+
+    time_cond_proj_dim: a guidance-embedding UNet (LCM-distilled): guidance is a model input, no CFG.
 
     Larger `sample_size` / `channels` / `layers` give a model with realistic compute per step
     (benchmarks), e.g. sample_size=16, channels=(64, 128), layers=2 is about the embedded model's size.
@@ -83,7 +85,8 @@ def tiny_sd_pipeline(prediction_type: str = "epsilon", seed: int = 0, sample_siz
     unet = UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=layers,
                                 block_out_channels=channels, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=8, norm_num_groups=16).eval()
+                                attention_head_dim=8, norm_num_groups=16,
+                                time_cond_proj_dim=time_cond_proj_dim).eval()
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        prediction_type=prediction_type, timestep_spacing="leading", steps_offset=1)
     pipe = StableDiffusionPipeline(vae=_vae(seed), text_encoder=_text_encoder(tokenizer, 32, seed=seed),
@@ -93,7 +96,7 @@ def tiny_sd_pipeline(prediction_type: str = "epsilon", seed: int = 0, sample_siz
     return pipe
 
 
-def tiny_sdxl_pipeline(seed: int = 0, sample_size: int = 8):
+def tiny_sdxl_pipeline(seed: int = 0, sample_size: int = 8, time_cond_proj_dim: int | None = None):
     """A StableDiffusionXLPipeline with random weights: two text encoders, size conditioning."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
@@ -104,7 +107,8 @@ def tiny_sdxl_pipeline(seed: int = 0, sample_size: int = 8):
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=64,
                                 attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
                                 addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
-                                projection_class_embeddings_input_dim=8 * 6 + 32, norm_num_groups=16).eval()
+                                projection_class_embeddings_input_dim=8 * 6 + 32, norm_num_groups=16,
+                                time_cond_proj_dim=time_cond_proj_dim).eval()
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        timestep_spacing="leading", steps_offset=1)
     pipe = StableDiffusionXLPipeline(vae=_vae(seed), text_encoder=_text_encoder(tokenizer, 32, seed=seed),
@@ -221,6 +225,75 @@ def tiny_pixart_pipeline(seed: int = 0, sigma: bool = True, sample_size: int = 8
     cls = PixArtSigmaPipeline if sigma else PixArtAlphaPipeline
     pipe = cls(tokenizer=tokenizer, text_encoder=_t5_encoder(tokenizer, 32, seed=seed + 1), vae=_vae(seed),
                transformer=transformer, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_lcm_pipeline(seed: int = 0):
+    """A LatentConsistencyModelPipeline (outside nbdiffuse's families: the generic path) with an LCMScheduler,
+    a stochastic sampler whose set_timesteps takes original_inference_steps, on a guidance-embedding UNet."""
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler
+
+    parts = tiny_sd_pipeline(seed=seed, time_cond_proj_dim=32).components
+    scheduler = LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                             original_inference_steps=50)
+    pipe = LatentConsistencyModelPipeline(**{**{k: v for k, v in parts.items() if k != "image_encoder"},
+                                             "scheduler": scheduler}, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_sana_sprint_pipeline(seed: int = 0):
+    """A SanaSprintPipeline (generic path): a DC-AE (latents 1/2 the image side), a Gemma2 text encoder, an SCM
+    scheduler; it returns denoised / sigma_data after its loop, not its last step's latents."""
+    from diffusers import AutoencoderDC, SanaSprintPipeline, SanaTransformer2DModel, SCMScheduler
+    from transformers import Gemma2Config, Gemma2Model
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    transformer = SanaTransformer2DModel(patch_size=1, in_channels=4, out_channels=4, num_layers=1,
+                                         num_attention_heads=2, attention_head_dim=4, num_cross_attention_heads=2,
+                                         cross_attention_head_dim=4, cross_attention_dim=8, caption_channels=8,
+                                         sample_size=32, qk_norm="rms_norm_across_heads", guidance_embeds=True).eval()
+    blocks = ("ResBlock", "EfficientViTBlock")
+    vae = AutoencoderDC(in_channels=3, latent_channels=4, attention_head_dim=2, encoder_block_types=blocks,
+                        decoder_block_types=blocks, encoder_block_out_channels=(8, 8),
+                        decoder_block_out_channels=(8, 8), encoder_qkv_multiscales=((), (5,)),
+                        decoder_qkv_multiscales=((), (5,)), encoder_layers_per_block=(1, 1),
+                        decoder_layers_per_block=(1, 1), downsample_block_type="conv",
+                        upsample_block_type="interpolate", decoder_norm_types="rms_norm", decoder_act_fns="silu",
+                        scaling_factor=0.41407).eval()
+    config = Gemma2Config(head_dim=16, hidden_size=8, intermediate_size=64, max_position_embeddings=8192,
+                          num_attention_heads=2, num_hidden_layers=1, num_key_value_heads=2,
+                          vocab_size=len(tokenizer), attn_implementation="eager")
+    pipe = SanaSprintPipeline(tokenizer=tokenizer, text_encoder=Gemma2Model(config).eval(), vae=vae,
+                              transformer=transformer, scheduler=SCMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_hunyuan_dit_pipeline(seed: int = 0):
+    """A HunyuanDiTPipeline (generic path): a DiT with a BERT and a T5 text encoder, a DDPM scheduler; its
+    __call__ snaps sizes to multiples of 16 and, by default, to a trained resolution bin."""
+    from diffusers import AutoencoderKL, DDPMScheduler, HunyuanDiT2DModel, HunyuanDiTPipeline
+    from transformers import BertConfig, BertModel
+
+    tokenizer, t5_tokenizer = tiny_tokenizer(), tiny_t5_tokenizer(256)
+    torch.manual_seed(seed)
+    transformer = HunyuanDiT2DModel(sample_size=16, num_layers=2, patch_size=2, attention_head_dim=8,
+                                    num_attention_heads=3, in_channels=4, cross_attention_dim=32,
+                                    cross_attention_dim_t5=32, pooled_projection_dim=16, hidden_size=24,
+                                    activation_fn="gelu-approximate").eval()
+    bert = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                intermediate_size=37)).eval()
+    # its __call__ assumes a VAE that scales by 8 (the rotary grid is height // 8): four blocks
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+                        norm_num_groups=8, latent_channels=4, sample_size=32).eval()
+    pipe = HunyuanDiTPipeline(vae=vae, text_encoder=bert, tokenizer=tokenizer, transformer=transformer,
+                              scheduler=DDPMScheduler(), safety_checker=None, feature_extractor=None,
+                              requires_safety_checker=False, text_encoder_2=_t5_encoder(t5_tokenizer, 32, seed=seed + 1),
+                              tokenizer_2=t5_tokenizer)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

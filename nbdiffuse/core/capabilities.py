@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .families import is_generic
+from .families import adapter_for, family_for, is_generic
 
 # What a run can be asked for (all of it for the known families).
 CAPABILITIES = {"x0": True, "what_if": True, "branch": True, "live_guidance": True, "previews": True}
@@ -24,13 +24,39 @@ def xt_only_reason(pipeline: Any, what: str = "x0, what-if and branching", hint:
             f"({KNOWN_FAMILIES}){hint}.")
 
 
+# What a run lacks when guidance is a model input (Flux-dev, guidance-embedding UNets): no (cond, uncond) pair.
+DISTILLED = {"what_if": False}
+
+
+def distilled_reason(pipeline: Any) -> str:
+    """Why a run whose model takes guidance as an input has no what-if (one line, for errors and the UI)."""
+    return (f"This model ({pipeline or 'unknown'}) takes guidance as an input (guidance-distilled: one model "
+            "evaluation a step, no unconditional prediction), so a what-if needs a new run: branch from the step "
+            "with the other guidance. Live guidance changes work.")
+
+
 def pipeline_capabilities(pipe: Any) -> dict[str, bool]:
     """What runs of `pipe` will be able to give (None, no model yet: everything)."""
-    if pipe is not None and is_generic(pipe):
+    if pipe is None:
+        return dict(CAPABILITIES)
+    if is_generic(pipe):
         return {**CAPABILITIES, **XT_ONLY}
-    return dict(CAPABILITIES)
+    try:
+        distilled = family_for(pipe).guidance_kind == "distilled"
+    except TypeError:
+        distilled = False
+    return {**CAPABILITIES, **(DISTILLED if distilled else {})}
 
 
 def run_capabilities(params: dict) -> dict[str, bool]:
-    """What a recorded run can give: CAPABILITIES, less what its params say it lacks."""
-    return {**CAPABILITIES, **(params.get("capabilities") or {})}
+    """What a recorded run can give: CAPABILITIES, less what its params say it lacks (and a distilled
+    model's runs, saved before they said so, have no what-if either)."""
+    lacks = DISTILLED if params.get("guidance_kind") == "distilled" else {}
+    return {**CAPABILITIES, **lacks, **(params.get("capabilities") or {})}
+
+
+def default_size(pipe: Any) -> tuple[int, int] | None:
+    """(height, width) a run of `pipe` makes when given no size, for any pipeline nbdiffuse can run (its
+    family's, or what its own __call__ falls back to: ZImagePipeline 1024x1024); None where it cannot tell
+    (then height and width must be given). A TypeError for a pipeline nbdiffuse cannot run."""
+    return adapter_for(pipe).default_size()

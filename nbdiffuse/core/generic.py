@@ -17,16 +17,21 @@ run has no previews (traj.capabilities["previews"] is False, and image() says wh
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import time
 from typing import Any
 
 import torch
 
 from .capabilities import KNOWN_FAMILIES, XT_ONLY, xt_only_reason
+from . import img2img
 from .families import GenericPipeline
 from .control import RunControl
 from .locks import model_turn
 from .params import RunParams
+from .pipe_kwargs import check_for_generic, check_pipe_kwargs, recorded
 from .prediction import sigma_at
 from .locks import TOKENIZER_LOCK
 from .recording import StepRecorder
@@ -40,15 +45,22 @@ from .validate import check_guidance_value, check_size
 def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
                     seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
                     control: RunControl | None = None, on_step: Any = None, image: Any = None,
-                    strength: float | None = None) -> "GenericRun":
+                    strength: float | None = None, pipe_kwargs: dict | None = None) -> "GenericRun":
     """trace.prepare() for a pipeline outside the known families: check everything, touch no model."""
     adapter = GenericPipeline(pipe)
     name = type(pipe).__name__
     prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,
                                                                             control, on_step)
-    if image is not None or strength is not None:
-        raise ValueError(f"image/strength: image to image needs a family nbdiffuse knows ({KNOWN_FAMILIES}); "
-                         f"{name} is watched through its step callback only (text to image)")
+    takes_image = img2img.takes_image(pipe)
+    if (image is not None or strength is not None) and not takes_image:
+        raise ValueError(f"image/strength: image to image needs a family nbdiffuse knows ({KNOWN_FAMILIES}) or a "
+                         f"pipeline whose __call__ takes image and strength; {name} is text to image")
+    if takes_image:  # an image-to-image pipeline: its own image and strength, passed to pipe(...)
+        if image is None:
+            raise ValueError(f"image: {name} is an image-to-image pipeline; pass image=... (a PIL image, array or "
+                             "file path) and strength")
+        image = img2img.check_image(image)
+        strength = img2img.check_strength(adapter.parameters["strength"].default if strength is None else strength)
     if callable(guidance) or (hasattr(guidance, "__len__") and not isinstance(guidance, (str, bytes))):
         raise ValueError(f"guidance must be one number for {name}: nbdiffuse watches this pipeline through "
                          "diffusers' callback_on_step_end, and the pipeline reads guidance_scale once, so a "
@@ -60,6 +72,8 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
         raise ValueError(f"negative_prompt={negative_prompt!r}: {name} takes no negative prompt; pass ''")
     factor = adapter.vae_factor
     default = adapter.default_size()
+    if image is not None and "height" not in params:  # it takes the picture's size (rounded down), as SD img2img
+        default = (max(factor, image.height // factor * factor), max(factor, image.width // factor * factor))
     if default is None and (height is None or width is None):
         raise ValueError(f"height and width: nbdiffuse cannot tell the default size of {name}; pass both "
                          f"(multiples of {factor})")
@@ -68,9 +82,28 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
     for key in ("height", "width"):
         if key not in params and (height, width) != default:
             raise ValueError(f"{key}: {name} takes no {key}; leave height/width at None")
+    extra = check_for_generic(pipe, params, check_pipe_kwargs(pipe_kwargs))
+    if "use_resolution_binning" in params:  # the size as given, as the PixArt family runs it
+        extra.setdefault("use_resolution_binning", False)
     sched = make_scheduler(pipe, scheduler)
-    return GenericRun(pipe, adapter, sched, prompt, negative_prompt, steps, [w] * steps, seed, height, width,
-                      control, on_step)
+    check_swap(pipe, sched, params)
+    run = GenericRun(pipe, adapter, sched, prompt, negative_prompt, steps, [w] * steps, seed, height, width,
+                     control, on_step)
+    run.pipe_kwargs = extra
+    run.image, run.strength = image, strength
+    return run
+
+
+def check_swap(pipe: Any, sched: Any, params: dict) -> None:
+    """Refuse another sampler where the pipeline hands its own set_timesteps keywords the other lacks
+    (LatentConsistencyModelPipeline's original_inference_steps): pipe(...) would fail inside."""
+    own, other = pipe.scheduler.set_timesteps, sched.set_timesteps
+    lacks = sorted(set(inspect.signature(own).parameters) - set(inspect.signature(other).parameters))
+    lacks = [k for k in lacks if k in params and k not in ("timesteps", "sigmas")]  # those two: only when given
+    if lacks and type(sched) is not type(pipe.scheduler):
+        raise ValueError(f"scheduler: {type(pipe).__name__} sets its timesteps with {', '.join(lacks)}, which "
+                         f"{type(sched).__name__} does not take; use its own ({type(pipe.scheduler).__name__}, "
+                         "scheduler=None)")
 
 
 class GenericRun(Run):
@@ -79,10 +112,14 @@ class GenericRun(Run):
     def check_prompts(self) -> None:
         self.encoded, self.notices = (self.prompt, self.negative_prompt), []
 
+    pipe_kwargs: dict[str, Any] = {}
+
     def params(self) -> RunParams:
         params = super().params()
         params["capabilities"] = dict(XT_ONLY)
         params["capabilities_reason"] = xt_only_reason(type(self.pipe).__name__)
+        if self.pipe_kwargs:
+            params["pipe_kwargs"] = recorded(self.pipe_kwargs)
         return params
 
     def _call_kwargs(self) -> dict[str, Any]:
@@ -96,7 +133,36 @@ class GenericRun(Run):
         for key in ("height", "width"):
             if key in accepted:
                 kwargs[key] = getattr(self, key)
-        return kwargs
+        if self.image is not None:
+            kwargs.update(image=self.image, strength=self.strength)
+        return {**kwargs, **self.pipe_kwargs}
+
+    def _ran_at(self, traj: Trajectory, latents: torch.Tensor) -> None:
+        """Record the size that ran where the pipeline changed it (its own resolution binning)."""
+        factor = self.family.vae_factor
+        height, width = int(latents.shape[-2]) * factor, int(latents.shape[-1]) * factor
+        if (height, width) != (self.height, self.width):
+            traj.params["notices"].append(f"{type(self.pipe).__name__} ran at {width}x{height} where "
+                                          f"{self.width}x{self.height} was asked (the pipeline changed the size: its own "
+                                          "resolution binning or rounding)")
+            traj.params["height"], traj.params["width"] = height, width
+
+    def _record_output(self, traj: Trajectory) -> None:
+        """Where what pipe(...) returns is not its last step's latents (SanaSprintPipeline divides them
+        by sigma_data after its loop), the last step records what it returned, and a notice says so."""
+        output = getattr(self, "output", None)
+        out = getattr(output, "images", None)
+        if out is None and isinstance(output, (tuple, list)) and output:
+            out = output[0]
+        if not isinstance(out, torch.Tensor) or traj.stopped or len(traj) != self.steps or out.ndim < 3:
+            return
+        out = self._unpack(out[:1]).detach().to("cpu", copy=True)[0]
+        last = traj.steps[-1]
+        if out.shape != last.latents.shape or torch.equal(out.to(last.latents.dtype), last.latents):
+            return
+        traj.steps[-1] = dataclasses.replace(last, latents=out.to(last.latents.dtype), xt_scale=1.0)
+        traj.params["notices"].append(f"{type(self.pipe).__name__} returns other latents than its last step's (it "
+                                      "changes them after its loop): the last step records what pipe(...) returned")
 
     def _unpack(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) as is; packed latents through the pipeline's own _unpack_latents where it has one."""
@@ -128,6 +194,10 @@ class GenericRun(Run):
                 encoding["held"] = False
                 TOKENIZER_LOCK.release()
 
+        # The wrapper keeps the wrapped step's signature (functools.wraps): diffusers' pipelines pass
+        # `generator` only to a step whose signature names it (prepare_extra_step_kwargs), and without
+        # it stochastic samplers (LCM, euler_a) drew from the global RNG: the same seed ran differently.
+        @functools.wraps(own_step)
         def step(*args: Any, **kwargs: Any) -> Any:
             release()
             # The first call's `sample` is the initial noise x_T exactly as the pipeline drew it.
@@ -150,6 +220,8 @@ class GenericRun(Run):
             latents = self._unpack(tensors["latents"])
             if state["k"] == 0:  # (C, h, w) per step, or packed in a layout nbdiffuse cannot know
                 traj.params["capabilities"]["previews"] = latents.ndim == 4
+                if latents.ndim == 4:
+                    self._ran_at(traj, latents)
                 if latents.ndim != 4:
                     traj.params["notices"].append(f"{type(pipe).__name__} packs its latents (shape "
                                                   f"{tuple(latents.shape)}) in a layout nbdiffuse cannot know: "
@@ -209,6 +281,12 @@ class GenericRun(Run):
                 release()
                 pipe.scheduler = original
                 del sched.step
-            if len(traj) < self.steps and not traj.stopped:
+            if len(traj) < self.steps and not traj.stopped and self.image is not None and len(traj):
+                # image to image: the pipeline ran the last steps of the schedule, as its strength asked
+                ran = len(traj)
+                traj.params.update(start_step=self.steps - ran, guidance_plan=traj.params["guidance_plan"][:ran],
+                                   guidance=traj.params["guidance"][:ran])
+            elif len(traj) < self.steps and not traj.stopped:
                 traj.stopped = True  # the pipeline ran fewer steps than asked (its own schedule)
+            self._record_output(traj)
         return traj

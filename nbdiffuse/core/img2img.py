@@ -9,6 +9,7 @@ scale_noise for flow-matching schedulers), and denoised from there. strength 1 s
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from typing import Any
 
@@ -48,13 +49,56 @@ def check_strength(strength: Any) -> float:
     return float(strength)
 
 
-def start_step(steps: int, strength: float) -> int:
-    """The first step of the `steps`-step schedule that runs (diffusers' t_start)."""
-    runs = min(int(steps * strength), steps)
+def start_step(steps: int, strength: float, rule: str = "truncate") -> int:
+    """The first step of the `steps`-step schedule that runs (diffusers' t_start).
+
+    rule "truncate": steps - int(steps * strength), as the SD and SDXL img2img pipelines count;
+    "flux": int(steps - steps * strength), as FluxImg2ImgPipeline counts (5 steps at 0.3 run 2, not 1)."""
+    if rule == "flux":
+        runs = steps - int(max(steps - steps * strength, 0))
+    else:
+        runs = min(int(steps * strength), steps)
     if runs < 1:
         raise ValueError(f"strength {strength:g} with {steps} steps runs no step (int(steps * strength) = 0): "
                          f"raise strength to at least {1 / steps:.3g} or use more steps")
     return steps - runs
+
+
+def _call_parameters(pipe: Any) -> dict:
+    return dict(inspect.signature(type(pipe).__call__).parameters)
+
+
+def takes_image(pipe: Any) -> bool:
+    """An image-to-image pipeline class (its __call__ takes image and strength): pipe(...) needs a picture."""
+    params = _call_parameters(pipe)
+    return "image" in params and "strength" in params
+
+
+def plan(pipe: Any, family: Any, image: Any, strength: Any, steps: int) -> tuple[Any, float | None, int, tuple]:
+    """(image, strength, first step that runs, default (height, width)) of a run of a known family.
+
+    An image-to-image pipeline class (StableDiffusionImg2ImgPipeline, ...) needs a picture and takes
+    its own default strength; its default size is the picture's (rounded down to what the model
+    takes) unless its __call__ takes a height (FluxImg2ImgPipeline: its usual default size)."""
+    name = type(pipe).__name__
+    own = takes_image(pipe)
+    if image is None:
+        if strength is not None:
+            raise ValueError(f"strength={strength!r} needs an image: pass image=... (a PIL image, array or file path)")
+        if own:
+            raise ValueError(f"image: {name} is an image-to-image pipeline; pass image=... (a PIL image, array or "
+                             "file path) and strength, or use its text-to-image pipeline")
+        return None, None, 0, family.default_size()
+    image = check_image(image)
+    default = _call_parameters(pipe)["strength"].default if own else DEFAULT_STRENGTH
+    strength = check_strength(default if strength is None else strength)
+    # an image-to-image class counts its steps its own way; nbdiffuse's own img2img as documented (truncate)
+    start = start_step(steps, strength, getattr(family, "img2img_rule", "truncate") if own else "truncate")
+    if own and "height" in _call_parameters(pipe):
+        return image, strength, start, family.default_size()
+    factor = family.vae_factor  # the picture's own size, as diffusers' img2img pipelines take it
+    return image, strength, start, (max(factor, image.height // factor * factor),
+                                    max(factor, image.width // factor * factor))
 
 
 def fingerprint(image: Image.Image) -> dict:

@@ -2,7 +2,7 @@
 
 A trajectory's params stay a plain dict (JSON in the .nbd file, unchanged by this module): the
 TypedDict only documents the keys and lets annotations say which dict is meant. run.Run.params()
-writes all keys but the last two; the generic path (core/generic.py) adds those; branch.py
+writes all keys but the last three (the first two for distilled runs); the generic path (core/generic.py) adds them; branch.py
 rewrites parent, branched_at, steps, guidance and, on the parent's schedule, scheduler and start_step.
 Files saved by older versions may lack keys added since: readers use params.get() for
 start_step, strength, image, lora, notices and capabilities.
@@ -59,7 +59,9 @@ class AttentionWords(TypedDict):
 
 class RunParams(_EveryRun, total=False):
     """traj.params; the keys above are in every run's; attention in runs traced with attention=True;
-    capabilities and capabilities_reason in runs of the generic path only."""
+    capabilities and capabilities_reason in runs of the generic path and of models that take guidance
+    as an input (guidance_kind "distilled"); pipe_kwargs in generic runs given some."""
     attention: AttentionWords
-    capabilities: dict[str, bool]  # what they lack (capabilities.XT_ONLY, and "previews")
+    capabilities: dict[str, bool]  # what they lack (capabilities.XT_ONLY and "previews", or DISTILLED)
     capabilities_reason: str  # why, in one line
+    pipe_kwargs: dict[str, Any]  # the pipeline's own keywords passed to pipe(...) (pipe_kwargs.recorded)

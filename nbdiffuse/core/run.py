@@ -24,6 +24,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .. import _version
 from . import encode_cache, img2img
+from .capabilities import DISTILLED, distilled_reason
 from .lora import lora_params
 from .locks import model_turn
 from .params import RunParams
@@ -108,6 +109,7 @@ class Run:
             "parent": None,
             "branched_at": None,
             **({"attention": self.attention_words} if self.attention_words is not None else {}),
+            **(distilled_params(type(pipe).__name__) if self.family.guidance_kind == "distilled" else {}),
         }
 
     # --- the run --------------------------------------------------------------------
@@ -238,6 +240,11 @@ def run_end(traj: Trajectory, recorder: Callable[[], StepRecorder | None],
         raise
     finally:
         traj.params["guidance"] = traj.guidances + traj.params["guidance_plan"][len(traj):]
+
+
+def distilled_params(pipeline: str) -> dict:
+    """What a run of a model that takes guidance as an input says it lacks, and why."""
+    return {"capabilities": dict(DISTILLED), "capabilities_reason": distilled_reason(pipeline)}
 
 
 def attach_trajectory(exc: BaseException, traj: Trajectory) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 import diffusers
@@ -34,12 +35,18 @@ _FLOW_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def schedulers(pipe: Any = None) -> list[str]:
-    """The sampler names trace() accepts (for `pipe`, when given)."""
-    return list(_table_for(pipe))
+    """The sampler names trace() accepts (for `pipe`, when given: scheduler_choices, its own scheduler's
+    class name first where no short name fits it)."""
+    return list(_table_for(pipe)) if pipe is None else scheduler_choices(pipe)
 
 
 def is_flow_matching(scheduler: Any) -> bool:
-    return type(scheduler).__name__.startswith("FlowMatch")
+    """A flow-matching sampler: the FlowMatch classes, and others set up for flow (Sana's DPM-Solver with
+    use_flow_sigmas and prediction_type "flow_prediction"), whose models take no DDPM-family sampler."""
+    if type(scheduler).__name__.startswith("FlowMatch"):
+        return True
+    config = getattr(scheduler, "config", None) or {}
+    return bool(config.get("use_flow_sigmas")) or config.get("prediction_type") == "flow_prediction"
 
 
 def _table_for(pipe: Any) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -60,19 +67,58 @@ def scheduler_name(scheduler: Any) -> str:
     return cls
 
 
+def effective_config(scheduler: Any, same_class: bool = True) -> dict[str, Any]:
+    """`scheduler`'s config with every setting it runs with, for from_config.
+
+    from_config drops the keys a config lists in `_use_default_values` (those it was built
+    without), but a pipeline's __init__ may have rewritten them since: StableDiffusionPipeline
+    turns a missing steps_offset (default 0) into 1 and leaves the key listed, so a plain
+    from_config copy ran timesteps [750, 500, ...] where pipe(...) runs [751, 501, ...]. A copy of
+    the same class keeps every key; another class keeps the listed keys only where their value is
+    no longer the old class's own default (a rewrite), and takes its own defaults for the rest."""
+    config = dict(scheduler.config)
+    listed = config.pop("_use_default_values", None) or []
+    if same_class:
+        return config
+    defaults = inspect.signature(type(scheduler).__init__).parameters
+    for key in listed:
+        param = defaults.get(key)
+        if param is not None and key in config and config[key] == param.default:
+            del config[key]
+    return config
+
+
+def own_scheduler_name(pipe: Any) -> str:
+    """The name the pipeline's own scheduler goes by: nbdiffuse's short name where one fits, else its
+    class name (e.g. "LCMScheduler"). make_scheduler(pipe, this name) gives a copy of it, and
+    scheduler_choices(pipe) lists it first: the default of every run, as pipe(...) runs it."""
+    return scheduler_name(pipe.scheduler)
+
+
+def scheduler_choices(pipe: Any) -> list[str]:
+    """The samplers trace() accepts for `pipe`: the pipeline's own first where no short name fits it
+    (its class name, own_scheduler_name), then nbdiffuse's short names."""
+    table = list(_table_for(pipe))
+    own = own_scheduler_name(pipe)
+    return table if own in table else [own] + table
+
+
 def make_scheduler(pipe: Any, name: Any = None):
-    """A fresh scheduler for one run: never the pipeline's own, whose state a run would change."""
+    """A fresh scheduler for one run: never the pipeline's own, whose state a run would change.
+
+    None, or the own scheduler's class name (own_scheduler_name), gives a copy of the pipeline's own."""
     base = pipe.scheduler
-    if name is None:
-        return type(base).from_config(base.config)
+    if name is None or (isinstance(name, str) and name == type(base).__name__):
+        return type(base).from_config(effective_config(base))
     if isinstance(name, diffusers.SchedulerMixin):
-        return type(name).from_config(name.config)
+        return type(name).from_config(effective_config(name))
     table = _table_for(pipe)
     if not isinstance(name, str) or name not in table:
-        raise ValueError(f"scheduler must be None or one of {', '.join(table)}; got {name!r}")
+        raise ValueError(f"scheduler must be None or one of {', '.join(table)}, or {type(base).__name__!r} "
+                         f"(the pipeline's own); got {name!r}")
     cls_name, overrides = table[name]
     cls = getattr(diffusers, cls_name)
-    return cls.from_config(base.config, **overrides)
+    return cls.from_config(effective_config(base, same_class=cls is type(base)), **overrides)
 
 
 def scheduler_from_params(class_name: str, config: dict[str, Any]):

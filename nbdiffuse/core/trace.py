@@ -13,8 +13,9 @@ from typing import Any, Callable
 from . import img2img
 from .control import RunControl
 from .attention import AttentionRecorder, prompt_words
-from .families import family_for, is_generic
+from .families import adapter_for, is_generic
 from .generic import prepare_generic
+from .pipe_kwargs import check_for_family, check_pipe_kwargs
 from .run import Run
 from .run_args import check_run_args
 from .schedulers import make_scheduler
@@ -28,29 +29,33 @@ OnStep = Callable[[Trajectory, Step], None]
 def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
           seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
           control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
-          strength: float | None = None, attention: bool = False) -> Trajectory:
+          strength: float | None = None, attention: bool = False, pipe_kwargs: dict | None = None) -> Trajectory:
     """Run `pipe` on `prompt` step by step and return the recorded Trajectory.
 
     guidance: a number, a sequence of one number per step that runs, or a callable step -> number.
     control: a RunControl to change guidance, pause, step or stop from another thread.
     on_step: called as on_step(trajectory, step) after each step, in the running thread.
     image, strength: image to image (a PIL image, uint8 array or file path): the picture, noised
-    to the level where the last int(steps * strength) steps begin (default strength 0.8), is
-    denoised from there (diffusers' img2img semantics). Without `height`/`width` the run takes
-    the picture's size (rounded down to what the model takes); otherwise the picture is resized.
+    to the level where the last int(steps * strength) steps begin (default strength 0.8, or an
+    image-to-image pipeline's own), is denoised from there (diffusers' img2img semantics). Without
+    `height`/`width` the run takes the picture's size (rounded down to what the model takes; an
+    image-to-image class whose __call__ takes a height: its usual size); otherwise the picture is resized.
+    Image-to-image pipeline classes (StableDiffusionImg2ImgPipeline, SDXL's, Flux's) need an image.
     attention: also record, at every step, each prompt token's cross-attention on the latent grid
     (traj.tokens, traj.attention(k, word); core/attention.py). The run itself is bit for bit the same.
+    pipe_kwargs: the pipeline's own keywords (e.g. {"use_resolution_binning": True}): passed to pipe(...) on
+    the generic path; a family's loop refuses those it does not honour, by name (core/pipe_kwargs.py).
     """
     run = prepare(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
                   scheduler=scheduler, height=height, width=width, control=control, on_step=on_step, image=image,
-                  strength=strength, attention=attention)
+                  strength=strength, attention=attention, pipe_kwargs=pipe_kwargs)
     return run.execute()
 
 
 def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
             seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
             control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
-            strength: float | None = None, attention: bool = False) -> "Run":
+            strength: float | None = None, attention: bool = False, pipe_kwargs: dict | None = None) -> "Run":
     """Check every argument and build the run without touching the model (trace() = prepare().execute()).
 
     A pipeline outside the known families whose __call__ takes callback_on_step_end runs on the
@@ -58,28 +63,20 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     """
     if not isinstance(attention, bool):
         raise TypeError(f"attention must be True or False, got {attention!r}")
+    pipe_kwargs = check_pipe_kwargs(pipe_kwargs)
     if is_generic(pipe):
         if attention:
             raise ValueError(f"attention=True needs a known model family (its cross-attention layers); "
                              f"{type(pipe).__name__} runs on the generic path, which sees x_t only")
         return prepare_generic(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                seed=seed, scheduler=scheduler, height=height, width=width, control=control,
-                               on_step=on_step, image=image, strength=strength)
-    family = family_for(pipe)
+                               on_step=on_step, image=image, strength=strength, pipe_kwargs=pipe_kwargs)
+    family = adapter_for(pipe)  # a family's adapter, or the TypeError that says what runs and why not this
+    check_for_family(pipe, family, pipe_kwargs)
     prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,
                                                                             control, on_step)
-    start = 0
-    if image is not None:
-        image = img2img.check_image(image)
-        strength = img2img.check_strength(img2img.DEFAULT_STRENGTH if strength is None else strength)
-        start = img2img.start_step(steps, strength)
-    elif strength is not None:
-        raise ValueError(f"strength={strength!r} needs an image: pass image=... (a PIL image, array or file path)")
+    image, strength, start, (default_h, default_w) = img2img.plan(pipe, family, image, strength, steps)
     schedule = guidance_schedule(guidance, steps - start)
-    default_h, default_w = family.default_size()
-    if image is not None:  # the picture's own size, as diffusers' img2img pipelines take it
-        factor = family.vae_factor
-        default_h, default_w = max(factor, image.height // factor * factor), max(factor, image.width // factor * factor)
     height = default_h if height is None else check_size("height", height, family.vae_factor)
     width = default_w if width is None else check_size("width", width, family.vae_factor)
     sched = make_scheduler(pipe, scheduler)

@@ -50,6 +50,8 @@ class FluxFamily(StableDiffusion3Family):
 
     name = "flux"
     max_sequence_length = 512  # FluxPipeline's default for the T5 prompt
+    honoured_pipe_kwargs: dict = {"max_sequence_length": 512}
+    img2img_rule = "flux"  # FluxImg2ImgPipeline starts where its get_timesteps does (core/img2img.py)
 
     def __init__(self, pipe: Any):
         super().__init__(pipe)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
+import re
 from typing import Any
 
 import torch
@@ -64,17 +65,33 @@ class GenericPipeline:
         return float(default) if isinstance(default, numbers.Real) and not isinstance(default, bool) else 7.5
 
     def default_size(self) -> tuple[int, int] | None:
-        """(height, width) the pipeline makes when given none, where nbdiffuse can tell; else None."""
-        sample = None
-        if self.denoiser is not None:
-            sample = self.denoiser.config.get("sample_size")
-        if sample is None:
-            sample = getattr(self.pipe, "default_sample_size", None)
+        """(height, width) the pipeline makes when given none, where nbdiffuse can tell; else None.
+
+        In the order pipe(...) decides it: its __call__'s own defaults (Sana: height=1024), a number its
+        body falls back to (ZImagePipeline: `height = height or 1024`), its default_sample_size where its
+        body uses that (Flux-like, QwenImage), else its denoiser's sample_size."""
+        defaults = [getattr(self.parameters.get(k), "default", None) for k in ("height", "width")]
+        if all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in defaults):
+            return defaults[0], defaults[1]
+        body = self._call_source()
+        found = [re.search(rf"\b{k}\s*=\s*{k}\s+or\s+(\d+)\b", body) for k in ("height", "width")]
+        if all(found):
+            return int(found[0].group(1)), int(found[1].group(1))
+        own = getattr(self.pipe, "default_sample_size", None)
+        sample = self.denoiser.config.get("sample_size") if self.denoiser is not None else None
+        if sample is None or ("default_sample_size" in body and own is not None):
+            sample = own
         if isinstance(sample, (list, tuple)) and sample:
             return int(sample[0]) * self.vae_factor, int(sample[-1]) * self.vae_factor
         if isinstance(sample, int):
             return sample * self.vae_factor, sample * self.vae_factor
         return None
+
+    def _call_source(self) -> str:
+        try:
+            return inspect.getsource(type(self.pipe).__call__)
+        except (OSError, TypeError):
+            return ""
 
     def text_readers(self) -> list:
         return []

@@ -28,6 +28,7 @@ class PixArtFamily(StableDiffusionFamily):
 
     name = "pixart"
     default_guidance = 4.5
+    honoured_pipe_kwargs: dict = {"use_resolution_binning": False, "clean_caption": False}
 
     def __init__(self, pipe: Any):
         super().__init__(pipe)

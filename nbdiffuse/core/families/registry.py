@@ -17,16 +17,26 @@ from .sdxl import StableDiffusionXLFamily
 
 
 def _families() -> list[tuple[type, type]]:
-    from diffusers import (FluxPipeline, PixArtAlphaPipeline, PixArtSigmaPipeline, StableDiffusion3Pipeline,
-                           StableDiffusionPipeline, StableDiffusionXLPipeline)
+    from diffusers import (FluxImg2ImgPipeline, FluxPipeline, PixArtAlphaPipeline, PixArtSigmaPipeline,
+                           StableDiffusion3Img2ImgPipeline, StableDiffusion3Pipeline, StableDiffusionImg2ImgPipeline,
+                           StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline)
 
+    # Image-to-image classes share their text-to-image sibling's components and run its family's loop
+    # (trace(image=..., strength=...)), the way their own __call__ prepares the start latents.
     return [(StableDiffusionXLPipeline, StableDiffusionXLFamily), (StableDiffusionPipeline, StableDiffusionFamily),
             (StableDiffusion3Pipeline, StableDiffusion3Family), (FluxPipeline, FluxFamily),
-            (PixArtSigmaPipeline, PixArtFamily), (PixArtAlphaPipeline, PixArtFamily)]
+            (PixArtSigmaPipeline, PixArtFamily), (PixArtAlphaPipeline, PixArtFamily),
+            (StableDiffusionImg2ImgPipeline, StableDiffusionFamily),
+            (StableDiffusionXLImg2ImgPipeline, StableDiffusionXLFamily), (FluxImg2ImgPipeline, FluxFamily),
+            (StableDiffusion3Img2ImgPipeline, StableDiffusion3Family)]
 
 
 def supported_pipelines() -> list[str]:
     return [pipe_cls.__name__ for pipe_cls, _ in _families()]
+
+
+CALLBACK_PATH = ("Other pipelines work too (x_t only) when their __call__ takes a prompt and callback_on_step_end "
+                 "with 'latents' among callback_on_step_end_tensor_inputs.")
 
 
 def family_for(pipe: Any) -> StableDiffusionFamily:
@@ -38,6 +48,34 @@ def family_for(pipe: Any) -> StableDiffusionFamily:
         f"pipe must be a supported diffusers pipeline ({', '.join(supported_pipelines())}); "
         f"got {type(pipe).__name__}. Load one with nbd.load_pipeline()."
     )
+
+
+def unsupported(pipe: Any) -> TypeError:
+    """The error for a pipeline that neither a family nor the generic path can run: what is supported,
+    the callback path, and why this one fits neither."""
+    name = type(pipe).__name__
+    why = generic_refusal(pipe) if takes_step_callback(pipe) else None
+    if why is None:
+        why = f"{name}.__call__ takes no callback_on_step_end that sees the latents"
+    return TypeError(f"pipe must be a supported diffusers pipeline ({', '.join(supported_pipelines())}); got "
+                     f"{name}: {why}. {CALLBACK_PATH} Load one with nbd.load_pipeline().")
+
+
+def generic_refusal(pipe: Any) -> str | None:
+    """Why a pipeline with a step callback still cannot run on the generic path (None: it can).
+
+    Every run starts from a text prompt: a pipeline whose __call__ takes none (KandinskyV22Pipeline
+    wants image embeddings from its prior pipeline) would fail inside pipe(...), so it is refused first."""
+    try:
+        params = inspect.signature(type(pipe).__call__).parameters
+    except (TypeError, ValueError):
+        return f"nbdiffuse cannot read the signature of {type(pipe).__name__}.__call__"
+    if "prompt" not in params:
+        wants = [k for k, p in params.items() if k != "self" and p.default is inspect.Parameter.empty
+                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        return (f"{type(pipe).__name__}.__call__ takes no prompt" + (f" (it needs {', '.join(wants)})" if wants else "")
+                + ", and every nbdiffuse run starts from a text prompt")
+    return None
 
 
 def takes_step_callback(pipe: Any) -> bool:
@@ -60,7 +98,7 @@ def is_generic(pipe: Any) -> bool:
     try:
         family_for(pipe)
     except TypeError:
-        return takes_step_callback(pipe)
+        return takes_step_callback(pipe) and generic_refusal(pipe) is None
     return False
 
 
@@ -68,11 +106,10 @@ def adapter_for(pipe: Any) -> Any:
     """The family adapter of `pipe`, a GenericPipeline for other pipelines with a step callback, or a TypeError."""
     try:
         return family_for(pipe)
-    except TypeError as exc:
-        if takes_step_callback(pipe):
+    except TypeError:
+        if is_generic(pipe):
             return GenericPipeline(pipe)
-        raise TypeError(f"{exc} Other pipelines work too (x_t only) when their __call__ takes "
-                        "callback_on_step_end with 'latents' among callback_on_step_end_tensor_inputs.") from None
+        raise unsupported(pipe) from None
 
 
 SHAPES_GUIDANCE = 5.0  # the embedded model was trained for guidance around 5 (README, "The embedded model")

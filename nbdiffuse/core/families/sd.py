@@ -18,9 +18,18 @@ class StableDiffusionFamily:
     # step when > 1) or "distilled" (a model input, one evaluation, nothing to re-weigh: Flux-dev).
     guidance_kind = "cfg"
     default_guidance = 7.5  # what the family's own pipeline uses by default (for UIs)
+    # pipe(...) keywords this loop already runs as pipe(...) does with that value (core/pipe_kwargs.py)
+    honoured_pipe_kwargs: dict = {"eta": 0.0, "guidance_rescale": 0.0, "clip_skip": None}
 
     def __init__(self, pipe: Any):
         self.pipe = pipe
+        # A guidance-embedding UNet (time_cond_proj_dim: LCM-distilled) runs no CFG: diffusers feeds it
+        # timestep_cond = get_guidance_scale_embedding(guidance - 1), one evaluation a step. Guidance is
+        # then a model input, as Flux-dev's: live changes work, a what-if needs a branch.
+        self.guidance_dim = self.denoiser.config.get("time_cond_proj_dim")
+        self.distilled = self.guidance_dim is not None
+        if self.distilled:
+            self.guidance_kind = "distilled"
 
     # An adapter lives for one prepared run or branch (family_for makes a new one each time), so
     # device and dtype are looked up once: diffusers finds the device by walking every module of
@@ -78,8 +87,19 @@ class StableDiffusionFamily:
         return [("the text encoder", tokenizer, int(getattr(tokenizer, "model_max_length", 0) or 0))]
 
     def uses_cfg(self, guidance: float) -> bool:
-        """Whether a step at this guidance runs classifier-free guidance (diffusers: guidance > 1)."""
-        return guidance > 1.0
+        """Whether a step at this guidance runs classifier-free guidance (diffusers: guidance > 1, and
+        never for a guidance-embedding UNet)."""
+        return not self.distilled and guidance > 1.0
+
+    def _guidance_input(self, guidance: float | None, dtype: torch.dtype) -> dict:
+        """timestep_cond for a guidance-embedding UNet, as StableDiffusionPipeline makes it; else nothing."""
+        if not self.distilled:
+            return {}
+        if guidance is None:
+            raise ValueError("a guidance-embedding UNet (time_cond_proj_dim) needs the step's guidance value")
+        w = torch.tensor(float(guidance) - 1).repeat(1)
+        embedded = self.pipe.get_guidance_scale_embedding(w, embedding_dim=self.guidance_dim)
+        return {"timestep_cond": embedded.to(device=self.device, dtype=dtype)}
 
     def predict(self, x_in: torch.Tensor, t: torch.Tensor, cond: Conditioning, guided: bool,
                 guidance: float | None = None):
@@ -92,6 +112,7 @@ class StableDiffusionFamily:
             out = self.pipe.unet(torch.cat([x_in, x_in]), t, return_dict=False, **self._unet_kwargs(cond.both))[0]
             uncond, cond_out = out.chunk(2)
             return cond_out, uncond
-        out = self.pipe.unet(x_in, t, return_dict=False, **self._unet_kwargs(cond.cond))[0]
+        out = self.pipe.unet(x_in, t, return_dict=False, **self._unet_kwargs(cond.cond),
+                             **self._guidance_input(guidance, x_in.dtype))[0]
         return out, None
 

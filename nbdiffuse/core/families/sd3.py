@@ -15,6 +15,8 @@ class StableDiffusion3Family(StableDiffusionFamily):
 
     name = "stable-diffusion-3"
     default_guidance = 7.0
+    honoured_pipe_kwargs: dict = {"clip_skip": None, "max_sequence_length": 256}
+    img2img_rule = "flux"  # StableDiffusion3Img2ImgPipeline counts its steps as Flux's does (core/img2img.py)
 
     @property
     def denoiser(self) -> Any:

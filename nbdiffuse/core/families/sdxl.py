@@ -1,6 +1,8 @@
 """StableDiffusionXLPipeline: two text encoders and size conditioning."""
 from __future__ import annotations
 
+import inspect
+
 from .base import Conditioning
 from .sd import StableDiffusionFamily
 
@@ -23,12 +25,17 @@ class StableDiffusionXLFamily(StableDiffusionFamily):
             projection_dim = int(pooled.shape[-1])
         else:
             projection_dim = self.pipe.text_encoder_2.config.projection_dim
-        time_ids = self.pipe._get_add_time_ids(
-            (height, width), (0, 0), (height, width), dtype=pos.dtype, text_encoder_projection_dim=projection_dim
-        ).to(self.device)
+        size, corner = (height, width), (0, 0)
+        get_ids = self.pipe._get_add_time_ids
+        if "aesthetic_score" in inspect.signature(get_ids).parameters:
+            # StableDiffusionXLImg2ImgPipeline: aesthetic scores (its defaults 6 and 2.5) where its config asks
+            time_ids, neg_ids = get_ids(size, corner, size, 6.0, 2.5, size, corner, size, dtype=pos.dtype,
+                                        text_encoder_projection_dim=projection_dim)
+        else:
+            time_ids = neg_ids = get_ids(size, corner, size, dtype=pos.dtype, text_encoder_projection_dim=projection_dim)
         return self._pack(
-            {"encoder_hidden_states": pos, "text_embeds": pooled, "time_ids": time_ids},
-            {"encoder_hidden_states": neg, "text_embeds": neg_pooled, "time_ids": time_ids},
+            {"encoder_hidden_states": pos, "text_embeds": pooled, "time_ids": time_ids.to(self.device)},
+            {"encoder_hidden_states": neg, "text_embeds": neg_pooled, "time_ids": neg_ids.to(self.device)},
         )
 
     def _unet_kwargs(self, conditioning: dict) -> dict:
