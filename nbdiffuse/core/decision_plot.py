@@ -40,7 +40,7 @@ def plot_decision_curve(curve: Any, width: int = 520, height: int = 260, theme: 
     for step in sorted({0, last // 2, last}):
         draw.text((at(step, 0)[0] - 6, y1 + 4), str(step), fill=colours["ink"], font=font)
     draw.text((x1 - 60, y1 + 18), "step k", fill=colours["ink"], font=font)
-    for i, (name, values) in enumerate(curve.keep.items()):
+    for i, values in enumerate(curve.keep.values()):
         colour = LINE_COLOURS[i % len(LINE_COLOURS)]
         points = [at(k, v) for k, v in zip(curve.steps, values)]
         if len(points) > 1:
