@@ -1,0 +1,40 @@
+"""The Explorer's overlays: a run's attention maps and guidance maps as per-step bytes in the widget state."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import nbdiffuse as nbd
+from nbdiffuse.widgets.explorer.overlays import overlay_state
+
+
+def test_attention_on_makes_generate_record_maps_the_state_carries(explorer):
+    ex, _ = explorer
+    assert ex.attention is False
+    ex.generate(prompt="a red circle", steps=4, seed=1, guidance=4.0)
+    assert ex.wait(120)
+    assert ex.overlay_words == [] and ex.overlay_maps == []  # traced without maps
+    assert len(ex.guidance_maps) == 4 and ex.guidance_scale > 0  # the guidance map needs no recording
+    ex.attention = True
+    ex.generate(prompt="a red circle", steps=4, seed=1, guidance=4.0)
+    assert ex.wait(120)
+    traj = ex.trajectory
+    assert ex.overlay_words == traj.tokens == ["a", "red", "circle"]
+    h, w = ex.overlay_grid
+    assert (h, w) == tuple(traj[0].latents.shape[-2:]) and len(ex.overlay_maps) == 4
+    maps = np.stack([np.frombuffer(b, np.uint8).reshape(3, h, w) for b in ex.overlay_maps])
+    red = torch.stack([traj.attention(k, "red") for k in range(4)])
+    assert maps[:, 1].max() == 255 and abs(ex.overlay_scale[1] - float(red.max())) < 1e-4
+    assert np.abs(maps[:, 1] / 255 * ex.overlay_scale[1] - red.numpy()).max() <= ex.overlay_scale[1] / 255
+    shown = ex.history[0]  # a kept run shown again brings its own overlays (no maps: none)
+    ex.load_run(shown)
+    assert ex.overlay_words == []
+    ex.load_run(traj)
+    assert ex.overlay_words == traj.tokens and ex.overlay_maps == overlay_state(traj)["overlay_maps"]
+
+
+def test_no_guidance_overlay_where_guidance_is_a_model_input(flux_pipe):
+    traj = nbd.trace(flux_pipe, "a red circle", steps=2, guidance=3.5, seed=0, height=32, width=32, attention=True)
+    state = overlay_state(traj)
+    assert state["guidance_maps"] == [] and "no guidance overlay" in state["overlay_note"]
+    assert state["overlay_words"] == traj.tokens and len(state["overlay_maps"]) == 2
