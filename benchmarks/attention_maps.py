@@ -68,6 +68,7 @@ def main() -> None:
     pipe = nbd.load_pipeline()
     hits = {field: [] for field in FIELDS}
     hits["position"] = []
+    shares = {field: [] for field in hits}  # where the word wins the largest share of the words' attention
     ratios, step_bytes, chance = [], 0, []  # chance: the share of the grid a peak may fall on and hit
     for i in range(args.captions):
         caption = random_caption(seed=100_000 + args.first + i)  # held out: training drew its captions from other seeds
@@ -91,6 +92,7 @@ def main() -> None:
         y0, x0, y1, x1 = box
         chance.append((min(y1 + 1, 15) - max(y0 - 1, 0) + 1) * (min(x1 + 1, 15) - max(x0 - 1, 0) + 1) / 256)
         middle = torch.stack(maps[args.steps // 4: 3 * args.steps // 4]).float().sum(0)  # (tokens, h, w)
+        every_word = middle.sum(0)
         for field in (*FIELDS, "position"):
             value = getattr(caption, field)
             word = value.split()[-1] if field == "position" else value  # "on the left" -> "left"
@@ -98,9 +100,9 @@ def main() -> None:
                 continue
             w = words.index(word) if field != "background" else len(words) - 1 - words[::-1].index(word)
             m = sum(middle[r] for r, word_of in enumerate(rows) if word_of == w)
-            y, x = divmod(int(m.argmax()), m.shape[-1])
-            y0, x0, y1, x1 = box
-            hits[field].append(y0 - 1 <= y <= y1 + 1 and x0 - 1 <= x <= x1 + 1)
+            for found, at in ((hits, m), (shares, m / every_word)):
+                y, x = divmod(int(at.argmax()), at.shape[-1])
+                found[field].append(y0 - 1 <= y <= y1 + 1 and x0 - 1 <= x <= x1 + 1)
     print(f"embedded model, {args.captions} held-out captions from seed {100_000 + args.first}, {args.steps} steps, "
           f"guidance {args.guidance:g}, layers {args.layers}, "
           f"maps summed over steps {args.steps // 4}-{3 * args.steps // 4 - 1}")
@@ -109,7 +111,8 @@ def main() -> None:
     for field, got in hits.items():
         if got:
             print(f"  {field:10s} word's peak inside the object's box: {100 * sum(got) / len(got):5.1f}% "
-                  f"of {len(got)} runs")
+                  f"of {len(got)} runs; the peak of its share of the words' attention: "
+                  f"{100 * sum(shares[field]) / len(got):5.1f}%")
     print(f"cost: traced with maps / without, median {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f}); maps take {step_bytes} B a step "
           f"({maps[0].shape[0]} tokens x 16 x 16, fp16)")

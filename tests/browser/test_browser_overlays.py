@@ -72,3 +72,26 @@ def test_hover_a_word_to_see_its_map_and_scrub_it(lab_server, page, explorer_pag
     set_theme(page, "JupyterLab Dark")
     ex.screenshot(screenshots / "overlay_word_dark.png")
     row.screenshot(path=str(screenshots / "overlay_row_dark.png"))
+
+
+def test_the_html_export_lays_a_words_map_over_the_frame(browser, screenshots, tmp_path):
+    import nbdiffuse as nbd
+
+    pipe = nbd.load_pipeline()
+    traj = nbd.trace(pipe, "big red star at the top, sky background", steps=8, guidance=5.0, seed=3, attention=True)
+    path = tmp_path / "run.html"
+    traj.to_html(path)
+    for scheme in ("light", "dark"):
+        page = browser.new_context(offline=True, color_scheme=scheme).new_page()
+        page.goto(path.as_uri())
+        assert page.locator("#overlay option").all_text_contents()[:3] == ["none", "guidance", "big"]
+        assert page.locator("#ov").is_hidden()
+        page.locator("#overlay").select_option(label="red")
+        assert page.locator("#ov").is_visible()
+        assert "attention to “red”" in page.locator("#legend-text").text_content()
+        last = page.locator("#ov").evaluate("(c) => c.toDataURL()")
+        page.locator("#scrub").evaluate("(el) => { el.value = '0'; el.dispatchEvent(new Event('input')); }")
+        assert page.locator("#ov").evaluate("(c) => c.toDataURL()") != last  # the overlay follows the step
+        page.locator("#scrub").evaluate("(el) => { el.value = '7'; el.dispatchEvent(new Event('input')); }")
+        page.screenshot(path=str(screenshots / f"overlay_html_export_{scheme}.png"))
+        page.context.close()

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 import nbdiffuse as nbd
-from nbdiffuse.widgets.explorer.overlays import overlay_state
+from nbdiffuse.core.overlay_maps import overlay_state
 
 
 def test_attention_on_makes_generate_record_maps_the_state_carries(explorer):
@@ -38,3 +38,17 @@ def test_no_guidance_overlay_where_guidance_is_a_model_input(flux_pipe):
     state = overlay_state(traj)
     assert state["guidance_maps"] == [] and "no guidance overlay" in state["overlay_note"]
     assert state["overlay_words"] == traj.tokens and len(state["overlay_maps"]) == 2
+
+
+def test_workshop_mode_shows_the_maps_a_saved_run_carries(pipe, tmp_path):
+    from nbdiffuse.widgets import Explorer
+
+    traj = nbd.trace(pipe, "a red circle", steps=3, guidance=4.0, seed=2, attention=True)
+    path = tmp_path / "run.nbd"
+    traj.save(path)
+    ex = Explorer.from_files([path])
+    try:
+        assert ex.overlay_words == traj.tokens and ex.overlay_maps == overlay_state(traj)["overlay_maps"]
+        assert ex.guidance_maps == overlay_state(traj)["guidance_maps"] and len(ex.guidance_maps) == 3
+    finally:
+        ex.close()

@@ -20,11 +20,11 @@ import uuid
 from typing import Any
 
 from ...core.device_memory import release_after, return_freed_host_memory
+from ...core.overlay_maps import overlay_state
 from ..frames import VIEWS, full_frames
 from ..live_run import LiveRun
 from ..plain_words import capabilities_state
 from ..runner import Job
-from .overlays import overlay_state
 
 
 def full_frames_state(traj: Any, k: int) -> dict[str, bytes]:

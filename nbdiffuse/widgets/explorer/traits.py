@@ -116,7 +116,7 @@ class ExplorerState(ExplorerTraitChecks, anywidget.AnyWidget):  # trait_checks: 
     # and shows `capabilities_note`, one line saying why.
     capabilities = t.Dict(dict(CAPABILITIES)).tag(sync=True)
     capabilities_note = t.Unicode("").tag(sync=True)
-    # Overlays (overlays.py): Generate records attention maps when `attention` is on; the shown run's
+    # Overlays (core/overlay_maps.py, overlays.js): Generate records attention maps when `attention` is on; the shown run's
     # maps per step and word, and its guidance maps, as bytes over the latent grid.
     attention = t.Bool(False).tag(sync=True)
     overlay_words = t.List(t.Unicode()).tag(sync=True)

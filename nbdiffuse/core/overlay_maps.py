@@ -1,6 +1,7 @@
-"""What the Explorer lays over a frame: a word's attention map or the guidance map, per step.
+"""A run's overlays as bytes: a word's attention map or the guidance map, per step, over the latent grid.
 
-The shown run's maps go to the browser as widget state (so a saved notebook keeps them): per step,
+For what shows them (the Explorer's overlays.js, where they travel as widget state so that a saved
+notebook keeps them; the HTML export, core/exports.py): per step,
 one byte per latent pixel per word (`overlay_maps`), scaled by that word's largest value over the
 run (`overlay_scale`), so that a map's growth from step to step shows; the guidance map the same way
 (`guidance_maps`, `guidance_scale`). A run traced without attention maps sends no words; a run whose
