@@ -69,6 +69,12 @@ def test_hover_a_word_to_see_its_map_and_scrub_it(lab_server, page, explorer_pag
     assert guidance.get_attribute("aria-pressed") == "true" and red.get_attribute("aria-pressed") == "false"
     ex.screenshot(screenshots / "overlay_guidance_light.png")
     red.click()
+    ex.root.get_by_role("button", name="decision curve").click()  # under the scrubber, on demand
+    ex.root.locator(".nbd-decision").wait_for(state="visible", timeout=180_000)
+    assert ex.root.locator(".nbd-decision polyline").count() == 5  # colour, shape, position, size, background
+    mark = ex.root.locator(".nbd-decided")
+    assert mark.count() == 1 and "colour decided here" in ex.root.locator(".nbd-decision-legend").text_content()
+    ex.screenshot(screenshots / "overlay_decision_light.png")
     set_theme(page, "JupyterLab Dark")
     ex.screenshot(screenshots / "overlay_word_dark.png")
     row.screenshot(path=str(screenshots / "overlay_row_dark.png"))

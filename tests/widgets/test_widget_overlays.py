@@ -52,3 +52,16 @@ def test_workshop_mode_shows_the_maps_a_saved_run_carries(pipe, tmp_path):
         assert ex.guidance_maps == overlay_state(traj)["guidance_maps"] and len(ex.guidance_maps) == 3
     finally:
         ex.close()
+
+
+def test_the_page_asks_for_the_shown_runs_decision_curve(explorer, wait_for):
+    ex, _ = explorer
+    ex.generate(prompt="a red circle", steps=4, seed=1, guidance=4.0)
+    assert ex.wait(120)
+    ex._requests.on_msg(ex, {"type": "decision_curve"}, [])
+    wait_for(lambda: ex.decision_status == "done", 120, "the decision curve")
+    curve = ex.decision
+    assert curve["run"] == ex.shown.id and curve["total"] == 4 and curve["steps"] == [0, 1, 2]
+    assert set(curve["keep"]) == {"picture"} and len(curve["keep"]["picture"]) == 3  # not the shapes model
+    assert all(0 <= v <= 1 for v in curve["keep"]["picture"]) and "picture" in curve["decided"]
+    assert ex.error == ""

@@ -151,9 +151,13 @@ class Overlays {
   }
 }
 
-// The overlay row (put under the scrubber) and its canvas over the x0 frame; returns the dispose function.
-function renderOverlays({ model, root, stage, ui, scrub }) {
+// The overlay row (put under the scrubber) and its canvas over the x0 frame, and the decision curve under
+// the scrubber (decision.js); returns the dispose function.
+function renderOverlays({ model, store, root, stage, ui, scrub, link }) {
   const overlays = new Overlays({ model, root, stage, ui });
+  const decision = new DecisionView({ model, store, ui });
+  overlays.ui.row.append(decision.ui.button);
   scrub.after(overlays.ui.row);
-  return overlays.bind();
+  const disposers = [overlays.bind(), decision.bind(link)];
+  return () => disposers.forEach((dispose) => dispose());
 }

@@ -32,7 +32,7 @@ from .trait_checks import ExplorerTraitChecks
 
 _HERE = pathlib.Path(__file__).resolve().parent
 # The front end's parts, in the order they are concatenated before explorer.js (render, initialize).
-JS_PARTS = ("store", "kernel", "fields", "controls", "stage", "overlays", "exports", "runs", "explore")
+JS_PARTS = ("store", "kernel", "fields", "controls", "stage", "decision", "overlays", "exports", "runs", "explore")
 PREVIEWS = ("auto", "approx", "tiny")  # Explorer.preview
 
 
@@ -126,6 +126,8 @@ class ExplorerState(ExplorerTraitChecks, anywidget.AnyWidget):  # trait_checks: 
     guidance_maps = t.List(t.Bytes()).tag(sync=True)  # per step: h x w bytes
     guidance_scale = t.Float(0.0).tag(sync=True)
     overlay_note = t.Unicode("").tag(sync=True)
+    decision = t.Dict().tag(sync=True)  # the shown run's decision curve, on demand (decision_view.py)
+    decision_status = t.Unicode("").tag(sync=True)  # "", "running", "done"
 
     @t.validate("preview")
     def _check_preview(self, proposal: Any) -> str:
