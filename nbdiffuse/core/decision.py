@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .decision_plot import plot_decision_curve
 from .families import default_guidance
 from .pipe_attrs import speaks_shapes
 from .trace import prepare
@@ -37,6 +38,12 @@ class DecisionCurve:
     samples: int
     trajectory: Trajectory
     original: dict[str, Any] = field(default_factory=dict)  # the original's attributes (shapes model)
+
+    def plot(self, width: int = 520, height: int = 260, theme: str = "light", mark: str | None = "color",
+             level: float = 0.9) -> Any:
+        """The curve as a PIL picture (core/decision_plot.py): a line per attribute, a legend, and a dashed
+        mark where `mark` is decided ("colour decided here"); theme "light" or "dark"."""
+        return plot_decision_curve(self, width=width, height=height, theme=theme, mark=mark, level=level)
 
     def decided(self, attribute: str, level: float = 0.9) -> int | None:
         """The first k from which `attribute` is kept in at least `level` of the continuations, at every

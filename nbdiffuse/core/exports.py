@@ -10,6 +10,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
+from .overlay_maps import overlay_state
 from .views import VIEWS
 from .validate import MAX_PICTURE_SIDE, check_choice, check_int, check_number
 
@@ -101,7 +102,8 @@ def _script_json(value: Any) -> str:
 
 
 def write_html(traj, path: Any, decoder: str = "auto", size: int = 256) -> None:
-    """A self-contained page (no server, no network): x0 and x_t frames, a scrubber, guidance, parameters.
+    """A self-contained page (no server, no network): x0 and x_t frames, a scrubber, guidance, parameters,
+    and an overlay picker (a word's attention map, the guidance map) over the x0 frame where the run has them.
     decoder as Trajectory.image: "auto" shows saved frames, else the full VAE, else approx. size: each
     picture's long side in pixels (the page shows both views side by side at that size)."""
     size = check_int("size", size, 1, MAX_PICTURE_SIDE)
@@ -110,7 +112,7 @@ def write_html(traj, path: Any, decoder: str = "auto", size: int = 256) -> None:
     frames = {view: [_data_uri(traj.image(k, view=view, decoder=decoder, size=size)) for k in steps]
               for view in views}
     data = {"frames": frames, "guidance": traj.guidances, "timesteps": [s.timestep for s in traj],
-            "total": traj.total_steps}
+            "total": traj.total_steps, "overlay": _overlay_data(traj)}
     rows = "\n".join(f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(_show(value))}</td></tr>"
                      for key, value in traj.params.items() if key not in ("scheduler_config",))
     page = _PAGE.format(title=html.escape(traj.params["prompt"] or "(empty prompt)"), rows=rows,
@@ -118,6 +120,17 @@ def write_html(traj, path: Any, decoder: str = "auto", size: int = 256) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
+
+
+def _overlay_data(traj) -> dict:
+    """The run's overlays (core/overlay_maps.py) for the page: per step, base64 bytes over the latent grid."""
+    state = overlay_state(traj)
+
+    def b64(chunks: list[bytes]) -> list[str]:
+        return [base64.b64encode(chunk).decode("ascii") for chunk in chunks]
+    return {"words": state["overlay_words"], "maps": b64(state["overlay_maps"]), "scale": state["overlay_scale"],
+            "grid": state["overlay_grid"], "guidance": b64(state["guidance_maps"]),
+            "guidance_scale": state["guidance_scale"]}
 
 
 def _show(value: Any) -> str:
@@ -134,17 +147,24 @@ _PAGE = """<!doctype html>
  .views {{ display: flex; gap: 12px; flex-wrap: wrap; }}
  figure {{ margin: 0; text-align: center; }}
  img {{ width: {size}px; height: {size}px; image-rendering: pixelated; border: 1px solid #8884; }}
+ .x0 {{ position: relative; }}
+ #ov {{ position: absolute; left: 1px; top: 1px; width: {size}px; height: {size}px; pointer-events: none; }}
+ #legend {{ display: inline-block; width: 96px; height: 10px; vertical-align: middle;
+   background: linear-gradient(90deg, rgb(20,30,90), rgb(40,120,180), rgb(90,190,120), rgb(250,230,60)); }}
  input[type=range] {{ width: min(100%, {size}px * 2 + 12px); }}
  table {{ border-collapse: collapse; margin-top: 1em; }} th {{ text-align: left; padding-right: 1em; color: #555; vertical-align: top; }}
  td {{ font-family: ui-monospace, monospace; white-space: pre-wrap; word-break: break-word; }}
 </style></head><body>
 <h1 id="prompt">{title}</h1>
 <div class="views">
- <figure><img id="x0" alt="predicted clean image x0"><figcaption>predicted clean image x0</figcaption></figure>
+ <figure class="x0"><img id="x0" alt="predicted clean image x0"><canvas id="ov" hidden></canvas>
+  <figcaption>predicted clean image x0</figcaption></figure>
  <figure><img id="xt" alt="noisy latent x_t"><figcaption>noisy latent x_t</figcaption></figure>
 </div>
 <p><input id="scrub" type="range" min="0" max="{n}" value="{n}" aria-label="step">
  <span id="label"></span></p>
+<p id="overlays" hidden><label>overlay <select id="overlay" aria-label="overlay"><option value="">none</option></select></label>
+ <span id="legend"></span> <span id="legend-text"></span></p>
 <table>{rows}</table>
 <script id="data" type="application/json">{data}</script>
 <script>
@@ -157,7 +177,34 @@ _PAGE = """<!doctype html>
    document.getElementById("xt").src = data.frames.xt[k];
    label.textContent = "step " + (k + 1) + " / " + data.total + ", guidance " + data.guidance[k];
  }}
- scrub.addEventListener("input", show);
+ const ov = data.overlay, select = document.getElementById("overlay"), canvas = document.getElementById("ov");
+ const RAMP = [[20, 30, 90], [40, 120, 180], [90, 190, 120], [250, 230, 60]];
+ function colour(v) {{
+   const x = v * (RAMP.length - 1), i = Math.min(Math.floor(x), RAMP.length - 2), f = x - i;
+   return RAMP[i].map((c, j) => Math.round(c + f * (RAMP[i + 1][j] - c)));
+ }}
+ if (ov.guidance.length) select.add(new Option("guidance", "g"));
+ ov.words.forEach((word, i) => select.add(new Option(word, String(i))));
+ document.getElementById("overlays").hidden = select.options.length < 2;
+ function paintOverlay(k) {{
+   const what = select.value, [gh, gw] = ov.grid;
+   canvas.hidden = what === "";
+   if (what === "") {{ document.getElementById("legend-text").textContent = ""; return; }}
+   const bytes = Uint8Array.from(atob(what === "g" ? ov.guidance[k] : ov.maps[k]), (c) => c.charCodeAt(0));
+   const offset = what === "g" ? 0 : Number(what) * gh * gw;
+   canvas.width = gw; canvas.height = gh;
+   const ctx = canvas.getContext("2d"), image = ctx.createImageData(gw, gh);
+   for (let i = 0; i < gh * gw; i++) {{
+     const v = bytes[offset + i] / 255;
+     image.data.set([...colour(v), Math.round(255 * (0.08 + 0.62 * v))], 4 * i);
+   }}
+   ctx.putImageData(image, 0, 0);
+   const top = what === "g" ? ov.guidance_scale : ov.scale[Number(what)];
+   document.getElementById("legend-text").textContent =
+     (what === "g" ? "guidance" : "attention to \u201c" + ov.words[Number(what)] + "\u201d") + ": 0 \u2013 " + top.toPrecision(3);
+ }}
+ scrub.addEventListener("input", () => {{ show(); paintOverlay(Number(scrub.value)); }});
+ select.addEventListener("change", () => paintOverlay(Number(scrub.value)));
  show();
 </script></body></html>
 """

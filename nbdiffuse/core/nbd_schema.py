@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from .attention import LAYERS
 from .capabilities import CAPABILITIES
 from .schedulers import scheduler_from_params
 from .validate import MAX_SEED, MAX_SIDE, MAX_STEPS, check_guidance_value, show_value
@@ -262,6 +263,8 @@ def _check_attention_words(known: dict) -> None:
     rows = _list("params.attention.rows", known.get("rows"), MAX_PROMPT_TOKENS, at_least=1)
     for i, row in enumerate(rows):
         _int(f"params.attention.rows[{i}]", row, 0, len(words) - 1)
+    if known.get("layers", "all") not in LAYERS:
+        raise FieldError("params.attention.layers", known["layers"], " or ".join(map(repr, LAYERS)))
 
 
 def _check_approx(approx: Any, initial: torch.Tensor) -> None:

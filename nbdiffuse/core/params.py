@@ -55,6 +55,7 @@ class _EveryRun(TypedDict):
 class AttentionWords(TypedDict):
     words: list[str]  # the prompt's words as the tokenizer split them (attention.prompt_words)
     rows: list[int]  # for each row of a step's attention maps (one per prompt token), the index of its word
+    layers: str  # which layers the maps average (attention.LAYERS); absent in files from before the choice: "all"
 
 
 class RunParams(_EveryRun, total=False):

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from . import img2img
 from .control import RunControl
-from .attention import AttentionRecorder, prompt_words
+from .attention import LAYERS, AttentionRecorder, prompt_words
 from .families import adapter_for, is_generic
 from .generic import prepare_generic
 from .pipe_kwargs import check_for_family, check_pipe_kwargs
@@ -29,7 +29,7 @@ OnStep = Callable[[Trajectory, Step], None]
 def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
           seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
           control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
-          strength: float | None = None, attention: bool = False, pipe_kwargs: dict | None = None) -> Trajectory:
+          strength: float | None = None, attention: bool | str = False, pipe_kwargs: dict | None = None) -> Trajectory:
     """Run `pipe` on `prompt` step by step and return the recorded Trajectory.
 
     guidance: a number, a sequence of one number per step that runs, or a callable step -> number.
@@ -43,6 +43,7 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
     Image-to-image pipeline classes (StableDiffusionImg2ImgPipeline, SDXL's, Flux's) need an image.
     attention: also record, at every step, each prompt token's cross-attention on the latent grid
     (traj.tokens, traj.attention(k, word); core/attention.py). The run itself is bit for bit the same.
+    A UNet's maps average its decoder's layers; attention="all" averages every cross-attention layer.
     pipe_kwargs: the pipeline's own keywords (e.g. {"use_resolution_binning": True}): passed to pipe(...) on
     the generic path; a family's loop refuses those it does not honour, by name (core/pipe_kwargs.py).
     """
@@ -55,14 +56,13 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
 def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
             seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
             control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
-            strength: float | None = None, attention: bool = False, pipe_kwargs: dict | None = None) -> "Run":
+            strength: float | None = None, attention: bool | str = False, pipe_kwargs: dict | None = None) -> "Run":
     """Check every argument and build the run without touching the model (trace() = prepare().execute()).
 
     A pipeline outside the known families whose __call__ takes callback_on_step_end runs on the
     generic path (core/generic.py): x_t every step, stop and pause, no x0 / what-if / branch.
     """
-    if not isinstance(attention, bool):
-        raise TypeError(f"attention must be True or False, got {attention!r}")
+    attention = check_attention(attention)
     pipe_kwargs = check_pipe_kwargs(pipe_kwargs)
     if is_generic(pipe):
         if attention:
@@ -84,13 +84,31 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     run.image, run.strength, run.start = image, strength, start
     run.check_prompts()
     if attention:
-        record_attention(run, height // family.vae_factor, width // family.vae_factor)
+        # the latent grid the run records (Flux: vae_factor counts its 2 x 2 packing, the latents do not)
+        latent = getattr(family, "latent_size", None) or (lambda h, w: (h // family.vae_factor, w // family.vae_factor))
+        record_attention(run, *latent(height, width), attention)
     return run
 
 
-def record_attention(run: Run, h: int, w: int) -> None:
+def check_attention(attention: Any) -> str | None:
+    """trace's attention=: False (none), True (the default layers: a UNet's decoder), or one of LAYERS."""
+    if attention is False or attention is None:
+        return None
+    if attention is True:
+        return "decoder"
+    if isinstance(attention, str) and attention in LAYERS:
+        return attention
+    raise (ValueError if isinstance(attention, str) else TypeError)(
+        f"attention must be True, False or one of {', '.join(map(repr, LAYERS))} (which layers a UNet's maps "
+        f"average), got {attention!r}")
+
+
+def record_attention(run: Run, h: int, w: int, layers: str) -> None:
     """Give `run` an AttentionRecorder for the prompt's tokens as its text encoder reads them."""
-    words, positions = prompt_words(run.pipe.tokenizer, run.encoded[0])
+    # the tokenizer whose positions the attention's text columns follow: Flux attends to its T5 tokens
+    tokenizer = run.pipe.tokenizer_2 if run.family.name == "flux" else run.pipe.tokenizer
+    words, positions = prompt_words(tokenizer, run.encoded[0])
     denoiser = getattr(run.pipe, "unet", None) or getattr(run.pipe, "transformer", None)
-    run.attention = AttentionRecorder(denoiser, [p for ps in positions for p in ps], (h, w))
-    run.attention_words = {"words": words, "rows": [i for i, ps in enumerate(positions) for _ in ps]}
+    run.attention = AttentionRecorder(denoiser, [p for ps in positions for p in ps], (h, w), layers)
+    run.attention_words = {"words": words, "rows": [i for i, ps in enumerate(positions) for _ in ps],
+                           "layers": layers}

@@ -4,6 +4,7 @@ import torch
 
 import nbdiffuse as nbd
 from nbdiffuse.core.attention import AttentionRecorder, cross_attention_layers, prompt_words
+from nbdiffuse.core.joint_attention import joint_attention_layers
 
 
 def denoiser(pipe):
@@ -22,18 +23,21 @@ def record(pipe, prompt, tokens, **run):
     return traj, maps, grid
 
 
-@pytest.mark.parametrize("fixture", ["sd_pipe", "sdxl_pipe", "pixart_pipe"])
+@pytest.mark.parametrize("fixture", ["sd_pipe", "sdxl_pipe", "pixart_pipe", "sd3_pipe", "flux_pipe",
+                                     "flux_schnell_pipe"])
 def test_recording_leaves_the_run_bit_for_bit_the_same(fixture, request):
     pipe = request.getfixturevalue(fixture)
-    run = dict(steps=3, guidance=4.0, seed=7)
+    run = dict(steps=3, guidance=4.0, seed=7, negative_prompt="blue")  # Flux-schnell: true CFG
     traj, maps, grid = record(pipe, "a red circle", [1, 2, 3], **run)
     bare = nbd.trace(pipe, "a red circle", **run)
     for a, b in zip(traj, bare):
         assert torch.equal(a.latents, b.latents) and torch.equal(a.pred_x0, b.pred_x0)
-        assert torch.equal(a.eps_cond, b.eps_cond) and torch.equal(a.eps_uncond, b.eps_uncond)
+        assert torch.equal(a.eps_cond, b.eps_cond)
+        assert (a.eps_uncond is None and b.eps_uncond is None) or torch.equal(a.eps_uncond, b.eps_uncond)
     assert len(maps) == 3 and all(m.shape == (3, *grid) and m.dtype == torch.float16 for m in maps)
     assert all(torch.isfinite(m.float()).all() and (m >= 0).all() for m in maps)
-    assert not any(layer._forward_hooks or layer.to_q._forward_hooks for _, layer in cross_attention_layers(denoiser(pipe)))
+    layers = cross_attention_layers(denoiser(pipe)) or joint_attention_layers(denoiser(pipe))
+    assert layers and not any(layer._forward_hooks or layer.to_q._forward_hooks for _, layer in layers)
 
 
 def test_maps_are_the_models_attention_probabilities(sd_pipe):
@@ -60,9 +64,9 @@ def test_words_map_back_from_tokens(sd_pipe):
     assert positions[0] == [1] and all(len(p) >= 1 for p in positions)
 
 
-def test_a_denoiser_without_cross_attention_is_refused(sd3_pipe):
-    with pytest.raises(ValueError, match="attention maps need cross-attention layers"):
-        AttentionRecorder(sd3_pipe.transformer, [1], (4, 4))
+def test_a_module_without_cross_or_joint_attention_is_refused(sd_pipe):
+    with pytest.raises(ValueError, match="attention maps need cross-attention or joint attention layers"):
+        AttentionRecorder(sd_pipe.vae, [1], (4, 4))
 
 
 def test_trace_records_maps_per_step_and_word_and_the_run_is_unchanged(sd_pipe, tmp_path):
@@ -91,13 +95,13 @@ def test_a_word_the_prompt_lacks_is_refused(sd_pipe, word, kind, words):
         traj.attention(0, word)
 
 
-def test_maps_are_asked_for_or_refused_by_name(sd_pipe, sd3_pipe, pag_pipe):
+def test_maps_are_asked_for_or_refused_by_name(sd_pipe, pag_pipe):
     with pytest.raises(ValueError, match="trace it with attention=True"):
         nbd.trace(sd_pipe, "a red circle", steps=1, seed=0).attention(0, "red")
-    with pytest.raises(TypeError, match="attention must be True or False"):
+    with pytest.raises(ValueError, match="attention must be True, False or one of 'decoder', 'all'.*'yes'"):
         nbd.trace(sd_pipe, "a red circle", steps=1, attention="yes")
-    with pytest.raises(ValueError, match="attention maps need cross-attention layers"):
-        nbd.trace(sd3_pipe, "a red circle", steps=1, attention=True)
+    with pytest.raises(TypeError, match="attention must be True, False or one of"):
+        nbd.trace(sd_pipe, "a red circle", steps=1, attention=1)
     with pytest.raises(ValueError, match="attention=True needs a known model family"):
         nbd.trace(pag_pipe, "a red circle", steps=1, attention=True)
 
@@ -127,3 +131,37 @@ def test_a_branch_keeps_the_parents_maps_and_says_its_own_steps_have_none(sd_pip
     assert torch.equal(child.attention(1, "red"), parent.attention(1, "red"))
     with pytest.raises(ValueError, match="has no attention maps"):
         child.attention(3, "red")
+
+
+def test_a_unets_maps_average_its_decoder_unless_asked_for_all_layers(sd_pipe):
+    every = cross_attention_layers(sd_pipe.unet, "all")
+    decoder = cross_attention_layers(sd_pipe.unet, "decoder")
+    assert decoder and all(name.startswith("up_blocks.") for name, _ in decoder) and len(decoder) < len(every)
+    run = dict(steps=2, guidance=4.0, seed=3)
+    default = nbd.trace(sd_pipe, "a red circle", attention=True, **run)
+    everything = nbd.trace(sd_pipe, "a red circle", attention="all", **run)
+    assert default.params["attention"]["layers"] == "decoder" and everything.params["attention"]["layers"] == "all"
+    assert not torch.equal(default.attention(1, "red"), everything.attention(1, "red"))
+    assert torch.equal(nbd.trace(sd_pipe, "a red circle", attention="decoder", **run).attention(1, "red"),
+                       default.attention(1, "red"))
+    with pytest.raises(ValueError, match="layers must be one of 'decoder', 'all', got 'middle'"):
+        cross_attention_layers(sd_pipe.unet, "middle")
+
+
+def test_a_file_with_an_unknown_layer_choice_is_refused(sd_pipe, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from nbdiffuse.core.nbd_schema import TrajectoryFileError
+
+    path = tmp_path / "run.nbd"
+    nbd.trace(sd_pipe, "a red circle", steps=1, seed=0, attention=True).save(path, frames=False)
+    with safe_open(str(path), "pt") as opened:
+        header = opened.metadata()
+    meta = json.loads(header["meta"])
+    meta["params"]["attention"]["layers"] = "middle"
+    save_file(load_file(str(path)), str(tmp_path / "bad.nbd"), metadata=dict(header, meta=json.dumps(meta)))
+    with pytest.raises(TrajectoryFileError, match="params.attention.layers"):
+        nbd.Trajectory.load(tmp_path / "bad.nbd")

@@ -77,7 +77,7 @@ class FluxFamily(StableDiffusion3Family):
         side = int(getattr(self.pipe, "default_sample_size", 128)) * self.latent_scale
         return side, side
 
-    def _latent_size(self, height: int, width: int) -> tuple[int, int]:
+    def latent_size(self, height: int, width: int) -> tuple[int, int]:
         return 2 * (height // self.vae_factor), 2 * (width // self.vae_factor)
 
     def uses_cfg(self, guidance: float) -> bool:
@@ -85,7 +85,7 @@ class FluxFamily(StableDiffusion3Family):
 
     def encode(self, prompt: str, negative_prompt: str | None, size: tuple[int, int] | None = None) -> Conditioning:
         height, width = size or self.default_size()
-        h, w = self._latent_size(height, width)
+        h, w = self.latent_size(height, width)
         cond = self._encode_one(prompt)
         # Token positions of the packed latents (in the prompt embeddings' dtype, as FluxPipeline makes them).
         image_ids = self.pipe._prepare_latent_image_ids(1, h // 2, w // 2, self.device,
@@ -103,7 +103,7 @@ class FluxFamily(StableDiffusion3Family):
 
     def initial_latents(self, height: int, width: int, generator: torch.Generator, scheduler: Any) -> torch.Tensor:
         # FluxPipeline draws (1, C, h, w) noise, then packs it: the same numbers, unpacked.
-        shape = (1, self.latent_channels, *self._latent_size(height, width))
+        shape = (1, self.latent_channels, *self.latent_size(height, width))
         return randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
 
     def text_readers(self) -> list[tuple[str, Any, int]]:
@@ -117,7 +117,7 @@ class FluxFamily(StableDiffusion3Family):
         if "sigmas" not in accepts or "mu" not in accepts:  # FlowMatchHeun: its own shift only
             scheduler.set_timesteps(steps, device=self.device)
             return
-        h, w = self._latent_size(height, width)
+        h, w = self.latent_size(height, width)
         cfg = scheduler.config
         mu = calculate_shift((h // 2) * (w // 2), cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
                              cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))

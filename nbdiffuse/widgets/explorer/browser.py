@@ -19,6 +19,7 @@ from ..frames import VIEWS, full_frames
 from .. import compare_view
 from ..export_files import read_for_download
 from . import run_tree
+from .decision_view import show_decision_curve
 
 BRANCH_CONTROLS = ("prompt", "negative_prompt", "seed", "scheduler", "steps", "guidance")
 
@@ -64,6 +65,7 @@ class BrowserRequests:
             "download": lambda c, b: self._later(self._send_download, c.get("path"), c.get("req")),
             "upload": lambda c, b: ex.start_from(bytes(b[0]) if b else b""),
             "clear_picture": lambda c, b: ex.start_from(None),
+            "decision_curve": lambda c, b: self._later(show_decision_curve, ex),
         }
 
     def _branch(self, content: dict) -> None:

@@ -6,6 +6,8 @@
 //   fields.js   number fields that say what they refuse, the progress line, notes from traits
 //   controls.js the controls and their traits, the run's status on them
 //   stage.js    Stage: the pictures, progress, scrubber, guidance strip and playback
+//   overlays.js a word's attention map or the guidance map over the x0 frame (Overlays)
+//   decision.js the decision curve under the scrubber, on demand (DecisionView)
 //   exports.js  the export row and downloads
 //   runs.js     the run tree and the compare view
 //   explore.js  what-if guidance, and the explore panel that holds it, the runs panel and exports
@@ -103,6 +105,7 @@ function render({ model, el }) {
   stage.bindScrubbing();
   const listening = listen({ model, store, ui, root, link, stage });
   const explore = renderExplore({ model, store, root, ui, state, link, stage });
+  const overlays = renderOverlays({ model, store, root, stage, ui, scrub: root.querySelector(".nbd-scrub"), link });
 
   stage.sizeCanvases();
   listening.status();
@@ -112,6 +115,7 @@ function render({ model, el }) {
 
   return () => {
     explore();
+    overlays();
     notes.dispose();
     stage.stopPlaying();
     state.timers.dispose();

@@ -20,6 +20,7 @@ import uuid
 from typing import Any
 
 from ...core.device_memory import release_after, return_freed_host_memory
+from ...core.overlay_maps import overlay_state
 from ..frames import VIEWS, full_frames
 from ..live_run import LiveRun
 from ..plain_words import capabilities_state
@@ -144,6 +145,7 @@ class RunLifecycle:
                 state["frames_decoder"] = live.stream.decoder
             if n:
                 state["full_frames"] = full_frames_state(traj, n - 1)
+            state.update(overlay_state(traj))
         except Exception as exc:  # e.g. the VAE runs out of memory: keep the approx frames, say so
             return state, exc
         return state, None
@@ -203,4 +205,5 @@ def saved_run_state(traj: Any, ex: Any, frames: tuple) -> dict[str, Any]:
         state["guidance_max"] = float(max(ex.guidance_max, math.ceil(max(traj.guidances))))
         state["guidance"] = float(traj.guidances[-1])
     state["status"] = "stopped" if traj.stopped and len(traj) < traj.total_steps else "done"
+    state.update(overlay_state(traj))
     return state

@@ -32,7 +32,7 @@ from .trait_checks import ExplorerTraitChecks
 
 _HERE = pathlib.Path(__file__).resolve().parent
 # The front end's parts, in the order they are concatenated before explorer.js (render, initialize).
-JS_PARTS = ("store", "kernel", "fields", "controls", "stage", "exports", "runs", "explore")
+JS_PARTS = ("store", "kernel", "fields", "controls", "stage", "decision", "overlays", "exports", "runs", "explore")
 PREVIEWS = ("auto", "approx", "tiny")  # Explorer.preview
 
 
@@ -116,6 +116,18 @@ class ExplorerState(ExplorerTraitChecks, anywidget.AnyWidget):  # trait_checks: 
     # and shows `capabilities_note`, one line saying why.
     capabilities = t.Dict(dict(CAPABILITIES)).tag(sync=True)
     capabilities_note = t.Unicode("").tag(sync=True)
+    # Overlays (core/overlay_maps.py, overlays.js): Generate records attention maps when `attention` is on; the shown run's
+    # maps per step and word, and its guidance maps, as bytes over the latent grid.
+    attention = t.Bool(False).tag(sync=True)
+    overlay_words = t.List(t.Unicode()).tag(sync=True)
+    overlay_maps = t.List(t.Bytes()).tag(sync=True)  # per step: words x h x w bytes
+    overlay_scale = t.List(t.Float()).tag(sync=True)  # per word: the value byte 255 stands for
+    overlay_grid = t.List(t.Int(), default_value=[0, 0]).tag(sync=True)  # [h, w]
+    guidance_maps = t.List(t.Bytes()).tag(sync=True)  # per step: h x w bytes
+    guidance_scale = t.Float(0.0).tag(sync=True)
+    overlay_note = t.Unicode("").tag(sync=True)
+    decision = t.Dict().tag(sync=True)  # the shown run's decision curve, on demand (decision_view.py)
+    decision_status = t.Unicode("").tag(sync=True)  # "", "running", "done"
 
     @t.validate("preview")
     def _check_preview(self, proposal: Any) -> str:

@@ -149,7 +149,7 @@ class Explorer(ExplorerState):
             raise ValueError(f"strength={strength!r} needs a start picture: pass image=... or call ex.start_from(...)")
         control = RunControl()
         live = LiveRun(self, background, self._live_preview())
-        run = prepare(self.pipe, control=control, on_step=live.on_step, **params)
+        run = prepare(self.pipe, control=control, on_step=live.on_step, attention=self.attention, **params)
         job = Job(run, control, background, context=live)
         values = controls_of_run(run, params["scheduler"], bool(self.size_options), self.guidance_max)
         self._set_quietly(values)  # programmatic trait writes must not steer the run being replaced

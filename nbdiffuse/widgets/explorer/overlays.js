@@ -1,0 +1,163 @@
+// Overlays on the x0 frame: a word's attention map or the guidance map of the step shown (overlays.py
+// sends them as bytes per step over the latent grid). Hover a word of the prompt to see its map, click
+// it to keep it; scrubbing repaints the overlay for each step. "attention maps" makes Generate record them.
+
+// A dark-blue -> teal -> green -> yellow ramp: readable over light and dark pages alike.
+const OVERLAY_RAMP = [[20, 30, 90], [40, 120, 180], [90, 190, 120], [250, 230, 60]];
+
+function rampColour(v) {
+  const x = Math.max(0, Math.min(1, v)) * (OVERLAY_RAMP.length - 1);
+  const i = Math.min(Math.floor(x), OVERLAY_RAMP.length - 2);
+  const f = x - i;
+  return OVERLAY_RAMP[i].map((c, j) => Math.round(c + f * (OVERLAY_RAMP[i + 1][j] - c)));
+}
+
+function overlayBytes(buf) {
+  const view = asDataView(buf);
+  return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+}
+
+// One map (bytes over an h x w grid, 0..255) as a small canvas: colour from the ramp, more opaque where higher.
+function mapCanvas(bytes, h, w, offset) {
+  const small = document.createElement("canvas");
+  small.width = w;
+  small.height = h;
+  const ctx = small.getContext("2d");
+  const image = ctx.createImageData(w, h);
+  for (let i = 0; i < h * w; i++) {
+    const v = bytes[offset + i] / 255;
+    const [r, g, b] = rampColour(v);
+    image.data.set([r, g, b, Math.round(255 * (0.08 + 0.62 * v))], 4 * i);
+  }
+  ctx.putImageData(image, 0, 0);
+  return small;
+}
+
+function overlayNodes() {
+  const ui = {};
+  ui.record = h("input", { type: "checkbox", class: "nbd-attn-toggle", "aria-label": "Record attention maps" });
+  ui.words = h("span", { class: "nbd-overlay-words", role: "group", "aria-label": "Overlay a word's attention map" });
+  ui.guidance = h("button", { type: "button", class: "nbd-chip", "data-overlay": "guidance", "aria-pressed": "false", text: "guidance", title: "Where the prompt acts at this step: how far apart the x0 with and without the prompt are" });
+  ui.legend = h("canvas", { class: "nbd-legend", width: "96", height: "10", "aria-hidden": "true" });
+  ui.legendText = h("span", { class: "nbd-legend-text" });
+  ui.note = h("span", { class: "nbd-overlay-note" });
+  ui.canvas = h("canvas", { class: "nbd-overlay-canvas", hidden: "", role: "img", "aria-label": "overlay" });
+  ui.row = h("div", { class: "nbd-overlay" }, [
+    h("label", { class: "nbd-attn", title: "Record each word's attention at every step on the next Generate" }, [ui.record, " attention maps"]),
+    h("span", { class: "nbd-label", text: "overlay:" }), ui.guidance, ui.words,
+    h("span", { class: "nbd-legend-box" }, [ui.legend, ui.legendText]), ui.note,
+  ]);
+  const legend = ui.legend.getContext("2d");
+  for (let x = 0; x < 96; x++) {
+    const [r, g, b] = rampColour(x / 95);
+    legend.fillStyle = `rgb(${r},${g},${b})`;
+    legend.fillRect(x, 0, 1, 10);
+  }
+  return ui;
+}
+
+class Overlays {
+  constructor({ model, root, stage, ui }) {
+    Object.assign(this, { model, root, stage, pane: ui.panes.x0, frame: ui.canvases.x0 });
+    this.ui = overlayNodes();
+    this.pinned = null; // "guidance", a word index, or null
+    this.hovered = null;
+    this.pane.append(this.ui.canvas);
+  }
+
+  shown() {
+    return this.hovered !== null ? this.hovered : this.pinned;
+  }
+
+  // The word chips of the shown run's prompt (none when it was traced without maps).
+  buildWords() {
+    const words = this.model.get("overlay_words") || [];
+    this.ui.words.replaceChildren(...words.map((word, i) => {
+      const chip = h("button", { type: "button", class: "nbd-chip", "data-word": String(i), "aria-pressed": "false", text: word });
+      chip.addEventListener("mouseenter", () => { this.hovered = i; this.paint(); });
+      chip.addEventListener("mouseleave", () => { this.hovered = null; this.paint(); });
+      chip.addEventListener("click", () => this.pin(i));
+      return chip;
+    }));
+    if (typeof this.pinned === "number" && this.pinned >= words.length) this.pinned = null;
+    this.ui.guidance.disabled = !(this.model.get("guidance_maps") || []).length;
+    if (this.ui.guidance.disabled && this.pinned === "guidance") this.pinned = null;
+    this.ui.note.textContent = words.length ? this.model.get("overlay_note") || "" :
+      (this.model.get("attention") ? "maps come with the next run" : "tick “attention maps” and Generate to see where each word acts");
+    this.paint();
+  }
+
+  pin(what) {
+    this.pinned = this.pinned === what ? null : what;
+    this.paint();
+  }
+
+  // Paint the overlay of the step shown; hide it when none is chosen or the step has none.
+  paint() {
+    const { ui, model } = this;
+    const what = this.shown();
+    for (const chip of [ui.guidance, ...ui.words.children]) {
+      const mine = chip.dataset.overlay === "guidance" ? "guidance" : Number(chip.dataset.word);
+      chip.setAttribute("aria-pressed", String(mine === this.pinned));
+    }
+    const k = this.stage.state.shown;
+    const [gh, gw] = model.get("overlay_grid") || [0, 0];
+    const words = model.get("overlay_words") || [];
+    const source = what === "guidance" ? model.get("guidance_maps") || [] : model.get("overlay_maps") || [];
+    const hidden = what === null || k < 0 || k >= source.length || !gh || !gw;
+    ui.canvas.hidden = hidden;
+    this.root.dataset.overlay = hidden ? "" : String(what === "guidance" ? "guidance" : words[what]);
+    if (hidden) { ui.legendText.textContent = ""; return; }
+    const bytes = overlayBytes(source[k]);
+    const offset = what === "guidance" ? 0 : what * gh * gw;
+    const small = mapCanvas(bytes, gh, gw, offset);
+    const { width, height } = this.frame;
+    ui.canvas.width = width || gw;
+    ui.canvas.height = height || gh;
+    const f = this.frame; // lie exactly on the frame (inside its border)
+    Object.assign(ui.canvas.style, { left: `${f.offsetLeft + f.clientLeft}px`, top: `${f.offsetTop + f.clientTop}px`,
+      width: `${f.clientWidth}px`, height: `${f.clientHeight}px` });
+    const ctx = ui.canvas.getContext("2d");
+    ctx.imageSmoothingEnabled = true;
+    ctx.clearRect(0, 0, ui.canvas.width, ui.canvas.height);
+    ctx.drawImage(small, 0, 0, ui.canvas.width, ui.canvas.height);
+    const top = what === "guidance" ? model.get("guidance_scale") : (model.get("overlay_scale") || [])[what];
+    ui.legendText.textContent = what === "guidance"
+      ? `guidance: 0 – ${Number(top).toPrecision(3)}, step ${k + 1}`
+      : `attention to “${words[what]}”: 0 – ${Number(top).toPrecision(3)}, step ${k + 1}`;
+    ui.canvas.setAttribute("aria-label", ui.legendText.textContent);
+  }
+
+  bind() {
+    const { model, ui } = this;
+    ui.record.checked = model.get("attention");
+    ui.record.addEventListener("change", () => { model.set("attention", ui.record.checked); model.save_changes(); this.buildWords(); });
+    ui.guidance.addEventListener("mouseenter", () => { if (!ui.guidance.disabled) { this.hovered = "guidance"; this.paint(); } });
+    ui.guidance.addEventListener("mouseleave", () => { this.hovered = null; this.paint(); });
+    ui.guidance.addEventListener("click", () => this.pin("guidance"));
+    const onShown = () => this.paint();
+    this.root.addEventListener("nbd-shown", onShown);
+    const rebuild = () => this.buildWords();
+    const names = ["overlay_words", "overlay_maps", "guidance_maps", "overlay_grid", "overlay_note"];
+    for (const name of names) model.on(`change:${name}`, rebuild);
+    const onRecord = () => { ui.record.checked = model.get("attention"); this.buildWords(); };
+    model.on("change:attention", onRecord);
+    this.buildWords();
+    return () => {
+      this.root.removeEventListener("nbd-shown", onShown);
+      for (const name of names) model.off(`change:${name}`, rebuild);
+      model.off("change:attention", onRecord);
+    };
+  }
+}
+
+// The overlay row (put under the scrubber) and its canvas over the x0 frame, and the decision curve under
+// the scrubber (decision.js); returns the dispose function.
+function renderOverlays({ model, store, root, stage, ui, scrub, link }) {
+  const overlays = new Overlays({ model, root, stage, ui });
+  const decision = new DecisionView({ model, store, ui });
+  overlays.ui.row.append(decision.ui.button);
+  scrub.after(overlays.ui.row);
+  const disposers = [overlays.bind(), decision.bind(link)];
+  return () => disposers.forEach((dispose) => dispose());
+}

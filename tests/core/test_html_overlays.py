@@ -1,0 +1,39 @@
+"""The HTML export carries a run's overlays: the words' attention maps and the guidance maps, per step."""
+import base64
+import json
+import re
+
+import nbdiffuse as nbd
+from nbdiffuse.core.overlay_maps import overlay_state
+
+
+def page_data(path):
+    page = path.read_text()
+    found = re.search(r'<script id="data" type="application/json">(.*?)</script>', page, re.S)
+    return page, json.loads(found.group(1))
+
+
+def test_the_page_carries_each_steps_maps(sd_pipe, tmp_path):
+    traj = nbd.trace(sd_pipe, "a red circle", steps=3, guidance=4.0, seed=1, attention=True)
+    traj.to_html(tmp_path / "run.html")
+    page, data = page_data(tmp_path / "run.html")
+    state = overlay_state(traj)
+    assert data["overlay"]["words"] == traj.tokens and data["overlay"]["grid"] == state["overlay_grid"]
+    assert [base64.b64decode(m) for m in data["overlay"]["maps"]] == state["overlay_maps"]
+    assert [base64.b64decode(m) for m in data["overlay"]["guidance"]] == state["guidance_maps"]
+    assert 'id="overlay"' in page and 'id="ov"' in page
+
+
+def test_words_stay_text_in_the_page(sd_pipe, tmp_path):
+    evil = "red </script><script>alert(1)</script>"
+    traj = nbd.trace(sd_pipe, evil, steps=2, guidance=4.0, seed=0, attention=True)
+    traj.to_html(tmp_path / "run.html")
+    page, data = page_data(tmp_path / "run.html")
+    assert "<script>alert" not in page and any("script" in w for w in data["overlay"]["words"])
+
+
+def test_a_run_without_maps_has_only_the_guidance_overlay(sd_pipe, tmp_path):
+    traj = nbd.trace(sd_pipe, "a red circle", steps=2, guidance=4.0, seed=0)
+    traj.to_html(tmp_path / "run.html")
+    _, data = page_data(tmp_path / "run.html")
+    assert data["overlay"]["words"] == [] and len(data["overlay"]["guidance"]) == 2

@@ -1,0 +1,67 @@
+"""The Explorer's overlays: a run's attention maps and guidance maps as per-step bytes in the widget state."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import nbdiffuse as nbd
+from nbdiffuse.core.overlay_maps import overlay_state
+
+
+def test_attention_on_makes_generate_record_maps_the_state_carries(explorer):
+    ex, _ = explorer
+    assert ex.attention is False
+    ex.generate(prompt="a red circle", steps=4, seed=1, guidance=4.0)
+    assert ex.wait(120)
+    assert ex.overlay_words == [] and ex.overlay_maps == []  # traced without maps
+    assert len(ex.guidance_maps) == 4 and ex.guidance_scale > 0  # the guidance map needs no recording
+    ex.attention = True
+    ex.generate(prompt="a red circle", steps=4, seed=1, guidance=4.0)
+    assert ex.wait(120)
+    traj = ex.trajectory
+    assert ex.overlay_words == traj.tokens == ["a", "red", "circle"]
+    h, w = ex.overlay_grid
+    assert (h, w) == tuple(traj[0].latents.shape[-2:]) and len(ex.overlay_maps) == 4
+    maps = np.stack([np.frombuffer(b, np.uint8).reshape(3, h, w) for b in ex.overlay_maps])
+    red = torch.stack([traj.attention(k, "red") for k in range(4)])
+    assert maps[:, 1].max() == 255 and abs(ex.overlay_scale[1] - float(red.max())) < 1e-4
+    assert np.abs(maps[:, 1] / 255 * ex.overlay_scale[1] - red.numpy()).max() <= ex.overlay_scale[1] / 255
+    shown = ex.history[0]  # a kept run shown again brings its own overlays (no maps: none)
+    ex.load_run(shown)
+    assert ex.overlay_words == []
+    ex.load_run(traj)
+    assert ex.overlay_words == traj.tokens and ex.overlay_maps == overlay_state(traj)["overlay_maps"]
+
+
+def test_no_guidance_overlay_where_guidance_is_a_model_input(flux_pipe):
+    traj = nbd.trace(flux_pipe, "a red circle", steps=2, guidance=3.5, seed=0, height=32, width=32, attention=True)
+    state = overlay_state(traj)
+    assert state["guidance_maps"] == [] and "no guidance overlay" in state["overlay_note"]
+    assert state["overlay_words"] == traj.tokens and len(state["overlay_maps"]) == 2
+
+
+def test_workshop_mode_shows_the_maps_a_saved_run_carries(pipe, tmp_path):
+    from nbdiffuse.widgets import Explorer
+
+    traj = nbd.trace(pipe, "a red circle", steps=3, guidance=4.0, seed=2, attention=True)
+    path = tmp_path / "run.nbd"
+    traj.save(path)
+    ex = Explorer.from_files([path])
+    try:
+        assert ex.overlay_words == traj.tokens and ex.overlay_maps == overlay_state(traj)["overlay_maps"]
+        assert ex.guidance_maps == overlay_state(traj)["guidance_maps"] and len(ex.guidance_maps) == 3
+    finally:
+        ex.close()
+
+
+def test_the_page_asks_for_the_shown_runs_decision_curve(explorer, wait_for):
+    ex, _ = explorer
+    ex.generate(prompt="a red circle", steps=4, seed=1, guidance=4.0)
+    assert ex.wait(120)
+    ex._requests.on_msg(ex, {"type": "decision_curve"}, [])
+    wait_for(lambda: ex.decision_status == "done", 120, "the decision curve")
+    curve = ex.decision
+    assert curve["run"] == ex.shown.id and curve["total"] == 4 and curve["steps"] == [0, 1, 2]
+    assert set(curve["keep"]) == {"picture"} and len(curve["keep"]["picture"]) == 3  # not the shapes model
+    assert all(0 <= v <= 1 for v in curve["keep"]["picture"]) and "picture" in curve["decided"]
+    assert ex.error == ""
