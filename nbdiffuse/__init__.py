@@ -5,7 +5,7 @@ from ._version import __version__
 from . import shapes
 from .core import (ApproxDecoder, EmbeddedModelMissing, PipelineLoadError, RunControl, Step, StepIndexError,
                    Trajectory, TrajectoryFileError, branch, compare, decision_curve, load_pipeline, schedulers,
-                   set_lora_scale, set_tiny_decoder, trace)
+                   set_lora_scale, set_tiny_decoder, Sweep, sweep, trace)
 from .widgets import Explorer, SketchPad
 from .widgets.teaching import (ForwardExplorer, GuidanceSweep, LatentView, SamplerCompare, ScheduleView,
                                SeedsAndPrompts, StepsCompare)
@@ -15,4 +15,4 @@ __all__ = ["ApproxDecoder", "EmbeddedModelMissing", "Explorer", "ForwardExplorer
            "RunControl", "Step",
            "StepIndexError", "Trajectory", "TrajectoryFileError", "branch", "compare", "decision_curve", "load_pipeline",
            "schedulers",
-           "set_lora_scale", "set_tiny_decoder", "shapes", "trace", "__version__"]
+           "set_lora_scale", "set_tiny_decoder", "shapes", "Sweep", "sweep", "trace", "__version__"]
