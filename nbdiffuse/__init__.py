@@ -6,12 +6,12 @@ from . import shapes
 from .core import (ApproxDecoder, EmbeddedModelMissing, PipelineLoadError, RunControl, Step, StepIndexError,
                    Trajectory, TrajectoryFileError, branch, compare, decision_curve, load_pipeline, schedulers,
                    set_lora_scale, set_tiny_decoder, Sweep, sweep, trace)
-from .widgets import Explorer, SketchPad
+from .widgets import Explorer, SketchPad, SweepView
 from .widgets.teaching import (ForwardExplorer, GuidanceSweep, LatentView, SamplerCompare, ScheduleView,
                                SeedsAndPrompts, StepsCompare)
 
 __all__ = ["ApproxDecoder", "EmbeddedModelMissing", "Explorer", "ForwardExplorer", "GuidanceSweep", "LatentView",
-           "SamplerCompare", "ScheduleView", "SeedsAndPrompts", "SketchPad", "StepsCompare", "PipelineLoadError",
+           "SamplerCompare", "ScheduleView", "SeedsAndPrompts", "SketchPad", "SweepView", "StepsCompare", "PipelineLoadError",
            "RunControl", "Step",
            "StepIndexError", "Trajectory", "TrajectoryFileError", "branch", "compare", "decision_curve", "load_pipeline",
            "schedulers",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -53,6 +54,30 @@ class Sweep:
     cells: list[Cell]
     fixed: dict = field(default_factory=dict)
     source: str | None = None  # the model's source as the workers had it (None: the embedded model)
+    pipe: Any = field(default=None, repr=False)  # the pipeline that ran the cells here (None: on workers / loaded)
+    _listeners: list = field(default_factory=list, repr=False)
+    _thread: Any = field(default=None, repr=False)
+
+    def on_cell(self, listener: Callable[["Sweep", Cell], None]) -> None:
+        """Call listener(sweep, cell) as each cell finishes (in the thread that runs the sweep)."""
+        check_callable("listener", listener)
+        self._listeners.append(listener)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every cell finished (a sweep started with wait=False); False if `timeout` ran out first."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _finished(self, cell: Cell, report: Callable) -> None:
+        report(self.done, self.total, cell)
+        for listener in list(self._listeners):
+            listener(self, cell)
 
     @property
     def runs(self) -> list[Any]:
@@ -126,7 +151,7 @@ class Sweep:
 
 
 def sweep(source: Any = None, prompt: str | None = None, axes: dict | None = None, executor: Any = None,
-          frames: bool = True, progress: Any = True, **fixed: Any) -> Sweep:
+          frames: bool = True, progress: Any = True, wait: bool = True, **fixed: Any) -> Sweep:
     """Run `prompt` on every cell of `axes` and return the Sweep (runs in row-major order, last axis fastest).
 
     source: None (the embedded model), a folder or hub id (each worker loads it), or, in this
@@ -137,12 +162,15 @@ def sweep(source: Any = None, prompt: str | None = None, axes: dict | None = Non
     each cell as a task. frames: workers save each step's pictures into the files they send back
     (so the grid shows the model's own pictures where the model is not loaded). progress: True
     writes "cells done/total" as cells finish, or a callable progress(done, total, cell).
+    wait: False returns the Sweep at once and runs it in a background thread (sweep.wait(),
+    sweep.on_cell(listener); nbd.SweepView shows it filling in); every check is made before it returns.
     fixed: trace's keywords for every cell; device, dtype and lora say how workers load the model.
     """
     if prompt is not None:
         fixed["prompt"] = prompt
-    if not isinstance(frames, bool):
-        raise TypeError(f"frames must be True or False, got {frames!r}")
+    for name, value in (("frames", frames), ("wait", wait)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
     report = _progress(progress)
     planned = plan_axes(axes, fixed)
     calls = cell_calls(planned, fixed)
@@ -150,14 +178,21 @@ def sweep(source: Any = None, prompt: str | None = None, axes: dict | None = Non
     cells = [Cell(index, {a.name: a.labels[i] for a, i in zip(planned, index)}, call) for index, call in calls]
     if executor is None:
         result = Sweep(planned, cells, _jsonable_fixed(fixed), _label(source))
-        _run_here(result, source, load, report)
-        return result
-    if not isinstance(executor, cf.Executor):
-        raise TypeError(f"executor must be None (this process) or a concurrent.futures.Executor (Dask: "
-                        f"Client.get_executor()), got {type(executor).__name__}")
-    where = worker_source(source, load)
-    result = Sweep(planned, cells, _jsonable_fixed(fixed), where)
-    _run_on(result, executor, where, load, frames, report)
+        work = _run_here(result, source, load, report)
+    else:
+        if not isinstance(executor, cf.Executor):
+            raise TypeError(f"executor must be None (this process) or a concurrent.futures.Executor (Dask: "
+                            f"Client.get_executor()), got {type(executor).__name__}")
+        where = worker_source(source, load)
+        result = Sweep(planned, cells, _jsonable_fixed(fixed), where)
+
+        def work() -> None:
+            _run_on(result, executor, where, load, frames, report)
+    if wait:
+        work()
+    else:
+        result._thread = threading.Thread(target=work, name="nbdiffuse-sweep", daemon=True)
+        result._thread.start()
     return result
 
 
@@ -177,23 +212,29 @@ def worker_source(source: Any, load: dict) -> str | None:
     return None if where == EMBEDDED else worker_source(where, load)
 
 
-def _run_here(result: Sweep, source: Any, load: dict, report: Callable) -> None:
+def _run_here(result: Sweep, source: Any, load: dict, report: Callable) -> Callable[[], None]:
+    """Load (or take) the model and check every cell; the returned work runs them one after another."""
     from .loading import load_pipeline
 
     if source is not None and not isinstance(source, (str, os.PathLike)):
         pipe = load_pipeline(source, **load) if load else source  # a pipeline: checked, used as is
     else:
         pipe = model_for(source, load)[0]
+    result.pipe = pipe
     prepared = [_prepare(pipe, cell) for cell in result.cells]  # every cell's checks before any model work
-    for cell, run in zip(result.cells, prepared):
-        began = time.perf_counter()
-        try:
-            cell.run = run_prepared(pipe, run, cell.call)
-        except Exception as exc:  # the cell says why; the sweep goes on
-            cell.error = f"{type(exc).__name__}: {exc}"
-            cell.run = getattr(exc, "trajectory", None)
-        cell.seconds = time.perf_counter() - began
-        report(result.done, result.total, cell)
+
+    def work() -> None:
+        for cell, run in zip(result.cells, prepared):
+            began = time.perf_counter()
+            try:
+                cell.run = run_prepared(pipe, run, cell.call)
+            except Exception as exc:  # the cell says why; the sweep goes on
+                cell.error = f"{type(exc).__name__}: {exc}"
+                cell.run = getattr(exc, "trajectory", None)
+            cell.seconds = time.perf_counter() - began
+            result._finished(cell, report)
+
+    return work
 
 
 def _run_on(result: Sweep, executor: cf.Executor, where: str | None, load: dict, frames: bool,
@@ -210,7 +251,7 @@ def _run_on(result: Sweep, executor: cf.Executor, where: str | None, load: dict,
             cell.load_seconds, cell.worker = answer["load_seconds"], answer["worker"]
             if answer["file"] is not None:
                 cell.run = trajectory_from_bytes(answer["file"])
-        report(result.done, result.total, cell)
+        result._finished(cell, report)
 
 
 def _prepare(pipe: Any, cell: Cell) -> Any:

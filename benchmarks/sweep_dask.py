@@ -1,0 +1,79 @@
+"""A 16-cell sweep of the embedded model: 2 local Dask worker processes vs this process, side by side.
+
+Goal (issue #25): on a 2-core CPU, 2 workers (one torch thread each) run the grid >= 1.6x as fast as
+this process does with one thread. Both sweeps do the same model work (frames=False: the workers
+send runs without pictures, as the in-process sweep keeps them); the script also times the Dask
+sweep with frames=True (each step's pictures drawn by the VAE on the workers and sent along).
+Each worker loads the model itself, once: that cost is inside the Dask time and printed apart
+(the in-process model is loaded before its clock starts, as a notebook would have it already).
+The cluster's start (processes spawned, nbdiffuse imported) is printed apart too and not counted.
+
+Measured: see README ("Sweeps and walks"). The machine may be shared: the ratio needs both cores
+idle; run it when they are.
+
+    python benchmarks/sweep_dask.py [--steps 10] [--grid 4x4]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+import nbdiffuse as nbd  # noqa: E402
+
+PROMPT = "big red circle on the left, white background"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--grid", default="4x4", help="seeds x guidances, e.g. 4x4 (16 cells)")
+    parser.add_argument("--frames", action="store_true", help="also time the Dask sweep with frames=True")
+    args = parser.parse_args()
+    from distributed import Client, LocalCluster
+
+    torch.set_num_threads(1)
+    rows, columns = (int(n) for n in args.grid.split("x"))
+    axes = {"seed": list(range(rows)), "guidance": [float(2 + 2 * j) for j in range(columns)]}
+    cells = rows * columns
+
+    began = time.perf_counter()
+    pipe = nbd.load_pipeline()
+    load_here = time.perf_counter() - began
+    began = time.perf_counter()
+    here = nbd.sweep(pipe, PROMPT, axes=axes, steps=args.steps, progress=False)
+    t_here = time.perf_counter() - began
+
+    began = time.perf_counter()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        client.wait_for_workers(2)
+        t_start = time.perf_counter() - began
+        executor = client.get_executor()
+        began = time.perf_counter()
+        there = nbd.sweep(None, PROMPT, axes=axes, steps=args.steps, executor=executor, frames=False, progress=False)
+        t_there = time.perf_counter() - began
+        t_frames = None
+        if args.frames:
+            began = time.perf_counter()
+            nbd.sweep(None, PROMPT, axes=axes, steps=args.steps, executor=executor, frames=True, progress=False)
+            t_frames = time.perf_counter() - began
+    loads = [c.load_seconds for c in there.cells if c.load_seconds is not None]
+    same = all(torch.equal(a.steps[-1].latents, b.steps[-1].latents) for a, b in zip(here.runs, there.runs))
+    print(f"{cells} cells x {args.steps} steps of the embedded model, {os.cpu_count()} CPUs, 1 torch thread per process")
+    print(f"in this process:     {t_here:7.2f} s  ({t_here / cells:.2f} s a cell; model loaded before: {load_here:.2f} s)")
+    print(f"2 Dask workers:      {t_there:7.2f} s  (model loads on the workers: {', '.join(f'{s:.2f}' for s in loads)} s)")
+    print(f"ratio in-process / Dask: {t_here / t_there:.2f}x  (without the workers' loads: "
+          f"{t_here / (t_there - max(loads, default=0.0)):.2f}x)")
+    if t_frames is not None:
+        print(f"2 Dask workers, frames=True: {t_frames:7.2f} s  (ratio {t_here / t_frames:.2f}x; the model is loaded)")
+    print(f"cluster start (not counted): {t_start:.2f} s; runs equal bit for bit: {same}; "
+          f"errors: {len(there.errors)}; load average: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
