@@ -22,28 +22,10 @@ from .model_source import local_folder
 from .pipe_attrs import lora_info
 from .pipe_attrs import source as loaded_from
 from .sweep_cell import cell_file, model_for, prepare_call, run_prepared, trajectory_from_bytes
-from .sweep_plan import LOAD_KEYS, Axis, cell_calls, plan_axes
+from .sweep_plan import LOAD_KEYS, Axis, Cell, cell_calls, plan_axes
 from .validate import check_callable
 
 EMBEDDED = "nbdiffuse/shapes"  # what load_pipeline() records as the embedded model's source
-
-
-@dataclass
-class Cell:
-    """One cell of a sweep: where it sits, what it ran, and what came of it."""
-
-    index: tuple[int, ...]
-    labels: dict[str, str]  # axis name -> this cell's value, as the grid shows it
-    call: dict  # trace's keywords (plus "walk" / "lora_scale" when set)
-    run: Any = None  # the Trajectory (a failed run's steps, if it made any), or None
-    error: str | None = None  # "ErrorType: message" when the cell failed
-    seconds: float | None = None  # the cell's time where it ran (its model load included)
-    load_seconds: float | None = None  # when this cell's worker loaded the model for it
-    worker: str | None = None  # "host:pid" of the worker that ran it (None in this process)
-
-    @property
-    def done(self) -> bool:
-        return self.run is not None or self.error is not None
 
 
 @dataclass

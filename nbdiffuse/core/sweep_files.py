@@ -14,7 +14,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .sweep_plan import Axis
+from .sweep_plan import Axis, Cell
 
 FORMAT = "nbdiffuse.sweep"
 FORMAT_VERSION = 1
@@ -48,7 +48,6 @@ def save_sweep(sweep: Any, folder: Any, frames: bool = True) -> Path:
 
 
 def load_sweep(cls: type, folder: Any, pipe: Any = None) -> Any:
-    from .sweep import Cell
     from .trajectory import Trajectory
 
     folder = Path(folder)

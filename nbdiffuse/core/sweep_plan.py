@@ -43,6 +43,24 @@ class Axis:
     settings: tuple[dict, ...]  # what each value sets in a cell's call
 
 
+@dataclass
+class Cell:
+    """One cell of a sweep: where it sits, what it ran, and what came of it."""
+
+    index: tuple[int, ...]
+    labels: dict[str, str]  # axis name -> this cell's value, as the grid shows it
+    call: dict  # trace's keywords (plus "walk" / "lora_scale" when set)
+    run: Any = None  # the Trajectory (a failed run's steps, if it made any), or None
+    error: str | None = None  # "ErrorType: message" when the cell failed
+    seconds: float | None = None  # the cell's time where it ran (its model load included)
+    load_seconds: float | None = None  # when this cell's worker loaded the model for it
+    worker: str | None = None  # "host:pid" of the worker that ran it (None in this process)
+
+    @property
+    def done(self) -> bool:
+        return self.run is not None or self.error is not None
+
+
 def allowed_axes() -> str:
     return ", ".join([*trace_keywords(), *EXTRA_KEYS, *SPECIAL_AXES])
 
