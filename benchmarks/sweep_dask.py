@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -63,10 +64,13 @@ def main() -> None:
             nbd.sweep(None, PROMPT, axes=axes, steps=args.steps, executor=executor, frames=True, progress=False)
             t_frames = time.perf_counter() - began
     loads = [c.load_seconds for c in there.cells if c.load_seconds is not None]
+    cell_here = statistics.median(c.seconds for c in here.cells)
+    cell_there = statistics.median(c.seconds for c in there.cells if c.load_seconds is None)
     same = all(torch.equal(a.steps[-1].latents, b.steps[-1].latents) for a, b in zip(here.runs, there.runs))
     print(f"{cells} cells x {args.steps} steps of the embedded model, {os.cpu_count()} CPUs, 1 torch thread per process")
     print(f"in this process:     {t_here:7.2f} s  ({t_here / cells:.2f} s a cell; model loaded before: {load_here:.2f} s)")
     print(f"2 Dask workers:      {t_there:7.2f} s  (model loads on the workers: {', '.join(f'{s:.2f}' for s in loads)} s)")
+    print(f"median cell: {cell_here:.2f} s here, {cell_there:.2f} s on a worker (its model loaded)")
     print(f"ratio in-process / Dask: {t_here / t_there:.2f}x  (without the workers' loads: "
           f"{t_here / (t_there - max(loads, default=0.0)):.2f}x)")
     if t_frames is not None:

@@ -46,7 +46,7 @@ function drawHeat(canvas, heat, k) {
   canvas.height = 10;
   const ctx = canvas.getContext("2d");
   heat.forEach((v, i) => { ctx.fillStyle = heatColour(v); ctx.fillRect(i * 6, 0, 6, 10); });
-  if (k >= 0 && k < n) { ctx.strokeStyle = "#000"; ctx.lineWidth = 2; ctx.strokeRect(k * 6 + 1, 1, 4, 8); }
+  if (k >= 0 && k < n) { ctx.strokeStyle = "#000"; ctx.lineWidth = 1; ctx.strokeRect(k * 6 + 0.5, 0.5, 5, 9); }
   canvas.hidden = n === 0;
 }
 
@@ -94,7 +94,7 @@ function sweepGrid(model, grid) {
   const build = () => {
     const rows = model.get("rows"), columns = model.get("columns"), cells = model.get("cells");
     const hasRows = rows.some((r) => r);
-    const table = h("div", { class: "nbd-sw-grid", style: `grid-template-columns: ${hasRows ? "auto " : ""}repeat(${columns.length}, minmax(0, 140px))` });
+    const table = h("div", { class: "nbd-sw-grid", style: `grid-template-columns: ${hasRows ? "max-content " : ""}repeat(${columns.length}, minmax(0, 140px))` });
     if (hasRows) table.append(h("span"));
     for (const c of columns) table.append(h("div", { class: "nbd-sw-collabel", text: c, title: c }));
     parts = [];
@@ -124,7 +124,7 @@ function sweepGrid(model, grid) {
       swPaint(part.canvas, k >= 0 ? frames[k] : null);
       drawHeat(part.heat, cell.heat || [], k);
       if (!cell.error && cell.steps) {
-        const adherence = cell.heat && cell.heat.length ? ` · adherence ${Math.round(100 * cell.heat[k])}%` : "";
+        const adherence = cell.heat && cell.heat.length ? ` · ${Math.round(100 * cell.heat[k])}% right` : "";
         part.note.textContent = `step ${k + 1}/${cell.steps}${adherence}`;
       }
     });

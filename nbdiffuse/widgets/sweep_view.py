@@ -27,6 +27,8 @@ from .frames import frame_decoder, steps_frames
 
 _HERE = pathlib.Path(__file__).resolve().parent
 EMBEDDED = "nbdiffuse/shapes"
+HEAT_NOTE = ("strip under each cell: adherence per step, the share of the prompt's attributes that step's x0 shows "
+             "(red 0%, green 100%)")
 
 
 class SweepGrid(anywidget.AnyWidget):
@@ -69,8 +71,7 @@ class SweepView(ipywidgets.VBox):
         shapes = _is_shapes(sweep, self.pipe)
         self.grid = SweepGrid(title=_title(sweep), rows=rows, columns=columns, total=sweep.total,
                               cells=[_waiting(c) for c in sweep.cells],
-                              heat_note="adherence per step (share of the prompt's attributes the step's x0 shows)"
-                              if shapes else "")
+                              heat_note=HEAT_NOTE if shapes else "")
         self._shapes = shapes
         self._box = ipywidgets.Box()
         super().__init__(children=[self.grid, self._box])
