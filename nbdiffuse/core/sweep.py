@@ -136,8 +136,9 @@ def sweep(source: Any = None, prompt: str | None = None, axes: dict | None = Non
           frames: bool = True, progress: Any = True, wait: bool = True, **fixed: Any) -> Sweep:
     """Run `prompt` on every cell of `axes` and return the Sweep (runs in row-major order, last axis fastest).
 
-    source: None (the embedded model), a folder or hub id (each worker loads it), or, in this
-    process, a loaded pipeline. axes: {name: values}; names are trace's keywords (guidance, steps,
+    source: None (the embedded model), a folder or hub id (each worker loads it, once, and keeps it
+    for later cells and sweeps; so does this process), or, in this process, a loaded pipeline.
+    axes: {name: values}; names are trace's keywords (guidance, steps,
     scheduler, seed, negative_prompt, height, width, strength, ...), lora_scale, prompt (a list),
     prompt_sr ([search, replacement, ...]), seed_walk=(a, b, n) and prompt_walk=(p, q, n).
     executor: None runs here; any concurrent.futures.Executor (Dask: Client.get_executor()) runs

@@ -169,3 +169,25 @@ def test_dask_local_cluster_runs_equal_trace(tiny_folder, sd_pipe):
             reference = nbd.sweep(sd_pipe, "a cat", axes={"seed_walk": (1, 2, 3)}, steps=STEPS,
                                   guidance=cell.call["guidance"], progress=False)[1].run
         assert same_run(cell.run, reference)
+
+
+def test_prompt_walk_on_sdxl_blends_pooled_embeddings_too(sdxl_pipe):
+    sweep = nbd.sweep(sdxl_pipe, axes={"prompt_walk": ("a cat", "a dog", 3)}, steps=1, progress=False)
+    assert same_run(sweep.runs[0], nbd.trace(sdxl_pipe, "a cat", steps=1))
+    assert same_run(sweep.runs[2], nbd.trace(sdxl_pipe, "a dog", steps=1))
+    assert not torch.equal(sweep.runs[1].steps[0].eps_cond, sweep.runs[0].steps[0].eps_cond)
+
+
+def test_lora_scale_axis_equals_set_lora_scale_then_trace(tiny_folder, tmp_path):
+    pytest.importorskip("peft")
+    from nbdiffuse.testing import save_tiny_lora
+
+    lora = save_tiny_lora(tmp_path / "lora")
+    sweep = nbd.sweep(str(tiny_folder), "a cat", axes={"lora_scale": [0.0, 1.0]}, lora=str(lora), steps=STEPS,
+                      progress=False)
+    pipe = nbd.load_pipeline(str(tiny_folder), lora=str(lora))
+    for cell, scale in zip(sweep.cells, (0.0, 1.0)):
+        nbd.set_lora_scale(pipe, scale)
+        assert same_run(cell.run, nbd.trace(pipe, "a cat", steps=STEPS))
+        assert cell.run.params["lora"]["scale"] == scale
+    assert not torch.equal(sweep.runs[0].steps[-1].latents, sweep.runs[1].steps[-1].latents)
