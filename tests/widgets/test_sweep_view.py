@@ -57,3 +57,9 @@ def test_fills_in_live(sd_pipe):
 def test_refuses_what_is_not_a_sweep():
     with pytest.raises(TypeError, match="sweep must be an nbd.Sweep"):
         nbd.SweepView([1, 2])
+
+
+def test_sweeps_notebook_runs(run_notebook):
+    _, text, views, _ = run_notebook("10_sweeps_and_walks", cell_timeout=600)
+    assert "ends are the seeds' runs: True" in text and "same runs: True" in text
+    assert views  # the SweepView (and the loading bars, widgets too in a kernel)
