@@ -59,7 +59,9 @@ class AttentionWords(TypedDict):
 
 class RunParams(_EveryRun, total=False):
     """traj.params; the keys above are in every run's; attention in runs traced with attention=True;
-    capabilities and capabilities_reason in runs of the generic path only."""
+    walk in the runs inside a sweep's seed or prompt walk (core/walks.py); capabilities and
+    capabilities_reason in runs of the generic path only."""
     attention: AttentionWords
+    walk: dict  # {"seed": {"from", "to", "t"}, "prompt": {"from", "to", "t"}}: the walk(s) the run is a point of
     capabilities: dict[str, bool]  # what they lack (capabilities.XT_ONLY, and "previews")
     capabilities_reason: str  # why, in one line
