@@ -97,14 +97,7 @@ class Walk:
             far = run.family.initial_latents(run.height, run.width, gen, run.scheduler)
             latents = slerp(*((latents, far) if other == b else (far, latents)), t)
         if self.prompts is not None and 0 < self.prompts[2] < 1:
-            from . import encode_cache
-            from .prompts import prepare_prompt
-
-            p, q, t = self.prompts
-            size = (run.height, run.width)
-            ends = [encode_cache.encode(run.family, prepare_prompt(run.pipe, text)[0], run.encoded[1], size)
-                    for text in (p, q)]
-            cond = lerp_conditioning(ends[0], ends[1], t)
+            cond = walk_conditioning(run, *self.prompts)
         return cond, latents
 
     @property
@@ -118,6 +111,26 @@ class Walk:
             if part is not None:
                 out[kind] = {"from": part[0], "to": part[1], "t": part[2]}
         return out
+
+
+def walk_conditioning(run: Any, p: str, q: str, t: float) -> Any:
+    """The text conditioning at t between prompts p and q (with the run's negative prompt), for a
+    run in a prompt walk and for a branch of one that keeps its prompt (core/branch.py)."""
+    from . import encode_cache
+    from .prompts import prepare_prompt
+
+    size = (run.height, run.width)
+    ends = [encode_cache.encode(run.family, prepare_prompt(run.pipe, text)[0], run.encoded[1], size) for text in (p, q)]
+    return lerp_conditioning(ends[0], ends[1], t)
+
+
+def branch_walk(parent_params: dict, prompt_kept: bool) -> dict | None:
+    """The walk a branch of a walk's run inherits: its start noise (a seed walk) always, the
+    blended conditioning (a prompt walk) while the branch keeps the prompt and negative prompt."""
+    walk = dict(parent_params.get("walk") or {})
+    if not prompt_kept:
+        walk.pop("prompt", None)
+    return walk or None
 
 
 def attach_walk(run: Any, walk: Any) -> None:

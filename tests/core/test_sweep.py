@@ -191,3 +191,15 @@ def test_lora_scale_axis_equals_set_lora_scale_then_trace(tiny_folder, tmp_path)
         assert same_run(cell.run, nbd.trace(pipe, "a cat", steps=STEPS))
         assert cell.run.params["lora"]["scale"] == scale
     assert not torch.equal(sweep.runs[0].steps[-1].latents, sweep.runs[1].steps[-1].latents)
+
+
+@pytest.mark.parametrize("axis", ["prompt_walk", "seed_walk"])
+def test_a_branch_of_a_walks_run_that_changes_nothing_replays_it(sd_pipe, axis):
+    walk = ("a cat", "a dog", 3) if axis == "prompt_walk" else (4, 9, 3)
+    fixed = {"prompt": "a cat"} if axis == "seed_walk" else {}
+    middle = nbd.sweep(sd_pipe, axes={axis: walk}, steps=3, scheduler="euler_a", progress=False, **fixed)[1].run
+    child = nbd.branch(sd_pipe, middle, at=0)
+    assert child.params["walk"] == middle.params["walk"]
+    assert same_run(child, middle)
+    other = nbd.branch(sd_pipe, middle, at=0, prompt="a bird")
+    assert "prompt" not in (other.params.get("walk") or {})
