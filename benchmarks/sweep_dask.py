@@ -8,8 +8,11 @@ Each worker loads the model itself, once: that cost is inside the Dask time and 
 (the in-process model is loaded before its clock starts, as a notebook would have it already).
 The cluster's start (processes spawned, nbdiffuse imported) is printed apart too and not counted.
 
-Measured: see README ("Sweeps and walks"). The machine may be shared: the ratio needs both cores
-idle; run it when they are.
+The wall-time ratio needs both cores idle. On a shared machine the script also prints the ratio
+its CPU times imply: this process's CPU time for the grid against that of the busier worker (a
+worker's cells run one after another on its own core, so on 2 idle cores its CPU time is its wall time).
+
+Measured: see README ("Sweeps and walks").
 
     python benchmarks/sweep_dask.py [--steps 10] [--grid 4x4]
 """
@@ -34,8 +37,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--grid", default="4x4", help="seeds x guidances, e.g. 4x4 (16 cells)")
     parser.add_argument("--frames", action="store_true", help="also time the Dask sweep with frames=True")
+    parser.add_argument("--dask-defaults", action="store_true",
+                        help="keep Dask's MALLOC_TRIM_THRESHOLD_ and its statistical profiler in the workers")
     args = parser.parse_args()
+    import dask
     from distributed import Client, LocalCluster
+
+    if not args.dask_defaults:  # what README's set-up recommends for nbdiffuse workers
+        dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                         "distributed.worker.profile.enabled": False})
 
     torch.set_num_threads(1)
     rows, columns = (int(n) for n in args.grid.split("x"))
@@ -66,13 +76,27 @@ def main() -> None:
     loads = [c.load_seconds for c in there.cells if c.load_seconds is not None]
     cell_here = statistics.median(c.seconds for c in here.cells)
     cell_there = statistics.median(c.seconds for c in there.cells if c.load_seconds is None)
+    # CPU time, which a busy machine does not stretch: this process's total against the busier worker's
+    cpu_here = sum(c.cpu_seconds for c in here.cells)
+    per_worker: dict = {}
+    for c in there.cells:
+        per_worker.setdefault(c.worker, []).append(c)
+    cpu_there = max(sum(c.cpu_seconds for c in cs) for cs in per_worker.values())
+    cpu_loads = max(sum(c.cpu_seconds for c in cs if c.load_seconds is not None) for cs in per_worker.values())
+    cpu_cell_there = statistics.median(c.cpu_seconds for c in there.cells if c.load_seconds is None)
     same = all(torch.equal(a.steps[-1].latents, b.steps[-1].latents) for a, b in zip(here.runs, there.runs))
-    print(f"{cells} cells x {args.steps} steps of the embedded model, {os.cpu_count()} CPUs, 1 torch thread per process")
+    print(f"{cells} cells x {args.steps} steps of the embedded model, {os.cpu_count()} CPUs, 1 torch thread per process; "
+          f"workers {'with Dask defaults' if args.dask_defaults else 'without MALLOC_TRIM_THRESHOLD_ and profiler'}")
     print(f"in this process:     {t_here:7.2f} s  ({t_here / cells:.2f} s a cell; model loaded before: {load_here:.2f} s)")
     print(f"2 Dask workers:      {t_there:7.2f} s  (model loads on the workers: {', '.join(f'{s:.2f}' for s in loads)} s)")
     print(f"median cell: {cell_here:.2f} s here, {cell_there:.2f} s on a worker (its model loaded)")
     print(f"ratio in-process / Dask: {t_here / t_there:.2f}x  (without the workers' loads: "
           f"{t_here / (t_there - max(loads, default=0.0)):.2f}x)")
+    print(f"CPU time: {cpu_here:.2f} s here; the busier worker {cpu_there:.2f} s, of which its first cell (model load) "
+          f"{cpu_loads:.2f} s; a cell {statistics.median(c.cpu_seconds for c in here.cells):.3f} s here, "
+          f"{cpu_cell_there:.3f} s on a worker")
+    print(f"implied ratio on 2 idle cores (CPU time): {cpu_here / cpu_there:.2f}x with the workers' model loads, "
+          f"{cpu_here / (cpu_there - cpu_loads + cpu_cell_there):.2f}x without")
     if t_frames is not None:
         print(f"2 Dask workers, frames=True: {t_frames:7.2f} s  (ratio {t_here / t_frames:.2f}x; the model is loaded)")
     print(f"cluster start (not counted): {t_start:.2f} s; runs equal bit for bit: {same}; "

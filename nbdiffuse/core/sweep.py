@@ -208,13 +208,13 @@ def _run_here(result: Sweep, source: Any, load: dict, report: Callable) -> Calla
 
     def work() -> None:
         for cell, run in zip(result.cells, prepared):
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             try:
                 cell.run = run_prepared(pipe, run, cell.call)
             except Exception as exc:  # the cell says why; the sweep goes on
                 cell.error = f"{type(exc).__name__}: {exc}"
                 cell.run = getattr(exc, "trajectory", None)
-            cell.seconds = time.perf_counter() - began
+            cell.seconds, cell.cpu_seconds = time.perf_counter() - began, time.process_time() - cpu
             result._finished(cell, report)
 
     return work
@@ -230,7 +230,7 @@ def _run_on(result: Sweep, executor: cf.Executor, where: str | None, load: dict,
         except Exception as exc:  # the task itself failed (a worker died, the model could not be sent)
             cell.error = f"{type(exc).__name__}: {exc}"
         else:
-            cell.error, cell.seconds = answer["error"], answer["seconds"]
+            cell.error, cell.seconds, cell.cpu_seconds = answer["error"], answer["seconds"], answer.get("cpu_seconds")
             cell.load_seconds, cell.worker = answer["load_seconds"], answer["worker"]
             if answer["file"] is not None:
                 cell.run = trajectory_from_bytes(answer["file"])

@@ -61,9 +61,10 @@ def run_cell(pipe: Any, call: dict) -> Any:
 
 def cell_file(source: Any, load: dict, call: dict, frames: bool = True) -> dict:
     """Run one cell in this process and answer with plain data (what an executor sends back):
-    {"file": .nbd bytes or None, "error": "Type: message" or None, "load_seconds", "seconds", "worker"}.
+    {"file": .nbd bytes or None, "error": "Type: message" or None, "load_seconds", "seconds",
+    "cpu_seconds" (this process's CPU time for the cell), "worker"}.
     A failed run still sends the steps it made. Never raises for a cell's own failure."""
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     answer: dict = {"file": None, "error": None, "load_seconds": None, "worker": f"{os.uname().nodename}:{os.getpid()}"}
     try:
         pipe, answer["load_seconds"] = model_for(source, load)
@@ -74,6 +75,7 @@ def cell_file(source: Any, load: dict, call: dict, frames: bool = True) -> dict:
     if traj is not None:
         answer["file"] = trajectory_bytes(traj, frames)
     answer["seconds"] = time.perf_counter() - began
+    answer["cpu_seconds"] = time.process_time() - cpu
     return answer
 
 

@@ -53,6 +53,7 @@ class Cell:
     run: Any = None  # the Trajectory (a failed run's steps, if it made any), or None
     error: str | None = None  # "ErrorType: message" when the cell failed
     seconds: float | None = None  # the cell's time where it ran (its model load included)
+    cpu_seconds: float | None = None  # the CPU time of the process that ran it, over the cell
     load_seconds: float | None = None  # when this cell's worker loaded the model for it
     worker: str | None = None  # "host:pid" of the worker that ran it (None in this process)
 
