@@ -12,7 +12,11 @@ The wall-time ratio needs both cores idle. On a shared machine the script also p
 its CPU times imply: this process's CPU time for the grid against that of the busier worker (a
 worker's cells run one after another on its own core, so on 2 idle cores its CPU time is its wall time).
 
-Measured: see README ("Sweeps and walks").
+Measured 2026-12-06 on a shared machine (load average 7-13 on its 2 cores from other work), 30 steps:
+wall time 37.6 s here, 73.3 s on 2 workers (0.51x; the next sweep on the same workers 73.5 s):
+not measurable there. CPU-implied for 2 idle cores: 1.17x with the workers' model loads (3.1-5.5 s
+CPU each, 6.8-13.5 s wall), 1.58x without, 1.33x for the next sweep. Goal (>= 1.6x): not shown.
+README ("Benchmarks") has the rest.
 
     python benchmarks/sweep_dask.py [--steps 10] [--grid 4x4]
 """
@@ -68,6 +72,12 @@ def main() -> None:
         began = time.perf_counter()
         there = nbd.sweep(None, PROMPT, axes=axes, steps=args.steps, executor=executor, frames=False, progress=False)
         t_there = time.perf_counter() - began
+        # The next sweep on the same cluster: each worker kept its model. Other seeds (the same amount of
+        # work): Dask would hand back results it still holds for identical tasks.
+        again = dict(axes, seed=[s + 1000 for s in axes["seed"]])
+        began = time.perf_counter()
+        warm = nbd.sweep(None, PROMPT, axes=again, steps=args.steps, executor=executor, frames=False, progress=False)
+        t_warm = time.perf_counter() - began
         t_frames = None
         if args.frames:
             began = time.perf_counter()
@@ -81,7 +91,7 @@ def main() -> None:
     per_worker: dict = {}
     for c in there.cells:
         per_worker.setdefault(c.worker, []).append(c)
-    cpu_there = max(sum(c.cpu_seconds for c in cs) for cs in per_worker.values())
+    cpu_there = max_cpu(there)
     cpu_loads = max(sum(c.cpu_seconds for c in cs if c.load_seconds is not None) for cs in per_worker.values())
     cpu_cell_there = statistics.median(c.cpu_seconds for c in there.cells if c.load_seconds is None)
     same = all(torch.equal(a.steps[-1].latents, b.steps[-1].latents) for a, b in zip(here.runs, there.runs))
@@ -97,10 +107,20 @@ def main() -> None:
           f"{cpu_cell_there:.3f} s on a worker")
     print(f"implied ratio on 2 idle cores (CPU time): {cpu_here / cpu_there:.2f}x with the workers' model loads, "
           f"{cpu_here / (cpu_there - cpu_loads + cpu_cell_there):.2f}x without")
+    print(f"the next sweep on the same workers (models kept): {t_warm:7.2f} s, ratio {t_here / t_warm:.2f}x; "
+          f"CPU-implied {cpu_here / max_cpu(warm):.2f}x; errors: {len(warm.errors)}")
     if t_frames is not None:
         print(f"2 Dask workers, frames=True: {t_frames:7.2f} s  (ratio {t_here / t_frames:.2f}x; the model is loaded)")
     print(f"cluster start (not counted): {t_start:.2f} s; runs equal bit for bit: {same}; "
           f"errors: {len(there.errors)}; load average: {os.getloadavg()[0]:.2f}")
+
+
+def max_cpu(sweep) -> float:
+    """The CPU time of the busier worker over its cells."""
+    per_worker: dict = {}
+    for c in sweep.cells:
+        per_worker[c.worker] = per_worker.get(c.worker, 0.0) + c.cpu_seconds
+    return max(per_worker.values())
 
 
 if __name__ == "__main__":
