@@ -5,14 +5,14 @@ from ._version import __version__
 from . import shapes
 from .core import (ApproxDecoder, EmbeddedModelMissing, PipelineLoadError, RunControl, Step, StepIndexError,
                    Trajectory, TrajectoryFileError, branch, compare, decision_curve, load_pipeline, schedulers,
-                   set_lora_scale, set_tiny_decoder, speaks_shapes, trace)
-from .widgets import Explorer, SketchPad
+                   set_lora_scale, set_tiny_decoder, speaks_shapes, Sweep, sweep, trace)
+from .widgets import Explorer, SketchPad, SweepView
 from .widgets.teaching import (ForwardExplorer, GuidanceSweep, LatentView, SamplerCompare, ScheduleView,
                                SeedsAndPrompts, StepsCompare)
 
 __all__ = ["ApproxDecoder", "EmbeddedModelMissing", "Explorer", "ForwardExplorer", "GuidanceSweep", "LatentView",
-           "SamplerCompare", "ScheduleView", "SeedsAndPrompts", "SketchPad", "StepsCompare", "PipelineLoadError",
+           "SamplerCompare", "ScheduleView", "SeedsAndPrompts", "SketchPad", "SweepView", "StepsCompare", "PipelineLoadError",
            "RunControl", "Step",
            "StepIndexError", "Trajectory", "TrajectoryFileError", "branch", "compare", "decision_curve", "load_pipeline",
            "schedulers",
-           "set_lora_scale", "set_tiny_decoder", "shapes", "speaks_shapes", "trace", "__version__"]
+           "set_lora_scale", "set_tiny_decoder", "shapes", "speaks_shapes", "Sweep", "sweep", "trace", "__version__"]

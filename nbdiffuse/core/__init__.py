@@ -8,6 +8,7 @@ from .loading import EmbeddedModelMissing, PipelineLoadError, load_pipeline, set
 from .lora import set_lora_scale
 from .schedulers import schedulers
 from .step import Step
+from .sweep import Sweep, sweep
 from .trace import prepare, trace
 from .trajectory import StepIndexError, Trajectory
 from .nbd_schema import TrajectoryFileError
@@ -17,4 +18,4 @@ __all__ = ["ApproxDecoder", "Comparison", "DecisionCurve", "compare", "decision_
            "PipelineLoadError", "RunControl", "Step",
            "StepIndexError",
            "Trajectory", "TrajectoryFileError", "branch", "load_pipeline", "prepare", "schedulers",
-           "set_lora_scale", "set_tiny_decoder", "speaks_shapes", "trace"]
+           "set_lora_scale", "set_tiny_decoder", "speaks_shapes", "Sweep", "sweep", "trace"]

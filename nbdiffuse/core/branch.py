@@ -35,6 +35,7 @@ from .run_args import check_run_args
 from .schedulers import make_scheduler, scheduler_from_params
 from .trajectory import Trajectory
 from .validate import check_step_at, guidance_schedule
+from .walks import branch_walk, walk_conditioning
 
 BRANCH_CHANGES = ("prompt", "negative_prompt", "guidance", "scheduler", "steps", "seed", "control", "on_step")
 
@@ -120,7 +121,15 @@ class PreparedBranch:
         for key in ("strength", "image", "attention"):  # where the picture came from; the words the kept maps show
             if p.get(key) is not None:
                 params[key] = p[key]
+        walk = branch_walk(p, self.keeps_prompt)  # a walk's run: its start noise, its blended prompt (core/walks.py)
+        if walk is not None:
+            params["walk"] = walk
         return params
+
+    @property
+    def keeps_prompt(self) -> bool:
+        p = self.parent.params
+        return (self.run.prompt, self.run.negative_prompt) == (p["prompt"], p["negative_prompt"] or "")
 
     def execute(self) -> Trajectory:
         run, traj, at = self.run, self.parent, self.at
@@ -136,6 +145,9 @@ class PreparedBranch:
             device, dtype = family.device, family.dtype
             # The parent encoded this prompt: a branch that keeps it reuses that encoding (encode_cache).
             run.cond = encode_cache.encode(family, *run.encoded, (p["height"], p["width"]))
+            walked = (p.get("walk") or {}).get("prompt")
+            if walked is not None and self.keeps_prompt:  # a prompt walk's run: the blend it ran on
+                run.cond = walk_conditioning(run, walked["from"], walked["to"], walked["t"])
             # The steps it shares with a loaded parent keep the pictures the parent's model drew of them.
             child = Trajectory(params, initial_latents=traj.initial_latents, steps=list(traj.steps[: at + 1]),
                                parent=traj, branched_at=at, approx=traj.approx, pipe=run.pipe,

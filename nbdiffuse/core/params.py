@@ -60,9 +60,11 @@ class AttentionWords(TypedDict):
 
 class RunParams(_EveryRun, total=False):
     """traj.params; the keys above are in every run's; attention in runs traced with attention=True;
-    capabilities and capabilities_reason in runs of the generic path and of models that take guidance
-    as an input (guidance_kind "distilled"); pipe_kwargs in generic runs given some."""
+    walk in the runs inside a sweep's seed or prompt walk (core/walks.py); capabilities and
+    capabilities_reason in runs of the generic path and of models that take guidance as an input
+    (guidance_kind "distilled"); pipe_kwargs in generic runs given some."""
     attention: AttentionWords
+    walk: dict  # {"seed": {"from", "to", "t"}, "prompt": {"from", "to", "t"}}: the walk(s) the run is a point of
     capabilities: dict[str, bool]  # what they lack (capabilities.XT_ONLY and "previews", or DISTILLED)
     capabilities_reason: str  # why, in one line
     pipe_kwargs: dict[str, Any]  # the pipeline's own keywords passed to pipe(...) (pipe_kwargs.recorded)

@@ -57,6 +57,7 @@ class Run:
         self.start = 0
         self.attention: Any = None  # an AttentionRecorder (trace(attention=True)), with attention_words
         self.attention_words: dict | None = None
+        self.walk: Any = None  # a walk between two runs (core/walks.py): its starting noise and text conditioning
 
     @property
     def total_steps(self) -> int:
@@ -110,6 +111,7 @@ class Run:
             "branched_at": None,
             **({"attention": self.attention_words} if self.attention_words is not None else {}),
             **(distilled_params(type(pipe).__name__) if self.family.guidance_kind == "distilled" else {}),
+            **({"walk": self.walk.params()} if self.walk is not None else {}),
         }
 
     # --- the run --------------------------------------------------------------------
@@ -128,6 +130,8 @@ class Run:
             self.cond = encode_cache.encode(self.family, *self.encoded, (self.height, self.width))
             if self.image is None and self.start_clean is None:
                 latents = self.family.initial_latents(self.height, self.width, self.generator, sched)
+                if self.walk is not None:
+                    self.cond, latents = self.walk.start(self, self.cond, latents)
             else:
                 clean = self.start_clean.to(self.family.device, self.family.dtype) if self.image is None else \
                     img2img.image_latents(self.family, self.image, self.height, self.width, self.generator)

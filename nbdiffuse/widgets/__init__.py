@@ -1,5 +1,6 @@
 """Jupyter widgets on top of nbdiffuse.core (which never imports them)."""
 from .explorer import Explorer
 from .sketch import SketchPad
+from .sweep_view import SweepView
 
-__all__ = ["Explorer", "SketchPad"]
+__all__ = ["Explorer", "SketchPad", "SweepView"]
