@@ -308,3 +308,41 @@ def chroma():
 
 def chroma_img2img():
     return _img2img("ChromaImg2ImgPipeline", chroma)
+
+
+def sana_sprint():
+    """SanaSprintPipeline: sana()'s parts with a guidance-embedding DiT and the SCM (trigflow) sampler."""
+    from diffusers import SanaSprintPipeline, SanaTransformer2DModel, SCMScheduler
+
+    base = sana()
+    torch.manual_seed(0)
+    transformer = SanaTransformer2DModel(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=4,
+                                         num_layers=1, num_cross_attention_heads=2, cross_attention_head_dim=4,
+                                         cross_attention_dim=8, caption_channels=32, sample_size=32, patch_size=1,
+                                         guidance_embeds=True, qk_norm="rms_norm_across_heads").eval()
+    return _quiet(SanaSprintPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae,
+                                     transformer=transformer, scheduler=SCMScheduler()))
+
+
+def qwenimage():
+    """QwenImagePipeline: a video-style VAE (5-D latents), latents packed 2 x 2 into tokens that unpack to
+    5-D: nbdiffuse cannot show them as a picture, so its runs have no previews (said in one line)."""
+    from diffusers import (AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImagePipeline,
+                           QwenImageTransformer2DModel)
+    from transformers import Qwen3Config, Qwen3Model
+
+    tokenizer = testing.tiny_t5_tokenizer(max_length=1024)
+    torch.manual_seed(0)
+    encoder = Qwen3Model(Qwen3Config(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                     num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                                     max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id)).eval()
+    torch.manual_seed(0)
+    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=1,
+                                              attention_head_dim=16, num_attention_heads=2, joint_attention_dim=16,
+                                              axes_dims_rope=(4, 6, 6)).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
+                                 temperal_downsample=[False, True], latents_mean=[0.0] * 4,
+                                 latents_std=[1.0] * 4).eval()
+    return _quiet(QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=encoder,
+                                    tokenizer=tokenizer, transformer=transformer))

@@ -48,7 +48,7 @@ Flux2Pipeline GlmImagePipeline HiDreamImagePipeline HunyuanDiTPAGPipeline Hunyua
 HunyuanImagePipeline HunyuanImageRefinerPipeline Ideogram4Pipeline Kandinsky5I2IPipeline
 Kandinsky5T2IPipeline Krea2Pipeline Lumina2Pipeline LuminaPipeline NucleusMoEImagePipeline OvisImagePipeline
 PRXPipeline PRXPixelPipeline QwenImage21Pipeline QwenImageImg2ImgPipeline QwenImagePipeline
-SanaSprintImg2ImgPipeline SanaSprintPipeline StableDiffusionLDM3DPipeline
+SanaSprintImg2ImgPipeline StableDiffusionLDM3DPipeline
 """.split())
 UNLISTED = "unlisted"  # a class in no list: test_zoo_table fails until it is built, refused or listed
 

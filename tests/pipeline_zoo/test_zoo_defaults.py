@@ -1,5 +1,5 @@
-"""Sizes of pipelines that say them their own way: a default written in __call__ (#21 E4), a size the
-pipeline changes (#21 E5)."""
+"""What the Explorer starts from for pipelines that say it their own way: a default size written in
+__call__ (#21 E4), a scheduler outside nbdiffuse's names (#21 E3); and a size the pipeline changes (#21 E5)."""
 from __future__ import annotations
 
 import pytest
@@ -42,3 +42,18 @@ def test_kandinsky3_records_the_size_it_ran():
     pipe, _ = built(case_of("Kandinsky3Pipeline"))
     traj = nbd.trace(pipe, "a red circle", steps=1, height=32, width=32)
     assert traj.image(-1, "xt", decoder="full", size="latent").size == (traj.params["width"], traj.params["height"])
+
+
+def test_the_explorer_offers_and_runs_a_scheduler_outside_its_name_table(open_explorer):
+    """LatentConsistencyModelPipeline's LCMScheduler (#21 E3): the first choice, shown by its class name, and
+    a run on it works (the Explorer used to swap in euler, and LCM failed on original_inference_steps)."""
+    pipe, _ = built(case_of("LatentConsistencyModelPipeline"))
+    ex, fe = open_explorer(pipe, ignore_threads=("tqdm_monitor",), steps=2, height=16, width=16)
+    assert fe.state["scheduler"] == "LCMScheduler" == fe.state["scheduler_options"][0]
+    assert "euler" in fe.state["scheduler_options"]  # nbdiffuse's own samplers stay on offer
+    fe.click("generate")
+    assert ex.wait(120)
+    assert fe.state["error"] == "" and fe.state["status"] == "done"
+    assert ex.trajectory.params["scheduler_class"] == "LCMScheduler"
+    with pytest.raises(ValueError, match="scheduler must be one of 'LCMScheduler', 'euler'"):
+        ex.scheduler = "NoSuchScheduler"
