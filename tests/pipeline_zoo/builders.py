@@ -14,6 +14,16 @@ import torch
 from nbdiffuse import testing
 
 
+def _vae8(**config):
+    """An AutoencoderKL 8x down, for pipelines that take a VAE factor of 8 for granted (Lumina 2, HunyuanDiT)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8),
+                         layers_per_block=1, norm_num_groups=8, latent_channels=4, sample_size=32, **config).eval()
+
+
 def _quiet(pipe):
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -346,3 +356,72 @@ def qwenimage():
                                  latents_std=[1.0] * 4).eval()
     return _quiet(QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=encoder,
                                     tokenizer=tokenizer, transformer=transformer))
+
+
+def _qwen3_encoder(tokenizer, hidden: int = 16, layers: int = 2):
+    """A small decoder-only text encoder read through its hidden states (a Qwen 3 model, random weights)."""
+    from transformers import Qwen3Config, Qwen3Model
+
+    torch.manual_seed(0)
+    return Qwen3Model(Qwen3Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                                  num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,
+                                  head_dim=8, max_position_embeddings=2048,
+                                  pad_token_id=tokenizer.pad_token_id)).eval()
+
+
+def lumina2():
+    from diffusers import FlowMatchEulerDiscreteScheduler, Lumina2Pipeline, Lumina2Transformer2DModel
+
+    tokenizer = testing.tiny_t5_tokenizer(max_length=256)
+    torch.manual_seed(0)
+    transformer = Lumina2Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, hidden_size=32, num_layers=1,
+                                            num_refiner_layers=1, num_attention_heads=2, num_kv_heads=1,
+                                            multiple_of=16, axes_dim_rope=(4, 6, 6), axes_lens=(300, 64, 64),
+                                            cap_feat_dim=16).eval()
+    return _quiet(Lumina2Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(),
+                                  vae=_vae8(scaling_factor=0.3611, shift_factor=0.1159),
+                                  text_encoder=_qwen3_encoder(tokenizer), tokenizer=tokenizer))
+
+
+def cogview4():
+    from diffusers import CogView4Pipeline, CogView4Transformer2DModel, FlowMatchEulerDiscreteScheduler
+
+    tokenizer = testing.tiny_t5_tokenizer(max_length=1024)
+    torch.manual_seed(0)
+    transformer = CogView4Transformer2DModel(patch_size=2, in_channels=4, out_channels=4, num_layers=1,
+                                             attention_head_dim=4, num_attention_heads=4, text_embed_dim=16,
+                                             time_embed_dim=8, condition_dim=4, pos_embed_max_size=16,
+                                             sample_size=8, rope_axes_dim=(2, 2)).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(base_shift=0.25, max_shift=0.75, base_image_seq_len=256,
+                                                use_dynamic_shifting=True, time_shift_type="linear")
+    return _quiet(CogView4Pipeline(tokenizer=tokenizer, text_encoder=_qwen3_encoder(tokenizer),
+                                   vae=testing._vae(0), transformer=transformer, scheduler=scheduler))
+
+
+def hunyuan_dit():
+    """HunyuanDiTPipeline: a BERT and a T5 encoder, a DiT with learned sigma."""
+    from diffusers import DDPMScheduler, HunyuanDiT2DModel, HunyuanDiTPipeline
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [chr(c) for c in range(33, 127)]
+        path = f"{tmp}/vocab.txt"
+        with open(path, "w", encoding="utf-8") as out:
+            out.write("\n".join(vocab))
+        bert_tokenizer = BertTokenizerFast(path, model_max_length=77)
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=len(bert_tokenizer), hidden_size=32, num_hidden_layers=1,
+                                num_attention_heads=2, intermediate_size=32, max_position_embeddings=128)).eval()
+    t5_tokenizer = testing.tiny_t5_tokenizer(max_length=256)
+    torch.manual_seed(0)
+    transformer = HunyuanDiT2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, patch_size=2,
+                                    sample_size=8, hidden_size=16, num_layers=2, mlp_ratio=1.0,
+                                    cross_attention_dim=32, cross_attention_dim_t5=32, pooled_projection_dim=16,
+                                    text_len=77, text_len_t5=256).eval()
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.03,
+                              prediction_type="v_prediction", steps_offset=1, clip_sample=False)
+    return _quiet(HunyuanDiTPipeline(vae=_vae8(), text_encoder=bert, tokenizer=bert_tokenizer,
+                                     transformer=transformer, scheduler=scheduler, safety_checker=None,
+                                     feature_extractor=None, requires_safety_checker=False,
+                                     text_encoder_2=testing._t5_encoder(t5_tokenizer, 32), tokenizer_2=t5_tokenizer))
