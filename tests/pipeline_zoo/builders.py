@@ -425,3 +425,30 @@ def hunyuan_dit():
                                      transformer=transformer, scheduler=scheduler, safety_checker=None,
                                      feature_extractor=None, requires_safety_checker=False,
                                      text_encoder_2=testing._t5_encoder(t5_tokenizer, 32), tokenizer_2=t5_tokenizer))
+
+
+def lumina():
+    """LuminaPipeline (Lumina-Next): a Gemma text encoder read through its hidden states, a DiT with learned sigma."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, LuminaNextDiT2DModel, LuminaPipeline
+    from transformers import GemmaConfig, GemmaModel
+
+    tokenizer = testing.tiny_t5_tokenizer(max_length=256)
+    torch.manual_seed(0)
+    encoder = GemmaModel(GemmaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                     num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                                     max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)).eval()
+    torch.manual_seed(0)
+    transformer = LuminaNextDiT2DModel(sample_size=4, patch_size=2, in_channels=4, hidden_size=16, num_layers=1,
+                                       num_attention_heads=2, num_kv_heads=1, multiple_of=16, learn_sigma=True,
+                                       qk_norm=True, cross_attention_dim=16).eval()
+    return _quiet(LuminaPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(),
+                                 vae=_vae8(), text_encoder=encoder, tokenizer=tokenizer))
+
+
+def qwenimage_img2img():
+    return _img2img("QwenImageImg2ImgPipeline", qwenimage)
+
+
+def sana_sprint_img2img():
+    return _img2img("SanaSprintImg2ImgPipeline", sana_sprint)
+

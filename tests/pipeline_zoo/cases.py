@@ -59,6 +59,7 @@ CASES = [
     # binned to 1024 x 1024 (the slowest case: ~35 s); its DDPM sampler draws noise
     Case("HunyuanDiTPipeline", builders.hunyuan_dit, guidance=5.0, xfail={"parity": C, "views": E5, "explorer": C}),
     Case("QwenImagePipeline", builders.qwenimage, previews=False),
+    Case("LuminaPipeline", builders.lumina, guidance=4.0),
     Case("StableCascadePriorPipeline", builders.cascade_prior, size=(256, 256), guidance=4.0, previews=False),
     Case("SanaPAGPipeline", builders.sana_pag, xfail={"views": E5}),
     Case("SanaSprintPipeline", builders.sana_sprint, guidance=4.5, xfail={"parity": CD, "views": E5, "explorer": C}),
@@ -85,5 +86,9 @@ CASES = [
     Case("ZImageImg2ImgPipeline", builders.zimage_img2img, guidance=5.0, image=True,
          xfail={check: IMG for check in CHECKS}),
     Case("ChromaImg2ImgPipeline", builders.chroma_img2img, guidance=5.0, image=True,
+         xfail={check: IMG for check in CHECKS}),
+    Case("QwenImageImg2ImgPipeline", builders.qwenimage_img2img, image=True, previews=False,
+         xfail={check: IMG for check in CHECKS}),
+    Case("SanaSprintImg2ImgPipeline", builders.sana_sprint_img2img, guidance=4.5, image=True,
          xfail={check: IMG for check in CHECKS}),
 ]

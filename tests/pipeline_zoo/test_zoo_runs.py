@@ -144,4 +144,5 @@ def test_a_full_explorer_run_on_the_pipelines_own_sampler(case, open_explorer):
     assert fe.state["n_steps"] == STEPS
     frames = fe.state[f"frames_{traj.default_view}"]
     assert len(frames) == STEPS and all(frames) is case.previews  # no frames where there is no picture
+    assert ("no frames are drawn" in fe.state["capabilities_note"]) is not case.previews  # and it says why
     assert torch.equal(ex.trajectory.final_latents, traj.final_latents)  # the same run as trace's
