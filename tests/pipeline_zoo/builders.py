@@ -452,3 +452,18 @@ def qwenimage_img2img():
 def sana_sprint_img2img():
     return _img2img("SanaSprintImg2ImgPipeline", sana_sprint)
 
+
+
+def bria():
+    """BriaPipeline: Flux-like packed latents, a T5 encoder only."""
+    from diffusers import BriaPipeline, BriaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+
+    tokenizer = testing.tiny_t5_tokenizer()
+    torch.manual_seed(0)
+    transformer = BriaTransformer2DModel(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1,
+                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                         axes_dims_rope=[4, 4, 8]).eval()
+    vae = testing._vae(0, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                       use_post_quant_conv=False)
+    return _quiet(BriaPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
+                               text_encoder=testing._t5_encoder(tokenizer, 32), tokenizer=tokenizer))

@@ -65,6 +65,7 @@ CASES = [
     Case("SanaSprintPipeline", builders.sana_sprint, guidance=4.5, xfail={"parity": CD, "views": E5, "explorer": C}),
     Case("StableDiffusionPanoramaPipeline", builders.panorama, size=(16, 16), guidance=7.5),
     Case("ChromaPipeline", builders.chroma, guidance=5.0),
+    Case("BriaPipeline", builders.bria, guidance=5.0),
     Case("StableDiffusionImg2ImgPipeline", builders.sd_img2img, size=(16, 16), guidance=7.5, image=True,
          xfail={check: IMG for check in CHECKS}),
     Case("StableDiffusionXLImg2ImgPipeline", builders.sdxl_img2img, size=(16, 16), guidance=5.0, image=True,

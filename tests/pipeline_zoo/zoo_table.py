@@ -44,7 +44,7 @@ REFUSED = [
 
 # Picture pipelines the matrix has no tiny builder for yet (each is a text-to-image or image-to-image class).
 NOT_BUILT = frozenset("""
-AltDiffusionImg2ImgPipeline AltDiffusionPipeline BriaFibo2Pipeline BriaFiboPipeline BriaPipeline
+AltDiffusionImg2ImgPipeline AltDiffusionPipeline BriaFibo2Pipeline BriaFiboPipeline
 Cosmos2TextToImagePipeline ErnieImagePipeline Flux2KleinKVPipeline Flux2KleinPipeline
 Flux2Pipeline GlmImagePipeline HiDreamImagePipeline HunyuanDiTPAGPipeline
 HunyuanImagePipeline HunyuanImageRefinerPipeline Ideogram4Pipeline Kandinsky5I2IPipeline
