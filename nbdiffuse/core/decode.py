@@ -154,7 +154,7 @@ class ApproxDecoder:
         """
         if kernel not in (1, 3):
             raise ValueError(f"kernel must be 1 or 3, got {kernel!r}")
-        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        factor = upscale(vae) or 8
         if images is None:
             side = blocks * factor * 2  # each colour block spans 2 x 2 latent pixels
             rng = np.random.default_rng(seed)
@@ -164,7 +164,10 @@ class ApproxDecoder:
         pixels = torch.as_tensor(images, dtype=torch.float32)
         param = next(vae.parameters())
         with torch.no_grad():
-            latents = vae.encode(pixels.to(param.device, param.dtype) * 2 - 1).latent_dist.mean.float().cpu()
+            encoded = vae.encode(pixels.to(param.device, param.dtype) * 2 - 1)
+            # AutoencoderKL: a distribution (its mean); AutoencoderDC: the latent itself
+            dist = getattr(encoded, "latent_dist", None)
+            latents = (dist.mean if dist is not None else encoded.latent).float().cpu()
         target = torch.nn.functional.avg_pool2d(pixels, factor)  # RGB at latent resolution
         return cls._solve(to_pipeline_space(vae, latents), target, kernel)
 
@@ -246,12 +249,11 @@ def global_features(latents: torch.Tensor) -> torch.Tensor:
 def _decoded_at_latent_size(vae: Any, latents: torch.Tensor) -> torch.Tensor:
     """What the VAE's decoder shows for (N, C, h, w) pipeline-space latents, RGB in [0, 1] averaged
     down to the latents' resolution: the target of the fits to the decoder."""
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
     param = next(vae.parameters())
     with torch.no_grad():
         decoded = vae.decode(from_pipeline_space(vae, latents.to(param.device, torch.float32)).to(param.dtype),
                              return_dict=False)[0].float().cpu()
-    return torch.nn.functional.avg_pool2d((decoded.clamp(-1, 1) + 1) / 2, factor)
+    return torch.nn.functional.adaptive_avg_pool2d((decoded.clamp(-1, 1) + 1) / 2, tuple(latents.shape[-2:]))
 
 
 def _features(z: np.ndarray, kernel: int) -> np.ndarray:
@@ -286,9 +288,23 @@ def approx_decoder_for(vae: Any) -> ApproxDecoder:
     with _approx_lock:
         decoder = _approx_cache.get(vae)
         if decoder is None:
-            decoder = ApproxDecoder.fit(vae)
+            decoder = ApproxDecoder.fit(vae) if _encodes(vae) else ApproxDecoder.fit_to_decoder(vae, _probe_latents(vae))
             _approx_cache[vae] = decoder
         return decoder
+
+
+def _encodes(vae: Any) -> bool:
+    """Whether `vae` has an encoder that approx fits can use (AutoencoderKL, AutoencoderDC; not a
+    pipeline's own decoder under another name, core/pipe_decoder.py)."""
+    return callable(getattr(vae, "encode", None)) and upscale(vae) is not None
+
+
+def _probe_latents(vae: Any, count: int = 16, side: int = 8) -> torch.Tensor:
+    """Seeded standard-normal latents in the pipeline's space, to fit an approx decoder to a decoder
+    that has no encoder: what its decoder draws of them is the fit's target."""
+    channels = getattr(vae.config, "latent_channels", None) or getattr(vae, "latent_channels", None) or 4
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(count, int(channels), side, side, generator=generator)
 
 
 def to_pil(images: torch.Tensor) -> Image.Image:
@@ -381,6 +397,9 @@ def upscale(vae: Any) -> int | None:
     known = getattr(vae, "upscale", None)
     if isinstance(known, int):
         return known  # TinyDecoder
+    ratio = getattr(vae, "spatial_compression_ratio", None)
+    if isinstance(ratio, int):
+        return ratio  # AutoencoderDC
     blocks = getattr(getattr(vae, "config", None), "block_out_channels", None)
     return 2 ** (len(blocks) - 1) if blocks else None  # AutoencoderKL, AutoencoderTiny
 

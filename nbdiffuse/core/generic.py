@@ -32,6 +32,7 @@ from .control import RunControl
 from .locks import model_turn
 from .params import RunParams
 from .pipe_kwargs import check_for_generic, check_pipe_kwargs, recorded
+from .pipe_decoder import has_decoder
 from .prediction import sigma_at
 from .locks import TOKENIZER_LOCK
 from .recording import StepRecorder
@@ -219,7 +220,7 @@ class GenericRun(Run):
                 return tensors  # stopped (a pipeline without interrupt runs on: not recorded), or mid-Heun
             latents = self._unpack(tensors["latents"])
             if state["k"] == 0:  # (C, h, w) per step, or packed in a layout nbdiffuse cannot know
-                traj.params["capabilities"]["previews"] = latents.ndim == 4
+                traj.params["capabilities"]["previews"] = latents.ndim == 4 and has_decoder(pipe)  # pipe_decoder
                 if latents.ndim == 4:
                     self._ran_at(traj, latents)
                 if latents.ndim != 4:

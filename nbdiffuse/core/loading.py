@@ -13,9 +13,11 @@ from typing import Any
 import torch
 
 from .decode import ApproxDecoder
+from .families.registry import takes_step_callback
 from .lora import check_lora_scale, load_lora, set_lora_scale
 from .model_source import check_hub_id, local_folder
 from .pipe_attrs import lora_info, set_shipped_approx, set_source, set_speaks_shapes, set_tiny, speaks_shapes
+from .pipe_decoder import has_decoder
 from .sources import EmbeddedModelMissing, PipelineLoadError, short_error
 from .sources import HUB_ID
 from .tiny_decoder import TinyDecoder
@@ -195,8 +197,10 @@ def _attach_shipped_decoders(pipe: Any, folder: Path) -> None:
 
 
 def _check_pipeline(pipe: Any) -> None:
-    missing = [name for name in ("scheduler", "vae") if getattr(pipe, name, None) is None]
-    if getattr(pipe, "unet", None) is None and getattr(pipe, "transformer", None) is None:
+    missing = [] if getattr(pipe, "scheduler", None) is not None else ["scheduler"]
+    if not has_decoder(pipe) and not takes_step_callback(pipe):  # a watched prior may have none (no previews)
+        missing.append("vae")
+    if all(getattr(pipe, name, None) is None for name in ("unet", "transformer", "decoder", "prior")):
         missing.append("unet or transformer")
     if missing:
         raise PipelineLoadError(f"{type(pipe).__name__} lacks {', '.join(missing)}: not a text-to-image diffusion pipeline")

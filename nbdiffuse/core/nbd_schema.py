@@ -101,7 +101,9 @@ def check_meta(meta: Any, tensors: dict[str, torch.Tensor]) -> None:
 
 def _check_params(p: dict) -> None:
     for key, value in p.items():
-        _finite_json(f"params.{key}", value)
+        # diffusers' own scheduler defaults hold infinities (DPMSolverMultistepScheduler's lambda_min_clipped
+        # is -inf): a scheduler config may hold +-inf, never NaN
+        _finite_json(f"params.{key}", value, infinite=key == "scheduler_config")
     for key in ("id", "parent"):
         if p.get(key) is not None or key == "id":
             if not isinstance(p.get(key), str) or not _ID.fullmatch(p[key]):
@@ -170,11 +172,13 @@ def _check_scheduler(p: dict) -> None:
     if "num_train_timesteps" in config:
         _int("params.scheduler_config.num_train_timesteps", config["num_train_timesteps"], 1, MAX_TRAIN_TIMESTEPS)
     _config_values("params.scheduler_config", config, 0)
+    branches = (p.get("capabilities") or {}).get("branch", True)  # x_t-only runs never read or rebuild it
     for field, kind in (("params.prediction_type", p.get("prediction_type")),
                         ("params.scheduler_config.prediction_type", config.get("prediction_type"))):
-        if kind is not None and kind not in PREDICTION_TYPES and not name.startswith("FlowMatch"):
+        if kind is not None and kind not in PREDICTION_TYPES and not name.startswith("FlowMatch") and (
+                branches or not isinstance(kind, str) or len(kind) > 100):
             raise FieldError(field, kind, f"one of {', '.join(PREDICTION_TYPES)} (what core/prediction.py reads)")
-    if (p.get("capabilities") or {}).get("branch", True):  # a run that can branch rebuilds it: it must build
+    if branches:  # a run that can branch rebuilds it: it must build
         try:
             scheduler_from_params(name, config)
         except Exception as exc:  # diffusers refuses a value (a beta_schedule it lacks...) its own way
@@ -282,18 +286,18 @@ def _check_approx(approx: Any, initial: torch.Tensor) -> None:
     _finite_json("approx", approx)
 
 
-def _finite_json(field: str, value: Any, depth: int = 0) -> None:
-    """Every number finite (JSON lets NaN and Infinity through), nesting bounded."""
+def _finite_json(field: str, value: Any, depth: int = 0, infinite: bool = False) -> None:
+    """Every number finite (JSON lets NaN and Infinity through; infinite=True lets +-inf by), nesting bounded."""
     if depth > 8:
         raise FieldError(field, value, "nested at most 8 deep")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise FieldError(field, value, "a finite number")
+    if isinstance(value, float) and not math.isfinite(value) and not (infinite and math.isinf(value)):
+        raise FieldError(field, value, "a number, +-inf or finite" if infinite else "a finite number")
     if isinstance(value, dict):
         for key, item in value.items():
-            _finite_json(f"{field}.{key}", item, depth + 1)
+            _finite_json(f"{field}.{key}", item, depth + 1, infinite)
     elif isinstance(value, list):
         for k, item in enumerate(value):
-            _finite_json(f"{field}[{k}]", item, depth + 1)
+            _finite_json(f"{field}[{k}]", item, depth + 1, infinite)
 
 
 def _dict(field: str, value: Any) -> dict:

@@ -19,6 +19,7 @@ import torch
 
 from .decode import full_decode_many, same_latents
 from .image_codec import check_picture, encode_picture
+from .pipe_decoder import decoder_of
 from .views import VIEWS
 from .views import resize as _resize
 
@@ -71,7 +72,7 @@ def frames_to_save(traj: Trajectory) -> dict[tuple[int, str], bytes]:
                 cached.append(((k, view), picture))
             else:
                 missing.append(((k, view), latents))
-    decoded = zip([key for key, _ in missing], full_decode_many(traj.pipe.vae, [latents for _, latents in missing]))
+    decoded = zip([key for key, _ in missing], full_decode_many(decoder_of(traj.pipe), [latents for _, latents in missing]))
     with ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="nbd-save-frames") as pool:
         pending: deque = deque()
         for key, picture in itertools.chain(cached, decoded):  # decoded as the loop asks for them

@@ -18,6 +18,7 @@ from .guidance_map import guidance_map
 from .image_codec import decode_picture
 from .params import RunParams
 from .pipe_attrs import tiny_decoder
+from .pipe_decoder import decoder_of, has_decoder
 from .step import Step
 from .trajfile import TrajectoryFileError, load_trajectory, save_trajectory
 from .validate import check_choice, check_guidance_value, show_value
@@ -120,9 +121,11 @@ class Trajectory:
         if view == "x0" and step.pred_x0 is None:
             self._refuse("x0")
         if not self.capabilities["previews"]:
-            raise ValueError(f"this run's latents have shape {tuple(step.latents.shape)}, packed by "
-                             f"{self.params.get('pipeline')} in a layout nbdiffuse cannot know (no (C, h, w) "
-                             "form), so it has no previews; its steps are recorded all the same")
+            how = ("has no decoder (no vae, movq or vqgan)" if step.latents.ndim == 3 else
+                   "packs them in a layout nbdiffuse cannot know (no (C, h, w) form)")
+            raise ValueError(f"this run's latents have shape {tuple(step.latents.shape)} and "
+                             f"{self.params.get('pipeline')} {how}, so it has no previews; its steps are "
+                             "recorded all the same")
         return step.pred_x0 if view == "x0" else step.latents * step.xt_scale
 
     def image(self, k: int = -1, view: str = "x0", decoder: str = "auto", size: Any = "output") -> Image.Image:
@@ -174,7 +177,7 @@ class Trajectory:
         if self.approx is None:
             if self.pipe is None:
                 raise ValueError("this trajectory has no approx decoder and no pipeline to fit one; attach(pipe) first")
-            self.approx = approx_decoder_for(self.pipe.vae)
+            self.approx = approx_decoder_for(decoder_of(self.pipe))
         return self.approx
 
     def _cached_decode(self, index: int, view: str, decoder: str, latents: torch.Tensor) -> Image.Image:
@@ -184,10 +187,10 @@ class Trajectory:
 
     def _cached_full(self, index: int, view: str) -> Image.Image | None:
         """The full VAE's picture of a step and view when the decode cache holds it (no decoding)."""
-        if self.pipe is None:
+        if self.pipe is None or not has_decoder(self.pipe):
             return None
         with self._lock:
-            return self._full_cache.get((index, view, "full", id(self.pipe.vae)))
+            return self._full_cache.get((index, view, "full", id(decoder_of(self.pipe))))
 
     def _saved_picture(self, index: int, view: str, data: bytes) -> Image.Image:
         def decode() -> Image.Image:
@@ -220,7 +223,7 @@ class Trajectory:
             if tiny is None:
                 raise ValueError("decoder='tiny' needs a tiny autoencoder: nbd.set_tiny_decoder(pipe, AutoencoderTiny(...))")
             return tiny
-        return self.pipe.vae
+        return decoder_of(self.pipe)
 
     def attach(self, pipe: Any) -> "Trajectory":
         """Attach the pipeline that made this run (a loaded trajectory can then decode with its VAE)."""

@@ -50,7 +50,9 @@ def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
                 tensors[f"steps.{step.index}.{name}"] = value.contiguous().clone()
         for j, extra in enumerate(step.extra_outputs):
             tensors[f"steps.{step.index}.extra.{j}"] = extra.contiguous().clone()
-    approx = traj.approx if traj.approx is not None else (traj.approx_decoder() if traj.pipe is not None else None)
+    approx = traj.approx
+    if approx is None and traj.pipe is not None and traj.capabilities["previews"]:  # none for latents without a picture form
+        approx = traj.approx_decoder()
     meta = {
         "params": traj.params,
         "steps": steps,

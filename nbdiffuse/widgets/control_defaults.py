@@ -4,11 +4,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..core import prepare, schedulers
+from ..core import prepare
 from ..core.families import adapter_for, default_guidance
 from ..core.pipe_attrs import model_name, source
-from ..core.schedulers import scheduler_name
 from ..core.validate import check_guidance_value
+from .samplers import own_sampler, sampler_arg, sampler_options
 
 EMBEDDED_SOURCE = "nbdiffuse/shapes"
 
@@ -17,15 +17,14 @@ def model_defaults(pipe: Any, given: dict[str, Any]) -> dict[str, Any]:
     """Control values suiting `pipe`, with `given` (checked the way generate() will check them) taking precedence."""
     family = adapter_for(pipe)
     embedded = source(pipe) == EMBEDDED_SOURCE
-    options = schedulers(pipe)
-    own = scheduler_name(pipe.scheduler)
+    options = sampler_options(pipe)
     values: dict[str, Any] = {
         "prompt": "big red circle on the left, white background" if embedded else "a lighthouse on a cliff at dusk",
         "negative_prompt": "",
         "seed": 0,
         "steps": 30,
         "guidance": default_guidance(pipe),
-        "scheduler": own if own in options else ("euler" if "euler" in options else options[0]),
+        "scheduler": own_sampler(pipe),  # the pipeline's own: a run then matches pipe(...)
     }
     values.update({k: v for k, v in given.items() if k not in ("height", "width")})
     default_h, default_w = family.default_size() or (given.get("height") or 0, given.get("width") or 0)
@@ -37,7 +36,7 @@ def model_defaults(pipe: Any, given: dict[str, Any]) -> dict[str, Any]:
         raise TypeError(f"Explorer(guidance=...) must be a number (the slider's start), got {values['guidance']!r}")
     # prepare() checks every value the way generate() will, without model work.
     run = prepare(pipe, values["prompt"], negative_prompt=values["negative_prompt"], steps=values["steps"],
-                  guidance=values["guidance"], seed=values["seed"], scheduler=values["scheduler"],
+                  guidance=values["guidance"], seed=values["seed"], scheduler=sampler_arg(pipe, values["scheduler"]),
                   height=height, width=width)
     label = model_name(pipe, type(pipe).__name__)
     return dict(values, guidance=float(values["guidance"]), scheduler_options=options, size_options=sizes,

@@ -24,6 +24,7 @@ from PIL import Image, features
 from ..core.decode import full_decode_many, same_latents
 from ..core.image_codec import save_image
 from ..core.pipe_attrs import tiny_decoder
+from ..core.pipe_decoder import decoder_of
 from ..core.views import VIEWS
 
 LIVE_QUALITY = 80
@@ -141,7 +142,10 @@ def _image(rgb: np.ndarray) -> Image.Image:
 
 
 def has_view(traj: Any, view: str) -> bool:
-    """Whether a trajectory can show `view`: runs that record x_t only (core/generic.py) have no x0."""
+    """Whether a trajectory can show `view`: runs that record x_t only (core/generic.py) have no x0, and
+    runs whose latents have no picture form (packed, 5-D, or a pipeline without a decoder) show none."""
+    if not getattr(traj, "capabilities", {}).get("previews", True):
+        return False
     return view != "x0" or getattr(traj, "has_x0", True)
 
 
@@ -175,7 +179,7 @@ def frame_decoder(traj: Any, preview: str = "auto") -> str:
 
 
 def _full_is_cheap(traj: Any) -> bool:
-    vae, latents = traj.pipe.vae, traj.latents_for(0, "xt")
+    vae, latents = decoder_of(traj.pipe), traj.latents_for(0, "xt")
     costs = _decode_costs.setdefault(vae, {})
     key = tuple(latents.shape)
     if key not in costs:
@@ -204,7 +208,7 @@ def steps_frames(traj: Any, ks: Sequence[int], views: Sequence[str] = VIEWS, dec
         if decoder == "approx":
             pictures = traj.approx_decoder().rgb_many(latents) if latents else []
         else:
-            vae = tiny_decoder(traj.pipe) if decoder == "tiny" else traj.pipe.vae
+            vae = tiny_decoder(traj.pipe) if decoder == "tiny" else decoder_of(traj.pipe)
             pictures = [np.asarray(picture) for picture in full_decode_many(vae, latents)]
         encoded = dict(zip(wanted, map(encode_tiny if decoder == "tiny" else encode_frame, pictures)))
     return [[encoded.get((k, view), b"") for view in views] for k in ks]

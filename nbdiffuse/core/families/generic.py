@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from ..pipe_size import spoken_size
+
 
 class GenericPipeline:
     """What nbdiffuse knows about a pipeline it only watches: sizes, channels, defaults. No predict()."""
@@ -85,7 +87,7 @@ class GenericPipeline:
             return int(sample[0]) * self.vae_factor, int(sample[-1]) * self.vae_factor
         if isinstance(sample, int):
             return sample * self.vae_factor, sample * self.vae_factor
-        return None
+        return spoken_size(self.pipe)  # core/pipe_size.py: `height = height or 1024` in its __call__
 
     def _call_source(self) -> str:
         try:

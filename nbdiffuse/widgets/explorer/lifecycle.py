@@ -139,6 +139,8 @@ class RunLifecycle:
                                  "guidances": list(traj.guidances) if traj is not None else [],
                                  "notices": traj.notices if traj is not None else self.ex.notices,
                                  "its": live.its(), "seconds": live.seconds()}
+        if traj is not None and n:  # what the run turned out to give (packed latents show at its first step)
+            state.update(capabilities_state(traj))
         try:
             if live.stream is not None:
                 state["frames_x0"], state["frames_xt"] = live.stream.snapshot(n)

@@ -30,6 +30,7 @@ from ..export_files import EXPORT_KINDS, export_path, write_export
 from ..live_run import LiveRun, noting
 from ..plain_words import capabilities_state
 from ..runner import Job, Runner
+from ..samplers import sampler_arg
 from ..sketch import SketchPad
 from . import model_swap, run_tree
 from .browser import BrowserRequests
@@ -149,7 +150,8 @@ class Explorer(ExplorerState):
             raise ValueError(f"strength={strength!r} needs a start picture: pass image=... or call ex.start_from(...)")
         control = RunControl()
         live = LiveRun(self, background, self._live_preview())
-        run = prepare(self.pipe, control=control, on_step=live.on_step, attention=self.attention, **params)
+        run = prepare(self.pipe, control=control, on_step=live.on_step, attention=self.attention,
+                      **dict(params, scheduler=sampler_arg(self.pipe, params["scheduler"])))
         job = Job(run, control, background, context=live)
         values = controls_of_run(run, params["scheduler"], bool(self.size_options), self.guidance_max)
         self._set_quietly(values)  # programmatic trait writes must not steer the run being replaced

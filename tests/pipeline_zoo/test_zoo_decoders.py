@@ -1,0 +1,69 @@
+"""Decoders that are not an AutoencoderKL (#21 E1, E2): Sana's DC-AE, Kandinsky 3's `movq`, Stable
+Cascade's `vqgan`. Each draws what the pipeline itself draws, and an approx decoder is fitted to it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import nbdiffuse as nbd
+from nbdiffuse.core.decode import approx_decoder_for, full_decode, upscale
+from nbdiffuse.core.pipe_decoder import OwnDecoder, decoder_of, has_decoder
+
+import builders
+from cases import CASES
+from test_zoo_runs import built
+
+
+def case_of(name):
+    return next(case for case in CASES if case.cls == name)
+
+
+def own_picture(pipe, traj) -> np.ndarray:
+    """The pipeline's own picture of the run's seed and settings (output_type="np"), as uint8."""
+    p = traj.params
+    out = pipe(prompt=p["prompt"], num_inference_steps=len(traj), height=p["height"], width=p["width"],
+               guidance_scale=p["guidance"][0], generator=torch.Generator("cpu").manual_seed(p["seed"]),
+               output_type="np").images[0]
+    return (np.clip(out, 0, 1) * 255).round().astype(np.int16)
+
+
+def test_kandinsky3_decodes_with_its_movq_as_the_pipeline_does():
+    pipe, traj = built(case_of("Kandinsky3Pipeline"))
+    decoder = decoder_of(pipe)
+    assert isinstance(decoder, OwnDecoder) and decoder.module is pipe.movq and decoder_of(pipe) is decoder
+    assert upscale(decoder) == 8
+    ours = np.asarray(traj.image(-1, "xt", decoder="full", size="latent"), np.int16)
+    assert np.abs(ours - own_picture(pipe, traj)).max() <= 1  # rounding apart
+    approx = traj.image(-1, "xt", decoder="approx", size="latent")
+    assert approx.size == traj.final_latents.shape[-1:-3:-1]  # latent resolution
+
+
+def test_sana_decodes_with_its_dc_ae_and_fits_an_approx_decoder_through_its_encoder():
+    pipe, traj = built(case_of("SanaPipeline"))
+    assert decoder_of(pipe) is pipe.vae and upscale(pipe.vae) == pipe.vae.spatial_compression_ratio == 8
+    latents = traj.final_latents
+    picture = full_decode(pipe.vae, latents)
+    assert picture.size == (latents.shape[-1] * 8, latents.shape[-2] * 8)
+    rgb = approx_decoder_for(pipe.vae).rgb(latents)
+    assert rgb.shape == (latents.shape[-2], latents.shape[-1], 3)
+
+
+def test_stable_cascade_vqgan_decodes_the_pipelines_way():
+    vqgan = builders.paella_vqgan()
+    decoder = OwnDecoder(vqgan, "vqgan")
+    z = torch.randn(1, 4, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # StableCascadeDecoderPipeline: vqgan.decode(scale_factor * latents).sample.clamp(0, 1)
+        own = vqgan.decode(vqgan.config.scale_factor * z).sample.clamp(0, 1)[0]
+    ours = np.asarray(full_decode(decoder, z[0]), np.int16)
+    assert ours.shape == (24, 24, 3) and upscale(decoder) == 4
+    assert np.abs(ours - (own.permute(1, 2, 0).numpy() * 255).round()).max() <= 1
+    assert approx_decoder_for(decoder).rgb(z[0]).shape == (6, 6, 3)
+
+
+def test_a_pipeline_without_a_decoder_says_so():
+    pipe, traj = built(case_of("StableCascadePriorPipeline"))
+    assert not has_decoder(pipe) and traj.capabilities["previews"] is False
+    with pytest.raises(ValueError, match="StableCascadePriorPipeline has no decoder"):
+        decoder_of(pipe)
+    assert nbd.load_pipeline(pipe) is pipe  # accepted: x_t only, without previews

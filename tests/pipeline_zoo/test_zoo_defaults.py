@@ -1,0 +1,59 @@
+"""What the Explorer starts from for pipelines that say it their own way: a default size written in
+__call__ (#21 E4), a scheduler outside nbdiffuse's names (#21 E3); and a size the pipeline changes (#21 E5)."""
+from __future__ import annotations
+
+import pytest
+
+import nbdiffuse as nbd
+from nbdiffuse.core.families import adapter_for
+from nbdiffuse.core.pipe_size import spoken_size
+
+import builders
+from test_zoo_runs import built
+from cases import CASES
+
+E5 = "#21 E5: Kandinsky 3 rounds a side up to a multiple of 64; trace records the size asked"
+
+
+def case_of(name):
+    return next(case for case in CASES if case.cls == name)
+
+
+def test_the_explorer_knows_a_default_size_written_in_call(open_explorer):
+    """ZImagePipeline starts __call__ with `height = height or 1024`: no config says it."""
+    pipe, _ = built(case_of("ZImagePipeline"))
+    assert spoken_size(pipe) == (1024, 1024) == adapter_for(pipe).default_size()
+    ex, fe = open_explorer(pipe, ignore_threads=("tqdm_monitor",))
+    assert (ex.height, ex.width) == (1024, 1024) and fe.state["image_size"] == [1024, 1024]
+    assert 1024 in fe.state["size_options"]
+
+
+def test_a_default_size_in_the_signature():
+    pipe, _ = built(case_of("Kandinsky3Pipeline"))
+    assert adapter_for(pipe).default_size() == (1024, 1024)  # `height: int | None = 1024`
+
+
+def test_a_pipeline_with_its_size_in_config_is_read_as_before():
+    assert spoken_size(builders.sd()) is None  # height = height or self.default_sample_size * ...
+
+
+@pytest.mark.xfail(strict=True, reason=E5)
+def test_kandinsky3_records_the_size_it_ran():
+    pipe, _ = built(case_of("Kandinsky3Pipeline"))
+    traj = nbd.trace(pipe, "a red circle", steps=1, height=32, width=32)
+    assert traj.image(-1, "xt", decoder="full", size="latent").size == (traj.params["width"], traj.params["height"])
+
+
+def test_the_explorer_offers_and_runs_a_scheduler_outside_its_name_table(open_explorer):
+    """LatentConsistencyModelPipeline's LCMScheduler (#21 E3): the first choice, shown by its class name, and
+    a run on it works (the Explorer used to swap in euler, and LCM failed on original_inference_steps)."""
+    pipe, _ = built(case_of("LatentConsistencyModelPipeline"))
+    ex, fe = open_explorer(pipe, ignore_threads=("tqdm_monitor",), steps=2, height=16, width=16)
+    assert fe.state["scheduler"] == "LCMScheduler" == fe.state["scheduler_options"][0]
+    assert "euler" in fe.state["scheduler_options"]  # nbdiffuse's own samplers stay on offer
+    fe.click("generate")
+    assert ex.wait(120)
+    assert fe.state["error"] == "" and fe.state["status"] == "done"
+    assert ex.trajectory.params["scheduler_class"] == "LCMScheduler"
+    with pytest.raises(ValueError, match="scheduler must be one of 'LCMScheduler', 'euler'"):
+        ex.scheduler = "NoSuchScheduler"

@@ -1,0 +1,148 @@
+"""The pipeline matrix: every class of cases.py, built tiny, traced for a few steps and checked against
+pipe(...) bit for bit, through every view and decoder, through a .nbd file, and in a headless Explorer
+that runs the pipeline's own sampler. One build and one trace per class (module-scoped)."""
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import nbdiffuse as nbd
+from nbdiffuse.core.families import is_generic
+from nbdiffuse.widgets.samplers import own_sampler
+
+from cases import CASES
+
+PROMPT, STEPS, SEED, STRENGTH = "a red circle on a blue square", 2, 0, 0.6
+
+
+def _marked(check: str) -> list:
+    return [pytest.param(case, id=case.id, marks=[pytest.mark.xfail(strict=True, reason=case.xfail[check])]
+                         if check in case.xfail else []) for case in CASES]
+
+
+def start_picture(case) -> Image.Image:
+    h, w = case.size
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def picture_args(case) -> dict:
+    return {"image": start_picture(case), "strength": STRENGTH} if case.image else {}
+
+
+def reference_latents(case, pipe) -> torch.Tensor:
+    """What pipe(...) itself makes, as (C, h, w) latents."""
+    h, w = case.size
+    accepted = inspect.signature(type(pipe).__call__).parameters
+    kwargs = dict(prompt=PROMPT, num_inference_steps=STEPS, generator=torch.Generator("cpu").manual_seed(SEED),
+                  output_type="latent", height=h, width=w, guidance_scale=case.guidance, **picture_args(case))
+    out = pipe(**{key: value for key, value in kwargs.items() if key in accepted})  # img2img: the picture's size
+    latents = out.images if hasattr(out, "images") else out[0]
+    if latents.ndim == 3 and case.previews:  # packed (Flux-style): the pipeline's own unpacking
+        latents = type(pipe)._unpack_latents(latents, h, w, pipe.vae_scale_factor)
+    return latents[0]
+
+
+_built: dict[str, tuple] = {}
+
+
+def built(case):
+    """(pipe, trajectory) of a case, made once per session; trace errors are kept and raised per test."""
+    if case.cls not in _built:
+        pipe = case.build()
+        try:
+            h, w = case.size
+            traj = nbd.trace(pipe, PROMPT, steps=STEPS, guidance=case.guidance, seed=SEED, height=h, width=w,
+                             **picture_args(case))
+        except Exception as exc:  # noqa: BLE001  (each check reports it)
+            traj = exc
+        _built[case.cls] = (pipe, traj)
+    pipe, traj = _built[case.cls]
+    if isinstance(traj, Exception):
+        raise traj
+    return pipe, traj
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_the_class_is_what_the_table_says(case):
+    pipe = case.build() if case.cls not in _built else _built[case.cls][0]
+    assert type(pipe).__name__ == case.cls
+    assert ("x_t only" if is_generic(pipe) else "covered") == case.kind
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_the_pipeline_itself_runs_on_its_tiny_parts(case):
+    """The builder is sound whatever nbdiffuse does with it (checks marked xfail still have a valid pipeline)."""
+    pipe = case.build() if case.cls not in _built else _built[case.cls][0]
+    latents = reference_latents(case, pipe)
+    assert latents.ndim in ((3,) if case.previews else (2, 3)) and torch.isfinite(latents).all()
+
+
+@pytest.mark.parametrize("case", _marked("parity"))
+def test_parity_with_the_pipeline(case):
+    pipe, traj = built(case)
+    assert len(traj) == STEPS and not traj.stopped
+    assert torch.equal(traj.final_latents, reference_latents(case, pipe))
+
+
+@pytest.mark.parametrize("case", _marked("views"))
+def test_every_view_and_decoder(case):
+    pipe, traj = built(case)
+    h, w = case.size
+    views = ("x0", "xt") if traj.has_x0 else ("xt",)
+    assert traj.capabilities["previews"] is case.previews
+    if not case.previews:  # said plainly, for every view and decoder
+        for decoder in ("auto", "full", "approx"):
+            with pytest.raises(ValueError, match="so it has no previews"):
+                traj.image(-1, "xt", decoder=decoder)
+        return
+    for k in range(len(traj)):
+        for view in views:
+            for decoder in ("auto", "full", "approx"):
+                picture = traj.image(k, view, decoder=decoder)
+                assert picture.size == (w, h) and picture.mode == "RGB"
+    if not traj.has_x0:
+        with pytest.raises(ValueError, match="gives only the noisy latent x_t"):
+            traj.image(-1, "x0")
+    # the size recorded is the size that ran: what the decoder draws of the latents, at its own size
+    assert traj.image(-1, "xt", decoder="full", size="latent").size == (traj.params["width"], traj.params["height"])
+
+
+@pytest.mark.parametrize("case", _marked("files"))
+def test_save_and_load(case, tmp_path):
+    pipe, traj = built(case)
+    path = tmp_path / "run.nbd"
+    traj.save(path)
+    loaded = nbd.Trajectory.load(path)
+    assert len(loaded) == len(traj) and loaded.has_saved_frames is case.previews
+    assert all(torch.equal(a.latents, b.latents) for a, b in zip(loaded.steps, traj.steps))
+    if not case.previews:
+        assert loaded.attach(pipe).capabilities["previews"] is False
+        return
+    h, w = case.size
+    assert loaded.image(-1, loaded.default_view).size == (w, h)
+    assert loaded.attach(pipe).image(-1, loaded.default_view, decoder="full").size == (w, h)
+
+
+@pytest.mark.parametrize("case", _marked("explorer"))
+def test_a_full_explorer_run_on_the_pipelines_own_sampler(case, open_explorer):
+    pipe, traj = built(case)
+    h, w = case.size
+    ex, fe = open_explorer(pipe, ignore_threads=("tqdm_monitor",), prompt=PROMPT, steps=STEPS, seed=SEED,
+                           guidance=case.guidance, height=h, width=w)
+    assert fe.state["scheduler"] == own_sampler(pipe) == fe.state["scheduler_options"][0] or \
+        fe.state["scheduler"] == own_sampler(pipe) in fe.state["scheduler_options"]
+    if case.image:
+        ex.start_from(start_picture(case), STRENGTH)
+    fe.click("generate")
+    assert ex.wait(120)
+    assert fe.state["error"] == "" and fe.state["status"] == "done"
+    assert fe.state["n_steps"] == STEPS
+    frames = fe.state[f"frames_{traj.default_view}"]
+    assert len(frames) == STEPS and all(frames) is case.previews  # no frames where there is no picture
+    assert ("no frames are drawn" in fe.state["capabilities_note"]) is not case.previews  # and it says why
+    assert torch.equal(ex.trajectory.final_latents, traj.final_latents)  # the same run as trace's

@@ -1,0 +1,128 @@
+"""Every diffusers pipeline class whose __call__ takes callback_on_step_end, and what nbdiffuse does with it.
+
+Each class is one of: "covered" (a family nbdiffuse drives: every view, what-if, branching),
+"x_t only" (watched through the step callback), both built and run by the matrix (cases.py); or
+"refused" (REFUSED: not a text-to-image or image-to-image picture pipeline, with the reason); or
+"not built" (NOT_BUILT: a picture pipeline the matrix has no tiny builder for yet). test_zoo_table.py
+fails when a class is in none of them, so the table stays complete as diffusers grows.
+
+`python tests/pipeline_zoo/zoo_table.py` prints the README's table; `--write` puts it into README.md.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cases import CASES  # noqa: E402
+
+START, END = "<!-- pipeline-table -->", "<!-- /pipeline-table -->"
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+# (pattern on the class name, reason): the first that matches refuses the class.
+REFUSED = [
+    (r"^(AceStep|StableAudio|LongCatAudio)", "audio, not pictures"),
+    (r"^(LLaDA2|DiffusionGemma)", "text generation, not pictures"),
+    (r"^RFD4Proteina", "protein structures, not pictures"),
+    (r"Video|Animate|^Wan|^LTX|^Mochi|^Allegro|^Latte|^Cosmos(?!2TextToImage)|^SkyReels|^Helios|^EasyAnimate"
+     r"|^Kandinsky5[TI]2V|^Kandinsky6|^SanaWM|^ChronoEdit|^AnyFlow|^PIA|^LucyEdit|^Motif",
+     "video: a run's latents are frames (5-D), nbdiffuse traces pictures"),
+    (r"Inpaint|Fill", "inpainting: needs a mask as well as a picture"),
+    (r"Control", "ControlNet and control pictures: a separate issue"),
+    (r"Edit|Kontext|Layered|VisualCloze|OmniGen|InstructPix2Pix|Depth2Img|^ZImageOmni",
+     "editing: reference pictures or depth as conditions, not a start picture"),
+    (r"^(StableCascade|Wuerstchen)", "a stage of a cascade: the prior makes image embeddings, the decoder "
+     "needs them (E2: a decoder under another name is read where a run has one)"),
+    (r"^StableDiffusionLDM3D", "pictures with depth; its __call__ refuses output_type='latent', which a watched run "
+     "needs (the run would fail after its last step)"),
+    (r"^KandinskyV22", "Kandinsky 2.2: its denoiser takes image embeddings from a prior, not a prompt"),
+]
+
+
+# Picture pipelines the matrix has no tiny builder for yet (each is a text-to-image or image-to-image class).
+NOT_BUILT = frozenset("""
+AltDiffusionImg2ImgPipeline AltDiffusionPipeline BriaFibo2Pipeline BriaFiboPipeline
+Cosmos2TextToImagePipeline ErnieImagePipeline Flux2KleinKVPipeline Flux2KleinPipeline
+Flux2Pipeline GlmImagePipeline HiDreamImagePipeline HunyuanDiTPAGPipeline
+HunyuanImagePipeline HunyuanImageRefinerPipeline Ideogram4Pipeline Kandinsky5I2IPipeline
+Kandinsky5T2IPipeline Krea2Pipeline NucleusMoEImagePipeline OvisImagePipeline
+PRXPipeline PRXPixelPipeline QwenImage21Pipeline
+""".split())
+UNLISTED = "unlisted"  # a class in no list: test_zoo_table fails until it is built, refused or listed
+
+
+def callback_pipelines() -> list[str]:
+    """Names of the diffusers pipeline classes whose __call__ takes callback_on_step_end."""
+    import diffusers
+
+    found = []
+    for name in dir(diffusers):
+        if not name.endswith("Pipeline"):
+            continue
+        try:
+            cls = getattr(diffusers, name)
+            params = inspect.signature(cls.__call__).parameters
+        except Exception:  # an optional dependency missing, or no signature
+            continue
+        if isinstance(cls, type) and "callback_on_step_end" in params:
+            found.append(name)
+    return sorted(found)
+
+
+def refusal(name: str) -> str | None:
+    for pattern, reason in REFUSED:
+        if re.search(pattern, name):
+            return reason
+    return None
+
+
+def rows() -> list[tuple[str, str, str]]:
+    """(class, status, note) for every class of callback_pipelines()."""
+    built = {case.cls: case for case in CASES}
+    out = []
+    for name in callback_pipelines():
+        case = built.get(name)
+        if case is not None:
+            xfail = sorted({reason.split(":")[0] for reason in case.xfail.values()})
+            note = ("image to image; " if case.image else "") + (
+                f"fails today: {', '.join(xfail)}" if xfail else "parity, views, files, Explorer")
+            out.append((name, case.kind, note))
+        elif refusal(name) is not None:
+            out.append((name, "refused", refusal(name)))
+        elif name in NOT_BUILT:
+            out.append((name, "not built", "a picture pipeline the matrix has no tiny builder for yet"))
+        else:
+            out.append((name, UNLISTED, "in no list of tests/pipeline_zoo: build it, refuse it or list it"))
+    return out
+
+
+def markdown() -> str:
+    table = rows()
+    counts = {status: sum(1 for _, s, _ in table if s == status)
+              for status in ("covered", "x_t only", "refused", "not built")}
+    head = (f"{len(table)} pipeline classes of diffusers take `callback_on_step_end`: "
+            + ", ".join(f"{n} {status}" for status, n in counts.items()) + ".\n\n")
+    lines = ["| pipeline | status | note |", "|---|---|---|"]
+    lines += [f"| {name} | {status} | {note} |" for name, status, note in table]
+    return head + "\n".join(lines) + "\n"
+
+
+def readme_block(text: str) -> str | None:
+    if START not in text or END not in text:
+        return None
+    return text.split(START, 1)[1].split(END, 1)[0].strip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    block = markdown()
+    if "--write" in sys.argv:
+        text = README.read_text(encoding="utf-8")
+        if readme_block(text) is None:
+            raise SystemExit(f"README.md has no {START} ... {END} block")
+        before, rest = text.split(START, 1)
+        README.write_text(before + START + "\n" + block + END + rest.split(END, 1)[1], encoding="utf-8")
+    else:
+        print(block)
