@@ -8,7 +8,8 @@ from ..core import prepare
 from ..core.families import adapter_for, default_guidance
 from ..core.pipe_attrs import model_name, source
 from ..core.validate import check_guidance_value
-from .samplers import own_sampler, sampler_arg, sampler_options
+from ..core.schedulers import own_scheduler_name, scheduler_choices
+from .samplers import sampler_arg
 
 EMBEDDED_SOURCE = "nbdiffuse/shapes"
 
@@ -17,14 +18,14 @@ def model_defaults(pipe: Any, given: dict[str, Any]) -> dict[str, Any]:
     """Control values suiting `pipe`, with `given` (checked the way generate() will check them) taking precedence."""
     family = adapter_for(pipe)
     embedded = source(pipe) == EMBEDDED_SOURCE
-    options = sampler_options(pipe)
+    options = scheduler_choices(pipe)
     values: dict[str, Any] = {
         "prompt": "big red circle on the left, white background" if embedded else "a lighthouse on a cliff at dusk",
         "negative_prompt": "",
         "seed": 0,
         "steps": 30,
         "guidance": default_guidance(pipe),
-        "scheduler": own_sampler(pipe),  # the pipeline's own: a run then matches pipe(...)
+        "scheduler": own_scheduler_name(pipe),  # the pipeline's own: a run then matches pipe(...)
     }
     values.update({k: v for k, v in given.items() if k not in ("height", "width")})
     default_h, default_w = family.default_size() or (given.get("height") or 0, given.get("width") or 0)

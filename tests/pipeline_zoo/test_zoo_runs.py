@@ -12,7 +12,7 @@ from PIL import Image
 
 import nbdiffuse as nbd
 from nbdiffuse.core.families import is_generic
-from nbdiffuse.widgets.samplers import own_sampler
+from nbdiffuse.core.schedulers import own_scheduler_name
 
 from cases import CASES
 
@@ -134,8 +134,8 @@ def test_a_full_explorer_run_on_the_pipelines_own_sampler(case, open_explorer):
     h, w = case.size
     ex, fe = open_explorer(pipe, ignore_threads=("tqdm_monitor",), prompt=PROMPT, steps=STEPS, seed=SEED,
                            guidance=case.guidance, height=h, width=w)
-    assert fe.state["scheduler"] == own_sampler(pipe) == fe.state["scheduler_options"][0] or \
-        fe.state["scheduler"] == own_sampler(pipe) in fe.state["scheduler_options"]
+    assert fe.state["scheduler"] == own_scheduler_name(pipe) == fe.state["scheduler_options"][0] or \
+        fe.state["scheduler"] == own_scheduler_name(pipe) in fe.state["scheduler_options"]
     if case.image:
         ex.start_from(start_picture(case), STRENGTH)
     fe.click("generate")

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from ..pipe_size import spoken_size
 
 
 class GenericPipeline:
@@ -87,7 +86,7 @@ class GenericPipeline:
             return int(sample[0]) * self.vae_factor, int(sample[-1]) * self.vae_factor
         if isinstance(sample, int):
             return sample * self.vae_factor, sample * self.vae_factor
-        return spoken_size(self.pipe)  # core/pipe_size.py: `height = height or 1024` in its __call__
+        return None
 
     def _call_source(self) -> str:
         try:

@@ -11,7 +11,7 @@ import contextlib
 import weakref
 from typing import Any
 
-from ..samplers import sampler_options
+from ...core.schedulers import scheduler_choices
 from ...core.families import is_generic
 from ...core.model_identity import UNKNOWN, model_change
 from ..control_defaults import model_defaults
@@ -30,7 +30,7 @@ def controls_after(was: dict[str, Any], controls: dict[str, Any], new: Any) -> d
     """The control values for model `new`: one the user changed from the old defaults `was` is kept where
     `new` takes it; the rest (and all, when something kept does not suit `new`) are `new`'s defaults."""
     kept = {key: value for key, value in controls.items() if key not in was or value != was[key]}
-    if kept.get("scheduler") not in sampler_options(new):
+    if kept.get("scheduler") not in scheduler_choices(new):
         kept.pop("scheduler", None)
     try:
         values = model_defaults(new, kept)

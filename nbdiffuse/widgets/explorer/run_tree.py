@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from ...core import branch as core_branch
-from ..samplers import sampler_arg, sampler_options
+from ...core.schedulers import scheduler_choices
+from ..samplers import sampler_arg
 from ...core.branch import BRANCH_CHANGES, prepare_branch
 from ...core.capabilities import xt_only_reason
 from ...core.model_identity import quiet_in
@@ -133,7 +134,7 @@ def check_branch(pipe: Any, parent: Any, at: Any, changes: dict) -> dict:
         raise ValueError(xt_only_reason(parent.params.get("pipeline"), "branching", hint=""))
     check_step_at(at, len(parent), " of the shown run")
     if "scheduler" in changes:
-        check_choice("scheduler", changes["scheduler"], sampler_options(pipe))
+        check_choice("scheduler", changes["scheduler"], scheduler_choices(pipe))
         changes = dict(changes, scheduler=sampler_arg(pipe, changes["scheduler"]))
     prepare_branch(pipe, parent, at, **changes)
     return dict(changes)

@@ -20,7 +20,7 @@ from typing import Any
 
 import traitlets as t
 
-from ..samplers import sampler_options
+from ...core.schedulers import scheduler_choices
 from ...core.families import adapter_for
 from ...core.img2img import check_strength
 from ...core.validate import (MAX_STEPS, check_choice, check_guidance_value, check_prompt, check_seed, check_size,
@@ -111,6 +111,6 @@ class ExplorerTraitChecks:
             return value
         pipe = getattr(self, "pipe", None)
         if pipe is not None:
-            return check_choice("scheduler", value, sampler_options(pipe))
+            return check_choice("scheduler", value, scheduler_choices(pipe))
         options = list(getattr(self, "scheduler_options", []) or [])
         return check_choice("scheduler", value, options) if options else value
