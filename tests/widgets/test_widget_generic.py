@@ -129,3 +129,24 @@ def test_a_known_family_keeps_every_capability(pipe):
         assert all(ex.capabilities.values()) and ex.capabilities_note == "" and ex.view == "both"
     finally:
         ex.close()
+
+
+def test_the_widgets_what_if_on_a_distilled_run_says_to_branch(flux_pipe, open_explorer):
+    """Flux-dev takes guidance as an input: x0 is there, a what-if is not, and the widget says why."""
+    ex, fe = open_explorer(flux_pipe, ignore_threads=("tqdm_monitor",), steps=2)
+    ex.generate(steps=2)
+    assert ex.wait(120) and ex.trajectory.capabilities["x0"] and not ex.trajectory.capabilities["what_if"]
+    fe.send({"type": "whatif", "run": ex.run_id, "k": 1, "g": 3.0})
+    assert "takes guidance as an input" in ex.error and "branch" in ex.error
+
+
+def test_generate_passes_pipe_kwargs_and_a_family_refuses_those_its_loop_ignores(generic_explorer, pipe):
+    ex, _ = generic_explorer
+    ex.generate(steps=2, pipe_kwargs={"pag_scale": 2.0})
+    assert ex.wait(120) and ex.trajectory.params["pipe_kwargs"] == {"pag_scale": 2.0}
+    family = Explorer(pipe)
+    try:
+        with pytest.raises((TypeError, ValueError), match="pag_scale"):
+            family.generate(steps=2, pipe_kwargs={"pag_scale": 2.0})
+    finally:
+        family.close()

@@ -102,8 +102,9 @@ class BrowserRequests:
         k, decoder = _step_of(content), content.get("decoder", "approx")
         if traj is None or content.get("run") != run or ex.status in ("running", "pausing"):
             return
-        if not traj.capabilities["what_if"]:
-            raise ValueError(xt_only_reason(traj.params.get("pipeline"), "a what-if", hint=""))
+        if not traj.capabilities["what_if"]:  # guidance is a model input (the run says why), or x_t only
+            raise ValueError(traj.params.get("capabilities_reason") if traj.capabilities["x0"]
+                             else xt_only_reason(traj.params.get("pipeline"), "a what-if", hint=""))
         k = ex.shown_step() if k is None else k
         w = check_guidance_value(content.get("g"), "what-if guidance")
         check_choice("decoder", decoder, ("approx", "full"))

@@ -118,7 +118,7 @@ class Explorer(ExplorerState):
     def generate(self, prompt: str | None = None, *, negative_prompt: str | None = None, seed: int | None = None,
                  steps: int | None = None, guidance: Any = None, scheduler: str | None = None,
                  height: int | None = None, width: int | None = None, background: bool = True, image: Any = None,
-                 strength: float | None = None) -> None:
+                 strength: float | None = None, pipe_kwargs: dict | None = None) -> None:
         """Check the parameters (ValueError/TypeError at once), then run; a running run is replaced.
 
         Parameters left None take the controls' current values; the controls then show what runs.
@@ -126,6 +126,7 @@ class Explorer(ExplorerState):
         image, strength: image to image from this picture (PIL image, array, file path or a
         SketchPad); without them, the start picture set by start_from() when "use" is on.
         background=False runs in the calling thread and returns when done (Colab, scripts).
+        pipe_kwargs: the pipeline's own keywords, as nbd.trace takes them.
         """
         if self._closed:
             raise RuntimeError("this Explorer was closed; create a new one")
@@ -148,6 +149,8 @@ class Explorer(ExplorerState):
                 params["height"] = params["width"] = None  # the picture's own size
         elif strength is not None:
             raise ValueError(f"strength={strength!r} needs a start picture: pass image=... or call ex.start_from(...)")
+        if pipe_kwargs is not None:
+            params["pipe_kwargs"] = pipe_kwargs
         control = RunControl()
         live = LiveRun(self, background, self._live_preview())
         run = prepare(self.pipe, control=control, on_step=live.on_step, attention=self.attention,
