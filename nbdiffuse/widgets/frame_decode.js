@@ -58,3 +58,39 @@ function decodeFrame(buf) {
     return Promise.reject(err);
   }
 }
+
+// Decoded bitmaps, keyed by the buffer object itself: a trait change brings new buffers, and
+// the old ones (and their bitmaps) are then collected. Several frames may share one buffer.
+const FRAME_BITMAPS = new WeakMap();
+function cachedFrame(buf) {
+  if (!buf || !buf.byteLength) return Promise.resolve(null);
+  const view = asDataView(buf);
+  const key = buf.buffer || buf;
+  let byKey = FRAME_BITMAPS.get(key);
+  if (!byKey) FRAME_BITMAPS.set(key, (byKey = new Map()));
+  const id = `${view.byteOffset}:${view.byteLength}`;
+  if (!byKey.has(id)) byKey.set(id, decodeFrame(view));
+  return byKey.get(id);
+}
+
+// Draw a frame on a canvas at its own size, the newest request only: an older decode finishing
+// late must not overwrite a newer one. An empty buffer clears the canvas (data-empty="true").
+function paintFrame(canvas, buf) {
+  const token = (canvas._nbdToken = (canvas._nbdToken || 0) + 1);
+  return cachedFrame(buf).then((image) => {
+    if (canvas._nbdToken !== token) return;
+    if (!image) {
+      canvas.width = canvas.width; // clears
+      canvas.dataset.empty = "true";
+      return;
+    }
+    if (canvas.width !== image.width || canvas.height !== image.height) {
+      canvas.width = image.width;
+      canvas.height = image.height;
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(image, 0, 0);
+    canvas.dataset.empty = "false";
+  });
+}

@@ -1,37 +1,8 @@
 // nbdiffuse SweepView grid (anywidget ES module). widgets/assets.py puts frame_decode.js
-// (decodeFrame, asDataView) and dom.js (h) before it.
+// (paintFrame) and dom.js (h) before it.
 //
 // Every cell's frames of every step are in widget state: the one scrubber moves the whole grid
 // without a kernel round trip, also in a saved notebook.
-
-const SW_BITMAPS = new WeakMap();
-function swBitmap(buf) {
-  if (!buf || !buf.byteLength) return Promise.resolve(null);
-  const view = asDataView(buf);
-  const key = buf.buffer || buf;
-  let byKey = SW_BITMAPS.get(key);
-  if (!byKey) SW_BITMAPS.set(key, (byKey = new Map()));
-  const id = `${view.byteOffset}:${view.byteLength}`;
-  if (!byKey.has(id)) byKey.set(id, decodeFrame(view));
-  return byKey.get(id);
-}
-
-// The newest request only: a decode finishing late must not overwrite a newer step.
-function swPaint(canvas, buf) {
-  const token = (canvas._nbdToken = (canvas._nbdToken || 0) + 1);
-  return swBitmap(buf).then((image) => {
-    if (canvas._nbdToken !== token) return;
-    if (!image) { canvas.width = canvas.width; canvas.dataset.empty = "true"; return; }
-    if (canvas.width !== image.width || canvas.height !== image.height) {
-      canvas.width = image.width;
-      canvas.height = image.height;
-    }
-    const ctx = canvas.getContext("2d");
-    ctx.imageSmoothingEnabled = false;
-    ctx.drawImage(image, 0, 0);
-    canvas.dataset.empty = "false";
-  });
-}
 
 // Adherence 0..1 as a colour from red through yellow to green.
 function heatColour(v) {
@@ -121,7 +92,7 @@ function sweepGrid(model, grid) {
       if (!part) return;
       const k = cellStep(cell, step);
       const frames = cell[view] && cell[view].length ? cell[view] : cell.xt || [];
-      swPaint(part.canvas, k >= 0 ? frames[k] : null);
+      paintFrame(part.canvas, k >= 0 ? frames[k] : null);
       drawHeat(part.heat, cell.heat || [], k);
       if (!cell.error && cell.steps) {
         const adherence = cell.heat && cell.heat.length ? ` · ${Math.round(100 * cell.heat[k])}% right` : "";

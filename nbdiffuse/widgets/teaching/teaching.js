@@ -1,43 +1,8 @@
 // nbdiffuse teaching widgets (anywidget ES module): one module, one view per `_kind`.
-// widgets/assets.py puts frame_decode.js (decodeFrame, asDataView, mimeOf) and dom.js (h, svg) before it.
+// widgets/assets.py puts frame_decode.js (paintFrame) and dom.js (h, svg) before it.
 //
 // Every picture and every number comes from widget state, so sliders redraw without a kernel
 // round trip and a saved notebook still works. Plots are drawn here as SVG from those numbers.
-
-// Decoded bitmaps, keyed by the buffer object itself: a trait change brings new buffers, and
-// the old ones (and their bitmaps) are then collected.
-const BITMAPS = new WeakMap();
-function bitmap(buf) {
-  if (!buf || !buf.byteLength) return Promise.resolve(null);
-  const view = asDataView(buf);
-  const key = buf.buffer || buf;
-  let byKey = BITMAPS.get(key);
-  if (!byKey) BITMAPS.set(key, (byKey = new Map()));
-  const id = `${view.byteOffset}:${view.byteLength}`;
-  if (!byKey.has(id)) byKey.set(id, decodeFrame(view)); // frame_decode.js
-  return byKey.get(id);
-}
-
-// Draw the newest request only: an older decode finishing late must not overwrite a newer one.
-function paint(canvas, buf) {
-  const token = (canvas._nbdToken = (canvas._nbdToken || 0) + 1);
-  return bitmap(buf).then((image) => {
-    if (canvas._nbdToken !== token) return;
-    if (!image) {
-      canvas.width = canvas.width; // clears
-      canvas.dataset.empty = "true";
-      return;
-    }
-    if (canvas.width !== image.width || canvas.height !== image.height) {
-      canvas.width = image.width;
-      canvas.height = image.height;
-    }
-    const ctx = canvas.getContext("2d");
-    ctx.imageSmoothingEnabled = false;
-    ctx.drawImage(image, 0, 0);
-    canvas.dataset.empty = "false";
-  });
-}
 
 function figure(caption, cls = "", label = caption) {
   const canvas = h("canvas", { class: "nbd-t-pic", role: "img", "aria-label": label });
@@ -172,7 +137,7 @@ function renderForward(model, root) {
   const plots = h("div", { class: "nbd-t-plotbox" });
   root.append(header(model), h("div", { class: "nbd-t-pics" }, orig.fig, pix.fig, lat.fig),
               h("label", { class: "nbd-t-control" }, h("span", { text: "t" }), slider), readout, plots);
-  paint(orig.canvas, model.get("original"));
+  paintFrame(orig.canvas, model.get("original"));
 
   const draw = () => {
     const ts = model.get("timesteps");
@@ -181,8 +146,8 @@ function renderForward(model, root) {
     slider.value = String(i);
     const t = ts[i];
     const sched = model.get("schedule");
-    paint(pix.canvas, model.get("frames_pixel")[i]);
-    paint(lat.canvas, model.get("frames_latent")[i]);
+    paintFrame(pix.canvas, model.get("frames_pixel")[i]);
+    paintFrame(lat.canvas, model.get("frames_latent")[i]);
     const abar = sched.abar[t], snr = sched.snr_db[t], sigma = sched.sigma[t];
     readout.textContent = `t = ${t} · ᾱₜ = ${fmt(abar)} (signal √ᾱ = ${fmt(Math.sqrt(abar))}, noise √(1−ᾱ) = ${fmt(Math.sqrt(1 - abar))}) · SNR = ${fmt(snr)} dB · σ = ${fmt(sigma)}`;
     root.dataset.t = String(t);
@@ -205,7 +170,7 @@ function renderForward(model, root) {
     model.save_changes();
   });
   for (const name of ["index", "timesteps", "frames_pixel", "frames_latent", "schedule"]) model.on(`change:${name}`, draw);
-  model.on("change:original", () => paint(orig.canvas, model.get("original")));
+  model.on("change:original", () => paintFrame(orig.canvas, model.get("original")));
   draw();
 }
 
@@ -311,7 +276,7 @@ function renderSweep(model, root) {
       const entry = canvases[i];
       if (!entry) return;
       const { buf, k } = frameOf(cell, pos);
-      paint(entry.canvas, buf);
+      paintFrame(entry.canvas, buf);
       entry.step.textContent = k >= 0 ? `step ${k + 1}/${cell.frames.length}${cell.view === "xt" ? " · xₜ" : ""}`
                                       : cell.status;
     });
@@ -330,11 +295,11 @@ function renderSweep(model, root) {
     const pieces = [big.fig];
     if (cell.diff && cell.diff.byteLength) {
       const heat = figure(`where it differs from ${cells[0].label} (bright: more)`, "", "Difference heat map");
-      paint(heat.canvas, cell.diff);
+      paintFrame(heat.canvas, cell.diff);
       pieces.push(heat.fig);
     }
     detail.replaceChildren(h("div", { class: "nbd-t-pics" }, ...pieces), facts, close);
-    paint(big.canvas, frameOf(cell, model.get("position")).buf);
+    paintFrame(big.canvas, frameOf(cell, model.get("position")).buf);
     if (reveal) { reveal = false; detail.scrollIntoView({ block: "nearest" }); } // it opens under the grid
   };
   const build = () => {
@@ -426,14 +391,14 @@ function renderLatent(model, root) {
               h("div", { class: "nbd-t-rowlabel", text: "latent channels (each stretched from its min, black, to its max, white)" }),
               tiles);
   const draw = () => {
-    paint(orig.canvas, model.get("original"));
-    paint(approx.canvas, model.get("approx"));
-    paint(full.canvas, model.get("full"));
+    paintFrame(orig.canvas, model.get("original"));
+    paintFrame(approx.canvas, model.get("approx"));
+    paintFrame(full.canvas, model.get("full"));
     full.cap.textContent = `full VAE decode (round trip), PSNR ${fmt(model.get("round_trip_psnr"))} dB`;
     const ranges = model.get("channel_ranges");
     tiles.replaceChildren(...model.get("channels").map((buf, c) => {
       const f = figure(`channel ${c}: ${fmt(ranges[c][0], 2)} … ${fmt(ranges[c][1], 2)}`, "nbd-t-tile", `Latent channel ${c}`);
-      paint(f.canvas, buf);
+      paintFrame(f.canvas, buf);
       return f.fig;
     }));
   };
