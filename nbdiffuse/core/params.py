@@ -57,9 +57,21 @@ class AttentionWords(TypedDict):
     rows: list[int]  # for each row of a step's attention maps (one per prompt token), the index of its word
 
 
+class ControlSettings(TypedDict):
+    """A ControlNet run's control (core/controlnet.py, ControlPlan.params)."""
+    model: str  # the ControlNet: its folder or hub id, "outline" for the embedded model's
+    image: dict  # the control picture's fingerprint (img2img.fingerprint); the picture is traj.control_image
+    scale: list[float]  # the control scale asked at each step made, then the plan for steps never made
+    scale_plan: list[float]  # the control_scale schedule asked for, one value per step that runs
+    start: float  # control_start: the share of the run before the ControlNet acts
+    end: float  # control_end: the share of the run after which it no longer acts
+
+
 class RunParams(_EveryRun, total=False):
     """traj.params; the keys above are in every run's; attention in runs traced with attention=True;
-    capabilities and capabilities_reason in runs of the generic path only."""
+    control in runs with a control picture; capabilities and capabilities_reason in runs of the
+    generic path only."""
     attention: AttentionWords
+    control: ControlSettings
     capabilities: dict[str, bool]  # what they lack (capabilities.XT_ONLY, and "previews")
     capabilities_reason: str  # why, in one line

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from . import img2img
 from .control import RunControl
+from .controlnet import ControlStep, control_size, plan_control
 from .attention import AttentionRecorder, prompt_words
 from .families import family_for, is_generic
 from .generic import prepare_generic
@@ -28,7 +29,8 @@ OnStep = Callable[[Trajectory, Step], None]
 def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
           seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
           control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
-          strength: float | None = None, attention: bool = False) -> Trajectory:
+          strength: float | None = None, attention: bool = False, control_image: Any = None, control_scale: Any = 1.0,
+          control_start: float = 0.0, control_end: float = 1.0) -> Trajectory:
     """Run `pipe` on `prompt` step by step and return the recorded Trajectory.
 
     guidance: a number, a sequence of one number per step that runs, or a callable step -> number.
@@ -40,17 +42,25 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
     the picture's size (rounded down to what the model takes); otherwise the picture is resized.
     attention: also record, at every step, each prompt token's cross-attention on the latent grid
     (traj.tokens, traj.attention(k, word); core/attention.py). The run itself is bit for bit the same.
+    control_image: a ControlNet pipeline's control picture (PIL image, uint8 array or file path; without
+    height/width the run takes its size). control_scale: how strongly it steers (0 to 10; a number, one
+    per step that runs, or a callable step -> number; RunControl.set_control_scale changes it live);
+    control_start, control_end: the share of the run where it acts (core/controlnet.py). The same
+    numbers as pipe(..., image=control_image, controlnet_conditioning_scale=control_scale,
+    control_guidance_start=control_start, control_guidance_end=control_end).
     """
     run = prepare(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
                   scheduler=scheduler, height=height, width=width, control=control, on_step=on_step, image=image,
-                  strength=strength, attention=attention)
+                  strength=strength, attention=attention, control_image=control_image, control_scale=control_scale,
+                  control_start=control_start, control_end=control_end)
     return run.execute()
 
 
 def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
             seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
             control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
-            strength: float | None = None, attention: bool = False) -> "Run":
+            strength: float | None = None, attention: bool = False, control_image: Any = None,
+            control_scale: Any = 1.0, control_start: float = 0.0, control_end: float = 1.0) -> "Run":
     """Check every argument and build the run without touching the model (trace() = prepare().execute()).
 
     A pipeline outside the known families whose __call__ takes callback_on_step_end runs on the
@@ -62,6 +72,11 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
         if attention:
             raise ValueError(f"attention=True needs a known model family (its cross-attention layers); "
                              f"{type(pipe).__name__} runs on the generic path, which sees x_t only")
+        if control_image is not None:
+            raise ValueError(f"control_image needs nbdiffuse's own loop (StableDiffusionControlNetPipeline, "
+                             f"StableDiffusionXLControlNetPipeline); {type(pipe).__name__} runs on the generic path, "
+                             "which sees x_t only")
+        plan_control(pipe, None, control_scale, control_start, control_end, 1)  # no control settings without it
         return prepare_generic(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                seed=seed, scheduler=scheduler, height=height, width=width, control=control,
                                on_step=on_step, image=image, strength=strength)
@@ -76,15 +91,19 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     elif strength is not None:
         raise ValueError(f"strength={strength!r} needs an image: pass image=... (a PIL image, array or file path)")
     schedule = guidance_schedule(guidance, steps - start)
-    default_h, default_w = family.default_size()
+    control_plan = plan_control(pipe, control_image, control_scale, control_start, control_end, steps - start)
+    factor = family.vae_factor
+    default_h, default_w = control_size(control_plan, factor) or family.default_size()
     if image is not None:  # the picture's own size, as diffusers' img2img pipelines take it
-        factor = family.vae_factor
         default_h, default_w = max(factor, image.height // factor * factor), max(factor, image.width // factor * factor)
     height = default_h if height is None else check_size("height", height, family.vae_factor)
     width = default_w if width is None else check_size("width", width, family.vae_factor)
     sched = make_scheduler(pipe, scheduler)
     run = Run(pipe, family, sched, prompt, negative_prompt, steps, schedule, seed, height, width, control, on_step)
     run.image, run.strength, run.start = image, strength, start
+    if control_plan is not None:
+        run.controlnet = ControlStep(control_plan, family, height, width, control)
+        run.controlnet.first = start * int(getattr(sched, "order", 1))
     run.check_prompts()
     if attention:
         record_attention(run, height // family.vae_factor, width // family.vae_factor)

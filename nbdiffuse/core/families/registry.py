@@ -18,9 +18,13 @@ from .sdxl import StableDiffusionXLFamily
 
 def _families() -> list[tuple[type, type]]:
     from diffusers import (FluxPipeline, PixArtAlphaPipeline, PixArtSigmaPipeline, StableDiffusion3Pipeline,
-                           StableDiffusionPipeline, StableDiffusionXLPipeline)
+                           StableDiffusionControlNetPipeline, StableDiffusionPipeline,
+                           StableDiffusionXLControlNetPipeline, StableDiffusionXLPipeline)
 
+    # A ControlNet pipeline is its base family's model plus a ControlNet (core/controlnet.py runs it).
     return [(StableDiffusionXLPipeline, StableDiffusionXLFamily), (StableDiffusionPipeline, StableDiffusionFamily),
+            (StableDiffusionXLControlNetPipeline, StableDiffusionXLFamily),
+            (StableDiffusionControlNetPipeline, StableDiffusionFamily),
             (StableDiffusion3Pipeline, StableDiffusion3Family), (FluxPipeline, FluxFamily),
             (PixArtSigmaPipeline, PixArtFamily), (PixArtAlphaPipeline, PixArtFamily)]
 
