@@ -338,3 +338,31 @@ def save_tiny_lora(folder, text_encoder=False, seed=0):
     state = {key: convert_state_dict_to_diffusers(get_peft_model_state_dict(model)) for key, model in layers.items()}
     StableDiffusionPipeline.save_lora_weights(folder, safe_serialization=True, **state)
     return folder
+
+
+def tiny_controlnet(pipe, seed: int = 0):
+    """A ControlNetModel for a tiny pipeline's UNet (diffusers' from_unet), its zero convolutions given
+    seeded weights so that the control picture changes what the model predicts."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    downsamples = int(pipe.vae_scale_factor).bit_length() - 1  # the control picture at the latent grid's size
+    net = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=tuple(8 * 2**k for k in
+                                                                                         range(downsamples + 1)))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.1)
+    return net.eval()
+
+
+def tiny_controlnet_pipeline(xl: bool = False, seed: int = 0):
+    """tiny_sd_pipeline's (or tiny_sdxl_pipeline's) components with a tiny_controlnet: a real
+    StableDiffusion(XL)ControlNetPipeline for tests of nbd.trace(..., control_image=...)."""
+    from diffusers import StableDiffusionControlNetPipeline, StableDiffusionXLControlNetPipeline
+
+    base = tiny_sdxl_pipeline(seed=seed) if xl else tiny_sd_pipeline(seed=seed)
+    cls = StableDiffusionXLControlNetPipeline if xl else StableDiffusionControlNetPipeline
+    pipe = cls.from_pipe(base, controlnet=tiny_controlnet(base, seed))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

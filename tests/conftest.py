@@ -31,6 +31,20 @@ def sdxl_pipe():
 
 
 @pytest.fixture(scope="session")
+def sd_controlnet_pipe():
+    from nbdiffuse.testing import tiny_controlnet_pipeline
+
+    return tiny_controlnet_pipeline()
+
+
+@pytest.fixture(scope="session")
+def sdxl_controlnet_pipe():
+    from nbdiffuse.testing import tiny_controlnet_pipeline
+
+    return tiny_controlnet_pipeline(xl=True)
+
+
+@pytest.fixture(scope="session")
 def sd3_pipe():
     from nbdiffuse.testing import tiny_sd3_pipeline
 

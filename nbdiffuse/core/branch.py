@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from . import encode_cache, img2img
+from . import controlnet, encode_cache, img2img
 from .capabilities import xt_only_reason
 from .families import family_for, is_generic
 from .locks import model_turn
@@ -37,7 +37,8 @@ from .trajectory import Trajectory
 from .validate import check_step_at, guidance_schedule
 from .walks import branch_walk, walk_conditioning
 
-BRANCH_CHANGES = ("prompt", "negative_prompt", "guidance", "scheduler", "steps", "seed", "control", "on_step")
+BRANCH_CHANGES = ("prompt", "negative_prompt", "guidance", "scheduler", "steps", "seed", "control", "on_step",
+                  *controlnet.BRANCH_CHANGES)
 
 
 def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
@@ -46,7 +47,9 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
     changes: prompt, negative_prompt, guidance (a number, a per-step sequence of the new
     run's length, or a callable step -> number; applies after `at`), scheduler and steps
     (the rest of the run is re-planned on the new schedule from the current noise level),
-    seed (seeds the noise that stochastic samplers draw after `at`), control, on_step.
+    seed (seeds the noise that stochastic samplers draw after `at`), control, on_step;
+    a ControlNet run's control_image, control_scale (as guidance), control_start and control_end
+    (control_scale=0: "what if no control from here"; core/controlnet.py).
     With no changes the original remaining steps are replayed exactly.
     """
     return prepare_branch(pipe, traj, at, **changes).execute()
@@ -94,9 +97,13 @@ def prepare_branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> "Pre
     else:
         sched, total = parent_sched, runs
     schedule = _branch_schedule(changes, traj, at, total)
+    control_plan = controlnet.branch_plan(pipe, traj, at, total, changes)
 
     run = Run(pipe, family, sched, prompt, negative, total, schedule, seed, p["height"], p["width"], control, on_step)
     run.check_prompts()
+    if control_plan is not None:
+        run.controlnet = controlnet.ControlStep(control_plan, family, p["height"], p["width"], control)
+        run.controlnet.first = 0 if replan else _start_step(p) * int(getattr(sched, "order", 1))
     return PreparedBranch(run, traj, at, start, notice)
 
 
@@ -152,6 +159,8 @@ class PreparedBranch:
             child = Trajectory(params, initial_latents=traj.initial_latents, steps=list(traj.steps[: at + 1]),
                                parent=traj, branched_at=at, approx=traj.approx, pipe=run.pipe,
                                saved_frames={key: data for key, data in traj.saved_frames.items() if key[0] <= at})
+            if run.controlnet is not None:
+                child.control_image = run.controlnet.plan.image
             run.trajectory = child
             if self.start is not None:
                 i, latents = self.start, _enter_new_schedule(sched, self.start, traj, at, device)

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import threading
 
-from .validate import check_guidance_value
+from .validate import check_control_scale, check_guidance_value
 
 
 class RunControl:
     """Thread-safe switches that the denoising loop reads between steps.
 
-    `set_guidance(w)` takes effect from the next step; `stop()` ends the run after the
+    `set_guidance(w)` takes effect from the next step, as does `set_control_scale(s)` (a ControlNet
+    run's control scale: core/controlnet.py); `stop()` ends the run after the
     current step (the trajectory keeps what was done); `pause()` holds the loop before
     its next step until `resume()`; `step_once()` lets exactly one more step run and
     then holds again, so a teacher can walk through the reverse process.
@@ -18,6 +19,7 @@ class RunControl:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._guidance: float | None = None
+        self._control_scale: float | None = None
         self._stopped = False
         self._paused = False
         self._credits = 0
@@ -33,6 +35,17 @@ class RunControl:
         """Go back to the run's own guidance schedule from the next step."""
         with self._cond:
             self._guidance = None
+
+    def set_control_scale(self, scale: float) -> None:
+        """A ControlNet run's control scale from the next step (0: no control; inside its start/end window)."""
+        value = check_control_scale(scale)
+        with self._cond:
+            self._control_scale = value
+
+    def clear_control_scale(self) -> None:
+        """Go back to the run's own control_scale schedule from the next step."""
+        with self._cond:
+            self._control_scale = None
 
     def stop(self) -> None:
         with self._cond:
@@ -66,6 +79,12 @@ class RunControl:
         """The live guidance override, or None when the run follows its schedule."""
         with self._cond:
             return self._guidance
+
+    @property
+    def control_scale(self) -> float | None:
+        """The live control scale override, or None when the run follows its schedule."""
+        with self._cond:
+            return self._control_scale
 
     @property
     def stopped(self) -> bool:

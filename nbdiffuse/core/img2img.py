@@ -24,22 +24,23 @@ from .picture_file import limit_sides, open_picture
 DEFAULT_STRENGTH = 0.8  # diffusers' img2img default
 
 
-def check_image(image: Any) -> Image.Image:
-    """A PIL image, an HxWx3 (or HxW) uint8 array, or the path of an image file -> an RGB PIL image."""
-    limit_sides(image, "image")  # each side at most MAX_SIDE, as for height/width (core/picture_file.py)
+def check_image(image: Any, name: str = "image") -> Image.Image:
+    """A PIL image, an HxWx3 (or HxW) uint8 array, or the path of an image file -> an RGB PIL image.
+    `name`: the argument's name in messages (image, control_image)."""
+    limit_sides(image, name)  # each side at most MAX_SIDE, as for height/width (core/picture_file.py)
     if isinstance(image, (str, os.PathLike)):
-        return open_picture(image, "image")
+        return open_picture(image, name)
     if isinstance(image, Image.Image):
         if image.width < 1 or image.height < 1:
-            raise ValueError(f"image must not be empty, got size {image.size}")
+            raise ValueError(f"{name} must not be empty, got size {image.size}")
         return image.convert("RGB")
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)) \
                 or 0 in image.shape:
-            raise ValueError(f"image as an array must be HxWx3 (or HxWx4, HxW) uint8, got shape {image.shape} "
+            raise ValueError(f"{name} as an array must be HxWx3 (or HxWx4, HxW) uint8, got shape {image.shape} "
                              f"dtype {image.dtype}")
         return Image.fromarray(image).convert("RGB")
-    raise TypeError(f"image must be a PIL.Image, a uint8 numpy array or an image file path, got {type(image).__name__}")
+    raise TypeError(f"{name} must be a PIL.Image, a uint8 numpy array or an image file path, got {type(image).__name__}")
 
 
 def check_strength(strength: Any) -> float:

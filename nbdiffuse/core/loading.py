@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .controlnet_loading import check_controlnet_arg, with_controlnet
 from .decode import ApproxDecoder
 from .families.registry import takes_step_callback
 from .lora import check_lora_scale, load_lora, set_lora_scale
@@ -64,7 +65,7 @@ def resolve_dtype(dtype: Any, device: torch.device, pipeline_class: str = "") ->
 
 
 def load_pipeline(source: Any = None, device: Any = None, dtype: Any = None, lora: Any = None,
-                  lora_scale: float = 1.0):
+                  lora_scale: float = 1.0, controlnet: Any = None):
     """A diffusers pipeline ready for nbd.trace and the widgets.
 
     source: None for the embedded shapes model (CPU-friendly, offline); a local diffusers
@@ -74,7 +75,17 @@ def load_pipeline(source: Any = None, device: Any = None, dtype: Any = None, lor
     with diffusers' load_lora_weights as the adapter "nbd" (needs peft: pip install "nbdiffuse[lora]").
     A pipeline object gets it loaded into itself, replacing an earlier nbd LoRA. lora_scale
     weighs it (0 is the base model); change it between runs with nbd.set_lora_scale(pipe, scale).
+    controlnet: a ControlNet folder, a hub id, a diffusers ControlNetModel, or "outline" (the embedded
+    model's drawable ControlNet): the result is the matching ControlNet pipeline, for
+    nbd.trace(..., control_image=...) (core/controlnet_loading.py; SD 1.x/2.x and SDXL).
     """
+    if controlnet is not None:
+        check_controlnet_arg(controlnet)
+    pipe = _load(source, device, dtype, lora, lora_scale)
+    return pipe if controlnet is None else with_controlnet(pipe, controlnet)
+
+
+def _load(source: Any, device: Any, dtype: Any, lora: Any, lora_scale: float):
     from diffusers import DiffusionPipeline
 
     lora_scale = check_lora_scale(lora_scale)

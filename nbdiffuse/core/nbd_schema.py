@@ -31,7 +31,7 @@ import torch
 from .attention import LAYERS
 from .capabilities import CAPABILITIES
 from .schedulers import scheduler_from_params
-from .validate import MAX_SEED, MAX_SIDE, MAX_STEPS, check_guidance_value, show_value
+from .validate import MAX_SEED, MAX_SIDE, MAX_STEPS, check_control_scale, check_guidance_value, show_value
 
 MAX_TRAIN_TIMESTEPS = 100_000
 MAX_CONFIG_INT = 100_000
@@ -150,7 +150,24 @@ def _check_params(p: dict) -> None:
         _check_attention_words(_dict("params.attention", p["attention"]))
     if p.get("lora") is not None:
         _check_lora(_dict("params.lora", p["lora"]))
+    if p.get("control") is not None:
+        _check_control(_dict("params.control", p["control"]))
     _check_scheduler(p)
+
+
+def _check_control(control: dict) -> None:
+    """A ControlNet run's settings (core/controlnet.py, ControlPlan.params)."""
+    _text("params.control.model", control.get("model"), limit=1000)
+    image = _dict("params.control.image", control.get("image"))
+    for key in ("width", "height"):
+        _int(f"params.control.image.{key}", image.get(key), 1, MAX_SIDE)
+    for key in ("scale", "scale_plan"):
+        for k, value in enumerate(_list(f"params.control.{key}", control.get(key), MAX_STEPS, at_least=1)):
+            check_control_scale(value, f"field params.control.{key}[{k}]")
+    start = _number("params.control.start", control.get("start"), 0.0, 1.0, "a share of the run")
+    end = _number("params.control.end", control.get("end"), 0.0, 1.0, "a share of the run")
+    if start >= end:
+        raise FieldError("params.control.start", start, f"below params.control.end ({end:g})")
 
 
 def _check_lora(lora: dict) -> None:
@@ -213,6 +230,10 @@ def _check_step(field: str, record: Any, k: int) -> None:
     check_guidance_value(record.get("guidance"), f"field {field}.guidance")
     _number(f"{field}.seconds", record.get("seconds"), 0.0, 1e9, "a finite number of seconds >= 0")
     _int(f"{field}.extra_outputs", record.get("extra_outputs"), 0, MAX_EXTRA_OUTPUTS)
+    if record.get("control_scale") is not None:
+        check_control_scale(record["control_scale"], f"field {field}.control_scale")
+    if record.get("control_strength") is not None:
+        _number(f"{field}.control_strength", record["control_strength"], 0.0, 1e12, "a finite number >= 0 (or null)")
 
 
 def _check_tensors(tensors: dict[str, torch.Tensor], records: list, params: dict) -> None:
@@ -232,6 +253,9 @@ def _check_tensors(tensors: dict[str, torch.Tensor], records: list, params: dict
     for name, tensor in tensors.items():
         if name == "initial_latents" or name.startswith("frames."):
             continue
+        if name == "control_image":
+            _check_control_image(tensor, params)
+            continue
         match = _STEP_TENSOR.fullmatch(name)
         k = int(match.group(1)) if match else -1
         extra = match.group(3) if match else None
@@ -244,6 +268,18 @@ def _check_tensors(tensors: dict[str, torch.Tensor], records: list, params: dict
         elif tensor.dtype not in _FLOATS or tuple(tensor.shape) != shape:
             raise FieldError(f"tensor {name}", f"{tensor.dtype} of shape {tuple(tensor.shape)}",
                              f"a floating-point tensor of shape {shape} (initial_latents without its batch row)")
+
+
+def _check_control_image(tensor: torch.Tensor, params: dict) -> None:
+    """A ControlNet run's control picture: (height, width, 3) uint8, the size params.control records."""
+    control = params.get("control")
+    if control is None:
+        raise FieldError("tensor control_image", "present", "absent: params.control (a ControlNet run's settings) "
+                         "is not there")
+    shape = (control["image"]["height"], control["image"]["width"], 3)
+    if tensor.dtype != torch.uint8 or tuple(tensor.shape) != shape:
+        raise FieldError("tensor control_image", f"{tensor.dtype} of shape {tuple(tensor.shape)}",
+                         f"a uint8 tensor of shape {shape} (the picture params.control.image records)")
 
 
 def _check_attention_tensor(name: str, tensor: torch.Tensor, params: dict, shape: tuple | None) -> None:

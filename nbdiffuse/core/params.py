@@ -58,13 +58,24 @@ class AttentionWords(TypedDict):
     layers: str  # which layers the maps average (attention.LAYERS); absent in files from before the choice: "all"
 
 
+class ControlSettings(TypedDict):
+    """A ControlNet run's control (core/controlnet.py, ControlPlan.params)."""
+    model: str  # the ControlNet: its folder or hub id, "outline" for the embedded model's
+    image: dict  # the control picture's fingerprint (img2img.fingerprint); the picture is traj.control_image
+    scale: list[float]  # the control scale asked at each step made, then the plan for steps never made
+    scale_plan: list[float]  # the control_scale schedule asked for, one value per step that runs
+    start: float  # control_start: the share of the run before the ControlNet acts
+    end: float  # control_end: the share of the run after which it no longer acts
+
+
 class RunParams(_EveryRun, total=False):
     """traj.params; the keys above are in every run's; attention in runs traced with attention=True;
-    walk in the runs inside a sweep's seed or prompt walk (core/walks.py); capabilities and
-    capabilities_reason in runs of the generic path and of models that take guidance as an input
-    (guidance_kind "distilled"); pipe_kwargs in generic runs given some."""
+    walk in the runs inside a sweep's seed or prompt walk (core/walks.py); control in runs with a control
+    picture; capabilities and capabilities_reason in runs of the generic path and of models that take
+    guidance as an input (guidance_kind "distilled"); pipe_kwargs in generic runs given some."""
     attention: AttentionWords
     walk: dict  # {"seed": {"from", "to", "t"}, "prompt": {"from", "to", "t"}}: the walk(s) the run is a point of
+    control: ControlSettings
     capabilities: dict[str, bool]  # what they lack (capabilities.XT_ONLY and "previews", or DISTILLED)
     capabilities_reason: str  # why, in one line
     pipe_kwargs: dict[str, Any]  # the pipeline's own keywords passed to pipe(...) (pipe_kwargs.recorded)

@@ -26,6 +26,13 @@ def model_name(pipe: Any, fallback: str = "") -> str:
     return str(source(pipe) or pipe.config.get("_name_or_path") or fallback)
 
 
+def copy_attrs(source_pipe: Any, target: Any) -> None:
+    """Everything nbdiffuse hung on `source_pipe`, on `target` too (a pipeline made from it: from_pipe)."""
+    for name, value in vars(source_pipe).items():
+        if name.startswith("_nbd_"):
+            setattr(target, name, value)
+
+
 def speaks_shapes(pipe: Any) -> bool:
     """Whether `pipe` is a model of the shapes world (the embedded one, or one trained by nbdiffuse.shapes.train)."""
     return bool(getattr(pipe, "_nbd_shapes", False))

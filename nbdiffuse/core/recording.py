@@ -46,6 +46,15 @@ class StepRecorder:
         staged.copy_(row, non_blocking=True)
         return staged
 
+    def number(self, value: torch.Tensor | None) -> Any:
+        """A 0-d tensor as a float at once on a CPU; on CUDA a staged copy, a float once published."""
+        if value is None:
+            return None
+        if not self.staged or value.device.type != "cuda":
+            return float(value)
+        staged = torch.empty((), dtype=value.dtype, device="cpu", pin_memory=True)
+        return staged.copy_(value, non_blocking=True)
+
     def add(self, step: Any) -> None:
         self._pending.append((self._event() if self.staged else None, step))
 
@@ -83,6 +92,8 @@ def _unpin(step: Any) -> None:
             setattr(step, name, _pageable(getattr(step, name)))
     if step.extra_outputs:
         step.extra_outputs = tuple(_pageable(t) for t in step.extra_outputs)
+    if isinstance(step.control_strength, torch.Tensor):
+        step.control_strength = float(step.control_strength)
 
 
 def _pageable(tensor: torch.Tensor) -> torch.Tensor:

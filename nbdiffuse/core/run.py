@@ -58,6 +58,7 @@ class Run:
         self.attention: Any = None  # an AttentionRecorder (trace(attention=True)), with attention_words
         self.attention_words: dict | None = None
         self.walk: Any = None  # a walk between two runs (core/walks.py): its starting noise and text conditioning
+        self.controlnet: Any = None  # a ControlStep (core/controlnet.py) for a run with a control picture
 
     @property
     def total_steps(self) -> int:
@@ -112,6 +113,7 @@ class Run:
             **({"attention": self.attention_words} if self.attention_words is not None else {}),
             **(distilled_params(type(pipe).__name__) if self.family.guidance_kind == "distilled" else {}),
             **({"walk": self.walk.params()} if self.walk is not None else {}),
+            **({"control": self.controlnet.plan.params()} if self.controlnet is not None else {}),
         }
 
     # --- the run --------------------------------------------------------------------
@@ -138,6 +140,8 @@ class Run:
                 noise = randn_tensor(clean.shape, generator=self.generator, device=clean.device, dtype=clean.dtype)
                 latents = img2img.noised(sched, clean, noise, sched.timesteps[first])
             traj = Trajectory(self.params(), initial_latents=latents.detach().to("cpu", copy=True), pipe=self.pipe)
+            if self.controlnet is not None:
+                traj.control_image = self.controlnet.plan.image
             self.trajectory = traj
             with self.attention if self.attention is not None else contextlib.nullcontext():
                 return self.resume(traj, latents, position=first, step=0)
@@ -174,6 +178,9 @@ class Run:
         recorder = StepRecorder(latents.device)
         record = recorder.copy
         publish = self.publisher(traj)
+        control = self.controlnet
+        if control is not None:
+            control.begin()
 
         with run_end(traj, lambda: recorder, publish):
             while i < len(timesteps):
@@ -185,18 +192,25 @@ class Run:
                     break
                 w = self._guidance_at(k)
                 use_cfg = family.uses_cfg(w)  # diffusers: guidance <= 1 runs the prompt alone; Flux-dev never
+                scale = control.scale_at(k) if control is not None else None
                 began = time.perf_counter()
-                first, extras = None, []
+                first, extras, acted = None, [], None
                 # One step: one model evaluation, or two for 2nd-order samplers (Heun).
                 while True:
                     t = timesteps[i]
                     x_in = model_input(sched, latents, t)
-                    cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg, guidance=w)
+                    if control is None:
+                        cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg, guidance=w)
+                    else:
+                        extra, strength = control.residuals(x_in, t, self.cond, use_cfg, scale, i, len(timesteps))
+                        cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg, guidance=w, extra=extra)
                     out = uncond_out + w * (cond_out - uncond_out) if use_cfg else cond_out
                     if first is None:
                         sigma = sigmas[i]
                         a, b = x0_coefficients(sched, sigma)
                         first = (times[i], sigma, b, a * x_in + b * out, cond_out, uncond_out)
+                        if control is not None:  # the first evaluation's, as for the outputs
+                            acted = 0.0 if strength is None else recorder.number(strength)
                     else:
                         extras.append(out)
                     latents = sched.step(out, t, latents, **step_kwargs, return_dict=False)[0]
@@ -211,6 +225,7 @@ class Run:
                     eps_uncond=None if uncond_out is None else record(uncond_out),
                     x0_coeff=float(b), xt_scale=input_scale(sched, i, latents), seconds=time.perf_counter() - began,
                     extra_outputs=tuple(record(e) for e in extras), attention=maps,
+                    control_scale=scale, control_strength=acted if control is not None else None,
                 ))
                 k += 1
                 recorder.publish(publish)  # at once on a CPU; on a GPU once the copies are done
@@ -244,6 +259,9 @@ def run_end(traj: Trajectory, recorder: Callable[[], StepRecorder | None],
         raise
     finally:
         traj.params["guidance"] = traj.guidances + traj.params["guidance_plan"][len(traj):]
+        control = traj.params.get("control")
+        if control is not None:  # the control scales used (0 for a parent's steps without control), then the plan
+            control["scale"] = [s.control_scale or 0.0 for s in traj.steps] + control["scale_plan"][len(traj):]
 
 
 def distilled_params(pipeline: str) -> dict:

@@ -30,6 +30,10 @@ class Step:
     seconds: float = 0.0
     extra_outputs: tuple = ()  # guided outputs of a 2nd-order sampler's extra evaluations (for replay)
     attention: torch.Tensor | None = None  # trace(attention=True): (prompt tokens, h, w) fp16 maps (core/attention.py)
+    # ControlNet runs (core/controlnet.py): the control scale asked at this step, and the control's strength
+    # (L2 norm of the residuals it added to the prompt's row; 0 outside its window or at scale 0). None without control.
+    control_scale: float | None = None
+    control_strength: float | None = None
 
     @property
     def guided(self) -> bool:

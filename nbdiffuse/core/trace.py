@@ -13,6 +13,7 @@ from typing import Any, Callable
 from . import img2img
 from .control import RunControl
 from .attention import LAYERS, AttentionRecorder, prompt_words
+from .controlnet import ControlStep, control_size, plan_control
 from .families import adapter_for, is_generic
 from .generic import prepare_generic
 from .pipe_kwargs import check_for_family, check_pipe_kwargs
@@ -29,7 +30,9 @@ OnStep = Callable[[Trajectory, Step], None]
 def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
           seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
           control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
-          strength: float | None = None, attention: bool | str = False, pipe_kwargs: dict | None = None) -> Trajectory:
+          strength: float | None = None, attention: bool | str = False, pipe_kwargs: dict | None = None,
+          control_image: Any = None, control_scale: Any = 1.0, control_start: float = 0.0,
+          control_end: float = 1.0) -> Trajectory:
     """Run `pipe` on `prompt` step by step and return the recorded Trajectory.
 
     guidance: a number, a sequence of one number per step that runs, or a callable step -> number.
@@ -46,17 +49,26 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
     A UNet's maps average its decoder's layers; attention="all" averages every cross-attention layer.
     pipe_kwargs: the pipeline's own keywords (e.g. {"use_resolution_binning": True}): passed to pipe(...) on
     the generic path; a family's loop refuses those it does not honour, by name (core/pipe_kwargs.py).
+    control_image: a ControlNet pipeline's control picture (PIL image, uint8 array or file path; without
+    height/width the run takes its size). control_scale: how strongly it steers (0 to 10; a number, one
+    per step that runs, or a callable step -> number; RunControl.set_control_scale changes it live);
+    control_start, control_end: the share of the run where it acts (core/controlnet.py). The same
+    numbers as pipe(..., image=control_image, controlnet_conditioning_scale=control_scale,
+    control_guidance_start=control_start, control_guidance_end=control_end).
     """
     run = prepare(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
                   scheduler=scheduler, height=height, width=width, control=control, on_step=on_step, image=image,
-                  strength=strength, attention=attention, pipe_kwargs=pipe_kwargs)
+                  strength=strength, attention=attention, pipe_kwargs=pipe_kwargs, control_image=control_image,
+                  control_scale=control_scale, control_start=control_start, control_end=control_end)
     return run.execute()
 
 
 def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
             seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
             control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
-            strength: float | None = None, attention: bool | str = False, pipe_kwargs: dict | None = None) -> "Run":
+            strength: float | None = None, attention: bool | str = False, pipe_kwargs: dict | None = None,
+            control_image: Any = None, control_scale: Any = 1.0, control_start: float = 0.0,
+            control_end: float = 1.0) -> "Run":
     """Check every argument and build the run without touching the model (trace() = prepare().execute()).
 
     A pipeline outside the known families whose __call__ takes callback_on_step_end runs on the
@@ -68,6 +80,11 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
         if attention:
             raise ValueError(f"attention=True needs a known model family (its cross-attention layers); "
                              f"{type(pipe).__name__} runs on the generic path, which sees x_t only")
+        if control_image is not None:
+            raise ValueError(f"control_image needs nbdiffuse's own loop (StableDiffusionControlNetPipeline, "
+                             f"StableDiffusionXLControlNetPipeline); {type(pipe).__name__} runs on the generic path, "
+                             "which sees x_t only")
+        plan_control(pipe, None, control_scale, control_start, control_end, 1)  # no control settings without it
         return prepare_generic(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                seed=seed, scheduler=scheduler, height=height, width=width, control=control,
                                on_step=on_step, image=image, strength=strength, pipe_kwargs=pipe_kwargs)
@@ -77,11 +94,17 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
                                                                             control, on_step)
     image, strength, start, (default_h, default_w) = img2img.plan(pipe, family, image, strength, steps)
     schedule = guidance_schedule(guidance, steps - start)
+    control_plan = plan_control(pipe, control_image, control_scale, control_start, control_end, steps - start)
+    if image is None:  # a control picture's size, as diffusers' ControlNet pipelines take it
+        default_h, default_w = control_size(control_plan, family.vae_factor) or (default_h, default_w)
     height = default_h if height is None else check_size("height", height, family.vae_factor)
     width = default_w if width is None else check_size("width", width, family.vae_factor)
     sched = make_scheduler(pipe, scheduler)
     run = Run(pipe, family, sched, prompt, negative_prompt, steps, schedule, seed, height, width, control, on_step)
     run.image, run.strength, run.start = image, strength, start
+    if control_plan is not None:
+        run.controlnet = ControlStep(control_plan, family, height, width, control)
+        run.controlnet.first = start * int(getattr(sched, "order", 1))
     run.check_prompts()
     if attention:
         # the latent grid the run records (Flux: vae_factor counts its 2 x 2 packing, the latents do not)

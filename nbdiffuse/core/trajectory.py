@@ -46,6 +46,8 @@ class Trajectory:
     # {(step, view): WebP / JPEG / PNG bytes}: the full VAE's pictures a loaded run carries
     # (core/saved_frames.py), decoded when shown
     saved_frames: dict = field(default_factory=dict, repr=False, compare=False)
+    # the control picture of a ControlNet run (params["control"]; core/controlnet.py), kept in .nbd files
+    control_image: Image.Image | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()

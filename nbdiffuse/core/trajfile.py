@@ -12,7 +12,9 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save
 
@@ -29,6 +31,7 @@ FORMAT = "nbdiffuse.trajectory"
 FORMAT_VERSION = 2
 _STEP_TENSORS = ("latents", "pred_x0", "eps_cond", "eps_uncond", "attention")
 _STEP_FIELDS = ("index", "timestep", "sigma", "guidance", "x0_coeff", "xt_scale", "seconds")
+_CONTROL_FIELDS = ("control_scale", "control_strength")  # ControlNet runs only; absent from older files
 
 
 def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
@@ -42,6 +45,7 @@ def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
     steps = []
     for step in traj.steps:
         record = {name: getattr(step, name) for name in _STEP_FIELDS}
+        record.update({name: getattr(step, name) for name in _CONTROL_FIELDS if getattr(step, name) is not None})
         record["extra_outputs"] = len(step.extra_outputs)
         steps.append(record)
         for name in _STEP_TENSORS:
@@ -50,6 +54,8 @@ def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
                 tensors[f"steps.{step.index}.{name}"] = value.contiguous().clone()
         for j, extra in enumerate(step.extra_outputs):
             tensors[f"steps.{step.index}.extra.{j}"] = extra.contiguous().clone()
+    if traj.control_image is not None:  # a ControlNet run's picture: a branch of the loaded run needs it
+        tensors["control_image"] = torch.from_numpy(np.array(traj.control_image.convert("RGB"), dtype=np.uint8))
     approx = traj.approx
     if approx is None and traj.pipe is not None and traj.capabilities["previews"]:  # none for latents without a picture form
         approx = traj.approx_decoder()
@@ -115,6 +121,8 @@ def load_trajectory(path: Any, cls: "type[Trajectory]") -> Trajectory:
         traj = cls(params=meta["params"], initial_latents=tensors["initial_latents"], steps=steps,
                           stopped=bool(meta["stopped"]), error=meta.get("error"), branched_at=meta.get("branched_at"),
                           approx=ApproxDecoder.from_dict(meta["approx"]) if meta.get("approx") else None)
+        if "control_image" in tensors:
+            traj.control_image = Image.fromarray(tensors["control_image"].numpy())
         size = (int(traj.params["width"]), int(traj.params["height"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise TrajectoryFileError(f"path {str(path)!r} is a corrupt nbdiffuse trajectory "
@@ -129,6 +137,7 @@ def load_trajectory(path: Any, cls: "type[Trajectory]") -> Trajectory:
 def _step(record: dict, tensors: dict[str, torch.Tensor], xt_only: bool = False) -> Step:
     k = int(record["index"])
     values = {name: record[name] for name in _STEP_FIELDS}
+    values.update({name: record[name] for name in _CONTROL_FIELDS if record.get(name) is not None})
     optional = ("eps_uncond", "pred_x0", "eps_cond", "attention") if xt_only else ("eps_uncond", "attention")
     for name in _STEP_TENSORS:
         key = f"steps.{k}.{name}"

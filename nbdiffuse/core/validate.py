@@ -5,6 +5,7 @@ the value it got and what is allowed, so a notebook user can fix the call at onc
 """
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping, Set
 from typing import Any, Callable, Sequence
@@ -16,6 +17,8 @@ MAX_SEED = 2**63 - 1
 # ComfyUI's cfg input at 100). Far above, the guided noise prediction overflows: guidance 1e20 gave NaN
 # latents and a black picture with no word said.
 MAX_GUIDANCE = 100.0
+MAX_CONTROL_SCALE = 10.0  # a ControlNet's scale; web UIs stop at 2, far above its residuals swamp the UNet's features
+CONTROL_SCALE_ALLOWED = f"a number from 0 to {MAX_CONTROL_SCALE:g} (0: no control)"
 MAX_PICTURE_SIDE = MAX_SIDE  # pixels: a picture asked of a run (traj.image(size=), exports)
 
 
@@ -64,6 +67,16 @@ def check_guidance_value(value: Any, name: str = "guidance") -> float:
     return value
 
 
+def check_control_scale(value: Any, name: str = "control_scale") -> float:
+    """A ControlNet's scale (core/controlnet.py)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {CONTROL_SCALE_ALLOWED}, got {show_value(value)} ({type(value).__name__})")
+    value = float(value)
+    if not (math.isfinite(value) and 0.0 <= value <= MAX_CONTROL_SCALE):
+        raise ValueError(f"{name} must be {CONTROL_SCALE_ALLOWED}, got {value}")
+    return value
+
+
 def check_number(name: str, value: Any, lo: float, hi: float, unit: str = "") -> float:
     """A real number in [lo, hi] (finite: NaN and infinities are refused by the range)."""
     allowed = f"a number from {lo:g} to {hi:g}{unit}"
@@ -77,27 +90,35 @@ def check_number(name: str, value: Any, lo: float, hi: float, unit: str = "") ->
 
 def guidance_schedule(guidance: Any, steps: int) -> list[float]:
     """A float, a sequence of `steps` floats, or a callable k -> float, as one float per step."""
-    if callable(guidance):
+    return number_schedule("guidance", guidance, steps, check_guidance_value, "a number >= 0")
+
+
+def number_schedule(name: str, value: Any, steps: int, check: Callable[[Any, str], float],
+                    allowed: str) -> list[float]:
+    """`value` as one checked number per step: a number, a sequence of `steps` numbers or a callable
+    step -> number (guidance, a ControlNet's scale). check(v, name) checks one value; `allowed` says
+    what one value may be, for the message."""
+    if callable(value):
         values = []
         for k in range(steps):
             try:
-                value = guidance(k)
+                got = value(k)
             except Exception as exc:  # the user's function failed: say where
-                raise ValueError(f"guidance({k}) raised {type(exc).__name__}: {exc}") from exc
-            values.append(check_guidance_value(value, f"guidance({k})"))
+                raise ValueError(f"{name}({k}) raised {type(exc).__name__}: {exc}") from exc
+            values.append(check(got, f"{name}({k})"))
         return values
-    if isinstance(guidance, numbers.Real) and not isinstance(guidance, bool):
-        return [check_guidance_value(guidance)] * steps
-    if isinstance(guidance, (str, bytes, bool, Mapping, Set)) or not hasattr(guidance, "__len__"):
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return [check(value, name)] * steps
+    if isinstance(value, (str, bytes, bool, Mapping, Set)) or not hasattr(value, "__len__"):
         # a dict or set has a length, but no order of steps: list() of a dict is its keys
         raise TypeError(
-            f"guidance must be a number >= 0, a sequence of {steps} numbers or a callable step -> number, "
-            f"got {show_value(guidance)} ({type(guidance).__name__})"
+            f"{name} must be {allowed}, a sequence of {steps} numbers or a callable step -> number, "
+            f"got {show_value(value)} ({type(value).__name__})"
         )
-    values = list(guidance)
+    values = list(value)
     if len(values) != steps:
-        raise ValueError(f"guidance schedule must have one value per step ({steps}), got {len(values)} values")
-    return [check_guidance_value(v, f"guidance[{k}]") for k, v in enumerate(values)]
+        raise ValueError(f"{name} schedule must have one value per step ({steps}), got {len(values)} values")
+    return [check(v, f"{name}[{k}]") for k, v in enumerate(values)]
 
 
 def check_prompt(value: Any, name: str = "prompt", allow_none: bool = False) -> str | None:

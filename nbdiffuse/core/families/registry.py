@@ -18,12 +18,16 @@ from .sdxl import StableDiffusionXLFamily
 
 def _families() -> list[tuple[type, type]]:
     from diffusers import (FluxImg2ImgPipeline, FluxPipeline, PixArtAlphaPipeline, PixArtSigmaPipeline,
-                           StableDiffusion3Img2ImgPipeline, StableDiffusion3Pipeline, StableDiffusionImg2ImgPipeline,
-                           StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline)
+                           StableDiffusion3Img2ImgPipeline, StableDiffusion3Pipeline, StableDiffusionControlNetPipeline,
+                           StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, StableDiffusionXLControlNetPipeline,
+                           StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline)
 
     # Image-to-image classes share their text-to-image sibling's components and run its family's loop
     # (trace(image=..., strength=...)), the way their own __call__ prepares the start latents.
+    # A ControlNet pipeline is its base family's model plus a ControlNet (core/controlnet.py runs it).
     return [(StableDiffusionXLPipeline, StableDiffusionXLFamily), (StableDiffusionPipeline, StableDiffusionFamily),
+            (StableDiffusionXLControlNetPipeline, StableDiffusionXLFamily),
+            (StableDiffusionControlNetPipeline, StableDiffusionFamily),
             (StableDiffusion3Pipeline, StableDiffusion3Family), (FluxPipeline, FluxFamily),
             (PixArtSigmaPipeline, PixArtFamily), (PixArtAlphaPipeline, PixArtFamily),
             (StableDiffusionImg2ImgPipeline, StableDiffusionFamily),

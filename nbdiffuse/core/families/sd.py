@@ -102,17 +102,20 @@ class StableDiffusionFamily:
         return {"timestep_cond": embedded.to(device=self.device, dtype=dtype)}
 
     def predict(self, x_in: torch.Tensor, t: torch.Tensor, cond: Conditioning, guided: bool,
-                guidance: float | None = None):
+                guidance: float | None = None, extra: dict | None = None):
         """Model outputs (cond, uncond); uncond is None when guidance is off (one batch row).
 
         guided: run the (cond, uncond) pair (uses_cfg(guidance)); guidance: the step's value, for
         families that feed it to the model (Flux-dev); CFG families combine the pair in the loop.
+        extra: more UNet arguments for this evaluation (a ControlNet's residuals, core/controlnet.py).
         """
+        extra = extra or {}
         if guided:
-            out = self.pipe.unet(torch.cat([x_in, x_in]), t, return_dict=False, **self._unet_kwargs(cond.both))[0]
+            out = self.pipe.unet(torch.cat([x_in, x_in]), t, return_dict=False, **self._unet_kwargs(cond.both),
+                                 **extra)[0]
             uncond, cond_out = out.chunk(2)
             return cond_out, uncond
         out = self.pipe.unet(x_in, t, return_dict=False, **self._unet_kwargs(cond.cond),
-                             **self._guidance_input(guidance, x_in.dtype))[0]
+                             **self._guidance_input(guidance, x_in.dtype), **extra)[0]
         return out, None
 
