@@ -73,7 +73,8 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
         raise ValueError(f"negative_prompt={negative_prompt!r}: {name} takes no negative prompt; pass ''")
     factor = adapter.vae_factor
     default = adapter.default_size()
-    if image is not None and "height" not in params:  # it takes the picture's size (rounded down), as SD img2img
+    if image is not None and ("height" not in params or default is None):  # the picture's size (rounded down),
+        # as SD img2img takes it, and as ZImageImg2ImgPipeline does when its height is left None
         default = (max(factor, image.height // factor * factor), max(factor, image.width // factor * factor))
     if default is None and (height is None or width is None):
         raise ValueError(f"height and width: nbdiffuse cannot tell the default size of {name}; pass both "
@@ -221,8 +222,8 @@ class GenericRun(Run):
             latents = self._unpack(tensors["latents"])
             if state["k"] == 0:  # (C, h, w) per step, or packed in a layout nbdiffuse cannot know
                 traj.params["capabilities"]["previews"] = latents.ndim == 4 and has_decoder(pipe)  # pipe_decoder
-                if latents.ndim == 4:
-                    self._ran_at(traj, latents)
+                if tensors["latents"].ndim == 4:  # packed ones were unpacked at the size asked: they ran at it
+                    self._ran_at(traj, latents)  # (BriaPipeline's vae_scale_factor counts its packing too)
                 if latents.ndim != 4:
                     traj.params["notices"].append(f"{type(pipe).__name__} packs its latents (shape "
                                                   f"{tuple(latents.shape)}) in a layout nbdiffuse cannot know: "

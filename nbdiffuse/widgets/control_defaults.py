@@ -4,8 +4,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from PIL import Image
+
 from ..core import prepare
 from ..core.families import adapter_for, default_guidance
+from ..core.img2img import takes_image
 from ..core.pipe_attrs import model_name, source
 from ..core.validate import check_guidance_value
 from ..core.schedulers import own_scheduler_name, scheduler_choices
@@ -38,11 +41,22 @@ def model_defaults(pipe: Any, given: dict[str, Any]) -> dict[str, Any]:
     # prepare() checks every value the way generate() will, without model work.
     run = prepare(pipe, values["prompt"], negative_prompt=values["negative_prompt"], steps=values["steps"],
                   guidance=values["guidance"], seed=values["seed"], scheduler=sampler_arg(pipe, values["scheduler"]),
-                  height=height, width=width)
+                  height=height, width=width, **blank_start(pipe, height or default_h, width or default_w))
     label = model_name(pipe, type(pipe).__name__)
     return dict(values, guidance=float(values["guidance"]), scheduler_options=options, size_options=sizes,
                 height=run.height, width=run.width, guidance_max=float(max(15, math.ceil(2 * values["guidance"]))),
                 image_size=[run.width, run.height], model_label=label)
+
+
+def blank_start(pipe: Any, height: Any, width: Any) -> dict[str, Any]:
+    """An image-to-image class (StableDiffusionImg2ImgPipeline, ...) cannot be checked without a picture: a
+    blank one of the size asked (or the model's own) stands in, at strength 1 (every step: the strength
+    control is checked at each Generate, with the steps then chosen); each run takes the picture given then."""
+    if not takes_image(pipe):
+        return {}
+    factor = adapter_for(pipe).vae_factor
+    side = [v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 8 * factor for v in (width, height)]
+    return {"image": Image.new("RGB", tuple(side)), "strength": 1.0}
 
 
 def saved_defaults(history: list, given: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """The pipeline matrix's cases: each diffusers class it builds, with how to run it and what it expects.
 
 `kind` is what nbdiffuse makes of the class: "covered" (a family nbdiffuse drives itself: x0, what-if,
-branching) or "x_t only" (watched through callback_on_step_end). `xfail` names the checks that fail
-today because of a bug issue #21 lists for the parity branch (A, B, C, D, E3, E5, img2img), with the
-letter; the lead removes them after that merge (the marks are strict: a check that passes fails).
+branching) or "x_t only" (watched through callback_on_step_end). Every check runs the size as given
+(resolution binning off, in trace and in the reference pipe(...) call alike). `xfail` names a check that
+fails today with the reason (strict marks: a check that passes fails); none does since the #21 fixes.
 """
 from __future__ import annotations
 
@@ -31,14 +31,6 @@ class Case:
         return self.cls
 
 
-A = "#21 A: the scheduler copy drops steps_offset (from_config skips _use_default_values)"
-B = "#21 B: a guidance-embedding UNet (time_cond_proj_dim) runs CFG without timestep_cond"
-C = "#21 C: the generic path's wrapped step hides `generator` from a stochastic sampler"
-CD = ("#21 C, D: the SCM sampler draws its noise from the global RNG (C), and SanaSprintPipeline returns "
-      "denoised / sigma_data, not its last latents (D)")
-E5 = "#21 E5: the pipeline's resolution binning changes the size; trace records the one asked"
-IMG = "#21 img2img: trace(image=...) refuses this pipeline as text to image only"
-
 CASES = [
     Case("StableDiffusionPipeline", builders.sd, "covered", (16, 16), 7.5),
     Case("StableDiffusionXLPipeline", builders.sdxl, "covered", (16, 16), 5.0),
@@ -55,7 +47,7 @@ CASES = [
     Case("ZImagePipeline", builders.zimage, guidance=5.0),
     Case("Lumina2Pipeline", builders.lumina2, guidance=4.0),
     Case("CogView4Pipeline", builders.cogview4, guidance=3.5),
-    # binned to 1024 x 1024 (the slowest case: ~35 s); its DDPM sampler draws noise
+    # the size as given (its binning would make 1024 x 1024); its DDPM sampler draws noise
     Case("HunyuanDiTPipeline", builders.hunyuan_dit, guidance=5.0),
     Case("QwenImagePipeline", builders.qwenimage, previews=False),
     Case("LuminaPipeline", builders.lumina, guidance=4.0),

@@ -3,6 +3,7 @@ __call__ (#21 E4), a scheduler outside nbdiffuse's names (#21 E3); and a size th
 from __future__ import annotations
 
 import pytest
+import torch
 
 import nbdiffuse as nbd
 from nbdiffuse.core.families import adapter_for
@@ -10,9 +11,6 @@ from nbdiffuse.core.families import adapter_for
 import builders
 from test_zoo_runs import built
 from cases import CASES
-
-E5 = "#21 E5: Kandinsky 3 rounds a side up to a multiple of 64; trace records the size asked"
-
 
 def case_of(name):
     return next(case for case in CASES if case.cls == name)
@@ -56,3 +54,28 @@ def test_the_explorer_offers_and_runs_a_scheduler_outside_its_name_table(open_ex
     assert ex.trajectory.params["scheduler_class"] == "LCMScheduler"
     with pytest.raises(ValueError, match="scheduler must be one of 'LCMScheduler', 'euler'"):
         ex.scheduler = "NoSuchScheduler"
+
+
+def test_an_image_to_image_class_without_a_known_size_runs_at_the_pictures_size():
+    """ZImageImg2ImgPipeline leaves height None and takes the picture's: trace does the same, bit for bit."""
+    from test_zoo_runs import PROMPT, SEED, STEPS, STRENGTH, reference_run, start_picture
+
+    case = case_of("ZImageImg2ImgPipeline")
+    pipe, _ = built(case)
+    assert adapter_for(pipe).default_size() is None
+    traj = nbd.trace(pipe, PROMPT, steps=STEPS, guidance=case.guidance, seed=SEED, image=start_picture(case),
+                     strength=STRENGTH)
+    assert (traj.params["height"], traj.params["width"]) == case.size
+    latents, ran = reference_run(case, pipe, height=None, width=None)
+    assert len(traj) == ran and torch.equal(traj.final_latents, latents)
+
+
+def test_the_explorer_opens_on_an_image_to_image_class_and_asks_for_a_picture(open_explorer):
+    """The Explorer checks its controls against a blank picture; Generate without one says what is missing.
+    SDXL img2img's own strength 0.3 runs no step of 2: the check runs at strength 1, Generate with the control."""
+    case = case_of("StableDiffusionXLImg2ImgPipeline")
+    pipe, _ = built(case)
+    ex, fe = open_explorer(pipe, ignore_threads=("tqdm_monitor",), steps=2, height=16, width=16)
+    fe.click("generate")
+    assert ex.wait(120)
+    assert "is an image-to-image pipeline; pass image=" in fe.state["error"]

@@ -34,17 +34,31 @@ def picture_args(case) -> dict:
     return {"image": start_picture(case), "strength": STRENGTH} if case.image else {}
 
 
-def reference_latents(case, pipe) -> torch.Tensor:
-    """What pipe(...) itself makes, as (C, h, w) latents."""
+def reference_run(case, pipe, **extra) -> tuple[torch.Tensor, int]:
+    """What pipe(...) itself makes, as (C, h, w) latents, and how many steps it ran (its own callback counts
+    them: an image-to-image run at strength 0.6 runs only the last steps of its schedule). The size as given:
+    resolution binning off where the pipeline has it, as nbdiffuse runs it unless pipe_kwargs asks (extra)."""
     h, w = case.size
     accepted = inspect.signature(type(pipe).__call__).parameters
+    ran = []
+
+    def count(pipe, step, timestep, kwargs):
+        ran.append(step)
+        return kwargs
+
     kwargs = dict(prompt=PROMPT, num_inference_steps=STEPS, generator=torch.Generator("cpu").manual_seed(SEED),
-                  output_type="latent", height=h, width=w, guidance_scale=case.guidance, **picture_args(case))
+                  output_type="latent", height=h, width=w, guidance_scale=case.guidance, callback_on_step_end=count,
+                  use_resolution_binning=False, **picture_args(case))
+    kwargs.update(extra)
     out = pipe(**{key: value for key, value in kwargs.items() if key in accepted})  # img2img: the picture's size
     latents = out.images if hasattr(out, "images") else out[0]
     if latents.ndim == 3 and case.previews:  # packed (Flux-style): the pipeline's own unpacking
         latents = type(pipe)._unpack_latents(latents, h, w, pipe.vae_scale_factor)
-    return latents[0]
+    return latents[0], len(ran)
+
+
+def reference_latents(case, pipe, **extra) -> torch.Tensor:
+    return reference_run(case, pipe, **extra)[0]
 
 
 _built: dict[str, tuple] = {}
@@ -85,8 +99,10 @@ def test_the_pipeline_itself_runs_on_its_tiny_parts(case):
 @pytest.mark.parametrize("case", _marked("parity"))
 def test_parity_with_the_pipeline(case):
     pipe, traj = built(case)
-    assert len(traj) == STEPS and not traj.stopped
-    assert torch.equal(traj.final_latents, reference_latents(case, pipe))
+    latents, ran = reference_run(case, pipe)
+    assert len(traj) == ran == (STEPS if not case.image else len(traj)) and not traj.stopped
+    assert ran == STEPS or case.image  # only image to image runs fewer steps (strength 0.6)
+    assert torch.equal(traj.final_latents, latents)
 
 
 @pytest.mark.parametrize("case", _marked("views"))
@@ -136,13 +152,30 @@ def test_a_full_explorer_run_on_the_pipelines_own_sampler(case, open_explorer):
                            guidance=case.guidance, height=h, width=w)
     assert fe.state["scheduler"] == own_scheduler_name(pipe) == fe.state["scheduler_options"][0] or \
         fe.state["scheduler"] == own_scheduler_name(pipe) in fe.state["scheduler_options"]
-    if case.image:
-        ex.start_from(start_picture(case), STRENGTH)
-    fe.click("generate")
+    if case.image:  # the start picture and strength as the widget takes them; the size asked (without it a
+        ex.start_from(start_picture(case), STRENGTH)  # picture runs at its own size or the pipeline's usual one)
+        ex.generate(height=h, width=w)
+    else:
+        fe.click("generate")
     assert ex.wait(120)
     assert fe.state["error"] == "" and fe.state["status"] == "done"
-    assert fe.state["n_steps"] == STEPS
+    assert fe.state["n_steps"] == len(traj) == len(ex.trajectory)
     frames = fe.state[f"frames_{traj.default_view}"]
-    assert len(frames) == STEPS and all(frames) is case.previews  # no frames where there is no picture
+    assert len(frames) == len(traj) and all(frames) is case.previews  # no frames where there is no picture
     assert ("no frames are drawn" in fe.state["capabilities_note"]) is not case.previews  # and it says why
     assert torch.equal(ex.trajectory.final_latents, traj.final_latents)  # the same run as trace's
+
+
+def test_resolution_binning_when_pipe_kwargs_asks_for_it():
+    """pipe(...)'s own default (binning on) is what trace runs with pipe_kwargs={"use_resolution_binning": True};
+    the size that ran is recorded, with a notice, where binning changed the size asked."""
+    case = next(case for case in CASES if case.cls == "SanaPipeline")
+    pipe, plain = built(case)
+    h, w = case.size
+    traj = nbd.trace(pipe, PROMPT, steps=STEPS, guidance=case.guidance, seed=SEED, height=h, width=w,
+                     pipe_kwargs={"use_resolution_binning": True})
+    latents, ran = reference_run(case, pipe, use_resolution_binning=True)
+    assert len(traj) == ran == STEPS and torch.equal(traj.final_latents, latents)
+    assert traj.final_latents.shape != plain.final_latents.shape  # binning changed the size: not the plain run
+    assert (traj.params["height"], traj.params["width"]) != (h, w)
+    assert any("resolution binning" in notice for notice in traj.params["notices"])
