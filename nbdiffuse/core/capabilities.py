@@ -3,6 +3,7 @@
 Runs of the families nbdiffuse drives itself (core/families) can do all of it. Runs of other
 pipelines (core/generic.py, watched through diffusers' callback_on_step_end) record only x_t and
 say so in params["capabilities"]; the widgets read the same dict and disable what a run cannot do.
+"control" says whether a pipeline has a ControlNet (core/controlnet.py), or whether a run had a control picture.
 """
 from __future__ import annotations
 
@@ -26,11 +27,12 @@ def xt_only_reason(pipeline: Any, what: str = "x0, what-if and branching", hint:
 
 def pipeline_capabilities(pipe: Any) -> dict[str, bool]:
     """What runs of `pipe` will be able to give (None, no model yet: everything)."""
+    control = {"control": getattr(pipe, "controlnet", None) is not None}
     if pipe is not None and is_generic(pipe):
-        return {**CAPABILITIES, **XT_ONLY}
-    return dict(CAPABILITIES)
+        return {**CAPABILITIES, **XT_ONLY, **control}
+    return {**CAPABILITIES, **control}
 
 
 def run_capabilities(params: dict) -> dict[str, bool]:
     """What a recorded run can give: CAPABILITIES, less what its params say it lacks."""
-    return {**CAPABILITIES, **(params.get("capabilities") or {})}
+    return {**CAPABILITIES, **(params.get("capabilities") or {}), "control": "control" in params}

@@ -19,6 +19,7 @@ from ..frames import VIEWS, full_frames
 from .. import compare_view
 from ..export_files import read_for_download
 from . import run_tree
+from .control_panel import control_handlers
 
 BRANCH_CONTROLS = ("prompt", "negative_prompt", "seed", "scheduler", "steps", "guidance")
 
@@ -64,6 +65,7 @@ class BrowserRequests:
             "download": lambda c, b: self._later(self._send_download, c.get("path"), c.get("req")),
             "upload": lambda c, b: ex.start_from(bytes(b[0]) if b else b""),
             "clear_picture": lambda c, b: ex.start_from(None),
+            **control_handlers(ex, _step_of),
         }
 
     def _branch(self, content: dict) -> None:
@@ -72,7 +74,7 @@ class BrowserRequests:
         k = _step_of(content)
         k = ex.shown_step() if k is None else k
         controls = {key: getattr(ex, key) for key in BRANCH_CONTROLS}
-        ex.branch(k, **run_tree.changes_from_controls(ex.shown, k, controls))
+        ex.branch(k, **run_tree.changes_from_controls(ex.shown, k, controls), **ex.branch_control_changes(ex.shown, k))
 
     def _later(self, fn: Any, *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # decoder shut down: the widget is closing
