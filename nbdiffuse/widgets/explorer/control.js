@@ -45,7 +45,7 @@ function controlStrengths(model, store) {
   return store.liveControl.slice(0, n);
 }
 
-function drawControlStrip(ui, values, run) {
+function drawControlStrip(ui, values, run, total) {
   const top = Math.max(...values, 1e-9);
   ui.cstrip.setAttribute("viewBox", `0 0 ${Math.max(values.length - 1, 1)} 1`);
   ui.cstrip.replaceChildren();
@@ -61,7 +61,8 @@ function drawControlStrip(ui, values, run) {
   ui.cstrip.dataset.strengths = JSON.stringify(values);
   const acting = values.map((v, k) => (v > 0 ? k + 1 : 0)).filter((k) => k);
   ui.ctextLine.textContent = !values.length ? "" : acting.length
-    ? `control acts at steps ${acting[0]}–${acting[acting.length - 1]} of ${values.length} (strength per step above)`
+    ? `control acts at steps ${acting[0]}–${acting[acting.length - 1]} of ${total || values.length}` +
+      (values.length < total ? " so far" : "") + " (its strength per step above)"
     : "control did not act at any step so far";
 }
 
@@ -143,8 +144,8 @@ function bindControl({ model, ui, link, store, stage }) {
     ui.ctext.hidden = !hasRun;
     const idle = !["running", "pausing", "paused"].includes(model.get("status"));
     ui.noControl.disabled = !idle || !model.get("has_pipe") || !Object.keys(run).length || !caps.control;
-    const now = JSON.stringify(values) + JSON.stringify(run.scales || []);
-    if (hasRun && now !== key) { key = now; drawControlStrip(ui, values, run); }
+    const now = JSON.stringify(values) + JSON.stringify(run.scales || []) + store.total;
+    if (hasRun && now !== key) { key = now; drawControlStrip(ui, values, run, store.total); }
   };
   ui.noControl.addEventListener("click", () => link.send({ type: "no_control", k: stage.state.shown }));
   for (const name of ["capabilities", "control_run", "n_steps", "status", "has_pipe"]) model.on(`change:${name}`, update);
