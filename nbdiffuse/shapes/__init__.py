@@ -9,13 +9,16 @@ a geometric evaluator (no network) and the training script of the model that shi
     nbd.shapes.parse_caption("a star at the top").unknown_words
     nbd.shapes.render("red circle", seed=0)                  # PIL 64x64
     nbd.shapes.adherence(images, prompts)                    # {"color": 0.9, ..., "joint": 0.7}
+    nbd.shapes.outline("star", "on the left")                # a hand-drawn outline (the ControlNet's input)
 
-Training: `python -m nbdiffuse.shapes.train --out DIR [--preset gpu|cpu]` (see train.py).
+Training: `python -m nbdiffuse.shapes.train --out DIR [--preset gpu|cpu]` (see train.py); its drawable
+ControlNet: `python -m nbdiffuse.shapes.train_controlnet --out DIR` (see train_controlnet.py).
 Importing this package needs numpy and Pillow only; the evaluator (scipy) loads on first use of
 its names, torch/diffusers load in train/model.
 """
 
 from .grammar import ATTRIBUTES, VOCABULARY, Caption, caption_text, parse_caption, random_caption
+from .outline import outline
 from .render import render, render_pool, render_sample
 
 # The evaluator's names, imported on first use (PEP 562): it needs scipy, which costs ~0.6 s and
@@ -31,6 +34,7 @@ __all__ = [
     "adherence",
     "caption_text",
     "measure",
+    "outline",
     "parse_caption",
     "random_caption",
     "render",

@@ -82,13 +82,20 @@ def shape_polygon(shape: str, cx: float, cy: float, width: float) -> list[tuple[
     raise ValueError(f"shape={shape!r} is not a shape; allowed: {', '.join(sorted(('circle', 'square', 'triangle', 'star')))}")
 
 
-def _draw(caption: Caption, rng: np.random.Generator) -> Image.Image:
-    """Draw a complete caption with jitter from `rng`."""
+def placement(caption: Caption, rng: np.random.Generator) -> tuple[float, float, float]:
+    """(cx, cy, width) of a complete caption's object in pixels, jittered from `rng` (the renderer's
+    draws, in its order; the outlines of nbdiffuse.shapes.outline take the same)."""
     low, high = SIZE_RANGES[caption.size]
     width = rng.uniform(low, high)
     ax, ay = ANCHORS[caption.position]
     cx = ax + rng.uniform(-POSITION_JITTER, POSITION_JITTER)
     cy = ay + rng.uniform(-POSITION_JITTER, POSITION_JITTER)
+    return cx, cy, width
+
+
+def _draw(caption: Caption, rng: np.random.Generator) -> Image.Image:
+    """Draw a complete caption with jitter from `rng`."""
+    cx, cy, width = placement(caption, rng)
 
     s = SUPERSAMPLE
     canvas = Image.new("RGB", (IMAGE_SIZE * s, IMAGE_SIZE * s), BACKGROUNDS[caption.background])

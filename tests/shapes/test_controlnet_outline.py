@@ -1,0 +1,44 @@
+"""The embedded model's drawable ControlNet: hand-drawn outlines, the training script (--tiny), and the
+shipped ControlNet (nbd.load_pipeline(controlnet="outline"))."""
+import numpy as np
+
+import nbdiffuse as nbd
+from nbdiffuse.shapes import measure
+from nbdiffuse.shapes.outline import outline, training_pair
+
+
+def stroke_centre(picture):
+    pixels = np.asarray(picture)[..., 0] > 128
+    ys, xs = np.nonzero(pixels)
+    return (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2
+
+
+def test_an_outline_is_drawn_around_the_rendered_object():
+    for seed in range(20):
+        caption, picture, drawn = training_pair(seed=seed)
+        seen = measure(picture)
+        cx, cy = stroke_centre(drawn)
+        assert seen.shape == caption.shape
+        # a hand misplaces the figure a little, never by more than a few pixels
+        assert abs(cx - seen.centroid[0]) < 4.5 and abs(cy - seen.centroid[1]) < 4.5, (seed, caption)
+        values = np.asarray(drawn)
+        assert values.shape == (64, 64, 3) and values[..., 0].max() > 200 and np.median(values) == 0
+
+
+def test_outlines_differ_by_seed_and_repeat_with_it():
+    a, b = outline("star", "on the left", seed=1), outline("star", "on the left", seed=2)
+    assert np.array_equal(np.asarray(a), np.asarray(outline("star", "on the left", seed=1)))
+    assert not np.array_equal(np.asarray(a), np.asarray(b))
+    assert stroke_centre(a)[0] < 24  # on the left
+
+
+def test_training_script_tiny_run_writes_a_controlnet_the_loader_takes(tmp_path):
+    from nbdiffuse.shapes import train_controlnet
+
+    out = train_controlnet.main(["--out", str(tmp_path / "cn"), "--tiny"])
+    assert (out / "config.json").is_file() and (out / "TRAINING.md").is_file()
+    pipe = nbd.load_pipeline(controlnet=str(out))
+    assert type(pipe).__name__ == "StableDiffusionControlNetPipeline"
+    traj = nbd.trace(pipe, "red, white background", steps=2, guidance=5.0, control_image=outline())
+    assert traj[0].control_strength > 0
+
