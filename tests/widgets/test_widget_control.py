@@ -61,6 +61,10 @@ def test_a_run_with_a_control_picture_shows_its_strength_per_step(control_explor
     ex.use_control = False
     ex.generate(background=False)  # no control picture: the plain model
     assert "control" not in ex.trajectory.params and fe.state["control_run"] == {}
+    ex.load_run(1)  # a run without control, of a ControlNet pipeline: the Control row stays
+    assert fe.state["capabilities"]["control"] is True and fe.state["control_run"] == {}
+    ex.load_run(0)
+    assert fe.state["control_run"]["strengths"] == strengths
 
 
 def test_generate_takes_the_control_arguments_and_the_sliders_follow(control_explorer):

@@ -136,7 +136,7 @@ function bindControl({ model, ui, link, store, stage }) {
   let key = "";
   const update = () => {
     const caps = model.get("capabilities") || {};
-    ui.controlRow.hidden = !caps.control;
+    ui.controlRow.hidden = !caps.control || !model.get("has_pipe"); // saved runs without their model: nothing to steer
     const values = controlStrengths(model, store);
     const run = model.get("control_run") || {};
     const hasRun = values.length > 0 && (Object.keys(run).length > 0 || !!store.liveControl);
