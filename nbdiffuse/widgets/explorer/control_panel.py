@@ -86,6 +86,10 @@ class ControlPanel(t.HasTraits):
         """Steer the next runs with a control picture (PIL image, uint8 array, file path, image bytes or a
         SketchPad, read at each Generate); edges=True uses the picture's edge map (core/edges.py);
         None goes back to runs without control."""
+        self._set_control(source, edges, "source")
+
+    def _set_control(self, source: Any, edges: Any, name: str) -> None:
+        """control_from, naming the picture `name` in messages (the page's upload: "control picture")."""
         if not isinstance(edges, bool):
             raise TypeError(f"edges must be True or False, got {edges!r}")
         if source is None:
@@ -94,8 +98,8 @@ class ControlPanel(t.HasTraits):
             return
         if controlnet_of(self.pipe) is None:
             raise ValueError(NO_CONTROLNET)
-        raw = source if isinstance(source, SketchPad) else start_picture.picture_of(source, "source")
-        picture = self._control_picture_of(raw, edges, "source")
+        raw = source if isinstance(source, SketchPad) else start_picture.picture_of(source, name)
+        picture = self._control_picture_of(raw, edges, name)
         self._control_source, self._control_edges = raw, edges
         self.control_kind = "edges" if edges else "sketch" if isinstance(source, SketchPad) else "picture"
         self.control_thumb, self.use_control = start_picture.thumbnail(picture), True
@@ -174,7 +178,8 @@ class ControlPanel(t.HasTraits):
 def control_handlers(ex: Any, step_of: Any) -> dict[str, Any]:
     """The page's ControlNet requests (browser.BrowserRequests)."""
     return {
-        "control_upload": lambda c, b: ex.control_from(bytes(b[0]) if b else b"", edges=bool(c.get("edges"))),
+        "control_upload": lambda c, b: ex._set_control(bytes(b[0]) if b else b"", bool(c.get("edges")),
+                                                       "control picture"),
         "control_clear": lambda c, b: ex.control_from(None),
         "no_control": lambda c, b: ex.without_control_from(step_of(c)),
     }
