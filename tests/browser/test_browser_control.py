@@ -19,9 +19,26 @@ CELLS = [
     "try:\n    pipe = nbd.load_pipeline(controlnet='outline')\nexcept (nbd.EmbeddedModelMissing, nbd.PipelineLoadError):\n"
     "    from nbdiffuse.testing import tiny_controlnet_pipeline\n    pipe = tiny_controlnet_pipeline()",
     f"ex = nbd.Explorer(pipe, steps={STEPS}, prompt='big red square on the left')\nex",
-    # An outline drawn on the pad: a square on the left (the pad is white on black, 256 pixels a side).
-    "pad = ex.control_pad()\npad.stroke([(20, 80), (120, 80), (120, 180), (20, 180), (20, 80)], color='white')\npad",
+    # The sketch pad for an outline (white on black, 256 pixels a side): the test draws on it with the mouse.
+    "pad = ex.control_pad()\npad.add_class('control-pad')\npad",
 ]
+THUMB_JS = """(img) => { const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext('2d'); g.drawImage(img, 0, 0); const d = g.getImageData(0, 0, c.width, c.height).data;
+  let left = 0, right = 0; for (let i = 0; i < d.length; i += 4) { if (d[i] > 128) { if ((i / 4) % c.width < c.width / 2) left++; else right++; } }
+  return [left, right]; }"""
+
+
+def draw_square_on_the_left(page):
+    """A square outline on the left half of the pad, drawn with the mouse as a person would."""
+    canvas = page.locator(".control-pad canvas").last
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    corners = [(0.1, 0.3), (0.45, 0.3), (0.45, 0.7), (0.1, 0.7), (0.1, 0.3)]
+    page.mouse.move(box["x"] + corners[0][0] * box["width"], box["y"] + corners[0][1] * box["height"])
+    page.mouse.down()
+    for x, y in corners[1:]:
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=8)
+    page.mouse.up()
 
 
 def strengths(ex) -> list:
@@ -59,7 +76,11 @@ def test_control_picture_strength_strip_window_and_no_control_branch(lab_server,
     row.wait_for(state="visible", timeout=180_000)  # the pipeline has a ControlNet: its controls show
     ex.root.locator(".nbd-control-kind", has_text="sketch pad").wait_for(timeout=180_000)
     assert ex.root.locator(".nbd-controlpic").is_visible()
+    draw_square_on_the_left(page)
+    page.wait_for_timeout(1000)  # the canvas's mouse events reach the kernel (not an assertion)
+    page.locator(".control-pad").screenshot(path=str(screenshots / "control_pad.png"))
 
+    ex.root.scroll_into_view_if_needed()
     ex.click("Generate")
     ex.wait_steps(2, STEPS)
     ex.screenshot(screenshots / "control_running.png")
@@ -70,6 +91,9 @@ def test_control_picture_strength_strip_window_and_no_control_branch(lab_server,
     assert ex.root.locator(".nbd-cstrip rect.nbd-cacts").count() == STEPS
     assert f"control acts at steps 1–{STEPS} of {STEPS}" in ex.root.locator(".nbd-ctext").text_content()
     ex.screenshot(screenshots / "control_done.png")
+    # The run read the drawing: the control picture's thumbnail has the strokes, on the left.
+    left, right = ex.root.locator(".nbd-controlpic").evaluate(THUMB_JS)
+    assert left > 20 and right < left / 4, (left, right)
 
     # The window: control from half way on only.
     set_range(ex, "Control start", 0.5)
