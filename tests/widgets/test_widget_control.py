@@ -182,3 +182,14 @@ def test_the_outline_controlnet_refuses_a_picture_in_colour_and_takes_its_edges(
     ex.control_from(photo, edges=True)  # its edge map is an outline
     ex.control_from(_outline())
     assert ex.control_kind == "picture" and ex.use_control
+
+
+def test_the_edges_of_a_large_picture_are_drawn_with_a_wide_pen(control_explorer):
+    ex, fe = control_explorer
+    big = Image.new("RGB", (1024, 1024), (67, 160, 71))
+    ImageDraw.Draw(big).rectangle((256, 256, 767, 767), fill=(229, 57, 53))
+    ex.control_from(big, edges=True)
+    ex.generate(background=False)
+    lines = np.asarray(ex.trajectory.control_image)[..., 0] > 127
+    # the tiny model runs at 32 pixels: a 1-pixel edge would vanish there; the widest pen (15) is used
+    assert lines.shape == (1024, 1024) and 14 <= lines[512, 230:282].sum() <= 20

@@ -19,7 +19,7 @@ from PIL import Image
 
 from ...core.controlnet import controlnet_name, controlnet_of
 from ...core.families import adapter_for
-from ...core.edges import edge_map, looks_like_lines
+from ...core.edges import MAX_WIDTH, edge_map, looks_like_lines
 from ...core.validate import check_control_scale, check_number
 from .. import start_picture
 from ..sketch import SketchPad
@@ -118,8 +118,9 @@ class ControlPanel(t.HasTraits):
 
     def _control_picture_of(self, source: Any, edges: bool, name: str = "control_image") -> Image.Image:
         picture = start_picture.picture_of(source, name)
-        if edges:
-            picture = edge_map(picture, width=max(1, round(max(picture.size) / 32)))
+        if edges:  # lines about 2 pixels wide once the picture is brought to the run's size
+            side = max(adapter_for(self.pipe).default_size() or (64, 64))
+            picture = edge_map(picture, width=max(1, min(MAX_WIDTH, round(2 * max(picture.size) / side))))
         check_outline(picture, self.pipe, name)
         return picture
 
