@@ -193,3 +193,17 @@ def test_the_edges_of_a_large_picture_are_drawn_with_a_wide_pen(control_explorer
     lines = np.asarray(ex.trajectory.control_image)[..., 0] > 127
     # the tiny model runs at 32 pixels: a 1-pixel edge would vanish there; the widest pen (15) is used
     assert lines.shape == (1024, 1024) and 14 <= lines[512, 230:282].sum() <= 20
+
+
+def test_a_saved_control_run_shows_its_strengths_without_the_model(control_explorer, tmp_path):
+    from nbdiffuse.widgets import Explorer
+
+    ex, fe = control_explorer
+    ex.generate(control_image=_outline(), control_end=0.5, background=False)
+    path = ex.export("nbd", tmp_path / "run.nbd")
+    ws = Explorer.from_files([path])
+    try:
+        assert ws.control_run["strengths"] == fe.state["control_run"]["strengths"]
+        assert ws.capabilities["control"] is True and not ws.has_pipe  # the page hides the row: nothing to steer
+    finally:
+        ws.close()
