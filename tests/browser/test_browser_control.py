@@ -123,8 +123,9 @@ def test_control_picture_strength_strip_window_and_no_control_branch(lab_server,
     ex.screenshot(screenshots / "control_branch.png")
 
     # A file that is not a picture, uploaded as the control picture: refused, named in the widget.
-    ex.root.locator("input[aria-label='Control picture file']").set_input_files(
-        files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a picture"}])
+    with page.expect_file_chooser() as chooser:
+        ex.click("Upload a control picture")
+    chooser.value.set_files(files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a picture"}])
     error = ex.root.locator(".nbd-error-text")
     error.wait_for(state="visible", timeout=60_000)
     print("refused upload:", error.text_content())
@@ -133,4 +134,5 @@ def test_control_picture_strength_strip_window_and_no_control_branch(lab_server,
     ex.root.locator(".nbd-error").screenshot(path=str(screenshots / "control_refused.png"))
 
     set_theme(page, "JupyterLab Dark")
-    ex.screenshot(screenshots / "control_dark.png")
+    ex.root.evaluate("(root) => root.scrollIntoView({block: 'start'})")  # the controls, stage and strip
+    ex.root.screenshot(path=str(screenshots / "control_dark.png"))

@@ -5,12 +5,11 @@
 
 // The control row (ui.controlRow), the strength strip (ui.cstrip) and its line (ui.ctext), added to `ui`.
 function controlPanelNodes(ui) {
-  ui.controlFile = h("input", { type: "file", accept: "image/*", hidden: "", "aria-label": "Control picture file" });
   ui.controlUpload = h("button", { type: "button", text: "Control picture…", "aria-label": "Upload a control picture",
                                    title: "What the ControlNet follows: for the embedded model an outline, white lines on black (draw one with ex.control_pad())" });
   ui.controlEdges = h("button", { type: "button", text: "Edges of a picture…", "aria-label": "Control from the edges of a picture",
                                   title: "Any picture: its edges (white lines on black) become the control picture" });
-  ui.controlThumb = h("img", { class: "nbd-startpic nbd-controlpic", alt: "control picture" });
+  ui.controlThumb = h("img", { class: "nbd-controlpic", alt: "control picture" });
   ui.useControl = h("input", { type: "checkbox", "aria-label": "Use the control picture" });
   ui.controlKind = h("span", { class: "nbd-label nbd-control-kind" });
   ui.clearControl = h("button", { type: "button", class: "nbd-icon", text: "×", "aria-label": "Remove the control picture" });
@@ -26,7 +25,7 @@ function controlPanelNodes(ui) {
     ui.controlThumb, h("label", { class: "nbd-check" }, [ui.useControl, h("span", { text: "use" })]), ui.controlKind, ui.clearControl,
   ]);
   ui.controlRow = h("div", { class: "nbd-control", role: "group", "aria-label": "Control" }, [
-    h("div", { class: "nbd-row nbd-picture" }, [ui.controlUpload, ui.controlEdges, ui.controlFile, ui.controlPicture]),
+    h("div", { class: "nbd-row nbd-picture" }, [ui.controlUpload, ui.controlEdges, ui.controlPicture]),
     h("div", { class: "nbd-row nbd-control-sliders" }, sliders),
   ]);
   ui.cstrip = svg("svg", { class: "nbd-cstrip", role: "img", "aria-label": "Control strength per step", preserveAspectRatio: "none" });
@@ -96,7 +95,6 @@ function bindControlSliders(model, ui, link) {
 }
 
 function bindControlPicture(model, ui, link, store) {
-  let edges = false;
   const showPicture = () => {
     const bytes = model.get("control_thumb");
     const has = !!(bytes && bytes.byteLength);
@@ -111,18 +109,21 @@ function bindControlPicture(model, ui, link, store) {
     ui.controlKind.textContent = { sketch: "sketch pad", picture: "picture", edges: "edge map" }[model.get("control_kind")] || "";
     ui.controlThumb.classList.toggle("nbd-control-on", has && !!model.get("use_control"));
   };
-  const pick = (asEdges) => { edges = asEdges; ui.controlFile.click(); };
+  // A file input made at each click, never in the page: the start picture's stays the widget's one file field.
+  const pick = (edges) => {
+    const chooser = h("input", { type: "file", accept: "image/*" });
+    chooser.addEventListener("change", async () => {
+      const file = chooser.files && chooser.files[0];
+      if (!file) return;
+      const buffer = await file.arrayBuffer();
+      if (!(link.save() && store.send({ type: "control_upload", edges, name: file.name }, [buffer]))) {
+        link.note("No kernel is connected to this widget: run the cell again to set a control picture.");
+      }
+    });
+    chooser.click();
+  };
   ui.controlUpload.addEventListener("click", () => pick(false));
   ui.controlEdges.addEventListener("click", () => pick(true));
-  ui.controlFile.addEventListener("change", async () => {
-    const file = ui.controlFile.files && ui.controlFile.files[0];
-    ui.controlFile.value = "";
-    if (!file) return;
-    const buffer = await file.arrayBuffer();
-    if (!(link.save() && store.send({ type: "control_upload", edges, name: file.name }, [buffer]))) {
-      link.note("No kernel is connected to this widget: run the cell again to set a control picture.");
-    }
-  });
   ui.useControl.addEventListener("change", () => { model.set("use_control", ui.useControl.checked); link.save(); });
   ui.clearControl.addEventListener("click", () => link.command("control_clear"));
   for (const name of ["control_thumb", "use_control", "control_kind"]) model.on(`change:${name}`, showPicture);
