@@ -24,7 +24,8 @@ CELLS = [
 ]
 THUMB_JS = """(img) => { const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
   const g = c.getContext('2d'); g.drawImage(img, 0, 0); const d = g.getImageData(0, 0, c.width, c.height).data;
-  let left = 0, right = 0; for (let i = 0; i < d.length; i += 4) { if (d[i] > 128) { if ((i / 4) % c.width < c.width / 2) left++; else right++; } }
+  let left = 0, right = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] > 128) { if ((i / 4) % c.width < c.width / 2) left++; else right++; }
   return [left, right]; }"""
 
 
