@@ -78,7 +78,9 @@ def test_control_picture_strength_strip_window_and_no_control_branch(lab_server,
     ex.root.locator(".nbd-control-kind", has_text="sketch pad").wait_for(timeout=180_000)
     assert ex.root.locator(".nbd-controlpic").is_visible()
     draw_square_on_the_left(page)
-    page.wait_for_timeout(1000)  # the canvas's mouse events reach the kernel (not an assertion)
+    # The stroke shows in the Explorer's control thumbnail before any Generate (the kernel drew it on the pad).
+    ex.page.wait_for_function(f"(img) => img.complete && img.naturalWidth && ({THUMB_JS})(img)[0] > 20",
+                              arg=ex.root.locator(".nbd-controlpic").element_handle(), timeout=60_000)
     page.locator(".control-pad").screenshot(path=str(screenshots / "control_pad.png"))
 
     ex.root.scroll_into_view_if_needed()

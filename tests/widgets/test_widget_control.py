@@ -84,6 +84,11 @@ def test_the_sketch_pad_is_read_at_each_generate(control_explorer):
     assert np.asarray(pad.image).max() == 0  # black: draw white outlines on it
     ex.generate(background=False)
     empty = ex.trajectory
+    before = ex.control_thumb
+    for event, handlers in (("down", pad.canvas._mouse_down_callbacks), ("move", pad.canvas._mouse_move_callbacks),
+                            ("up", pad.canvas._mouse_up_callbacks)):
+        handlers(30.0 if event == "down" else 90.0, 60.0)  # a stroke with the mouse, as the canvas reports it
+    assert ex.control_thumb != before  # the thumbnail shows the stroke at once, before any Generate
     pad.stroke([(40, 40), (200, 40), (200, 200), (40, 200), (40, 40)], color="white")
     ex.generate(background=False)
     drawn = ex.trajectory

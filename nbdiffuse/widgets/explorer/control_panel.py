@@ -114,7 +114,13 @@ class ControlPanel(t.HasTraits):
         pad = SketchPad(**start_picture.pad_size(self.pipe, options))
         pad.brush.value = max(1, pad.size[0] // 32)  # a pen about 2 pixels wide on the 64-pixel model
         self.control_from(pad)
+        # each finished stroke shows in the Explorer's control thumbnail at once (the pad draws it first)
+        pad.canvas.on_mouse_up(lambda *_: self._pad_drawn(pad))
         return pad
+
+    def _pad_drawn(self, pad: SketchPad) -> None:
+        if self._control_source is pad:
+            self.control_thumb = start_picture.thumbnail(pad.image)
 
     def _control_picture_of(self, source: Any, edges: bool, name: str = "control_image") -> Image.Image:
         picture = start_picture.picture_of(source, name)
