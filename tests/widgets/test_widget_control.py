@@ -212,3 +212,16 @@ def test_a_saved_control_run_shows_its_strengths_without_the_model(control_explo
         assert ws.capabilities["control"] is True and not ws.has_pipe  # the page hides the row: nothing to steer
     finally:
         ws.close()
+
+
+def test_branch_here_takes_the_control_sliders_that_differ(control_explorer):
+    ex, fe = control_explorer
+    ex.control_from(_outline())
+    ex.generate(background=False)
+    fe.set(control_scale=0.25)
+    fe.send({"type": "branch", "k": 2})
+    assert ex.wait(120) and fe.state["error"] == "", fe.state["error"]
+    child = ex.trajectory
+    assert child.branched_at == 2 and [s.control_scale for s in child.steps] == [1.0] * 3 + [0.25] * 3
+    fe.send({"type": "branch", "k": 3})  # nothing differs from the shown branch: its remaining steps replayed
+    assert ex.wait(120) and [s.control_scale for s in ex.trajectory.steps] == [1.0] * 3 + [0.25] * 3
