@@ -30,6 +30,7 @@ from .outline import training_pair
 from .render import training_text
 from .training.checkpoint import Checkpoint
 from .training.progress import Deadline, say
+from .training.report import portable_argv
 
 CONDITIONING_CHANNELS = (16, 32, 64)  # two stride-2 convolutions: 64x64 outline -> 16x16 latent grid
 EMPTY_TEXT = 0.1  # share of items trained with "" (the unconditional row of guidance)
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> Path:
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
     checkpoint = Checkpoint(args.out / "checkpoint")
     state = {"step": 0, "seconds": 0.0, "losses": [], "batch": args.batch, "pool_size": args.pool_size,
-             "threads": torch.get_num_threads(), "argv": [a for a in (argv if argv is not None else sys.argv[1:])]}
+             "threads": torch.get_num_threads(),
+             "argv": portable_argv(list(argv if argv is not None else sys.argv[1:]))}
     if checkpoint.exists():
         state = dict(checkpoint.read_state(), argv=state["argv"])
         checkpoint.restore(state, {"controlnet": net}, {"controlnet": optimizer}, {}, torch.device("cpu"))

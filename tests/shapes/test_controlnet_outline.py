@@ -1,6 +1,8 @@
 """The embedded model's drawable ControlNet: hand-drawn outlines, the training script (--tiny), and the
 shipped ControlNet (nbd.load_pipeline(controlnet="outline"))."""
 import numpy as np
+import pytest
+import torch
 
 import nbdiffuse as nbd
 from nbdiffuse.shapes import measure
@@ -42,3 +44,18 @@ def test_training_script_tiny_run_writes_a_controlnet_the_loader_takes(tmp_path)
     traj = nbd.trace(pipe, "red, white background", steps=2, guidance=5.0, control_image=outline())
     assert traj[0].control_strength > 0
 
+
+def test_shipped_outline_controlnet_at_scale_zero_is_the_plain_model_bit_for_bit():
+    plain = nbd.load_pipeline()
+    pipe = nbd.load_pipeline(controlnet="outline")
+    drawn = outline("triangle", "at the top", seed=5)
+    a = nbd.trace(plain, "red, white background", steps=4, guidance=5.0, seed=7)
+    b = nbd.trace(pipe, "red, white background", steps=4, guidance=5.0, seed=7, control_image=drawn, control_scale=0)
+    c = nbd.trace(pipe, "red, white background", steps=4, guidance=5.0, seed=7, control_image=drawn)
+    assert torch.equal(a.final_latents, b.final_latents)
+    assert not torch.equal(a.final_latents, c.final_latents)
+    assert c.params["control"]["model"] == "outline"
+    with pytest.raises(ValueError, match="controlnet='outline' is the embedded shapes model's"):
+        from nbdiffuse.testing import tiny_sd_pipeline
+
+        nbd.load_pipeline(tiny_sd_pipeline(), controlnet="outline")
