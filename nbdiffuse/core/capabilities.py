@@ -3,6 +3,7 @@
 Runs of the families nbdiffuse drives itself (core/families) can do all of it. Runs of other
 pipelines (core/generic.py, watched through diffusers' callback_on_step_end) record only x_t and
 say so in params["capabilities"]; the widgets read the same dict and disable what a run cannot do.
+"control" says whether a pipeline has a ControlNet (core/controlnet.py), or whether a run had a control picture.
 """
 from __future__ import annotations
 
@@ -37,22 +38,24 @@ def distilled_reason(pipeline: Any) -> str:
 
 def pipeline_capabilities(pipe: Any) -> dict[str, bool]:
     """What runs of `pipe` will be able to give (None, no model yet: everything)."""
+    control = {"control": getattr(pipe, "controlnet", None) is not None}
     if pipe is None:
-        return dict(CAPABILITIES)
+        return {**CAPABILITIES, **control}
     if is_generic(pipe):
-        return {**CAPABILITIES, **XT_ONLY}
+        return {**CAPABILITIES, **XT_ONLY, **control}
     try:
         distilled = family_for(pipe).guidance_kind == "distilled"
     except TypeError:
         distilled = False
-    return {**CAPABILITIES, **(DISTILLED if distilled else {})}
+    return {**CAPABILITIES, **(DISTILLED if distilled else {}), **control}
 
 
 def run_capabilities(params: dict) -> dict[str, bool]:
     """What a recorded run can give: CAPABILITIES, less what its params say it lacks (and a distilled
-    model's runs, saved before they said so, have no what-if either)."""
+    model's runs, saved before they said so, have no what-if either); "control": whether it ran with a
+    control picture."""
     lacks = DISTILLED if params.get("guidance_kind") == "distilled" else {}
-    return {**CAPABILITIES, **lacks, **(params.get("capabilities") or {})}
+    return {**CAPABILITIES, **lacks, **(params.get("capabilities") or {}), "control": "control" in params}
 
 
 def default_size(pipe: Any) -> tuple[int, int] | None:

@@ -43,8 +43,11 @@ class LiveRun:
 
     def message(self, k: int) -> dict:
         traj = self.traj
-        return {"type": "frame", "run": self.run_id, "k": k, "n": len(traj), "total": traj.total_steps,
-                "its": self.its(), "g": guidance_segments(traj.guidances)}
+        message = {"type": "frame", "run": self.run_id, "k": k, "n": len(traj), "total": traj.total_steps,
+                   "its": self.its(), "g": guidance_segments(traj.guidances)}
+        if traj.params.get("control"):  # a ControlNet run: its strength per step, for the strip (control.js)
+            message["cs"] = [round(float(s.control_strength or 0.0), 4) for s in traj.steps]
+        return message
 
     def its(self) -> float:
         """Steps this run made per second of wall time (RunClock): consistent with seconds()."""

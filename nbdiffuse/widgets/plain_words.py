@@ -17,6 +17,8 @@ def capabilities_state(source: Any) -> dict[str, Any]:
     """`capabilities` and `capabilities_note` for a pipeline (None: no model) or a Trajectory."""
     if isinstance(source, Trajectory):
         caps, pipeline = source.capabilities, source.params.get("pipeline")
+        # the Control row stays for any run of a ControlNet pipeline, controlled or not
+        caps["control"] = caps.get("control", False) or pipeline_capabilities(source.pipe)["control"]
     else:
         caps, pipeline = pipeline_capabilities(source), type(source).__name__
         if source is not None and not has_decoder(source):

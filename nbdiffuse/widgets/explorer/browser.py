@@ -20,6 +20,7 @@ from .. import compare_view
 from ..export_files import read_for_download
 from . import run_tree
 from .decision_view import show_decision_curve
+from .control_panel import control_handlers
 
 BRANCH_CONTROLS = ("prompt", "negative_prompt", "seed", "scheduler", "steps", "guidance")
 
@@ -66,6 +67,7 @@ class BrowserRequests:
             "upload": lambda c, b: ex.start_from(bytes(b[0]) if b else b""),
             "clear_picture": lambda c, b: ex.start_from(None),
             "decision_curve": lambda c, b: self._later(show_decision_curve, ex),
+            **control_handlers(ex, _step_of),
         }
 
     def _branch(self, content: dict) -> None:
@@ -74,7 +76,7 @@ class BrowserRequests:
         k = _step_of(content)
         k = ex.shown_step() if k is None else k
         controls = {key: getattr(ex, key) for key in BRANCH_CONTROLS}
-        ex.branch(k, **run_tree.changes_from_controls(ex.shown, k, controls))
+        ex.branch(k, **run_tree.changes_from_controls(ex.shown, k, controls), **ex.branch_control_changes(ex.shown, k))
 
     def _later(self, fn: Any, *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # decoder shut down: the widget is closing

@@ -5,6 +5,7 @@
 //   kernel.js   KernelLink: saving control values, commands, the note when no kernel answers
 //   fields.js   number fields that say what they refuse, the progress line, notes from traits
 //   controls.js the controls and their traits, the run's status on them
+//   control.js  a ControlNet's picture, scale and window, its strength strip, "No control from here"
 //   stage.js    Stage: the pictures, progress, scrubber, guidance strip and playback
 //   overlays.js a word's attention map or the guidance map over the x0 frame (Overlays)
 //   decision.js the decision curve under the scrubber, on demand (DecisionView)
@@ -33,14 +34,16 @@ function layout(ui, notes) {
       h("div", { class: "nbd-row" }, [field("Guidance", h("span", { class: "nbd-grange" }, [ui.guidance, ui.guidanceOut]), "nbd-wide")]),
       notes.guidance,
       ui.pictureRow,
+      ui.controlRow,
       h("div", { class: "nbd-row nbd-buttons" }, [ui.generate, ui.stop, ui.pause, ui.step, h("span", { class: "nbd-spacer" }), ui.viewGroup]),
       ui.inputs.node,
       notes.notices,
     ]),
     ui.stage,
     h("div", { class: "nbd-progress" }, [ui.bar, ui.count]),
-    h("div", { class: "nbd-scrub" }, [ui.play, h("div", { class: "nbd-track" }, [ui.slider, ui.strip]), ui.at]),
+    h("div", { class: "nbd-scrub" }, [ui.play, h("div", { class: "nbd-track" }, [ui.slider, ui.strip, ui.cstrip]), ui.at]),
     ui.gtext,
+    ui.ctext,
     ui.explore,
     ui.error,
     ui.note,
@@ -87,7 +90,7 @@ function listen({ model, store, ui, root, link, stage }) {
 function render({ model, el }) {
   const store = storeFor(model);
   const state = new ViewState(model);
-  const ui = stageNodes(controlNodes({}));
+  const ui = stageNodes(controlPanelNodes(controlNodes({})));
   const notes = runNotes(model);
   const root = layout(ui, notes);
   el.append(root);
@@ -106,6 +109,7 @@ function render({ model, el }) {
   const listening = listen({ model, store, ui, root, link, stage });
   const explore = renderExplore({ model, store, root, ui, state, link, stage });
   const overlays = renderOverlays({ model, store, root, stage, ui, scrub: root.querySelector(".nbd-scrub"), link });
+  const unbindControl = bindControl({ model, ui, link, store, stage });
 
   stage.sizeCanvases();
   listening.status();
@@ -116,6 +120,7 @@ function render({ model, el }) {
   return () => {
     explore();
     overlays();
+    unbindControl();
     notes.dispose();
     stage.stopPlaying();
     state.timers.dispose();

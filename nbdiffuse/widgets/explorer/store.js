@@ -61,6 +61,7 @@ class Store extends EventTarget {
     this.liveTotal = 0;
     this.liveIts = 0;
     this.liveSegments = null;
+    this.liveControl = null; // a ControlNet run's strength per step (control.js)
     this.newest = -1;
   }
 
@@ -116,6 +117,7 @@ class Store extends EventTarget {
         this.liveTotal = msg.total;
         this.liveIts = msg.its;
         this.liveSegments = msg.g;
+        if (msg.cs) this.liveControl = msg.cs;
         this.newest = Math.max(this.newest, msg.k);
         this.emit("live", { k: msg.k });
       }

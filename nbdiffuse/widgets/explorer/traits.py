@@ -32,7 +32,8 @@ from .trait_checks import ExplorerTraitChecks
 
 _HERE = pathlib.Path(__file__).resolve().parent
 # The front end's parts, in the order they are concatenated before explorer.js (render, initialize).
-JS_PARTS = ("store", "kernel", "fields", "controls", "stage", "decision", "overlays", "exports", "runs", "explore")
+JS_PARTS = ("store", "kernel", "fields", "controls", "control", "stage", "decision", "overlays", "exports", "runs",
+            "explore")
 PREVIEWS = ("auto", "approx", "tiny")  # Explorer.preview
 
 

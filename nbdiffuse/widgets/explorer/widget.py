@@ -18,7 +18,7 @@ import traitlets as t
 from PIL import Image
 
 from ...core import RunControl, load_pipeline, prepare
-from ...core.families import adapter_for, is_generic
+from ...core.families import is_generic
 from ...core.img2img import check_strength
 from ...core.pipe_attrs import tiny_decoder
 from ...core.validate import check_choice, check_guidance_value
@@ -34,6 +34,7 @@ from ..samplers import sampler_arg
 from ..sketch import SketchPad
 from . import model_swap, run_tree
 from .browser import BrowserRequests
+from .control_panel import CONTROL_ARGS, ControlPanel
 from .kept_runs import KeptRuns
 from .lifecycle import RunLifecycle
 from .run_controls import controls_of_branch, controls_of_run
@@ -46,7 +47,7 @@ EXPORTS_SHOWN = 8  # newest written files listed in the widget
 SWAP_STOP_TIMEOUT = model_swap.SWAP_STOP_TIMEOUT
 
 
-class Explorer(ExplorerState):
+class Explorer(ControlPanel, ExplorerState):
     """Live denoising explorer: `nbd.Explorer(pipe=None, **defaults)`; show it as a cell's value.
 
     defaults: prompt, negative_prompt, seed, steps, guidance, scheduler, height, width, and
@@ -118,7 +119,7 @@ class Explorer(ExplorerState):
     def generate(self, prompt: str | None = None, *, negative_prompt: str | None = None, seed: int | None = None,
                  steps: int | None = None, guidance: Any = None, scheduler: str | None = None,
                  height: int | None = None, width: int | None = None, background: bool = True, image: Any = None,
-                 strength: float | None = None, pipe_kwargs: dict | None = None) -> None:
+                 strength: float | None = None, pipe_kwargs: dict | None = None, **control: Any) -> None:
         """Check the parameters (ValueError/TypeError at once), then run; a running run is replaced.
 
         Parameters left None take the controls' current values; the controls then show what runs.
@@ -127,6 +128,9 @@ class Explorer(ExplorerState):
         SketchPad); without them, the start picture set by start_from() when "use" is on.
         background=False runs in the calling thread and returns when done (Colab, scripts).
         pipe_kwargs: the pipeline's own keywords, as nbd.trace takes them.
+        control: control_image, control_scale, control_start, control_end of a ControlNet pipeline (as
+        nbd.trace takes them); without them, the picture set by control_from() / control_pad() and the
+        control sliders (control_panel.py).
         """
         if self._closed:
             raise RuntimeError("this Explorer was closed; create a new one")
@@ -151,12 +155,17 @@ class Explorer(ExplorerState):
             raise ValueError(f"strength={strength!r} needs a start picture: pass image=... or call ex.start_from(...)")
         if pipe_kwargs is not None:
             params["pipe_kwargs"] = pipe_kwargs
+        unknown = sorted(set(control) - set(CONTROL_ARGS))
+        if unknown:
+            raise TypeError(f"generate() got unknown argument(s) {', '.join(unknown)}")
+        params.update(self.control_params(control, params))
         control = RunControl()
         live = LiveRun(self, background, self._live_preview())
         run = prepare(self.pipe, control=control, on_step=live.on_step, attention=self.attention,
                       **dict(params, scheduler=sampler_arg(self.pipe, params["scheduler"])))
         job = Job(run, control, background, context=live)
         values = controls_of_run(run, params["scheduler"], bool(self.size_options), self.guidance_max)
+        values.update(self.controls_of_control(run))
         self._set_quietly(values)  # programmatic trait writes must not steer the run being replaced
         self._runner.submit(job)
 
@@ -176,11 +185,7 @@ class Explorer(ExplorerState):
 
     def sketch_pad(self, **options: Any) -> Any:
         """A SketchPad the next runs start from (show it, draw, press Generate). options: SketchPad's."""
-        if self.pipe is not None and "width" not in options and "height" not in options:
-            h, w = adapter_for(self.pipe).default_size() or (256, 256)
-            scale = max(1, 256 // max(h, w))
-            options.update(width=min(2048, max(16, w * scale)), height=min(2048, max(16, h * scale)))
-        pad = SketchPad(**options)
+        pad = SketchPad(**start_picture.pad_size(self.pipe, options))
         self.start_from(pad)
         return pad
 

@@ -1,0 +1,157 @@
+// The Explorer's ControlNet controls (control_panel.py), shown for a pipeline with a ControlNet
+// (capabilities.control): the control picture (an upload, the edges of any picture, or the sketch pad
+// ex.control_pad() from Python), the control scale and its start/end window, the strip of the
+// control's strength per step under the scrubber, and "No control from here" (a branch).
+
+// The control row (ui.controlRow), the strength strip (ui.cstrip) and its line (ui.ctext), added to `ui`.
+function controlPanelNodes(ui) {
+  ui.controlUpload = h("button", { type: "button", text: "Control picture…", "aria-label": "Upload a control picture",
+                                   title: "What the ControlNet follows: for the embedded model an outline, white lines on black (draw one with ex.control_pad())" });
+  ui.controlEdges = h("button", { type: "button", text: "Edges of a picture…", "aria-label": "Control from the edges of a picture",
+                                  title: "Any picture: its edges (white lines on black) become the control picture" });
+  ui.controlThumb = h("img", { class: "nbd-controlpic", alt: "control picture" });
+  ui.useControl = h("input", { type: "checkbox", "aria-label": "Use the control picture" });
+  ui.controlKind = h("span", { class: "nbd-label nbd-control-kind" });
+  ui.clearControl = h("button", { type: "button", class: "nbd-icon", text: "×", "aria-label": "Remove the control picture" });
+  ui.controlSliders = {};
+  const sliders = [];
+  for (const [name, label, max] of [["control_scale", "Control scale", 2], ["control_start", "Control start", 1], ["control_end", "Control end", 1]]) {
+    const input = h("input", { type: "range", min: "0", max: String(max), step: "0.05", "aria-label": label });
+    const out = h("output", { class: "nbd-gvalue" });
+    ui.controlSliders[name] = { input, out };
+    sliders.push(field(label, h("span", { class: "nbd-grange" }, [input, out])));
+  }
+  ui.controlPicture = h("span", { class: "nbd-picture-controls" }, [
+    ui.controlThumb, h("label", { class: "nbd-check" }, [ui.useControl, h("span", { text: "use" })]), ui.controlKind, ui.clearControl,
+  ]);
+  ui.controlRow = h("div", { class: "nbd-control", role: "group", "aria-label": "Control" }, [
+    h("div", { class: "nbd-row nbd-picture" }, [ui.controlUpload, ui.controlEdges, ui.controlPicture]),
+    h("div", { class: "nbd-row nbd-control-sliders" }, sliders),
+  ]);
+  ui.cstrip = svg("svg", { class: "nbd-cstrip", role: "img", "aria-label": "Control strength per step", preserveAspectRatio: "none" });
+  ui.noControl = h("button", { type: "button", text: "No control from here", "aria-label": "No control from here",
+                               title: "What if the control stopped at the shown step: a branch with control scale 0 for the rest" });
+  ui.ctextLine = h("span");
+  ui.ctext = h("div", { class: "nbd-ctext" }, [ui.ctextLine, ui.noControl]);
+  return ui;
+}
+
+// The strengths to draw: the live run's (the frame messages' "cs") while it is ahead of the state.
+function controlStrengths(model, store) {
+  const n = store.count;
+  const saved = (model.get("control_run") || {}).strengths || [];
+  if (saved.length >= n || !store.liveControl) return saved.slice(0, n);
+  return store.liveControl.slice(0, n);
+}
+
+function drawControlStrip(ui, values, run, total) {
+  const top = Math.max(...values, 1e-9);
+  ui.cstrip.setAttribute("viewBox", `0 0 ${Math.max(values.length - 1, 1)} 1`);
+  ui.cstrip.replaceChildren();
+  const scales = run.scales || [];
+  values.forEach((v, k) => {
+    const height = v > 0 ? Math.max(0.08, v / top) : 0.04;
+    const rect = svg("rect", { x: k - 0.45, y: 1 - height, width: 0.9, height, class: v > 0 ? "nbd-cacts" : "" });
+    const title = svg("title");
+    title.textContent = `step ${k + 1}: control strength ${v.toPrecision(3)}` + (k < scales.length ? ` (scale ${scales[k]})` : "");
+    rect.append(title);
+    ui.cstrip.append(rect);
+  });
+  ui.cstrip.dataset.strengths = JSON.stringify(values);
+  const acting = values.map((v, k) => (v > 0 ? k + 1 : 0)).filter((k) => k);
+  ui.ctextLine.textContent = !values.length ? "" : acting.length
+    ? `control acts at steps ${acting[0]}–${acting[acting.length - 1]} of ${total || values.length}` +
+      (values.length < total ? " so far" : "") + " (its strength per step above)"
+    : "control did not act at any step so far";
+}
+
+function bindControlSliders(model, ui, link) {
+  let sent = 0;
+  const show = () => {
+    for (const [name, { input, out }] of Object.entries(ui.controlSliders)) {
+      const value = Number(model.get(name));
+      if (name === "control_scale") input.max = String(Math.max(2, Math.ceil(value)));
+      input.value = String(value);
+      out.textContent = value.toFixed(2);
+    }
+  };
+  for (const [name, { input, out }] of Object.entries(ui.controlSliders)) {
+    input.addEventListener("input", () => {
+      let value = Number(input.value);
+      // The window keeps start below end: the one not dragged gives way.
+      if (name === "control_start" && value >= model.get("control_end")) value = Math.max(0, Number(model.get("control_end")) - 0.05);
+      if (name === "control_end" && value <= model.get("control_start")) value = Math.min(1, Number(model.get("control_start")) + 0.05);
+      input.value = String(value);
+      out.textContent = value.toFixed(2);
+      model.set(name, value);
+      // The scale steers a running run from its next step: at most ~10 per second while dragging.
+      const now = performance.now();
+      if (name === "control_scale" && now - sent > 100) { sent = now; link.save(); } else link.saveSoon();
+    });
+    input.addEventListener("change", () => link.save());
+    model.on(`change:${name}`, show);
+  }
+  show();
+}
+
+function bindControlPicture(model, ui, link, store) {
+  const showPicture = () => {
+    const bytes = model.get("control_thumb");
+    const has = !!(bytes && bytes.byteLength);
+    ui.controlPicture.hidden = !has;
+    if (has) {
+      const old = ui.controlThumb.src;
+      const view = asDataView(bytes);
+      ui.controlThumb.src = URL.createObjectURL(new Blob([view], { type: mimeOf(view) }));
+      if (old && old.startsWith("blob:")) URL.revokeObjectURL(old);
+    }
+    ui.useControl.checked = !!model.get("use_control");
+    ui.controlKind.textContent = { sketch: "sketch pad", picture: "picture", edges: "edge map" }[model.get("control_kind")] || "";
+    ui.controlThumb.classList.toggle("nbd-control-on", has && !!model.get("use_control"));
+  };
+  // A file input made at each click, never in the page: the start picture's stays the widget's one file field.
+  const pick = (edges) => {
+    const chooser = h("input", { type: "file", accept: "image/*" });
+    chooser.addEventListener("change", async () => {
+      const file = chooser.files && chooser.files[0];
+      if (!file) return;
+      const buffer = await file.arrayBuffer();
+      if (!(link.save() && store.send({ type: "control_upload", edges, name: file.name }, [buffer]))) {
+        link.note("No kernel is connected to this widget: run the cell again to set a control picture.");
+      }
+    });
+    chooser.click();
+  };
+  ui.controlUpload.addEventListener("click", () => pick(false));
+  ui.controlEdges.addEventListener("click", () => pick(true));
+  ui.useControl.addEventListener("change", () => { model.set("use_control", ui.useControl.checked); link.save(); });
+  ui.clearControl.addEventListener("click", () => link.command("control_clear"));
+  for (const name of ["control_thumb", "use_control", "control_kind"]) model.on(`change:${name}`, showPicture);
+  showPicture();
+}
+
+// Binds the control row and the strip; returns a function that unbinds the store's events.
+function bindControl({ model, ui, link, store, stage }) {
+  bindControlSliders(model, ui, link);
+  bindControlPicture(model, ui, link, store);
+  let key = "";
+  const update = () => {
+    const caps = model.get("capabilities") || {};
+    ui.controlRow.hidden = !caps.control || !model.get("has_pipe"); // saved runs without their model: nothing to steer
+    const values = controlStrengths(model, store);
+    const run = model.get("control_run") || {};
+    const hasRun = values.length > 0 && (Object.keys(run).length > 0 || !!store.liveControl);
+    ui.cstrip.style.display = hasRun ? "" : "none";
+    ui.ctext.hidden = !hasRun;
+    const idle = !["running", "pausing", "paused"].includes(model.get("status"));
+    ui.noControl.disabled = !idle || !model.get("has_pipe") || !Object.keys(run).length || !caps.control;
+    const now = JSON.stringify(values) + JSON.stringify(run.scales || []) + store.total;
+    if (hasRun && now !== key) { key = now; drawControlStrip(ui, values, run, store.total); }
+  };
+  ui.noControl.addEventListener("click", () => link.send({ type: "no_control", k: stage.state.shown }));
+  for (const name of ["capabilities", "control_run", "n_steps", "status", "has_pipe"]) model.on(`change:${name}`, update);
+  store.addEventListener("live", update);
+  store.addEventListener("reset", update);
+  update();
+  return () => { store.removeEventListener("live", update); store.removeEventListener("reset", update); };
+}

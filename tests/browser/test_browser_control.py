@@ -1,0 +1,141 @@
+"""A ControlNet in the Explorer, in JupyterLab: a control picture drawn on the sketch pad, Generate, the
+control's strength per step under the scrubber, its start/end window, "No control from here" as a
+branch, a refused upload named in the widget; screenshots during a run, after, and in the dark theme."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lab_driver import end_sessions, open_and_run_all, write_notebook
+from test_browser_explore import set_theme
+
+pytestmark = pytest.mark.browser
+
+STEPS = 24
+CELLS = [
+    "import torch\nimport nbdiffuse as nbd\ntorch.set_num_threads(1)",
+    # The embedded model's outline ControlNet where it is shipped; else a tiny seeded one (same controls).
+    "try:\n    pipe = nbd.load_pipeline(controlnet='outline')\nexcept (nbd.EmbeddedModelMissing, nbd.PipelineLoadError):\n"
+    "    from nbdiffuse.testing import tiny_controlnet_pipeline\n    pipe = tiny_controlnet_pipeline()",
+    f"ex = nbd.Explorer(pipe, steps={STEPS}, prompt='big red square on the left')\nex",
+    # The sketch pad for an outline (white on black, 256 pixels a side): the test draws on it with the mouse.
+    "pad = ex.control_pad()\npad.add_class('control-pad')\npad",
+]
+THUMB_JS = """(img) => { const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext('2d'); g.drawImage(img, 0, 0); const d = g.getImageData(0, 0, c.width, c.height).data;
+  let left = 0, right = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] > 128) { if ((i / 4) % c.width < c.width / 2) left++; else right++; }
+  return [left, right]; }"""
+
+
+def draw_square_on_the_left(page):
+    """A square outline on the left half of the pad, drawn with the mouse as a person would."""
+    canvas = page.locator(".control-pad canvas").last
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    corners = [(0.1, 0.3), (0.45, 0.3), (0.45, 0.7), (0.1, 0.7), (0.1, 0.3)]
+    page.mouse.move(box["x"] + corners[0][0] * box["width"], box["y"] + corners[0][1] * box["height"])
+    page.mouse.down()
+    for x, y in corners[1:]:
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=8)
+    page.mouse.up()
+
+
+def strengths(ex) -> list:
+    return json.loads(ex.root.locator(".nbd-cstrip").get_attribute("data-strengths") or "[]")
+
+
+def wait_strengths(ex, n: int, timeout=180_000):
+    ex.page.wait_for_function(
+        "([root, n]) => JSON.parse(root.querySelector('.nbd-cstrip').dataset.strengths || '[]').length === n",
+        arg=[ex.root.element_handle(), n], timeout=timeout)
+
+
+def set_range(ex, label: str, value: float):
+    ex.root.locator(f"input[aria-label='{label}']").evaluate(
+        "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input', {bubbles: true}));"
+        " el.dispatchEvent(new Event('change', {bubbles: true})); }", value)
+
+
+@pytest.fixture
+def control_notebook(lab_server, page):
+    path = write_notebook(lab_server.root, "control.ipynb", CELLS)
+    yield path
+    try:
+        if page.evaluate("() => document.body.dataset.jpThemeLight") == "false":
+            set_theme(page, "JupyterLab Light")
+    finally:
+        end_sessions(lab_server, path)
+
+
+def test_control_picture_strength_strip_window_and_no_control_branch(lab_server, page, explorer_page, screenshots,
+                                                                    control_notebook):
+    open_and_run_all(page, lab_server, control_notebook, workspace="nbd-control")
+    ex = explorer_page(page).wait_visible()
+    row = ex.root.locator(".nbd-control")
+    row.wait_for(state="visible", timeout=180_000)  # the pipeline has a ControlNet: its controls show
+    ex.root.locator(".nbd-control-kind", has_text="sketch pad").wait_for(timeout=180_000)
+    assert ex.root.locator(".nbd-controlpic").is_visible()
+    draw_square_on_the_left(page)
+    # The stroke shows in the Explorer's control thumbnail before any Generate (the kernel drew it on the pad).
+    ex.page.wait_for_function(f"(img) => img.complete && img.naturalWidth && ({THUMB_JS})(img)[0] > 20",
+                              arg=ex.root.locator(".nbd-controlpic").element_handle(), timeout=60_000)
+    page.locator(".control-pad").screenshot(path=str(screenshots / "control_pad.png"))
+
+    ex.root.scroll_into_view_if_needed()
+    ex.click("Generate")
+    ex.wait_steps(2, STEPS)
+    ex.screenshot(screenshots / "control_running.png")
+    ex.wait_count("done")
+    wait_strengths(ex, STEPS)
+    full = strengths(ex)
+    assert all(v > 0 for v in full), full  # the control acts at every step of a full window
+    assert ex.root.locator(".nbd-cstrip rect.nbd-cacts").count() == STEPS
+    assert f"control acts at steps 1–{STEPS} of {STEPS}" in ex.root.locator(".nbd-ctext").text_content()
+    ex.screenshot(screenshots / "control_done.png")
+    # The run read the drawing: the control picture's thumbnail has the strokes, on the left.
+    left, right = ex.root.locator(".nbd-controlpic").evaluate(THUMB_JS)
+    assert left > 20 and right < left / 4, (left, right)
+
+    # The window: control from half way on only.
+    set_range(ex, "Control start", 0.5)
+    ex.click("Generate")
+    ex.page.wait_for_function(
+        "([root, n]) => { const s = JSON.parse(root.querySelector('.nbd-cstrip').dataset.strengths || '[]');"
+        " return s.length === n && s[0] === 0 && root.dataset.status === 'done'; }",
+        arg=[ex.root.element_handle(), STEPS], timeout=180_000)
+    half = strengths(ex)
+    assert half[: STEPS // 2] == [0] * (STEPS // 2) and all(v > 0 for v in half[STEPS // 2:]), half
+    ex.screenshot(screenshots / "control_window.png")
+
+    # What if no control from step 16: a branch with control scale 0 for the rest.
+    ex.press_on_slider("End")
+    for _ in range(STEPS - 16):
+        ex.press_on_slider("ArrowLeft")
+    assert ex.position() == f"16 / {STEPS}"
+    ex.click("No control from here")
+    ex.page.wait_for_function(
+        "([root, n]) => { const s = JSON.parse(root.querySelector('.nbd-cstrip').dataset.strengths || '[]');"
+        " return s.length === n && s[n - 1] === 0 && s[15] > 0 && root.dataset.status === 'done'; }",
+        arg=[ex.root.element_handle(), STEPS], timeout=180_000)
+    branched = strengths(ex)
+    assert branched[:16] == half[:16] and branched[16:] == [0] * (STEPS - 16), branched
+    assert ex.root.locator(".nbd-control-sliders output").first.text_content() == "0.00"  # the scale it ran with
+    assert ex.root.locator(".nbd-error").is_hidden()
+    ex.screenshot(screenshots / "control_branch.png")
+
+    # A file that is not a picture, uploaded as the control picture: refused, named in the widget.
+    with page.expect_file_chooser() as chooser:
+        ex.click("Upload a control picture")
+    chooser.value.set_files(files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not a picture"}])
+    error = ex.root.locator(".nbd-error-text")
+    error.wait_for(state="visible", timeout=60_000)
+    print("refused upload:", error.text_content())
+    assert "control picture: could not read" in error.text_content()
+    error.scroll_into_view_if_needed()
+    ex.root.locator(".nbd-error").screenshot(path=str(screenshots / "control_refused.png"))
+
+    set_theme(page, "JupyterLab Dark")
+    ex.root.evaluate("(root) => root.scrollIntoView({block: 'start'})")  # the controls, stage and strip
+    ex.root.screenshot(path=str(screenshots / "control_dark.png"))

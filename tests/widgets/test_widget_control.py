@@ -1,0 +1,227 @@
+"""The Explorer's ControlNet controls on a tiny real ControlNet pipeline (no browser: a HeadlessFrontend):
+the control picture (a sketch pad, an upload, an edge map), the scale and window, the strength per step,
+the live scale, "no control from step k", and what is refused, named."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from nbdiffuse.widgets import SketchPad
+
+
+def _outline(size=32):
+    picture = Image.new("RGB", (size, size), "black")
+    ImageDraw.Draw(picture).ellipse((6, 6, size - 7, size - 7), outline="white", width=2)
+    return picture
+
+
+def _png(picture):
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def control_explorer(sd_controlnet_pipe, open_explorer):
+    return open_explorer(sd_controlnet_pipe, steps=6)
+
+
+def test_capabilities_say_whether_the_model_has_a_controlnet(control_explorer, pipe, open_explorer):
+    ex, fe = control_explorer
+    assert fe.state["capabilities"]["control"] is True
+    plain, plain_fe = open_explorer(pipe, steps=2)
+    assert plain_fe.state["capabilities"]["control"] is False
+    with pytest.raises(ValueError, match="no ControlNet"):
+        plain.control_from(_outline())
+    with pytest.raises(ValueError, match="no ControlNet"):
+        plain.control_pad()
+    with pytest.raises(ValueError, match="control_image needs a ControlNet pipeline"):
+        plain.generate(control_image=_outline())
+
+
+def test_a_run_with_a_control_picture_shows_its_strength_per_step(control_explorer):
+    ex, fe = control_explorer
+    ex.control_from(_outline())
+    assert ex.use_control and ex.control_kind == "picture" and ex.control_thumb
+    fe.set(control_start=0.5)  # the window: the second half of the run
+    fe.click("generate")
+    assert ex.wait(120) and fe.state["status"] == "done", fe.state["error"]
+    traj = ex.trajectory
+    assert traj.params["control"]["start"] == 0.5 and traj.control_image is not None
+    run = fe.state["control_run"]
+    assert run["start"] == 0.5 and run["end"] == 1.0 and run["scales"] == [1.0] * 6
+    strengths = run["strengths"]
+    assert strengths == [s.control_strength for s in traj.steps]
+    assert strengths[:3] == [0.0] * 3 and all(v > 0 for v in strengths[3:])  # acts only inside the window
+    live = [m for m in fe.frames if "cs" in m]
+    assert live and all(len(m["cs"]) == m["n"] for m in live)  # the live strip's figures
+    ex.use_control = False
+    ex.generate(background=False)  # no control picture: the plain model
+    assert "control" not in ex.trajectory.params and fe.state["control_run"] == {}
+    ex.load_run(1)  # a run without control, of a ControlNet pipeline: the Control row stays
+    assert fe.state["capabilities"]["control"] is True and fe.state["control_run"] == {}
+    ex.load_run(0)
+    assert fe.state["control_run"]["strengths"] == strengths
+
+
+def test_generate_takes_the_control_arguments_and_the_sliders_follow(control_explorer):
+    ex, fe = control_explorer
+    ex.generate(control_image=_outline(), control_scale=0.5, control_end=0.5, background=False)
+    assert fe.state["control_scale"] == 0.5 and fe.state["control_end"] == 0.5
+    strengths = fe.state["control_run"]["strengths"]
+    assert all(v > 0 for v in strengths[:3]) and strengths[3:] == [0.0] * 3
+    with pytest.raises(TypeError, match="control_scal"):
+        ex.generate(control_scal=1.0)
+
+
+def test_the_sketch_pad_is_read_at_each_generate(control_explorer):
+    ex, fe = control_explorer
+    pad = ex.control_pad()
+    assert isinstance(pad, SketchPad) and ex.control_kind == "sketch"
+    assert np.asarray(pad.image).max() == 0  # black: draw white outlines on it
+    ex.generate(background=False)
+    empty = ex.trajectory
+    before = ex.control_thumb
+    for event, handlers in (("down", pad.canvas._mouse_down_callbacks), ("move", pad.canvas._mouse_move_callbacks),
+                            ("up", pad.canvas._mouse_up_callbacks)):
+        handlers(30.0 if event == "down" else 90.0, 60.0)  # a stroke with the mouse, as the canvas reports it
+    assert ex.control_thumb != before  # the thumbnail shows the stroke at once, before any Generate
+    pad.stroke([(40, 40), (200, 40), (200, 200), (40, 200), (40, 40)], color="white")
+    ex.generate(background=False)
+    drawn = ex.trajectory
+    assert np.asarray(drawn.control_image).max() == 255 and np.asarray(empty.control_image).max() == 0
+    assert not np.array_equal(np.asarray(drawn.image()), np.asarray(empty.image()))  # the drawing steers
+
+
+def test_an_upload_and_an_edge_map_of_any_picture(control_explorer):
+    ex, fe = control_explorer
+    fe.send({"type": "control_upload"}, [_png(_outline())])
+    assert fe.state["control_kind"] == "picture" and fe.state["use_control"] and fe.state["error"] == ""
+    photo = Image.new("RGB", (32, 32), (67, 160, 71))
+    ImageDraw.Draw(photo).rectangle((8, 8, 23, 23), fill=(229, 57, 53))
+    fe.send({"type": "control_upload", "edges": True}, [_png(photo)])
+    assert fe.state["control_kind"] == "edges" and fe.state["error"] == ""
+    ex.generate(background=False)
+    lines = np.asarray(ex.trajectory.control_image)
+    assert lines[16, 16].max() == 0 and lines[8, 16].max() == 255  # the square's edge, not its inside
+    fe.send({"type": "control_upload"}, [b"not a picture"])
+    assert "control picture: could not read" in fe.state["error"], fe.state["error"]
+    fe.send({"type": "control_clear"})
+    assert not ex.use_control and fe.state["control_thumb"] == b""
+
+
+def test_bad_control_values_are_refused_and_named(control_explorer):
+    ex, fe = control_explorer
+    for name, value, error in [("control_scale", 11.0, ValueError), ("control_scale", -0.5, ValueError),
+                               ("control_start", 1.5, ValueError), ("control_end", float("nan"), ValueError)]:
+        with pytest.raises(error, match=name):
+            setattr(ex, name, value)
+    with pytest.raises(TypeError, match="edges"):
+        ex.control_from(_outline(), edges="yes")
+    ex.control_from(_outline())
+    ex.control_start, ex.control_end = 0.6, 0.7
+    ex.control_start = 0.8  # start above end: refused at Generate, with both named
+    with pytest.raises(ValueError, match="control_start must be below control_end"):
+        ex.generate()
+
+
+def test_the_scale_slider_steers_a_running_run(control_explorer, wait_for):
+    ex, fe = control_explorer
+    ex.control_from(_outline())
+    ex.generate(steps=200)
+    wait_for(lambda: ex.trajectory is not None and len(ex.trajectory) >= 1, 60, "a first step")
+    fe.set(control_scale=0.0)  # the user drags the slider during the run
+    assert ex.wait(300)
+    scales = [s.control_scale for s in ex.trajectory.steps]
+    j = scales.index(0.0)
+    assert j >= 1 and scales == [1.0] * j + [0.0] * (200 - j)  # from the next step on, to the end
+    assert all(s.control_strength == 0.0 for s in ex.trajectory.steps[j:])
+
+
+def test_no_control_from_step_k_is_a_branch(control_explorer):
+    ex, fe = control_explorer
+    ex.control_from(_outline())
+    ex.generate(background=False)
+    parent = ex.trajectory
+    fe.send({"type": "no_control", "k": 2})
+    assert ex.wait(120) and fe.state["error"] == "", fe.state["error"]
+    child = ex.trajectory
+    assert child is not parent and child.parent is parent and child.branched_at == 2
+    assert [s.control_strength for s in child.steps[:3]] == [s.control_strength for s in parent.steps[:3]]
+    assert [s.control_scale for s in child.steps[3:]] == [0.0] * 3
+    assert fe.state["control_run"]["strengths"][3:] == [0.0] * 3 and fe.state["control_scale"] == 0.0
+    ex.use_control = False
+    ex.generate(background=False)
+    with pytest.raises(ValueError, match="no control picture"):
+        ex.without_control_from(1)
+
+
+def test_a_run_keeps_the_model_size_whatever_the_pad_size(control_explorer, sd_controlnet_pipe):
+    from nbdiffuse.core.families import adapter_for
+
+    ex, fe = control_explorer
+    ex.control_from(_outline(96))
+    ex.generate(background=False)
+    h, w = adapter_for(sd_controlnet_pipe).default_size()
+    assert (ex.trajectory.params["height"], ex.trajectory.params["width"]) == (h, w) and (h, w) != (96, 96)
+
+
+def test_the_outline_controlnet_refuses_a_picture_in_colour_and_takes_its_edges(open_explorer):
+    from nbdiffuse.core.pipe_attrs import set_source
+    from nbdiffuse.testing import tiny_controlnet_pipeline
+
+    pipe = tiny_controlnet_pipeline(seed=2)
+    set_source(pipe.controlnet, "outline")  # stands for the embedded model's outline ControlNet
+    ex, fe = open_explorer(pipe, steps=2)
+    photo = Image.new("RGB", (32, 32), (67, 160, 71))
+    ImageDraw.Draw(photo).rectangle((8, 8, 23, 23), fill=(229, 57, 53))
+    with pytest.raises(ValueError, match="source is not an outline.*edges=True"):
+        ex.control_from(photo)
+    with pytest.raises(ValueError, match="control_image is not an outline"):
+        ex.generate(control_image=photo)
+    fe.send({"type": "control_upload"}, [_png(photo)])
+    assert "control picture is not an outline" in fe.state["error"]
+    ex.control_from(photo, edges=True)  # its edge map is an outline
+    ex.control_from(_outline())
+    assert ex.control_kind == "picture" and ex.use_control
+
+
+def test_the_edges_of_a_large_picture_are_drawn_with_a_wide_pen(control_explorer):
+    ex, fe = control_explorer
+    big = Image.new("RGB", (1024, 1024), (67, 160, 71))
+    ImageDraw.Draw(big).rectangle((256, 256, 767, 767), fill=(229, 57, 53))
+    ex.control_from(big, edges=True)
+    ex.generate(background=False)
+    lines = np.asarray(ex.trajectory.control_image)[..., 0] > 127
+    # the tiny model runs at 32 pixels: a 1-pixel edge would vanish there; the widest pen (15) is used
+    assert lines.shape == (1024, 1024) and 14 <= lines[512, 230:282].sum() <= 20
+
+
+def test_a_saved_control_run_shows_its_strengths_without_the_model(control_explorer, tmp_path):
+    from nbdiffuse.widgets import Explorer
+
+    ex, fe = control_explorer
+    ex.generate(control_image=_outline(), control_end=0.5, background=False)
+    path = ex.export("nbd", tmp_path / "run.nbd")
+    ws = Explorer.from_files([path])
+    try:
+        assert ws.control_run["strengths"] == fe.state["control_run"]["strengths"]
+        assert ws.capabilities["control"] is True and not ws.has_pipe  # the page hides the row: nothing to steer
+    finally:
+        ws.close()
+
+
+def test_branch_here_takes_the_control_sliders_that_differ(control_explorer):
+    ex, fe = control_explorer
+    ex.control_from(_outline())
+    ex.generate(background=False)
+    fe.set(control_scale=0.25)
+    fe.send({"type": "branch", "k": 2})
+    assert ex.wait(120) and fe.state["error"] == "", fe.state["error"]
+    child = ex.trajectory
+    assert child.branched_at == 2 and [s.control_scale for s in child.steps] == [1.0] * 3 + [0.25] * 3
+    fe.send({"type": "branch", "k": 3})  # nothing differs from the shown branch: its remaining steps replayed
+    assert ex.wait(120) and [s.control_scale for s in ex.trajectory.steps] == [1.0] * 3 + [0.25] * 3
