@@ -41,7 +41,7 @@ def test_a_guidance_embedding_unet_matches_pipe_bit_for_bit(which, request, mode
 def test_its_capabilities_say_what_if_needs_a_branch(lcm_sd, sd_pipe):
     traj = nbd.trace(lcm_sd, PROMPT, steps=3, guidance=5.0, seed=0)
     assert traj.capabilities == {"x0": True, "what_if": False, "branch": True, "live_guidance": True,
-                                 "previews": True}
+                                 "previews": True, "control": False}
     assert "branch" in traj.params["capabilities_reason"]
     assert pipeline_capabilities(lcm_sd)["what_if"] is False and pipeline_capabilities(sd_pipe)["what_if"] is True
     with pytest.raises(ValueError, match="nbd.branch"):
