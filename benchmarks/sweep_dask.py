@@ -12,10 +12,10 @@ The wall-time ratio needs both cores idle. On a shared machine the script also p
 its CPU times imply: this process's CPU time for the grid against that of the busier worker (a
 worker's cells run one after another on its own core, so on 2 idle cores its CPU time is its wall time).
 
-Measured 2026-12-06 on a shared machine (load average 7-13 on its 2 cores from other work), 30 steps:
-wall time 37.6 s here, 73.3 s on 2 workers (0.51x; the next sweep on the same workers 73.5 s):
-not measurable there. CPU-implied for 2 idle cores: 1.17x with the workers' model loads (3.1-5.5 s
-CPU each, 6.8-13.5 s wall), 1.58x without, 1.33x for the next sweep. Goal (>= 1.6x): not shown.
+Measured 2026-12-06, 30 steps, 2-core CPU idle (load 1.8): 13.62 s here, 10.16 s on 2 workers with
+their model loads (2.33 and 2.53 s) inside: 1.34x; without the loads 1.78x; the next sweep on the same
+workers (models kept) 7.33 s: 1.86x. Cluster start 4.26 s, not counted. Every run bit for bit equal.
+On a shared machine (load average 7-13 from other work) the same script gave 0.51x wall.
 README ("Benchmarks") has the rest.
 
     python benchmarks/sweep_dask.py [--steps 10] [--grid 4x4]
