@@ -7,6 +7,7 @@ once per process (`_MODELS`), then answers each cell with the run as `.nbd` file
 from __future__ import annotations
 
 import os
+import platform
 import tempfile
 import threading
 import time
@@ -65,7 +66,7 @@ def cell_file(source: Any, load: dict, call: dict, frames: bool = True) -> dict:
     "cpu_seconds" (this process's CPU time for the cell), "worker"}.
     A failed run still sends the steps it made. Never raises for a cell's own failure."""
     began, cpu = time.perf_counter(), time.process_time()
-    answer: dict = {"file": None, "error": None, "load_seconds": None, "worker": f"{os.uname().nodename}:{os.getpid()}"}
+    answer: dict = {"file": None, "error": None, "load_seconds": None, "worker": f"{platform.node()}:{os.getpid()}"}
     try:
         pipe, answer["load_seconds"] = model_for(source, load)
         traj = run_cell(pipe, call)
