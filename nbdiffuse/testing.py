@@ -366,3 +366,23 @@ def tiny_controlnet_pipeline(xl: bool = False, seed: int = 0):
     pipe = cls.from_pipe(base, controlnet=tiny_controlnet(base, seed))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def tiny_cogview3plus_pipeline(seed: int = 0):
+    """A CogView3PlusPipeline (generic path) on its own CogVideoXDDIMScheduler, a sampler nbdiffuse has no
+    short name for (v-prediction, zero-SNR betas, trailing spacing)."""
+    from diffusers import CogVideoXDDIMScheduler, CogView3PlusPipeline, CogView3PlusTransformer2DModel
+
+    tokenizer = tiny_t5_tokenizer(224)
+    torch.manual_seed(seed)
+    transformer = CogView3PlusTransformer2DModel(patch_size=2, in_channels=4, num_layers=1, attention_head_dim=4,
+                                                 num_attention_heads=2, out_channels=4, text_embed_dim=32,
+                                                 time_embed_dim=8, condition_dim=2, pos_embed_max_size=8,
+                                                 sample_size=8).eval()
+    scheduler = CogVideoXDDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       clip_sample=False, prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                                       timestep_spacing="trailing", set_alpha_to_one=True)
+    pipe = CogView3PlusPipeline(tokenizer=tokenizer, text_encoder=_t5_encoder(tokenizer, 32, seed=seed), vae=_vae(seed),
+                                transformer=transformer, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -91,22 +91,9 @@ def test_sana_pipelines(sprint, pag, flow_dpm):
 
 
 def test_cogview3plus_runs_its_own_scheduler():
-    from diffusers import CogVideoXDDIMScheduler, CogView3PlusPipeline, CogView3PlusTransformer2DModel
+    from nbdiffuse.testing import tiny_cogview3plus_pipeline
 
-    from nbdiffuse.testing import _t5_encoder, _vae, tiny_t5_tokenizer
-
-    tokenizer = tiny_t5_tokenizer(224)
-    torch.manual_seed(0)
-    transformer = CogView3PlusTransformer2DModel(patch_size=2, in_channels=4, num_layers=1, attention_head_dim=4,
-                                                 num_attention_heads=2, out_channels=4, text_embed_dim=32,
-                                                 time_embed_dim=8, condition_dim=2, pos_embed_max_size=8,
-                                                 sample_size=8).eval()
-    scheduler = CogVideoXDDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       prediction_type="v_prediction", timestep_spacing="trailing",
-                                       rescale_betas_zero_snr=True, snr_shift_scale=1.0)
-    pipe = CogView3PlusPipeline(tokenizer=tokenizer, text_encoder=_t5_encoder(tokenizer, 32), vae=_vae(),
-                                transformer=transformer, scheduler=scheduler)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny_cogview3plus_pipeline()
     assert nbd.schedulers(pipe)[0] == "CogVideoXDDIMScheduler"  # no short name fits: never swapped for euler
     traj = nbd.trace(pipe, PROMPT, steps=3, guidance=4.5, seed=0, height=16, width=16)
     assert traj.params["scheduler"] == "CogVideoXDDIMScheduler"

@@ -236,19 +236,7 @@ def auraflow():
 
 
 def cogview3plus():
-    from diffusers import CogVideoXDDIMScheduler, CogView3PlusPipeline, CogView3PlusTransformer2DModel
-
-    tokenizer = testing.tiny_t5_tokenizer(max_length=224)
-    torch.manual_seed(0)
-    transformer = CogView3PlusTransformer2DModel(patch_size=2, in_channels=4, num_layers=1, attention_head_dim=4,
-                                                 num_attention_heads=2, out_channels=4, text_embed_dim=32,
-                                                 time_embed_dim=8, condition_dim=2, pos_embed_max_size=8,
-                                                 sample_size=8).eval()
-    scheduler = CogVideoXDDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                       clip_sample=False, prediction_type="v_prediction", rescale_betas_zero_snr=True,
-                                       timestep_spacing="trailing", set_alpha_to_one=True)
-    return _quiet(CogView3PlusPipeline(tokenizer=tokenizer, text_encoder=testing._t5_encoder(tokenizer, 32),
-                                       vae=testing._vae(0), transformer=transformer, scheduler=scheduler))
+    return testing.tiny_cogview3plus_pipeline()
 
 
 def zimage():
