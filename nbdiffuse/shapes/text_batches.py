@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import time
 from typing import Optional, Sequence
 
 import numpy as np
@@ -86,9 +87,23 @@ class TextBatches:
             self._queue.append((next_step, self._pool.apply_async(_worker_batch, ((self.seed, next_step, self.batch),))))
             next_step += 1
 
-    def close(self) -> None:
+    def close(self, timeout: float = 60.0) -> None:
+        """Let the batches already asked for finish, then shut the workers down.
+
+        Pool.terminate() with tasks in flight can hang for minutes: a worker killed while it holds
+        the task queue's lock leaves the pool's handler threads waiting on it (seen with fork-server
+        workers). A graceful close takes the few batches still queued (tens of ms each); terminate
+        stays as the fallback when they do not come within `timeout` seconds."""
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            deadline = time.monotonic() + timeout
+            finished = True
+            for _, result in self._queue:
+                result.wait(max(0.0, deadline - time.monotonic()))
+                finished = finished and result.ready()
+            if finished:
+                pool.close()
+            else:
+                pool.terminate()
+            pool.join()
         self._queue.clear()
