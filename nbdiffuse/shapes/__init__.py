@@ -9,6 +9,7 @@ a geometric evaluator (no network) and the training script of the model that shi
     nbd.shapes.parse_caption("a star at the top").unknown_words
     nbd.shapes.render("red circle", seed=0)                  # PIL 64x64
     nbd.shapes.adherence(images, prompts)                    # {"color": 0.9, ..., "joint": 0.7}
+    nbd.shapes.off_palette(image)                            # share of pixels off the palette (too much guidance)
     nbd.shapes.outline("star", "on the left")                # a hand-drawn outline (the ControlNet's input)
 
 Training: `python -m nbdiffuse.shapes.train --out DIR [--preset gpu|cpu]` (see train.py); its drawable
@@ -24,7 +25,8 @@ from .render import render, render_pool, render_sample
 # The evaluator's names, imported on first use (PEP 562): it needs scipy, which costs ~0.6 s and
 # every `import nbdiffuse` would pay it. The grammar and renderer stay eager: they are cheap, and
 # `render` is both a submodule and a function here, which a lazy name could not keep apart.
-_LAZY = {"Measurement": "evaluate", "adherence": "evaluate", "measure": "evaluate", "score": "evaluate"}
+_LAZY = {"Measurement": "evaluate", "adherence": "evaluate", "measure": "evaluate", "score": "evaluate",
+         "off_palette": "evaluate"}
 
 __all__ = [
     "ATTRIBUTES",
@@ -34,6 +36,7 @@ __all__ = [
     "adherence",
     "caption_text",
     "measure",
+    "off_palette",
     "outline",
     "parse_caption",
     "random_caption",

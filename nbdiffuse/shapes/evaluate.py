@@ -179,6 +179,32 @@ def measure(image: ImageLike) -> Measurement:
     )
 
 
+# A pixel this far (RGB distance) from every mix of the object's and the background's palette
+# colors is "off the palette". A clean render has none: its antialiased edge pixels are such mixes.
+OFF_PALETTE_DISTANCE = 60.0
+
+
+def off_palette(image: ImageLike) -> float:
+    """Share of pixels far from every mix of the picture's own object and background palette colors.
+
+    The sign of too much guidance: colors pushed past the palette (over-saturated, shifted) and
+    specks or rims of other colors. Both colors are the ones `measure` reads, so a picture of the
+    wrong object is not counted here (adherence counts that); a picture with no object is judged
+    against its background alone. A pixel's distance is to the segment from the background's
+    color to the object's, so soft edges do not count."""
+    pixels = _as_array(image).reshape(-1, 3)
+    seen = measure(image)
+    background = np.asarray(BACKGROUNDS[seen.background], dtype=np.float64)
+    color = COLORS.get(seen.color) if seen.color is not None else None
+    if color is None or seen.color == seen.background:
+        distance = np.linalg.norm(pixels - background, axis=1)
+    else:
+        direction = np.asarray(color, dtype=np.float64) - background
+        a = np.clip((pixels - background) @ direction / float(direction @ direction), 0.0, 1.0)
+        distance = np.linalg.norm(pixels - background - a[:, None] * direction, axis=1)
+    return float((distance > OFF_PALETTE_DISTANCE).mean())
+
+
 def score(image: ImageLike, caption: Union[str, Caption]) -> dict[str, bool]:
     """Per-attribute agreement of `image` with `caption`, over the attributes the caption names."""
     caption = as_caption(caption)

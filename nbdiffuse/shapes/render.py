@@ -15,7 +15,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .grammar import Caption, SeedLike, _rng, as_caption, caption_text, random_caption
+from .grammar import ATTRIBUTES, VOCABULARY, Caption, SeedLike, _rng, as_caption, caption_text, random_caption
 
 IMAGE_SIZE = 64
 SUPERSAMPLE = 4
@@ -173,9 +173,29 @@ def render_pool(count: int, seed: int = 0, workers: Optional[int] = None) -> tup
     return captions, images
 
 
-def training_text(caption: Caption, rng: np.random.Generator, omit: float = 0.25) -> str:
+def training_text(caption: Caption, rng: np.random.Generator, omit: float = 0.25, noise: float = 0.0) -> str:
     """A text for a complete `caption` as training sees it: each attribute left out with
     probability `omit` (the image then shows one value the text does not pin down, which is what
-    "left out" means at sampling time) and a random free word order."""
+    "left out" means at sampling time) and a random free word order.
+
+    With `noise` > 0 each attribute is also, with that probability, named wrong: another value
+    than the picture shows, as web captions are (see `mislabel`). With noise 0 no extra random
+    numbers are drawn, so the texts are those of a run without the option."""
+    if noise > 0:
+        caption = mislabel(caption, rng, noise)
     dropped = [field for field in ("size", "color", "shape", "position", "background") if rng.random() < omit]
     return caption_text(caption.without(*dropped), rng, variation=True)
+
+
+def mislabel(caption: Caption, rng: np.random.Generator, rate: float) -> Caption:
+    """`caption` with each attribute, with probability `rate`, replaced by a different value drawn
+    uniformly (the color rule kept: a wrong color never equals the background, and the other way
+    round). The picture is not changed: the text now says something it does not show."""
+    values = caption.named
+    for field in ("size", "color", "shape", "position", "background"):
+        if field not in values or rng.random() >= rate:
+            continue
+        other = {"color": values.get("background"), "background": values.get("color")}.get(field)
+        options = [v for v in VOCABULARY[ATTRIBUTES[field]] if v not in (values[field], other)]
+        values[field] = options[int(rng.integers(len(options)))]
+    return Caption(**values)

@@ -23,11 +23,14 @@ CAPTION_DROPOUT = 0.10  # share of captions replaced by "" (the unconditional pr
 OMIT_PROBABILITY = 0.25  # each attribute left out of a training caption with this probability
 
 
-def make_batch(captions: Sequence, tokenizer, seed: int, step: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """(pool indices, token ids int64 (batch, model_max_length)) of UNet step `step`."""
+def make_batch(captions: Sequence, tokenizer, seed: int, step: int, batch: int,
+               noise: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(pool indices, token ids int64 (batch, model_max_length)) of UNet step `step`; `noise`:
+    the share of each attribute named wrong (`render.mislabel`)."""
     rng = np.random.default_rng([seed, 2, step])
     index = rng.integers(len(captions), size=batch)
-    texts = ["" if rng.random() < CAPTION_DROPOUT else training_text(captions[i], rng, OMIT_PROBABILITY) for i in index]
+    texts = ["" if rng.random() < CAPTION_DROPOUT else training_text(captions[i], rng, OMIT_PROBABILITY, noise)
+             for i in index]
     ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="np").input_ids.astype(np.int64)
     return index, ids
@@ -47,8 +50,8 @@ def _start_worker(captions, tokenizer_dir: str) -> None:
 
 
 def _worker_batch(args) -> tuple[np.ndarray, np.ndarray]:
-    seed, step, batch = args
-    return make_batch(_worker["captions"], _worker["tokenizer"], seed, step, batch)
+    seed, step, batch, noise = args
+    return make_batch(_worker["captions"], _worker["tokenizer"], seed, step, batch, noise)
 
 
 class TextBatches:
@@ -56,8 +59,8 @@ class TextBatches:
     steps are being made meanwhile (a bounded queue: memory stays small however long the run)."""
 
     def __init__(self, captions: Sequence, tokenizer, tokenizer_dir, seed: int, batch: int, workers: int = 0,
-                 ahead: int = 64):
-        self.captions, self.tokenizer, self.seed, self.batch = captions, tokenizer, seed, batch
+                 ahead: int = 64, noise: float = 0.0):
+        self.captions, self.tokenizer, self.seed, self.batch, self.noise = captions, tokenizer, seed, batch, noise
         self.ahead = ahead
         self._pool: Optional[multiprocessing.pool.Pool] = None
         self._queue: collections.deque = collections.deque()  # (step, AsyncResult)
@@ -69,7 +72,7 @@ class TextBatches:
 
     def get(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         if self._pool is None:
-            return make_batch(self.captions, self.tokenizer, self.seed, step, self.batch)
+            return make_batch(self.captions, self.tokenizer, self.seed, step, self.batch, self.noise)
         self._fill(step)
         return self._queue.popleft()[1].get()
 
@@ -84,7 +87,7 @@ class TextBatches:
             self._queue.popleft()
         next_step = self._queue[-1][0] + 1 if self._queue else step
         while len(self._queue) < self.ahead:
-            self._queue.append((next_step, self._pool.apply_async(_worker_batch, ((self.seed, next_step, self.batch),))))
+            self._queue.append((next_step, self._pool.apply_async(_worker_batch, ((self.seed, next_step, self.batch, self.noise),))))
             next_step += 1
 
     def close(self, timeout: float = 60.0) -> None:

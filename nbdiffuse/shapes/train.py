@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--t-min", type=int, default=None,
                         help="train the UNet on timesteps t_min..999 only (a fine-tune of the noisiest steps, "
                              "where background and layout are decided; default 0)")
+    parser.add_argument("--ema-decay", type=float, default=None,
+                        help="decay of the weights' moving average that is shipped (default: the preset's). A "
+                             "fine-tune of a few hundred steps wants a shorter average than the preset's 0.9995")
+    parser.add_argument("--caption-noise", type=float, default=None,
+                        help="share of each attribute named wrong in training captions (default 0): the noisy "
+                             "captions real models learn from, which make classifier-free guidance matter "
+                             "(see nbdiffuse/shapes/model/TRAINING.md)")
     parser.add_argument("--text-workers", type=int, default=None,
                         help="processes making caption batches ahead (default: 0 on CPU, up to 12 on a GPU)")
     parser.add_argument("--unet-minutes", type=float, default=None,
@@ -91,6 +98,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
     if args.offset_noise is not None and not 0 <= args.offset_noise <= 1:
         parser.error(f"--offset-noise={args.offset_noise} must be between 0 and 1")
+    if args.ema_decay is not None and not 0 < args.ema_decay < 1:
+        parser.error(f"--ema-decay={args.ema_decay} must be above 0 and below 1, e.g. 0.995")
+    if args.caption_noise is not None and not 0 <= args.caption_noise < 1:
+        parser.error(f"--caption-noise={args.caption_noise} must be a share from 0 to below 1, e.g. 0.1")
     if args.t_min is not None and not 0 <= args.t_min <= 999:
         parser.error(f"--t-min={args.t_min} must be a timestep from 0 to 999")
     if args.init is not None and not (args.init / "model_index.json").exists():
@@ -161,6 +172,7 @@ def _prepare(args: argparse.Namespace, state: dict, preset: Preset, device: torc
         "autocast": (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16
         else (lambda: torch.autocast("cpu", enabled=False)),
         "unet_minutes": args.unet_minutes,
+        "init_folder": args.init,
     }
 
 

@@ -101,6 +101,8 @@ def test_init_goes_on_from_a_trained_folder_with_its_vae_kept(trained, tmp_path)
     assert any(not torch.equal(a, b) for a, b in zip(load_file(out / unet).values(), load_file(again / unet).values()))
     assert "started from (--init)" in (again / "TRAINING.md").read_text()
     assert "## The model this run started from (--init)" in (again / "TRAINING.md").read_text()
+    tiny = "tiny_decoder/diffusion_pytorch_model.safetensors"  # distilled from that same VAE: kept with it
+    assert (out / tiny).read_bytes() == (again / tiny).read_bytes()
     with pytest.raises(SystemExit, match="pass the --preset it was trained with"):
         train.main(["--out", str(tmp_path / "other"), "--init", str(out), "--preset", "gpu", "--max-steps", "1"])
 
@@ -127,7 +129,22 @@ def test_offset_noise_fine_tune_of_the_noisiest_steps(trained, tmp_path, monkeyp
     assert "offset noise: 0.1" in report and "UNet timesteps: 600..999" in report and "UNet batch: 4" in report
 
 
-@pytest.mark.parametrize("bad", [["--t-min", "1000"], ["--offset-noise", "-0.1"], ["--batch", "0"], ["--pool-size", "0"]])
+def test_caption_noise_fine_tune_records_its_recipe(trained, tmp_path):
+    """--caption-noise (captions named wrong, as web captions are: the guidance lesson) and
+    --ema-decay are recorded, and TRAINING.md says why the captions were noisy."""
+    out, _ = trained
+    again = tmp_path / "noisy"
+    state = train.main(["--out", str(again), "--init", str(out), "--caption-noise", "0.1", "--ema-decay", "0.99",
+                        "--batch", "4", "--pool-size", "300", *ARGS])
+    assert state["complete"] and state["caption_noise"] == 0.1 and state["ema_decay"] == 0.99
+    report = (again / "TRAINING.md").read_text()
+    assert "caption noise: each attribute named wrong in 10% of captions" in report and "EMA decay: 0.99" in report
+    assert "## Why the captions are noisy (--caption-noise)" in report
+
+
+@pytest.mark.parametrize("bad", [["--t-min", "1000"], ["--offset-noise", "-0.1"], ["--batch", "0"], ["--pool-size", "0"],
+                                 ["--caption-noise", "1"], ["--caption-noise", "-0.1"], ["--ema-decay", "1"],
+                                 ["--ema-decay", "0"]])
 def test_bad_fine_tune_options_are_refused_by_name(bad, capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--out", "x", *bad])

@@ -164,7 +164,7 @@ def test_guidance_sweep_measures_adherence_on_a_shapes_model(pipe, monkeypatch):
                           steps=2)
     assert sweep.wait(120) and sweep.status == "done", sweep.error
     names = [s["name"] for s in sweep.curve["series"]]
-    assert names == ["adherence", "all right", "variety", "clipped"] and not sweep.curve["note"]
+    assert names == ["adherence", "all right", "off palette", "variety", "clipped"] and not sweep.curve["note"]
     assert all(0.0 <= v <= 1.0 for s in sweep.curve["series"] for v in s["y"])
     from nbdiffuse.shapes import adherence
 
@@ -172,6 +172,9 @@ def test_guidance_sweep_measures_adherence_on_a_shapes_model(pipe, monkeypatch):
     scores = adherence([finals[1], finals[3]], sweep.prompt)
     assert sweep.measures[5.0]["all right"] == scores["joint"]
     assert sweep.measures[5.0]["adherence"] == pytest.approx(np.mean([v for k, v in scores.items() if k != "joint"]))
+    from nbdiffuse.shapes import off_palette
+
+    assert sweep.measures[5.0]["off palette"] == pytest.approx(np.mean([off_palette(finals[1]), off_palette(finals[3])]))
 
 
 def test_sampler_compare_differences(pipe):

@@ -27,6 +27,19 @@ def _ema_copy(module: torch.nn.Module, ema: EMA, offset: int) -> tuple[torch.nn.
     return copied, offset + len(parameters)
 
 
+def _kept_tiny_decoder(ctx: dict):
+    """The --init model's tiny decoder folder where this run kept that model's VAE (no VAE stage),
+    else None. It was distilled from that very VAE (the shipped one over 20000 steps), which a
+    3000-step distillation here would only approximate worse."""
+    from ...core.loading import TINY_FOLDER
+
+    init = ctx.get("init_folder")
+    if init is None or ctx["state"].get("vae_steps"):
+        return None
+    folder = Path(init) / TINY_FOLDER
+    return folder if folder.is_dir() else None
+
+
 def export_pipeline(ctx: dict, out: Path):
     """Write the diffusers folder (EMA weights, safetensors) and the tokenizer's vocab/merges files."""
     unet, offset = _ema_copy(ctx["unet"], ctx["emas"]["unet"], 0)
@@ -41,7 +54,14 @@ def export_pipeline(ctx: dict, out: Path):
     shutil.copytree(ctx["tokenizer_dir"], tokenizer_dir)
     quick = ctx["state"]["unet_steps"] < QUICK_APPROX_BELOW
     write_shapes_approx(pipeline, out, quick=quick)
-    write_shapes_tiny(pipeline, out, quick=quick)  # the Explorer's frames: distilled from this VAE
+    kept = _kept_tiny_decoder(ctx)
+    if kept is not None:  # the VAE is the --init model's, unchanged: so is the decoder distilled from it
+        from ...core.loading import TINY_FOLDER
+
+        shutil.rmtree(out / TINY_FOLDER, ignore_errors=True)
+        shutil.copytree(kept, out / TINY_FOLDER)
+    else:
+        write_shapes_tiny(pipeline, out, quick=quick)  # the Explorer's frames: distilled from this VAE
     return pipeline
 
 

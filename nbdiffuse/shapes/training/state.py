@@ -63,6 +63,8 @@ def new_state(args: argparse.Namespace, device: torch.device) -> dict:
         "batch": args.batch,
         "offset_noise": args.offset_noise,
         "t_min": args.t_min,
+        "caption_noise": args.caption_noise,
+        "ema_decay": args.ema_decay,
     }
     if args.init is not None:  # the VAE comes trained: no stage 1, and its latent scale is kept
         state.update(vae_steps=0, init=init_record(args.init),
@@ -86,10 +88,12 @@ def open_state(args: argparse.Namespace, device: torch.device, checkpoint: Check
 
 
 def run_preset(state: dict) -> Preset:
-    """The preset the run trains with: its own, with the run's --lr and --batch where given."""
+    """The preset the run trains with: its own, with the run's --lr, --batch and --ema-decay where given."""
     preset = get_preset(state["preset"])
     if state.get("lr"):
         preset = dataclasses.replace(preset, lr=state["lr"])
     if state.get("batch"):
         preset = dataclasses.replace(preset, batch=state["batch"])
+    if state.get("ema_decay"):
+        preset = dataclasses.replace(preset, ema_decay=state["ema_decay"])
     return preset

@@ -228,16 +228,19 @@ def _clipped(picture) -> float:
 
 
 class GuidanceSweep(Sweep):
-    """`nbd.GuidanceSweep(pipe=None, prompt=None, guidances=(1, 2, 4, 8, 12), seeds=(0, 1), steps=20)`.
+    """`nbd.GuidanceSweep(pipe=None, prompt=None, guidances=(1, 3, 5, 10, 20), seeds=(0, 1), steps=20)`.
 
-    One column per guidance value, one row per seed. At the end: for a shapes-world model the
-    evaluator's adherence per guidance ("adherence": the share of the prompt's attributes a result
-    shows, averaged; "all right": the share of results with every attribute right); for any model
-    the variety across seeds and the share of clipped (over-saturated) colour values. `measures`
-    holds the numbers: {guidance: {"adherence", "all right", "variety", "clipped"}}.
+    One column per guidance value, one row per seed. The default values span the three regimes the
+    embedded model shows: unguided (1) misses, guided (3-10) hits, far too much (20) degrades. At
+    the end: for a shapes-world model the evaluator's adherence per guidance ("adherence": the share
+    of the prompt's attributes a result shows, averaged; "all right": the share of results with
+    every attribute right) and the share of pixels off the palette ("off palette",
+    nbd.shapes.off_palette: colours pushed past the palette, artefacts); for any model the variety
+    across seeds and the share of clipped (over-saturated) colour values. `measures` holds the
+    numbers: {guidance: {"adherence", "all right", "off palette", "variety", "clipped"}}.
     """
 
-    def __init__(self, pipe: Any = None, prompt: str | None = None, guidances: Sequence[float] = (1, 2, 4, 8, 12),
+    def __init__(self, pipe: Any = None, prompt: str | None = None, guidances: Sequence[float] = (1, 3, 5, 10, 20),
                  seeds: Sequence[int] = (0, 1), steps: int = 20, scheduler: Any = None, negative_prompt: str = "",
                  run: bool = True):
         pipe = resolve_pipe(pipe)
@@ -260,11 +263,11 @@ class GuidanceSweep(Sweep):
         shapes = is_shapes(self.pipe)
         series: dict[str, list[float]] = {"variety": [], "clipped": []}
         if shapes:
-            from ...shapes import adherence
+            from ...shapes import adherence, off_palette
 
             # The mean over the prompt's attributes moves smoothly with guidance; "all right" (the
             # evaluator's joint score) is the strict one, near 0 for a small model and few seeds.
-            series = {"adherence": [], "all right": [], **series}
+            series = {"adherence": [], "all right": [], "off palette": [], **series}
         for j, w in enumerate(self.guidances):
             column = [finals[r * n + j] for r in range(len(self.seeds))]
             entry = {"variety": _variety(column), "clipped": float(np.mean([_clipped(p) for p in column]))}
@@ -273,6 +276,7 @@ class GuidanceSweep(Sweep):
                 attributes = [v for k, v in scores.items() if k != "joint"]
                 entry["adherence"] = float(np.mean(attributes)) if attributes else 0.0
                 entry["all right"] = float(scores["joint"])
+                entry["off palette"] = float(np.mean([off_palette(p) for p in column]))
             self.measures[w] = entry
             for key in series:
                 series[key].append(entry[key])
