@@ -90,9 +90,26 @@ def main() -> None:
             json.dump({"captions": args.captions, "steps": args.steps, "figures": {str(g): v for g, v in figures.items()}},
                       f, indent=1)
     if args.grid:
-        rows = [np.concatenate([pictures[g][r] for g in scales], axis=1) for r in range(len(pictures[scales[0]]))]
-        Image.fromarray(np.concatenate(rows, axis=0)).resize(
-            (64 * 2 * len(scales), 64 * 2 * len(rows)), Image.Resampling.NEAREST).save(args.grid)
+        write_grid(args.grid, prompts[:6], scales, pictures)
+
+
+def write_grid(path: str, prompts: list[str], scales: list[float], pictures: dict, cell: int = 128) -> None:
+    """One row per caption (its text under the row), one column per guidance scale (labelled on top)."""
+    from PIL import ImageDraw
+
+    gap, head, foot = 6, 18, 16
+    width = len(scales) * (cell + gap) - gap
+    grid = Image.new("RGB", (width, head + len(prompts) * (cell + foot + gap)), "white")
+    draw = ImageDraw.Draw(grid)
+    for j, g in enumerate(scales):
+        draw.text((j * (cell + gap) + 4, 3), f"guidance {g:g}", fill="black")
+    for i, prompt in enumerate(prompts):
+        top = head + i * (cell + foot + gap)
+        for j, g in enumerate(scales):
+            picture = Image.fromarray(pictures[g][i]).resize((cell, cell), Image.Resampling.NEAREST)
+            grid.paste(picture, (j * (cell + gap), top))
+        draw.text((4, top + cell + 2), prompt, fill="black")
+    grid.save(path)
 
 
 if __name__ == "__main__":

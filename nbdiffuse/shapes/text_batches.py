@@ -87,7 +87,8 @@ class TextBatches:
             self._queue.popleft()
         next_step = self._queue[-1][0] + 1 if self._queue else step
         while len(self._queue) < self.ahead:
-            self._queue.append((next_step, self._pool.apply_async(_worker_batch, ((self.seed, next_step, self.batch, self.noise),))))
+            job = (self.seed, next_step, self.batch, self.noise)
+            self._queue.append((next_step, self._pool.apply_async(_worker_batch, (job,))))
             next_step += 1
 
     def close(self, timeout: float = 60.0) -> None:

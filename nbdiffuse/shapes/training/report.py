@@ -98,7 +98,8 @@ def _noisy_captions(state: dict) -> list[str]:
             "What such a model learns for a caption is a blurred p(x | caption): mostly the right picture, sometimes "
             "another. Sampling it unguided (guidance 1) reproduces the blur, so a share of the pictures miss. "
             "Classifier-free guidance at scale w samples as if from p(x | caption) · (p(x | caption) / p(x))^(w - 1): "
-            "what the caption makes more likely than no caption at all wins, so guided runs hit. Pushed far past that (guidance 20) the "
+            "what the caption makes more likely than no caption at all wins, so guided runs hit. "
+            "Pushed far past that (guidance 20) the "
             "extrapolated prediction leaves the pictures the model knows: colours shift past the palette and edges "
             "ring. With perfect captions the model needed no guidance, and a learner could not see any of this.",
             "",
