@@ -231,7 +231,8 @@ class Trajectory:
         """Attach the pipeline that made this run (a loaded trajectory can then decode with its VAE)."""
         check_family(self.params, pipe, "decode it with its VAE")  # core/model_identity.py
         family = adapter_for(pipe)
-        channels = int(self.initial_latents.shape[1]) if self.initial_latents.ndim >= 2 else None
+        # (B, C, h, w): C is the VAE's latent channels; packed latents (B, tokens, features) say nothing of it
+        channels = int(self.initial_latents.shape[1]) if self.initial_latents.ndim == 4 else None
         if channels is not None and family.latent_channels is not None and family.latent_channels != channels:
             raise ValueError(f"pipe has {family.latent_channels} latent channels but this trajectory has {channels}")
         self.pipe = pipe
