@@ -11,8 +11,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import builders
+import builders_more
 
 CHECKS = ("parity", "views", "files", "explorer")
+
+KLEIN = ("#21 K: parity: output_type='latent' returns the VAE's latents (unpacked, batch-norm undone, unpatchified: "
+         "4 x 16 x 16), not its last step's packed tokens (64 x 16), which nbdiffuse records")
 
 
 @dataclass(frozen=True)
@@ -70,4 +74,10 @@ CASES = [
     Case("ChromaImg2ImgPipeline", builders.chroma_img2img, guidance=5.0, image=True),
     Case("QwenImageImg2ImgPipeline", builders.qwenimage_img2img, image=True, previews=False),
     Case("SanaSprintImg2ImgPipeline", builders.sana_sprint_img2img, guidance=4.5, image=True),
+    Case("Flux2Pipeline", builders_more.flux2, previews=False),
+    Case("Flux2KleinPipeline", builders_more.flux2_klein, previews=False, xfail={"parity": KLEIN}),
+    Case("Flux2KleinKVPipeline", builders_more.flux2_klein_kv, previews=False, xfail={"parity": KLEIN}),
+    Case("HunyuanDiTPAGPipeline", builders_more.hunyuan_dit_pag, guidance=5.0),
+    Case("AltDiffusionPipeline", builders_more.alt_diffusion, size=(16, 16), guidance=7.5),
+    Case("AltDiffusionImg2ImgPipeline", builders_more.alt_diffusion_img2img, size=(16, 16), guidance=7.5, image=True),
 ]

@@ -42,15 +42,17 @@ REFUSED = [
 ]
 
 
-# Picture pipelines the matrix has no tiny builder for yet (each is a text-to-image or image-to-image class).
-NOT_BUILT = frozenset("""
-AltDiffusionImg2ImgPipeline AltDiffusionPipeline BriaFibo2Pipeline BriaFiboPipeline
-Cosmos2TextToImagePipeline ErnieImagePipeline Flux2KleinKVPipeline Flux2KleinPipeline
-Flux2Pipeline GlmImagePipeline HiDreamImagePipeline HunyuanDiTPAGPipeline
+# Picture pipelines the matrix has no tiny builder for yet (each is a text-to-image or image-to-image class),
+# with what stands in the way where someone has looked (NOT_YET where no one has yet).
+NOT_YET = "a picture pipeline the matrix has no tiny builder for yet"
+NOT_BUILT = {name: NOT_YET for name in """
+BriaFibo2Pipeline BriaFiboPipeline
+Cosmos2TextToImagePipeline ErnieImagePipeline
+GlmImagePipeline HiDreamImagePipeline
 HunyuanImagePipeline HunyuanImageRefinerPipeline Ideogram4Pipeline Kandinsky5I2IPipeline
 Kandinsky5T2IPipeline Krea2Pipeline NucleusMoEImagePipeline OvisImagePipeline
 PRXPipeline PRXPixelPipeline QwenImage21Pipeline
-""".split())
+""".split()}
 UNLISTED = "unlisted"  # a class in no list: test_zoo_table fails until it is built, refused or listed
 
 
@@ -93,7 +95,7 @@ def rows() -> list[tuple[str, str, str]]:
         elif refusal(name) is not None:
             out.append((name, "refused", refusal(name)))
         elif name in NOT_BUILT:
-            out.append((name, "not built", "a picture pipeline the matrix has no tiny builder for yet"))
+            out.append((name, "not built", NOT_BUILT[name]))
         else:
             out.append((name, UNLISTED, "in no list of tests/pipeline_zoo: build it, refuse it or list it"))
     return out
