@@ -6,7 +6,18 @@ import torch
 
 from nbdiffuse import testing
 
-from builders import _quiet, _vae8  # noqa: F401  (shared helpers)
+from builders import _quiet  # shared helpers
+
+
+def _vae8c(latent_channels: int = 16, **config):
+    """builders._vae8 (an AutoencoderKL 8x down) with other latent channels."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8),
+                         layers_per_block=1, norm_num_groups=8, latent_channels=latent_channels, sample_size=32,
+                         **config).eval()
 
 # A chat template that reads every message's text (content given as a string or as [{"type": "text", ...}]):
 # what pipelines that prompt a chat model through apply_chat_template need of a tokenizer.
@@ -143,3 +154,128 @@ def alt_diffusion_img2img():
     from builders import _img2img
 
     return _img2img("AltDiffusionImg2ImgPipeline", alt_diffusion, requires_safety_checker=False)
+
+
+def _llama(tokenizer, hidden: int = 16, layers: int = 2):
+    """A Llama causal LM with random weights, read through all its hidden states (HiDream: its layers 0 and 1)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                                        num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,
+                                        max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+                                        attn_implementation="eager")).eval()
+
+
+def hidream():
+    """HiDreamImagePipeline: two CLIPs (pooled), a T5 and a Llama (every layer's hidden states), a
+    mixture-of-experts DiT on 2 x 2 patches; latents stay (B, C, h, w)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, HiDreamImagePipeline, HiDreamImageTransformer2DModel
+
+    clip = testing.tiny_tokenizer(max_length=128)
+    t5 = testing.tiny_t5_tokenizer(max_length=128)
+    llama_tokenizer = testing.tiny_t5_tokenizer(max_length=128)
+    torch.manual_seed(0)
+    transformer = HiDreamImageTransformer2DModel(patch_size=2, in_channels=4, out_channels=4, num_layers=1,
+                                                 num_single_layers=1, attention_head_dim=8, num_attention_heads=4,
+                                                 caption_channels=[32, 16], text_emb_dim=64, num_routed_experts=4,
+                                                 num_activated_experts=2, axes_dims_rope=(4, 2, 2),
+                                                 max_resolution=(32, 32), llama_layers=(0, 1)).eval()
+    pipe = HiDreamImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=testing._vae(0, scaling_factor=0.3611, shift_factor=0.1159),
+        text_encoder=testing._text_encoder(clip, 32, projection=32), tokenizer=clip,
+        text_encoder_2=testing._text_encoder(clip, 32, projection=32, seed=1), tokenizer_2=clip,
+        text_encoder_3=testing._t5_encoder(t5, 32), tokenizer_3=t5,
+        text_encoder_4=_llama(llama_tokenizer), tokenizer_4=llama_tokenizer, transformer=transformer)
+    pipe.default_sample_size = 16  # its __call__ scales any size to this area: 32 x 32 (the real one: 1024 x 1024)
+    return _quiet(pipe)
+
+
+def _qwen25_vl(tokenizer, hidden: int = 32, layers: int = 2):
+    """A Qwen 2.5-VL model (text and vision towers) with random weights, read through its hidden states."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    n = len(tokenizer)
+    config = Qwen2_5_VLConfig(
+        text_config={"hidden_size": hidden, "intermediate_size": hidden, "num_hidden_layers": layers,
+                     "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": n,
+                     "max_position_embeddings": 1024, "pad_token_id": tokenizer.pad_token_id,
+                     "bos_token_id": None, "eos_token_id": tokenizer.eos_token_id,
+                     "rope_scaling": {"mrope_section": [2, 2, 4], "rope_type": "default", "type": "default"}},
+        vision_config={"depth": 1, "hidden_size": hidden, "intermediate_size": hidden, "num_heads": 2,
+                       "out_hidden_size": hidden},
+        hidden_size=hidden, vocab_size=n, vision_start_token_id=n - 3, vision_end_token_id=n - 2,
+        vision_token_id=n - 1, image_token_id=n - 1, video_token_id=n - 1)
+    torch.manual_seed(0)
+    return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+def kandinsky5_t2i():
+    """Kandinsky5T2IPipeline: a Qwen 2.5-VL and a pooled CLIP encoder, a 3-D (video-style) DiT on one frame:
+    its latents are (B, 1, h, w, C), a layout nbdiffuse does not unpack (no previews). Its sizes are a list
+    of trained ones (pipe.resolutions), others are snapped to the nearest aspect: here 32 x 32."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, Kandinsky5T2IPipeline, Kandinsky5Transformer3DModel
+
+    qwen_tokenizer = testing.tiny_t5_tokenizer(max_length=1024)
+    clip = testing.tiny_tokenizer()
+    torch.manual_seed(0)
+    transformer = Kandinsky5Transformer3DModel(in_visual_dim=16, in_text_dim=32, in_text_dim2=32, time_dim=16,
+                                               out_visual_dim=16, patch_size=(1, 2, 2), model_dim=16, ff_dim=32,
+                                               num_text_blocks=1, num_visual_blocks=1, axes_dims=(1, 1, 2),
+                                               visual_cond=False, attention_type="regular").eval()
+    vae = _vae8c(16, scaling_factor=0.3611, shift_factor=0.1159)
+    pipe = Kandinsky5T2IPipeline(transformer=transformer, vae=vae, text_encoder=_qwen25_vl(qwen_tokenizer),
+                                 tokenizer=qwen_tokenizer, text_encoder_2=testing._text_encoder(clip, 32), tokenizer_2=clip,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0))
+    pipe.resolutions = [(32, 32)]
+    return _quiet(pipe)
+
+
+def _passing_safety_checker():
+    """A stand-in for Cosmos' guardrail (cosmos_guardrail: large models, not installed), as diffusers' own fast
+    tests use: every prompt and picture passes unchanged. Cosmos2TextToImagePipeline makes the real one
+    when given None, and cannot run without one."""
+    from diffusers.configuration_utils import ConfigMixin
+    from diffusers.models.modeling_utils import ModelMixin
+
+    class PassingSafetyChecker(ModelMixin, ConfigMixin):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("_where", torch.zeros(1), persistent=False)  # its device and dtype
+
+        @property
+        def device(self):
+            return self._where.device
+
+        @property
+        def dtype(self):
+            return self._where.dtype
+
+        def check_text_safety(self, prompt: str) -> bool:
+            return True
+
+        def check_video_safety(self, frames):
+            return frames
+
+    return PassingSafetyChecker()
+
+
+def cosmos2_t2i():
+    """Cosmos2TextToImagePipeline: a T5 encoder, a 3-D DiT and a Wan VAE (8x down) on one frame: its latents are
+    (B, C, 1, h, w), which nbdiffuse records without previews. The DiT without the padding-mask channel (the
+    real one has it): resizing the mask needs torchvision, which nbdiffuse does not depend on."""
+    from diffusers import (AutoencoderKLWan, Cosmos2TextToImagePipeline, CosmosTransformer3DModel,
+                           FlowMatchEulerDiscreteScheduler)
+
+    tokenizer = testing.tiny_t5_tokenizer(max_length=512)
+    torch.manual_seed(0)
+    transformer = CosmosTransformer3DModel(in_channels=16, out_channels=16, num_attention_heads=2, attention_head_dim=16,
+                                           num_layers=1, mlp_ratio=2, text_embed_dim=32, adaln_lora_dim=4,
+                                           max_size=(4, 32, 32), patch_size=(1, 2, 2), rope_scale=(2.0, 1.0, 1.0),
+                                           concat_padding_mask=False, extra_pos_embed_type="learnable").eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True]).eval()
+    return _quiet(Cosmos2TextToImagePipeline(
+        text_encoder=testing._t5_encoder(tokenizer, 32), tokenizer=tokenizer, transformer=transformer, vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True), safety_checker=_passing_safety_checker()))

@@ -79,5 +79,10 @@ CASES = [
     Case("Flux2KleinKVPipeline", builders_more.flux2_klein_kv, previews=False, xfail={"parity": KLEIN}),
     Case("HunyuanDiTPAGPipeline", builders_more.hunyuan_dit_pag, guidance=5.0),
     Case("AltDiffusionPipeline", builders_more.alt_diffusion, size=(16, 16), guidance=7.5),
+    Case("HiDreamImagePipeline", builders_more.hidream, guidance=5.0),
+    Case("Kandinsky5T2IPipeline", builders_more.kandinsky5_t2i, guidance=3.5, previews=False),
+    Case("Cosmos2TextToImagePipeline", builders_more.cosmos2_t2i, guidance=7.0, previews=False,
+         xfail={"parity": "#21 C: parity: output_type='latent' drops the frame axis (latents[:, :, 0], C x h x w); "
+                          "nbdiffuse records the steps as its loop has them (C x 1 x h x w), the same numbers"}),
     Case("AltDiffusionImg2ImgPipeline", builders_more.alt_diffusion_img2img, size=(16, 16), guidance=7.5, image=True),
 ]
