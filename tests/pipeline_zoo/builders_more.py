@@ -279,3 +279,63 @@ def cosmos2_t2i():
     return _quiet(Cosmos2TextToImagePipeline(
         text_encoder=testing._t5_encoder(tokenizer, 32), tokenizer=tokenizer, transformer=transformer, vae=vae,
         scheduler=FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True), safety_checker=_passing_safety_checker()))
+
+
+QWEN_SPECIAL = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+
+
+def _text_processor(tokenizer):
+    """A processor over the tokenizer alone (transformers' ProcessorMixin): what a text-to-image run asks of a
+    Qwen-VL processor (processor(text=...), apply_chat_template, .tokenizer). Qwen3VLProcessor itself cannot be
+    made here: its image and video processors need torchvision, which nbdiffuse does not depend on."""
+    from transformers import ProcessorMixin
+
+    class TextProcessor(ProcessorMixin):
+        attributes = ["tokenizer"]
+        tokenizer_class = "AutoTokenizer"
+
+        def __init__(self, tokenizer, chat_template=None):
+            super().__init__(tokenizer, chat_template=chat_template)
+
+        def __call__(self, text=None, images=None, videos=None, audio=None, **kwargs):
+            if images is not None or videos is not None or audio is not None:
+                raise ValueError("this tiny processor reads text only")
+            return self.tokenizer([text] if isinstance(text, str) else text, **kwargs)  # a batch, as Qwen-VL's
+
+    return TextProcessor(tokenizer, chat_template=CHAT)
+
+
+def qwenimage21():
+    """QwenImage21Pipeline: a Qwen 3-VL encoder (its last layer before the final norm), a single-stream DiT on a
+    16x-down RGBA VAE's latents packed into tokens (its own _unpack_latents makes them 5-D, B x C x 1 x h x w:
+    no previews)."""
+    from diffusers import (AutoencoderKLQwenImage21, FlowMatchEulerDiscreteScheduler, QwenImage21Pipeline,
+                           QwenImage21Transformer2DModel)
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    tokenizer = _chat_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL})
+    n = len(tokenizer)
+    torch.manual_seed(0)
+    transformer = QwenImage21Transformer2DModel(patch_size=1, in_channels=8, out_channels=8, num_layers=1,
+                                                attention_head_dim=16, num_attention_heads=2, context_in_dim=16,
+                                                mlp_ratio=2, axes_dims_rope=(4, 6, 6)).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKLQwenImage21(base_dim=4, decoder_base_dim=4, z_dim=8, dim_mult=[1, 1, 1, 1, 1], num_res_blocks=1,
+                                   attn_scales=[], temperal_downsample=[False, True, True, True],
+                                   latents_mean=[0.0] * 8, latents_std=[1.0] * 8).eval()
+    config = Qwen3VLConfig(
+        text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "num_key_value_heads": 2, "head_dim": 8, "vocab_size": n, "pad_token_id": tokenizer.pad_token_id,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1, 1, 2]}},
+        vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16,
+                       "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                       "num_position_embeddings": 64, "deepstack_visual_indexes": [0]},
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"))
+    torch.manual_seed(0)
+    encoder = Qwen3VLForConditionalGeneration(config).eval()
+    return _quiet(QwenImage21Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=encoder,
+                                      processor=_text_processor(tokenizer), transformer=transformer))

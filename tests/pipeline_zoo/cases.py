@@ -84,5 +84,6 @@ CASES = [
     Case("Cosmos2TextToImagePipeline", builders_more.cosmos2_t2i, guidance=7.0, previews=False,
          xfail={"parity": "#21 C: parity: output_type='latent' drops the frame axis (latents[:, :, 0], C x h x w); "
                           "nbdiffuse records the steps as its loop has them (C x 1 x h x w), the same numbers"}),
+    Case("QwenImage21Pipeline", builders_more.qwenimage21, previews=False),  # its _unpack_latents: 5-D
     Case("AltDiffusionImg2ImgPipeline", builders_more.alt_diffusion_img2img, size=(16, 16), guidance=7.5, image=True),
 ]

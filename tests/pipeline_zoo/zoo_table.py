@@ -51,7 +51,7 @@ ErnieImagePipeline
 GlmImagePipeline
 HunyuanImagePipeline HunyuanImageRefinerPipeline Ideogram4Pipeline
 Krea2Pipeline NucleusMoEImagePipeline OvisImagePipeline
-PRXPipeline PRXPixelPipeline QwenImage21Pipeline
+PRXPipeline PRXPixelPipeline
 """.split()}
 UNLISTED = "unlisted"  # a class in no list: test_zoo_table fails until it is built, refused or listed
 
