@@ -339,3 +339,22 @@ def qwenimage21():
     encoder = Qwen3VLForConditionalGeneration(config).eval()
     return _quiet(QwenImage21Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=encoder,
                                       processor=_text_processor(tokenizer), transformer=transformer))
+
+
+def ovis_image():
+    """OvisImagePipeline: Flux-like packed latents (its own _unpack_latents), a Qwen 3 encoder prompted through a
+    chat template (a system prompt before the user's, whose first 28 tokens it drops)."""
+    from builders import _qwen3_encoder
+    from diffusers import FlowMatchEulerDiscreteScheduler, OvisImagePipeline, OvisImageTransformer2DModel
+
+    tokenizer = _chat_tokenizer(max_length=1024)
+    torch.manual_seed(0)
+    transformer = OvisImageTransformer2DModel(patch_size=1, in_channels=64, out_channels=64, num_layers=1,
+                                              num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+                                              joint_attention_dim=16, axes_dims_rope=(4, 4, 8)).eval()
+    vae = testing._vae(0, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                       use_post_quant_conv=False)
+    return _quiet(OvisImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
+                                    text_encoder=_qwen3_encoder(tokenizer), tokenizer=tokenizer,
+                                    transformer=transformer))
+

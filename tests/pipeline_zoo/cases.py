@@ -85,5 +85,6 @@ CASES = [
          xfail={"parity": "#21 C: parity: output_type='latent' drops the frame axis (latents[:, :, 0], C x h x w); "
                           "nbdiffuse records the steps as its loop has them (C x 1 x h x w), the same numbers"}),
     Case("QwenImage21Pipeline", builders_more.qwenimage21, previews=False),  # its _unpack_latents: 5-D
+    Case("OvisImagePipeline", builders_more.ovis_image, guidance=5.0),
     Case("AltDiffusionImg2ImgPipeline", builders_more.alt_diffusion_img2img, size=(16, 16), guidance=7.5, image=True),
 ]
