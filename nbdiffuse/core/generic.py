@@ -149,6 +149,12 @@ class GenericRun(Run):
                                           "resolution binning or rounding)")
             traj.params["height"], traj.params["width"] = height, width
 
+    def _fits_decoder(self, latents: torch.Tensor) -> bool:
+        """Whether (B, C, h, w) latents have the channels the VAE decodes (where its config says them)."""
+        vae = getattr(self.pipe, "vae", None)
+        channels = getattr(getattr(vae, "config", None), "latent_channels", None)
+        return latents.ndim != 4 or channels is None or int(channels) == int(latents.shape[1])
+
     def _record_output(self, traj: Trajectory) -> None:
         """Where what pipe(...) returns is not its last step's latents (SanaSprintPipeline divides them
         by sigma_data after its loop), the last step records what it returned, and a notice says so."""
@@ -221,7 +227,12 @@ class GenericRun(Run):
                 return tensors  # stopped (a pipeline without interrupt runs on: not recorded), or mid-Heun
             latents = self._unpack(tensors["latents"])
             if state["k"] == 0:  # (C, h, w) per step, or packed in a layout nbdiffuse cannot know
-                traj.params["capabilities"]["previews"] = latents.ndim == 4 and has_decoder(pipe)  # pipe_decoder
+                fits = self._fits_decoder(latents)  # patchified latents (ErnieImage): the VAE takes fewer channels
+                traj.params["capabilities"]["previews"] = latents.ndim == 4 and has_decoder(pipe) and fits
+                if not fits:
+                    traj.params["notices"].append(f"{type(pipe).__name__}'s latents have {latents.shape[1]} channels "
+                                                  f"and its VAE takes {self.family.latent_channels} (the pipeline "
+                                                  "changes them before decoding): no previews")
                 if tensors["latents"].ndim == 4:  # packed ones were unpacked at the size asked: they ran at it
                     self._ran_at(traj, latents)  # (BriaPipeline's vae_scale_factor counts its packing too)
                 if latents.ndim != 4:
