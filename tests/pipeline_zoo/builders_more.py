@@ -32,9 +32,9 @@ def _chat_tokenizer(max_length: int = 512):
     return tokenizer
 
 
-def _mistral3(tokenizer, hidden: int = 16, layers: int = 30):
-    """A Mistral 3 (text + Pixtral vision) model with random weights; Flux 2 reads hidden states 10, 20, 30."""
-    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+def _mistral3_config(tokenizer, hidden: int = 16, layers: int = 30):
+    """A Mistral 3 (text + Pixtral vision) config; Flux 2 reads hidden states 10, 20, 30."""
+    from transformers import Mistral3Config
 
     text = {"model_type": "mistral", "vocab_size": len(tokenizer), "hidden_size": hidden, "intermediate_size": 32,
             "max_position_embeddings": 1024, "num_attention_heads": 2, "num_hidden_layers": layers,
@@ -42,8 +42,14 @@ def _mistral3(tokenizer, hidden: int = 16, layers: int = 30):
             "eos_token_id": tokenizer.eos_token_id}
     vision = {"model_type": "pixtral", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
               "intermediate_size": 16, "image_size": 32, "patch_size": 8, "num_channels": 3}
-    config = Mistral3Config(text_config=text, vision_config=vision, image_token_index=len(tokenizer) - 1,
-                            vision_feature_layer=-1)
+    return Mistral3Config(text_config=text, vision_config=vision, image_token_index=len(tokenizer) - 1,
+                          vision_feature_layer=-1)
+
+
+def _mistral3(tokenizer, hidden: int = 16, layers: int = 30):
+    from transformers import Mistral3ForConditionalGeneration
+
+    config = _mistral3_config(tokenizer, hidden, layers)
     torch.manual_seed(0)
     return Mistral3ForConditionalGeneration(config).eval()
 
@@ -358,3 +364,55 @@ def ovis_image():
                                     text_encoder=_qwen3_encoder(tokenizer), tokenizer=tokenizer,
                                     transformer=transformer))
 
+
+
+def krea2():
+    """Krea2Pipeline: a Qwen 3-VL text model (layers 0-2 stacked per token), a DiT on 2 x 2-packed latents of a
+    Qwen-Image VAE (its _unpack_latents is an instance method of another signature, and makes 5-D latents:
+    nbdiffuse keeps them packed, without previews)."""
+    from diffusers import (AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, Krea2Pipeline,
+                           Krea2Transformer2DModel)
+    from transformers import Qwen3VLConfig, Qwen3VLModel
+
+    tokenizer = testing.tiny_t5_tokenizer(max_length=1024)
+    tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL})
+    torch.manual_seed(0)
+    transformer = Krea2Transformer2DModel(in_channels=16, num_layers=1, attention_head_dim=8, num_attention_heads=4,
+                                          num_key_value_heads=2, intermediate_size=32, timestep_embed_dim=8,
+                                          text_hidden_dim=16, num_text_layers=3, text_num_attention_heads=2,
+                                          text_num_key_value_heads=1, text_intermediate_size=16,
+                                          num_layerwise_text_blocks=1, num_refiner_text_blocks=1,
+                                          axes_dims_rope=(4, 2, 2), rope_theta=1000.0).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
+                                 temperal_downsample=[False, True], latents_mean=[0.0] * 4,
+                                 latents_std=[1.0] * 4).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=6400)
+    config = Qwen3VLConfig(text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2,
+                                        "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 8,
+                                        "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id},
+                           vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2,
+                                          "out_hidden_size": 16},
+                           vocab_size=len(tokenizer))
+    torch.manual_seed(0)
+    encoder = Qwen3VLModel(config).eval()
+    return _quiet(Krea2Pipeline(scheduler=scheduler, vae=vae, text_encoder=encoder, tokenizer=tokenizer,
+                                transformer=transformer, text_encoder_select_layers=(0, 1, 2)))
+
+
+def ernie_image():
+    """ErnieImagePipeline: a Mistral 3 model (its second-last hidden state), a single-stream DiT on 2 x 2-patchified,
+    batch-normed Flux 2 VAE latents (B, 4C, h, w); no prompt enhancer (pe, optional)."""
+    from diffusers import ErnieImagePipeline, ErnieImageTransformer2DModel, FlowMatchEulerDiscreteScheduler
+    from transformers import Mistral3Model
+
+    tokenizer = testing.tiny_t5_tokenizer(max_length=512)
+    torch.manual_seed(0)
+    transformer = ErnieImageTransformer2DModel(hidden_size=32, num_attention_heads=2, num_layers=1, ffn_hidden_size=32,
+                                               in_channels=16, out_channels=16, patch_size=1, text_in_dim=16,
+                                               rope_axes_dim=(4, 6, 6)).eval()
+    torch.manual_seed(0)
+    text_encoder = Mistral3Model(_mistral3_config(tokenizer, layers=2)).eval()
+    return _quiet(ErnieImagePipeline(transformer=transformer, vae=_flux2_vae(), text_encoder=text_encoder,
+                                     tokenizer=tokenizer, scheduler=FlowMatchEulerDiscreteScheduler()))

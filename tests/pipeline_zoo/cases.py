@@ -86,5 +86,7 @@ CASES = [
                           "nbdiffuse records the steps as its loop has them (C x 1 x h x w), the same numbers"}),
     Case("QwenImage21Pipeline", builders_more.qwenimage21, previews=False),  # its _unpack_latents: 5-D
     Case("OvisImagePipeline", builders_more.ovis_image, guidance=5.0),
+    Case("Krea2Pipeline", builders_more.krea2, guidance=3.0, previews=False),
+    Case("ErnieImagePipeline", builders_more.ernie_image, guidance=4.0, previews=False),  # patchified
     Case("AltDiffusionImg2ImgPipeline", builders_more.alt_diffusion_img2img, size=(16, 16), guidance=7.5, image=True),
 ]

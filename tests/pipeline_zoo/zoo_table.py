@@ -49,10 +49,10 @@ NO_FTFY = ("its prompt cleaning calls ftfy.fix_text unconditionally, and ftfy (o
            "dependency of nbdiffuse) is not installed where the matrix runs: pipe(prompt=...) raises NameError for any prompt")
 NOT_BUILT = {"PRXPipeline": NO_FTFY, "PRXPixelPipeline": NO_FTFY} | {name: NOT_YET for name in """
 BriaFibo2Pipeline BriaFiboPipeline
-ErnieImagePipeline
+
 GlmImagePipeline
 HunyuanImagePipeline HunyuanImageRefinerPipeline Ideogram4Pipeline
-Krea2Pipeline NucleusMoEImagePipeline
+NucleusMoEImagePipeline
 """.split()}
 UNLISTED = "unlisted"  # a class in no list: test_zoo_table fails until it is built, refused or listed
 
