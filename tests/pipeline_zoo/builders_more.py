@@ -416,3 +416,34 @@ def ernie_image():
     text_encoder = Mistral3Model(_mistral3_config(tokenizer, layers=2)).eval()
     return _quiet(ErnieImagePipeline(transformer=transformer, vae=_flux2_vae(), text_encoder=text_encoder,
                                      tokenizer=tokenizer, scheduler=FlowMatchEulerDiscreteScheduler()))
+
+
+def nucleus_moe():
+    """NucleusMoEImagePipeline: a Qwen 3-VL encoder (its 8th-last hidden state) prompted through a chat template, a
+    DiT (experts off) on 2 x 2-packed Qwen-Image VAE latents (kept packed: no previews)."""
+    from diffusers import (AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, NucleusMoEImagePipeline,
+                           NucleusMoEImageTransformer2DModel)
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    tokenizer = _chat_tokenizer(max_length=1024)
+    tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL})
+    torch.manual_seed(0)
+    transformer = NucleusMoEImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=1,
+                                                    attention_head_dim=16, num_attention_heads=2,
+                                                    joint_attention_dim=16, axes_dims_rope=(8, 4, 4),
+                                                    moe_enabled=False, capacity_factors=[8.0]).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
+                                 temperal_downsample=[False, True], latents_mean=[0.0] * 4,
+                                 latents_std=[1.0] * 4).eval()
+    config = Qwen3VLConfig(text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 8,
+                                        "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 8,
+                                        "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+                                        "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default",
+                                                         "type": "default"}},
+                           vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2,
+                                          "out_hidden_size": 16})
+    torch.manual_seed(0)
+    encoder = Qwen3VLForConditionalGeneration(config).eval()
+    return _quiet(NucleusMoEImagePipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(),
+                                          vae=vae, text_encoder=encoder, processor=_text_processor(tokenizer)))

@@ -52,7 +52,7 @@ BriaFibo2Pipeline BriaFiboPipeline
 
 GlmImagePipeline
 HunyuanImagePipeline HunyuanImageRefinerPipeline Ideogram4Pipeline
-NucleusMoEImagePipeline
+
 """.split()}
 UNLISTED = "unlisted"  # a class in no list: test_zoo_table fails until it is built, refused or listed
 
