@@ -447,3 +447,36 @@ def nucleus_moe():
     encoder = Qwen3VLForConditionalGeneration(config).eval()
     return _quiet(NucleusMoEImagePipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(),
                                           vae=vae, text_encoder=encoder, processor=_text_processor(tokenizer)))
+
+
+def _wan22_vae():
+    """A Wan 2.2-style AutoencoderKLWan (2 x 2 patches, 16x down), the smallest widths that build."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    return AutoencoderKLWan(base_dim=8, decoder_base_dim=8, num_res_blocks=1, out_channels=12, patch_size=2,
+                            scale_factor_spatial=16, scale_factor_temporal=4, temperal_downsample=[False, True, True],
+                            z_dim=16, is_residual=True, in_channels=12).eval()
+
+
+def bria_fibo():
+    """BriaFiboPipeline: a SmolLM3 encoder (its last two hidden states, and every layer's for the DiT), latents of
+    a Wan 2.2 VAE (16x down) packed one position a token (its _unpack_latents takes 2 x 2 patches, which they are
+    not: nbdiffuse keeps them packed, without previews). Its vocabulary is SmolLM3's own: the pipeline encodes an empty
+    prompt as the id 128000."""
+    from diffusers import BriaFiboPipeline, FlowMatchEulerDiscreteScheduler
+    from diffusers.models.transformers.transformer_bria_fibo import BriaFiboTransformer2DModel
+    from transformers.models.smollm3.modeling_smollm3 import SmolLM3Config, SmolLM3ForCausalLM
+
+    tokenizer = testing.tiny_t5_tokenizer(max_length=512)
+    torch.manual_seed(0)
+    transformer = BriaFiboTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                             attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                             text_encoder_dim=16, pooled_projection_dim=None,
+                                             axes_dims_rope=[0, 4, 4]).eval()
+    torch.manual_seed(0)
+    encoder = SmolLM3ForCausalLM(SmolLM3Config(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                               num_attention_heads=2, num_key_value_heads=1,
+                                               pad_token_id=tokenizer.pad_token_id)).eval()
+    return _quiet(BriaFiboPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(),
+                                   vae=_wan22_vae(), text_encoder=encoder, tokenizer=tokenizer))
