@@ -480,3 +480,40 @@ def bria_fibo():
                                                pad_token_id=tokenizer.pad_token_id)).eval()
     return _quiet(BriaFiboPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(),
                                    vae=_wan22_vae(), text_encoder=encoder, tokenizer=tokenizer))
+
+
+def _qwen3vl_encoder(tokenizer, layers: int):
+    """A Qwen 3-VL model (text and vision towers, hidden size 16) with random weights."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    config = Qwen3VLConfig(text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": layers,
+                                        "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 8,
+                                        "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+                                        "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default",
+                                                         "type": "default"}},
+                           vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2,
+                                          "out_hidden_size": 16},
+                           image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+                           video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+                           vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+                           vision_end_token_id=tokenizer.convert_tokens_to_ids("<|vision_end|>"))
+    torch.manual_seed(0)
+    return Qwen3VLForConditionalGeneration(config).eval()
+
+
+def bria_fibo2():
+    """BriaFibo2Pipeline: a Qwen 3-VL encoder (36 layers: it reads six bundles of three up to layer 35), a DiT with
+    gist tokens on Flux 2 VAE latents, batch-normed the Flux 2 way (a VAE without scaling_factor: no previews)."""
+    from diffusers import BriaFibo2Pipeline, BriaFibo2Transformer2DModel, FlowMatchEulerDiscreteScheduler
+
+    tokenizer = _chat_tokenizer(max_length=4096)
+    tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL})
+    torch.manual_seed(0)
+    transformer = BriaFibo2Transformer2DModel(in_channels=4, patch_size=2, dim=32, n_layers=1, n_refiner_layers=1,
+                                              n_heads=2, cap_feat_dim=48, injection_layer_ids=(0,),
+                                              perceiver_num_layers=1, min_num_gist_tokens=4, max_num_gist_tokens=8,
+                                              gist_step=4, gist_min_text_len=4, gist_max_text_len=16,
+                                              axes_dims=(4, 6, 6), axes_lens=(16, 16, 16)).eval()
+    return _quiet(BriaFibo2Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=_flux2_vae(),
+                                    text_encoder=_qwen3vl_encoder(tokenizer, 36),
+                                    processor=_text_processor(tokenizer)))

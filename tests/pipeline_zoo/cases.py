@@ -90,5 +90,6 @@ CASES = [
     Case("ErnieImagePipeline", builders_more.ernie_image, guidance=4.0, previews=False),  # patchified
     Case("NucleusMoEImagePipeline", builders_more.nucleus_moe, previews=False),
     Case("BriaFiboPipeline", builders_more.bria_fibo, guidance=5.0, previews=False),
+    Case("BriaFibo2Pipeline", builders_more.bria_fibo2, guidance=5.0, previews=False),
     Case("AltDiffusionImg2ImgPipeline", builders_more.alt_diffusion_img2img, size=(16, 16), guidance=7.5, image=True),
 ]

@@ -48,7 +48,7 @@ NOT_YET = "a picture pipeline the matrix has no tiny builder for yet"
 NO_FTFY = ("its prompt cleaning calls ftfy.fix_text unconditionally, and ftfy (optional for diffusers, not a "
            "dependency of nbdiffuse) is not installed where the matrix runs: pipe(prompt=...) raises NameError for any prompt")
 NOT_BUILT = {"PRXPipeline": NO_FTFY, "PRXPixelPipeline": NO_FTFY} | {name: NOT_YET for name in """
-BriaFibo2Pipeline
+
 
 GlmImagePipeline
 HunyuanImagePipeline HunyuanImageRefinerPipeline Ideogram4Pipeline
