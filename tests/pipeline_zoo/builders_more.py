@@ -517,3 +517,32 @@ def bria_fibo2():
     return _quiet(BriaFibo2Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=_flux2_vae(),
                                     text_encoder=_qwen3vl_encoder(tokenizer, 36),
                                     processor=_text_processor(tokenizer)))
+
+
+def ideogram4():
+    """Ideogram4Pipeline: a Qwen 3-VL text model (13 layers tapped up to 35), a conditional and an unconditional
+    DiT on 2 x 2-patchified, batch-normed Flux 2 VAE latents. A run with guidance_scale needs
+    guidance_schedule=None (its default, a 48-step schedule, refuses both)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, Ideogram4Pipeline, Ideogram4Transformer2DModel
+    from diffusers.pipelines.ideogram4.pipeline_ideogram4 import QWEN3_VL_ACTIVATION_LAYERS
+    from transformers import Qwen3VLConfig, Qwen3VLModel
+
+    tokenizer = _chat_tokenizer(max_length=2048)
+    parts = dict(in_channels=16, num_layers=1, attention_head_dim=8, num_attention_heads=2, intermediate_size=32,
+                 adaln_dim=16, llm_features_dim=len(QWEN3_VL_ACTIVATION_LAYERS) * 8, rope_theta=10_000,
+                 mrope_section=(2, 1, 1), norm_eps=1e-5)
+    torch.manual_seed(0)
+    transformer = Ideogram4Transformer2DModel(**parts).eval()
+    torch.manual_seed(1)
+    unconditional = Ideogram4Transformer2DModel(**parts).eval()
+    config = Qwen3VLConfig(text_config={"hidden_size": 8, "num_hidden_layers": max(QWEN3_VL_ACTIVATION_LAYERS) + 1,
+                                        "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 16,
+                                        "head_dim": 8, "vocab_size": len(tokenizer), "max_position_embeddings": 256,
+                                        "pad_token_id": tokenizer.pad_token_id},
+                           vision_config={"hidden_size": 8, "depth": 1, "num_heads": 2, "intermediate_size": 16,
+                                          "out_hidden_size": 8, "patch_size": 14})
+    torch.manual_seed(0)
+    encoder = Qwen3VLModel(config).eval()
+    return _quiet(Ideogram4Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=_flux2_vae(), text_encoder=encoder,
+                                    tokenizer=tokenizer, transformer=transformer,
+                                    unconditional_transformer=unconditional))

@@ -29,6 +29,7 @@ class Case:
     image: bool = False  # image to image: a start picture and strength 0.6
     previews: bool = True  # False: its latents have no picture form here (no decoder, or packed)
     xfail: dict[str, str] = field(default_factory=dict)  # check -> "#21 X: why"
+    pipe_kwargs: dict = field(default_factory=dict)  # the pipeline's own keywords a run needs, in every check
 
     @property
     def id(self) -> str:
@@ -91,5 +92,7 @@ CASES = [
     Case("NucleusMoEImagePipeline", builders_more.nucleus_moe, previews=False),
     Case("BriaFiboPipeline", builders_more.bria_fibo, guidance=5.0, previews=False),
     Case("BriaFibo2Pipeline", builders_more.bria_fibo2, guidance=5.0, previews=False),
+    # its default guidance_schedule (48 steps) refuses guidance_scale and any other step count
+    Case("Ideogram4Pipeline", builders_more.ideogram4, previews=False, pipe_kwargs={"guidance_schedule": None}),
     Case("AltDiffusionImg2ImgPipeline", builders_more.alt_diffusion_img2img, size=(16, 16), guidance=7.5, image=True),
 ]

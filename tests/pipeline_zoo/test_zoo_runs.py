@@ -49,6 +49,7 @@ def reference_run(case, pipe, **extra) -> tuple[torch.Tensor, int]:
     kwargs = dict(prompt=PROMPT, num_inference_steps=STEPS, generator=torch.Generator("cpu").manual_seed(SEED),
                   output_type="latent", height=h, width=w, guidance_scale=case.guidance, callback_on_step_end=count,
                   use_resolution_binning=False, **picture_args(case))
+    kwargs.update(case.pipe_kwargs)
     kwargs.update(extra)
     out = pipe(**{key: value for key, value in kwargs.items() if key in accepted})  # img2img: the picture's size
     latents = out.images if hasattr(out, "images") else out[0]
@@ -71,7 +72,7 @@ def built(case):
         try:
             h, w = case.size
             traj = nbd.trace(pipe, PROMPT, steps=STEPS, guidance=case.guidance, seed=SEED, height=h, width=w,
-                             **picture_args(case))
+                             pipe_kwargs=case.pipe_kwargs or None, **picture_args(case))
         except Exception as exc:  # noqa: BLE001  (each check reports it)
             traj = exc
         _built[case.cls] = (pipe, traj)
@@ -156,6 +157,8 @@ def test_a_full_explorer_run_on_the_pipelines_own_sampler(case, open_explorer):
     if case.image:  # the start picture and strength as the widget takes them; the size asked (without it a
         ex.start_from(start_picture(case), STRENGTH)  # picture runs at its own size or the pipeline's usual one)
         ex.generate(height=h, width=w)
+    elif case.pipe_kwargs:  # the pipeline's own keywords go with Generate (the API's; the widget has no control)
+        ex.generate(pipe_kwargs=case.pipe_kwargs)
     else:
         fe.click("generate")
     assert ex.wait(120)
