@@ -546,3 +546,33 @@ def ideogram4():
     return _quiet(Ideogram4Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=_flux2_vae(), text_encoder=encoder,
                                     tokenizer=tokenizer, transformer=transformer,
                                     unconditional_transformer=unconditional))
+
+
+def hunyuan_image():
+    """HunyuanImagePipeline (2.1): a Qwen 2.5-VL and a ByT5 (glyph) encoder, a DiT guided by its own guiders
+    (AdaptiveProjectedMixGuidance: no guidance_scale in its __call__), its own 8x VAE."""
+    from diffusers import (AdaptiveProjectedMixGuidance, AutoencoderKLHunyuanImage, FlowMatchEulerDiscreteScheduler,
+                           HunyuanImagePipeline, HunyuanImageTransformer2DModel)
+    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
+
+    tokenizer = testing.tiny_t5_tokenizer(max_length=2048)
+    byt5 = ByT5Tokenizer()
+    torch.manual_seed(0)
+    transformer = HunyuanImageTransformer2DModel(in_channels=4, out_channels=4, num_attention_heads=2,
+                                                 attention_head_dim=8, num_layers=1, num_single_layers=1,
+                                                 num_refiner_layers=1, patch_size=(1, 1), guidance_embeds=False,
+                                                 text_embed_dim=32, text_embed_2_dim=32, rope_axes_dim=(4, 4)).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKLHunyuanImage(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32,) * 4,
+                                    layers_per_block=1, scaling_factor=0.476986, spatial_compression_ratio=8,
+                                    sample_size=32).eval()
+    torch.manual_seed(0)
+    glyph = T5EncoderModel(T5Config(d_model=32, d_kv=4, d_ff=16, num_layers=1, num_heads=2,
+                                    relative_attention_num_buckets=8, relative_attention_max_distance=32,
+                                    vocab_size=len(byt5), feed_forward_proj="gated-gelu", dense_act_fn="gelu_new",
+                                    is_encoder_decoder=False, use_cache=False, tie_word_embeddings=False)).eval()
+    return _quiet(HunyuanImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), vae=vae, text_encoder=_qwen25_vl(tokenizer),
+        tokenizer=tokenizer, text_encoder_2=glyph, tokenizer_2=byt5, transformer=transformer,
+        guider=AdaptiveProjectedMixGuidance(adaptive_projected_guidance_start_step=2),
+        ocr_guider=AdaptiveProjectedMixGuidance(adaptive_projected_guidance_start_step=3)))

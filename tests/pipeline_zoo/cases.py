@@ -94,5 +94,6 @@ CASES = [
     Case("BriaFibo2Pipeline", builders_more.bria_fibo2, guidance=5.0, previews=False),
     # its default guidance_schedule (48 steps) refuses guidance_scale and any other step count
     Case("Ideogram4Pipeline", builders_more.ideogram4, previews=False, pipe_kwargs={"guidance_schedule": None}),
+    Case("HunyuanImagePipeline", builders_more.hunyuan_image),  # its guiders guide it: guidance is not its input
     Case("AltDiffusionImg2ImgPipeline", builders_more.alt_diffusion_img2img, size=(16, 16), guidance=7.5, image=True),
 ]

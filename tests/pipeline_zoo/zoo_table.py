@@ -51,7 +51,7 @@ NOT_BUILT = {"PRXPipeline": NO_FTFY, "PRXPixelPipeline": NO_FTFY} | {name: NOT_Y
 
 
 GlmImagePipeline
-HunyuanImagePipeline HunyuanImageRefinerPipeline
+HunyuanImageRefinerPipeline
 
 """.split()}
 UNLISTED = "unlisted"  # a class in no list: test_zoo_table fails until it is built, refused or listed
