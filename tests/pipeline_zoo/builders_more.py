@@ -576,3 +576,49 @@ def hunyuan_image():
         tokenizer=tokenizer, text_encoder_2=glyph, tokenizer_2=byt5, transformer=transformer,
         guider=AdaptiveProjectedMixGuidance(adaptive_projected_guidance_start_step=2),
         ocr_guider=AdaptiveProjectedMixGuidance(adaptive_projected_guidance_start_step=3)))
+
+
+GLM_SPECIAL = {"image_token": "<|image|>", "grid_bos_token": "<sop>", "grid_eos_token": "<eop>",
+               "bos_token": "<|dit_token_16384|>", "eos_token": "<|dit_token_16385|>"}
+
+
+def glm_image():
+    """GlmImagePipeline: an autoregressive GLM-Image model draws prior image tokens (a large and a small grid), then
+    a DiT denoises with them and a T5 (glyph) encoder; its processor is GlmImageProcessor over the tiny tokenizer
+    with the GLM-Image special tokens, and the image processor's PIL backend."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, GlmImagePipeline, GlmImageTransformer2DModel
+    from transformers import GlmImageConfig, GlmImageForConditionalGeneration, GlmImageProcessor
+    from transformers.models.glm_image.image_processing_pil_glm_image import GlmImageImageProcessorPil
+
+    t5 = testing.tiny_t5_tokenizer(max_length=512)
+    tokenizer = _chat_tokenizer(max_length=2048)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(GLM_SPECIAL.values())})
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in GLM_SPECIAL.items()}
+    for name, token in GLM_SPECIAL.items():
+        if name != "eos_token":
+            setattr(tokenizer, name, token)
+    processor = GlmImageProcessor(image_processor=GlmImageImageProcessorPil(), tokenizer=tokenizer, chat_template=CHAT)
+    config = GlmImageConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 32, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 512,
+                     "vision_vocab_size": 128, "rope_parameters": {"mrope_section": (4, 2, 2)},
+                     "pad_token_id": tokenizer.pad_token_id, "eos_token_id": ids["eos_token"]},
+        vision_config={"depth": 1, "hidden_size": 32, "num_heads": 2, "image_size": 32, "patch_size": 8,
+                       "intermediate_size": 32},
+        vq_config={"embed_dim": 32, "num_embeddings": 128, "latent_channels": 32},
+        image_token_id=ids["image_token"], image_start_token_id=ids["bos_token"], image_end_token_id=ids["eos_token"])
+    torch.manual_seed(0)
+    prior = GlmImageForConditionalGeneration(config).eval()
+    torch.manual_seed(0)
+    transformer = GlmImageTransformer2DModel(patch_size=2, in_channels=4, out_channels=4, num_layers=1,
+                                             attention_head_dim=8, num_attention_heads=2, text_embed_dim=32,
+                                             time_embed_dim=16, condition_dim=8,
+                                             prior_vq_quantizer_codebook_size=128).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(8,) * 4, in_channels=3, out_channels=3,
+                        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                        latent_channels=4, norm_num_groups=4, sample_size=32, latents_mean=[0.0] * 4,
+                        latents_std=[1.0] * 4).eval()
+    return _quiet(GlmImagePipeline(tokenizer=t5, processor=processor, text_encoder=testing._t5_encoder(t5, 32),
+                                   vision_language_encoder=prior, vae=vae, transformer=transformer,
+                                   scheduler=FlowMatchEulerDiscreteScheduler()))

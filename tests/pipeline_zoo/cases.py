@@ -3,7 +3,8 @@
 `kind` is what nbdiffuse makes of the class: "covered" (a family nbdiffuse drives itself: x0, what-if,
 branching) or "x_t only" (watched through callback_on_step_end). Every check runs the size as given
 (resolution binning off, in trace and in the reference pipe(...) call alike). `xfail` names a check that
-fails today with the reason (strict marks: a check that passes fails); none does since the #21 fixes.
+fails today with the reason (strict marks: a check that passes fails). `pipe_kwargs`: the pipeline's own
+keywords a run needs, passed in every check (trace, pipe(...) and the Explorer's Generate).
 """
 from __future__ import annotations
 
@@ -95,5 +96,6 @@ CASES = [
     # its default guidance_schedule (48 steps) refuses guidance_scale and any other step count
     Case("Ideogram4Pipeline", builders_more.ideogram4, previews=False, pipe_kwargs={"guidance_schedule": None}),
     Case("HunyuanImagePipeline", builders_more.hunyuan_image),  # its guiders guide it: guidance is not its input
+    Case("GlmImagePipeline", builders_more.glm_image, guidance=1.5),
     Case("AltDiffusionImg2ImgPipeline", builders_more.alt_diffusion_img2img, size=(16, 16), guidance=7.5, image=True),
 ]

@@ -3,8 +3,8 @@
 Each class is one of: "covered" (a family nbdiffuse drives: every view, what-if, branching),
 "x_t only" (watched through the step callback), both built and run by the matrix (cases.py); or
 "refused" (REFUSED: not a text-to-image or image-to-image picture pipeline, with the reason); or
-"not built" (NOT_BUILT: a picture pipeline the matrix has no tiny builder for yet). test_zoo_table.py
-fails when a class is in none of them, so the table stays complete as diffusers grows.
+"not built" (NOT_BUILT: a picture pipeline the matrix has no tiny builder for, with what stands in the
+way). test_zoo_table.py fails when a class is in none of them, so the table stays complete as diffusers grows.
 
 `python tests/pipeline_zoo/zoo_table.py` prints the README's table; `--write` puts it into README.md.
 """
@@ -42,18 +42,15 @@ REFUSED = [
 ]
 
 
-# Picture pipelines the matrix has no tiny builder for yet (each is a text-to-image or image-to-image class),
-# with what stands in the way where someone has looked (NOT_YET where no one has yet).
-NOT_YET = "a picture pipeline the matrix has no tiny builder for yet"
+# Picture pipelines the matrix has no tiny builder for (each is a text-to-image or image-to-image class): class ->
+# what stands in the way ("a picture pipeline the matrix has no tiny builder for yet" where no one has looked).
 NO_FTFY = ("its prompt cleaning calls ftfy.fix_text unconditionally, and ftfy (optional for diffusers, not a "
-           "dependency of nbdiffuse) is not installed where the matrix runs: pipe(prompt=...) raises NameError for any prompt")
-NOT_BUILT = {"PRXPipeline": NO_FTFY, "PRXPixelPipeline": NO_FTFY} | {name: NOT_YET for name in """
-
-
-GlmImagePipeline
-HunyuanImageRefinerPipeline
-
-""".split()}
+           "dependency of nbdiffuse) is not installed where the matrix runs: pipe(prompt=...) raises NameError for "
+           "any prompt")
+REFINER = ("a refiner: its picture is a condition (noised a fixed 25% and joined to the latents), its __call__ "
+           "takes no strength and needs the picture: nbdiffuse passes image= only to a __call__ that takes image and "
+           "strength (and pipe_kwargs cannot carry image), so every run fails without one")
+NOT_BUILT = {"PRXPipeline": NO_FTFY, "PRXPixelPipeline": NO_FTFY, "HunyuanImageRefinerPipeline": REFINER}
 UNLISTED = "unlisted"  # a class in no list: test_zoo_table fails until it is built, refused or listed
 
 
