@@ -13,6 +13,7 @@ from typing import Callable
 
 import builders
 import builders_more
+import builders_more2
 
 CHECKS = ("parity", "views", "files", "explorer")
 
@@ -90,12 +91,12 @@ CASES = [
     Case("OvisImagePipeline", builders_more.ovis_image, guidance=5.0),
     Case("Krea2Pipeline", builders_more.krea2, guidance=3.0, previews=False),
     Case("ErnieImagePipeline", builders_more.ernie_image, guidance=4.0, previews=False),  # patchified
-    Case("NucleusMoEImagePipeline", builders_more.nucleus_moe, previews=False),
-    Case("BriaFiboPipeline", builders_more.bria_fibo, guidance=5.0, previews=False),
-    Case("BriaFibo2Pipeline", builders_more.bria_fibo2, guidance=5.0, previews=False),
+    Case("NucleusMoEImagePipeline", builders_more2.nucleus_moe, previews=False),
+    Case("BriaFiboPipeline", builders_more2.bria_fibo, guidance=5.0, previews=False),
+    Case("BriaFibo2Pipeline", builders_more2.bria_fibo2, guidance=5.0, previews=False),
     # its default guidance_schedule (48 steps) refuses guidance_scale and any other step count
-    Case("Ideogram4Pipeline", builders_more.ideogram4, previews=False, pipe_kwargs={"guidance_schedule": None}),
-    Case("HunyuanImagePipeline", builders_more.hunyuan_image),  # its guiders guide it: guidance is not its input
-    Case("GlmImagePipeline", builders_more.glm_image, guidance=1.5),
+    Case("Ideogram4Pipeline", builders_more2.ideogram4, previews=False, pipe_kwargs={"guidance_schedule": None}),
+    Case("HunyuanImagePipeline", builders_more2.hunyuan_image),  # its guiders guide it: guidance is not its input
+    Case("GlmImagePipeline", builders_more2.glm_image, guidance=1.5),
     Case("AltDiffusionImg2ImgPipeline", builders_more.alt_diffusion_img2img, size=(16, 16), guidance=7.5, image=True),
 ]
