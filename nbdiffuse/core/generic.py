@@ -156,12 +156,12 @@ class GenericRun(Run):
         config = getattr(vae, "config", None)
         if latents.ndim != 4 or config is None:
             return None
-        if getattr(config, "scaling_factor", None) is None:
-            return f"its VAE ({type(vae).__name__}) has no scaling_factor: the pipeline decodes its latents its own way"
         channels = getattr(config, "latent_channels", None)
         if channels is not None and int(channels) != int(latents.shape[1]):
             return (f"its latents have {latents.shape[1]} channels and its VAE takes {channels} (the pipeline "
                     "changes them before decoding)")
+        if getattr(config, "scaling_factor", None) is None:
+            return f"its VAE ({type(vae).__name__}) has no scaling_factor: the pipeline decodes its latents its own way"
         return None
 
     def _record_output(self, traj: Trajectory) -> None:
