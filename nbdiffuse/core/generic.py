@@ -149,6 +149,21 @@ class GenericRun(Run):
                                           "resolution binning or rounding)")
             traj.params["height"], traj.params["width"] = height, width
 
+    def _undrawable(self, latents: torch.Tensor) -> str | None:
+        """Why (B, C, h, w) latents are not what the pipeline's VAE decodes as latents / scaling_factor (+ shift),
+        nbdiffuse's way (Flux 2 style pipelines batch-norm patchified latents), or None."""
+        vae = getattr(self.pipe, "vae", None)
+        config = getattr(vae, "config", None)
+        if latents.ndim != 4 or config is None:
+            return None
+        channels = getattr(config, "latent_channels", None)
+        if channels is not None and int(channels) != int(latents.shape[1]):
+            return (f"its latents have {latents.shape[1]} channels and its VAE takes {channels} (the pipeline "
+                    "changes them before decoding)")
+        if getattr(config, "scaling_factor", None) is None:
+            return f"its VAE ({type(vae).__name__}) has no scaling_factor: the pipeline decodes its latents its own way"
+        return None
+
     def _record_output(self, traj: Trajectory) -> None:
         """Where what pipe(...) returns is not its last step's latents (SanaSprintPipeline divides them
         by sigma_data after its loop), the last step records what it returned, and a notice says so."""
@@ -221,7 +236,10 @@ class GenericRun(Run):
                 return tensors  # stopped (a pipeline without interrupt runs on: not recorded), or mid-Heun
             latents = self._unpack(tensors["latents"])
             if state["k"] == 0:  # (C, h, w) per step, or packed in a layout nbdiffuse cannot know
-                traj.params["capabilities"]["previews"] = latents.ndim == 4 and has_decoder(pipe)  # pipe_decoder
+                why = self._undrawable(latents)  # a VAE that decodes them another way than nbdiffuse's
+                traj.params["capabilities"]["previews"] = latents.ndim == 4 and has_decoder(pipe) and why is None
+                if why is not None:
+                    traj.params["notices"].append(f"{type(pipe).__name__}: {why}: no previews")
                 if tensors["latents"].ndim == 4:  # packed ones were unpacked at the size asked: they ran at it
                     self._ran_at(traj, latents)  # (BriaPipeline's vae_scale_factor counts its packing too)
                 if latents.ndim != 4:

@@ -123,7 +123,8 @@ class Trajectory:
         if view == "x0" and step.pred_x0 is None:
             self._refuse("x0")
         if not self.capabilities["previews"]:
-            how = ("has no decoder (no vae, movq or vqgan)" if step.latents.ndim == 3 else
+            how = ("has no decoder for them (no vae, movq or vqgan, or a VAE for other channels)"
+                   if step.latents.ndim == 3 else
                    "packs them in a layout nbdiffuse cannot know (no (C, h, w) form)")
             raise ValueError(f"this run's latents have shape {tuple(step.latents.shape)} and "
                              f"{self.params.get('pipeline')} {how}, so it has no previews; its steps are "
@@ -231,7 +232,10 @@ class Trajectory:
         """Attach the pipeline that made this run (a loaded trajectory can then decode with its VAE)."""
         check_family(self.params, pipe, "decode it with its VAE")  # core/model_identity.py
         family = adapter_for(pipe)
-        channels = int(self.initial_latents.shape[1]) if self.initial_latents.ndim >= 2 else None
+        # (B, C, h, w) latents a run decodes: C is the VAE's latent channels. A run without previews decodes
+        # nothing (packed latents (B, tokens, features), or patchified ones its VAE does not take).
+        decodes = self.initial_latents.ndim == 4 and self.capabilities["previews"]
+        channels = int(self.initial_latents.shape[1]) if decodes else None
         if channels is not None and family.latent_channels is not None and family.latent_channels != channels:
             raise ValueError(f"pipe has {family.latent_channels} latent channels but this trajectory has {channels}")
         self.pipe = pipe

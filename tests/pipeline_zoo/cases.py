@@ -3,7 +3,8 @@
 `kind` is what nbdiffuse makes of the class: "covered" (a family nbdiffuse drives itself: x0, what-if,
 branching) or "x_t only" (watched through callback_on_step_end). Every check runs the size as given
 (resolution binning off, in trace and in the reference pipe(...) call alike). `xfail` names a check that
-fails today with the reason (strict marks: a check that passes fails); none does since the #21 fixes.
+fails today with the reason (strict marks: a check that passes fails). `pipe_kwargs`: the pipeline's own
+keywords a run needs, passed in every check (trace, pipe(...) and the Explorer's Generate).
 """
 from __future__ import annotations
 
@@ -11,8 +12,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import builders
+import builders_more
+import builders_more2
 
 CHECKS = ("parity", "views", "files", "explorer")
+
+KLEIN = ("#21 K: parity: output_type='latent' returns the VAE's latents (unpacked, batch-norm undone, unpatchified: "
+         "4 x 16 x 16), not its last step's packed tokens (64 x 16), which nbdiffuse records")
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,7 @@ class Case:
     image: bool = False  # image to image: a start picture and strength 0.6
     previews: bool = True  # False: its latents have no picture form here (no decoder, or packed)
     xfail: dict[str, str] = field(default_factory=dict)  # check -> "#21 X: why"
+    pipe_kwargs: dict = field(default_factory=dict)  # the pipeline's own keywords a run needs, in every check
 
     @property
     def id(self) -> str:
@@ -70,4 +77,26 @@ CASES = [
     Case("ChromaImg2ImgPipeline", builders.chroma_img2img, guidance=5.0, image=True),
     Case("QwenImageImg2ImgPipeline", builders.qwenimage_img2img, image=True, previews=False),
     Case("SanaSprintImg2ImgPipeline", builders.sana_sprint_img2img, guidance=4.5, image=True),
+    Case("Flux2Pipeline", builders_more.flux2, previews=False),
+    Case("Flux2KleinPipeline", builders_more.flux2_klein, previews=False, xfail={"parity": KLEIN}),
+    Case("Flux2KleinKVPipeline", builders_more.flux2_klein_kv, previews=False, xfail={"parity": KLEIN}),
+    Case("HunyuanDiTPAGPipeline", builders_more.hunyuan_dit_pag, guidance=5.0),
+    Case("AltDiffusionPipeline", builders_more.alt_diffusion, size=(16, 16), guidance=7.5),
+    Case("HiDreamImagePipeline", builders_more.hidream, guidance=5.0),
+    Case("Kandinsky5T2IPipeline", builders_more.kandinsky5_t2i, guidance=3.5, previews=False),
+    Case("Cosmos2TextToImagePipeline", builders_more.cosmos2_t2i, guidance=7.0, previews=False,
+         xfail={"parity": "#21 C: parity: output_type='latent' drops the frame axis (latents[:, :, 0], C x h x w); "
+                          "nbdiffuse records the steps as its loop has them (C x 1 x h x w), the same numbers"}),
+    Case("QwenImage21Pipeline", builders_more.qwenimage21, previews=False),  # its _unpack_latents: 5-D
+    Case("OvisImagePipeline", builders_more.ovis_image, guidance=5.0),
+    Case("Krea2Pipeline", builders_more.krea2, guidance=3.0, previews=False),
+    Case("ErnieImagePipeline", builders_more.ernie_image, guidance=4.0, previews=False),  # patchified
+    Case("NucleusMoEImagePipeline", builders_more2.nucleus_moe, previews=False),
+    Case("BriaFiboPipeline", builders_more2.bria_fibo, guidance=5.0, previews=False),
+    Case("BriaFibo2Pipeline", builders_more2.bria_fibo2, guidance=5.0, previews=False),
+    # its default guidance_schedule (48 steps) refuses guidance_scale and any other step count
+    Case("Ideogram4Pipeline", builders_more2.ideogram4, previews=False, pipe_kwargs={"guidance_schedule": None}),
+    Case("HunyuanImagePipeline", builders_more2.hunyuan_image),  # its guiders guide it: guidance is not its input
+    Case("GlmImagePipeline", builders_more2.glm_image, guidance=1.5),
+    Case("AltDiffusionImg2ImgPipeline", builders_more.alt_diffusion_img2img, size=(16, 16), guidance=7.5, image=True),
 ]

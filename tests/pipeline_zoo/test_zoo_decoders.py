@@ -67,3 +67,25 @@ def test_a_pipeline_without_a_decoder_says_so():
     with pytest.raises(ValueError, match="StableCascadePriorPipeline has no decoder"):
         decoder_of(pipe)
     assert nbd.load_pipeline(pipe) is pipe  # accepted: x_t only, without previews
+
+
+@pytest.mark.parametrize("name, why", [
+    ("ErnieImagePipeline", "its latents have 16 channels and its VAE takes 4"),  # patchified 2 x 2
+    ("BriaFibo2Pipeline", "its VAE (AutoencoderKLFlux2) has no scaling_factor"),  # batch-normed the Flux 2 way
+])
+def test_latents_the_vae_does_not_decode_as_they_are_have_no_previews_and_say_why(name, why, tmp_path):
+    """(B, C, h, w) latents that are not what the VAE decodes as latents / scaling_factor: no frames (drawing them
+    failed the run at its first step), a notice, and the saved run still attaches to its pipeline."""
+    pipe, traj = built(case_of(name))
+    assert traj.final_latents.ndim == 3 and traj.capabilities["previews"] is False
+    assert any(why in notice for notice in traj.params["notices"])
+    traj.save(tmp_path / "run.nbd")
+    assert nbd.Trajectory.load(tmp_path / "run.nbd").attach(pipe).pipe is pipe
+
+
+def test_a_packed_run_attaches_to_its_pipeline(tmp_path):
+    """Flux2Pipeline's steps are packed tokens (64 x 16): their 64 is no count of the VAE's latent channels."""
+    pipe, traj = built(case_of("Flux2Pipeline"))
+    assert traj.initial_latents.ndim == 3 and pipe.vae.config.latent_channels != traj.initial_latents.shape[1]
+    traj.save(tmp_path / "run.nbd")
+    assert nbd.Trajectory.load(tmp_path / "run.nbd").attach(pipe).pipe is pipe

@@ -23,7 +23,8 @@ def test_the_lists_name_real_classes_that_take_the_callback_once():
     names = set(zoo_table.callback_pipelines())
     built = [case.cls for case in CASES]
     assert set(built) <= names and len(set(built)) == len(built)
-    assert zoo_table.NOT_BUILT <= names and not zoo_table.NOT_BUILT & set(built)
+    assert set(zoo_table.NOT_BUILT) <= names and not set(zoo_table.NOT_BUILT) & set(built)
+    assert all(zoo_table.NOT_BUILT.values())  # each with its reason
     assert not [name for name in zoo_table.NOT_BUILT if zoo_table.refusal(name)]
 
 
