@@ -165,8 +165,13 @@ class GenericRun(Run):
         return None
 
     def _record_output(self, traj: Trajectory) -> None:
-        """Where what pipe(...) returns is not its last step's latents (SanaSprintPipeline divides them
-        by sigma_data after its loop), the last step records what it returned, and a notice says so."""
+        """Record what pipe(...) returned where it is not its last step's latents, and say so in a notice:
+        - the same shape, other numbers (SanaSprintPipeline divides them by sigma_data after its loop): the last
+          step records what it returned;
+        - the same numbers in another shape (Cosmos2TextToImagePipeline drops the frame axis): the steps stay as
+          the loop had them, params["output_shape"] the shape it returned (traj.output_latents gives them so);
+        - another shape and other numbers (Flux2KleinPipeline returns its VAE's latents, not its packed tokens):
+          traj.output holds what it returned, and the steps stay as its loop had them."""
         output = getattr(self, "output", None)
         out = getattr(output, "images", None)
         if out is None and isinstance(output, (tuple, list)) and output:
@@ -174,12 +179,26 @@ class GenericRun(Run):
         if not isinstance(out, torch.Tensor) or traj.stopped or len(traj) != self.steps or out.ndim < 3:
             return
         out = self._unpack(out[:1]).detach().to("cpu", copy=True)[0]
-        last = traj.steps[-1]
-        if out.shape != last.latents.shape or torch.equal(out.to(last.latents.dtype), last.latents):
+        last, name = traj.steps[-1], type(self.pipe).__name__
+        if out.shape == last.latents.shape:
+            if torch.equal(out.to(last.latents.dtype), last.latents):
+                return
+            traj.steps[-1] = dataclasses.replace(last, latents=out.to(last.latents.dtype), xt_scale=1.0)
+            traj.params["notices"].append(f"{name} returns other latents than its last step's (it changes them "
+                                          "after its loop): the last step records what pipe(...) returned")
             return
-        traj.steps[-1] = dataclasses.replace(last, latents=out.to(last.latents.dtype), xt_scale=1.0)
-        traj.params["notices"].append(f"{type(self.pipe).__name__} returns other latents than its last step's (it "
-                                      "changes them after its loop): the last step records what pipe(...) returned")
+        shapes = f"{tuple(out.shape)}, where its steps are {tuple(last.latents.shape)}"
+        if out.numel() == last.latents.numel() and out.dtype == last.latents.dtype and torch.equal(
+                out.reshape(last.latents.shape), last.latents):
+            traj.params["output_shape"] = [int(n) for n in out.shape]
+            traj.params["notices"].append(f"{name} returns its last step's latents in another shape ({shapes}): "
+                                          "the same numbers; traj.output_latents gives them in the shape it "
+                                          "returned them")
+            return
+        traj.output = out
+        traj.params["notices"].append(f"{name} returns other latents than its last step's, of another shape "
+                                      f"({shapes}; it changes them after its loop): traj.output holds what "
+                                      "pipe(...) returned")
 
     def _unpack(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) as is; packed latents through the pipeline's own _unpack_latents where it has one."""

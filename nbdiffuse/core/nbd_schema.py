@@ -93,6 +93,8 @@ def check_meta(meta: Any, tensors: dict[str, torch.Tensor]) -> None:
     if meta.get("branched_at") is not None:
         _int("branched_at", meta["branched_at"], 0, max(len(records) - 1, 0))
     _check_tensors(tensors, records, params)
+    if params.get("output_shape") is not None:
+        _check_output_shape(params["output_shape"], tensors["initial_latents"], "output" in tensors)
     if meta.get("approx") is not None:
         _check_approx(meta["approx"], tensors["initial_latents"])
     if meta.get("frames") is not None:
@@ -256,11 +258,14 @@ def _check_tensors(tensors: dict[str, torch.Tensor], records: list, params: dict
         if name == "control_image":
             _check_control_image(tensor, params)
             continue
+        if name == "output":
+            _check_output(tensor, params, shape, len(records))
+            continue
         match = _STEP_TENSOR.fullmatch(name)
         k = int(match.group(1)) if match else -1
         extra = match.group(3) if match else None
         if not match or k >= len(records) or (extra is not None and int(extra) >= extras[k]):
-            raise FieldError(f"tensor {show_value(name)}", "present", "a tensor a trajectory writes: initial_latents, "
+            raise FieldError(f"tensor {show_value(name)}", "present", "a tensor a trajectory writes: initial_latents, output, "
                              f"steps.<k>.latents / pred_x0 / eps_cond / eps_uncond / attention / extra.<j> for its "
                              f"{len(records)} steps, or frames.<k>.<view>")
         if match.group(2) == "attention":
@@ -268,6 +273,33 @@ def _check_tensors(tensors: dict[str, torch.Tensor], records: list, params: dict
         elif tensor.dtype not in _FLOATS or tuple(tensor.shape) != shape:
             raise FieldError(f"tensor {name}", f"{tensor.dtype} of shape {tuple(tensor.shape)}",
                              f"a floating-point tensor of shape {shape} (initial_latents without its batch row)")
+
+
+MAX_OUTPUT_RATIO = 64  # elements of a pipeline's output per element of its steps' latents (Klein's: 1)
+
+
+def _check_output(tensor: torch.Tensor, params: dict, shape: tuple | None, steps: int) -> None:
+    """What pipe(...) returned where it is not the last step's latents (Trajectory.output): a float tensor of
+    1 to 5 dimensions, at most MAX_OUTPUT_RATIO times the size of a step's latents, of a run that has steps."""
+    if shape is None or not steps:
+        raise FieldError("tensor output", "present", "absent: a run without steps returned nothing")
+    limit = MAX_OUTPUT_RATIO * math.prod(shape)
+    if tensor.dtype not in _FLOATS or not 1 <= tensor.ndim <= 5 or tensor.numel() > limit:
+        raise FieldError("tensor output", f"{tensor.dtype} of shape {tuple(tensor.shape)}",
+                         f"a floating-point tensor of 1 to 5 dimensions and at most {limit} elements (what the "
+                         "pipeline returned)")
+
+
+def _check_output_shape(value: Any, initial: torch.Tensor, has_output: bool) -> None:
+    """The shape pipe(...) returned its last step's latents in (Cosmos 2: without the frame axis): as many
+    elements as a step's latents, and only where the file holds no tensor output."""
+    dims = _list("params.output_shape", value, 5, at_least=1)
+    for k, n in enumerate(dims):
+        _int(f"params.output_shape[{k}]", n, 1, MAX_CONFIG_INT)
+    want = math.prod(initial.shape[1:]) if initial.ndim >= 2 else None
+    if has_output or want is None or math.prod(dims) != want:
+        raise FieldError("params.output_shape", value, f"a shape of {want} elements (a step's latents), in a "
+                         "file without a tensor output")
 
 
 def _check_control_image(tensor: torch.Tensor, params: dict) -> None:

@@ -48,6 +48,10 @@ class Trajectory:
     saved_frames: dict = field(default_factory=dict, repr=False, compare=False)
     # the control picture of a ControlNet run (params["control"]; core/controlnet.py), kept in .nbd files
     control_image: Image.Image | None = field(default=None, repr=False, compare=False)
+    # the latents pipe(...) returned where they are not its last step's latents in another shape (a watched run,
+    # core/generic.py: Flux 2 Klein returns its VAE's latents, not the packed tokens its loop denoises), kept in
+    # .nbd files; None where pipe(...) returned the last step's latents (see output_latents)
+    output: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -114,6 +118,16 @@ class Trajectory:
     @property
     def final_latents(self) -> torch.Tensor:
         return self.steps[-1].latents if self.steps else self.initial_latents[0]
+
+    @property
+    def output_latents(self) -> torch.Tensor:
+        """What the pipeline returned (output_type="latent", without its batch row): traj.output where it returned
+        other latents than its last step's, those in the shape it returned them where only the shape differs
+        (params["output_shape"]: Cosmos 2 drops the frame axis), else the last step's latents."""
+        if self.output is not None:
+            return self.output
+        shape = self.params.get("output_shape")
+        return self.final_latents.reshape(shape) if shape is not None else self.final_latents
 
     # --- views ----------------------------------------------------------------------
     def latents_for(self, k: int, view: str = "x0") -> torch.Tensor:

@@ -2,7 +2,10 @@
 
 Nothing here unpickles or runs code: safetensors holds raw tensors and the metadata is JSON.
 Version 2 adds the run's pictures (core/saved_frames.py): uint8 tensors of image bytes, named
-frames.<step>.<view>, and meta "frames". Version 1 files (no pictures) still load.
+frames.<step>.<view>, and meta "frames". Version 3 adds the tensor "output": what pipe(...) returned where
+it is not the last step's latents in any shape (Trajectory.output; a watched run, core/generic.py), and
+params "output_shape"; a file holds them only then, and is written as version 3 only then (version 2
+readers open the others). Version 1 files (no pictures) and version 2 files still load.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ if TYPE_CHECKING:  # Trajectory.save and .load call this module: it builds the c
     from .trajectory import Trajectory
 
 FORMAT = "nbdiffuse.trajectory"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _STEP_TENSORS = ("latents", "pred_x0", "eps_cond", "eps_uncond", "attention")
 _STEP_FIELDS = ("index", "timestep", "sigma", "guidance", "x0_coeff", "xt_scale", "seconds")
 _CONTROL_FIELDS = ("control_scale", "control_strength")  # ControlNet runs only; absent from older files
@@ -54,6 +57,8 @@ def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
                 tensors[f"steps.{step.index}.{name}"] = value.contiguous().clone()
         for j, extra in enumerate(step.extra_outputs):
             tensors[f"steps.{step.index}.extra.{j}"] = extra.contiguous().clone()
+    if traj.output is not None:  # what pipe(...) returned, of another shape than its last step's latents
+        tensors["output"] = traj.output.contiguous().clone()
     if traj.control_image is not None:  # a ControlNet run's picture: a branch of the loaded run needs it
         tensors["control_image"] = torch.from_numpy(np.array(traj.control_image.convert("RGB"), dtype=np.uint8))
     approx = traj.approx
@@ -71,7 +76,9 @@ def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
     if frames:
         frame_tensors, meta["frames"] = pack(frames_to_save(traj))
         tensors.update(frame_tensors)
-    data = save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(meta)})
+    # the oldest version that reads it: 3 only for a run that records what its pipeline returned
+    version = 3 if traj.output is not None or traj.params.get("output_shape") is not None else 2
+    data = save(tensors, metadata={"format": FORMAT, "format_version": str(version), "meta": json.dumps(meta)})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     # open(), not safetensors' save_file, which creates files readable by their owner alone (0600):
@@ -121,6 +128,7 @@ def load_trajectory(path: Any, cls: "type[Trajectory]") -> Trajectory:
         traj = cls(params=meta["params"], initial_latents=tensors["initial_latents"], steps=steps,
                           stopped=bool(meta["stopped"]), error=meta.get("error"), branched_at=meta.get("branched_at"),
                           approx=ApproxDecoder.from_dict(meta["approx"]) if meta.get("approx") else None)
+        traj.output = tensors.get("output")
         if "control_image" in tensors:
             traj.control_image = Image.fromarray(tensors["control_image"].numpy())
         size = (int(traj.params["width"]), int(traj.params["height"]))

@@ -188,3 +188,82 @@ def test_html_export_of_an_x_t_only_run(pag_pipe, tmp_path):
     traj.to_html(tmp_path / "run.html")
     page = (tmp_path / "run.html").read_text()
     assert '"xt": [' in page and '"x0": [' not in page and "parentElement.hidden = true" in page
+
+
+def changing_output(pipe, change):
+    """pipe as a pipeline whose pipe(...) returns change(latents) where its loop ended at latents (as Flux 2 Klein
+    returns its VAE's latents and Cosmos 2 drops the frame axis)."""
+    import copy
+    import dataclasses
+    import functools
+
+    base = type(pipe)
+
+    class Changed(base):
+        @functools.wraps(base.__call__)
+        def __call__(self, *args, **kwargs):
+            out = base.__call__(self, *args, **kwargs)
+            return dataclasses.replace(out, images=change(out.images))
+
+    other = copy.copy(pipe)
+    other.__class__ = Changed
+    return other
+
+
+def test_what_the_pipeline_returns_in_another_shape_is_recorded_and_kept(pag_pipe, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    def version(path):
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata()["format_version"]
+
+    plain = nbd.trace(pag_pipe, PROMPT, steps=2, guidance=3.0, seed=1)
+    assert plain.output is None and "output_shape" not in plain.params
+    assert torch.equal(plain.output_latents, plain.final_latents)
+    plain.save(tmp_path / "plain.nbd", frames=False)
+    assert version(tmp_path / "plain.nbd") == "2"  # nothing of version 3 in it: version 2 readers open it
+
+    # the same numbers in another shape: the steps as the loop had them, and the shape pipe(...) returned
+    flat = changing_output(pag_pipe, lambda latents: latents.flatten(2))
+    traj = nbd.trace(flat, PROMPT, steps=2, guidance=3.0, seed=1)
+    assert traj.output is None and traj.params["output_shape"] == [4, 64]
+    assert torch.equal(traj.final_latents, plain.final_latents) and traj.final_latents.shape == (4, 8, 8)
+    assert torch.equal(traj.output_latents, plain.final_latents.flatten(1))
+    assert any("returns its last step's latents in another shape ((4, 64), where its steps are (4, 8, 8)): the "
+               "same numbers" in notice for notice in traj.notices)
+    traj.save(tmp_path / "flat.nbd", frames=False)
+    back = nbd.Trajectory.load(tmp_path / "flat.nbd")
+    assert version(tmp_path / "flat.nbd") == "3" and torch.equal(back.output_latents, traj.output_latents)
+
+    # other numbers of another shape: traj.output holds them, the steps stay as the loop had them
+    other = changing_output(pag_pipe, lambda latents: latents.flatten(2) * 2)
+    traj = nbd.trace(other, PROMPT, steps=2, guidance=3.0, seed=1)
+    assert torch.equal(traj.final_latents, plain.final_latents) and "output_shape" not in traj.params
+    assert torch.equal(traj.output, plain.final_latents.flatten(1) * 2) and traj.output_latents is traj.output
+    assert any("traj.output holds what pipe(...) returned" in notice for notice in traj.notices)
+    traj.save(tmp_path / "other.nbd")
+    back = nbd.Trajectory.load(tmp_path / "other.nbd")
+    assert version(tmp_path / "other.nbd") == "3" and torch.equal(back.output, traj.output)
+    assert back.notices == traj.notices and back.has_saved_frames  # its steps' pictures as before
+
+    # a file's output and output_shape are checked as every field is
+    with safe_open(str(tmp_path / "other.nbd"), framework="pt") as handle:
+        header, tensors = dict(handle.metadata()), {key: handle.get_tensor(key) for key in handle.keys()}
+    meta = json.loads(header["meta"])
+    save_file({**tensors, "output": torch.zeros(4, 64, dtype=torch.int32)}, str(tmp_path / "int.nbd"), metadata=header)
+    with pytest.raises(nbd.TrajectoryFileError, match="field tensor output must be a floating-point tensor"):
+        nbd.Trajectory.load(tmp_path / "int.nbd")
+    meta["params"]["output_shape"] = [4, 63]
+    save_file({k: v for k, v in tensors.items() if k != "output"}, str(tmp_path / "shape.nbd"),
+              metadata={**header, "meta": json.dumps(meta)})
+    with pytest.raises(nbd.TrajectoryFileError, match="field params.output_shape must be a shape of 256 elements"):
+        nbd.Trajectory.load(tmp_path / "shape.nbd")
+
+    # a stopped run records no output (what pipe(...) returned is not the run's end)
+    control = nbd.RunControl()
+    stopped = nbd.trace(other, PROMPT, steps=2, guidance=3.0, seed=1, control=control,
+                        on_step=lambda tr, step: control.stop())
+    assert stopped.stopped and len(stopped) == 1 and stopped.output is None

@@ -17,9 +17,6 @@ import builders_more2
 
 CHECKS = ("parity", "views", "files", "explorer")
 
-KLEIN = ("#21 K: parity: output_type='latent' returns the VAE's latents (unpacked, batch-norm undone, unpatchified: "
-         "4 x 16 x 16), not its last step's packed tokens (64 x 16), which nbdiffuse records")
-
 
 @dataclass(frozen=True)
 class Case:
@@ -78,15 +75,16 @@ CASES = [
     Case("QwenImageImg2ImgPipeline", builders.qwenimage_img2img, image=True, previews=False),
     Case("SanaSprintImg2ImgPipeline", builders.sana_sprint_img2img, guidance=4.5, image=True),
     Case("Flux2Pipeline", builders_more.flux2, previews=False),
-    Case("Flux2KleinPipeline", builders_more.flux2_klein, previews=False, xfail={"parity": KLEIN}),
-    Case("Flux2KleinKVPipeline", builders_more.flux2_klein_kv, previews=False, xfail={"parity": KLEIN}),
+    # output_type='latent' returns its VAE's latents (4 x 16 x 16), not the packed tokens (64 x 16) its loop
+    # denoises: traj.output holds them (#21 K)
+    Case("Flux2KleinPipeline", builders_more.flux2_klein, previews=False),
+    Case("Flux2KleinKVPipeline", builders_more.flux2_klein_kv, previews=False),
     Case("HunyuanDiTPAGPipeline", builders_more.hunyuan_dit_pag, guidance=5.0),
     Case("AltDiffusionPipeline", builders_more.alt_diffusion, size=(16, 16), guidance=7.5),
     Case("HiDreamImagePipeline", builders_more.hidream, guidance=5.0),
     Case("Kandinsky5T2IPipeline", builders_more.kandinsky5_t2i, guidance=3.5, previews=False),
-    Case("Cosmos2TextToImagePipeline", builders_more.cosmos2_t2i, guidance=7.0, previews=False,
-         xfail={"parity": "#21 C: parity: output_type='latent' drops the frame axis (latents[:, :, 0], C x h x w); "
-                          "nbdiffuse records the steps as its loop has them (C x 1 x h x w), the same numbers"}),
+    # output_type='latent' drops the frame axis (C x h x w; its steps: C x 1 x h x w): the same numbers (#21 C)
+    Case("Cosmos2TextToImagePipeline", builders_more.cosmos2_t2i, guidance=7.0, previews=False),
     Case("QwenImage21Pipeline", builders_more.qwenimage21, previews=False),  # its _unpack_latents: 5-D
     Case("OvisImagePipeline", builders_more.ovis_image, guidance=5.0),
     Case("Krea2Pipeline", builders_more.krea2, guidance=3.0, previews=False),

@@ -104,7 +104,12 @@ def test_parity_with_the_pipeline(case):
     latents, ran = reference_run(case, pipe)
     assert len(traj) == ran == (STEPS if not case.image else len(traj)) and not traj.stopped
     assert ran == STEPS or case.image  # only image to image runs fewer steps (strength 0.6)
-    assert torch.equal(traj.final_latents, latents)
+    # what pipe(...) returned, as the trace recorded it (traj.output_latents: the last step's latents, or what the
+    # pipeline returned where it changes them after its loop, in the shape it returned them)
+    assert torch.equal(traj.output_latents, latents)
+    if traj.output is not None or "output_shape" in traj.params:  # and a notice says how it differs
+        assert any(f"{case.cls} returns" in notice and "pipe(...) returned" in notice or "the same numbers" in notice
+                   for notice in traj.notices)
 
 
 @pytest.mark.parametrize("case", _marked("views"))
@@ -138,6 +143,7 @@ def test_save_and_load(case, tmp_path):
     loaded = nbd.Trajectory.load(path)
     assert len(loaded) == len(traj) and loaded.has_saved_frames is case.previews
     assert all(torch.equal(a.latents, b.latents) for a, b in zip(loaded.steps, traj.steps))
+    assert torch.equal(loaded.output_latents, traj.output_latents)  # what the pipeline returned, kept
     if not case.previews:
         assert loaded.attach(pipe).capabilities["previews"] is False
         return
