@@ -14,6 +14,7 @@ from typing import Callable
 import builders
 import builders_more
 import builders_more2
+import builders_more3
 
 CHECKS = ("parity", "views", "files", "explorer")
 
@@ -96,5 +97,8 @@ CASES = [
     Case("Ideogram4Pipeline", builders_more2.ideogram4, previews=False, pipe_kwargs={"guidance_schedule": None}),
     Case("HunyuanImagePipeline", builders_more2.hunyuan_image),  # its guiders guide it: guidance is not its input
     Case("GlmImagePipeline", builders_more2.glm_image, guidance=1.5),
+    Case("PRXPipeline", builders_more3.prx),
+    # pixel space: its steps are the picture itself, and it has no VAE that nbdiffuse could draw them with
+    Case("PRXPixelPipeline", builders_more3.prx_pixel, size=(16, 16), previews=False),
     Case("AltDiffusionImg2ImgPipeline", builders_more.alt_diffusion_img2img, size=(16, 16), guidance=7.5, image=True),
 ]

@@ -79,3 +79,21 @@ def test_the_explorer_opens_on_an_image_to_image_class_and_asks_for_a_picture(op
     fe.click("generate")
     assert ex.wait(120)
     assert "is an image-to-image pipeline; pass image=" in fe.state["error"]
+
+
+def test_prx_default_sizes():
+    """PRXPipeline: `height = height or default_resolution` from its get_default_resolution(), in pixels (its
+    default_sample_size is no latent size); PRXPixelPipeline: its config's default_sample_size at a VAE factor of 1,
+    read without diffusers' deprecated attribute lookup of config entries."""
+    import warnings
+
+    from test_zoo_runs import PROMPT
+
+    pipe, _ = built(case_of("PRXPipeline"))
+    assert adapter_for(pipe).default_size() == (512, 512)
+    out = pipe(PROMPT, num_inference_steps=1, guidance_scale=1.0, output_type="latent", use_resolution_binning=False)
+    assert tuple(out.images.shape[-2:]) == (512 // pipe.vae_scale_factor,) * 2  # what pipe(...) makes given no size
+    pixel, _ = built(case_of("PRXPixelPipeline"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        assert adapter_for(pixel).default_size() == (1024, 1024) == (pixel.config.default_sample_size,) * 2

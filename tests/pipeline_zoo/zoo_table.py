@@ -44,13 +44,10 @@ REFUSED = [
 
 # Picture pipelines the matrix has no tiny builder for (each is a text-to-image or image-to-image class): class ->
 # what stands in the way ("a picture pipeline the matrix has no tiny builder for yet" where no one has looked).
-NO_FTFY = ("its prompt cleaning calls ftfy.fix_text unconditionally, and ftfy (optional for diffusers, not a "
-           "dependency of nbdiffuse) is not installed where the matrix runs: pipe(prompt=...) raises NameError for "
-           "any prompt")
 REFINER = ("a refiner: its picture is a condition (noised a fixed 25% and joined to the latents), its __call__ "
            "takes no strength and needs the picture: nbdiffuse passes image= only to a __call__ that takes image and "
            "strength (and pipe_kwargs cannot carry image), so every run fails without one")
-NOT_BUILT = {"PRXPipeline": NO_FTFY, "PRXPixelPipeline": NO_FTFY, "HunyuanImageRefinerPipeline": REFINER}
+NOT_BUILT = {"HunyuanImageRefinerPipeline": REFINER}
 UNLISTED = "unlisted"  # a class in no list: test_zoo_table fails until it is built, refused or listed
 
 

@@ -69,8 +69,9 @@ class GenericPipeline:
         """(height, width) the pipeline makes when given none, where nbdiffuse can tell; else None.
 
         In the order pipe(...) decides it: its __call__'s own defaults (Sana: height=1024), a number its
-        body falls back to (ZImagePipeline: `height = height or 1024`), its default_sample_size where its
-        body uses that (Flux-like, QwenImage), else its denoiser's sample_size."""
+        body falls back to (ZImagePipeline: `height = height or 1024`), its get_default_resolution() where its
+        body calls it (PRXPipeline: pixels), its default_sample_size where its body uses that (Flux-like,
+        QwenImage; PRXPixelPipeline's, in its config, at a VAE factor of 1), else its denoiser's sample_size."""
         defaults = [getattr(self.parameters.get(k), "default", None) for k in ("height", "width")]
         if all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in defaults):
             return defaults[0], defaults[1]
@@ -78,7 +79,15 @@ class GenericPipeline:
         found = [re.search(rf"\b{k}\s*=\s*{k}\s+or\s+(\d+)\b", body) for k in ("height", "width")]
         if all(found):
             return int(found[0].group(1)), int(found[1].group(1))
-        own = getattr(self.pipe, "default_sample_size", None)
+        if "self.get_default_resolution()" in body:  # PRXPipeline: `height = height or default_resolution`, in pixels
+            side = getattr(self.pipe, "get_default_resolution", lambda: None)()
+            if isinstance(side, int) and not isinstance(side, bool) and side > 0:
+                return side, side
+        # its own attribute (Flux-like), else its config's (PRXPixelPipeline): not through the pipeline's attribute
+        # lookup, which diffusers deprecates for config entries
+        own = vars(self.pipe).get("default_sample_size")
+        if own is None:
+            own = dict(getattr(self.pipe, "config", None) or {}).get("default_sample_size")
         sample = self.denoiser.config.get("sample_size") if self.denoiser is not None else None
         if sample is None or ("default_sample_size" in body and own is not None):
             sample = own
