@@ -397,10 +397,14 @@ def upscale(vae: Any) -> int | None:
     known = getattr(vae, "upscale", None)
     if isinstance(known, int):
         return known  # TinyDecoder
-    ratio = getattr(vae, "spatial_compression_ratio", None)
+    # Set in __init__ (AutoencoderDC) or a config key (HunyuanImage's VAE): read each where it lives,
+    # not through diffusers' deprecated attribute look-up of config keys (a FutureWarning).
+    config = getattr(vae, "config", None)
+    read = config.get if hasattr(config, "get") else (lambda key: getattr(config, key, None))
+    ratio = getattr(vae, "__dict__", {}).get("spatial_compression_ratio", read("spatial_compression_ratio"))
     if isinstance(ratio, int):
-        return ratio  # AutoencoderDC
-    blocks = getattr(getattr(vae, "config", None), "block_out_channels", None)
+        return ratio
+    blocks = read("block_out_channels")
     return 2 ** (len(blocks) - 1) if blocks else None  # AutoencoderKL, AutoencoderTiny
 
 

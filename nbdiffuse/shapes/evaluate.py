@@ -180,8 +180,10 @@ def measure(image: ImageLike) -> Measurement:
 
 
 # A pixel this far (RGB distance) from every mix of the object's and the background's palette
-# colors is "off the palette". A clean render has none: its antialiased edge pixels are such mixes.
-OFF_PALETTE_DISTANCE = 60.0
+# colors is "off the palette": half the distance between the two nearest palette colors (orange and
+# yellow, 80.6 apart), so such a pixel is nearer another color than its own. A clean render has
+# none: its antialiased edge pixels are such mixes.
+OFF_PALETTE_DISTANCE = 40.0
 
 
 def off_palette(image: ImageLike) -> float:
