@@ -147,13 +147,19 @@ def _step(ctx: dict, step: int) -> float:
 def _export(ctx: dict, out: Path, state: dict) -> None:
     ctx["controlnet"].save_pretrained(out, safe_serialization=True)
     (out / "training.json").write_text(json.dumps(state, indent=1))
+    (out / "TRAINING.md").write_text(report(state))
+
+
+def report(state: dict) -> str:
+    """TRAINING.md of a ControlNet run: its steps, each start's command and threads, the loss."""
     losses = " ".join(f"{s}:{v:.4f}" for s, v in state["losses"])
-    (out / "TRAINING.md").write_text(
-        "# Training of the embedded model's outline ControlNet\n\n"
-        f"- command: `python -m nbdiffuse.shapes.train_controlnet {' '.join(state['argv'])}`\n"
-        f"- steps: {state['step']} of batch {state['batch']}, {state['seconds'] / 60:.1f} min on "
-        f"{state['threads']} CPU thread(s)\n- pool: {state['pool_size']} picture/outline pairs\n\n"
-        f"## Loss\n\n{losses}\n")
+    runs = "".join(f"- steps {run['from']}-{run['to']}: `python -m nbdiffuse.shapes.train_controlnet "
+                   f"{' '.join(run['argv'])}`, {run['seconds'] / 60:.1f} min on {run['threads']} CPU thread(s)\n"
+                   for run in state.get("runs", []))
+    return ("# Training of the embedded model's outline ControlNet\n\n"
+            f"- steps: {state['step']} of batch {state['batch']}, {state['seconds'] / 60:.1f} min in all\n"
+            f"- pool: {state['pool_size']} picture/outline pairs\n{runs}\n"
+            f"## Loss\n\n{losses}\n")
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -177,6 +183,9 @@ def main(argv: list[str] | None = None) -> Path:
         state = dict(checkpoint.read_state(), argv=state["argv"])
         checkpoint.restore(state, {"controlnet": net}, {"controlnet": optimizer}, {}, torch.device("cpu"))
         say(f"resuming at step {state['step']}")
+    run = {"from": state["step"], "to": state["step"], "seconds": 0.0, "threads": torch.get_num_threads(),
+           "argv": state["argv"]}
+    state["runs"] = [*state.get("runs", []), run]  # each start (a resume is a run of its own)
     say(f"rendering {args.pool_size} picture/outline pairs")
     captions, pictures, outlines = _pool(args.pool_size, args.seed)
     mean, std = _encode(pipe.vae, pictures)
@@ -184,17 +193,20 @@ def main(argv: list[str] | None = None) -> Path:
            "scaling": pipe.vae.config.scaling_factor, "alphas": pipe.scheduler.alphas_cumprod.float(),
            "texts": Texts(pipe), "controlnet": net, "unet": pipe.unet, "optimizer": optimizer}
     deadline, began, losses = Deadline(args.max_minutes), time.time() - state["seconds"], []
+    run_began = time.time()
     while state["step"] < args.max_steps and not deadline.passed():
         losses.append(_step(ctx, state["step"]))
         state["step"] += 1
         if state["step"] % 25 == 0 or state["step"] == args.max_steps:
             state["seconds"] = time.time() - began
             state["losses"].append([state["step"], round(float(np.mean(losses)), 6)])
+            run.update(to=state["step"], seconds=time.time() - run_began)
             say(f"step {state['step']}/{args.max_steps} loss {np.mean(losses):.4f} "
                 f"{state['seconds'] / state['step']:.2f} s/step")
             losses = []
             checkpoint.save(state, {"controlnet": net}, {"controlnet": optimizer}, {})
     state["seconds"] = time.time() - began
+    run.update(to=state["step"], seconds=time.time() - run_began)
     checkpoint.save(state, {"controlnet": net}, {"controlnet": optimizer}, {})
     _export(ctx, args.out, state)
     say(f"saved the ControlNet in {args.out} after {state['step']} steps")
