@@ -43,6 +43,10 @@ def test_training_script_tiny_run_writes_a_controlnet_the_loader_takes(tmp_path)
     assert type(pipe).__name__ == "StableDiffusionControlNetPipeline"
     traj = nbd.trace(pipe, "red, white background", steps=2, guidance=5.0, control_image=outline())
     assert traj[0].control_strength > 0
+    again = train_controlnet.main(["--out", str(tmp_path / "cn"), "--tiny", "--threads", "1"])  # a resume: a run of its own
+    runs = [line for line in (again / "TRAINING.md").read_text().splitlines() if line.startswith("- steps ")]
+    assert len(runs) == 2 and runs[0].startswith("- steps 0-2: `python -m nbdiffuse.shapes.train_controlnet --out DIR")
+    assert runs[1].startswith("- steps 2-2:") and "on 1 CPU thread(s)" in runs[1]
 
 
 def test_shipped_outline_controlnet_at_scale_zero_is_the_plain_model_bit_for_bit():
