@@ -346,15 +346,21 @@ def qwenimage():
                                     tokenizer=tokenizer, transformer=transformer))
 
 
-def _qwen3_encoder(tokenizer, hidden: int = 16, layers: int = 2):
-    """A small decoder-only text encoder read through its hidden states (a Qwen 3 model, random weights)."""
-    from transformers import Qwen3Config, Qwen3Model
+def _qwen3_config(tokenizer, hidden: int, layers: int, positions: int):
+    """A tiny Qwen 3 configuration (2 heads of 8, one key/value head) over `tokenizer`; seeds torch."""
+    from transformers import Qwen3Config
 
     torch.manual_seed(0)
-    return Qwen3Model(Qwen3Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-                                  num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,
-                                  head_dim=8, max_position_embeddings=2048,
-                                  pad_token_id=tokenizer.pad_token_id)).eval()
+    return Qwen3Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                       num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                       max_position_embeddings=positions, pad_token_id=tokenizer.pad_token_id)
+
+
+def _qwen3_encoder(tokenizer, hidden: int = 16, layers: int = 2):
+    """A small decoder-only text encoder read through its hidden states (a Qwen 3 model, random weights)."""
+    from transformers import Qwen3Model
+
+    return Qwen3Model(_qwen3_config(tokenizer, hidden, layers, 2048)).eval()
 
 
 def lumina2():

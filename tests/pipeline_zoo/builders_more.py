@@ -6,7 +6,7 @@ import torch
 
 from nbdiffuse import testing
 
-from builders import _quiet  # shared helpers
+from builders import _quiet, _qwen3_config  # shared helpers
 
 
 def _vae8c(latent_channels: int = 16, **config):
@@ -88,13 +88,9 @@ def flux2():
 
 def _qwen3_lm(tokenizer, hidden: int = 16, layers: int = 28):
     """A Qwen 3 causal LM with random weights, read through its hidden states (Flux 2 Klein: 9, 18, 27)."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
 
-    torch.manual_seed(0)
-    return Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-                                        num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1,
-                                        head_dim=8, max_position_embeddings=1024,
-                                        pad_token_id=tokenizer.pad_token_id)).eval()
+    return Qwen3ForCausalLM(_qwen3_config(tokenizer, hidden, layers, 1024)).eval()
 
 
 def _flux2_klein(cls_name: str, **options):
