@@ -71,3 +71,22 @@ def new_page(browser):
     page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
     page.on("pageerror", lambda error: console.append(f"pageerror: {error} | {error.stack}"))
     return context, page, console
+
+
+def set_theme(page, name):
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Settings$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Theme$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{name}$")).click()
+    # JupyterLab shows its splash over the page while it swaps themes: screenshots wait for it to go
+    light = "true" if "Light" in name else "false"
+    page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{light}'")
+    page.wait_for_function("() => !document.getElementById('jupyterlab-splash')")
+
+
+def leave_as_found(page, server, path: str) -> None:
+    """Leave the shared server as found: light theme (a saved setting) and no kernel of `path` running."""
+    try:
+        if page.evaluate("() => document.body.dataset.jpThemeLight") == "false":
+            set_theme(page, "JupyterLab Light")
+    finally:
+        end_sessions(server, path)

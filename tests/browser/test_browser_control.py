@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from lab_driver import end_sessions, open_and_run_all, write_notebook
-from test_browser_explore import set_theme
+from lab_driver import leave_as_found, open_and_run_all, set_theme, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -46,9 +45,11 @@ def strengths(ex) -> list:
     return json.loads(ex.root.locator(".nbd-cstrip").get_attribute("data-strengths") or "[]")
 
 
-def wait_strengths(ex, n: int, timeout=180_000):
+def wait_strengths(ex, n: int, also: str = "true", timeout=180_000):
+    """Wait until the strength strip holds n steps and the JS condition `also` (on s, n and root) holds."""
     ex.page.wait_for_function(
-        "([root, n]) => JSON.parse(root.querySelector('.nbd-cstrip').dataset.strengths || '[]').length === n",
+        "([root, n]) => { const s = JSON.parse(root.querySelector('.nbd-cstrip').dataset.strengths || '[]');"
+        f" return s.length === n && {also}; }}",
         arg=[ex.root.element_handle(), n], timeout=timeout)
 
 
@@ -62,11 +63,7 @@ def set_range(ex, label: str, value: float):
 def control_notebook(lab_server, page):
     path = write_notebook(lab_server.root, "control.ipynb", CELLS)
     yield path
-    try:
-        if page.evaluate("() => document.body.dataset.jpThemeLight") == "false":
-            set_theme(page, "JupyterLab Light")
-    finally:
-        end_sessions(lab_server, path)
+    leave_as_found(page, lab_server, path)
 
 
 def test_control_picture_strength_strip_window_and_no_control_branch(lab_server, page, explorer_page, screenshots,
@@ -101,10 +98,7 @@ def test_control_picture_strength_strip_window_and_no_control_branch(lab_server,
     # The window: control from half way on only.
     set_range(ex, "Control start", 0.5)
     ex.click("Generate")
-    ex.page.wait_for_function(
-        "([root, n]) => { const s = JSON.parse(root.querySelector('.nbd-cstrip').dataset.strengths || '[]');"
-        " return s.length === n && s[0] === 0 && root.dataset.status === 'done'; }",
-        arg=[ex.root.element_handle(), STEPS], timeout=180_000)
+    wait_strengths(ex, STEPS, "s[0] === 0 && root.dataset.status === 'done'")
     half = strengths(ex)
     assert half[: STEPS // 2] == [0] * (STEPS // 2) and all(v > 0 for v in half[STEPS // 2:]), half
     ex.screenshot(screenshots / "control_window.png")
@@ -115,10 +109,7 @@ def test_control_picture_strength_strip_window_and_no_control_branch(lab_server,
         ex.press_on_slider("ArrowLeft")
     assert ex.position() == f"16 / {STEPS}"
     ex.click("No control from here")
-    ex.page.wait_for_function(
-        "([root, n]) => { const s = JSON.parse(root.querySelector('.nbd-cstrip').dataset.strengths || '[]');"
-        " return s.length === n && s[n - 1] === 0 && s[15] > 0 && root.dataset.status === 'done'; }",
-        arg=[ex.root.element_handle(), STEPS], timeout=180_000)
+    wait_strengths(ex, STEPS, "s[n - 1] === 0 && s[15] > 0 && root.dataset.status === 'done'")
     branched = strengths(ex)
     assert branched[:16] == half[:16] and branched[16:] == [0] * (STEPS - 16), branched
     assert ex.root.locator(".nbd-control-sliders output").first.text_content() == "0.00"  # the scale it ran with

@@ -8,7 +8,7 @@ import re
 import pytest
 from PIL import Image
 
-from lab_driver import end_sessions, open_and_run_all, write_notebook
+from lab_driver import leave_as_found, open_and_run_all, set_theme, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -33,27 +33,11 @@ def unet_calls(page) -> int:
     return int(page.locator(".unet-calls").first.text_content().strip() or 0)
 
 
-def set_theme(page, name):
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Settings$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Theme$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{name}$")).click()
-    # JupyterLab shows its splash over the page while it swaps themes: screenshots wait for it to go
-    light = "true" if "Light" in name else "false"
-    page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{light}'")
-    page.wait_for_function("() => !document.getElementById('jupyterlab-splash')")
-
-
 @pytest.fixture
 def explore_notebook(lab_server, page):
     path = write_notebook(lab_server.root, "explore.ipynb", CELLS)
     yield path
-    # Leave the shared server as found: light theme (a saved setting) and no kernel of ours running.
-    try:
-        if page.evaluate("() => document.body.dataset.jpThemeLight") == "false":
-            set_theme(page, "JupyterLab Light")
-            page.wait_for_function("() => document.body.dataset.jpThemeLight === 'true'")
-    finally:
-        end_sessions(lab_server, path)
+    leave_as_found(page, lab_server, path)
 
 
 def test_what_if_branch_compare_and_html_export(lab_server, page, explorer_page, screenshots, browser, explore_notebook):

@@ -3,8 +3,7 @@ x0 frame, click to keep it while scrubbing, and the guidance overlay; screenshot
 from __future__ import annotations
 
 import pytest
-from lab_driver import end_sessions, open_and_run_all, wait_for_kernel, write_notebook
-from test_browser_explore import set_theme
+from lab_driver import leave_as_found, open_and_run_all, set_theme, wait_for_kernel, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -28,11 +27,7 @@ OVERLAY_HASH = """(root) => {
 def overlay_notebook(lab_server, page):
     path = write_notebook(lab_server.root, "overlays.ipynb", CELLS)
     yield path
-    try:  # leave the shared server as found: the light theme
-        if page.evaluate("() => document.body.dataset.jpThemeLight") == "false":
-            set_theme(page, "JupyterLab Light")
-    finally:
-        end_sessions(lab_server, path)
+    leave_as_found(page, lab_server, path)
 
 
 def test_hover_a_word_to_see_its_map_and_scrub_it(lab_server, page, explorer_page, screenshots, overlay_notebook):
