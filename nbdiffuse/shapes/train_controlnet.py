@@ -177,7 +177,6 @@ def main(argv: list[str] | None = None) -> Path:
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
     checkpoint = Checkpoint(args.out / "checkpoint")
     state = {"step": 0, "seconds": 0.0, "losses": [], "batch": args.batch, "pool_size": args.pool_size,
-             "threads": torch.get_num_threads(),
              "argv": portable_argv(list(argv if argv is not None else sys.argv[1:]))}
     if checkpoint.exists():
         state = dict(checkpoint.read_state(), argv=state["argv"])
