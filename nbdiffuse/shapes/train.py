@@ -34,7 +34,7 @@ from .training.checkpoint import Checkpoint, Saver
 from .training.data import render_images
 from .training.export import evaluate_pipeline, export_pipeline
 from .training.loops import train_stages
-from .training.models import build_modules, build_optimizers
+from .training.models import TRAINED_PARTS, build_modules, build_optimizers, freeze_untrained
 from .training.progress import Deadline, say
 from .training.report import hardware, portable_argv, size_of, write_report
 from .training.state import open_state, run_preset
@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="share of each attribute named wrong in training captions (default 0): the noisy "
                              "captions real models learn from, which make classifier-free guidance matter "
                              "(see nbdiffuse/shapes/model/TRAINING.md)")
+    parser.add_argument("--train", choices=TRAINED_PARTS, default=None,
+                        help="what learns in the UNet stage (default all: the text encoder and the UNet). "
+                             "conditioning: the text encoder and the UNet's cross-attention keys and values only, "
+                             "the rest of the UNet (how pictures are drawn) kept as --init made it; text: the text "
+                             "encoder only")
     parser.add_argument("--text-workers", type=int, default=None,
                         help="processes making caption batches ahead (default: 0 on CPU, up to 12 on a GPU)")
     parser.add_argument("--unet-minutes", type=float, default=None,
@@ -106,6 +111,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--t-min={args.t_min} must be a timestep from 0 to 999")
     if args.init is not None and not (args.init / "model_index.json").exists():
         parser.error(f"--init={args.init} is not a pipeline folder (no model_index.json)")
+    if args.train not in (None, "all") and args.init is None and not args.resume:
+        parser.error(f"--train={args.train} fine-tunes part of a trained model: pass --init with it")
     if args.init is not None and args.resume:
         parser.error("--init starts a new run; --resume goes on with one: pass one of them")
     if args.unet_minutes is not None and args.unet_minutes <= 0:
@@ -150,6 +157,7 @@ def _prepare(args: argparse.Namespace, state: dict, preset: Preset, device: torc
         shutil.copytree(args.init / "tokenizer", tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir) if (tokenizer_dir / "vocab.json").exists() else build_tokenizer(tokenizer_dir)
     modules = build_modules(preset, tokenizer, device, args.init, state["scaling_factor"])
+    freeze_untrained(modules, state.get("train") or "all")
     optimizers, emas = build_optimizers(preset, modules)
     if checkpoint.exists():
         checkpoint.restore(state, modules, optimizers, emas, device)

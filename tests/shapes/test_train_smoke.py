@@ -142,6 +142,31 @@ def test_caption_noise_fine_tune_records_its_recipe(trained, tmp_path):
     assert "## Why the captions are noisy (--caption-noise)" in report
 
 
+def test_a_conditioning_fine_tune_keeps_the_rest_of_the_unet_bit_for_bit(trained, tmp_path):
+    """--train conditioning: only the text encoder and the cross-attention keys and values learn."""
+    from safetensors.torch import load_file
+
+    out, _ = trained
+    again = tmp_path / "conditioning"
+    state = train.main(["--out", str(again), "--init", str(out), "--train", "conditioning", "--lr", "1e-2",
+                        "--batch", "4", "--pool-size", "300", *ARGS])
+    assert state["complete"] and state["train"] == "conditioning"
+    before, after = (load_file(str(folder / "unet/diffusion_pytorch_model.safetensors")) for folder in (out, again))
+    reads_caption = [name for name in before if ".attn2.to_k." in name or ".attn2.to_v." in name]
+    assert reads_caption and all(not torch.equal(before[name], after[name]) for name in reads_caption)
+    assert all(torch.equal(before[name], after[name]) for name in before if name not in reads_caption)
+    text_before, text_after = (load_file(str(folder / "text_encoder/model.safetensors")) for folder in (out, again))
+    assert any(not torch.equal(text_before[name], text_after[name]) for name in text_before)
+    assert "- trained: the text encoder and the UNet's cross-attention keys and values (--train conditioning)" \
+        in (again / "TRAINING.md").read_text()
+
+
+def test_a_partial_fine_tune_needs_a_model_to_start_from(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--out", "x", "--train", "text"])
+    assert "--train=text" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("bad", [["--t-min", "1000"], ["--offset-noise", "-0.1"], ["--batch", "0"], ["--pool-size", "0"],
                                  ["--caption-noise", "1"], ["--caption-noise", "-0.1"], ["--ema-decay", "1"],
                                  ["--ema-decay", "0"]])

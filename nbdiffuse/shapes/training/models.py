@@ -56,6 +56,23 @@ def load_weights(folder: Path, vae, text_encoder, unet, device: torch.device) ->
                              f"({str(exc).splitlines()[0][:200]}); pass the --preset it was trained with") from None
 
 
+TRAINED_PARTS = ("all", "conditioning", "text")
+
+
+def freeze_untrained(modules: dict[str, torch.nn.Module], part: str) -> None:
+    """--train: all of the text encoder and UNet learn, or only the text encoder ("text"), or the
+    text encoder and the UNet's cross-attention keys and values ("conditioning": how the UNet reads
+    the caption, the rest of it kept). Frozen weights get no gradient; the optimizer and the EMA
+    pass over them unchanged, so the shipped folder keeps them bit for bit."""
+    if part not in TRAINED_PARTS:
+        raise ValueError(f"train={part!r} is not one of {', '.join(TRAINED_PARTS)}")
+    if part == "all":
+        return
+    for name, parameter in modules["unet"].named_parameters():
+        reads_caption = ".attn2.to_k." in name or ".attn2.to_v." in name
+        parameter.requires_grad_(part == "conditioning" and reads_caption)
+
+
 def unet_stage_parameters(modules: dict[str, torch.nn.Module]) -> list[torch.nn.Parameter]:
     """Stage 2 trains the text encoder and the UNet together: one optimizer, one EMA (in this order)."""
     return list(modules["unet"].parameters()) + list(modules["text_encoder"].parameters())

@@ -9,6 +9,10 @@ from pathlib import Path
 import torch
 
 
+_TRAINED = {"conditioning": "the text encoder and the UNet's cross-attention keys and values",
+            "text": "the text encoder"}
+
+
 def hardware(device: torch.device) -> dict:
     """Where a run ran, with the versions that matter for reproducing it."""
     info = {
@@ -64,6 +68,8 @@ def _summary(state: dict) -> list[str]:
         *([f"- EMA decay: {state['ema_decay']} (--ema-decay)"] if state.get("ema_decay") else []),
         *([f"- caption noise: each attribute named wrong in {state['caption_noise']:.0%} of captions (--caption-noise)"]
           if state.get("caption_noise") else []),
+        *([f"- trained: {_TRAINED[state['train']]} (--train {state['train']}); the rest kept from --init"]
+          if state.get("train") not in (None, "all") else []),
         f"- shipped size: {state.get('size_mb', 0):.2f} MB",
     ]
 

@@ -65,6 +65,7 @@ def new_state(args: argparse.Namespace, device: torch.device) -> dict:
         "t_min": args.t_min,
         "caption_noise": args.caption_noise,
         "ema_decay": args.ema_decay,
+        "train": args.train,
     }
     if args.init is not None:  # the VAE comes trained: no stage 1, and its latent scale is kept
         state.update(vae_steps=0, init=init_record(args.init),
