@@ -1,13 +1,8 @@
-"""Frames for live views: step latents -> small encoded images, and the pacing that sends them.
+"""Frames for live views: step latents -> small encoded images, which decoder draws them, and the
+stream that makes a running trajectory's frames and offers them to a Pacer (pacer.py).
 
-No widget imports here. A Pacer only needs a `send(content, buffers)` function, so the same
-code serves the Explorer, a headless frontend in tests and the benchmark.
-
-Why pacing: the Jupyter server forwards at most 1000 iopub messages/s and silently drops the
-rest, after which widget state stays out of sync for good. So a live stream sends only the
-newest frame and lets the browser acknowledge each one, with at most two unacknowledged
-(jupyter_rfb's pattern). No step is lost: the scrubber's state gets every step's frame at
-pause and at the end; only the live *sending* skips to the newest.
+No widget imports here. No step is lost: the scrubber's state gets every step's frame at pause
+and at the end; only the live *sending* skips to the newest.
 """
 from __future__ import annotations
 
@@ -26,13 +21,11 @@ from ..core.image_codec import save_image
 from ..core.pipe_attrs import tiny_decoder
 from ..core.pipe_decoder import decoder_of
 from ..core.views import VIEWS
+from .pacer import Pacer
 
 LIVE_QUALITY = 80
 TINY_QUALITY = 90  # encode_tiny
-LIVE_MAX_BYTES = 60_000  # per frame: at MIN_INTERVAL, two views stay under ~4 MB/s
-MAX_IN_FLIGHT = 2
-ACK_TIMEOUT = 0.5  # s; an unacknowledged frame older than this counts as lost (no view, hidden tab, busy kernel)
-MIN_INTERVAL = 1 / 30  # s between live frames
+LIVE_MAX_BYTES = 60_000  # per frame: at pacer.MIN_INTERVAL, two views stay under ~2 MB/s
 # Raw frames (older saved notebooks and files hold them; nothing writes them now): RAW_MAGIC, then
 # width and height (uint16 LE), then the RGB bytes. widgets/frame_decode.js reads them too.
 RAW_MAGIC = b"NBDRGB"
@@ -41,7 +34,6 @@ LOSSLESS_MAX_PIXELS = 64 * 64  # frames up to this size go lossless (encode_fram
 LOSSLESS_TYPE = "image/webp" if features.check("webp") else "image/png"  # encode_lossless's frames
 WEBP_MAX_SIDE = 16383  # px: larger pictures go as PNG
 
-Send = Callable[[dict, list], None]
 
 
 # --- encoding --------------------------------------------------------------------------
@@ -231,94 +223,6 @@ def full_frames(traj: Any, k: int, views: Sequence[str] = VIEWS) -> list[bytes]:
     return [data for _, data in done]
 
 
-# --- pacing ----------------------------------------------------------------------------
-Message = Callable[[], "tuple[dict, list]"]
-
-
-class Pacer:
-    """Send only the newest message, at most `max_in_flight` awaiting the browser's ack.
-
-    `offer(make)` replaces any message still waiting (newest wins); `make()` builds the message
-    only when it is sent, so frames that are never sent are never encoded. `ack(seq)` frees a
-    slot and sends what waits. Each message gets a `seq` that the browser echoes back; acks for
-    unknown seqs (a second view of one widget, a late ack) are ignored. `min_interval` caps the
-    rate (a display shows no more than ~60 frames/s, and each message costs the kernel time).
-    """
-
-    def __init__(self, send: Send, max_in_flight: int = MAX_IN_FLIGHT, ack_timeout: float = ACK_TIMEOUT,
-                 min_interval: float = MIN_INTERVAL, clock: Callable[[], float] = time.monotonic):
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        if not ack_timeout > 0:
-            raise ValueError(f"ack_timeout must be > 0 seconds, got {ack_timeout}")
-        if min_interval < 0:
-            raise ValueError(f"min_interval must be >= 0 seconds, got {min_interval}")
-        self._send, self.max_in_flight, self.ack_timeout = send, max_in_flight, ack_timeout
-        self.min_interval, self._clock = min_interval, clock
-        self._lock = threading.Lock()
-        self._pending: Message | None = None
-        self._in_flight: dict[int, float] = {}
-        self._seq = 0
-        self._last_sent = -math.inf
-        self._closed = False
-        self.sent = self.replaced = self.expired = self.bytes_sent = 0
-
-    def offer(self, make: Message) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            if self._pending is not None:
-                self.replaced += 1
-            self._pending = make
-            self._pump()
-
-    def ack(self, seq: Any) -> None:
-        with self._lock:
-            if self._in_flight.pop(seq, None) is not None:
-                self._pump()
-
-    def pump(self) -> None:
-        """Send what waits if a slot is free (or has timed out)."""
-        with self._lock:
-            self._pump()
-
-    def close(self) -> None:
-        """Drop what waits and send nothing more (the final state goes another way)."""
-        with self._lock:
-            self._closed = True
-            self._pending = None
-
-    @property
-    def in_flight(self) -> int:
-        with self._lock:
-            return len(self._in_flight)
-
-    @property
-    def waiting(self) -> bool:
-        with self._lock:
-            return self._pending is not None
-
-    def _pump(self) -> None:
-        if self._pending is None or self._closed:
-            return
-        now = self._clock()
-        for seq, sent_at in list(self._in_flight.items()):
-            if now - sent_at >= self.ack_timeout:
-                del self._in_flight[seq]
-                self.expired += 1
-        if len(self._in_flight) >= self.max_in_flight or now - self._last_sent < self.min_interval:
-            return
-        make, self._pending = self._pending, None
-        content, buffers = make()
-        self._seq += 1
-        self._in_flight[self._seq] = now
-        self._last_sent = now
-        self.sent += 1
-        self.bytes_sent += sum(len(b) for b in buffers)
-        # Sent under the lock so that close() means "nothing more goes out" without a race.
-        self._send(dict(content, seq=self._seq), buffers)
-
-
 class FrameStream:
     """The frames of one running trajectory: offered to a Pacer as steps arrive, kept for the state.
 
@@ -329,14 +233,14 @@ class FrameStream:
     cheap next to a step, else approx) and kept for the run, so a run's frames are all of one kind;
     `decoder` says which (the browser marks approximate frames).
 
-    worker=True makes the pushed steps' frames in a thread of the stream's own, beside the model's
-    next steps: the newest pushed step first (it is offered to the Pacer, so the live view keeps up
-    with the run), then, while no newer step waits, the steps it passed over, newest first. A
-    decoder's convolutions and the image codecs run outside the GIL, so where a core is free (a CPU
-    run on fewer threads than cores, any GPU run) watching costs the run almost nothing, and the
-    end of a run finds its frames made instead of making them while the user waits. worker=False
-    makes them in the pusher's thread when the Pacer sends them: for foreground runs (Colab shows
-    no update sent from another thread).
+    worker=True makes the newest pushed step's frames in a thread of the stream's own, beside the
+    model's next steps, at most once per Pacer interval (min_interval), and offers them live; the
+    steps it passed over are left to `snapshot` (pause, end of run), which makes them in batches. A
+    decoder's convolutions and the image codecs run outside the GIL, so where a core is free the
+    live view costs the run little, and it costs no more than its paced frames where none is: the
+    earlier stream that made every step beside the run slowed a 2-core CPU run's steps by 5-10%.
+    worker=False makes them in the pusher's thread when the Pacer sends them: for foreground runs
+    (Colab shows no update sent from another thread).
     """
 
     SNAPSHOT_WAIT = 10.0  # s the snapshot waits for the worker's step in hand before making it itself
@@ -351,7 +255,7 @@ class FrameStream:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._newest: int | None = None  # the newest pushed step the worker has not taken yet
-        self._passed: list[int] = []  # pushed steps a newer one overtook, oldest first
+        self._next_at = -math.inf  # monotonic time from which the worker may make the next live frame
         self._busy = False  # the worker is making a step's frames
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="nbdiffuse-frames", daemon=True) if worker else None
@@ -371,9 +275,7 @@ class FrameStream:
             self.pacer.offer(lambda: self._live_message(k, self.frames(k)))
             return
         with self._wake:
-            if self._newest is not None:
-                self._passed.append(self._newest)
-            self._newest = k
+            self._newest = k  # an older step not taken yet is passed over: snapshot makes it
             self._wake.notify()
 
     def close(self) -> None:
@@ -382,26 +284,30 @@ class FrameStream:
             self._closed = True
             self._wake.notify_all()
 
-    def _take(self) -> tuple[int, bool] | None:
-        """The next step for the worker and whether to offer it live; None when closed. Under the lock."""
+    def _take(self) -> int | None:
+        """The newest pushed step, once the pacer's interval since the last one has passed; None when
+        closed. Under the lock."""
         while True:
             if self._closed:
                 return None
-            if self._newest is not None:
-                k, self._newest = self._newest, None
-                return k, True
-            if self._passed:
-                return self._passed.pop(), False
-            self._wake.wait()
+            if self._newest is None:
+                self._wake.wait()
+                continue
+            wait = self._next_at - time.monotonic()
+            if wait > 0:
+                self._wake.wait(wait)
+                continue
+            k, self._newest = self._newest, None
+            self._next_at = time.monotonic() + self.pacer.min_interval
+            return k
 
     def _work(self) -> None:
         while True:
             with self._wake:
-                taken = self._take()
-                if taken is None:
+                k = self._take()
+                if k is None:
                     return
                 self._busy = True
-            k, live = taken
             try:
                 made = self.frames(k)
             except Exception:  # e.g. out of memory beside the run: the snapshot tries again and says why
@@ -410,7 +316,7 @@ class FrameStream:
                 with self._wake:
                     self._busy = False
                     self._wake.notify_all()
-            if made is not None and live:
+            if made is not None:
                 self.pacer.offer(lambda k=k, made=made: self._live_message(k, made))
 
     def _live_message(self, k: int, frames: list[bytes]) -> tuple[dict, list[bytes]]:
@@ -426,18 +332,26 @@ class FrameStream:
                 self._frames[k] = found
         return found
 
-    def snapshot(self, upto: int | None = None) -> list[list[bytes]]:
+    def snapshot(self, upto: int | None = None, make: bool = True) -> list[list[bytes]]:
         """Every frame of steps 0..upto-1 (default: all recorded), one list per view; the steps never
-        sent live are decoded here in batches."""
+        made live are decoded here in batches. make=False makes none: such a step's frames are b""
+        (the page shows the nearest earlier frame) until a later snapshot makes them."""
         n = len(self.traj) if upto is None else upto
         with self._wake:  # the worker's step in hand is made once: wait for it rather than make it twice
             self._wake.wait_for(lambda: not self._busy, self.SNAPSHOT_WAIT)
             missing = [k for k in range(n) if k not in self._frames]
-        if missing:
+        if missing and make:
             made = steps_frames(self.traj, missing, self.views, self.decoder)
             with self._lock:
                 for k, frames in zip(missing, made):
                     self._frames.setdefault(k, frames)
         with self._lock:
-            per_step = [self._frames[k] for k in range(n)]
+            blank = [b""] * len(self.views)
+            per_step = [self._frames.get(k, blank) for k in range(n)]
         return [[frames[v] for frames in per_step] for v in range(len(self.views))]
+
+    def missing(self, upto: int | None = None) -> int:
+        """How many of steps 0..upto-1 have no frames yet."""
+        n = len(self.traj) if upto is None else upto
+        with self._lock:
+            return sum(k not in self._frames for k in range(n))

@@ -7,7 +7,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from .frames import ACK_TIMEOUT, FrameStream, Pacer
+from .frames import FrameStream
+from .pacer import ACK_TIMEOUT, Pacer
 from .run_clock import RunClock
 
 FOREGROUND_ACK_TIMEOUT = 0.1  # s; a foreground run blocks the kernel, so acks cannot arrive: pace by time

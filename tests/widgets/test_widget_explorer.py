@@ -61,6 +61,33 @@ def test_generate_and_wait_fill_the_state_the_browser_keeps(explorer):
     assert all(f["run"] == fe.state["run_id"] for f in fe.frames)
 
 
+def test_done_shows_the_picture_first_and_the_frames_the_live_view_skipped_follow(pipe, open_explorer, monkeypatch):
+    import functools
+
+    from nbdiffuse.widgets import live_run
+    from nbdiffuse.widgets.frames import step_frames
+
+    # a live interval far longer than the run: only the first step is made while it goes
+    monkeypatch.setattr(live_run, "Pacer", functools.partial(live_run.Pacer, min_interval=60))
+    ex, fe = open_explorer(pipe, steps=8)
+    at_done = []
+    ex.observe(lambda change: at_done.append((list(ex.frames_x0), list(ex.guidance_maps), dict(ex.full_frames)))
+               if change["new"] == "done" else None, names="status")
+    ex.generate(prompt="a blue square", steps=8, seed=3)
+    assert ex.wait(120)
+    frames_x0, guidance_maps, full = at_done[0]
+    assert sorted(full) == ["7:x0", "7:xt"]  # the run's picture goes out with "done"
+    assert len(frames_x0) == 8 and frames_x0[0] and not any(frames_x0[1:])  # skipped steps: none yet
+    assert guidance_maps == []  # overlays follow with the skipped frames
+    traj = ex.trajectory
+    decoder = fe.state["frames_decoder"]
+    for k in range(8):
+        x0, xt = step_frames(traj, k, decoder=decoder)
+        assert fe.state["frames_x0"][k] == x0 and fe.state["frames_xt"][k] == xt
+    assert len(fe.state["guidance_maps"]) == 8
+    assert ex._kept.frames_of(traj, ex.preview)[0] == fe.state["frames_x0"]  # what a reload of the run shows
+
+
 def test_bad_input_raises_at_once_and_starts_nothing(explorer):
     ex, fe = explorer
     for bad, match in [(dict(steps=0), "steps"), (dict(guidance=-1), "guidance"), (dict(seed="x"), "seed"),

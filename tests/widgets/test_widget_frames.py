@@ -12,7 +12,8 @@ from PIL import Image
 
 import nbdiffuse as nbd
 import nbdiffuse.widgets.frames as frames_module
-from nbdiffuse.widgets.frames import (LIVE_MAX_BYTES, LOSSLESS_TYPE, RAW_MAGIC, RAW_TYPE, FrameStream, Pacer, decode_frame,
+from nbdiffuse.widgets.pacer import Pacer
+from nbdiffuse.widgets.frames import (LIVE_MAX_BYTES, LOSSLESS_TYPE, RAW_MAGIC, RAW_TYPE, FrameStream, decode_frame,
                                       encode_frame, encode_live, encode_lossless, full_frames, mime_type, step_frames)
 
 
@@ -187,7 +188,7 @@ def test_a_frame_stream_with_a_worker_makes_frames_beside_the_run_and_keeps_them
     assert x0 == [step_frames(traj, k, decoder=stream.decoder)[0] for k in range(6)]
 
 
-def test_a_frame_streams_worker_fills_the_steps_it_passed_over_and_the_snapshot_makes_none_twice(pipe, monkeypatch):
+def test_a_frame_streams_worker_makes_only_paced_live_frames_and_the_snapshot_the_rest_once(pipe, monkeypatch):
     traj = nbd.trace(pipe, "a red circle", steps=6)
     made = []
     real = frames_module.steps_frames
@@ -197,18 +198,23 @@ def test_a_frame_streams_worker_fills_the_steps_it_passed_over_and_the_snapshot_
         return real(traj, ks, *args, **kwargs)
     monkeypatch.setattr(frames_module, "steps_frames", counted)
     log, send = sent_log()
-    stream = FrameStream(traj, Pacer(send, max_in_flight=8, ack_timeout=30, min_interval=0), lambda k: {"k": k},
+    # an interval far longer than the test: after the first frame the worker makes no other live
+    stream = FrameStream(traj, Pacer(send, max_in_flight=8, ack_timeout=30, min_interval=60), lambda k: {"k": k},
                          worker=True)
-    for k in range(6):  # faster than the worker: steps 0-4 may be passed over while one is in hand
-        stream.push(k)
+    stream.push(0)
     for _ in range(500):
         with stream._lock:
-            if len(stream._frames) == 6 and not stream._busy:
+            if 0 in stream._frames and not stream._busy:
                 break
         time.sleep(0.01)
-    assert sorted(stream._frames) == list(range(6)), "the worker makes the steps it passed over while idle"
-    assert log[-1][0]["k"] == 5 and all(c["k"] <= 5 for c, _ in log)  # the newest goes out live
+    for k in range(1, 6):
+        stream.push(k)
+    time.sleep(0.3)
+    with stream._lock:
+        assert sorted(stream._frames) == [0], "within one interval the worker makes no second frame"
+    assert [c["k"] for c, _ in log] == [0]
     stream.close()
+    stream._thread.join(5)
     x0, xt = stream.snapshot()
     assert sorted(made) == list(range(6)), f"each step made once, got {sorted(made)}"
     assert x0 == [step_frames(traj, k, decoder=stream.decoder)[0] for k in range(6)]

@@ -79,7 +79,8 @@ class RunLifecycle:
         live.pacer.close()  # from here on the state carries everything
         if live.stream is not None:
             live.stream.close()
-        state, problem = self.full_state(live, traj)
+        # The run's picture and "done" go out first; the steps the live view skipped follow (fill_skipped).
+        state, problem = self.full_state(live, traj, make_skipped=False)
         problems = [p for p in (failure, problem) if p is not None]
         n = state["n_steps"]
         if traj is not None:
@@ -103,6 +104,8 @@ class RunLifecycle:
                     ex.status = "stopped" if (traj is None or traj.stopped) and n < job.run.total_steps else "done"
         for exc in problems:  # the message is out: now free what an out-of-memory run held
             release_after(exc)
+        if traj is not None and n:
+            self.fill_skipped(live, traj, n)
         # What this run and the runs it pushed out freed goes back to the system (~1 ms); without it the
         # process grew +15.4% over 100 runs of the embedded model, +3.9% with it (device_memory).
         return_freed_host_memory()
@@ -132,8 +135,29 @@ class RunLifecycle:
             if problem is not None:
                 ex._show_error(problem)
 
-    def full_state(self, live: LiveRun, traj: Any) -> tuple[dict, BaseException | None]:
-        """Trait values showing every recorded step, the last one decoded by the full VAE; and what failed."""
+    def fill_skipped(self, live: LiveRun, traj: Any, n: int) -> None:
+        """The frames of the steps a finished run's live view skipped, made once its picture is out.
+
+        On the embedded model a step's tiny-decoder frames cost ~6% of its 27 ms guided step on a 2-core
+        CPU; made before "done" they delayed a 30-step run's picture by ~40 ms (benchmarks/explorer_overhead.py).
+        Until they arrive (tens of ms) the page shows the nearest earlier frame for such a step."""
+        ex, stream, state = self.ex, live.stream, {}
+        try:
+            if stream is not None and stream.missing(n):
+                state["frames_x0"], state["frames_xt"] = stream.snapshot(n)
+                ex._kept.frames.put(traj.id, (state["frames_x0"], state["frames_xt"], stream.decoder))
+            state.update(overlay_state(traj))  # shown on demand: they follow the picture too
+        except Exception:  # e.g. out of memory: the page keeps showing the nearest earlier frames
+            pass
+        with ex._sync_lock:
+            if self.shown_traj is traj and state:
+                with ex.hold_sync():
+                    ex._assign(state)
+
+    def full_state(self, live: LiveRun, traj: Any, make_skipped: bool = True) -> tuple[dict, BaseException | None]:
+        """Trait values showing every recorded step, the last one decoded by the full VAE; and what failed.
+        make_skipped=False leaves the steps the live view skipped without frames and the overlays out
+        (fill_skipped makes them)."""
         n = len(traj) if traj is not None else 0
         state: dict[str, Any] = {"frames_x0": [], "frames_xt": [], "frames_decoder": "approx", "full_frames": {},
                                  "n_steps": n,
@@ -144,11 +168,12 @@ class RunLifecycle:
             state.update(capabilities_state(traj))
         try:
             if live.stream is not None:
-                state["frames_x0"], state["frames_xt"] = live.stream.snapshot(n)
+                state["frames_x0"], state["frames_xt"] = live.stream.snapshot(n, make=make_skipped)
                 state["frames_decoder"] = live.stream.decoder
             if n:
                 state["full_frames"] = full_frames_state(traj, n - 1)
-            state.update(overlay_state(traj))
+            if make_skipped:
+                state.update(overlay_state(traj))
         except Exception as exc:  # e.g. the VAE runs out of memory: keep the approx frames, say so
             return state, exc
         return state, None
