@@ -1,15 +1,26 @@
-"""What the Explorer costs on top of a bare trace, and what it sends.
+"""What the Explorer costs on top of a bare pipeline run, and what it sends.
 
-Runs the same 30-step generation (same guidance; the final latents are checked equal) three ways,
-interleaved so that all see the same machine load: a bare `nbd.trace`; through an Explorer (frames
-encoded, paced and sent to a headless frontend that acks like the browser) in its worker thread,
-as a notebook runs it; and through the Explorer in the bare trace's own thread
-(generate(background=False), the mode offered for Colab): the same frames and messages, in the
-same thread and memory arena as the bare trace. It prints the median ratios to the bare trace with
-95% bootstrap intervals (goal <= 1.05 on a CPU), the messages and bytes per second a run sends,
-and the size of live frames.
+Runs the same 30-step generation (same guidance; the final latents are checked equal) four ways,
+interleaved so that all see the same machine load: a bare `pipe(...)` (its steps and its picture:
+the goal's yardstick); a bare `nbd.trace` (no picture); through an Explorer (frames encoded, paced
+and sent to a headless frontend that acks like the browser) in its worker thread, as a notebook
+runs it; and through the Explorer in the bare trace's own thread (generate(background=False), the
+mode offered for Colab): the same frames and messages, in the same thread and memory arena as the
+bare trace. An Explorer run counts until its status turns "done" (its picture and state are out);
+the frames of the steps its live view skipped follow, and the time to them is printed too. It
+prints the median ratios with 95% bootstrap intervals (goal <= 1.05 on a CPU), the messages and
+bytes per second a run sends, and the size of live frames.
 
-Measured (embedded model, 1 torch thread, 40 rounds, 2026-11-24, the bare trace ~1.1 s):
+Measured 2026-12-06 (embedded model, 1 torch thread, 40-60 rounds, 2-core CPU), after live frames
+were capped at 12 a second and the skipped steps' frames moved after "done": Explorer / bare pipe
+1.052, 1.084 and 1.083 in three runs (to the last skipped frame 1.099-1.135; at an even machine
+speed 1.037-1.038). Before, the same hour, against a bare trace: 1.133. The Explorer's steps run
+4-6% slower than a bare trace's even with its per-step hook made a no-op, for a reason not found
+(not the worker thread: a bare trace in one runs 0.97-0.98 of the main thread's).
+
+Earlier figures, against a bare trace:
+
+(embedded model, 1 torch thread, 40 rounds, 2026-11-24, the bare trace ~1.1 s):
 through the Explorer 1.043 (1.040-1.048) and 1.035 (1.027-1.045); in the bare trace's thread
 1.041 (1.038-1.043) and 1.040 (1.035-1.045), its steps 1.005 and 1.003 of the bare trace's; with
 --bare-thread 1.030 (1.025-1.034) and 1.038 (1.031-1.043). The Explorer's own work is ~39 ms a
@@ -304,7 +315,8 @@ def main() -> None:
     print(f"  to the last skipped step's frame made and sent (ex.wait() returns): median "
           f"{statistics.median(filled_ratios):.3f} ({low:.3f}-{high:.3f})")
     low, high = median_interval(ratios)
-    print(f"ratio explorer / bare trace (no final picture): median {statistics.median(ratios):.3f} (95% bootstrap interval {low:.3f}-{high:.3f}; "
+    print(f"ratio explorer / bare trace (no final picture): median {statistics.median(ratios):.3f} "
+          f"(95% bootstrap interval {low:.3f}-{high:.3f}; "
           f"pairs from {min(ratios):.3f} to {max(ratios):.3f})")
     low, high = median_interval(paced)
     print(f"ratio at the machine's speed of each run (wall time / the run's own step time): median "
