@@ -25,7 +25,7 @@ from .pacer import Pacer
 
 LIVE_QUALITY = 80
 TINY_QUALITY = 90  # encode_tiny
-LIVE_MAX_BYTES = 60_000  # per frame: at pacer.MIN_INTERVAL, two views stay under ~2 MB/s
+LIVE_MAX_BYTES = 60_000  # per frame: at pacer.MIN_INTERVAL, two views stay under ~1.5 MB/s
 # Raw frames (older saved notebooks and files hold them; nothing writes them now): RAW_MAGIC, then
 # width and height (uint16 LE), then the RGB bytes. widgets/frame_decode.js reads them too.
 RAW_MAGIC = b"NBDRGB"
@@ -33,7 +33,6 @@ RAW_TYPE = "image/x-nbdiffuse-rgb"  # mime_type's name for raw frames: no browse
 LOSSLESS_MAX_PIXELS = 64 * 64  # frames up to this size go lossless (encode_frame)
 LOSSLESS_TYPE = "image/webp" if features.check("webp") else "image/png"  # encode_lossless's frames
 WEBP_MAX_SIDE = 16383  # px: larger pictures go as PNG
-
 
 
 # --- encoding --------------------------------------------------------------------------
@@ -237,8 +236,8 @@ class FrameStream:
     model's next steps, at most once per Pacer interval (min_interval), and offers them live; the
     steps it passed over are left to `snapshot` (pause, end of run), which makes them in batches. A
     decoder's convolutions and the image codecs run outside the GIL, so where a core is free the
-    live view costs the run little, and it costs no more than its paced frames where none is: the
-    earlier stream that made every step beside the run slowed a 2-core CPU run's steps by 5-10%.
+    live view costs the run little, and no more than its paced frames where none is (on a 2-core
+    CPU, tiny decodes running beside the embedded model's steps slowed them by 5-9%).
     worker=False makes them in the pusher's thread when the Pacer sends them: for foreground runs
     (Colab shows no update sent from another thread).
     """

@@ -18,8 +18,9 @@ MAX_IN_FLIGHT = 2
 ACK_TIMEOUT = 0.5  # s; an unacknowledged frame older than this counts as lost (no view, hidden tab, busy kernel)
 # s between live frames. Each one is a decode (the tiny decoder's x0 and x_t of the embedded model:
 # ~1.7 ms of a CPU thread, 6% of its 27 ms guided step), so a live view of every step of a fast run
-# costs the run ~6% on a 2-core machine even from a thread of its own; at 12 a second the view still
-# moves smoothly and the steps it skipped are made once, in batches, when the run ends or holds.
+# costs the run up to ~6% on a 2-core machine even from a thread of its own; at 12 a second the view
+# still moves smoothly and the steps it skipped are made once, in batches, when the run holds or
+# right after it ends (explorer/lifecycle.py, fill_skipped).
 MIN_INTERVAL = 1 / 12
 
 Send = Callable[[dict, list], None]
