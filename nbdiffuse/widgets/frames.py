@@ -277,11 +277,14 @@ class FrameStream:
             self._newest = k  # an older step not taken yet is passed over: snapshot makes it
             self._wake.notify()
 
-    def close(self) -> None:
-        """End the worker after the step in its hands (the stream keeps its frames; snapshot makes the rest)."""
+    def close(self, timeout: float = SNAPSHOT_WAIT) -> None:
+        """End the worker after the step in its hands, and wait for it (at most `timeout` s): once a run
+        has ended, no thread of its stream is left. The stream keeps its frames; snapshot makes the rest."""
         with self._wake:
             self._closed = True
             self._wake.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     def _take(self) -> int | None:
         """The newest pushed step, once the pacer's interval since the last one has passed; None when
