@@ -402,8 +402,8 @@ def main() -> None:
     print(f"the Explorer's own work inside its runs: median {statistics.median(own_ms):.1f} ms a run, "
           f"(loop + own) / loop median {1 + statistics.median(shares):.3f} "
           f"(min {1 + min(shares):.3f}, max {1 + max(shares):.3f})")
+    in_ex_thread.close()  # the patches come off in the reverse order of going on
     own.close()
-    in_ex_thread.close()
     interference = step_interference(pipe, ex, runs["bare"], prompt, guidance, args.rounds)
     low, high = median_interval(interference)
     step_ratio = statistics.median(interference)
