@@ -58,8 +58,9 @@ made the same bare trace 2-3% slower than in a worker thread on the busy machine
 0.996 with MALLOC_ARENA_MAX=1, where every thread shares one arena), and the Explorer's steps in
 its worker thread ran 0.99-1.04 of the steps in the main thread from one invocation to the next.
 The Explorer in the bare trace's own thread has neither: its steps take 1.002-1.005 of the bare
-trace's, so that ratio is the cost of the Explorer's own work. --bare-thread runs the bare trace
-(and that third side) in a lasting worker thread instead of this one. Ruled out as causes of a
+trace's, so that ratio is the cost of the Explorer's own work. --bare-thread runs the bare trace,
+the main-thread bare pipe(...) and the Explorer's foreground side in a lasting worker thread instead
+of this one. Ruled out as causes of a
 slower step: the GIL (the run thread waits for it 0.1-0.6% of its steps' time), the acks' thread
 (a bare trace with a second thread woken 5 ms after each step: 1.004, 150 pairs), and the frames'
 allocations (a trace that decodes, encodes and sends both views each step in a worker thread of
@@ -374,10 +375,11 @@ def main() -> None:
           f"(95% bootstrap interval {low:.3f}-{high:.3f}; pairs from {min(same_ratios):.3f} to "
           f"{max(same_ratios):.3f})  goal <= 1.05")
     low, high = median_interval(pipe_ratios)
+    luck_low, luck_high = median_interval(thread_luck)
     print(f"  against a bare pipe(...) in the main thread (a notebook cell's): median "
           f"{statistics.median(pipe_ratios):.3f} ({low:.3f}-{high:.3f}); that thread's own luck: the same bare "
           f"pipe(...) in the main thread / in the Explorer's {statistics.median(thread_luck):.3f} "
-          f"({median_interval(thread_luck)[0]:.3f}-{median_interval(thread_luck)[1]:.3f})")
+          f"({luck_low:.3f}-{luck_high:.3f})")
     low, high = median_interval(filled_ratios)
     print(f"  to the last skipped step's frame made and sent (ex.wait() returns): median "
           f"{statistics.median(filled_ratios):.3f} ({low:.3f}-{high:.3f})")
