@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -173,27 +173,45 @@ def render_pool(count: int, seed: int = 0, workers: Optional[int] = None) -> tup
     return captions, images
 
 
-def training_text(caption: Caption, rng: np.random.Generator, omit: float = 0.25, noise: float = 0.0) -> str:
+def training_text(caption: Caption, rng: np.random.Generator, omit: float = 0.25,
+                  noise: Union[float, Mapping[str, float]] = 0.0) -> str:
     """A text for a complete `caption` as training sees it: each attribute left out with
     probability `omit` (the image then shows one value the text does not pin down, which is what
     "left out" means at sampling time) and a random free word order.
 
-    With `noise` > 0 each attribute is also, with that probability, named wrong: another value
-    than the picture shows, as web captions are (see `mislabel`). With noise 0 no extra random
-    numbers are drawn, so the texts are those of a run without the option."""
-    if noise > 0:
+    With `noise` (one rate for every attribute, or a rate per attribute) each attribute is also,
+    with its rate, named wrong: another value than the picture shows, as web captions are (see
+    `mislabel`). With no noise no extra random numbers are drawn, so the texts are those of a run
+    without the option."""
+    if noise_rates(noise):
         caption = mislabel(caption, rng, noise)
     dropped = [field for field in ("size", "color", "shape", "position", "background") if rng.random() < omit]
     return caption_text(caption.without(*dropped), rng, variation=True)
 
 
-def mislabel(caption: Caption, rng: np.random.Generator, rate: float) -> Caption:
-    """`caption` with each attribute, with probability `rate`, replaced by a different value drawn
-    uniformly (the color rule kept: a wrong color never equals the background, and the other way
-    round). The picture is not changed: the text now says something it does not show."""
+def noise_rates(noise: Union[float, Mapping[str, float], None]) -> dict[str, float]:
+    """{attribute: rate > 0} of a caption noise given as one rate for all five attributes or as
+    a rate per attribute ({"shape": 0.05}); ValueError names a wrong attribute or rate."""
+    if not noise:
+        return {}
+    rates = dict(noise) if isinstance(noise, Mapping) else {field: float(noise) for field in ATTRIBUTES}
+    for field, rate in rates.items():
+        if field not in ATTRIBUTES:
+            raise ValueError(f"caption noise names {field!r}; the attributes are {', '.join(ATTRIBUTES)}")
+        if not 0 <= rate < 1:
+            raise ValueError(f"caption noise {field}={rate} must be a share from 0 to below 1, e.g. 0.05")
+    return {field: rate for field, rate in rates.items() if rate > 0}
+
+
+def mislabel(caption: Caption, rng: np.random.Generator, rate: Union[float, Mapping[str, float]]) -> Caption:
+    """`caption` with each attribute, with probability `rate` (one for all, or per attribute as
+    in `noise_rates`), replaced by a different value drawn uniformly (the color rule kept: a wrong
+    color never equals the background, and the other way round). The picture is not changed: the
+    text now says something it does not show."""
+    rates = noise_rates(rate)
     values = caption.named
     for field in ("size", "color", "shape", "position", "background"):
-        if field not in values or rng.random() >= rate:
+        if field not in values or rng.random() >= rates.get(field, 0.0):
             continue
         other = {"color": values.get("background"), "background": values.get("color")}.get(field)
         options = [v for v in VOCABULARY[ATTRIBUTES[field]] if v not in (values[field], other)]

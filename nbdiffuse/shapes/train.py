@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from .model import PRESETS, Preset, build_scheduler
+from .render import noise_rates
 from .tokenizer import build_tokenizer, load_tokenizer
 from .training.checkpoint import Checkpoint, Saver
 from .training.data import render_images
@@ -65,10 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ema-decay", type=float, default=None,
                         help="decay of the weights' moving average that is shipped (default: the preset's). A "
                              "fine-tune of a few hundred steps wants a shorter average than the preset's 0.9995")
-    parser.add_argument("--caption-noise", type=float, default=None,
-                        help="share of each attribute named wrong in training captions (default 0): the noisy "
-                             "captions real models learn from, which make classifier-free guidance matter "
-                             "(see nbdiffuse/shapes/model/TRAINING.md)")
+    parser.add_argument("--caption-noise", type=_caption_noise, default=None,
+                        help="share of each attribute named wrong in training captions (default 0), one for all "
+                             "(0.03) or per attribute (shape=0.05,size=0.05): the noisy captions real models learn "
+                             "from, which make classifier-free guidance matter (see nbdiffuse/shapes/model/TRAINING.md)")
+    parser.add_argument("--pair-share", type=float, default=None,
+                        help="share of each UNet batch drawn from pictures of a black object on white or a white "
+                             "one on black (default 0: as the pool holds them, about 1 in 12): the captions whose "
+                             "two colours only word order tells apart")
     parser.add_argument("--train", choices=TRAINED_PARTS, default=None,
                         help="what learns in the UNet stage (default all: the text encoder and the UNet). "
                              "conditioning: the text encoder and the UNet's cross-attention keys and values only, "
@@ -105,8 +110,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--offset-noise={args.offset_noise} must be between 0 and 1")
     if args.ema_decay is not None and not 0 < args.ema_decay < 1:
         parser.error(f"--ema-decay={args.ema_decay} must be above 0 and below 1, e.g. 0.995")
-    if args.caption_noise is not None and not 0 <= args.caption_noise < 1:
-        parser.error(f"--caption-noise={args.caption_noise} must be a share from 0 to below 1, e.g. 0.1")
+    if args.pair_share is not None and not 0 <= args.pair_share <= 1:
+        parser.error(f"--pair-share={args.pair_share} must be a share from 0 to 1, e.g. 0.2")
     if args.t_min is not None and not 0 <= args.t_min <= 999:
         parser.error(f"--t-min={args.t_min} must be a timestep from 0 to 999")
     if args.init is not None and not (args.init / "model_index.json").exists():
@@ -118,6 +123,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.unet_minutes is not None and args.unet_minutes <= 0:
         parser.error(f"--unet-minutes={args.unet_minutes} must be > 0")
     return args
+
+
+def _caption_noise(text: str):
+    """--caption-noise: one rate ("0.03") or rates per attribute ("shape=0.05,size=0.05")."""
+    try:
+        if "=" not in text:
+            noise = float(text)
+        else:
+            noise = {field.strip(): float(rate) for field, rate in (part.split("=", 1) for part in text.split(","))}
+        noise_rates(noise)
+    except ValueError as error:
+        detail = str(error) if str(error).startswith("caption noise") else "not a number"
+        raise argparse.ArgumentTypeError(f"{text!r}: {detail}; give one share for every attribute (0.03) "
+                                         "or attribute=share pairs (shape=0.05,size=0.05)") from None
+    return noise
 
 
 # ----------------------------------------------------------------------------- a run, in order

@@ -4,8 +4,10 @@ from PIL import ImageFilter
 
 from nbdiffuse.shapes import off_palette
 from nbdiffuse.shapes.grammar import ATTRIBUTES, parse_caption, random_caption
-from nbdiffuse.shapes.render import COLORS, render_sample, training_text, mislabel
-from nbdiffuse.shapes.text_batches import make_batch
+import pytest
+
+from nbdiffuse.shapes.render import COLORS, mislabel, noise_rates, render_sample, training_text
+from nbdiffuse.shapes.text_batches import make_batch, swappable
 from nbdiffuse.shapes.tokenizer import build_tokenizer
 
 
@@ -23,6 +25,44 @@ def test_mislabel_names_each_attribute_wrong_at_its_rate_and_keeps_the_color_rul
     assert mislabel(caption, rng, 0.0) == caption
     always = mislabel(caption, rng, 0.999999)
     assert all(getattr(always, f) != getattr(caption, f) for f in ATTRIBUTES)
+
+
+def test_per_attribute_rates_name_only_those_attributes_wrong():
+    rng = np.random.default_rng(1)
+    wrong = {field: 0 for field in ATTRIBUTES}
+    for i in range(4000):
+        caption = random_caption(seed=i)
+        noisy = mislabel(caption, rng, {"shape": 0.3, "size": 0.1})
+        for field in ATTRIBUTES:
+            wrong[field] += getattr(noisy, field) != getattr(caption, field)
+    assert 0.27 < wrong["shape"] / 4000 < 0.33 and 0.08 < wrong["size"] / 4000 < 0.12, wrong
+    assert wrong["color"] == wrong["position"] == wrong["background"] == 0
+    # one rate for all and the same rate named per attribute draw the same texts
+    caption = random_caption(seed=5)
+    every = {field: 0.2 for field in ATTRIBUTES}
+    assert [training_text(caption, np.random.default_rng(s), 0.25, 0.2) for s in range(30)] == \
+        [training_text(caption, np.random.default_rng(s), 0.25, every) for s in range(30)]
+
+
+@pytest.mark.parametrize("noise, words", [({"colour": 0.1}, "'colour'"), ({"shape": 1.0}, "shape=1.0"),
+                                          (-0.1, "size=-0.1")])
+def test_bad_noise_rates_are_named(noise, words):
+    with pytest.raises(ValueError, match=words):
+        noise_rates(noise)
+
+
+def test_pair_share_draws_that_share_of_the_batch_from_black_and_white_pairs(tmp_path):
+    tokenizer = build_tokenizer(tmp_path / "tok")
+    captions = [random_caption(seed=i) for i in range(3000)]
+    pairs = swappable(captions)
+    assert all({captions[i].color, captions[i].background} == {"black", "white"} for i in pairs)
+    assert 0.05 < len(pairs) / len(captions) < 0.12  # as drawn, about 1 in 12
+    plain, _ = make_batch(captions, tokenizer, seed=1, step=4, batch=1000)
+    zero, _ = make_batch(captions, tokenizer, seed=1, step=4, batch=1000, pair_share=0.0)
+    assert np.array_equal(plain, zero)
+    focused, _ = make_batch(captions, tokenizer, seed=1, step=4, batch=1000, pair_share=0.5)
+    share = np.isin(focused, pairs).mean()
+    assert 0.5 < share < 0.6, share  # half drawn from the pairs, plus the pairs among the other half
 
 
 def test_noise_zero_gives_the_texts_of_a_run_without_it():

@@ -142,6 +142,18 @@ def test_caption_noise_fine_tune_records_its_recipe(trained, tmp_path):
     assert "## Why the captions are noisy (--caption-noise)" in report
 
 
+def test_per_attribute_caption_noise_and_pair_share_are_recorded(trained, tmp_path):
+    out, _ = trained
+    again = tmp_path / "per-attribute"
+    state = train.main(["--out", str(again), "--init", str(out), "--caption-noise", "shape=0.05,size=0.1",
+                        "--pair-share", "0.25", "--batch", "4", "--pool-size", "300", *ARGS])
+    assert state["complete"] and state["caption_noise"] == {"shape": 0.05, "size": 0.1} and state["pair_share"] == 0.25
+    report = (again / "TRAINING.md").read_text()
+    assert "caption noise: shape named wrong in 5% of captions, size in 10% (--caption-noise)" in report
+    assert "black/white pairs: 25% of each UNet batch (--pair-share)" in report
+    assert "## Why the captions are noisy (--caption-noise)" in report
+
+
 def test_a_conditioning_fine_tune_keeps_the_rest_of_the_unet_bit_for_bit(trained, tmp_path):
     """--train conditioning: only the text encoder and the cross-attention keys and values learn."""
     from safetensors.torch import load_file
@@ -169,8 +181,11 @@ def test_a_partial_fine_tune_needs_a_model_to_start_from(capsys):
 
 @pytest.mark.parametrize("bad", [["--t-min", "1000"], ["--offset-noise", "-0.1"], ["--batch", "0"], ["--pool-size", "0"],
                                  ["--caption-noise", "1"], ["--caption-noise", "-0.1"], ["--ema-decay", "1"],
-                                 ["--ema-decay", "0"]])
+                                 ["--ema-decay", "0"], ["--caption-noise", "colour=0.1"],
+                                 ["--caption-noise", "shape=1.5"], ["--caption-noise", "shape=x"],
+                                 ["--pair-share", "1.5"], ["--pair-share", "-0.1"]])
 def test_bad_fine_tune_options_are_refused_by_name(bad, capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--out", "x", *bad])
-    assert bad[0] in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert bad[0] in error and bad[1] in error

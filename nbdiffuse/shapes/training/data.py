@@ -68,7 +68,8 @@ def text_batches(ctx: dict, workers: int) -> TextBatches:
     state = ctx["state"]
     began = time.time()
     batches = TextBatches(ctx["pool_captions"], ctx["tokenizer"], ctx["tokenizer_dir"], state["seed"],
-                          ctx["preset"].batch, workers=workers, noise=state.get("caption_noise") or 0.0)
+                          ctx["preset"].batch, workers=workers, noise=state.get("caption_noise") or 0.0,
+                          pair_share=state.get("pair_share") or 0.0)
     batches.prefetch(state["unet_step"])
     say(f"caption batches ready in {time.time() - began:.1f} s ({workers} worker processes)")
     return batches

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 from pathlib import Path
 
 import torch
+
+from ..render import noise_rates
 
 
 _TRAINED = {"conditioning": "the text encoder and the UNet's cross-attention keys and values",
@@ -66,8 +69,10 @@ def _summary(state: dict) -> list[str]:
         *([f"- offset noise: {state['offset_noise']} (--offset-noise)"] if state.get("offset_noise") else []),
         *([f"- UNet timesteps: {state['t_min']}..999 (--t-min)"] if state.get("t_min") else []),
         *([f"- EMA decay: {state['ema_decay']} (--ema-decay)"] if state.get("ema_decay") else []),
-        *([f"- caption noise: each attribute named wrong in {state['caption_noise']:.0%} of captions (--caption-noise)"]
+        *([f"- caption noise: {_noise_words(state['caption_noise'])} (--caption-noise)"]
           if state.get("caption_noise") else []),
+        *([f"- black/white pairs: {state['pair_share']:.0%} of each UNet batch (--pair-share)"]
+          if state.get("pair_share") else []),
         *([f"- trained: {_TRAINED[state['train']]} (--train {state['train']}); the rest kept from --init"]
           if state.get("train") not in (None, "all") else []),
         f"- shipped size: {state.get('size_mb', 0):.2f} MB",
@@ -90,12 +95,22 @@ def _runs_and_losses(state: dict) -> list[str]:
     return lines
 
 
+def _noise_words(noise) -> str:
+    """'each attribute named wrong in 3% of captions' or 'shape named wrong in 5% ..., size in 5%'."""
+    rates = noise_rates(noise)
+    if len(rates) == 5 and len(set(rates.values())) == 1:
+        return f"each attribute named wrong in {next(iter(rates.values())):.0%} of captions"
+    first, *rest = rates.items()
+    return ", ".join([f"{first[0]} named wrong in {first[1]:.0%} of captions"] + [f"{f} in {r:.0%}" for f, r in rest])
+
+
 def _noisy_captions(state: dict) -> list[str]:
     """Why the captions were noisy, for a teacher reading TRAINING.md."""
-    rate = state["caption_noise"]
+    rates = noise_rates(state["caption_noise"])
+    rate = max(rates.values())
     return ["", "## Why the captions are noisy (--caption-noise)", "",
-            f"Each training caption names each of its attributes wrong with probability {rate:g}: the size, colour, "
-            "shape, position or background is replaced by another value of the grammar (the colour rule kept), while "
+            f"Training captions name attributes wrong: {_noise_words(state['caption_noise'])}. The wrong "
+            "attribute is replaced by another value of the grammar (the colour rule kept), while "
             "the picture stays as rendered. On top, as before, each attribute is left out with probability "
             f"{state.get('omit_probability', 0.25):g} and {state.get('caption_dropout', 0.1):.0%} of captions are "
             "empty (the unconditional prompt classifier-free guidance needs).",
@@ -109,11 +124,11 @@ def _noisy_captions(state: dict) -> list[str]:
             "extrapolated prediction leaves the pictures the model knows: colours shift past the palette and edges "
             "ring. With perfect captions the model needed no guidance, and a learner could not see any of this.",
             "",
-            f"The rate: with five attributes named wrong {rate:g} of the time each, about "
-            f"{1 - (1 - rate) ** 5:.0%} of full captions carry at least one wrong attribute, which sets the unguided "
-            f"misses; in that idealised picture guidance w weighs a right value against one wrong one by "
-            f"((1 - r)(n - 1) / r)^w for an attribute of n values ({((1 - rate) / rate) ** 5:.0e} at w = 5 for the "
-            "size, which has two), so guided runs hit."]
+            f"The rates: about {1 - math.prod(1 - r for r in rates.values()):.0%} of full captions carry at least "
+            "one wrong attribute, which sets the unguided misses; in that idealised picture guidance w weighs a "
+            "right value against one wrong one by ((1 - r)(n - 1) / r)^w for an attribute of n values "
+            f"({((1 - rate) / rate) ** 5:.0e} at w = 5 for an attribute of two values named wrong {rate:g} of the "
+            "time), so guided runs hit."]
 
 
 def write_report(out: Path, state: dict):

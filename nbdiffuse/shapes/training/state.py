@@ -64,6 +64,7 @@ def new_state(args: argparse.Namespace, device: torch.device) -> dict:
         "offset_noise": args.offset_noise,
         "t_min": args.t_min,
         "caption_noise": args.caption_noise,
+        "pair_share": args.pair_share,
         "ema_decay": args.ema_decay,
         "train": args.train,
     }
