@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import nbdiffuse as nbd
+from nbdiffuse.core.pipe_attrs import tiny_decoder
 from nbdiffuse.core.families import family_for
 from nbdiffuse.shapes import random_caption
 
@@ -53,7 +54,7 @@ def quality(pipe, runs: int, steps: int) -> None:
 
 def cost(pipe, rounds: int) -> None:
     family = family_for(pipe)
-    tiny = nbd.core.loading.tiny_decoder(pipe)
+    tiny = tiny_decoder(pipe)
     traj = nbd.trace(pipe, "big red circle on the left, white background", steps=30, guidance=5.0, seed=0)
     step = traj[15]
     latents = step.latents.reshape(1, *step.latents.shape[-3:])
@@ -101,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe = nbd.load_pipeline(device="cpu")
-    if nbd.core.loading.tiny_decoder(pipe) is None:
+    if tiny_decoder(pipe) is None:
         raise SystemExit("this installation's embedded model has no tiny decoder (nbdiffuse/shapes/model/tiny_decoder)")
     cost(pipe, args.rounds)
     quality(pipe, args.runs, args.steps)
