@@ -132,7 +132,8 @@ def _caption_noise(text: str):
             noise = float(text)
         else:
             noise = {field.strip(): float(rate) for field, rate in (part.split("=", 1) for part in text.split(","))}
-        noise_rates(noise)
+        if not noise_rates(noise):
+            return 0.0  # "shape=0": no noise, as a run without the option
     except ValueError as error:
         detail = str(error) if str(error).startswith("caption noise") else "not a number"
         raise argparse.ArgumentTypeError(f"{text!r}: {detail}; give one share for every attribute (0.03) "

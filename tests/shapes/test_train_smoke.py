@@ -173,6 +173,11 @@ def test_a_conditioning_fine_tune_keeps_the_rest_of_the_unet_bit_for_bit(trained
         in (again / "TRAINING.md").read_text()
 
 
+def test_caption_noise_of_zero_everywhere_is_no_noise():
+    assert train.parse_args(["--out", "x", "--caption-noise", "shape=0,size=0"]).caption_noise == 0.0
+    assert train.parse_args(["--out", "x", "--caption-noise", "shape=0.05"]).caption_noise == {"shape": 0.05}
+
+
 def test_a_partial_fine_tune_needs_a_model_to_start_from(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--out", "x", "--train", "text"])
