@@ -183,8 +183,13 @@ def training_text(caption: Caption, rng: np.random.Generator, omit: float = 0.25
     with its rate, named wrong: another value than the picture shows, as web captions are (see
     `mislabel`). With no noise no extra random numbers are drawn, so the texts are those of a run
     without the option."""
-    if noise_rates(noise):
-        caption = mislabel(caption, rng, noise)
+    return training_text_at(caption, rng, omit, noise_rates(noise))
+
+
+def training_text_at(caption: Caption, rng: np.random.Generator, omit: float, rates: dict[str, float]) -> str:
+    """`training_text` with the rates already checked by `noise_rates` (a batch checks them once)."""
+    if rates:
+        caption = _mislabel_at(caption, rng, rates)
     dropped = [field for field in ("size", "color", "shape", "position", "background") if rng.random() < omit]
     return caption_text(caption.without(*dropped), rng, variation=True)
 
@@ -208,7 +213,10 @@ def mislabel(caption: Caption, rng: np.random.Generator, rate: Union[float, Mapp
     in `noise_rates`), replaced by a different value drawn uniformly (the color rule kept: a wrong
     color never equals the background, and the other way round). The picture is not changed: the
     text now says something it does not show."""
-    rates = noise_rates(rate)
+    return _mislabel_at(caption, rng, noise_rates(rate))
+
+
+def _mislabel_at(caption: Caption, rng: np.random.Generator, rates: dict[str, float]) -> Caption:
     values = caption.named
     for field in ("size", "color", "shape", "position", "background"):
         if field not in values or rng.random() >= rates.get(field, 0.0):

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .render import training_text
+from .render import noise_rates, training_text_at
 
 # The colour pairs a bag of words cannot tell apart: a black object on white and a white one on
 # black name the same two colours in swapped roles. Only the order of the words says which is the
@@ -46,7 +46,8 @@ def make_batch(captions: Sequence, tokenizer, seed: int, step: int, batch: int, 
         if len(pairs):
             chosen = rng.random(batch) < pair_share
             index[chosen] = pairs[rng.integers(len(pairs), size=int(chosen.sum()))]
-    texts = ["" if rng.random() < CAPTION_DROPOUT else training_text(captions[i], rng, OMIT_PROBABILITY, noise)
+    rates = noise_rates(noise)
+    texts = ["" if rng.random() < CAPTION_DROPOUT else training_text_at(captions[i], rng, OMIT_PROBABILITY, rates)
              for i in index]
     ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="np").input_ids.astype(np.int64)
