@@ -65,12 +65,14 @@ def _start_worker(captions, tokenizer_dir: str) -> None:
     from .tokenizer import load_tokenizer
 
     _worker["captions"], _worker["tokenizer"] = captions, load_tokenizer(tokenizer_dir)
-    _worker["pairs"] = swappable(captions)
 
 
 def _worker_batch(args) -> tuple[np.ndarray, np.ndarray]:
     seed, step, batch, noise, pair_share = args
-    return make_batch(_worker["captions"], _worker["tokenizer"], seed, step, batch, noise, pair_share, _worker["pairs"])
+    if pair_share > 0 and "pairs" not in _worker:  # found once per worker, and only for runs that draw them
+        _worker["pairs"] = swappable(_worker["captions"])
+    return make_batch(_worker["captions"], _worker["tokenizer"], seed, step, batch, noise, pair_share,
+                      _worker.get("pairs"))
 
 
 class TextBatches:
@@ -81,7 +83,7 @@ class TextBatches:
                  ahead: int = 64, noise=0.0, pair_share: float = 0.0):
         self.captions, self.tokenizer, self.seed, self.batch, self.noise = captions, tokenizer, seed, batch, noise
         self.pair_share = pair_share
-        self.pairs = swappable(captions) if pair_share > 0 else None
+        self.pairs = swappable(captions) if pair_share > 0 and workers == 0 else None  # workers find their own
         self.ahead = ahead
         self._pool: Optional[multiprocessing.pool.Pool] = None
         self._queue: collections.deque = collections.deque()  # (step, AsyncResult)

@@ -2,6 +2,7 @@
 import time
 
 import numpy as np
+import pytest
 
 from nbdiffuse.shapes.training import loops
 from nbdiffuse.shapes.model import get_preset
@@ -10,11 +11,12 @@ from nbdiffuse.shapes.text_batches import TextBatches
 from nbdiffuse.shapes.tokenizer import build_tokenizer
 
 
-def test_worker_batches_equal_inline_batches(tmp_path):
+@pytest.mark.parametrize("options", [{}, {"noise": {"shape": 0.2}, "pair_share": 0.4}])
+def test_worker_batches_equal_inline_batches(tmp_path, options):
     tokenizer = build_tokenizer(tmp_path / "tok")
     captions, _ = render_pool(64, seed=5, workers=1)
-    inline = TextBatches(captions, tokenizer, tmp_path / "tok", seed=5, batch=16)
-    ahead = TextBatches(captions, tokenizer, tmp_path / "tok", seed=5, batch=16, workers=1, ahead=3)
+    inline = TextBatches(captions, tokenizer, tmp_path / "tok", seed=5, batch=16, **options)
+    ahead = TextBatches(captions, tokenizer, tmp_path / "tok", seed=5, batch=16, workers=1, ahead=3, **options)
     try:
         ahead.prefetch(0)
         for step in (0, 1, 2, 3, 4, 9, 10):  # a jump (4 -> 9) drops what was made ahead
