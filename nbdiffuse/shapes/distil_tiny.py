@@ -3,10 +3,14 @@
 The teacher is the shipped VAE's decoder; the data are the latents live frames will actually show:
 x0 predictions and noisy latents x_t at every step of the model's own runs (captions of every
 kind, guidance 1-12, several samplers), plus latents of rendered pictures and noise around them.
-The student (core/tiny_decoder.py) learns the teacher's pictures at the output size with an L1 loss.
+The student (core/tiny_decoder.py) learns the teacher's pictures at the output size with an L1 loss;
+--object-weight W counts the pixels of the object (those far from the picture's background) 1 + W
+times, so that the small part of the picture a learner looks at keeps its colour. --init starts from
+a saved decoder (a model fine-tuned from the shipped one starts from the shipped decoder).
 Held-out runs (other captions and seeds) give the figures TRAINING.md and the README state: mean
-absolute error against decoder="full" over all steps (x0 and x_t views). A CPU run of minutes;
-benchmarks/tiny_decoder.py times a frame next to a guided step.
+absolute error against decoder="full" over all steps (x0 and x_t views), and the object's colour in
+the second half of each run (the median colour inside the object, the largest channel difference
+of 255). A CPU run of minutes; benchmarks/tiny_decoder.py times a frame next to a guided step.
 """
 from __future__ import annotations
 
@@ -63,6 +67,31 @@ def teacher(vae: Any, latents: torch.Tensor, batch: int = 64) -> torch.Tensor:
                                      return_dict=False)[0].float().clamp(-1, 1).cpu() for chunk in latents.split(batch)])
 
 
+def object_mask(pictures: torch.Tensor, threshold: float = 0.6) -> torch.Tensor:
+    """(N, 1, H, W) True where a [-1, 1] picture's colour is far from its background: the median of
+    its border pixels, summed absolute difference over RGB above `threshold` (0.6: 77 of 255)."""
+    border = torch.cat([pictures[:, :, 0], pictures[:, :, -1], pictures[:, :, :, 0], pictures[:, :, :, -1]], dim=2)
+    background = border.median(dim=2).values[:, :, None, None]
+    return (pictures - background).abs().sum(1, keepdim=True) > threshold
+
+
+def object_colour_errors(student: Any, latents: torch.Tensor, target: torch.Tensor) -> list[float]:
+    """For each picture with an object: the largest channel difference (of 255) between the median
+    colours the student and the teacher give the object's inside (its mask, one pixel eroded: the
+    outline may move). Pictures whose inside has fewer than 8 pixels are skipped."""
+    with torch.no_grad():
+        made = as_uint8(torch.cat([student.decode(chunk, return_dict=False)[0] for chunk in latents.split(256)]))
+    inside = object_mask(target)[:, 0]
+    for shift, dim in ((1, 1), (-1, 1), (1, 2), (-1, 2)):
+        inside &= object_mask(target)[:, 0].roll(shift, dim)
+    truth, errors = as_uint8(target), []
+    for i in range(len(latents)):
+        if int(inside[i].sum()) >= 8:
+            colour = lambda pictures: pictures[i][:, inside[i]].median(dim=1).values
+            errors.append(float((colour(made) - colour(truth)).abs().max()))
+    return errors
+
+
 def as_uint8(pictures: torch.Tensor) -> torch.Tensor:
     """[-1, 1] pictures rounded to 0..255 as decode.to_pil rounds them."""
     return ((pictures.float().clamp(-1, 1) + 1) * 127.5 + 0.5).floor()
@@ -76,9 +105,11 @@ def mean_error(student: Any, latents: torch.Tensor, target: torch.Tensor) -> flo
 
 
 def train(student: Any, latents: torch.Tensor, target: torch.Tensor, steps: int, batch: int = 64, lr: float = 2e-3,
-          seed: int = 0, log: Any = print, weights: torch.Tensor | None = None) -> list[tuple[int, float]]:
+          seed: int = 0, log: Any = print, weights: torch.Tensor | None = None,
+          object_weight: float = 0.0) -> list[tuple[int, float]]:
     """Adam on the L1 error; the learning rate falls on a cosine to zero. weights: how often each
-    latent is drawn, relative to the others (None: all alike)."""
+    latent is drawn, relative to the others (None: all alike). object_weight: the object's pixels
+    (object_mask of the teacher's picture) count 1 + object_weight times in the loss."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(student.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + np.cos(np.pi * s / steps)))
@@ -87,7 +118,10 @@ def train(student: Any, latents: torch.Tensor, target: torch.Tensor, steps: int,
     for step in range(1, steps + 1):
         pick = (torch.randint(0, len(latents), (batch,), generator=generator) if weights is None
                 else torch.multinomial(weights, batch, replacement=True, generator=generator))
-        loss = (student(latents[pick]) - target[pick]).abs().mean()
+        error = (student(latents[pick]) - target[pick]).abs()
+        if object_weight:
+            error = error * (1 + object_weight * object_mask(target[pick]))
+        loss = error.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -102,37 +136,55 @@ def train(student: Any, latents: torch.Tensor, target: torch.Tensor, steps: int,
 
 
 def distil(pipe: Any, out: Path, *, runs: int = 96, renders: int = 2048, held_out: int = 24, steps: int = 3000,
-           batch: int = 32, seed: int = 0, shape: dict | None = None, log: Any = print) -> dict:
+           batch: int = 32, seed: int = 0, shape: dict | None = None, log: Any = print, lr: float = 2e-3,
+           object_weight: float = 0.0, init: Path | None = None) -> dict:
     """Distil a TinyDecoder from `pipe`'s VAE into the folder `out`; returns (and writes beside it, as
-    distillation.json) the record: data, training, held-out mean errors of 255 against the VAE."""
+    distillation.json) the record: data, training, held-out mean errors of 255 against the VAE.
+    init: a TinyDecoder folder to start from (its shape, not `shape`); steps=0 with init measures it."""
     from ..core.tiny_decoder import TinyDecoder
 
+    if init is not None and shape:
+        raise ValueError(f"init={str(init)!r} brings its own shape; got shape={shape} as well")
     started = time.perf_counter()
-    x0, xt = run_latents(pipe, runs, seed=seed + 100_000)
-    clean = render_latents(pipe, renders, seed=seed + 200_000)
-    generator = torch.Generator().manual_seed(seed)
-    nearby = clean + 0.3 * torch.randn(clean.shape, generator=generator)
-    latents = torch.cat([x0, xt, clean, nearby])
-    target = teacher(pipe.vae, latents)
+    latents = target = None
+    if steps:  # steps=0 only measures the init decoder: no training data
+        x0, xt = run_latents(pipe, runs, seed=seed + 100_000)
+        clean = render_latents(pipe, renders, seed=seed + 200_000)
+        generator = torch.Generator().manual_seed(seed)
+        nearby = clean + 0.3 * torch.randn(clean.shape, generator=generator)
+        latents = torch.cat([x0, xt, clean, nearby])
+        target = teacher(pipe.vae, latents)
+        log(f"{len(latents)} latents and their VAE pictures in {time.perf_counter() - started:.0f} s")
     made = time.perf_counter() - started
-    log(f"{len(latents)} latents and their VAE pictures in {made:.0f} s")
 
     torch.manual_seed(seed)
-    student = TinyDecoder(latent_channels=latents.shape[1], **(shape or {}))
-    losses = train(student, latents, target, steps, batch=batch, seed=seed, log=log)
+    if init is not None:
+        student = TinyDecoder.from_pretrained(init)
+    else:
+        student = TinyDecoder(latent_channels=pipe.vae.config.latent_channels, **(shape or {}))
+    losses = train(student, latents, target, steps, batch=batch, seed=seed, log=log, lr=lr,
+                   object_weight=object_weight) if steps else []
+    student.eval()
     trained = time.perf_counter() - started - made
 
     held_x0, held_xt = run_latents(pipe, held_out, seed=seed + 300_000)
-    last = held_x0[len(held_x0) // held_out - 1::len(held_x0) // held_out]  # each run's final x0
+    per_run = len(held_x0) // held_out
+    last = held_x0[per_run - 1::per_run]  # each run's final x0
+    held_target = teacher(pipe.vae, held_x0)
+    second_half = torch.arange(len(held_x0)) % per_run >= per_run // 2
+    colours = object_colour_errors(student, held_x0[second_half], held_target[second_half])
     figures = {
-        "x0_mae": mean_error(student, held_x0, teacher(pipe.vae, held_x0)),
+        "x0_mae": mean_error(student, held_x0, held_target),
         "xt_mae": mean_error(student, held_xt, teacher(pipe.vae, held_xt)),
         "final_x0_mae": mean_error(student, last, teacher(pipe.vae, last)),
+        "object_colour_error": float(np.mean(colours)) if colours else float("nan"),
+        "object_colour_error_p90": float(np.percentile(colours, 90)) if colours else float("nan"),
     }
     log(json.dumps(figures, indent=1))
     student.save_pretrained(out)
-    record = {"latents": len(latents), "training_runs": runs, "renders": renders, "held_out_runs": held_out,
-              "steps": steps, "batch": batch, "data_seconds": round(made, 1), "train_seconds": round(trained, 1),
+    record = {"latents": 0 if latents is None else len(latents), "training_runs": runs, "renders": renders, "held_out_runs": held_out,
+              "steps": steps, "batch": batch, "lr": lr, "object_weight": object_weight,
+              "init": None if init is None else Path(init).name, "data_seconds": round(made, 1), "train_seconds": round(trained, 1),
               "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in student.parameters()),
               "loss": [[s, round(v * 127.5, 3)] for s, v in losses],
               **{key: round(value, 4) for key, value in figures.items()}}
@@ -158,6 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--held-out", type=int, default=24, help="held-out runs for the figures")
     parser.add_argument("--steps", type=int, default=3000, help="training steps")
     parser.add_argument("--batch", type=int, default=32, help="latents per training step")
+    parser.add_argument("--lr", type=float, default=2e-3, help="Adam's first learning rate (a cosine takes it to 0)")
+    parser.add_argument("--object-weight", type=float, default=0.0,
+                        help="the object's pixels count 1 + this many times in the loss (default 0: all alike)")
+    parser.add_argument("--init", default=None, help="a tiny decoder folder to start from (--steps 0: measure it)")
     parser.add_argument("--channels", type=int, nargs="+", default=None, help="TinyDecoder channels (default: its own)")
     parser.add_argument("--convs", type=int, nargs="+", default=None, help="TinyDecoder convs per level")
     parser.add_argument("--patch", type=int, default=None, help="TinyDecoder patch")
@@ -166,8 +222,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tiny", action="store_true", help="a smoke run of seconds (tests)")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    shape = {key: value for key, value in (("channels", args.channels), ("convs", args.convs), ("patch", args.patch))
+             if value is not None}
+    for name in ("steps", "runs", "renders", "held_out", "batch", "lr", "object_weight"):
+        value, least = getattr(args, name), (1 if name in ("runs", "held_out", "batch") else 0)
+        if not value >= least or (name == "lr" and not value > 0):
+            parser.error(f"--{name.replace('_', '-')} must be {'> 0' if name == 'lr' else f'>= {least}'}; got {value}")
+    if args.steps == 0 and args.init is None:
+        parser.error("--steps 0 measures a decoder: it needs --init FOLDER")
+    if args.init is not None and shape:
+        parser.error(f"--init {args.init} brings its own shape; leave out --channels, --convs and --patch")
+    if args.init is not None and not (Path(args.init) / "config.json").is_file():
+        parser.error(f"--init {args.init}: no tiny decoder there (no config.json)")
     if args.tiny:
-        args.runs, args.renders, args.held_out, args.steps = 1, 16, 1, 10
+        args.runs, args.renders, args.held_out, args.steps = 1, 16, 1, min(args.steps, 10)
     torch.set_num_threads(args.threads)
 
     from ..core.loading import EMBEDDED_MODEL, TINY_FOLDER, load_pipeline
@@ -175,10 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     folder = Path(args.model) if args.model else EMBEDDED_MODEL
     out = Path(args.out) if args.out else folder / TINY_FOLDER
     pipe = load_pipeline(None if args.model is None else str(folder), device="cpu")
-    shape = {key: value for key, value in (("channels", args.channels), ("convs", args.convs), ("patch", args.patch))
-             if value is not None}
     record = distil(pipe, out, runs=args.runs, renders=args.renders, held_out=args.held_out, steps=args.steps,
-                    batch=args.batch, seed=args.seed, shape=shape)
+                    batch=args.batch, seed=args.seed, shape=shape, lr=args.lr, object_weight=args.object_weight,
+                    init=None if args.init is None else Path(args.init))
     record = {"command": "python -m nbdiffuse.shapes.distil_tiny " + " ".join(argv), **record}
     (out / "distillation.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {out}")

@@ -84,3 +84,62 @@ def test_distillation_smoke_run_writes_a_loadable_decoder_and_its_figures(tmp_pa
     assert record["steps"] == 10 and record["x0_mae"] > 0 and record["loss"]
     loaded = TinyDecoder.from_pretrained(out)
     assert loaded.config.channels == [8] and loaded.upscale == 4
+
+
+def test_object_mask_finds_what_differs_from_the_border_and_colour_errors_read_its_inside():
+    pictures = -torch.ones(2, 3, 16, 16)  # black
+    pictures[0, :, 4:10, 5:12] = 1.0  # a white block on the first
+    mask = distil_tiny.object_mask(pictures)
+    assert mask.shape == (2, 1, 16, 16) and mask[0, 0].sum() == 6 * 7 and not mask[1].any()
+
+    class Shifted:  # a "student" that draws the teacher's pictures with red 20 of 255 lower
+        def decode(self, latents, return_dict=False):
+            out = latents.clone()
+            out[:, 0] -= 20 / 127.5
+            return (out,)
+
+    errors = distil_tiny.object_colour_errors(Shifted(), pictures, pictures)
+    assert errors == [20.0]  # the second picture has no object: skipped
+
+
+def test_the_object_weight_counts_the_objects_pixels_that_many_more_times_in_the_loss():
+    torch.manual_seed(0)
+    latents = torch.randn(1, 4, 4, 4)
+    target = -torch.ones(1, 3, 16, 16)
+    target[:, :, 4:12, 4:12] = torch.tensor([1.0, -1.0, 0.0])[:, None, None]
+    losses = {}
+    for weight in (0.0, 3.0):
+        torch.manual_seed(1)
+        student = TinyDecoder(channels=(8,), convs=(1,), patch=4)
+        with torch.no_grad():
+            error = (student(latents) - target).abs()
+        losses[weight] = distil_tiny.train(student, latents, target, steps=1, batch=1, log=lambda line: None,
+                                           object_weight=weight)[0][1]
+        mask = distil_tiny.object_mask(target)
+        assert losses[weight] == pytest.approx(float((error * (1 + weight * mask)).mean()), rel=1e-5)
+    assert losses[3.0] > losses[0.0]
+
+
+def test_distillation_starts_from_a_decoder_measures_one_and_refuses_bad_options_by_name(tmp_path, capsys):
+    torch.set_num_threads(1)
+    first = tmp_path / "first"
+    distil_tiny.main(["--tiny", "--out", str(first), "--channels", "8", "--convs", "1", "--patch", "4"])
+    again = tmp_path / "again"
+    distil_tiny.main(["--tiny", "--out", str(again), "--init", str(first), "--object-weight", "4", "--lr", "1e-3"])
+    record = json.loads((again / "distillation.json").read_text())
+    assert record["object_weight"] == 4 and record["lr"] == 1e-3 and record["init"] == "first"
+    assert "object_colour_error" in record and TinyDecoder.from_pretrained(again).config.channels == [8]
+    measured = tmp_path / "measured"
+    distil_tiny.main(["--tiny", "--out", str(measured), "--init", str(again), "--steps", "0"])
+    record = json.loads((measured / "distillation.json").read_text())
+    assert record["latents"] == 0 and record["loss"] == []
+    z = torch.randn(1, 4, 16, 16)
+    assert torch.equal(TinyDecoder.from_pretrained(measured).decode(z).sample, TinyDecoder.from_pretrained(again).decode(z).sample)
+    for argv, message in ((["--steps", "0"], "--steps 0 measures a decoder: it needs --init"),
+                          (["--object-weight", "-1"], "--object-weight must be >= 0; got -1.0"),
+                          (["--lr", "0"], "--lr must be > 0; got 0.0"),
+                          (["--init", str(first), "--channels", "8"], "brings its own shape"),
+                          (["--init", str(tmp_path / "nowhere")], "no tiny decoder there")):
+        with pytest.raises(SystemExit):
+            distil_tiny.main(["--tiny", "--out", str(tmp_path / "x"), *argv])
+        assert message in capsys.readouterr().err
