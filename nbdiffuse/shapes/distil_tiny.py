@@ -182,6 +182,9 @@ def distil(pipe: Any, out: Path, *, runs: int = 96, renders: int = 2048, held_ou
     }
     log(json.dumps(figures, indent=1))
     student.save_pretrained(out)
+    config = json.loads((Path(out) / "config.json").read_text(encoding="utf-8"))
+    if config.pop("_name_or_path", None) is not None:  # from_pretrained's folder (--init): a path of this machine
+        (Path(out) / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     record = {"latents": 0 if latents is None else len(latents), "training_runs": runs, "renders": renders, "held_out_runs": held_out,
               "steps": steps, "batch": batch, "lr": lr, "object_weight": object_weight,
               "init": None if init is None else Path(init).name, "data_seconds": round(made, 1), "train_seconds": round(trained, 1),

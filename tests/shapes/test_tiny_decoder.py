@@ -129,6 +129,7 @@ def test_distillation_starts_from_a_decoder_measures_one_and_refuses_bad_options
     record = json.loads((again / "distillation.json").read_text())
     assert record["object_weight"] == 4 and record["lr"] == 1e-3 and record["init"] == "first"
     assert "object_colour_error" in record and TinyDecoder.from_pretrained(again).config.channels == [8]
+    assert "_name_or_path" not in json.loads((again / "config.json").read_text())  # no path of this machine
     measured = tmp_path / "measured"
     distil_tiny.main(["--tiny", "--out", str(measured), "--init", str(again), "--steps", "0"])
     record = json.loads((measured / "distillation.json").read_text())
