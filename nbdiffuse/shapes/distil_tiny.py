@@ -81,14 +81,16 @@ def object_colour_errors(student: Any, latents: torch.Tensor, target: torch.Tens
     outline may move). Pictures whose inside has fewer than 8 pixels are skipped."""
     with torch.no_grad():
         made = as_uint8(torch.cat([student.decode(chunk, return_dict=False)[0] for chunk in latents.split(256)]))
-    inside = object_mask(target)[:, 0]
+    mask = object_mask(target)[:, 0]
+    inside = mask.clone()
     for shift, dim in ((1, 1), (-1, 1), (1, 2), (-1, 2)):
-        inside &= object_mask(target)[:, 0].roll(shift, dim)
+        inside &= mask.roll(shift, dim)
     truth, errors = as_uint8(target), []
     for i in range(len(latents)):
         if int(inside[i].sum()) >= 8:
-            colour = lambda pictures: pictures[i][:, inside[i]].median(dim=1).values
-            errors.append(float((colour(made) - colour(truth)).abs().max()))
+            made_colour = made[i][:, inside[i]].median(dim=1).values
+            true_colour = truth[i][:, inside[i]].median(dim=1).values
+            errors.append(float((made_colour - true_colour).abs().max()))
     return errors
 
 
@@ -185,9 +187,10 @@ def distil(pipe: Any, out: Path, *, runs: int = 96, renders: int = 2048, held_ou
     config = json.loads((Path(out) / "config.json").read_text(encoding="utf-8"))
     if config.pop("_name_or_path", None) is not None:  # from_pretrained's folder (--init): a path of this machine
         (Path(out) / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    record = {"latents": 0 if latents is None else len(latents), "training_runs": runs, "renders": renders, "held_out_runs": held_out,
-              "steps": steps, "batch": batch, "lr": lr, "object_weight": object_weight,
-              "init": None if init is None else Path(init).name, "data_seconds": round(made, 1), "train_seconds": round(trained, 1),
+    record = {"latents": 0 if latents is None else len(latents), "training_runs": runs, "renders": renders,
+              "held_out_runs": held_out, "steps": steps, "batch": batch, "lr": lr, "object_weight": object_weight,
+              "init": None if init is None else Path(init).name, "data_seconds": round(made, 1),
+              "train_seconds": round(trained, 1),
               "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in student.parameters()),
               "loss": [[s, round(v * 127.5, 3)] for s, v in losses],
               **{key: round(value, 4) for key, value in figures.items()}}
