@@ -194,6 +194,9 @@ def distil(pipe: Any, out: Path, *, runs: int = 96, renders: int = 2048, held_ou
               "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in student.parameters()),
               "loss": [[s, round(v * 127.5, 3)] for s, v in losses],
               **{key: round(value, 4) for key, value in figures.items()}}
+    before = None if init is None else Path(init) / "distillation.json"
+    if before is not None and before.is_file():  # the record of the decoder this one started from
+        record["init_record"] = json.loads(before.read_text(encoding="utf-8"))
     (Path(out) / "distillation.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return record
 
