@@ -171,14 +171,14 @@ def distil(pipe: Any, out: Path, *, runs: int = 96, renders: int = 2048, held_ou
 
     held_x0, held_xt = run_latents(pipe, held_out, seed=seed + 300_000)
     per_run = len(held_x0) // held_out
-    last = held_x0[per_run - 1::per_run]  # each run's final x0
     held_target = teacher(pipe.vae, held_x0)
+    last = slice(per_run - 1, None, per_run)  # each run's final x0
     second_half = torch.arange(len(held_x0)) % per_run >= per_run // 2
     colours = object_colour_errors(student, held_x0[second_half], held_target[second_half])
     figures = {
         "x0_mae": mean_error(student, held_x0, held_target),
         "xt_mae": mean_error(student, held_xt, teacher(pipe.vae, held_xt)),
-        "final_x0_mae": mean_error(student, last, teacher(pipe.vae, last)),
+        "final_x0_mae": mean_error(student, held_x0[last], held_target[last]),
         "object_colour_error": float(np.mean(colours)) if colours else float("nan"),
         "object_colour_error_p90": float(np.percentile(colours, 90)) if colours else float("nan"),
     }
