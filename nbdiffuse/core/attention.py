@@ -16,8 +16,9 @@ fine-tune, the decoder's 89.5%, 90.5% after it). A transformer's blocks are all 
 
 How, without changing a single value of the run: fused attention kernels (scaled_dot_product_attention)
 return no probabilities, so forward hooks on each cross-attention layer's `to_q` and `to_k`
-projections keep their outputs (the very tensors the kernel got), and the probabilities of the
-text columns are computed from them on the side. Hooks return nothing, so the run's tensors are
+projections (or the fused `to_kv` after `fuse_qkv_projections()`: core/attention_taps.py) keep their
+outputs (the very tensors the kernel got), and the probabilities of the text columns are computed
+from them on the side. Hooks return nothing, so the run's tensors are
 bit for bit those of a run without them (tests/core/test_attention.py checks every step).
 
 Covered: cross-attention modules of diffusers' `Attention` class whose keys come from the text
@@ -33,7 +34,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import joint_attention
+from . import attention_taps, joint_attention
 
 MAP_DTYPE = torch.float16  # kept per step: the prompt's tokens x the latent grid, half precision
 
@@ -77,20 +78,20 @@ class AttentionRecorder:
         self.grid = (int(grid[0]), int(grid[1]))
         self._handles: list[Any] = []
         self._ran: set[int] = set()  # layers read this step
+        self._unread: list[str] = []  # layers that ran this step without a query and key the hooks kept
         self._text_len: int | None = None  # joint attention: the text's length this call
         self._sum: torch.Tensor | None = None
         self._count = 0
 
     def __enter__(self) -> "AttentionRecorder":
-        for _, module in self.layers:
+        for name, module in self.layers:
             slot: dict[str, Any] = {}
             if self.joint:
                 self._handles.extend(joint_attention.hooks(module, slot))
             else:
-                self._handles.append(module.to_q.register_forward_hook(_keep(slot, "q")))
-                self._handles.append(module.to_k.register_forward_hook(_keep(slot, "k")))
+                self._handles.extend(attention_taps.hooks(module, slot))
                 self._handles.append(module.register_forward_pre_hook(_keep_mask(slot), with_kwargs=True))
-            self._handles.append(module.register_forward_hook(self._after(module, slot)))
+            self._handles.append(module.register_forward_hook(self._after(name, module, slot)))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -98,7 +99,7 @@ class AttentionRecorder:
             handle.remove()
         self._handles.clear()
 
-    def _after(self, module: Any, slot: dict[str, Any]):
+    def _after(self, name: str, module: Any, slot: dict[str, Any]):
         def hook(_module, _args, _output) -> None:
             first = id(module) not in self._ran
             self._ran.add(id(module))
@@ -110,10 +111,15 @@ class AttentionRecorder:
                 if got is not None:
                     self._text_len = got[1]
                     self._add(got[0])
+                else:
+                    self._unread.append(name)
                 return
-            q, k, mask = slot.pop("q", None), slot.pop("k", None), slot.pop("mask", None)
+            q, k, _ = attention_taps.take(slot)
+            mask = slot.pop("mask", None)
             if q is not None and k is not None:
                 self._add(_cross_probs(module, q, k, mask))
+            else:
+                self._unread.append(name)
         return hook
 
     @torch.no_grad()
@@ -129,7 +135,20 @@ class AttentionRecorder:
         self._count += 1
 
     def step_done(self) -> torch.Tensor:
-        """This step's maps (len(tokens), h, w), the mean over its layers (zeros when no layer ran)."""
+        """This step's maps (len(tokens), h, w), the mean over its layers (zeros when no layer ran).
+
+        A layer that ran without a query and key the hooks could keep (a processor that computes them
+        some other way) is an error that names it: maps of fewer layers, or zeros, would not be the model's."""
+        unread, self._unread = self._unread, []
+        if unread:
+            self._sum, self._count, self._ran = None, 0, set()
+            layer = dict(self.layers)[unread[0]]
+            processor = type(getattr(layer, "processor", None)).__name__
+            raise RuntimeError(
+                f"attention maps: layer {unread[0]!r} ({type(layer).__name__}, processor {processor}) ran without "
+                f"the query and key projections nbdiffuse reads ({', '.join(attention_taps.PROJECTIONS)}); "
+                f"{len(unread)} layer(s) unread this step. Run with attention=False, or set a diffusers attention "
+                f"processor that uses them")
         if self._sum is None:
             done = torch.zeros(len(self.tokens), *self.grid)
         else:
@@ -150,12 +169,6 @@ def _cross_probs(module: Any, q: torch.Tensor, k: torch.Tensor, mask: torch.Tens
     if mask is not None:
         scores = scores + _additive_mask(mask[-1:], t, scores.dtype)
     return scores.softmax(-1).mean(1)[0]
-
-
-def _keep(slot: dict[str, Any], key: str):
-    def hook(_module, _args, output) -> None:
-        slot[key] = output
-    return hook
 
 
 def _keep_mask(slot: dict[str, Any]):

@@ -3,9 +3,9 @@
 SD3's and Flux's blocks attend over one sequence that holds the picture's tokens and the text's; their
 "cross-attention" is the picture rows' softmax over that whole sequence, read at the text columns. As
 for a UNet's cross-attention (core/attention.py), the fused kernel returns no probabilities, so
-forward hooks keep the projections the block computed (`to_q`, `to_k`, `add_k_proj`) and the
-probabilities are recomputed from them on the side, with the block's own q/k norms and, for Flux, its
-rotary position embedding; the hooks return nothing, so the run is bit for bit unchanged.
+forward hooks keep the projections the block computed (`to_q`, `to_k`, `add_k_proj`, or their fused
+forms: core/attention_taps.py) and the probabilities are recomputed from them on the side, with the
+block's own q/k norms and, for Flux, its rotary position embedding; the hooks return nothing, so the run is bit for bit unchanged.
 
 Layouts: SD3 (diffusers' Attention with a joint processor) puts the picture first and the text after
 it; Flux's dual-stream blocks put the text first; Flux's single-stream blocks get the text and the
@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from . import attention_taps
 
 
 def joint_attention_layers(denoiser: Any) -> list[tuple[str, Any]]:
@@ -36,28 +38,20 @@ def text_first(module: Any) -> bool:
 
 
 def hooks(module: Any, slot: dict[str, Any]) -> list[Any]:
-    """Forward hooks that keep, in `slot`, the projections and the rotary embedding a joint block uses."""
-    def keep(key: str):
-        def hook(_module, _args, output) -> None:
-            slot[key] = output
-        return hook
-
+    """Forward hooks that keep, in `slot`, the projections (fused or not) and the rotary embedding a joint block uses."""
     def keep_rotary(_module, _args, kwargs) -> None:
         slot["rotary"] = kwargs.get("image_rotary_emb")
 
-    handles = [module.to_q.register_forward_hook(keep("q")), module.to_k.register_forward_hook(keep("k")),
-               module.register_forward_pre_hook(keep_rotary, with_kwargs=True)]
-    if getattr(module, "add_k_proj", None) is not None:
-        handles.append(module.add_k_proj.register_forward_hook(keep("text_k")))
-    return handles
+    return [*attention_taps.hooks(module, slot), module.register_forward_pre_hook(keep_rotary, with_kwargs=True)]
 
 
 @torch.no_grad()
 def text_probs(module: Any, slot: dict[str, Any], text_len: int | None) -> tuple[torch.Tensor, int] | None:
     """(picture positions, text positions) attention probabilities of the last batch row, heads averaged,
-    and the text's length; None when the block did not run. `text_len`: for a single-stream block, the
+    and the text's length; None when no query and key were kept (or a single-stream block has no text length
+yet). `text_len`: for a single-stream block, the
     text's length (as the dual-stream blocks of the same call saw it)."""
-    q, k, text_k = slot.pop("q", None), slot.pop("k", None), slot.pop("text_k", None)
+    q, k, text_k = attention_taps.take(slot)
     rotary = slot.pop("rotary", None)
     if q is None or k is None:
         return None

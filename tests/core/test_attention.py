@@ -165,3 +165,47 @@ def test_a_file_with_an_unknown_layer_choice_is_refused(sd_pipe, tmp_path):
     save_file(load_file(str(path)), str(tmp_path / "bad.nbd"), metadata=dict(header, meta=json.dumps(meta)))
     with pytest.raises(TrajectoryFileError, match="params.attention.layers"):
         nbd.Trajectory.load(tmp_path / "bad.nbd")
+
+
+@pytest.mark.parametrize("make", ["tiny_sd_pipeline", "tiny_sdxl_pipeline", "tiny_pixart_pipeline",
+                                  "tiny_sd3_pipeline", "tiny_flux_pipeline"])
+def test_fused_projections_give_the_same_maps(make):
+    # fuse_qkv_projections() computes k (and q) with to_kv / to_qkv / to_added_qkv instead of to_q and to_k
+    from nbdiffuse import testing
+
+    pipe = getattr(testing, make)()
+    run = dict(steps=2, guidance=3.0, seed=1, attention=True)
+    plain = nbd.trace(pipe, "a red circle", **run)
+    denoiser(pipe).fuse_qkv_projections()
+    assert any(getattr(m, "fused_projections", False) for m in denoiser(pipe).modules())
+    fused = nbd.trace(pipe, "a red circle", **run)
+    for k in range(2):
+        assert plain.attention(k, "red").abs().max() > 0
+        assert torch.allclose(fused.attention(k, "red").float(), plain.attention(k, "red").float(), atol=1e-3)
+
+
+class _OwnProjections:
+    """An attention processor that computes q, k and v from the weights, not by calling the projection layers."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **_):
+        import torch.nn.functional as F
+
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        q = F.linear(hidden_states, attn.to_q.weight, attn.to_q.bias)
+        k = F.linear(context, attn.to_k.weight, attn.to_k.bias)
+        v = F.linear(context, attn.to_v.weight, attn.to_v.bias)
+        q, k, v = (x.unflatten(-1, (attn.heads, -1)).transpose(1, 2) for x in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def test_a_layer_whose_projections_are_not_seen_is_named_not_read_as_zeros():
+    from nbdiffuse import testing
+
+    pipe = testing.tiny_sd_pipeline()
+    name, layer = cross_attention_layers(pipe.unet, "decoder")[0]
+    layer.set_processor(_OwnProjections())
+    with pytest.raises(RuntimeError, match=rf"layer '{name}' \(Attention, processor _OwnProjections\).*attention=False"):
+        nbd.trace(pipe, "a red circle", steps=2, seed=0, attention=True)
+    traj = nbd.trace(pipe, "a red circle", steps=2, seed=0)  # the same pipeline runs on without maps
+    assert len(traj) == 2 and not any(h for _, m in cross_attention_layers(pipe.unet) for h in m._forward_hooks)
