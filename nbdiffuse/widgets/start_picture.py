@@ -20,10 +20,10 @@ THUMB_SIDE = 96
 def picture_of(source: Any, name: str = "image") -> Image.Image:
     """The RGB picture a start source stands for (a SketchPad's drawing as it is now)."""
     if hasattr(source, "image") and not isinstance(source, (Image.Image, np.ndarray)):
-        return check_image(source.image)
+        return check_image(source.image, name)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return open_picture(source, name)
-    return check_image(source)
+    return check_image(source, name)
 
 
 def thumbnail(picture: Image.Image) -> bytes:

@@ -225,3 +225,34 @@ def test_branch_here_takes_the_control_sliders_that_differ(control_explorer):
     assert child.branched_at == 2 and [s.control_scale for s in child.steps] == [1.0] * 3 + [0.25] * 3
     fe.send({"type": "branch", "k": 3})  # nothing differs from the shown branch: its remaining steps replayed
     assert ex.wait(120) and [s.control_scale for s in ex.trajectory.steps] == [1.0] * 3 + [0.25] * 3
+
+
+def test_the_control_settings_are_constructor_defaults(sd_controlnet_pipe, open_explorer, pipe):
+    ex, fe = open_explorer(sd_controlnet_pipe, steps=6, control_image=_outline(), control_scale=0.5, control_end=0.5)
+    assert fe.state["control_scale"] == 0.5 and fe.state["control_end"] == 0.5 and fe.state["control_start"] == 0.0
+    assert ex.use_control and ex.control_kind == "picture" and fe.state["control_thumb"]
+    ex.generate(background=False)
+    control = ex.trajectory.params["control"]
+    assert control["scale"] == [0.5] * 6 and control["end"] == 0.5
+    strengths = fe.state["control_run"]["strengths"]
+    assert all(v > 0 for v in strengths[:3]) and strengths[3:] == [0.0] * 3
+
+
+@pytest.mark.parametrize("defaults, error, match", [
+    (dict(control_scale=-1.0), ValueError, r"control_scale must be .*got -1\.0"),
+    (dict(control_start="half"), TypeError, r"control_start must be a number from 0 to 1.*'half'"),
+    (dict(control_image="no/such/picture.png"), ValueError, r"control_image.*no/such/picture\.png"),
+    (dict(control_imag=_outline()), TypeError, r"unknown default\(s\) control_imag; allowed: .*control_image"),
+])
+def test_a_bad_control_default_is_refused_by_name(sd_controlnet_pipe, defaults, error, match):
+    import nbdiffuse as nbd
+
+    with pytest.raises(error, match=match):
+        nbd.Explorer(sd_controlnet_pipe, steps=2, **defaults)
+
+
+def test_control_defaults_need_a_controlnet(pipe):
+    import nbdiffuse as nbd
+
+    with pytest.raises(ValueError, match=r"Explorer\(control_scale=\.\.\.\): this model has no ControlNet"):
+        nbd.Explorer(pipe, control_scale=0.5)

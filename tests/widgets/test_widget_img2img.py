@@ -75,7 +75,7 @@ def test_bad_start_pictures_are_refused_clearly(explorer):
     ex, _ = explorer
     with pytest.raises(ValueError, match="strength must be a number in \\(0, 1\\]"):
         ex.start_from(picture(), strength=2)
-    with pytest.raises(TypeError, match="image must be a PIL.Image"):
+    with pytest.raises(TypeError, match="source must be a PIL.Image"):  # start_from's parameter, by name
         ex.start_from(42)
     with pytest.raises(ValueError, match="needs a start picture"):
         ex.generate(strength=0.5)

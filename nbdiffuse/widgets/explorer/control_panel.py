@@ -71,7 +71,7 @@ class ControlPanel(t.HasTraits):
 
     @t.validate("control_start", "control_end")
     def _check_control_window(self, proposal: Any) -> float:
-        return check_number(proposal["trait"].name, proposal["value"], 0.0, 1.0, " (a share of the run's steps)")
+        return self._window_value(proposal["trait"].name, proposal["value"])
 
     @t.observe("control_scale")
     def _control_scale_changed(self, change: dict) -> None:
@@ -129,6 +129,23 @@ class ControlPanel(t.HasTraits):
             picture = edge_map(picture, width=max(1, min(MAX_WIDTH, round(2 * max(picture.size) / side))))
         check_outline(picture, self.pipe, name)
         return picture
+
+    def _control_defaults(self, given: dict[str, Any]) -> None:
+        """Explorer(control_image=..., control_scale=..., control_start=..., control_end=...): the control
+        picture (anything control_from takes) and the sliders' first values, checked as the sliders check them."""
+        if not given:
+            return
+        if controlnet_of(self.pipe) is None:
+            raise ValueError(f"Explorer({', '.join(f'{k}=...' for k in given)}): {NO_CONTROLNET}")
+        values = {key: check_control_scale(value) if key == "control_scale" else self._window_value(key, value)
+                  for key, value in given.items() if key != "control_image"}
+        if "control_image" in given:
+            self._set_control(given["control_image"], False, "control_image")
+        self._set_quietly(values)
+
+    @staticmethod
+    def _window_value(name: str, value: Any) -> float:
+        return check_number(name, value, 0.0, 1.0, " (a share of the run's steps)")
 
     # --- runs -----------------------------------------------------------------------------
     def control_params(self, given: dict, params: dict) -> dict[str, Any]:

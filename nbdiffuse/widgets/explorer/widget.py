@@ -51,7 +51,9 @@ class Explorer(ControlPanel, ExplorerState):
     """Live denoising explorer: `nbd.Explorer(pipe=None, **defaults)`; show it as a cell's value.
 
     defaults: prompt, negative_prompt, seed, steps, guidance, scheduler, height, width, and
-    view ("both", "x0" or "xt"). pipe None loads the embedded model (nbd.load_pipeline()).
+    view ("both", "x0" or "xt"); for a pipeline with a ControlNet also control_image (anything
+    ex.control_from takes), control_scale, control_start and control_end (the sliders' first values).
+    pipe None loads the embedded model (nbd.load_pipeline()).
 
     preview: what decodes the frames sent while a run goes. "approx" (the approx decoder fitted
     to the VAE, at latent resolution: nearly free), "tiny" (the tiny autoencoder given to
@@ -77,9 +79,11 @@ class Explorer(ControlPanel, ExplorerState):
                  _runs: list | None = None, **defaults: Any):
         self.max_runs = run_tree.check_max_runs(max_runs)
         check_choice("preview", preview, PREVIEWS)
-        unknown = sorted(set(defaults) - set(DEFAULT_KEYS))
+        unknown = sorted(set(defaults) - set(DEFAULT_KEYS) - set(CONTROL_ARGS))
         if unknown:
-            raise TypeError(f"Explorer() got unknown default(s) {', '.join(unknown)}; allowed: {', '.join(DEFAULT_KEYS)}")
+            raise TypeError(f"Explorer() got unknown default(s) {', '.join(unknown)}; "
+                            f"allowed: {', '.join(DEFAULT_KEYS + CONTROL_ARGS)}")
+        control = {key: defaults.pop(key) for key in CONTROL_ARGS if key in defaults}
         view = defaults.pop("view", None)
         if view is not None and view not in VIEW_MODES:
             raise ValueError(f"view must be one of {', '.join(map(repr, VIEW_MODES))}; got {view!r}")
@@ -97,6 +101,11 @@ class Explorer(ControlPanel, ExplorerState):
         values = model_defaults(self.pipe, defaults) if self.pipe is not None else saved_defaults(self.history, defaults)
         super().__init__(_uid=uuid.uuid4().hex, view=view, preview=preview, export_dir=os.getcwd(), mp4=mp4_available(),
                          **workshop_state(self.pipe), **capabilities_state(self.pipe), **values)
+        try:
+            self._control_defaults(control)
+        except Exception:
+            self.close()  # a refused default leaves no widget and no threads behind
+            raise
         self._requests = BrowserRequests(self, pool=self._decoder, ack=self._life.ack, show_error=self._show_error,
                                          clear_error=self._clear_error)
         self.on_msg(self._requests.on_msg)
