@@ -7,7 +7,9 @@ AutoencoderDC). Some keep their decoder under another name and call it their own
 its `scale_factor`, pictures in [0, 1]). decoder_of(pipe) gives the module to hand to core/decode.py:
 the `vae` itself where that is how the pipeline decodes, else an OwnDecoder that decodes the
 pipeline's way. A pipeline with none (a prior that makes image embeddings) gives None, and its runs
-have no previews (core/generic.py asks has_decoder).
+have no previews (core/generic.py asks has_decoder). encode_picture(pipe, pixels) goes the other way,
+as the pipelines' image-to-image variants encode (the teaching widgets show a picture in the model's
+latent space).
 """
 from __future__ import annotations
 
@@ -18,12 +20,21 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from .decode import to_pipeline_space
+
 # attribute name -> how the pipeline calls it: (z in the pipeline's space) -> picture in [-1, 1]
 _OWN_WAYS: dict[str, Callable[[Any, torch.Tensor], torch.Tensor]] = {
     # Kandinsky3Pipeline: self.movq.decode(latents, force_not_quantize=True)["sample"]
     "movq": lambda movq, z: movq.decode(z, force_not_quantize=True, return_dict=False)[0],
     # StableCascadeDecoderPipeline: self.vqgan.decode(vqgan.config.scale_factor * latents).sample.clamp(0, 1)
     "vqgan": lambda vqgan, z: vqgan.decode(vqgan.config.scale_factor * z).sample.clamp(0, 1) * 2 - 1,
+}
+# the way back, as the pipelines' image-to-image variants encode: picture in [-1, 1] -> z in the pipeline's space
+_OWN_ENCODES: dict[str, Callable[[Any, torch.Tensor], torch.Tensor]] = {
+    # Kandinsky3Img2ImgPipeline: self.movq.encode(image)["latents"], unscaled
+    "movq": lambda movq, x: movq.encode(x, return_dict=False)[0],
+    # the inverse of the decode above: the vqgan reads [0, 1] pictures and the pipeline's z is its latents / scale_factor
+    "vqgan": lambda vqgan, x: vqgan.encode((x + 1) / 2, return_dict=False)[0] / vqgan.config.scale_factor,
 }
 _made: "weakref.WeakKeyDictionary[Any, OwnDecoder]" = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
@@ -49,6 +60,12 @@ class OwnDecoder:
     def decode(self, z: torch.Tensor, return_dict: bool = False) -> tuple[torch.Tensor]:
         with torch.no_grad():
             return (_OWN_WAYS[self.name](self.module, z),)
+
+    def encode_picture(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) pictures in [-1, 1] -> latents in the pipeline's space (named apart from a VAE's
+        `encode`, which core/decode.py takes to mean an AutoencoderKL's)."""
+        with torch.no_grad():
+            return _OWN_ENCODES[self.name](self.module, pixels)
 
     @property
     def upscale(self) -> int:
@@ -100,3 +117,22 @@ def decoder_of(pipe: Any) -> Any:
         if made is None:
             made = _made[module] = OwnDecoder(module, name)
         return made
+
+
+def encode_picture(pipe: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) pictures in [-1, 1] -> (N, C, h, w) float latents on the CPU, in the space `pipe` denoises:
+    its VAE's mean (AutoencoderKL) or latent (AutoencoderDC), scaled; or its own decoder's way back (movq,
+    vqgan). A ValueError says so for a pipeline with no decoder."""
+    decoder = decoder_of(pipe)
+    param = next(decoder.parameters())
+    pixels = pixels.to(param.device, param.dtype)
+    if isinstance(decoder, OwnDecoder):
+        return decoder.encode_picture(pixels).float().cpu()
+    with torch.no_grad():
+        out = decoder.encode(pixels)
+    dist = getattr(out, "latent_dist", None)
+    latents = dist.mean if dist is not None else getattr(out, "latent", None)
+    if latents is None:
+        raise ValueError(f"{type(pipe).__name__}'s vae ({type(decoder).__name__}) encodes to "
+                         f"{type(out).__name__}, which holds no latents nbdiffuse knows (latent_dist, latent)")
+    return to_pipeline_space(decoder, latents.float()).cpu()

@@ -8,7 +8,7 @@ import torch
 
 import nbdiffuse as nbd
 from nbdiffuse.core.decode import approx_decoder_for, full_decode, upscale
-from nbdiffuse.core.pipe_decoder import OwnDecoder, decoder_of, has_decoder
+from nbdiffuse.core.pipe_decoder import OwnDecoder, decoder_of, encode_picture, has_decoder
 
 import builders
 from cases import CASES
@@ -59,6 +59,41 @@ def test_stable_cascade_vqgan_decodes_the_pipelines_way():
     assert ours.shape == (24, 24, 3) and upscale(decoder) == 4
     assert np.abs(ours - (own.permute(1, 2, 0).numpy() * 255).round()).max() <= 1
     assert approx_decoder_for(decoder).rgb(z[0]).shape == (6, 6, 3)
+
+
+def _pixels(side):
+    return torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(3)) * 2 - 1
+
+
+def test_pictures_encode_into_each_pipelines_own_latent_space():
+    kandinsky, _ = built(case_of("Kandinsky3Pipeline"))
+    x = _pixels(32)
+    with torch.no_grad():  # Kandinsky3Img2ImgPipeline: self.movq.encode(image)["latents"]
+        own = kandinsky.movq.encode(x)["latents"]
+    assert torch.equal(encode_picture(kandinsky, x), own)
+    sana, _ = built(case_of("SanaPipeline"))
+    with torch.no_grad():  # a DC-AE's latent, scaled as the pipeline's latents are
+        own = sana.vae.encode(x).latent * sana.vae.config.scaling_factor
+    assert torch.allclose(encode_picture(sana, x), own)
+    # the vqgan's way back: decoding what it encoded is the vqgan's own round trip of the [0, 1] picture
+    vqgan = builders.paella_vqgan()
+    cascade = type("CascadeDecoderParts", (), {"vqgan": vqgan})()
+    z = encode_picture(cascade, _pixels(24))
+    with torch.no_grad():
+        own = vqgan.encode((_pixels(24) + 1) / 2).latents
+    assert z.shape == own.shape and torch.allclose(z * vqgan.config.scale_factor, own)
+
+
+def test_teaching_widgets_show_kandinsky3s_latent_space_through_its_movq():
+    from nbdiffuse.widgets.teaching import ForwardExplorer, LatentView
+
+    pipe, _ = built(case_of("Kandinsky3Pipeline"))
+    view = LatentView(pipe=pipe)
+    assert view.latent_shape[0] == 4 and view.full and view.approx
+    forward = ForwardExplorer(pipe=pipe, positions=3)
+    assert len(forward.frames_latent) == 3 and forward.latent_shape == view.latent_shape
+    with pytest.raises(ValueError, match="StableCascadePriorPipeline has no decoder"):
+        LatentView(pipe=built(case_of("StableCascadePriorPipeline"))[0])
 
 
 def test_a_pipeline_without_a_decoder_says_so():

@@ -13,9 +13,9 @@ import traitlets as t
 from PIL import Image
 
 from ...core import load_pipeline
-from ...core.decode import to_pipeline_space
 from ...core.families import adapter_for, family_for, is_generic
 from ...core.picture_file import open_picture
+from ...core.pipe_decoder import encode_picture
 from ...core.pipe_attrs import model_name, speaks_shapes
 from ...shapes import parse_caption, render
 from ..frames import encode_live, encode_lossless
@@ -104,11 +104,7 @@ def to_tensor(picture: Image.Image) -> torch.Tensor:
 
 def vae_encode(pipe: Any, pixels: torch.Tensor) -> torch.Tensor:
     """(1, 3, H, W) in [-1, 1] -> (1, C, h, w) latents in the space the pipeline denoises (the mean, no sampling)."""
-    vae = pipe.vae
-    param = next(vae.parameters())
-    with torch.no_grad():
-        latents = vae.encode(pixels.to(param.device, param.dtype)).latent_dist.mean
-    return to_pipeline_space(vae, latents.float()).cpu()
+    return encode_picture(pipe, pixels)
 
 
 def lossless(picture: Image.Image | np.ndarray) -> bytes:

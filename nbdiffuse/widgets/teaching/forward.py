@@ -9,6 +9,7 @@ from PIL import Image
 
 from ...core import schedule_math as sm
 from ...core.decode import full_decode, to_pil
+from ...core.pipe_decoder import decoder_of
 from ...core.validate import check_int, check_seed
 from .common import (TeachingWidget, as_image, fit_for_display, jpeg, lossless, model_label, model_size, resolve_pipe,
                      to_tensor, vae_encode)
@@ -85,7 +86,7 @@ class ForwardExplorer(TeachingWidget):
     def noisy(self, t_: int, space: str = "pixel") -> Image.Image:
         """x_t as a picture; in latent space, decoded by the pipeline's VAE."""
         x = self.noisy_tensor(t_, space)
-        return to_pil(x) if space == "pixel" else full_decode(self.pipe.vae, x)
+        return to_pil(x) if space == "pixel" else full_decode(decoder_of(self.pipe), x)
 
     def coefficients(self, t_: int) -> dict[str, float]:
         """abar, SNR (dB) and sigma at t: the numbers the plot's cursor reads out."""

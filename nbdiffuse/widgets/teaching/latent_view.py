@@ -9,6 +9,7 @@ import traitlets as tl
 from PIL import Image
 
 from ...core.decode import approx_decoder_for, full_decode
+from ...core.pipe_decoder import decoder_of
 from .common import (TeachingWidget, as_image, fit_for_display, lossless, model_label, model_size, resolve_pipe,
                      to_tensor, vae_encode)
 
@@ -53,8 +54,8 @@ class LatentView(TeachingWidget):
         size = model_size(self.pipe)
         self.image = as_image(image).resize(size, Image.LANCZOS)
         self.latents = vae_encode(self.pipe, to_tensor(self.image))
-        self.decoded = full_decode(self.pipe.vae, self.latents)
-        self.approx_image = approx_decoder_for(self.pipe.vae)(self.latents[0])
+        self.decoded = full_decode(decoder_of(self.pipe), self.latents)
+        self.approx_image = approx_decoder_for(decoder_of(self.pipe))(self.latents[0])
         tiles, ranges = [], []
         for c in self.latents[0].numpy():
             tile, lo, hi = channel_tile(c)
