@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 import time
 from typing import Any
 
@@ -218,7 +219,7 @@ class GenericRun(Run):
         traj = Trajectory(self.params(), initial_latents=torch.empty(0), pipe=pipe)
         self.trajectory = traj
         state = {"i": 0, "k": 0, "began": time.perf_counter(), "first": None, "done": False, "warned": False,
-                 "times": None, "recorder": None}
+                 "times": None, "recorder": None, "offset": 0}
         own_step = sched.step
         # pipe(...) encodes its prompts itself: it holds the tokenizers' lock until its first
         # scheduler step, so that no prompt check elsewhere changes a shared fast tokenizer's
@@ -243,6 +244,8 @@ class GenericRun(Run):
                 # The timesteps as numbers on the host, once: reading a device tensor at each
                 # step would make the host wait for the GPU every step (core/recording.py).
                 state["times"] = [float(x) for x in sched.timesteps.detach().cpu()]
+                if self.image is not None:  # image to image: the loop runs the tail of the schedule
+                    state["offset"] = schedule_offset(state["times"], args[1] if len(args) > 1 else kwargs.get("timestep"))
             if state["first"] is None:
                 state["first"] = (args[1] if len(args) > 1 else kwargs.get("timestep"), state["i"])
             return own_step(*args, **kwargs)
@@ -268,6 +271,7 @@ class GenericRun(Run):
             t0, i0 = state["first"] if state["first"] is not None else (t, i)
             state["first"] = None
             times = state["times"]
+            i0 += state["offset"]  # the loop counts from its first step; the scheduler's arrays from the schedule's
             t0 = times[i0] if times is not None and 0 <= i0 < len(times) else float(t0)
             recorder = state["recorder"]
             if recorder is None:
@@ -278,7 +282,7 @@ class GenericRun(Run):
             except Exception:  # a scheduler with neither sigmas nor alphas_cumprod
                 sigma = None
             try:
-                scale = input_scale(sched, i + 1, latents) if latents.ndim == 4 else 1.0
+                scale = input_scale(sched, i + 1 + state["offset"], latents) if latents.ndim == 4 else 1.0
             except Exception:
                 scale = 1.0
             k = state["k"]
@@ -320,12 +324,30 @@ class GenericRun(Run):
                 release()
                 pipe.scheduler = original
                 del sched.step
-            if len(traj) < self.steps and not traj.stopped and self.image is not None and len(traj):
-                # image to image: the pipeline ran the last steps of the schedule, as its strength asked
-                ran = len(traj)
-                traj.params.update(start_step=self.steps - ran, guidance_plan=traj.params["guidance_plan"][:ran],
-                                   guidance=traj.params["guidance"][:ran])
-            elif len(traj) < self.steps and not traj.stopped:
+            start = 0
+            if self.image is not None and len(traj):
+                # image to image: the pipeline ran the last steps of the schedule, as its strength asked; where
+                # they start is where its first step sits in the schedule (a stopped run too), or, for a
+                # pipeline that set a schedule of those steps alone, what it ran
+                start = state["offset"] // int(getattr(sched, "order", 1) or 1)
+                if not start and not traj.stopped:
+                    start = self.steps - len(traj)
+                runs = self.steps - start
+                traj.params.update(start_step=start, guidance_plan=traj.params["guidance_plan"][:runs],
+                                   guidance=traj.params["guidance"][:runs])
+            if len(traj) < self.steps - start and not traj.stopped:
                 traj.stopped = True  # the pipeline ran fewer steps than asked (its own schedule)
             self._record_output(traj)
         return traj
+
+
+def schedule_offset(times: list[float] | None, t: Any) -> int:
+    """Where a loop's first timestep `t` sits in the scheduler's whole schedule `times` (0: at its start,
+    or where it cannot be found there)."""
+    if times is None or t is None:
+        return 0
+    try:
+        value = float(t.flatten()[0]) if isinstance(t, torch.Tensor) else float(t)
+    except (TypeError, ValueError):
+        return 0
+    return next((j for j, x in enumerate(times) if math.isclose(x, value, rel_tol=1e-6, abs_tol=1e-6)), 0)

@@ -38,12 +38,18 @@ def reference_run(case, pipe, **extra) -> tuple[torch.Tensor, int]:
     """What pipe(...) itself makes, as (C, h, w) latents, and how many steps it ran (its own callback counts
     them: an image-to-image run at strength 0.6 runs only the last steps of its schedule). The size as given:
     resolution binning off where the pipeline has it, as nbdiffuse runs it unless pipe_kwargs asks (extra)."""
+    latents, timesteps = reference_steps(case, pipe, **extra)
+    return latents, len(timesteps)
+
+
+def reference_steps(case, pipe, **extra) -> tuple[torch.Tensor, list[float]]:
+    """reference_run's latents, and the timestep of each step as pipe(...)'s callback got it."""
     h, w = case.size
     accepted = inspect.signature(type(pipe).__call__).parameters
     ran = []
 
     def count(pipe, step, timestep, kwargs):
-        ran.append(step)
+        ran.append(float(timestep))
         return kwargs
 
     kwargs = dict(prompt=PROMPT, num_inference_steps=STEPS, generator=torch.Generator("cpu").manual_seed(SEED),
@@ -55,7 +61,7 @@ def reference_run(case, pipe, **extra) -> tuple[torch.Tensor, int]:
     latents = out.images if hasattr(out, "images") else out[0]
     if latents.ndim == 3 and case.previews:  # packed (Flux-style): the pipeline's own unpacking
         latents = type(pipe)._unpack_latents(latents, h, w, pipe.vae_scale_factor)
-    return latents[0], len(ran)
+    return latents[0], ran
 
 
 def reference_latents(case, pipe, **extra) -> torch.Tensor:
@@ -101,8 +107,12 @@ def test_the_pipeline_itself_runs_on_its_tiny_parts(case):
 @pytest.mark.parametrize("case", _marked("parity"))
 def test_parity_with_the_pipeline(case):
     pipe, traj = built(case)
-    latents, ran = reference_run(case, pipe)
+    latents, timesteps = reference_steps(case, pipe)
+    ran = len(timesteps)
     assert len(traj) == ran == (STEPS if not case.image else len(traj)) and not traj.stopped
+    if case.image:  # the last steps of the schedule ran: each is recorded at the timestep it ran at
+        assert [step.timestep for step in traj] == pytest.approx(timesteps)
+    assert traj.params["start_step"] == traj.params["steps"] - ran
     assert ran == STEPS or case.image  # only image to image runs fewer steps (strength 0.6)
     # what pipe(...) returned, as the trace recorded it (traj.output_latents: the last step's latents, or what the
     # pipeline returned where it changes them after its loop, in the shape it returned them)
@@ -189,3 +199,23 @@ def test_resolution_binning_when_pipe_kwargs_asks_for_it():
     assert traj.final_latents.shape != plain.final_latents.shape  # binning changed the size: not the plain run
     assert (traj.params["height"], traj.params["width"]) != (h, w)
     assert any("resolution binning" in notice for notice in traj.params["notices"])
+
+
+def test_a_stopped_image_to_image_run_keeps_where_its_steps_sit():
+    # a pipeline nbdiffuse watches through its callback: where the run starts is learnt from its first step
+    case = next(case for case in CASES if case.cls == "Kandinsky3Img2ImgPipeline")
+    pipe = built(case)[0]
+    h, w = case.size
+    run = dict(steps=8, guidance=case.guidance, seed=SEED, height=h, width=w, image=start_picture(case), strength=0.5)
+    whole = nbd.trace(pipe, PROMPT, **run)
+    control = nbd.RunControl()
+
+    def stop_after_two(traj, step):
+        if len(traj) == 2:
+            control.stop()
+
+    stopped = nbd.trace(pipe, PROMPT, control=control, on_step=stop_after_two, **run)
+    assert len(whole) == 4 and whole.params["start_step"] == 4 and not whole.stopped
+    assert stopped.stopped and len(stopped) == 2 and stopped.params["start_step"] == 4
+    assert [s.timestep for s in stopped] == [s.timestep for s in whole][:2]
+    assert len(stopped.params["guidance_plan"]) == 4  # the steps the run was to make, not the schedule's 8
