@@ -8,6 +8,8 @@ safetensors only.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -63,7 +65,8 @@ def load_controlnet(controlnet: Any, pipe: Any) -> Any:
     else:
         raise TypeError(f"controlnet must be {ALLOWED}; got {type(controlnet).__name__}")
     param = next(pipe.unet.parameters())
-    return net.to(param.device, param.dtype).eval()
+    with _no_empty_float32_notes():
+        return net.to(param.device, param.dtype).eval()
 
 
 def _from_pretrained(cls: Any, where: Any, label: str, local_only: bool) -> Any:
@@ -87,7 +90,26 @@ def with_controlnet(pipe: Any, controlnet: Any) -> Any:
         raise ValueError(f"controlnet= works with Stable Diffusion 1.x/2.x and SDXL pipelines; got "
                          f"{type(pipe).__name__} (Flux's and SD3's ControlNets are not supported yet)")
     net = load_controlnet(controlnet, pipe)
-    joined = cls.from_pipe(pipe, controlnet=net)
+    with _no_empty_float32_notes():
+        joined = cls.from_pipe(pipe, controlnet=net)
     joined.set_progress_bar_config(disable=True)
     copy_attrs(pipe, joined)
     return joined
+
+
+class _EmptyFloat32Note(logging.Filter):
+    """diffusers' ModelMixin.to() with a dtype warns "There are modules in X that should be kept in float32: []"
+    even where the list is empty (from_pipe casts every model): nothing to keep, so nothing to say."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _no_empty_float32_notes():
+    logger, note = logging.getLogger("diffusers.models.modeling_utils"), _EmptyFloat32Note()
+    logger.addFilter(note)
+    try:
+        yield
+    finally:
+        logger.removeFilter(note)

@@ -63,3 +63,19 @@ def test_shipped_outline_controlnet_at_scale_zero_is_the_plain_model_bit_for_bit
         from nbdiffuse.testing import tiny_sd_pipeline
 
         nbd.load_pipeline(tiny_sd_pipeline(), controlnet="outline")
+
+
+def test_loading_the_outline_pipeline_prints_no_empty_float32_notes():
+    # diffusers' from_pipe casts each model with a dtype and warns "should be kept in float32: []" for an empty list
+    import logging
+
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    logger.addHandler(handler)
+    try:
+        nbd.load_pipeline(controlnet="outline")
+    finally:
+        logger.removeHandler(handler)
+    assert not [message for message in seen if "should be kept in float32" in message]
