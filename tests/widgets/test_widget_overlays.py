@@ -65,3 +65,28 @@ def test_the_page_asks_for_the_shown_runs_decision_curve(explorer, wait_for):
     assert set(curve["keep"]) == {"picture"} and len(curve["keep"]["picture"]) == 3  # not the shapes model
     assert all(0 <= v <= 1 for v in curve["keep"]["picture"]) and "picture" in curve["decided"]
     assert ex.error == ""
+
+
+def test_scrubbed_frames_do_not_wait_behind_a_decision_curve(explorer, wait_for, monkeypatch):
+    import threading
+
+    from nbdiffuse.widgets.explorer import browser
+
+    ex, fe = explorer
+    ex.generate(prompt="a red circle", steps=4, seed=1, guidance=4.0)
+    assert ex.wait(120)
+    release, started = threading.Event(), threading.Event()
+
+    def slow_curve(explorer):  # a curve that takes as long as the test says
+        started.set()
+        release.wait(60)
+
+    monkeypatch.setattr(browser, "show_decision_curve", slow_curve)
+    fe.send({"type": "decision_curve"})
+    assert started.wait(30)
+    fe.send({"type": "scrub", "run": ex.run_id, "k": 1})
+    try:
+        wait_for(lambda: any(c.get("type") == "full" and c.get("k") == 1 for c, _ in fe.customs), 30,
+                 "the scrubbed frame while the curve is being made")
+    finally:
+        release.set()

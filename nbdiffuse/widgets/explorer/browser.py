@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ...core.pipe_attrs import tiny_decoder
@@ -33,6 +34,10 @@ class BrowserRequests:
         self.explorer, self.pool = explorer, pool
         self.ack, self.show_error, self.clear_error = ack, show_error, clear_error
         self.scrub_target: tuple[str, int] | None = None  # newest scrub request: older ones are not drawn
+        # the decision curve runs the model for seconds (minutes on a big one on a CPU): on its own thread,
+        # so scrubbed frames, what-ifs and exports on `pool` do not wait behind it
+        self.curves: ThreadPoolExecutor | None = None
+        self._closed = False
         self.whatif_target: tuple | None = None  # newest what-if request
 
     def on_msg(self, _widget: Any, content: Any, buffers: list) -> None:
@@ -66,7 +71,7 @@ class BrowserRequests:
             "download": lambda c, b: self._later(self._send_download, c.get("path"), c.get("req")),
             "upload": lambda c, b: ex.start_from(bytes(b[0]) if b else b""),
             "clear_picture": lambda c, b: ex.start_from(None),
-            "decision_curve": lambda c, b: self._later(show_decision_curve, ex),
+            "decision_curve": lambda c, b: self._decision_curve(),
             **control_handlers(ex, _step_of),
         }
 
@@ -81,6 +86,20 @@ class BrowserRequests:
     def _later(self, fn: Any, *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # decoder shut down: the widget is closing
             self.pool.submit(self._guarded, fn, *args)
+
+    def _decision_curve(self) -> None:
+        if self._closed:
+            return
+        if self.curves is None:
+            self.curves = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbdiffuse-decision")
+        with contextlib.suppress(RuntimeError):  # shut down: the widget is closing
+            self.curves.submit(self._guarded, show_decision_curve, self.explorer)
+
+    def close(self) -> None:
+        """End the decision curve's thread (a curve being made finishes first)."""
+        self._closed = True
+        if self.curves is not None:
+            self.curves.shutdown(wait=True, cancel_futures=True)
 
     def _guarded(self, fn: Any, *args: Any) -> None:
         try:

@@ -101,14 +101,14 @@ class Explorer(ControlPanel, ExplorerState):
         values = model_defaults(self.pipe, defaults) if self.pipe is not None else saved_defaults(self.history, defaults)
         super().__init__(_uid=uuid.uuid4().hex, view=view, preview=preview, export_dir=os.getcwd(), mp4=mp4_available(),
                          **workshop_state(self.pipe), **capabilities_state(self.pipe), **values)
+        self._requests = BrowserRequests(self, pool=self._decoder, ack=self._life.ack, show_error=self._show_error,
+                                         clear_error=self._clear_error)
+        self.on_msg(self._requests.on_msg)
         try:
             self._control_defaults(control)
         except Exception:
             self.close()  # a refused default leaves no widget and no threads behind
             raise
-        self._requests = BrowserRequests(self, pool=self._decoder, ack=self._life.ack, show_error=self._show_error,
-                                         clear_error=self._clear_error)
-        self.on_msg(self._requests.on_msg)
         if self.history:
             self._life.refresh_runs()
             self.load_run(0)
@@ -412,6 +412,7 @@ class Explorer(ControlPanel, ExplorerState):
         if getattr(self, "_closed", True) is False:
             self._closed = True
             self._runner.close()
+            self._requests.close()
             self._decoder.shutdown(wait=True, cancel_futures=True)
         super().close()
 
