@@ -118,8 +118,9 @@ def tiny_sdxl_pipeline(seed: int = 0, sample_size: int = 8, time_cond_proj_dim: 
     return pipe
 
 
-def tiny_sd3_pipeline(seed: int = 0, sample_size: int = 8):
-    """A StableDiffusion3Pipeline with random weights (flow matching, MMDiT, two CLIP encoders, no T5)."""
+def tiny_sd3_pipeline(seed: int = 0, sample_size: int = 8, t5: bool = False):
+    """A StableDiffusion3Pipeline with random weights (flow matching, MMDiT, two CLIP encoders; t5=True: and a
+    T5 encoder, whose tokens follow CLIP's 77 in the transformer's text sequence)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     tokenizer = tiny_tokenizer()
@@ -135,6 +136,10 @@ def tiny_sd3_pipeline(seed: int = 0, sample_size: int = 8):
         text_encoder_2=_text_encoder(tokenizer, 32, projection=32, seed=seed + 1), tokenizer_2=tokenizer,
         text_encoder_3=None, tokenizer_3=None,
     )
+    if t5:  # its width is the joint attention's: SD3 pads CLIP's 32 + 32 channels to it
+        pipe.tokenizer_3 = tiny_t5_tokenizer()
+        pipe.text_encoder_3 = _t5_encoder(pipe.tokenizer_3, hidden=64, seed=seed + 2)
+        pipe.register_modules(text_encoder_3=pipe.text_encoder_3, tokenizer_3=pipe.tokenizer_3)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -24,7 +24,8 @@ bit for bit those of a run without them (tests/core/test_attention.py checks eve
 Covered: cross-attention modules of diffusers' `Attention` class whose keys come from the text
 (`attn2` of SD 1.x/2.x and SDXL UNets, PixArt's transformer blocks; their text attention mask is
 applied), and the joint attention of SD3 and Flux (text and picture in one sequence; Flux's
-single-stream blocks too): the text columns of the picture rows (core/joint_attention.py).
+single-stream blocks too): the text columns of the picture rows (core/joint_attention.py). A word's
+columns are its tokens in every encoder the denoiser reads (SD3: CLIP's and T5's; prompt_columns).
 """
 from __future__ import annotations
 
@@ -223,3 +224,44 @@ def prompt_words(tokenizer: Any, prompt: str) -> tuple[list[str], list[list[int]
             words[-1] += text
             positions[-1].append(position)
     return words, positions
+
+
+def prompt_columns(readers: Sequence[tuple[Any, int, int]], prompt: str) -> tuple[list[str], list[list[int]]]:
+    """The prompt's words and, for each, its columns in a text sequence joined from several encoders.
+
+    readers: (tokenizer, offset, length) per encoder, in the sequence's order (SD3: CLIP's 77 columns,
+    then T5's 256). The first one's words are the words; each later encoder's words are matched to them
+    by their letters and digits (so "circle," of T5 is CLIP's "circle"), and their tokens join that
+    word's columns, at the encoder's offset; tokens past `length` columns (truncated) are left out."""
+    (first, offset, length), *others = readers
+    words, positions = prompt_words(first, prompt)
+    positions = [[offset + p for p in ps if p < length] for ps in positions]
+    for tokenizer, offset, length in others:
+        their_words, their_positions = prompt_words(tokenizer, prompt)
+        for owner, ps in zip(align_words(words, their_words), their_positions):
+            if owner is not None:
+                positions[owner] += [offset + p for p in ps if p < length]
+    return words, positions
+
+
+def align_words(words: Sequence[str], others: Sequence[str]) -> list[int | None]:
+    """For each of `others` (another tokenizer's words of the same text), the index of the word of `words`
+    where its letters and digits begin; None for punctuation, or where the two texts part."""
+    stream, owner = [], []
+    for i, word in enumerate(words):
+        for char in _letters(word):
+            stream.append(char)
+            owner.append(i)
+    text, at, found = "".join(stream), 0, []
+    for word in others:
+        letters = _letters(word)
+        if letters and text.startswith(letters, at):
+            found.append(owner[at])
+            at += len(letters)
+        else:
+            found.append(None)
+    return found
+
+
+def _letters(word: str) -> str:
+    return "".join(char for char in word.lower() if char.isalnum())

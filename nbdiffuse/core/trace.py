@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from . import img2img
 from .control import RunControl
-from .attention import LAYERS, AttentionRecorder, prompt_words
+from .attention import LAYERS, AttentionRecorder, prompt_columns
 from .controlnet import ControlStep, control_size, plan_control
 from .families import adapter_for, is_generic
 from .generic import prepare_generic
@@ -126,11 +126,22 @@ def check_attention(attention: Any) -> str | None:
         f"average), got {attention!r}")
 
 
+def text_columns(run: Run) -> list[tuple[Any, int, int]]:
+    """(tokenizer, offset, length) of each encoder whose tokens are the denoiser's text columns, in order:
+    Flux attends to its T5 tokens alone; SD3 to CLIP's 77 and then, with its T5 encoder, T5's 256."""
+    pipe = run.pipe
+    if run.family.name == "flux":
+        return [(pipe.tokenizer_2, 0, int(pipe.tokenizer_2.model_max_length))]
+    clip = int(pipe.tokenizer.model_max_length)
+    columns = [(pipe.tokenizer, 0, clip)]
+    if run.family.name == "stable-diffusion-3":
+        columns += [(tokenizer, clip, length) for name, tokenizer, length in run.family.text_readers() if name == "T5"]
+    return columns
+
+
 def record_attention(run: Run, h: int, w: int, layers: str) -> None:
     """Give `run` an AttentionRecorder for the prompt's tokens as its text encoder reads them."""
-    # the tokenizer whose positions the attention's text columns follow: Flux attends to its T5 tokens
-    tokenizer = run.pipe.tokenizer_2 if run.family.name == "flux" else run.pipe.tokenizer
-    words, positions = prompt_words(tokenizer, run.encoded[0])
+    words, positions = prompt_columns(text_columns(run), run.encoded[0])
     denoiser = getattr(run.pipe, "unet", None) or getattr(run.pipe, "transformer", None)
     run.attention = AttentionRecorder(denoiser, [p for ps in positions for p in ps], (h, w), layers)
     run.attention_words = {"words": words, "rows": [i for i, ps in enumerate(positions) for _ in ps],

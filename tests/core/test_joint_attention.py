@@ -82,3 +82,33 @@ def test_joint_maps_hold_part_of_the_attention(sd3_pipe):
     traj = nbd.trace(sd3_pipe, "a red circle", steps=2, guidance=3.0, seed=0, attention=True, **SIZE)
     total = sum(traj.attention(1, w) for w in range(len(traj.tokens)))
     assert (total > 0).all() and (total < 1).all()  # the picture's own columns and the padding hold the rest
+
+
+def test_sd3_with_t5_reads_each_words_clip_and_t5_columns(monkeypatch):
+    from nbdiffuse.testing import tiny_sd3_pipeline
+
+    pipe = tiny_sd3_pipeline(t5=True)
+    prompt, run = "a red circle, on blue", dict(steps=2, guidance=3.0, seed=1, **SIZE)
+    _, seen = kernel_probs(monkeypatch, pipe, prompt, **run)
+    traj = nbd.trace(pipe, prompt, attention=True, **run)
+    clip_words, clip_positions = prompt_words(pipe.tokenizer, prompt)
+    t5_words, t5_positions = prompt_words(pipe.tokenizer_3, prompt)
+    assert traj.tokens == clip_words and "circle," in t5_words  # the words are CLIP's; T5's "circle," is "circle"
+    grid = tuple(traj[0].latents.shape[-2:])
+    n_picture = grid[0] * grid[1]  # patch size 1: a picture token per latent position
+    for word, t5_word in (("red", "red"), ("circle", "circle,")):
+        columns = clip_positions[clip_words.index(word)] + [77 + p for p in t5_positions[t5_words.index(t5_word)]]
+        for k in range(2):
+            (probs,) = seen[k]  # one joint block
+            expected = probs[-1][:n_picture, n_picture:][:, columns].sum(-1).reshape(grid)
+            assert torch.allclose(traj.attention(k, word), expected, atol=2e-3), (word, k)
+            t5_part = probs[-1][:n_picture, n_picture:][:, columns[len(clip_positions[clip_words.index(word)]):]]
+            assert t5_part.sum() > 0  # the T5 columns hold part of it
+
+
+def test_words_of_two_tokenizers_are_matched_by_their_letters():
+    from nbdiffuse.core.attention import align_words
+
+    assert align_words(["a", "red", "circle", ",", "don", "'", "t"], ["a", "red", "circle,", "don't", "!"]) == [
+        0, 1, 2, 4, None]
+    assert align_words(["red", "circle"], ["red", "square", "circle"]) == [0, None, 1]  # where the texts part
