@@ -18,8 +18,9 @@ How, without changing a single value of the run: fused attention kernels (scaled
 return no probabilities, so forward hooks on each cross-attention layer's `to_q` and `to_k`
 projections (or the fused `to_kv` after `fuse_qkv_projections()`: core/attention_taps.py) keep their
 outputs (the very tensors the kernel got), and the probabilities of the text columns are computed
-from them on the side. Hooks return nothing, so the run's tensors are
-bit for bit those of a run without them (tests/core/test_attention.py checks every step).
+from them on the side. Hooks return nothing, so the run's tensors are bit for bit those of a run
+without them (tests/core/test_attention.py checks every step). A layer that ran without either is
+an error naming it, not a map of zeros.
 
 Covered: cross-attention modules of diffusers' `Attention` class whose keys come from the text
 (`attn2` of SD 1.x/2.x and SDXL UNets, PixArt's transformer blocks; their text attention mask is

@@ -5,7 +5,8 @@ SD3's and Flux's blocks attend over one sequence that holds the picture's tokens
 for a UNet's cross-attention (core/attention.py), the fused kernel returns no probabilities, so
 forward hooks keep the projections the block computed (`to_q`, `to_k`, `add_k_proj`, or their fused
 forms: core/attention_taps.py) and the probabilities are recomputed from them on the side, with the
-block's own q/k norms and, for Flux, its rotary position embedding; the hooks return nothing, so the run is bit for bit unchanged.
+block's own q/k norms and, for Flux, its rotary position embedding; the hooks return nothing, so the
+run is bit for bit unchanged.
 
 Layouts: SD3 (diffusers' Attention with a joint processor) puts the picture first and the text after
 it; Flux's dual-stream blocks put the text first; Flux's single-stream blocks get the text and the
@@ -48,9 +49,9 @@ def hooks(module: Any, slot: dict[str, Any]) -> list[Any]:
 @torch.no_grad()
 def text_probs(module: Any, slot: dict[str, Any], text_len: int | None) -> tuple[torch.Tensor, int] | None:
     """(picture positions, text positions) attention probabilities of the last batch row, heads averaged,
-    and the text's length; None when no query and key were kept (or a single-stream block has no text length
-yet). `text_len`: for a single-stream block, the
-    text's length (as the dual-stream blocks of the same call saw it)."""
+    and the text's length; None when no query and key were kept (or a single-stream block has no text
+    length yet). `text_len`: for a single-stream block, the text's length (as the dual-stream blocks of
+    the same call saw it)."""
     q, k, text_k = attention_taps.take(slot)
     rotary = slot.pop("rotary", None)
     if q is None or k is None:
