@@ -5,7 +5,7 @@ import torch
 
 import nbdiffuse as nbd
 from nbdiffuse.shapes import model, train
-from nbdiffuse.shapes.training import models
+from nbdiffuse.shapes.training import export, models
 
 ARGS = ["--preset", "cpu", "--max-steps", "2", "--eval-samples", "0", "--threads", "1", "--seed", "3"]
 
@@ -105,6 +105,19 @@ def test_init_goes_on_from_a_trained_folder_with_its_vae_kept(trained, tmp_path)
     assert (out / tiny).read_bytes() == (again / tiny).read_bytes()
     with pytest.raises(SystemExit, match="pass the --preset it was trained with"):
         train.main(["--out", str(tmp_path / "other"), "--init", str(out), "--preset", "gpu", "--max-steps", "1"])
+
+
+def test_a_resumed_init_run_keeps_the_init_models_tiny_decoder(trained, tmp_path, monkeypatch):
+    out, _ = trained
+    again = tmp_path / "again"
+    monkeypatch.setattr(train.Deadline, "passed", lambda self: True)  # stops at once, as --max-minutes would
+    assert not train.main(["--out", str(again), "--init", str(out), *ARGS])["complete"]
+    monkeypatch.setattr(train.Deadline, "passed", lambda self: False)
+    distilled = []
+    monkeypatch.setattr(export, "write_shapes_tiny", lambda *args, **kwargs: distilled.append(args))
+    assert train.main(["--out", str(again), "--resume", *ARGS])["complete"]
+    tiny = "tiny_decoder/diffusion_pytorch_model.safetensors"  # the --init folder is not named again: still kept
+    assert not distilled and (out / tiny).read_bytes() == (again / tiny).read_bytes()
 
 
 def test_offset_noise_fine_tune_of_the_noisiest_steps(trained, tmp_path, monkeypatch):

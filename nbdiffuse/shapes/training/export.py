@@ -27,18 +27,19 @@ def _ema_copy(module: torch.nn.Module, ema: EMA, offset: int) -> tuple[torch.nn.
     return copied, offset + len(parameters)
 
 
-def _kept_tiny_decoder(ctx: dict):
+def _kept_tiny_decoder(ctx: dict, out: Path):
     """The --init model's tiny decoder folder where this run kept that model's VAE (no VAE stage),
     else None. It was distilled from that very VAE (the shipped one over 20000 steps), which a
     3000-step distillation here would only approximate worse. A fine-tuned UNet still makes other
     mid-run latents: the shipped guidance fine-tune moved the kept decoder's held-out object colour
-    error from 8.4 to 10.5 of 255, so its decoder was adapted after (`distil_tiny --init`, README)."""
+    error from 8.4 to 10.5 of 255, so its decoder was adapted after (`distil_tiny --init`, README).
+    A resumed run (no --init folder now) keeps the copy its first start wrote into `out` when it stopped."""
     from ...core.loading import TINY_FOLDER
 
-    init = ctx.get("init_folder")
-    if init is None or ctx["state"].get("vae_steps"):
+    if not ctx["state"].get("init") or ctx["state"].get("vae_steps"):
         return None
-    folder = Path(init) / TINY_FOLDER
+    init = ctx.get("init_folder")
+    folder = (out if init is None else Path(init)) / TINY_FOLDER
     return folder if folder.is_dir() else None
 
 
@@ -56,12 +57,13 @@ def export_pipeline(ctx: dict, out: Path):
     shutil.copytree(ctx["tokenizer_dir"], tokenizer_dir)
     quick = ctx["state"]["unet_steps"] < QUICK_APPROX_BELOW
     write_shapes_approx(pipeline, out, quick=quick)
-    kept = _kept_tiny_decoder(ctx)
+    kept = _kept_tiny_decoder(ctx, out)
     if kept is not None:  # the VAE is the --init model's, unchanged: so is the decoder distilled from it
         from ...core.loading import TINY_FOLDER
 
-        shutil.rmtree(out / TINY_FOLDER, ignore_errors=True)
-        shutil.copytree(kept, out / TINY_FOLDER)
+        if kept.resolve() != (out / TINY_FOLDER).resolve():
+            shutil.rmtree(out / TINY_FOLDER, ignore_errors=True)
+            shutil.copytree(kept, out / TINY_FOLDER)
     else:
         write_shapes_tiny(pipeline, out, quick=quick)  # the Explorer's frames: distilled from this VAE
     return pipeline
