@@ -4,9 +4,11 @@ No widget class here: a LiveRun only needs the Explorer's `history` list and `se
 """
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
+from ..core.overlay_maps import live_word_maps
 from .frames import FrameStream
 from .pacer import ACK_TIMEOUT, Pacer
 from .run_clock import RunClock
@@ -26,6 +28,7 @@ class LiveRun:
         self.prefix: tuple[list, list] | None = None  # a branch's inherited frames
         self.pacer = Pacer(self._send, ack_timeout=ACK_TIMEOUT if background else FOREGROUND_ACK_TIMEOUT)
         self.clock = RunClock()  # the progress line's it/s and seconds: wall time, pauses left out
+        self.overlay_seen: dict = {}  # live word maps: each word's largest value so far (overlay_maps)
 
     def on_step(self, traj: Any, step: Any) -> None:
         # Per step the denoising thread only hands the step on: the frame stream decodes and sends it.
@@ -48,6 +51,10 @@ class LiveRun:
                    "its": self.its(), "g": guidance_segments(traj.guidances)}
         if traj.params.get("control"):  # a ControlNet run: its strength per step, for the strip (control.js)
             message["cs"] = [round(float(s.control_strength or 0.0), 4) for s in traj.steps]
+        words = live_word_maps(traj, k, self.overlay_seen)
+        if words is not None:  # attention maps: this step's, for the overlay while the run goes (overlays.js)
+            message.update(ow=words["words"], og=words["grid"], os=words["scale"],
+                           om=base64.b64encode(words["maps"]).decode("ascii"))
         return message
 
     def its(self) -> float:

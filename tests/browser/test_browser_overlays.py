@@ -75,6 +75,35 @@ def test_hover_a_word_to_see_its_map_and_scrub_it(lab_server, page, explorer_pag
     row.screenshot(path=str(screenshots / "overlay_row_dark.png"))
 
 
+def test_a_words_map_follows_the_run_while_it_goes(lab_server, page, explorer_page, screenshots, overlay_notebook):
+    long = 400  # about 12 s on one thread: time to hover a word mid-run
+    open_and_run_all(page, lab_server, overlay_notebook, workspace="nbd-overlays-live")
+    ex = explorer_page(page).wait_visible()
+    wait_for_kernel(page)
+    row = ex.root.locator(".nbd-overlay")
+    row.locator("input[aria-label='Record attention maps']").check()
+    ex.set_steps(long)
+    ex.click("Generate")
+    red = row.locator(".nbd-chip[data-word]", has_text="red")
+    red.wait_for()  # the chips come with the first live frame that carries maps
+    red.hover()
+    page.wait_for_function("(root) => root.dataset.overlay === 'red'", arg=ex.root.element_handle())
+    first = ex.root.evaluate(OVERLAY_HASH)
+    legend = row.locator(".nbd-legend-text").text_content()
+    assert first is not None and "attention to “red”" in legend
+    shown = int(legend.rsplit("step ", 1)[1])
+    page.wait_for_function(  # the overlay follows the newest step while the run goes
+        "([root, k]) => Number(root.querySelector('.nbd-legend-text').textContent.split('step ').pop()) > k + 20",
+        arg=[ex.root.element_handle(), shown])
+    assert "done" not in ex.count_text() and ex.root.evaluate(OVERLAY_HASH) is not None
+    ex.screenshot(screenshots / "overlay_live_light.png")
+    red.click()  # kept: the stopped run's own maps take over from the live ones
+    ex.click("Stop")
+    ex.wait_count("stopped")
+    page.wait_for_function("(root) => root.dataset.overlay === 'red'", arg=ex.root.element_handle())
+    assert ex.root.evaluate(OVERLAY_HASH) is not None
+
+
 def test_the_html_export_lays_a_words_map_over_the_frame(browser, screenshots, tmp_path):
     import nbdiffuse as nbd
 

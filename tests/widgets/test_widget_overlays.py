@@ -90,3 +90,29 @@ def test_scrubbed_frames_do_not_wait_behind_a_decision_curve(explorer, wait_for,
                  "the scrubbed frame while the curve is being made")
     finally:
         release.set()
+
+
+def test_live_frames_carry_their_steps_word_maps_and_a_new_run_drops_the_last_ones(explorer):
+    import base64
+
+    ex, fe = explorer
+    ex.attention = True
+    ex.generate(prompt="a red circle", steps=8, seed=1, guidance=4.0, background=False)
+    assert ex.overlay_words == ["a", "red", "circle"]
+    traj = ex.trajectory
+    live = [m for m in fe.frames if "om" in m]
+    assert live and all(m["ow"] == traj.tokens and m["og"] == ex.overlay_grid for m in live)
+    h, w = ex.overlay_grid
+    for m in live:
+        k = m["k"]
+        maps = np.frombuffer(base64.b64decode(m["om"]), np.uint8).reshape(3, h, w)
+        red = torch.stack([traj.attention(j, "red") for j in range(k + 1)])
+        top = float(red.max())  # the largest value so far, not the whole run's
+        assert abs(m["os"][1] - top) < 1e-4 and maps[1].max() == 255
+        assert np.abs(maps[1] / 255 * top - red[k].float().numpy()).max() <= top / 255 + 1e-6
+    ex.attention = False
+    seen = []
+    ex.observe(lambda change: seen.append(list(change["new"])), "overlay_words")
+    ex.generate(prompt="a blue square", steps=4, seed=2, guidance=4.0, background=False)
+    assert seen[0] == [] and ex.overlay_words == []  # cleared when the run starts: no map lies over its frames
+    assert not [m for m in fe.frames if "om" in m and m["run"] == ex.run_id]

@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 from ...core.device_memory import release_after, return_freed_host_memory
-from ...core.overlay_maps import overlay_state
+from ...core.overlay_maps import EMPTY as OVERLAYS_EMPTY, overlay_state
 from ..frames import VIEWS, full_frames
 from ..live_run import LiveRun
 from ..plain_words import capabilities_state
@@ -60,7 +60,8 @@ class RunLifecycle:
                             # A branch shows its parent's steps up to the branch point until its own arrive.
                             "frames_x0": list(prefix[0]), "frames_xt": list(prefix[1]), "full_frames": {},
                             "frame": -1, "image_size": [run.width, run.height], "error": "", "error_details": "",
-                            "notices": list(getattr(run, "notices", []))})  # known before any model work
+                            "notices": list(getattr(run, "notices", [])),  # known before any model work
+                            **OVERLAYS_EMPTY})  # the last run's maps must not lie over this run's frames
                 ex._assign(capabilities_state(run.pipe))
         failure: BaseException | None = None
         live.clock.start()

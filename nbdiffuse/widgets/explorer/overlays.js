@@ -1,6 +1,7 @@
 // Overlays on the x0 frame: a word's attention map or the guidance map of the step shown (overlays.py
 // sends them as bytes per step over the latent grid). Hover a word of the prompt to see its map, click
-// it to keep it; scrubbing repaints the overlay for each step. "attention maps" makes Generate record them.
+// it to keep it; scrubbing repaints the overlay for each step. "attention maps" makes Generate record them;
+// while a run goes, its live frames carry their step's word maps (store.js liveOverlayAt).
 
 // A dark-blue -> teal -> green -> yellow ramp: readable over light and dark pages alike.
 const OVERLAY_RAMP = [[20, 30, 90], [40, 120, 180], [90, 190, 120], [250, 230, 60]];
@@ -57,8 +58,8 @@ function overlayNodes() {
 }
 
 class Overlays {
-  constructor({ model, root, stage, ui }) {
-    Object.assign(this, { model, root, stage, pane: ui.panes.x0, frame: ui.canvases.x0 });
+  constructor({ model, store, root, stage, ui }) {
+    Object.assign(this, { model, store, root, stage, pane: ui.panes.x0, frame: ui.canvases.x0 });
     this.ui = overlayNodes();
     this.pinned = null; // "guidance", a word index, or null
     this.hovered = null;
@@ -69,9 +70,16 @@ class Overlays {
     return this.hovered !== null ? this.hovered : this.pinned;
   }
 
+  // The shown run's words: its state's, or while it goes the words its live frames carry maps of.
+  words() {
+    const saved = this.model.get("overlay_words") || [];
+    return saved.length ? saved : this.store.liveOverlayAt(this.store.newest) ? this.store.liveWords : [];
+  }
+
   // The word chips of the shown run's prompt (none when it was traced without maps).
   buildWords() {
-    const words = this.model.get("overlay_words") || [];
+    const words = this.words();
+    this.chipWords = words.join("\u0000");
     this.ui.words.replaceChildren(...words.map((word, i) => {
       const chip = h("button", { type: "button", class: "nbd-chip", "data-word": String(i), "aria-pressed": "false", text: word });
       chip.addEventListener("mouseenter", () => { this.hovered = i; this.paint(); });
@@ -94,21 +102,19 @@ class Overlays {
 
   // Paint the overlay of the step shown; hide it when none is chosen or the step has none.
   paint() {
-    const { ui, model } = this;
+    const { ui } = this;
     const what = this.shown();
     for (const chip of [ui.guidance, ...ui.words.children]) {
       const mine = chip.dataset.overlay === "guidance" ? "guidance" : Number(chip.dataset.word);
       chip.setAttribute("aria-pressed", String(mine === this.pinned));
     }
     const k = this.stage.state.shown;
-    const [gh, gw] = model.get("overlay_grid") || [0, 0];
-    const words = model.get("overlay_words") || [];
-    const source = what === "guidance" ? model.get("guidance_maps") || [] : model.get("overlay_maps") || [];
-    const hidden = what === null || k < 0 || k >= source.length || !gh || !gw;
+    const map = what === null || k < 0 ? null : this.mapOf(what, k);
+    const hidden = !map;
     ui.canvas.hidden = hidden;
-    this.root.dataset.overlay = hidden ? "" : String(what === "guidance" ? "guidance" : words[what]);
+    this.root.dataset.overlay = hidden ? "" : String(what === "guidance" ? "guidance" : map.words[what]);
     if (hidden) { ui.legendText.textContent = ""; return; }
-    const bytes = overlayBytes(source[k]);
+    const { bytes, gh, gw, top, words } = map;
     const offset = what === "guidance" ? 0 : what * gh * gw;
     const small = mapCanvas(bytes, gh, gw, offset);
     const { width, height } = this.frame;
@@ -121,11 +127,26 @@ class Overlays {
     ctx.imageSmoothingEnabled = true;
     ctx.clearRect(0, 0, ui.canvas.width, ui.canvas.height);
     ctx.drawImage(small, 0, 0, ui.canvas.width, ui.canvas.height);
-    const top = what === "guidance" ? model.get("guidance_scale") : (model.get("overlay_scale") || [])[what];
     ui.legendText.textContent = what === "guidance"
       ? `guidance: 0 – ${Number(top).toPrecision(3)}, step ${k + 1}`
       : `attention to “${words[what]}”: 0 – ${Number(top).toPrecision(3)}, step ${k + 1}`;
     ui.canvas.setAttribute("aria-label", ui.legendText.textContent);
+  }
+
+  // The map `what` ("guidance" or a word index) of step k: {bytes, gh, gw, top, words}, from the run's state,
+  // else (a word, while the run goes) from its live frames; null where there is none.
+  mapOf(what, k) {
+    const { model } = this;
+    const source = what === "guidance" ? model.get("guidance_maps") || [] : model.get("overlay_maps") || [];
+    const [gh, gw] = model.get("overlay_grid") || [0, 0];
+    if (k < source.length && gh && gw) {
+      const top = what === "guidance" ? model.get("guidance_scale") : (model.get("overlay_scale") || [])[what];
+      return { bytes: overlayBytes(source[k]), gh, gw, top, words: model.get("overlay_words") || [] };
+    }
+    const live = what === "guidance" || source.length ? null : this.store.liveOverlayAt(k);
+    const [lh, lw] = this.store.liveGrid;
+    if (!live || !lh || !lw || what >= this.store.liveWords.length) return null;
+    return { bytes: live.bytes, gh: lh, gw: lw, top: live.scale[what], words: this.store.liveWords };
   }
 
   bind() {
@@ -137,6 +158,10 @@ class Overlays {
     ui.guidance.addEventListener("click", () => this.pin("guidance"));
     const onShown = () => this.paint();
     this.root.addEventListener("nbd-shown", onShown);
+    // a live frame with maps: the chips of its words appear with the first, the overlay follows the run
+    const onLive = () => (this.words().join("\u0000") !== this.chipWords ? this.buildWords() : this.paint());
+    this.store.addEventListener("live", onLive);
+    this.store.addEventListener("reset", onLive);
     const rebuild = () => this.buildWords();
     const names = ["overlay_words", "overlay_maps", "guidance_maps", "overlay_grid", "overlay_note"];
     for (const name of names) model.on(`change:${name}`, rebuild);
@@ -145,6 +170,8 @@ class Overlays {
     this.buildWords();
     return () => {
       this.root.removeEventListener("nbd-shown", onShown);
+      this.store.removeEventListener("live", onLive);
+      this.store.removeEventListener("reset", onLive);
       for (const name of names) model.off(`change:${name}`, rebuild);
       model.off("change:attention", onRecord);
     };
@@ -154,7 +181,7 @@ class Overlays {
 // The overlay row (put under the scrubber) and its canvas over the x0 frame, and the decision curve under
 // the scrubber (decision.js); returns the dispose function.
 function renderOverlays({ model, store, root, stage, ui, scrub, link }) {
-  const overlays = new Overlays({ model, root, stage, ui });
+  const overlays = new Overlays({ model, store, root, stage, ui });
   const decision = new DecisionView({ model, store, ui });
   overlays.ui.row.append(decision.ui.button);
   scrub.after(overlays.ui.row);

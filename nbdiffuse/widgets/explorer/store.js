@@ -22,6 +22,13 @@ function expand(segments, n) {
   return out;
 }
 
+function base64Bytes(text) {
+  const raw = atob(text);
+  const out = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+  return out;
+}
+
 function segmentsOf(values) {
   const out = [];
   values.forEach((w, k) => {
@@ -62,6 +69,9 @@ class Store extends EventTarget {
     this.liveIts = 0;
     this.liveSegments = null;
     this.liveControl = null; // a ControlNet run's strength per step (control.js)
+    this.liveOverlays = new Map(); // k -> {bytes, scale}: a live frame's word maps (overlays.js)
+    this.liveWords = []; // the words those maps are of, and their grid [h, w]
+    this.liveGrid = [0, 0];
     this.newest = -1;
   }
 
@@ -118,6 +128,11 @@ class Store extends EventTarget {
         this.liveIts = msg.its;
         this.liveSegments = msg.g;
         if (msg.cs) this.liveControl = msg.cs;
+        if (msg.om) {
+          this.liveOverlays.set(msg.k, { bytes: base64Bytes(msg.om), scale: msg.os || [] });
+          this.liveWords = msg.ow || [];
+          this.liveGrid = msg.og || [0, 0];
+        }
         this.newest = Math.max(this.newest, msg.k);
         this.emit("live", { k: msg.k });
       }
@@ -159,6 +174,16 @@ class Store extends EventTarget {
   // nearest earlier step that has one (live frames may be sparse).
   frameAt(k, view) {
     return this.pictureAt(k, view).bmp;
+  }
+
+  // The word maps of step k while its run goes (the nearest earlier live frame's, as for pictures), or null.
+  liveOverlayAt(k) {
+    if (this.model.get("run_id") !== this.run) return null;
+    for (let j = k; j >= 0; j--) {
+      const maps = this.liveOverlays.get(j);
+      if (maps) return maps;
+    }
+    return null;
   }
 
   // {bmp, kind}: kind says what drew it ("full", or what drew the run's frames: saved, tiny, approx).
