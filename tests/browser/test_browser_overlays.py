@@ -102,6 +102,8 @@ def test_a_words_map_follows_the_run_while_it_goes(lab_server, page, explorer_pa
     ex.wait_count("stopped")
     page.wait_for_function("(root) => root.dataset.overlay === 'red'", arg=ex.root.element_handle())
     assert ex.root.evaluate(OVERLAY_HASH) is not None
+    set_theme(page, "JupyterLab Dark")
+    ex.screenshot(screenshots / "overlay_stopped_dark.png")
 
 
 def test_the_html_export_lays_a_words_map_over_the_frame(browser, screenshots, tmp_path):
