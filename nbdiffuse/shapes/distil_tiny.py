@@ -255,7 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     record = distil(pipe, out, runs=args.runs, renders=args.renders, held_out=args.held_out, steps=args.steps,
                     batch=args.batch, seed=args.seed, shape=shape, lr=args.lr, object_weight=args.object_weight,
                     init=None if args.init is None else Path(args.init))
-    record = {"command": "python -m nbdiffuse.shapes.distil_tiny " + " ".join(argv), **record}
+    from .training.report import portable_argv  # the output folder as DIR, as train.py records its command
+
+    record = {"command": "python -m nbdiffuse.shapes.distil_tiny " + " ".join(portable_argv(argv)), **record}
     (out / "distillation.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {out}")
 

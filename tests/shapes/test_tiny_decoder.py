@@ -150,6 +150,7 @@ def test_distillation_starts_from_a_decoder_measures_one_and_refuses_bad_options
     assert record["init_record"]["steps"] == 10 and "init_record" not in record["init_record"]
     assert "object_colour_error" in record and TinyDecoder.from_pretrained(again).config.channels == [8]
     assert "_name_or_path" not in json.loads((again / "config.json").read_text())  # no path of this machine
+    assert " --out DIR " in record["command"] and str(again) not in record["command"]
     measured = tmp_path / "measured"
     distil_tiny.main(["--tiny", "--out", str(measured), "--init", str(again), "--steps", "0"])
     record = json.loads((measured / "distillation.json").read_text())
