@@ -214,6 +214,25 @@ class GenericRun(Run):
             return latents
         return out if out.ndim == 4 else latents
 
+    def _record_start(self, traj: Trajectory, offset: int) -> int:
+        """Image to image: record the first step of the schedule that ran and cut the plans to the steps after
+        it; `offset` is where the loop's first step sat in the schedule. The pipeline ran the last steps, as
+        its strength asked: they start at `offset` (a stopped run too), or, for a pipeline that set a schedule
+        of those steps alone, where what it ran says; a run stopped before its first step counts as diffusers'
+        image-to-image pipelines do (steps - int(steps * strength)). 0 for text to image."""
+        if self.image is None:
+            return 0
+        start = offset
+        if not len(traj):
+            start = self.steps - int(self.steps * self.strength)
+        elif not start and not traj.stopped:
+            start = self.steps - len(traj)
+        start = max(0, min(start, self.steps - 1))
+        runs = self.steps - start
+        traj.params.update(start_step=start, guidance_plan=traj.params["guidance_plan"][:runs],
+                           guidance=traj.params["guidance"][:runs])
+        return start
+
     def execute(self) -> Trajectory:
         pipe, sched, control = self.pipe, self.scheduler, self.control
         traj = Trajectory(self.params(), initial_latents=torch.empty(0), pipe=pipe)
@@ -308,6 +327,7 @@ class GenericRun(Run):
         with model_turn(pipe, control) as held, torch.no_grad():
             if not held or (control is not None and not control._wait_turn()):
                 traj.stopped = True
+                self._record_start(traj, 0)
                 return traj
             original = pipe.scheduler
             sched.step = step  # this run's own scheduler object: the pipeline's is put back below
@@ -324,17 +344,7 @@ class GenericRun(Run):
                 release()
                 pipe.scheduler = original
                 del sched.step
-            start = 0
-            if self.image is not None and len(traj):
-                # image to image: the pipeline ran the last steps of the schedule, as its strength asked; where
-                # they start is where its first step sits in the schedule (a stopped run too), or, for a
-                # pipeline that set a schedule of those steps alone, what it ran
-                start = state["offset"] // int(getattr(sched, "order", 1) or 1)
-                if not start and not traj.stopped:
-                    start = self.steps - len(traj)
-                runs = self.steps - start
-                traj.params.update(start_step=start, guidance_plan=traj.params["guidance_plan"][:runs],
-                                   guidance=traj.params["guidance"][:runs])
+            start = self._record_start(traj, state["offset"] // int(getattr(sched, "order", 1) or 1))
             if len(traj) < self.steps - start and not traj.stopped:
                 traj.stopped = True  # the pipeline ran fewer steps than asked (its own schedule)
             self._record_output(traj)

@@ -219,3 +219,8 @@ def test_a_stopped_image_to_image_run_keeps_where_its_steps_sit():
     assert stopped.stopped and len(stopped) == 2 and stopped.params["start_step"] == 4
     assert [s.timestep for s in stopped] == [s.timestep for s in whole][:2]
     assert len(stopped.params["guidance_plan"]) == 4  # the steps the run was to make, not the schedule's 8
+    before = nbd.RunControl()
+    before.stop()  # stopped before its first step: no step says where the run sits; diffusers' rule does
+    none = nbd.trace(pipe, PROMPT, control=before, **run)
+    assert none.stopped and len(none) == 0 and none.params["start_step"] == 4
+    assert len(none.params["guidance_plan"]) == 4 and none.total_steps == 4
