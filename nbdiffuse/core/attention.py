@@ -30,6 +30,7 @@ columns are its tokens in every encoder the denoiser reads (SD3: CLIP's and T5's
 """
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any, Sequence
 
@@ -198,16 +199,14 @@ def _layer_grid(n: int, grid: tuple[int, int]) -> tuple[int, int]:
     return lh, lw
 
 
-def prompt_words(tokenizer: Any, prompt: str) -> tuple[list[str], list[list[int]]]:
-    """The prompt's words as the tokenizer splits them, and for each word its token positions in the
-    encoder's sequence (position 0 is the start token). A word of several tokens maps back to one word;
-    punctuation is a word of its own. Tokens past the encoder's length are left out (truncated)."""
+def prompt_tokens(tokenizer: Any, prompt: str) -> list[tuple[str, int, bool]]:
+    """The prompt's tokens as the tokenizer splits them, special tokens left out: (text, position in the
+    encoder's sequence, whether it starts a word). Tokens past the encoder's length are left out (truncated)."""
     ids = tokenizer(prompt, truncation=True, max_length=getattr(tokenizer, "model_max_length", None))["input_ids"]
     pieces = tokenizer.convert_ids_to_tokens(ids)
     special = set(getattr(tokenizer, "all_special_ids", []))
     clip = "clip" in type(tokenizer).__name__.lower()  # BPE: a word's last token ends with </w>
-    words: list[str] = []
-    positions: list[list[int]] = []
+    tokens: list[tuple[str, int, bool]] = []
     open_word = False
     for position, (token_id, piece) in enumerate(zip(ids, pieces)):
         if token_id in special:
@@ -217,7 +216,18 @@ def prompt_words(tokenizer: Any, prompt: str) -> tuple[list[str], list[list[int]
             starts, text = not open_word, piece.removesuffix("</w>")
             open_word = not piece.endswith("</w>")
         else:  # sentencepiece (T5): a token that starts a word carries the mark
-            starts, text = piece.startswith("\u2581") or not words, piece.lstrip("\u2581")
+            starts, text = piece.startswith("\u2581") or not tokens, piece.lstrip("\u2581")
+        tokens.append((text, position, starts))
+    return tokens
+
+
+def prompt_words(tokenizer: Any, prompt: str) -> tuple[list[str], list[list[int]]]:
+    """The prompt's words as the tokenizer splits them, and for each word its token positions in the
+    encoder's sequence (position 0 is the start token). A word of several tokens maps back to one word;
+    punctuation is a word of its own. Tokens past the encoder's length are left out (truncated)."""
+    words: list[str] = []
+    positions: list[list[int]] = []
+    for text, position, starts in prompt_tokens(tokenizer, prompt):
         if starts:
             words.append(text)
             positions.append([position])
@@ -231,38 +241,39 @@ def prompt_columns(readers: Sequence[tuple[Any, int, int]], prompt: str) -> tupl
     """The prompt's words and, for each, its columns in a text sequence joined from several encoders.
 
     readers: (tokenizer, offset, length) per encoder, in the sequence's order (SD3: CLIP's 77 columns,
-    then T5's 256). The first one's words are the words; each later encoder's words are matched to them
-    by their letters and digits (so "circle," of T5 is CLIP's "circle"), and their tokens join that
-    word's columns, at the encoder's offset; tokens past `length` columns (truncated) are left out."""
+    then T5's 256). The first one's words are the words; each later encoder's tokens are matched to them
+    by their characters (align_words: T5's "circle," gives its "circle" tokens to CLIP's "circle" and its
+    "," to CLIP's ","), and join that word's columns at the encoder's offset; tokens past `length` columns
+    (truncated) are left out."""
     (first, offset, length), *others = readers
     words, positions = prompt_words(first, prompt)
     positions = [[offset + p for p in ps if p < length] for ps in positions]
     for tokenizer, offset, length in others:
-        their_words, their_positions = prompt_words(tokenizer, prompt)
-        for owner, ps in zip(align_words(words, their_words), their_positions):
-            if owner is not None:
-                positions[owner] += [offset + p for p in ps if p < length]
+        tokens = prompt_tokens(tokenizer, prompt)
+        for owner, (_, p, _) in zip(align_words(words, [text for text, _, _ in tokens]), tokens):
+            if owner is not None and p < length:
+                positions[owner].append(offset + p)
     return words, positions
 
 
 def align_words(words: Sequence[str], others: Sequence[str]) -> list[int | None]:
-    """For each of `others` (another tokenizer's words of the same text), the index of the word of `words`
-    where its letters and digits begin; None for punctuation, or where the two texts part."""
-    stream, owner = [], []
-    for i, word in enumerate(words):
-        for char in _letters(word):
-            stream.append(char)
-            owner.append(i)
-    text, at, found = "".join(stream), 0, []
-    for word in others:
-        letters = _letters(word)
-        if letters and text.startswith(letters, at):
-            found.append(owner[at])
-            at += len(letters)
-        else:
-            found.append(None)
+    """For each of `others` (another tokenizer's words or tokens of the same text), the index of the word of
+    `words` that holds the first character both read; None where they share none (a piece the other
+    tokenizer made its own way, an unknown token).
+
+    The two texts are lined up character by character, case and spaces left out (difflib's matching
+    blocks), so punctuation finds its own word and where the texts part, only what differs is lost."""
+    ours = [(char, i) for i, word in enumerate(words) for char in _chars(word)]
+    theirs = [(char, j) for j, piece in enumerate(others) for char in _chars(piece)]
+    matcher = difflib.SequenceMatcher(None, [c for c, _ in ours], [c for c, _ in theirs], autojunk=False)
+    found: list[int | None] = [None] * len(others)
+    for a, b, size in sorted(matcher.get_matching_blocks(), key=lambda block: block[1]):
+        for n in range(size):
+            j = theirs[b + n][1]
+            if found[j] is None:
+                found[j] = ours[a + n][1]
     return found
 
 
-def _letters(word: str) -> str:
-    return "".join(char for char in word.lower() if char.isalnum())
+def _chars(piece: str) -> str:
+    return "".join(char for char in piece.lower() if not char.isspace())

@@ -93,11 +93,14 @@ def test_sd3_with_t5_reads_each_words_clip_and_t5_columns(monkeypatch):
     traj = nbd.trace(pipe, prompt, attention=True, **run)
     clip_words, clip_positions = prompt_words(pipe.tokenizer, prompt)
     t5_words, t5_positions = prompt_words(pipe.tokenizer_3, prompt)
-    assert traj.tokens == clip_words and "circle," in t5_words  # the words are CLIP's; T5's "circle," is "circle"
+    assert traj.tokens == clip_words and "circle," in t5_words  # the words are CLIP's
+    # T5's "circle," is CLIP's "circle" and ",": its last token, the comma, goes to the comma
+    circle = t5_positions[t5_words.index("circle,")]
+    t5_columns = {"red": t5_positions[t5_words.index("red")], "circle": circle[:-1], ",": circle[-1:]}
     grid = tuple(traj[0].latents.shape[-2:])
     n_picture = grid[0] * grid[1]  # patch size 1: a picture token per latent position
-    for word, t5_word in (("red", "red"), ("circle", "circle,")):
-        columns = clip_positions[clip_words.index(word)] + [77 + p for p in t5_positions[t5_words.index(t5_word)]]
+    for word in ("red", "circle", ","):
+        columns = clip_positions[clip_words.index(word)] + [77 + p for p in t5_columns[word]]
         for k in range(2):
             (probs,) = seen[k]  # one joint block
             expected = probs[-1][:n_picture, n_picture:][:, columns].sum(-1).reshape(grid)
@@ -106,9 +109,15 @@ def test_sd3_with_t5_reads_each_words_clip_and_t5_columns(monkeypatch):
             assert t5_part.sum() > 0  # the T5 columns hold part of it
 
 
-def test_words_of_two_tokenizers_are_matched_by_their_letters():
+def test_words_of_two_tokenizers_are_matched_by_their_characters():
     from nbdiffuse.core.attention import align_words
 
     assert align_words(["a", "red", "circle", ",", "don", "'", "t"], ["a", "red", "circle,", "don't", "!"]) == [
         0, 1, 2, 4, None]
     assert align_words(["red", "circle"], ["red", "square", "circle"]) == [0, None, 1]  # where the texts part
+    # token by token: punctuation finds its own word, a word's tokens find it, case and spaces aside
+    assert align_words(["a", "big", "circle", ",", "(", "blue", ")", "3", ".", "5"],
+                       ["A", "b", "ig", "circle", ",", "(", "blue", ")", "3", ".", "5"]) == [
+        0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    # an unknown token where the texts part costs that token only
+    assert align_words(["red", "\u2606", "star", "!"], ["red", "<unk>", "star", "!"]) == [0, None, 2, 3]
