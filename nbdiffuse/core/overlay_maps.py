@@ -4,15 +4,22 @@ For what shows them (the Explorer's overlays.js, where they travel as widget sta
 notebook keeps them; the HTML export, core/exports.py): per step, one byte per latent pixel per word
 (`overlay_maps`), scaled by that word's largest value over the run (`overlay_scale`), so that a map's
 growth from step to step shows; the guidance map the same way (`guidance_maps`, `guidance_scale`).
-While a run goes, each live frame carries its step's word maps (`live_word_maps`), scaled by the
-largest value so far. A run traced without attention maps sends no words; a run whose guidance is a
-model input (Flux-dev, LCM) or ran without guidance sends no guidance maps, and `overlay_note` says why.
+While a run goes, each live frame carries its step's word maps (`live_word_maps`) and guidance map
+(`live_guidance_map`), scaled by the largest value so far, on a grid of at most 64 a side (`live_grid`).
+A run traced without attention maps sends no words; a run whose guidance is a model input (Flux-dev,
+LCM) or ran without guidance sends no guidance maps, and `overlay_note` says why.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+
+from .guidance_map import guidance_map
+
+LIVE_SIDE = 64  # a live frame's maps: at most this many positions a side (live_grid)
 
 EMPTY = {"overlay_words": [], "overlay_maps": [], "overlay_scale": [], "overlay_grid": [0, 0],
          "guidance_maps": [], "guidance_scale": 0.0, "overlay_note": ""}
@@ -43,6 +50,19 @@ def _per_word(attention: torch.Tensor, known: dict) -> torch.Tensor:
     return torch.stack([maps[[r for r, w in enumerate(rows) if w == i]].sum(0) for i in range(len(known["words"]))])
 
 
+def live_grid(maps: torch.Tensor) -> torch.Tensor:
+    """(..., h, w) maps as a live frame carries them: averaged down by a whole factor to at most LIVE_SIDE
+    positions a side (SDXL's 128 x 128 latent grid: 64 x 64, a quarter of the bytes per frame; the overlay
+    is drawn smooth over the frame), as they are on smaller grids."""
+    h, w = maps.shape[-2:]
+    factor = math.ceil(max(h, w) / LIVE_SIDE)
+    if factor <= 1:
+        return maps
+    size = (math.ceil(h / factor), math.ceil(w / factor))
+    flat = maps.reshape(-1, 1, h, w).float()
+    return F.adaptive_avg_pool2d(flat, size).reshape(*maps.shape[:-2], *size)
+
+
 def live_word_maps(traj: Any, k: int, seen: dict) -> dict[str, Any] | None:
     """Step k's word maps while the run goes (a live frame's overlay; None for a run without maps): the words,
     the grid, the step's maps as bytes scaled by each word's largest value up to step k (as `word_maps` scales
@@ -53,13 +73,44 @@ def live_word_maps(traj: Any, k: int, seen: dict) -> dict[str, Any] | None:
     if not known or not steps or any(step.attention is None for step in steps[seen.get("upto", 0):]):
         return None
     for step in steps[seen.get("upto", 0):]:
-        top = _per_word(step.attention, known).amax(dim=(1, 2))
+        top = live_grid(_per_word(step.attention, known)).amax(dim=(1, 2))
         seen["top"] = top if "top" not in seen else torch.maximum(seen["top"], top)
     seen["upto"] = max(seen.get("upto", 0), len(steps))
-    maps = _per_word(steps[-1].attention, known)
+    maps = live_grid(_per_word(steps[-1].attention, known))
     return {"words": list(known["words"]), "grid": list(maps.shape[-2:]),
             "maps": _bytes(maps[None], seen["top"][None, :, None, None])[0],
             "scale": [round(float(v), 6) for v in seen["top"]]}
+
+
+def live_guidance_map(traj: Any, k: int, seen: dict) -> dict[str, Any] | None:
+    """Step k's guidance map while the run goes (a live frame's overlay), as `live_word_maps` gives word maps:
+    the grid, the map as bytes scaled by the largest value of the steps up to k, and that value; "map" is
+    empty bytes where step k ran without an unconditional prediction (guidance 1 set live, or a model that
+    takes guidance as an input: then every step's is, and the result is None). `seen`: the caller's dict,
+    one per run."""
+    if k >= len(traj.steps):
+        return None
+    step_map = None
+    for j in range(seen.get("upto", 0), k + 1):
+        try:
+            step_map = live_grid(guidance_map(traj, j))
+        except ValueError:  # this step has no unconditional prediction
+            step_map = None
+            continue
+        top = step_map.max()
+        seen["top"] = top if "top" not in seen else torch.maximum(seen["top"], top)
+        seen["grid"] = [int(n) for n in step_map.shape[-2:]]
+    if seen.get("upto", 0) > k:  # read before (frames come in order; a repeat reads it again)
+        try:
+            step_map = live_grid(guidance_map(traj, k))
+        except ValueError:
+            step_map = None
+    seen["upto"] = max(seen.get("upto", 0), k + 1)
+    if "top" not in seen:
+        return None
+    if step_map is None:
+        return {"grid": seen["grid"], "map": b"", "scale": 0.0}
+    return {"grid": seen["grid"], "map": _bytes(step_map[None], seen["top"])[0], "scale": round(float(seen["top"]), 6)}
 
 
 def guidance_maps(traj: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import base64
 import uuid
 from typing import Any
 
-from ..core.overlay_maps import live_word_maps
+from ..core.overlay_maps import live_guidance_map, live_word_maps
 from .frames import FrameStream
 from .pacer import ACK_TIMEOUT, Pacer
 from .run_clock import RunClock
@@ -29,6 +29,7 @@ class LiveRun:
         self.pacer = Pacer(self._send, ack_timeout=ACK_TIMEOUT if background else FOREGROUND_ACK_TIMEOUT)
         self.clock = RunClock()  # the progress line's it/s and seconds: wall time, pauses left out
         self.overlay_seen: dict = {}  # live word maps: each word's largest value so far (overlay_maps)
+        self.guidance_seen: dict = {}  # live guidance maps: the largest value so far
 
     def on_step(self, traj: Any, step: Any) -> None:
         # Per step the denoising thread only hands the step on: the frame stream decodes and sends it.
@@ -55,6 +56,9 @@ class LiveRun:
         if words is not None:  # attention maps: this step's, for the overlay while the run goes (overlays.js)
             message.update(ow=words["words"], og=words["grid"], os=words["scale"],
                            om=base64.b64encode(words["maps"]).decode("ascii"))
+        apart = live_guidance_map(traj, k, self.guidance_seen)
+        if apart is not None:  # the guidance map, for the overlay while the run goes ("": none at this step)
+            message.update(og=apart["grid"], gs=apart["scale"], gm=base64.b64encode(apart["map"]).decode("ascii"))
         return message
 
     def its(self) -> float:

@@ -127,3 +127,29 @@ def test_the_html_export_lays_a_words_map_over_the_frame(browser, screenshots, t
         page.locator("#scrub").evaluate("(el) => { el.value = '7'; el.dispatchEvent(new Event('input')); }")
         page.screenshot(path=str(screenshots / f"overlay_html_export_{scheme}.png"))
         page.context.close()
+
+
+def test_the_guidance_map_follows_the_run_while_it_goes(lab_server, page, explorer_page, screenshots, overlay_notebook):
+    open_and_run_all(page, lab_server, overlay_notebook, workspace="nbd-overlays-guidance")
+    ex = explorer_page(page).wait_visible()
+    wait_for_kernel(page)
+    set_theme(page, "JupyterLab Dark")
+    guidance = ex.root.locator(".nbd-overlay .nbd-chip[data-overlay='guidance']")
+    assert guidance.is_disabled()  # no run yet: no map
+    ex.set_steps(400)  # about 12 s on one thread: time to look mid-run
+    ex.click("Generate")
+    page.wait_for_function("(b) => !b.disabled", arg=guidance.element_handle(), timeout=60_000)
+    guidance.click()  # kept: no recording needed, the step's two predictions make it
+    page.wait_for_function("(root) => root.dataset.overlay === 'guidance'", arg=ex.root.element_handle())
+    legend = ex.root.locator(".nbd-legend-text")
+    assert legend.text_content().startswith("guidance: 0 – ") and ex.root.evaluate(OVERLAY_HASH) is not None
+    shown = int(legend.text_content().rsplit("step ", 1)[1])
+    page.wait_for_function(  # the overlay follows the newest step while the run goes
+        "([root, k]) => Number(root.querySelector('.nbd-legend-text').textContent.split('step ').pop()) > k + 20",
+        arg=[ex.root.element_handle(), shown])
+    assert "done" not in ex.count_text()
+    ex.screenshot(screenshots / "overlay_guidance_live_dark.png")
+    ex.click("Stop")
+    ex.wait_count("stopped")  # the stopped run's own maps take over
+    page.wait_for_function("(root) => root.dataset.overlay === 'guidance'", arg=ex.root.element_handle())
+    assert not guidance.is_disabled() and ex.root.evaluate(OVERLAY_HASH) is not None

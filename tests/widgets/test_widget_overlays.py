@@ -116,3 +116,48 @@ def test_live_frames_carry_their_steps_word_maps_and_a_new_run_drops_the_last_on
     ex.generate(prompt="a blue square", steps=4, seed=2, guidance=4.0, background=False)
     assert seen[0] == [] and ex.overlay_words == []  # cleared when the run starts: no map lies over its frames
     assert not [m for m in fe.frames if "om" in m and m["run"] == ex.run_id]
+
+
+def test_live_frames_carry_their_steps_guidance_map_and_none_where_a_step_ran_without(explorer, monkeypatch):
+    import base64
+    import functools
+
+    from nbdiffuse.widgets import live_run
+
+    monkeypatch.setattr(live_run, "Pacer", functools.partial(live_run.Pacer, min_interval=0))  # a frame a step
+    ex, fe = explorer
+    guidance = [4.0, 4.0, 6.0, 1.0, 1.0, 5.0]  # steps 4 and 5 run without guidance: no map there
+    ex.generate(prompt="a red circle", steps=6, seed=1, guidance=guidance, background=False)
+    traj = ex.trajectory
+    assert ex.guidance_maps == [] and "ran without guidance" in ex.overlay_note  # the whole run has none
+    live = [m for m in fe.frames if "gm" in m and m["run"] == ex.run_id]
+    assert [m["k"] for m in live] == [m["k"] for m in fe.frames if m["run"] == ex.run_id]  # every frame says
+    h, w = tuple(traj[0].latents.shape[-2:])
+    for m in live:
+        k = m["k"]
+        if guidance[k] <= 1:
+            assert m["gm"] == "" and m["og"] == [h, w]
+            continue
+        apart = torch.stack([traj.guidance_map(j) for j in range(k + 1) if guidance[j] > 1])
+        top = float(apart.max())  # the largest value so far, not the whole run's
+        step_map = np.frombuffer(base64.b64decode(m["gm"]), np.uint8).reshape(h, w)
+        assert m["og"] == [h, w] and abs(m["gs"] - top) < 1e-4
+        assert np.abs(step_map / 255 * top - traj.guidance_map(k).numpy()).max() <= top / 255 + 1e-6
+    assert any(m["gm"] == "" for m in live) and any(m["gm"] for m in live)
+    ex.generate(prompt="a red circle", steps=3, seed=1, guidance=4.0, background=False)
+    last = [m for m in fe.frames if m["run"] == ex.run_id][-1]  # a whole guided run: its last frame's map is
+    final = np.frombuffer(ex.guidance_maps[last["k"]], np.uint8).reshape(h, w)  # the state's, at the same scale
+    assert abs(last["gs"] - ex.guidance_scale) < 1e-4
+    assert np.array_equal(np.frombuffer(base64.b64decode(last["gm"]), np.uint8).reshape(h, w), final)
+
+
+def test_live_maps_of_a_big_latent_grid_travel_averaged_to_at_most_64_a_side():
+    from nbdiffuse.core.overlay_maps import LIVE_SIDE, live_grid
+
+    maps = torch.rand(3, 128, 96, generator=torch.Generator().manual_seed(0))  # SDXL-sized: 1024 x 768
+    small = live_grid(maps)
+    assert small.shape == (3, 64, 48) and LIVE_SIDE == 64
+    assert torch.allclose(small, maps.reshape(3, 64, 2, 48, 2).mean(dim=(2, 4)))  # 2 x 2 blocks' means
+    odd = torch.rand(100, 72)
+    assert live_grid(odd).shape == (50, 36)
+    assert torch.equal(live_grid(maps[:, :64, :48]), maps[:, :64, :48])  # small grids travel as they are

@@ -1,7 +1,7 @@
 // Overlays on the x0 frame: a word's attention map or the guidance map of the step shown (overlays.py
 // sends them as bytes per step over the latent grid). Hover a word of the prompt to see its map, click
 // it to keep it; scrubbing repaints the overlay for each step. "attention maps" makes Generate record them;
-// while a run goes, its live frames carry their step's word maps (store.js liveOverlayAt).
+// while a run goes, its live frames carry their step's word maps and guidance map (store.js liveOverlayAt).
 
 // A dark-blue -> teal -> green -> yellow ramp: readable over light and dark pages alike.
 const OVERLAY_RAMP = [[20, 30, 90], [40, 120, 180], [90, 190, 120], [250, 230, 60]];
@@ -88,11 +88,17 @@ class Overlays {
       return chip;
     }));
     if (typeof this.pinned === "number" && this.pinned >= words.length) this.pinned = null;
-    this.ui.guidance.disabled = !(this.model.get("guidance_maps") || []).length;
-    if (this.ui.guidance.disabled && this.pinned === "guidance") this.pinned = null;
+    this.chipGuidance = this.hasGuidance();
+    this.ui.guidance.disabled = !this.chipGuidance; // a kept guidance overlay stays kept: it shows again with the maps
     this.ui.note.textContent = words.length ? this.model.get("overlay_note") || "" :
       (this.model.get("attention") ? "maps come with the next run" : "tick “attention maps” and Generate to see where each word acts");
     this.paint();
+  }
+
+  // Whether the shown run has guidance maps: in its state, or while it goes, in its live frames.
+  hasGuidance() {
+    if ((this.model.get("guidance_maps") || []).length) return true;
+    return this.store.going && [...this.store.liveGuidance.values()].some((map) => map);
   }
 
   pin(what) {
@@ -106,7 +112,7 @@ class Overlays {
     const what = this.shown();
     for (const chip of [ui.guidance, ...ui.words.children]) {
       const mine = chip.dataset.overlay === "guidance" ? "guidance" : Number(chip.dataset.word);
-      chip.setAttribute("aria-pressed", String(mine === this.pinned));
+      chip.setAttribute("aria-pressed", String(mine === this.pinned && !chip.disabled));
     }
     const k = this.stage.state.shown;
     const map = what === null || k < 0 ? null : this.mapOf(what, k);
@@ -143,9 +149,14 @@ class Overlays {
       const top = what === "guidance" ? model.get("guidance_scale") : (model.get("overlay_scale") || [])[what];
       return { bytes: overlayBytes(source[k]), gh, gw, top, words: model.get("overlay_words") || [] };
     }
-    const live = what === "guidance" || source.length ? null : this.store.liveOverlayAt(k);
     const [lh, lw] = this.store.liveGrid;
-    if (!live || !lh || !lw || what >= this.store.liveWords.length) return null;
+    if (source.length || !lh || !lw) return null;
+    if (what === "guidance") {
+      const live = this.store.going ? this.store.liveOverlayAt(k, "guidance") : null;
+      return live ? { bytes: live.bytes, gh: lh, gw: lw, top: live.top, words: [] } : null;
+    }
+    const live = this.store.liveOverlayAt(k);
+    if (!live || what >= this.store.liveWords.length) return null;
     return { bytes: live.bytes, gh: lh, gw: lw, top: live.scale[what], words: this.store.liveWords };
   }
 
@@ -159,7 +170,8 @@ class Overlays {
     const onShown = () => this.paint();
     this.root.addEventListener("nbd-shown", onShown);
     // a live frame with maps: the chips of its words appear with the first, the overlay follows the run
-    const onLive = () => (this.words().join("\u0000") !== this.chipWords ? this.buildWords() : this.paint());
+    const onLive = () => (this.words().join("\u0000") !== this.chipWords || this.hasGuidance() !== this.chipGuidance
+      ? this.buildWords() : this.paint());
     this.store.addEventListener("live", onLive);
     this.store.addEventListener("reset", onLive);
     const rebuild = () => this.buildWords();
@@ -167,6 +179,9 @@ class Overlays {
     for (const name of names) model.on(`change:${name}`, rebuild);
     const onRecord = () => { ui.record.checked = model.get("attention"); this.buildWords(); };
     model.on("change:attention", onRecord);
+    // the run ended: its state's guidance maps, or none (its note says why), take over from the live ones
+    const onStatus = () => (this.hasGuidance() !== this.chipGuidance ? this.buildWords() : this.paint());
+    model.on("change:status", onStatus);
     this.buildWords();
     return () => {
       this.root.removeEventListener("nbd-shown", onShown);
@@ -174,6 +189,7 @@ class Overlays {
       this.store.removeEventListener("reset", onLive);
       for (const name of names) model.off(`change:${name}`, rebuild);
       model.off("change:attention", onRecord);
+      model.off("change:status", onStatus);
     };
   }
 }

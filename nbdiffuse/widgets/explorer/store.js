@@ -70,6 +70,7 @@ class Store extends EventTarget {
     this.liveSegments = null;
     this.liveControl = null; // a ControlNet run's strength per step (control.js)
     this.liveOverlays = new Map(); // k -> {bytes, scale}: a live frame's word maps (overlays.js)
+    this.liveGuidance = new Map(); // k -> {bytes, top}, or null where step k ran without guidance
     this.liveWords = []; // the words those maps are of, and their grid [h, w]
     this.liveGrid = [0, 0];
     this.newest = -1;
@@ -133,6 +134,10 @@ class Store extends EventTarget {
           this.liveWords = msg.ow || [];
           this.liveGrid = msg.og || [0, 0];
         }
+        if (typeof msg.gm === "string") {
+          this.liveGuidance.set(msg.k, msg.gm ? { bytes: base64Bytes(msg.gm), top: msg.gs } : null);
+          this.liveGrid = msg.og || [0, 0];
+        }
         this.newest = Math.max(this.newest, msg.k);
         this.emit("live", { k: msg.k });
       }
@@ -176,14 +181,20 @@ class Store extends EventTarget {
     return this.pictureAt(k, view).bmp;
   }
 
-  // The word maps of step k while its run goes (the nearest earlier live frame's, as for pictures), or null.
-  liveOverlayAt(k) {
+  // The word maps (kind "words") or guidance map ("guidance") of step k while its run goes: the nearest
+  // earlier live frame's, as for pictures; null where there is none (or that frame's step had none).
+  liveOverlayAt(k, kind = "words") {
     if (this.model.get("run_id") !== this.run) return null;
+    const maps = kind === "guidance" ? this.liveGuidance : this.liveOverlays;
     for (let j = k; j >= 0; j--) {
-      const maps = this.liveOverlays.get(j);
-      if (maps) return maps;
+      if (maps.has(j)) return maps.get(j);
     }
     return null;
+  }
+
+  // Whether the run shown is going (its live frames stand in for the state it has not sent yet).
+  get going() {
+    return this.model.get("run_id") === this.run && ["running", "pausing", "paused"].includes(this.model.get("status"));
   }
 
   // {bmp, kind}: kind says what drew it ("full", or what drew the run's frames: saved, tiny, approx).
