@@ -13,6 +13,11 @@ control_scale=0 is the plain model's run, bit for bit, at the plain model's cost
 Each step records the scale asked (Step.control_scale, like guidance: a number, one per step, a
 callable, or RunControl.set_control_scale live) and the control's strength (Step.control_strength:
 the L2 norm of the residuals added to the prompt's batch row, 0 where the ControlNet did not act).
+Guess mode (control_guess_mode=True, diffusers' guess_mode; forced on for a ControlNet whose config has
+global_pool_conditions, as diffusers does): the ControlNet reads the prompt's batch row only, its residuals
+are scaled from 0.1 at the first down block to 1 at the middle one (logarithmically), and the negative
+prompt's row gets none; it is meant to follow the picture even with an empty prompt.
+
 A run's params hold the settings under "control" (ControlPlan.params). Multi-ControlNet comes later.
 """
 from __future__ import annotations
@@ -70,9 +75,15 @@ def check_controlnet_pipe(pipe: Any) -> Any:
                          "\"outline\" for the embedded model)")
     if type(net).__name__ == "MultiControlNetModel":
         raise ValueError("several ControlNets at once (MultiControlNetModel) come later: load one ControlNet")
-    if getattr(net.config, "global_pool_conditions", False):
-        raise ValueError("ControlNets with global_pool_conditions (diffusers' guess mode) are not supported yet")
     return net
+
+
+def check_guess_mode(value: Any, net: Any = None) -> bool:
+    """control_guess_mode: True or False; a ControlNet whose config has global_pool_conditions always runs
+    in guess mode (diffusers: guess_mode = guess_mode or global_pool_conditions)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"control_guess_mode must be True or False, got {show_value(value)}")
+    return value or bool(getattr(getattr(net, "config", None), "global_pool_conditions", False))
 
 
 @dataclass
@@ -83,27 +94,32 @@ class ControlPlan:
     start: float = 0.0
     end: float = 1.0
     model: str = ""
+    guess_mode: bool = False
 
     def params(self) -> dict:
         """traj.params["control"]; "scale" becomes the scales used, then the plan (run.run_end)."""
         return {"model": self.model, "image": img2img.fingerprint(self.image), "scale": list(self.scales),
-                "scale_plan": list(self.scales), "start": self.start, "end": self.end}
+                "scale_plan": list(self.scales), "start": self.start, "end": self.end, "guess_mode": self.guess_mode}
 
 
-def plan_control(pipe: Any, image: Any, scale: Any, start: Any, end: Any, steps: int) -> ControlPlan | None:
+def plan_control(pipe: Any, image: Any, scale: Any, start: Any, end: Any, steps: int,
+                 guess_mode: Any = False) -> ControlPlan | None:
     """Check a run's control arguments (trace, prepare) against `pipe`; None for a run without control.
 
     A ControlNet pipeline without control_image runs the plain model (as control_scale=0 would)."""
     if image is None:
         for name, value, default in (("control_scale", scale, 1.0), ("control_start", start, 0.0),
-                                     ("control_end", end, 1.0)):
-            if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and value == default):
+                                     ("control_end", end, 1.0), ("control_guess_mode", guess_mode, False)):
+            same = value is False if default is False else \
+                isinstance(value, numbers.Real) and not isinstance(value, bool) and value == default
+            if not same:
                 raise ValueError(f"{name}={show_value(value)} needs a control picture: pass control_image=...")
         return None
     net = check_controlnet_pipe(pipe)
     image = img2img.check_image(image, "control_image")
     start, end = check_window(start, end)
-    return ControlPlan(image, control_scale_schedule(scale, steps), start, end, controlnet_name(net))
+    return ControlPlan(image, control_scale_schedule(scale, steps), start, end, controlnet_name(net),
+                       check_guess_mode(guess_mode, net))
 
 
 def control_size(plan: ControlPlan | None, factor: int) -> tuple[int, int] | None:
@@ -128,8 +144,10 @@ class ControlStep:
         memory layout, which the ControlNet's convolutions are sensitive to), once per run, for one
         batch row and for guidance's two (the caller holds the model)."""
         pipe, family = self.family.pipe, self.family
+        # guess mode: one row for guided steps too (the ControlNet reads the prompt's row only)
         self.pictures = {guided: pipe.prepare_image(self.plan.image, self.width, self.height, 1, 1, family.device,
-                                                    self.net.dtype, do_classifier_free_guidance=guided)
+                                                    self.net.dtype, do_classifier_free_guidance=guided,
+                                                    guess_mode=self.plan.guess_mode)
                          for guided in (False, True)}
 
     def scale_at(self, k: int) -> float:
@@ -151,16 +169,21 @@ class ControlStep:
         cond_scale = scale * self.keep(i, positions)
         if cond_scale == 0.0:
             return None, None
-        batch = torch.cat([x_in, x_in]) if guided else x_in
-        kwargs = self.family._unet_kwargs(cond.both if guided else cond.cond)
+        guess = self.plan.guess_mode
+        both = guided and not guess  # guess mode: the prompt's row only, and none for the negative prompt's
+        batch = torch.cat([x_in, x_in]) if both else x_in
+        kwargs = self.family._unet_kwargs(cond.both if both else cond.cond)
         down, mid = self.net(batch, t, controlnet_cond=self.pictures[guided], conditioning_scale=cond_scale,
-                             guess_mode=False, return_dict=False, **kwargs)
+                             guess_mode=guess, return_dict=False, **kwargs)
+        if guided and guess:  # zeros for the negative prompt's row, as diffusers adds them
+            down = [torch.cat([torch.zeros_like(d), d]) for d in down]
+            mid = torch.cat([torch.zeros_like(mid), mid])
         row = -1  # the prompt's row (the last one when guided: diffusers batches uncond first)
         strength = torch.stack([r[row].float().pow(2).sum() for r in (*down, mid)]).sum().sqrt()
         return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}, strength
 
 
-BRANCH_CHANGES = ("control_image", "control_scale", "control_start", "control_end")
+BRANCH_CHANGES = ("control_image", "control_scale", "control_start", "control_end", "control_guess_mode")
 
 
 def branch_plan(pipe: Any, traj: Any, at: int, total: int, changes: dict) -> ControlPlan | None:
@@ -181,6 +204,7 @@ def branch_plan(pipe: Any, traj: Any, at: int, total: int, changes: dict) -> Con
     image = img2img.check_image(image, "control_image")
     start, end = check_window(asked.get("control_start", parent["start"] if parent else 0.0),
                               asked.get("control_end", parent["end"] if parent else 1.0))
+    guess = check_guess_mode(asked.get("control_guess_mode", bool(parent.get("guess_mode")) if parent else False), net)
     done = [step.control_scale or 0.0 for step in traj.steps[: at + 1]]
     if "control_scale" in asked:
         scale = asked["control_scale"]
@@ -191,4 +215,4 @@ def branch_plan(pipe: Any, traj: Any, at: int, total: int, changes: dict) -> Con
     else:
         used = parent["scale"] if parent else [1.0]
         rest = [used[k] if k < len(used) else used[-1] for k in range(at + 1, total)]
-    return ControlPlan(image, done + rest, start, end, controlnet_name(net))
+    return ControlPlan(image, done + rest, start, end, controlnet_name(net), guess)

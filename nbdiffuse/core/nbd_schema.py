@@ -170,6 +170,8 @@ def _check_control(control: dict) -> None:
     end = _number("params.control.end", control.get("end"), 0.0, 1.0, "a share of the run")
     if start >= end:
         raise FieldError("params.control.start", start, f"below params.control.end ({end:g})")
+    if not isinstance(control.get("guess_mode", False), bool):  # files before guess mode have none: off
+        raise FieldError("params.control.guess_mode", control.get("guess_mode"), "true or false")
 
 
 def _check_lora(lora: dict) -> None:

@@ -66,6 +66,7 @@ class ControlSettings(TypedDict):
     scale_plan: list[float]  # the control_scale schedule asked for, one value per step that runs
     start: float  # control_start: the share of the run before the ControlNet acts
     end: float  # control_end: the share of the run after which it no longer acts
+    guess_mode: bool  # control_guess_mode: diffusers' guess mode (on for a ControlNet with global_pool_conditions)
 
 
 class RunParams(_EveryRun, total=False):

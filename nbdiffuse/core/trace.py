@@ -32,7 +32,7 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
           control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
           strength: float | None = None, attention: bool | str = False, pipe_kwargs: dict | None = None,
           control_image: Any = None, control_scale: Any = 1.0, control_start: float = 0.0,
-          control_end: float = 1.0) -> Trajectory:
+          control_end: float = 1.0, control_guess_mode: bool = False) -> Trajectory:
     """Run `pipe` on `prompt` step by step and return the recorded Trajectory.
 
     guidance: a number, a sequence of one number per step that runs, or a callable step -> number.
@@ -52,14 +52,17 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
     control_image: a ControlNet pipeline's control picture (PIL image, uint8 array or file path; without
     height/width the run takes its size). control_scale: how strongly it steers (0 to 10; a number, one
     per step that runs, or a callable step -> number; RunControl.set_control_scale changes it live);
-    control_start, control_end: the share of the run where it acts (core/controlnet.py). The same
+    control_start, control_end: the share of the run where it acts (core/controlnet.py).
+    control_guess_mode: diffusers' guess mode (the ControlNet reads the prompt's row only, its residuals
+    scaled from 0.1 to 1 down the blocks; on for a ControlNet with global_pool_conditions). The same
     numbers as pipe(..., image=control_image, controlnet_conditioning_scale=control_scale,
-    control_guidance_start=control_start, control_guidance_end=control_end).
+    control_guidance_start=control_start, control_guidance_end=control_end, guess_mode=control_guess_mode).
     """
     run = prepare(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
                   scheduler=scheduler, height=height, width=width, control=control, on_step=on_step, image=image,
                   strength=strength, attention=attention, pipe_kwargs=pipe_kwargs, control_image=control_image,
-                  control_scale=control_scale, control_start=control_start, control_end=control_end)
+                  control_scale=control_scale, control_start=control_start, control_end=control_end,
+                  control_guess_mode=control_guess_mode)
     return run.execute()
 
 
@@ -68,7 +71,7 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
             control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
             strength: float | None = None, attention: bool | str = False, pipe_kwargs: dict | None = None,
             control_image: Any = None, control_scale: Any = 1.0, control_start: float = 0.0,
-            control_end: float = 1.0) -> "Run":
+            control_end: float = 1.0, control_guess_mode: bool = False) -> "Run":
     """Check every argument and build the run without touching the model (trace() = prepare().execute()).
 
     A pipeline outside the known families whose __call__ takes callback_on_step_end runs on the
@@ -84,7 +87,8 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
             raise ValueError(f"control_image needs nbdiffuse's own loop (StableDiffusionControlNetPipeline, "
                              f"StableDiffusionXLControlNetPipeline); {type(pipe).__name__} runs on the generic path, "
                              "which sees x_t only")
-        plan_control(pipe, None, control_scale, control_start, control_end, 1)  # no control settings without it
+        plan_control(pipe, None, control_scale, control_start, control_end, 1,  # no control settings without it
+                     control_guess_mode)
         return prepare_generic(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                seed=seed, scheduler=scheduler, height=height, width=width, control=control,
                                on_step=on_step, image=image, strength=strength, pipe_kwargs=pipe_kwargs)
@@ -94,7 +98,8 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
                                                                             control, on_step)
     image, strength, start, (default_h, default_w) = img2img.plan(pipe, family, image, strength, steps)
     schedule = guidance_schedule(guidance, steps - start)
-    control_plan = plan_control(pipe, control_image, control_scale, control_start, control_end, steps - start)
+    control_plan = plan_control(pipe, control_image, control_scale, control_start, control_end, steps - start,
+                                control_guess_mode)
     if image is None:  # a control picture's size, as diffusers' ControlNet pipelines take it
         default_h, default_w = control_size(control_plan, family.vae_factor) or (default_h, default_w)
     height = default_h if height is None else check_size("height", height, family.vae_factor)

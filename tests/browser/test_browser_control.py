@@ -116,6 +116,16 @@ def test_control_picture_strength_strip_window_and_no_control_branch(lab_server,
     assert ex.root.locator(".nbd-error").is_hidden()
     ex.screenshot(screenshots / "control_branch.png")
 
+    # Guess mode: tick the box, the whole window at scale 1 again; the strip's line says how it ran.
+    set_range(ex, "Control scale", 1.0)
+    set_range(ex, "Control start", 0.0)
+    ex.root.locator("input[aria-label='Guess mode']").check()
+    ex.click("Generate")
+    wait_strengths(ex, STEPS, "s.every((v) => v > 0) && root.dataset.status === 'done'")
+    assert "in guess mode" in ex.root.locator(".nbd-ctext").text_content()
+    assert strengths(ex) != full  # another run: the prompt's row alone, its pull growing down the blocks
+    ex.screenshot(screenshots / "control_guess.png")
+
     # A file that is not a picture, uploaded as the control picture: refused, named in the widget.
     with page.expect_file_chooser() as chooser:
         ex.click("Upload a control picture")

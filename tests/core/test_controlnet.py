@@ -38,6 +38,49 @@ def test_trace_matches_diffusers_controlnet_bit_for_bit(fixture, guidance, scale
     assert traj.params["control"]["start"] == start and traj.params["control"]["scale"] == [scale] * 6
 
 
+@pytest.mark.parametrize("fixture", ["sd_controlnet_pipe", "sdxl_controlnet_pipe"])
+@pytest.mark.parametrize("guidance, scale, start, end", [(5.0, 1.0, 0.0, 1.0), (1.0, 0.7, 0.0, 1.0),
+                                                         (7.5, 1.3, 0.25, 0.6)])
+def test_guess_mode_matches_diffusers_bit_for_bit(fixture, guidance, scale, start, end, request):
+    pipe = request.getfixturevalue(fixture)
+    picture = control_picture()
+    run = dict(steps=6, guidance=guidance, seed=3, control_image=picture, control_scale=scale,
+               control_start=start, control_end=end)
+    traj = nbd.trace(pipe, PROMPT, control_guess_mode=True, **run)
+    expected = bare_latents(pipe, picture, 6, guidance, seed=3, controlnet_conditioning_scale=scale,
+                            control_guidance_start=start, control_guidance_end=end, guess_mode=True)
+    assert torch.equal(traj.final_latents, expected)
+    assert traj.params["control"]["guess_mode"] is True
+    plain = nbd.trace(pipe, PROMPT, **run)
+    assert plain.params["control"]["guess_mode"] is False
+    assert not torch.equal(plain.final_latents, traj.final_latents)  # guess mode is another run
+
+
+def test_a_global_pool_controlnet_runs_in_guess_mode_as_diffusers_does(sd_controlnet_pipe):
+    from diffusers import StableDiffusionControlNetPipeline
+
+    net = type(sd_controlnet_pipe.controlnet).from_config(sd_controlnet_pipe.controlnet.config,
+                                                          global_pool_conditions=True)
+    net.load_state_dict(sd_controlnet_pipe.controlnet.state_dict())
+    pipe = StableDiffusionControlNetPipeline.from_pipe(sd_controlnet_pipe, controlnet=net.eval())
+    picture = control_picture()
+    traj = nbd.trace(pipe, PROMPT, steps=4, guidance=5.0, seed=1, control_image=picture)
+    assert traj.params["control"]["guess_mode"] is True  # diffusers: guess_mode or global_pool_conditions
+    assert torch.equal(traj.final_latents, bare_latents(pipe, picture, 4, 5.0, seed=1))
+    assert all(s.control_strength > 0 for s in traj.steps)
+
+
+def test_guess_mode_is_kept_by_branches_and_files(sd_controlnet_pipe, tmp_path):
+    run = dict(steps=4, guidance=5.0, seed=2, control_image=control_picture())
+    traj = nbd.trace(sd_controlnet_pipe, PROMPT, control_guess_mode=True, **run)
+    child = nbd.branch(sd_controlnet_pipe, traj, at=1)
+    assert child.params["control"]["guess_mode"] is True and torch.equal(child.final_latents, traj.final_latents)
+    off = nbd.branch(sd_controlnet_pipe, traj, at=1, control_guess_mode=False)
+    assert off.params["control"]["guess_mode"] is False and not torch.equal(off.final_latents, traj.final_latents)
+    traj.save(tmp_path / "run.nbd")
+    assert nbd.Trajectory.load(tmp_path / "run.nbd").params["control"]["guess_mode"] is True
+
+
 def test_control_changes_the_run_and_scale_zero_is_the_plain_model(sd_controlnet_pipe):
     from diffusers import StableDiffusionPipeline
 
@@ -142,6 +185,14 @@ def test_a_file_with_a_bad_control_is_refused(sd_controlnet_pipe, tmp_path):
     save_file(tensors, str(tmp_path / "scale.nbd"), metadata=dict(header, meta=json.dumps(meta)))
     with pytest.raises(TrajectoryFileError, match=r"params\.control\.scale\[0\] must be a number from 0 to 10"):
         nbd.Trajectory.load(tmp_path / "scale.nbd")
+    meta = json.loads(header["meta"])
+    meta["params"]["control"]["guess_mode"] = "yes"
+    save_file(tensors, str(tmp_path / "guess.nbd"), metadata=dict(header, meta=json.dumps(meta)))
+    with pytest.raises(TrajectoryFileError, match=r"params\.control\.guess_mode must be true or false"):
+        nbd.Trajectory.load(tmp_path / "guess.nbd")
+    del meta["params"]["control"]["guess_mode"]  # a file from before guess mode: off
+    save_file(tensors, str(tmp_path / "older.nbd"), metadata=dict(header, meta=json.dumps(meta)))
+    assert not nbd.Trajectory.load(tmp_path / "older.nbd").params["control"].get("guess_mode")
 
 
 def test_the_run_takes_the_control_pictures_size(sd_controlnet_pipe):
@@ -159,6 +210,8 @@ def test_the_run_takes_the_control_pictures_size(sd_controlnet_pipe):
     ({"control_start": None}, TypeError, "control_start must be a number from 0 to 1"),
     ({"control_image": 5}, TypeError, "control_image must be a PIL.Image"),
     ({"control_image": None, "control_scale": 0.5}, ValueError, "control_scale=0.5 needs a control picture"),
+    ({"control_guess_mode": 1}, TypeError, "control_guess_mode must be True or False, got 1"),
+    ({"control_image": None, "control_guess_mode": True}, ValueError, "control_guess_mode=True needs a control picture"),
 ])
 def test_bad_control_arguments_name_themselves(sd_controlnet_pipe, kwargs, error, words):
     kwargs = {"control_image": control_picture(), **kwargs}

@@ -238,7 +238,24 @@ def test_the_control_settings_are_constructor_defaults(sd_controlnet_pipe, open_
     assert all(v > 0 for v in strengths[:3]) and strengths[3:] == [0.0] * 3
 
 
+def test_guess_mode_is_a_checkbox_generate_and_branch_here_follow(sd_controlnet_pipe, open_explorer):
+    ex, fe = open_explorer(sd_controlnet_pipe, steps=4, control_image=_outline(), control_guess_mode=True)
+    assert fe.state["control_guess_mode"] is True
+    ex.generate(background=False)
+    assert ex.trajectory.params["control"]["guess_mode"] is True and fe.state["control_run"]["guess_mode"] is True
+    fe.set(control_guess_mode=False)  # the user unticks the box
+    fe.send({"type": "branch", "k": 1})
+    assert ex.wait(120) and fe.state["error"] == "", fe.state["error"]
+    child = ex.trajectory
+    assert child.branched_at == 1 and child.params["control"]["guess_mode"] is False
+    ex.generate(control_guess_mode=True, background=False)  # from code: the box shows what ran
+    assert ex.trajectory.params["control"]["guess_mode"] is True and fe.state["control_guess_mode"] is True
+    with pytest.raises(TypeError, match="control_guess_mode must be True or False, got 'yes'"):
+        ex.generate(control_guess_mode="yes")
+
+
 @pytest.mark.parametrize("defaults, error, match", [
+    (dict(control_guess_mode=1), TypeError, r"control_guess_mode must be True or False, got 1"),
     (dict(control_scale=-1.0), ValueError, r"control_scale must be .*got -1\.0"),
     (dict(control_start="half"), TypeError, r"control_start must be a number from 0 to 1.*'half'"),
     (dict(control_image="no/such/picture.png"), ValueError, r"control_image.*no/such/picture\.png"),

@@ -1,6 +1,6 @@
 // The Explorer's ControlNet controls (control_panel.py), shown for a pipeline with a ControlNet
 // (capabilities.control): the control picture (an upload, the edges of any picture, or the sketch pad
-// ex.control_pad() from Python), the control scale and its start/end window, the strip of the
+// ex.control_pad() from Python), the control scale and its start/end window, guess mode, the strip of the
 // control's strength per step under the scrubber, and "No control from here" (a branch).
 
 // The control row (ui.controlRow), the strength strip (ui.cstrip) and its line (ui.ctext), added to `ui`.
@@ -21,6 +21,9 @@ function controlPanelNodes(ui) {
     ui.controlSliders[name] = { input, out };
     sliders.push(field(label, h("span", { class: "nbd-grange" }, [input, out])));
   }
+  ui.guessMode = h("input", { type: "checkbox", "aria-label": "Guess mode" });
+  sliders.push(h("label", { class: "nbd-check nbd-guess", title: "diffusers' guess mode: the ControlNet reads the prompt's half of the batch only, its pull growing from 0.1 at the first block to 1 at the middle; it follows the picture even with an empty prompt (always on for a ControlNet with global pooling)" },
+    [ui.guessMode, h("span", { text: "guess mode" })]));
   ui.controlPicture = h("span", { class: "nbd-picture-controls" }, [
     ui.controlThumb, h("label", { class: "nbd-check" }, [ui.useControl, h("span", { text: "use" })]), ui.controlKind, ui.clearControl,
   ]);
@@ -61,7 +64,7 @@ function drawControlStrip(ui, values, run, total) {
   const acting = values.map((v, k) => (v > 0 ? k + 1 : 0)).filter((k) => k);
   ui.ctextLine.textContent = !values.length ? "" : acting.length
     ? `control acts at steps ${acting[0]}–${acting[acting.length - 1]} of ${total || values.length}` +
-      (values.length < total ? " so far" : "") + " (its strength per step above)"
+      (values.length < total ? " so far" : "") + (run.guess_mode ? ", in guess mode" : "") + " (its strength per step above)"
     : "control did not act at any step so far";
 }
 
@@ -91,6 +94,10 @@ function bindControlSliders(model, ui, link) {
     input.addEventListener("change", () => link.save());
     model.on(`change:${name}`, show);
   }
+  const showGuess = () => { ui.guessMode.checked = !!model.get("control_guess_mode"); };
+  ui.guessMode.addEventListener("change", () => { model.set("control_guess_mode", ui.guessMode.checked); link.save(); });
+  model.on("change:control_guess_mode", showGuess);
+  showGuess();
   show();
 }
 
@@ -145,7 +152,7 @@ function bindControl({ model, ui, link, store, stage }) {
     ui.ctext.hidden = !hasRun;
     const idle = !["running", "pausing", "paused"].includes(model.get("status"));
     ui.noControl.disabled = !idle || !model.get("has_pipe") || !Object.keys(run).length || !caps.control;
-    const now = JSON.stringify(values) + JSON.stringify(run.scales || []) + store.total;
+    const now = JSON.stringify(values) + JSON.stringify(run.scales || []) + store.total + !!run.guess_mode;
     if (hasRun && now !== key) { key = now; drawControlStrip(ui, values, run, store.total); }
   };
   ui.noControl.addEventListener("click", () => link.send({ type: "no_control", k: stage.state.shown }));

@@ -3,7 +3,7 @@
 The control picture comes from a sketch pad (`ex.control_pad()`: white strokes on black, read at
 each Generate, so the shape appears where it was drawn), an upload, or the edge map of any picture
 (`ex.control_from(picture, edges=True)`, core/edges.py). The control scale and its start/end window
-are traits with sliders; the scale steers a running run from its next step
+are traits with sliders, guess mode a checkbox; the scale steers a running run from its next step
 (RunControl.set_control_scale), as the guidance slider does. `control_run` carries the shown run's
 control per step (its strength, the scale asked) for the strip under the scrubber; "no control from
 step k" is a branch with control_scale 0 after k (`ex.without_control_from(k)`, core/branch.py).
@@ -17,14 +17,14 @@ from typing import Any
 import traitlets as t
 from PIL import Image
 
-from ...core.controlnet import controlnet_name, controlnet_of
+from ...core.controlnet import check_guess_mode, controlnet_name, controlnet_of
 from ...core.families import adapter_for
 from ...core.edges import MAX_WIDTH, edge_map, looks_like_lines
 from ...core.validate import check_control_scale, check_number
 from .. import start_picture
 from ..sketch import SketchPad
 
-CONTROL_ARGS = ("control_image", "control_scale", "control_start", "control_end")
+CONTROL_ARGS = ("control_image", "control_scale", "control_start", "control_end", "control_guess_mode")
 NO_CONTROLNET = ("this model has no ControlNet, so it takes no control picture: load one with "
                  "nbd.load_pipeline(source, controlnet=...) (\"outline\" for the embedded model) and "
                  "ex.set_pipeline(...) it")
@@ -47,7 +47,8 @@ def control_state(traj: Any) -> dict[str, Any]:
     steps = list(traj.steps)
     return {"control_run": {"strengths": [float(s.control_strength or 0.0) for s in steps],
                             "scales": [float(s.control_scale or 0.0) for s in steps],
-                            "start": settings["start"], "end": settings["end"], "model": settings["model"]}}
+                            "start": settings["start"], "end": settings["end"], "model": settings["model"],
+                            "guess_mode": bool(settings.get("guess_mode"))}}
 
 
 class ControlPanel(t.HasTraits):
@@ -57,6 +58,7 @@ class ControlPanel(t.HasTraits):
     control_scale = t.Float(1.0).tag(sync=True)
     control_start = t.Float(0.0).tag(sync=True)
     control_end = t.Float(1.0).tag(sync=True)
+    control_guess_mode = t.Bool(False).tag(sync=True)  # diffusers' guess mode (core/controlnet.py)
     use_control = t.Bool(False).tag(sync=True)  # Generate uses the control picture
     control_thumb = t.Bytes(b"").tag(sync=True)
     control_kind = t.Unicode("").tag(sync=True)  # what the picture is: "sketch", "picture" or "edges"
@@ -137,7 +139,8 @@ class ControlPanel(t.HasTraits):
             return
         if controlnet_of(self.pipe) is None:
             raise ValueError(f"Explorer({', '.join(f'{k}=...' for k in given)}): {NO_CONTROLNET}")
-        values = {key: check_control_scale(value) if key == "control_scale" else self._window_value(key, value)
+        checks = {"control_scale": check_control_scale, "control_guess_mode": check_guess_mode}
+        values = {key: checks[key](value) if key in checks else self._window_value(key, value)
                   for key, value in given.items() if key != "control_image"}
         if "control_image" in given:
             self._set_control(given["control_image"], False, "control_image")
@@ -164,7 +167,7 @@ class ControlPanel(t.HasTraits):
         if params.get("height") is None and params.get("width") is None and params.get("image") is None:
             given["height"], given["width"] = adapter_for(self.pipe).default_size()
         return {"control_scale": self.control_scale, "control_start": self.control_start,
-                "control_end": self.control_end, **given}
+                "control_end": self.control_end, "control_guess_mode": self.control_guess_mode, **given}
 
     def controls_of_control(self, run: Any) -> dict[str, Any]:
         """The control sliders' values for a prepared run (what it runs with)."""
@@ -172,7 +175,7 @@ class ControlPanel(t.HasTraits):
         if plan is None:
             return {}
         return {"control_scale": float(plan.scales[0]) if plan.scales else self.control_scale,
-                "control_start": plan.start, "control_end": plan.end}
+                "control_start": plan.start, "control_end": plan.end, "control_guess_mode": plan.guess_mode}
 
     def branch_control_changes(self, parent: Any, at: int) -> dict[str, Any]:
         """"Branch here": the control sliders that differ from the shown run at step `at`."""
@@ -186,6 +189,8 @@ class ControlPanel(t.HasTraits):
         for key in ("start", "end"):
             if getattr(self, f"control_{key}") != settings[key]:
                 changes[f"control_{key}"] = getattr(self, f"control_{key}")
+        if self.control_guess_mode != bool(settings.get("guess_mode")):
+            changes["control_guess_mode"] = self.control_guess_mode
         return changes
 
     def without_control_from(self, k: int | None = None, *, background: bool = True) -> None:
