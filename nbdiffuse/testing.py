@@ -361,14 +361,16 @@ def tiny_controlnet(pipe, seed: int = 0):
     return net.eval()
 
 
-def tiny_controlnet_pipeline(xl: bool = False, seed: int = 0):
+def tiny_controlnet_pipeline(xl: bool = False, seed: int = 0, nets: int = 1):
     """tiny_sd_pipeline's (or tiny_sdxl_pipeline's) components with a tiny_controlnet: a real
-    StableDiffusion(XL)ControlNetPipeline for tests of nbd.trace(..., control_image=...)."""
+    StableDiffusion(XL)ControlNetPipeline for tests of nbd.trace(..., control_image=...). nets > 1:
+    that many tiny ControlNets (seeds seed, seed + 1, ...) in diffusers' MultiControlNetModel."""
     from diffusers import StableDiffusionControlNetPipeline, StableDiffusionXLControlNetPipeline
 
     base = tiny_sdxl_pipeline(seed=seed) if xl else tiny_sd_pipeline(seed=seed)
     cls = StableDiffusionXLControlNetPipeline if xl else StableDiffusionControlNetPipeline
-    pipe = cls.from_pipe(base, controlnet=tiny_controlnet(base, seed))
+    made = [tiny_controlnet(base, seed + j) for j in range(nets)]
+    pipe = cls.from_pipe(base, controlnet=made[0] if nets == 1 else made)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -45,6 +45,20 @@ def sdxl_controlnet_pipe():
 
 
 @pytest.fixture(scope="session")
+def sd_multi_controlnet_pipe():
+    from nbdiffuse.testing import tiny_controlnet_pipeline
+
+    return tiny_controlnet_pipeline(nets=2)
+
+
+@pytest.fixture(scope="session")
+def sdxl_multi_controlnet_pipe():
+    from nbdiffuse.testing import tiny_controlnet_pipeline
+
+    return tiny_controlnet_pipeline(xl=True, nets=2)
+
+
+@pytest.fixture(scope="session")
 def sd3_pipe():
     from nbdiffuse.testing import tiny_sd3_pipeline
 

@@ -18,7 +18,12 @@ global_pool_conditions, as diffusers does): the ControlNet reads the prompt's ba
 are scaled from 0.1 at the first down block to 1 at the middle one (logarithmically), and the negative
 prompt's row gets none; it is meant to follow the picture even with an empty prompt.
 
-A run's params hold the settings under "control" (ControlPlan.params). Multi-ControlNet comes later.
+Several ControlNets at once (a MultiControlNetModel, diffusers' Multi-ControlNet): a picture, a scale
+and a window per ControlNet (lists in their order; one value stands for all), their residuals summed
+as MultiControlNetModel sums them; Step.control_scale records one scale per ControlNet and
+Step.control_strength the strength of the sum. RunControl.set_control_scale sets every ControlNet's.
+
+A run's params hold the settings under "control" (ControlPlan.params).
 """
 from __future__ import annotations
 
@@ -46,60 +51,119 @@ def controlnet_name(net: Any) -> str:
     return str(source(net) or getattr(net, "config", {}).get("_name_or_path") or type(net).__name__)
 
 
-def control_scale_schedule(control_scale: Any, steps: int) -> list[float]:
+def nets_of(net: Any) -> list[Any]:
+    """The ControlNets a pipeline's `controlnet` runs: a MultiControlNetModel's nets, else the one."""
+    return list(net.nets) if type(net).__name__ == "MultiControlNetModel" else [net]
+
+
+def control_scale_schedule(control_scale: Any, steps: int, name: str = "control_scale") -> list[float]:
     """A number, a sequence of one number per step that runs, or a callable step -> number."""
-    return number_schedule("control_scale", control_scale, steps, check_control_scale, CONTROL_SCALE_ALLOWED)
+    return number_schedule(name, control_scale, steps, check_control_scale, CONTROL_SCALE_ALLOWED)
 
 
-def check_window(start: Any, end: Any) -> tuple[float, float]:
-    """control_start and control_end: shares of the run, 0 <= start < end <= 1."""
+def per_net(name: str, value: Any, n: int) -> list[Any]:
+    """A setting of a run of n ControlNets: one value for all of them, or (n > 1) a list or tuple of n, one
+    per ControlNet in the MultiControlNetModel's order (diffusers' lists)."""
+    if n > 1 and isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"{name}: this pipeline runs {n} ControlNets (MultiControlNetModel): give one value for "
+                             f"all of them or a list of {n}, one per ControlNet; got a list of {len(value)}")
+        return list(value)
+    return [value] * n
+
+
+def control_pictures(image: Any, n: int) -> list[Image.Image]:
+    """control_image: one picture, or for a MultiControlNetModel of n nets a list or tuple of n, checked."""
+    if n == 1:
+        return [img2img.check_image(image, "control_image")]
+    if not isinstance(image, (list, tuple)) or len(image) != n:
+        got = f"a list of {len(image)}" if isinstance(image, (list, tuple)) else f"one picture ({type(image).__name__})"
+        raise ValueError(f"control_image: this pipeline runs {n} ControlNets (MultiControlNetModel): pass a list of "
+                         f"{n} pictures, one per ControlNet; got {got}")
+    return [img2img.check_image(picture, f"control_image[{j}]") for j, picture in enumerate(image)]
+
+
+def check_window(start: Any, end: Any, at: str = "") -> tuple[float, float]:
+    """control_start and control_end: shares of the run, 0 <= start < end <= 1 (`at`: "[j]" of a net's)."""
     values = []
-    for name, value in (("control_start", start), ("control_end", end)):
+    for name, value in ((f"control_start{at}", start), (f"control_end{at}", end)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)) \
                 or not 0.0 <= float(value) <= 1.0:
             raise (TypeError if not isinstance(value, numbers.Real) or isinstance(value, bool) else ValueError)(
                 f"{name} must be a number from 0 to 1 (a share of the run's steps), got {show_value(value)}")
         values.append(float(value))
     if values[0] >= values[1]:
-        raise ValueError(f"control_start must be below control_end (the window where the ControlNet acts), "
-                         f"got control_start={values[0]:g}, control_end={values[1]:g}")
+        raise ValueError(f"control_start{at} must be below control_end{at} (the window where the ControlNet acts), "
+                         f"got control_start{at}={values[0]:g}, control_end{at}={values[1]:g}")
     return values[0], values[1]
 
 
+def check_windows(start: Any, end: Any, n: int) -> tuple[list[float], list[float]]:
+    """Each ControlNet's window: per_net's values, each checked (diffusers repeats a single start or end)."""
+    pairs = [check_window(s, e, f"[{j}]" if n > 1 else "")
+             for j, (s, e) in enumerate(zip(per_net("control_start", start, n), per_net("control_end", end, n)))]
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
 def check_controlnet_pipe(pipe: Any) -> Any:
-    """The pipeline's one ControlNet, or a ValueError saying what it lacks."""
+    """The pipeline's ControlNet (a MultiControlNetModel too), or a ValueError saying what it lacks."""
     net = controlnet_of(pipe)
     if net is None:
         raise ValueError(f"control_image needs a ControlNet pipeline; {type(pipe).__name__} has none. Load one with "
                          "nbd.load_pipeline(source, controlnet=...) (a folder, a hub id, a ControlNetModel, or "
-                         "\"outline\" for the embedded model)")
-    if type(net).__name__ == "MultiControlNetModel":
-        raise ValueError("several ControlNets at once (MultiControlNetModel) come later: load one ControlNet")
+                         "\"outline\" for the embedded model; a list of them for several)")
     return net
 
 
 def check_guess_mode(value: Any, net: Any = None) -> bool:
     """control_guess_mode: True or False; a ControlNet whose config has global_pool_conditions always runs
-    in guess mode (diffusers: guess_mode = guess_mode or global_pool_conditions)."""
+    in guess mode (diffusers: guess_mode = guess_mode or global_pool_conditions, of the first net of several)."""
     if not isinstance(value, bool):
         raise TypeError(f"control_guess_mode must be True or False, got {show_value(value)}")
-    return value or bool(getattr(getattr(net, "config", None), "global_pool_conditions", False))
+    first = nets_of(net)[0] if net is not None else None
+    return value or bool(getattr(getattr(first, "config", None), "global_pool_conditions", False))
 
 
 @dataclass
 class ControlPlan:
-    """A run's checked control settings (no model work): the picture, one scale per step that runs, the window."""
-    image: Image.Image
-    scales: list[float]
-    start: float = 0.0
-    end: float = 1.0
-    model: str = ""
+    """A run's checked control settings (no model work), one entry per ControlNet: the pictures, the scales of
+    each step that runs, the windows. `multi`: a MultiControlNetModel's run (its params hold lists)."""
+    images: list[Image.Image]
+    scales: list[list[float]]  # per step that runs, one per ControlNet
+    starts: list[float]
+    ends: list[float]
+    models: list[str]
     guess_mode: bool = False
+    multi: bool = False
+
+    @property
+    def image(self) -> Any:
+        """traj.control_image: the picture, or a Multi-ControlNet run's list of pictures."""
+        return list(self.images) if self.multi else self.images[0]
+
+    def recorded(self, scale: list[float]) -> Any:
+        """A step's scales as Step.control_scale records them: a number, or one per ControlNet."""
+        return list(scale) if self.multi else scale[0]
 
     def params(self) -> dict:
-        """traj.params["control"]; "scale" becomes the scales used, then the plan (run.run_end)."""
-        return {"model": self.model, "image": img2img.fingerprint(self.image), "scale": list(self.scales),
-                "scale_plan": list(self.scales), "start": self.start, "end": self.end, "guess_mode": self.guess_mode}
+        """traj.params["control"]; "scale" becomes the scales used, then the plan (run.run_end). One ControlNet:
+        numbers and one picture's fingerprint; several: "nets", and a list per key (scales: a list per step)."""
+        pictures = [img2img.fingerprint(image) for image in self.images]
+        if not self.multi:
+            scales = [row[0] for row in self.scales]
+            return {"model": self.models[0], "image": pictures[0], "scale": scales, "scale_plan": list(scales),
+                    "start": self.starts[0], "end": self.ends[0], "guess_mode": self.guess_mode}
+        return {"nets": len(self.images), "model": list(self.models), "image": pictures,
+                "scale": [list(row) for row in self.scales], "scale_plan": [list(row) for row in self.scales],
+                "start": list(self.starts), "end": list(self.ends), "guess_mode": self.guess_mode}
+
+
+def scales_used(control: dict, steps: list) -> list:
+    """params["control"]["scale"] once a run ends: the scales its steps used (none: 0, a branch's parent steps
+    made without control), then the plan for the steps never made."""
+    zero = [0.0] * int(control["nets"]) if control.get("nets") else 0.0
+    used = [zero if step.control_scale is None else step.control_scale for step in steps]
+    return used + control["scale_plan"][len(steps):]
 
 
 def plan_control(pipe: Any, image: Any, scale: Any, start: Any, end: Any, steps: int,
@@ -116,65 +180,83 @@ def plan_control(pipe: Any, image: Any, scale: Any, start: Any, end: Any, steps:
                 raise ValueError(f"{name}={show_value(value)} needs a control picture: pass control_image=...")
         return None
     net = check_controlnet_pipe(pipe)
-    image = img2img.check_image(image, "control_image")
-    start, end = check_window(start, end)
-    return ControlPlan(image, control_scale_schedule(scale, steps), start, end, controlnet_name(net),
-                       check_guess_mode(guess_mode, net))
+    nets = nets_of(net)
+    n = len(nets)
+    images = control_pictures(image, n)
+    starts, ends = check_windows(start, end, n)
+    per = per_net("control_scale", scale, n) if n > 1 else [scale]
+    schedules = [control_scale_schedule(v, steps, f"control_scale[{j}]" if n > 1 else "control_scale")
+                 for j, v in enumerate(per)]
+    return ControlPlan(images, [list(row) for row in zip(*schedules)], starts, ends,
+                       [controlnet_name(one) for one in nets], check_guess_mode(guess_mode, net), n > 1)
 
 
 def control_size(plan: ControlPlan | None, factor: int) -> tuple[int, int] | None:
-    """A run's size from its control picture (diffusers' default): its sides rounded down to `factor`."""
+    """A run's size from its control picture (diffusers' default; several: the first's), its sides rounded
+    down to `factor`."""
     if plan is None:
         return None
-    return max(factor, plan.image.height // factor * factor), max(factor, plan.image.width // factor * factor)
+    image = plan.images[0]
+    return max(factor, image.height // factor * factor), max(factor, image.width // factor * factor)
 
 
 class ControlStep:
-    """A run's ControlNet at work: the picture on the device, the scale of each step and its residuals."""
+    """A run's ControlNets at work: the pictures on the device, the scales of each step and their residuals."""
 
     def __init__(self, plan: ControlPlan, family: Any, height: int, width: int, live: Any = None):
         self.plan, self.family, self.live = plan, family, live
         self.net = controlnet_of(family.pipe)
+        self.nets = nets_of(self.net)
         self.height, self.width = height, width
-        self.pictures: dict[bool, torch.Tensor] = {}
+        self.pictures: dict[bool, list[torch.Tensor]] = {}
         self.first = 0  # the run's first position in scheduler.timesteps (image to image starts later)
 
     def begin(self) -> None:
-        """The control picture as the pipeline's own prepare_image makes it (the same values in the same
+        """The control pictures as the pipeline's own prepare_image makes them (the same values in the same
         memory layout, which the ControlNet's convolutions are sensitive to), once per run, for one
         batch row and for guidance's two (the caller holds the model)."""
         pipe, family = self.family.pipe, self.family
         # guess mode: one row for guided steps too (the ControlNet reads the prompt's row only)
-        self.pictures = {guided: pipe.prepare_image(self.plan.image, self.width, self.height, 1, 1, family.device,
-                                                    self.net.dtype, do_classifier_free_guidance=guided,
-                                                    guess_mode=self.plan.guess_mode)
+        self.pictures = {guided: [pipe.prepare_image(image, self.width, self.height, 1, 1, family.device,
+                                                     self.net.dtype, do_classifier_free_guidance=guided,
+                                                     guess_mode=self.plan.guess_mode) for image in self.plan.images]
                          for guided in (False, True)}
 
-    def scale_at(self, k: int) -> float:
-        """The scale asked at step k: RunControl.set_control_scale's, else the plan's."""
+    def scale_at(self, k: int) -> list[float]:
+        """The scales asked at step k, one per ControlNet: RunControl.set_control_scale's (for every
+        ControlNet), else the plan's."""
         live = self.live.control_scale if self.live is not None else None
         if live is not None:
-            return live
+            return [live] * len(self.nets)
         scales = self.plan.scales
-        return scales[k] if k < len(scales) else scales[-1]
+        return list(scales[k] if k < len(scales) else scales[-1])
 
-    def keep(self, i: int, positions: int) -> float:
-        """1 inside the window at evaluation i of the `positions` the run makes, else 0 (diffusers' rule)."""
+    def keep(self, i: int, positions: int, j: int = 0) -> float:
+        """1 inside ControlNet j's window at evaluation i of the `positions` the run makes, else 0 (diffusers' rule)."""
         i, n = i - self.first, positions - self.first
-        return 1.0 - float(i / n < self.plan.start or (i + 1) / n > self.plan.end)
+        return 1.0 - float(i / n < self.plan.starts[j] or (i + 1) / n > self.plan.ends[j])
 
-    def residuals(self, x_in: torch.Tensor, t: Any, cond: Any, guided: bool, scale: float, i: int,
+    def residuals(self, x_in: torch.Tensor, t: Any, cond: Any, guided: bool, scale: list[float], i: int,
                   positions: int) -> tuple[dict | None, torch.Tensor | None]:
-        """(the UNet's extra arguments, the strength as a 0-d tensor), or (None, None) where it does not act."""
-        cond_scale = scale * self.keep(i, positions)
-        if cond_scale == 0.0:
-            return None, None
+        """(the UNet's extra arguments, the strength as a 0-d tensor), or (None, None) where none acts. Several
+        ControlNets' residuals are summed in their order, as MultiControlNetModel sums them; one whose scale
+        times keep is 0 is not run (its residuals would be zeros)."""
         guess = self.plan.guess_mode
         both = guided and not guess  # guess mode: the prompt's row only, and none for the negative prompt's
         batch = torch.cat([x_in, x_in]) if both else x_in
-        kwargs = self.family._unet_kwargs(cond.both if both else cond.cond)
-        down, mid = self.net(batch, t, controlnet_cond=self.pictures[guided], conditioning_scale=cond_scale,
-                             guess_mode=guess, return_dict=False, **kwargs)
+        kwargs = None
+        down = mid = None
+        for j, (net, picture) in enumerate(zip(self.nets, self.pictures[guided])):
+            cond_scale = scale[j] * self.keep(i, positions, j)
+            if cond_scale == 0.0:
+                continue
+            if kwargs is None:
+                kwargs = self.family._unet_kwargs(cond.both if both else cond.cond)
+            d, m = net(batch, t, controlnet_cond=picture, conditioning_scale=cond_scale, guess_mode=guess,
+                       return_dict=False, **kwargs)
+            down, mid = (d, m) if down is None else ([a + b for a, b in zip(down, d)], mid + m)
+        if down is None:
+            return None, None
         if guided and guess:  # zeros for the negative prompt's row, as diffusers adds them
             down = [torch.cat([torch.zeros_like(d), d]) for d in down]
             mid = torch.cat([torch.zeros_like(mid), mid])
@@ -187,32 +269,49 @@ BRANCH_CHANGES = ("control_image", "control_scale", "control_start", "control_en
 
 
 def branch_plan(pipe: Any, traj: Any, at: int, total: int, changes: dict) -> ControlPlan | None:
-    """The control of a branch of `traj` after step `at` (core/branch.py): the parent's picture, window
+    """The control of a branch of `traj` after step `at` (core/branch.py): the parent's pictures, windows
     and scales, each changed where `changes` says; a new control_image adds control to a run without.
     A control_scale change is a number, a callable, one value per step of the new run, or one per
-    step after `at`; the steps up to `at` keep the scales they ran with."""
+    step after `at` (several ControlNets: one of those for all, or a list of one per ControlNet); the
+    steps up to `at` keep the scales they ran with."""
     parent = traj.params.get("control")
     asked = {key: changes[key] for key in BRANCH_CHANGES if key in changes}
     if parent is None and "control_image" not in asked:
         if asked:
             raise ValueError(f"{', '.join(asked)} needs a control picture: the run had none; pass control_image=...")
         return None
+    net = check_controlnet_pipe(pipe)
+    nets = nets_of(net)
+    n = len(nets)
+    had = int(parent.get("nets") or 1) if parent else n
+    if had != n:
+        raise ValueError(f"this run was made with {had} ControlNet(s) and {type(pipe).__name__} runs {n}: branch it "
+                         "with a pipeline of the same ControlNets")
     image = asked.get("control_image", traj.control_image)
     if image is None:
         raise ValueError("this run's control picture was not kept with it: pass control_image=... to branch it")
-    net = check_controlnet_pipe(pipe)
-    image = img2img.check_image(image, "control_image")
-    start, end = check_window(asked.get("control_start", parent["start"] if parent else 0.0),
-                              asked.get("control_end", parent["end"] if parent else 1.0))
+    images = control_pictures(image, n)
+    starts, ends = check_windows(asked.get("control_start", parent["start"] if parent else 0.0),
+                                 asked.get("control_end", parent["end"] if parent else 1.0), n)
     guess = check_guess_mode(asked.get("control_guess_mode", bool(parent.get("guess_mode")) if parent else False), net)
-    done = [step.control_scale or 0.0 for step in traj.steps[: at + 1]]
+    rows = [_row(step.control_scale, n) for step in traj.steps[: at + 1]]
     if "control_scale" in asked:
-        scale = asked["control_scale"]
-        if not callable(scale) and hasattr(scale, "__len__") and not isinstance(scale, (str, bytes)) \
-                and len(scale) == total - at - 1:
-            scale = [0.0] * (at + 1) + list(scale)  # a schedule for the remaining steps only
-        rest = control_scale_schedule(scale, total)[at + 1:]
+        per = per_net("control_scale", asked["control_scale"], n) if n > 1 else [asked["control_scale"]]
+        rests = []
+        for j, scale in enumerate(per):
+            if not callable(scale) and hasattr(scale, "__len__") and not isinstance(scale, (str, bytes)) \
+                    and len(scale) == total - at - 1:
+                scale = [0.0] * (at + 1) + list(scale)  # a schedule for the remaining steps only
+            rests.append(control_scale_schedule(scale, total, f"control_scale[{j}]" if n > 1 else "control_scale")[at + 1:])
+        rows += [list(row) for row in zip(*rests)]
     else:
         used = parent["scale"] if parent else [1.0]
-        rest = [used[k] if k < len(used) else used[-1] for k in range(at + 1, total)]
-    return ControlPlan(image, done + rest, start, end, controlnet_name(net), guess)
+        rows += [_row(used[k] if k < len(used) else used[-1], n) for k in range(at + 1, total)]
+    return ControlPlan(images, rows, starts, ends, [controlnet_name(one) for one in nets], guess, n > 1)
+
+
+def _row(scale: Any, n: int) -> list[float]:
+    """A recorded step's scales (Step.control_scale, a params["control"]["scale"] entry) as one per ControlNet."""
+    if scale is None:
+        return [0.0] * n
+    return [float(v) for v in scale] if isinstance(scale, (list, tuple)) else [float(scale)] * n

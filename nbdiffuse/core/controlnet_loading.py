@@ -1,5 +1,6 @@
 """load_pipeline(..., controlnet=...): a ControlNet from a folder, a hub id, a model object, or the
-embedded model's drawable one ("outline"), joined to an SD 1.x/2.x or SDXL pipeline.
+embedded model's drawable one ("outline"), or a list of them (several at once: diffusers'
+MultiControlNetModel), joined to an SD 1.x/2.x or SDXL pipeline.
 
 The result is diffusers' StableDiffusionControlNetPipeline / StableDiffusionXLControlNetPipeline
 sharing the pipeline's components (from_pipe: no copy of the weights), with everything nbdiffuse
@@ -21,15 +22,38 @@ from .sources import HUB_ID, PipelineLoadError, short_error
 OUTLINE = "outline"
 OUTLINE_FOLDER = Path(__file__).resolve().parent.parent / "shapes" / "controlnet_outline"
 ALLOWED = ("a ControlNet folder, a hub id, a diffusers ControlNetModel, or \"outline\" (the embedded model's "
-           "drawable ControlNet)")
+           "drawable ControlNet), or a list of them (several at once)")
 
 
 def check_controlnet_arg(controlnet: Any) -> None:
     """load_pipeline's controlnet= of a kind it takes (before any loading)."""
-    from diffusers import ControlNetModel
+    from diffusers import ControlNetModel, MultiControlNetModel
 
+    if isinstance(controlnet, MultiControlNetModel):
+        return
+    if isinstance(controlnet, (list, tuple)):
+        if not controlnet:
+            raise ValueError(f"controlnet must be {ALLOWED}; got an empty {type(controlnet).__name__}")
+        for j, one in enumerate(controlnet):
+            if not isinstance(one, (str, os.PathLike, ControlNetModel)):
+                raise TypeError(f"controlnet[{j}] must be a ControlNet folder, a hub id, a diffusers ControlNetModel "
+                                f"or \"outline\"; got {type(one).__name__}")
+        return
     if not isinstance(controlnet, (str, os.PathLike, ControlNetModel)):
         raise TypeError(f"controlnet must be {ALLOWED}; got {type(controlnet).__name__}")
+
+
+def load_controlnets(controlnet: Any, pipe: Any) -> Any:
+    """The ControlNetModel `controlnet` names, or for a list of several (or a MultiControlNetModel) a
+    MultiControlNetModel of them in that order, on `pipe`'s UNet's device and dtype."""
+    from diffusers import MultiControlNetModel
+
+    if isinstance(controlnet, MultiControlNetModel):
+        controlnet = list(controlnet.nets)
+    if not isinstance(controlnet, (list, tuple)):
+        return load_controlnet(controlnet, pipe)
+    nets = [load_controlnet(one, pipe) for one in controlnet]
+    return nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
 
 
 def load_controlnet(controlnet: Any, pipe: Any) -> Any:
@@ -89,7 +113,7 @@ def with_controlnet(pipe: Any, controlnet: Any) -> Any:
     else:
         raise ValueError(f"controlnet= works with Stable Diffusion 1.x/2.x and SDXL pipelines; got "
                          f"{type(pipe).__name__} (Flux's and SD3's ControlNets are not supported yet)")
-    net = load_controlnet(controlnet, pipe)
+    net = load_controlnets(controlnet, pipe)
     with _no_empty_float32_notes():
         joined = cls.from_pipe(pipe, controlnet=net)
     joined.set_progress_bar_config(disable=True)

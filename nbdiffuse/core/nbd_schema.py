@@ -17,12 +17,14 @@ so a file can hold nothing a call could not have made. Beyond those:
   tensors are only the ones a trajectory writes (frame tensors are checked by saved_frames.unpack).
 - ids are short words (letters, digits, - and _); a run is not its own parent. Runs that are each
   other's parents across files are refused where several files are opened (check_lineage).
+
+The checks of one field are core/nbd_fields.py's; a ControlNet run's settings and pictures (one per
+ControlNet of a Multi-ControlNet run) core/nbd_control.py's.
 """
 from __future__ import annotations
 
 import json
 import math
-import numbers
 import re
 from typing import Any
 
@@ -30,6 +32,8 @@ import torch
 
 from .attention import LAYERS
 from .capabilities import CAPABILITIES
+from .nbd_control import MAX_CONTROLNETS, check_control, check_control_image
+from .nbd_fields import FieldError, as_dict, as_int, as_list, as_number, as_text, finite_json
 from .schedulers import scheduler_from_params
 from .validate import MAX_SEED, MAX_SIDE, MAX_STEPS, check_control_scale, check_guidance_value, show_value
 
@@ -51,13 +55,6 @@ class TrajectoryFileError(ValueError):
     """A file that is not a readable nbdiffuse trajectory."""
 
 
-class FieldError(ValueError):
-    """One field of a trajectory file that is not what the format allows."""
-
-    def __init__(self, field: str, value: Any, allowed: str):
-        super().__init__(f"field {field} must be {allowed}, got {show_value(value)}")
-
-
 def check_file(header: dict, tensors: dict[str, torch.Tensor], path: Any) -> None:
     """Refuse (TrajectoryFileError) a file whose metadata or tensors fall outside the format."""
     where = f"path {show_value(str(path))}"
@@ -75,13 +72,13 @@ def check_file(header: dict, tensors: dict[str, torch.Tensor], path: Any) -> Non
 
 
 def check_meta(meta: Any, tensors: dict[str, torch.Tensor]) -> None:
-    _dict("meta", meta)
-    params = _dict("params", meta.get("params"))
+    as_dict("meta", meta)
+    params = as_dict("params", meta.get("params"))
     for key in _REQUIRED:
         if key not in params:
             raise FieldError(f"params.{key}", None, "present (every trajectory file records it)")
     _check_params(params)
-    records = _list("steps", meta.get("steps"), MAX_STEPS)
+    records = as_list("steps", meta.get("steps"), MAX_STEPS)
     total = params["steps"] - (params.get("start_step") or 0)
     if len(records) > total:
         raise FieldError("steps", f"{len(records)} step records", f"at most params.steps - start_step = {total}")
@@ -89,23 +86,23 @@ def check_meta(meta: Any, tensors: dict[str, torch.Tensor]) -> None:
         _check_step(f"steps[{k}]", record, k)
     if not isinstance(meta.get("stopped"), bool):
         raise FieldError("stopped", meta.get("stopped"), "true or false")
-    _text("error", meta.get("error"), none=True)
+    as_text("error", meta.get("error"), none=True)
     if meta.get("branched_at") is not None:
-        _int("branched_at", meta["branched_at"], 0, max(len(records) - 1, 0))
+        as_int("branched_at", meta["branched_at"], 0, max(len(records) - 1, 0))
     _check_tensors(tensors, records, params)
     if params.get("output_shape") is not None:
         _check_output_shape(params["output_shape"], tensors["initial_latents"], "output" in tensors)
     if meta.get("approx") is not None:
         _check_approx(meta["approx"], tensors["initial_latents"])
     if meta.get("frames") is not None:
-        _dict("frames", meta["frames"])  # its entries: saved_frames.unpack
+        as_dict("frames", meta["frames"])  # its entries: saved_frames.unpack
 
 
 def _check_params(p: dict) -> None:
     for key, value in p.items():
         # diffusers' own scheduler defaults hold infinities (DPMSolverMultistepScheduler's lambda_min_clipped
         # is -inf): a scheduler config may hold +-inf, never NaN
-        _finite_json(f"params.{key}", value, infinite=key == "scheduler_config")
+        finite_json(f"params.{key}", value, infinite=key == "scheduler_config")
     for key in ("id", "parent"):
         if p.get(key) is not None or key == "id":
             if not isinstance(p.get(key), str) or not _ID.fullmatch(p[key]):
@@ -113,85 +110,68 @@ def _check_params(p: dict) -> None:
                                  + (" (or null)" if key == "parent" else ""))
     if p.get("parent") == p["id"]:
         raise FieldError("params.parent", p["parent"], "another run's id (a run cannot be its own parent)")
-    _text("params.prompt", p["prompt"])
-    _text("params.negative_prompt", p["negative_prompt"], none=True)
+    as_text("params.prompt", p["prompt"])
+    as_text("params.negative_prompt", p["negative_prompt"], none=True)
     for key in _TEXT_FIELDS:
-        _text(f"params.{key}", p.get(key), none=True)
-    _int("params.seed", p["seed"], 0, MAX_SEED)
-    _int("params.steps", p["steps"], 1, MAX_STEPS)
+        as_text(f"params.{key}", p.get(key), none=True)
+    as_int("params.seed", p["seed"], 0, MAX_SEED)
+    as_int("params.steps", p["steps"], 1, MAX_STEPS)
     if p.get("start_step") is not None:
-        _int("params.start_step", p["start_step"], 0, p["steps"] - 1)
+        as_int("params.start_step", p["start_step"], 0, p["steps"] - 1)
     if p.get("branched_at") is not None:
-        _int("params.branched_at", p["branched_at"], 0, p["steps"] - 1)
+        as_int("params.branched_at", p["branched_at"], 0, p["steps"] - 1)
     for key in ("height", "width"):
-        _int(f"params.{key}", p[key], 1, MAX_SIDE)
+        as_int(f"params.{key}", p[key], 1, MAX_SIDE)
     for key in ("guidance", "guidance_plan"):
         if key in p:
-            values = _list(f"params.{key}", p[key], MAX_STEPS, at_least=1)
+            values = as_list(f"params.{key}", p[key], MAX_STEPS, at_least=1)
             for k, value in enumerate(values):
                 check_guidance_value(value, f"field params.{key}[{k}]")
     if p.get("strength") is not None:
-        _number("params.strength", p["strength"], 0.0, 1.0, "a number in (0, 1]")
+        as_number("params.strength", p["strength"], 0.0, 1.0, "a number in (0, 1]")
         if p["strength"] <= 0:
             raise FieldError("params.strength", p["strength"], "a number in (0, 1]")
     if p.get("image") is not None:
-        image = _dict("params.image", p["image"])
+        image = as_dict("params.image", p["image"])
         for key in ("width", "height"):
-            _int(f"params.image.{key}", image.get(key), 1, MAX_SIDE)
-    notices = _list("params.notices", p.get("notices", []), MAX_NOTICES)
+            as_int(f"params.image.{key}", image.get(key), 1, MAX_SIDE)
+    notices = as_list("params.notices", p.get("notices", []), MAX_NOTICES)
     for k, notice in enumerate(notices):
-        _text(f"params.notices[{k}]", notice)
+        as_text(f"params.notices[{k}]", notice)
     if p.get("capabilities") is not None:
-        for key, value in _dict("params.capabilities", p["capabilities"]).items():
+        for key, value in as_dict("params.capabilities", p["capabilities"]).items():
             if key not in CAPABILITIES or not isinstance(value, bool):
                 raise FieldError(f"params.capabilities.{key}", value,
                                  f"true or false, for one of {', '.join(CAPABILITIES)}")
     if p.get("versions") is not None:
-        _dict("params.versions", p["versions"])
+        as_dict("params.versions", p["versions"])
     if p.get("attention") is not None:
-        _check_attention_words(_dict("params.attention", p["attention"]))
+        _check_attention_words(as_dict("params.attention", p["attention"]))
     if p.get("lora") is not None:
-        _check_lora(_dict("params.lora", p["lora"]))
+        _check_lora(as_dict("params.lora", p["lora"]))
     if p.get("control") is not None:
-        _check_control(_dict("params.control", p["control"]))
+        check_control(as_dict("params.control", p["control"]))
     _check_scheduler(p)
-
-
-def _check_control(control: dict) -> None:
-    """A ControlNet run's settings (core/controlnet.py, ControlPlan.params)."""
-    _text("params.control.model", control.get("model"), limit=1000)
-    image = _dict("params.control.image", control.get("image"))
-    for key in ("width", "height"):
-        _int(f"params.control.image.{key}", image.get(key), 1, MAX_SIDE)
-    for key in ("scale", "scale_plan"):
-        for k, value in enumerate(_list(f"params.control.{key}", control.get(key), MAX_STEPS, at_least=1)):
-            check_control_scale(value, f"field params.control.{key}[{k}]")
-    start = _number("params.control.start", control.get("start"), 0.0, 1.0, "a share of the run")
-    end = _number("params.control.end", control.get("end"), 0.0, 1.0, "a share of the run")
-    if start >= end:
-        raise FieldError("params.control.start", start, f"below params.control.end ({end:g})")
-    if not isinstance(control.get("guess_mode", False), bool):  # files before guess mode have none: off
-        raise FieldError("params.control.guess_mode", control.get("guess_mode"), "true or false")
 
 
 def _check_lora(lora: dict) -> None:
     """What loading.lora_params records (a run's notices and the run tree put it in words)."""
     for key in ("source", "file"):
-        _text(f"params.lora.{key}", lora.get(key), none=True)
+        as_text(f"params.lora.{key}", lora.get(key), none=True)
     if lora.get("scale") is not None:
-        _number("params.lora.scale", lora["scale"], -1e6, 1e6, "a finite number (or null)")
+        as_number("params.lora.scale", lora["scale"], -1e6, 1e6, "a finite number (or null)")
     for key in ("components", "adapters"):
-        for k, item in enumerate(_list(f"params.lora.{key}", lora.get(key, []), 1000)):
-            _text(f"params.lora.{key}[{k}]", item)
+        for k, item in enumerate(as_list(f"params.lora.{key}", lora.get(key, []), 1000)):
+            as_text(f"params.lora.{key}[{k}]", item)
 
 
 def _check_scheduler(p: dict) -> None:
     name = p["scheduler_class"]
     if not isinstance(name, str) or not name.isidentifier() or len(name) > 100:
         raise FieldError("params.scheduler_class", name, "the class name of a diffusers scheduler")
-    config = _dict("params.scheduler_config", p["scheduler_config"])
+    config = as_dict("params.scheduler_config", p["scheduler_config"])
     if "num_train_timesteps" in config:
-        _int("params.scheduler_config.num_train_timesteps", config["num_train_timesteps"], 1, MAX_TRAIN_TIMESTEPS)
+        as_int("params.scheduler_config.num_train_timesteps", config["num_train_timesteps"], 1, MAX_TRAIN_TIMESTEPS)
     _config_values("params.scheduler_config", config, 0)
     branches = (p.get("capabilities") or {}).get("branch", True)  # x_t-only runs never read or rebuild it
     for field, kind in (("params.prediction_type", p.get("prediction_type")),
@@ -214,30 +194,34 @@ def _config_values(field: str, value: Any, depth: int) -> None:
         for key, item in value.items():
             _config_values(f"{field}.{key}", item, depth + 1)
     elif isinstance(value, list):
-        _list(field, value, MAX_TRAIN_TIMESTEPS)
+        as_list(field, value, MAX_TRAIN_TIMESTEPS)
         for k, item in enumerate(value):
             _config_values(f"{field}[{k}]", item, depth + 1)
     elif isinstance(value, int) and not isinstance(value, bool):
-        _int(field, value, -MAX_CONFIG_INT, MAX_CONFIG_INT)
+        as_int(field, value, -MAX_CONFIG_INT, MAX_CONFIG_INT)
     elif isinstance(value, str):
-        _text(field, value, limit=200)
+        as_text(field, value, limit=200)
 
 
 def _check_step(field: str, record: Any, k: int) -> None:
-    record = _dict(field, record)
+    record = as_dict(field, record)
     if record.get("index") != k or isinstance(record.get("index"), bool):
         raise FieldError(f"{field}.index", record.get("index"), f"{k} (its position in the list)")
     for key in ("timestep", "x0_coeff", "xt_scale"):
-        _number(f"{field}.{key}", record.get(key), -1e9, 1e9, "a finite number")
+        as_number(f"{field}.{key}", record.get(key), -1e9, 1e9, "a finite number")
     if record.get("sigma") is not None:
-        _number(f"{field}.sigma", record["sigma"], 0.0, 1e9, "a finite number >= 0 (or null)")
+        as_number(f"{field}.sigma", record["sigma"], 0.0, 1e9, "a finite number >= 0 (or null)")
     check_guidance_value(record.get("guidance"), f"field {field}.guidance")
-    _number(f"{field}.seconds", record.get("seconds"), 0.0, 1e9, "a finite number of seconds >= 0")
-    _int(f"{field}.extra_outputs", record.get("extra_outputs"), 0, MAX_EXTRA_OUTPUTS)
-    if record.get("control_scale") is not None:
-        check_control_scale(record["control_scale"], f"field {field}.control_scale")
+    as_number(f"{field}.seconds", record.get("seconds"), 0.0, 1e9, "a finite number of seconds >= 0")
+    as_int(f"{field}.extra_outputs", record.get("extra_outputs"), 0, MAX_EXTRA_OUTPUTS)
+    scale = record.get("control_scale")
+    if isinstance(scale, list):  # several ControlNets: one per ControlNet
+        for j, one in enumerate(as_list(f"{field}.control_scale", scale, MAX_CONTROLNETS, at_least=2)):
+            check_control_scale(one, f"field {field}.control_scale[{j}]")
+    elif scale is not None:
+        check_control_scale(scale, f"field {field}.control_scale")
     if record.get("control_strength") is not None:
-        _number(f"{field}.control_strength", record["control_strength"], 0.0, 1e12, "a finite number >= 0 (or null)")
+        as_number(f"{field}.control_strength", record["control_strength"], 0.0, 1e12, "a finite number >= 0 (or null)")
 
 
 def _check_tensors(tensors: dict[str, torch.Tensor], records: list, params: dict) -> None:
@@ -257,8 +241,8 @@ def _check_tensors(tensors: dict[str, torch.Tensor], records: list, params: dict
     for name, tensor in tensors.items():
         if name == "initial_latents" or name.startswith("frames."):
             continue
-        if name == "control_image":
-            _check_control_image(tensor, params)
+        if name == "control_image" or name.startswith("control_image."):
+            check_control_image(name, tensor, params)
             continue
         if name == "output":
             _check_output(tensor, params, shape, len(records))
@@ -295,25 +279,13 @@ def _check_output(tensor: torch.Tensor, params: dict, shape: tuple | None, steps
 def _check_output_shape(value: Any, initial: torch.Tensor, has_output: bool) -> None:
     """The shape pipe(...) returned its last step's latents in (Cosmos 2: without the frame axis): as many
     elements as a step's latents, and only where the file holds no tensor output."""
-    dims = _list("params.output_shape", value, 5, at_least=1)
+    dims = as_list("params.output_shape", value, 5, at_least=1)
     for k, n in enumerate(dims):
-        _int(f"params.output_shape[{k}]", n, 1, MAX_CONFIG_INT)
+        as_int(f"params.output_shape[{k}]", n, 1, MAX_CONFIG_INT)
     want = math.prod(initial.shape[1:]) if initial.ndim >= 2 else None
     if has_output or want is None or math.prod(dims) != want:
         raise FieldError("params.output_shape", value, f"a shape of {want} elements (a step's latents), in a "
                          "file without a tensor output")
-
-
-def _check_control_image(tensor: torch.Tensor, params: dict) -> None:
-    """A ControlNet run's control picture: (height, width, 3) uint8, the size params.control records."""
-    control = params.get("control")
-    if control is None:
-        raise FieldError("tensor control_image", "present", "absent: params.control (a ControlNet run's settings) "
-                         "is not there")
-    shape = (control["image"]["height"], control["image"]["width"], 3)
-    if tensor.dtype != torch.uint8 or tuple(tensor.shape) != shape:
-        raise FieldError("tensor control_image", f"{tensor.dtype} of shape {tuple(tensor.shape)}",
-                         f"a uint8 tensor of shape {shape} (the picture params.control.image records)")
 
 
 def _check_attention_tensor(name: str, tensor: torch.Tensor, params: dict, shape: tuple | None) -> None:
@@ -331,18 +303,18 @@ MAX_PROMPT_TOKENS = 512  # rows of a step's attention maps: every text encoder n
 
 
 def _check_attention_words(known: dict) -> None:
-    words = _list("params.attention.words", known.get("words"), MAX_PROMPT_TOKENS, at_least=1)
+    words = as_list("params.attention.words", known.get("words"), MAX_PROMPT_TOKENS, at_least=1)
     for i, word in enumerate(words):
-        _text(f"params.attention.words[{i}]", word)
-    rows = _list("params.attention.rows", known.get("rows"), MAX_PROMPT_TOKENS, at_least=1)
+        as_text(f"params.attention.words[{i}]", word)
+    rows = as_list("params.attention.rows", known.get("rows"), MAX_PROMPT_TOKENS, at_least=1)
     for i, row in enumerate(rows):
-        _int(f"params.attention.rows[{i}]", row, 0, len(words) - 1)
+        as_int(f"params.attention.rows[{i}]", row, 0, len(words) - 1)
     if known.get("layers", "all") not in LAYERS:
         raise FieldError("params.attention.layers", known["layers"], " or ".join(map(repr, LAYERS)))
 
 
 def _check_approx(approx: Any, initial: torch.Tensor) -> None:
-    approx = _dict("approx", approx)
+    approx = as_dict("approx", approx)
     kernel = approx.get("kernel", 1)
     if kernel not in (1, 3) or isinstance(kernel, bool):
         raise FieldError("approx.kernel", kernel, "1 or 3")
@@ -353,59 +325,7 @@ def _check_approx(approx: Any, initial: torch.Tensor) -> None:
     if channels is not None and len(rows) != kernel * kernel * channels:
         raise FieldError("approx.weight", f"{len(rows)} rows", f"{kernel * kernel * channels} rows "
                          f"(kernel {kernel} x {kernel} x {channels} latent channels)")
-    _finite_json("approx", approx)
-
-
-def _finite_json(field: str, value: Any, depth: int = 0, infinite: bool = False) -> None:
-    """Every number finite (JSON lets NaN and Infinity through; infinite=True lets +-inf by), nesting bounded."""
-    if depth > 8:
-        raise FieldError(field, value, "nested at most 8 deep")
-    if isinstance(value, float) and not math.isfinite(value) and not (infinite and math.isinf(value)):
-        raise FieldError(field, value, "a number, +-inf or finite" if infinite else "a finite number")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _finite_json(f"{field}.{key}", item, depth + 1, infinite)
-    elif isinstance(value, list):
-        for k, item in enumerate(value):
-            _finite_json(f"{field}[{k}]", item, depth + 1, infinite)
-
-
-def _dict(field: str, value: Any) -> dict:
-    if not isinstance(value, dict):
-        raise FieldError(field, value, "an object (a JSON dict)")
-    return value
-
-
-def _list(field: str, value: Any, most: int, at_least: int = 0) -> list:
-    if not isinstance(value, list) or not at_least <= len(value) <= most:
-        raise FieldError(field, value if not isinstance(value, list) else f"a list of {len(value)}",
-                         f"a list of {at_least} to {most} entries")
-    return value
-
-
-def _int(field: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise FieldError(field, value, f"an integer from {lo} to {hi}")
-    return value
-
-
-def _number(field: str, value: Any, lo: float, hi: float, allowed: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or not lo <= value <= hi:
-        raise FieldError(field, value, f"{allowed} from {lo:g} to {hi:g}")
-    return float(value)
-
-
-def _text(field: str, value: Any, none: bool = False, limit: int | None = None) -> None:
-    if value is None and none:
-        return
-    if not isinstance(value, str) or (limit is not None and len(value) > limit):
-        raise FieldError(field, value, "text" + (f" of at most {limit} characters" if limit else "")
-                         + (" (or null)" if none else ""))
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise FieldError(field, value, "text that can be written as UTF-8 (no lone surrogate)") from None
+    finite_json("approx", approx)
 
 
 def check_lineage(runs: list) -> None:

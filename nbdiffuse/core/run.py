@@ -25,6 +25,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from .. import _version
 from . import encode_cache, img2img
 from .capabilities import DISTILLED, distilled_reason
+from .controlnet import scales_used
 from .lora import lora_params
 from .locks import model_turn
 from .params import RunParams
@@ -225,7 +226,8 @@ class Run:
                     eps_uncond=None if uncond_out is None else record(uncond_out),
                     x0_coeff=float(b), xt_scale=input_scale(sched, i, latents), seconds=time.perf_counter() - began,
                     extra_outputs=tuple(record(e) for e in extras), attention=maps,
-                    control_scale=scale, control_strength=acted if control is not None else None,
+                    control_scale=None if control is None else control.plan.recorded(scale),
+                    control_strength=acted if control is not None else None,
                 ))
                 k += 1
                 recorder.publish(publish)  # at once on a CPU; on a GPU once the copies are done
@@ -261,7 +263,7 @@ def run_end(traj: Trajectory, recorder: Callable[[], StepRecorder | None],
         traj.params["guidance"] = traj.guidances + traj.params["guidance_plan"][len(traj):]
         control = traj.params.get("control")
         if control is not None:  # the control scales used (0 for a parent's steps without control), then the plan
-            control["scale"] = [s.control_scale or 0.0 for s in traj.steps] + control["scale_plan"][len(traj):]
+            control["scale"] = scales_used(control, traj.steps)
 
 
 def distilled_params(pipeline: str) -> dict:

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from .decode import ApproxDecoder
+from .nbd_control import control_tensor
 from .nbd_schema import TrajectoryFileError, check_file
 from .save_target import check_save_path
 from .saved_frames import frames_to_save, pack, unpack, views_saved
@@ -59,8 +60,10 @@ def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
             tensors[f"steps.{step.index}.extra.{j}"] = extra.contiguous().clone()
     if traj.output is not None:  # what pipe(...) returned, of another shape than its last step's latents
         tensors["output"] = traj.output.contiguous().clone()
-    if traj.control_image is not None:  # a ControlNet run's picture: a branch of the loaded run needs it
-        tensors["control_image"] = torch.from_numpy(np.array(traj.control_image.convert("RGB"), dtype=np.uint8))
+    if traj.control_image is not None:  # a ControlNet run's picture(s): a branch of the loaded run needs them
+        pictures = traj.control_image if isinstance(traj.control_image, list) else [traj.control_image]
+        for j, picture in enumerate(pictures):  # several ControlNets: control_image, control_image.1, ...
+            tensors[control_tensor(j)] = torch.from_numpy(np.array(picture.convert("RGB"), dtype=np.uint8))
     approx = traj.approx
     if approx is None and traj.pipe is not None and traj.capabilities["previews"]:  # none for latents without a picture form
         approx = traj.approx_decoder()
@@ -130,7 +133,9 @@ def load_trajectory(path: Any, cls: "type[Trajectory]") -> Trajectory:
                           approx=ApproxDecoder.from_dict(meta["approx"]) if meta.get("approx") else None)
         traj.output = tensors.get("output")
         if "control_image" in tensors:
-            traj.control_image = Image.fromarray(tensors["control_image"].numpy())
+            nets = int((meta["params"].get("control") or {}).get("nets") or 0)
+            pictures = [Image.fromarray(tensors[control_tensor(j)].numpy()) for j in range(max(nets, 1))]
+            traj.control_image = pictures if nets else pictures[0]
         size = (int(traj.params["width"]), int(traj.params["height"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise TrajectoryFileError(f"path {str(path)!r} is a corrupt nbdiffuse trajectory "

@@ -140,3 +140,63 @@ def test_control_picture_strength_strip_window_and_no_control_branch(lab_server,
     set_theme(page, "JupyterLab Dark")
     ex.root.evaluate("(root) => root.scrollIntoView({block: 'start'})")  # the controls, stage and strip
     ex.root.screenshot(path=str(screenshots / "control_dark.png"))
+
+
+MULTI_CELLS = [
+    "import io\nimport torch\nimport nbdiffuse as nbd\ntorch.set_num_threads(1)",
+    # two ControlNets: the embedded model's outline one twice where it is shipped, else two tiny seeded ones
+    "try:\n    pipe = nbd.load_pipeline(controlnet=['outline', 'outline'])\n"
+    "except (nbd.EmbeddedModelMissing, nbd.PipelineLoadError):\n"
+    "    from nbdiffuse.testing import tiny_controlnet_pipeline\n    pipe = tiny_controlnet_pipeline(nets=2)",
+    "ex = nbd.Explorer(pipe, steps=12, prompt='red, white background')\nex",
+    "def png(picture):\n    out = io.BytesIO()\n    picture.save(out, format='PNG')\n    return out.getvalue()\n"
+    "open('star.png', 'wb').write(png(nbd.shapes.outline('star', 'on the left')))\n"
+    "open('circle.png', 'wb').write(png(nbd.shapes.outline('circle', 'on the right')))",
+]
+
+
+@pytest.fixture
+def multi_notebook(lab_server, page):
+    path = write_notebook(lab_server.root, "multi_control.ipynb", MULTI_CELLS)
+    yield path
+    leave_as_found(page, lab_server, path)
+
+
+def upload(ex, label, path):
+    with ex.page.expect_file_chooser() as chooser:
+        ex.click(label)
+    chooser.value.set_files(str(path))
+
+
+def test_two_controlnets_have_a_slot_each_and_an_empty_one_is_named(lab_server, page, explorer_page, screenshots,
+                                                                    multi_notebook):
+    open_and_run_all(page, lab_server, multi_notebook, workspace="nbd-multi-control")
+    ex = explorer_page(page).wait_visible()
+    ex.root.locator(".nbd-control").wait_for(state="visible", timeout=180_000)
+    slots = ex.root.locator(".nbd-control-slots .nbd-picture")
+    assert slots.count() == 2
+    assert ex.root.get_by_role("button", name="Upload control picture 2 of 2").is_visible()
+    from polling import wait_for
+
+    wait_for(lambda: (lab_server.root / "circle.png").is_file(), 120, "the last cell's pictures")
+    upload(ex, "Upload control picture 2 of 2", lab_server.root / "circle.png")
+    ex.root.locator(".nbd-picture[data-net='1'] .nbd-control-kind", has_text="picture").wait_for(timeout=60_000)
+    ex.click("Generate")
+    error = ex.root.locator(".nbd-error-text")
+    error.wait_for(state="visible", timeout=60_000)
+    assert "control picture 1 of 2 is missing" in error.text_content()
+    upload(ex, "Upload control picture 1 of 2", lab_server.root / "star.png")
+    ex.root.locator(".nbd-picture[data-net='0'] .nbd-control-kind", has_text="picture").wait_for(timeout=60_000)
+    ex.click("Generate")
+    ex.wait_count("done")
+    wait_strengths(ex, 12, "s.every((v) => v > 0)")
+    assert ex.root.locator(".nbd-error").is_hidden()
+    title = ex.root.locator(".nbd-cstrip rect title").first.text_content()
+    assert "(scale 1 / 1)" in title, title  # each ControlNet's scale
+    ex.screenshot(screenshots / "control_multi.png")
+    ex.root.get_by_role("button", name="Remove control picture 2 of 2").click()
+    ex.root.locator(".nbd-picture[data-net='1'] .nbd-picture-controls").wait_for(state="hidden", timeout=60_000)
+    assert ex.root.locator(".nbd-picture[data-net='0'] .nbd-picture-controls").is_visible()
+    set_theme(page, "JupyterLab Dark")
+    ex.root.evaluate("(root) => root.scrollIntoView({block: 'start'})")
+    ex.root.screenshot(path=str(screenshots / "control_multi_dark.png"))

@@ -45,7 +45,7 @@ def test_capabilities_say_whether_the_model_has_a_controlnet(control_explorer, p
 def test_a_run_with_a_control_picture_shows_its_strength_per_step(control_explorer):
     ex, fe = control_explorer
     ex.control_from(_outline())
-    assert ex.use_control and ex.control_kind == "picture" and ex.control_thumb
+    assert ex.use_control and ex.control_kinds == ["picture"] and ex.control_thumbs[0]
     fe.set(control_start=0.5)  # the window: the second half of the run
     fe.click("generate")
     assert ex.wait(120) and fe.state["status"] == "done", fe.state["error"]
@@ -80,15 +80,15 @@ def test_generate_takes_the_control_arguments_and_the_sliders_follow(control_exp
 def test_the_sketch_pad_is_read_at_each_generate(control_explorer):
     ex, fe = control_explorer
     pad = ex.control_pad()
-    assert isinstance(pad, SketchPad) and ex.control_kind == "sketch"
+    assert isinstance(pad, SketchPad) and ex.control_kinds == ["sketch"]
     assert np.asarray(pad.image).max() == 0  # black: draw white outlines on it
     ex.generate(background=False)
     empty = ex.trajectory
-    before = ex.control_thumb
+    before = ex.control_thumbs[0]
     for event, handlers in (("down", pad.canvas._mouse_down_callbacks), ("move", pad.canvas._mouse_move_callbacks),
                             ("up", pad.canvas._mouse_up_callbacks)):
         handlers(30.0 if event == "down" else 90.0, 60.0)  # a stroke with the mouse, as the canvas reports it
-    assert ex.control_thumb != before  # the thumbnail shows the stroke at once, before any Generate
+    assert ex.control_thumbs[0] != before  # the thumbnail shows the stroke at once, before any Generate
     pad.stroke([(40, 40), (200, 40), (200, 200), (40, 200), (40, 40)], color="white")
     ex.generate(background=False)
     drawn = ex.trajectory
@@ -99,18 +99,18 @@ def test_the_sketch_pad_is_read_at_each_generate(control_explorer):
 def test_an_upload_and_an_edge_map_of_any_picture(control_explorer):
     ex, fe = control_explorer
     fe.send({"type": "control_upload"}, [_png(_outline())])
-    assert fe.state["control_kind"] == "picture" and fe.state["use_control"] and fe.state["error"] == ""
+    assert fe.state["control_kinds"] == ["picture"] and fe.state["use_control"] and fe.state["error"] == ""
     photo = Image.new("RGB", (32, 32), (67, 160, 71))
     ImageDraw.Draw(photo).rectangle((8, 8, 23, 23), fill=(229, 57, 53))
     fe.send({"type": "control_upload", "edges": True}, [_png(photo)])
-    assert fe.state["control_kind"] == "edges" and fe.state["error"] == ""
+    assert fe.state["control_kinds"] == ["edges"] and fe.state["error"] == ""
     ex.generate(background=False)
     lines = np.asarray(ex.trajectory.control_image)
     assert lines[16, 16].max() == 0 and lines[8, 16].max() == 255  # the square's edge, not its inside
     fe.send({"type": "control_upload"}, [b"not a picture"])
     assert "control picture: could not read" in fe.state["error"], fe.state["error"]
     fe.send({"type": "control_clear"})
-    assert not ex.use_control and fe.state["control_thumb"] == b""
+    assert not ex.use_control and fe.state["control_thumbs"] == [b""]
 
 
 def test_bad_control_values_are_refused_and_named(control_explorer):
@@ -186,7 +186,7 @@ def test_the_outline_controlnet_refuses_a_picture_in_colour_and_takes_its_edges(
     assert "control picture is not an outline" in fe.state["error"]
     ex.control_from(photo, edges=True)  # its edge map is an outline
     ex.control_from(_outline())
-    assert ex.control_kind == "picture" and ex.use_control
+    assert ex.control_kinds == ["picture"] and ex.use_control
 
 
 def test_the_edges_of_a_large_picture_are_drawn_with_a_wide_pen(control_explorer):
@@ -230,7 +230,7 @@ def test_branch_here_takes_the_control_sliders_that_differ(control_explorer):
 def test_the_control_settings_are_constructor_defaults(sd_controlnet_pipe, open_explorer, pipe):
     ex, fe = open_explorer(sd_controlnet_pipe, steps=6, control_image=_outline(), control_scale=0.5, control_end=0.5)
     assert fe.state["control_scale"] == 0.5 and fe.state["control_end"] == 0.5 and fe.state["control_start"] == 0.0
-    assert ex.use_control and ex.control_kind == "picture" and fe.state["control_thumb"]
+    assert ex.use_control and ex.control_kinds == ["picture"] and fe.state["control_thumbs"][0]
     ex.generate(background=False)
     control = ex.trajectory.params["control"]
     assert control["scale"] == [0.5] * 6 and control["end"] == 0.5
@@ -273,3 +273,60 @@ def test_control_defaults_need_a_controlnet(pipe):
 
     with pytest.raises(ValueError, match=r"Explorer\(control_scale=\.\.\.\): this model has no ControlNet"):
         nbd.Explorer(pipe, control_scale=0.5)
+
+
+def _square(size=32):
+    picture = Image.new("RGB", (size, size), "black")
+    ImageDraw.Draw(picture).rectangle((4, 4, size // 2, size // 2), outline="white", width=2)
+    return picture
+
+
+def test_several_controlnets_have_a_picture_slot_each(sd_multi_controlnet_pipe, sd_controlnet_pipe, open_explorer):
+    import torch
+
+    import nbdiffuse as nbd
+
+    ex, fe = open_explorer(sd_multi_controlnet_pipe, steps=4)
+    assert fe.state["control_nets"] == 2 and fe.state["control_thumbs"] == [b"", b""]
+    ex.control_from(_outline(), net=1)
+    assert fe.state["control_kinds"] == ["", "picture"] and ex.use_control
+    fe.click("generate")  # the first ControlNet has no picture: said in the widget, by number
+    assert "control picture 1 of 2 is missing" in fe.state["error"], fe.state["error"]
+    with pytest.raises(ValueError, match=r"control picture 1 of 2 is missing.*net=0"):
+        ex.generate()
+    fe.send({"type": "control_upload", "net": 0}, [_png(_square())])
+    assert fe.state["control_kinds"] == ["picture", "picture"] and fe.state["control_thumbs"][0]
+    ex.generate(background=False)
+    traj = ex.trajectory
+    assert traj.params["control"]["nets"] == 2 and len(traj.control_image) == 2
+    same = nbd.trace(sd_multi_controlnet_pipe, ex.prompt, steps=4, guidance=ex.guidance, seed=ex.seed,
+                     height=traj.params["height"], width=traj.params["width"], control_image=traj.control_image)
+    assert torch.equal(traj.final_latents, same.final_latents)
+    assert fe.state["control_run"]["scales"] == [[1.0, 1.0]] * 4
+    # per ControlNet from code; the sliders show the first's, and Branch here changes nothing until one moves
+    ex.generate(control_image=[_square(), _outline()], control_scale=[1.0, 0.5], control_end=[1.0, 0.5],
+                background=False)
+    assert fe.state["control_scale"] == 1.0 and fe.state["control_end"] == 1.0
+    fe.send({"type": "branch", "k": 1})
+    assert ex.wait(120) and fe.state["error"] == "", fe.state["error"]
+    assert [s.control_scale for s in ex.trajectory.steps] == [[1.0, 0.5]] * 4
+    assert ex.trajectory.params["control"]["end"] == [1.0, 0.5]
+    fe.set(control_scale=0.25)  # a slider moved: every ControlNet's scale from there
+    fe.send({"type": "branch", "k": 1})
+    assert ex.wait(120) and [s.control_scale for s in ex.trajectory.steps] == [[1.0, 0.5]] * 2 + [[0.25, 0.25]] * 2
+    fe.send({"type": "control_clear", "net": 0})  # one slot emptied: the other stays
+    assert fe.state["control_kinds"] == ["", "picture"] and ex.use_control
+    with pytest.raises(ValueError, match=r"net must be a ControlNet's index from 0 to 1 \(this pipeline runs 2\), got 2"):
+        ex.control_from(_outline(), net=2)
+    ex.set_pipeline(sd_controlnet_pipe)  # one ControlNet: one slot, the first's picture (empty)
+    assert fe.state["control_nets"] == 1 and fe.state["control_kinds"] == [""] and not ex.use_control
+
+
+def test_several_controlnets_pictures_as_constructor_defaults(sd_multi_controlnet_pipe, open_explorer):
+    ex, fe = open_explorer(sd_multi_controlnet_pipe, steps=3, control_image=[_square(), _outline()])
+    assert fe.state["control_kinds"] == ["picture", "picture"] and ex.use_control
+    pad = ex.control_pad(net=1)  # a sketch pad for the second
+    assert fe.state["control_kinds"] == ["picture", "sketch"]
+    pad.stroke([(40, 40), (200, 40), (200, 200)], color="white")
+    ex.generate(background=False)
+    assert np.asarray(ex.trajectory.control_image[1]).max() == 255 and fe.state["error"] == ""

@@ -1,18 +1,15 @@
 // The Explorer's ControlNet controls (control_panel.py), shown for a pipeline with a ControlNet
 // (capabilities.control): the control picture (an upload, the edges of any picture, or the sketch pad
-// ex.control_pad() from Python), the control scale and its start/end window, guess mode, the strip of the
-// control's strength per step under the scrubber, and "No control from here" (a branch).
+// ex.control_pad() from Python; a slot per ControlNet of several), the control scale and its start/end
+// window, guess mode, the strip of the control's strength per step under the scrubber, and "No control
+// from here" (a branch).
 
 // The control row (ui.controlRow), the strength strip (ui.cstrip) and its line (ui.ctext), added to `ui`.
 function controlPanelNodes(ui) {
-  ui.controlUpload = h("button", { type: "button", text: "Control picture…", "aria-label": "Upload a control picture",
-                                   title: "What the ControlNet follows: for the embedded model an outline, white lines on black (draw one with ex.control_pad())" });
-  ui.controlEdges = h("button", { type: "button", text: "Edges of a picture…", "aria-label": "Control from the edges of a picture",
-                                  title: "Any picture: its edges (white lines on black) become the control picture" });
-  ui.controlThumb = h("img", { class: "nbd-controlpic", alt: "control picture" });
   ui.useControl = h("input", { type: "checkbox", "aria-label": "Use the control picture" });
-  ui.controlKind = h("span", { class: "nbd-label nbd-control-kind" });
-  ui.clearControl = h("button", { type: "button", class: "nbd-icon", text: "×", "aria-label": "Remove the control picture" });
+  ui.useLabel = h("label", { class: "nbd-check" }, [ui.useControl, h("span", { text: "use" })]);
+  ui.controlSlots = h("div", { class: "nbd-control-slots" });
+  ui.slots = [];
   ui.controlSliders = {};
   const sliders = [];
   for (const [name, label, max] of [["control_scale", "Control scale", 2], ["control_start", "Control start", 1], ["control_end", "Control end", 1]]) {
@@ -24,11 +21,8 @@ function controlPanelNodes(ui) {
   ui.guessMode = h("input", { type: "checkbox", "aria-label": "Guess mode" });
   sliders.push(h("label", { class: "nbd-check nbd-guess", title: "diffusers' guess mode: the ControlNet reads the prompt's half of the batch only, its pull growing from 0.1 at the first block to 1 at the middle; it follows the picture even with an empty prompt (always on for a ControlNet with global pooling)" },
     [ui.guessMode, h("span", { text: "guess mode" })]));
-  ui.controlPicture = h("span", { class: "nbd-picture-controls" }, [
-    ui.controlThumb, h("label", { class: "nbd-check" }, [ui.useControl, h("span", { text: "use" })]), ui.controlKind, ui.clearControl,
-  ]);
   ui.controlRow = h("div", { class: "nbd-control", role: "group", "aria-label": "Control" }, [
-    h("div", { class: "nbd-row nbd-picture" }, [ui.controlUpload, ui.controlEdges, ui.controlPicture]),
+    ui.controlSlots,
     h("div", { class: "nbd-row nbd-control-sliders" }, sliders),
   ]);
   ui.cstrip = svg("svg", { class: "nbd-cstrip", role: "img", "aria-label": "Control strength per step", preserveAspectRatio: "none" });
@@ -37,6 +31,26 @@ function controlPanelNodes(ui) {
   ui.ctextLine = h("span");
   ui.ctext = h("div", { class: "nbd-ctext" }, [ui.ctextLine, ui.noControl]);
   return ui;
+}
+
+// Picture slot j of n (one per ControlNet; several: a MultiControlNetModel): upload, edges, its thumbnail,
+// what it is and ×. The labels of a single slot name "the control picture", of several "control picture j of n".
+function controlSlot(j, n) {
+  const of = n > 1 ? ` ${j + 1} of ${n}` : "";
+  const slot = {
+    upload: h("button", { type: "button", text: n > 1 ? `Control picture ${j + 1}…` : "Control picture…",
+                          "aria-label": n > 1 ? `Upload control picture${of}` : "Upload a control picture",
+                          title: "What the ControlNet follows: for the embedded model an outline, white lines on black (draw one with ex.control_pad())" }),
+    edges: h("button", { type: "button", text: "Edges of a picture…",
+                         "aria-label": n > 1 ? `Control picture${of} from the edges of a picture` : "Control from the edges of a picture",
+                         title: "Any picture: its edges (white lines on black) become the control picture" }),
+    thumb: h("img", { class: "nbd-controlpic", alt: `control picture${of}` }),
+    kind: h("span", { class: "nbd-label nbd-control-kind" }),
+    clear: h("button", { type: "button", class: "nbd-icon", text: "×", "aria-label": n > 1 ? `Remove control picture${of}` : "Remove the control picture" }),
+  };
+  slot.picture = h("span", { class: "nbd-picture-controls" }, [slot.thumb, slot.kind, slot.clear]);
+  slot.row = h("div", { class: "nbd-row nbd-picture", "data-net": String(j) }, [slot.upload, slot.edges, slot.picture]);
+  return slot;
 }
 
 // The strengths to draw: the live run's (the frame messages' "cs") while it is ahead of the state.
@@ -56,7 +70,8 @@ function drawControlStrip(ui, values, run, total) {
     const height = v > 0 ? Math.max(0.08, v / top) : 0.04;
     const rect = svg("rect", { x: k - 0.45, y: 1 - height, width: 0.9, height, class: v > 0 ? "nbd-cacts" : "" });
     const title = svg("title");
-    title.textContent = `step ${k + 1}: control strength ${v.toPrecision(3)}` + (k < scales.length ? ` (scale ${scales[k]})` : "");
+    const scale = k < scales.length ? [].concat(scales[k]).join(" / ") : "";
+    title.textContent = `step ${k + 1}: control strength ${v.toPrecision(3)}` + (scale ? ` (scale ${scale})` : "");
     rect.append(title);
     ui.cstrip.append(rect);
   });
@@ -102,39 +117,57 @@ function bindControlSliders(model, ui, link) {
 }
 
 function bindControlPicture(model, ui, link, store) {
-  const showPicture = () => {
-    const bytes = model.get("control_thumb");
-    const has = !!(bytes && bytes.byteLength);
-    ui.controlPicture.hidden = !has;
-    if (has) {
-      const old = ui.controlThumb.src;
-      const view = asDataView(bytes);
-      ui.controlThumb.src = URL.createObjectURL(new Blob([view], { type: mimeOf(view) }));
-      if (old && old.startsWith("blob:")) URL.revokeObjectURL(old);
-    }
-    ui.useControl.checked = !!model.get("use_control");
-    ui.controlKind.textContent = { sketch: "sketch pad", picture: "picture", edges: "edge map" }[model.get("control_kind")] || "";
-    ui.controlThumb.classList.toggle("nbd-control-on", has && !!model.get("use_control"));
-  };
   // A file input made at each click, never in the page: the start picture's stays the widget's one file field.
-  const pick = (edges) => {
+  const pick = (edges, net) => {
     const chooser = h("input", { type: "file", accept: "image/*" });
     chooser.addEventListener("change", async () => {
       const file = chooser.files && chooser.files[0];
       if (!file) return;
       const buffer = await file.arrayBuffer();
-      if (!(link.save() && store.send({ type: "control_upload", edges, name: file.name }, [buffer]))) {
+      if (!(link.save() && store.send({ type: "control_upload", edges, net, name: file.name }, [buffer]))) {
         link.note("No kernel is connected to this widget: run the cell again to set a control picture.");
       }
     });
     chooser.click();
   };
-  ui.controlUpload.addEventListener("click", () => pick(false));
-  ui.controlEdges.addEventListener("click", () => pick(true));
+  const showPictures = () => {
+    const thumbs = model.get("control_thumbs") || [];
+    const kinds = model.get("control_kinds") || [];
+    let any = false;
+    ui.slots.forEach((slot, j) => {
+      const bytes = thumbs[j];
+      const has = !!(bytes && bytes.byteLength);
+      any = any || has;
+      slot.picture.hidden = !has;
+      const old = slot.thumb.src;
+      if (has) {
+        const view = asDataView(bytes);
+        slot.thumb.src = URL.createObjectURL(new Blob([view], { type: mimeOf(view) }));
+      } else slot.thumb.removeAttribute("src");
+      if (old && old.startsWith("blob:")) URL.revokeObjectURL(old);
+      slot.kind.textContent = { sketch: "sketch pad", picture: "picture", edges: "edge map" }[kinds[j]] || "";
+      slot.thumb.classList.toggle("nbd-control-on", has && !!model.get("use_control"));
+    });
+    ui.useLabel.hidden = !any;
+    ui.useControl.checked = !!model.get("use_control");
+  };
+  // A slot per ControlNet of the pipeline (control_nets), rebuilt when the model changes.
+  const buildSlots = () => {
+    const n = Math.max(1, Number(model.get("control_nets")) || 1);
+    ui.slots = Array.from({ length: n }, (_, j) => controlSlot(j, n));
+    ui.slots.forEach((slot, j) => {
+      slot.upload.addEventListener("click", () => pick(false, j));
+      slot.edges.addEventListener("click", () => pick(true, j));
+      slot.clear.addEventListener("click", () => link.send({ type: "control_clear", net: j }));
+    });
+    ui.slots[0].row.append(ui.useLabel);
+    ui.controlSlots.replaceChildren(...ui.slots.map((slot) => slot.row));
+    showPictures();
+  };
   ui.useControl.addEventListener("change", () => { model.set("use_control", ui.useControl.checked); link.save(); });
-  ui.clearControl.addEventListener("click", () => link.command("control_clear"));
-  for (const name of ["control_thumb", "use_control", "control_kind"]) model.on(`change:${name}`, showPicture);
-  showPicture();
+  for (const name of ["control_thumbs", "use_control", "control_kinds"]) model.on(`change:${name}`, showPictures);
+  model.on("change:control_nets", buildSlots);
+  buildSlots();
 }
 
 // Binds the control row and the strip; returns a function that unbinds the store's events.

@@ -2,7 +2,10 @@
 
 The control picture comes from a sketch pad (`ex.control_pad()`: white strokes on black, read at
 each Generate, so the shape appears where it was drawn), an upload, or the edge map of any picture
-(`ex.control_from(picture, edges=True)`, core/edges.py). The control scale and its start/end window
+(`ex.control_from(picture, edges=True)`, core/edges.py). A pipeline of several ControlNets
+(`control_nets`, a MultiControlNetModel) has a picture slot per ControlNet (`net=j`); the sliders
+set every ControlNet's scale and window (a list per ControlNet from code: generate(control_scale=[...])).
+The control scale and its start/end window
 are traits with sliders, guess mode a checkbox; the scale steers a running run from its next step
 (RunControl.set_control_scale), as the guidance slider does. `control_run` carries the shown run's
 control per step (its strength, the scale asked) for the strip under the scrubber; "no control from
@@ -17,7 +20,7 @@ from typing import Any
 import traitlets as t
 from PIL import Image
 
-from ...core.controlnet import check_guess_mode, controlnet_name, controlnet_of
+from ...core.controlnet import check_guess_mode, controlnet_name, controlnet_of, nets_of
 from ...core.families import adapter_for
 from ...core.edges import MAX_WIDTH, edge_map, looks_like_lines
 from ...core.validate import check_control_scale, check_number
@@ -39,6 +42,12 @@ def check_outline(picture: Image.Image, pipe: Any, name: str = "control_image") 
                          "this picture is mostly light or in colour")
 
 
+def control_nets(pipe: Any) -> int:
+    """The `control_nets` trait: how many ControlNets a pipeline runs (a MultiControlNetModel's; 0: none)."""
+    net = controlnet_of(pipe)
+    return 0 if net is None else len(nets_of(net))
+
+
 def control_state(traj: Any) -> dict[str, Any]:
     """The `control_run` trait for a run: its control per step, or {} for a run without one."""
     settings = traj.params.get("control") if traj is not None else None
@@ -46,7 +55,8 @@ def control_state(traj: Any) -> dict[str, Any]:
         return {"control_run": {}}
     steps = list(traj.steps)
     return {"control_run": {"strengths": [float(s.control_strength or 0.0) for s in steps],
-                            "scales": [float(s.control_scale or 0.0) for s in steps],
+                            "scales": [s.control_scale if isinstance(s.control_scale, list) else
+                                       float(s.control_scale or 0.0) for s in steps],
                             "start": settings["start"], "end": settings["end"], "model": settings["model"],
                             "guess_mode": bool(settings.get("guess_mode"))}}
 
@@ -59,13 +69,26 @@ class ControlPanel(t.HasTraits):
     control_start = t.Float(0.0).tag(sync=True)
     control_end = t.Float(1.0).tag(sync=True)
     control_guess_mode = t.Bool(False).tag(sync=True)  # diffusers' guess mode (core/controlnet.py)
-    use_control = t.Bool(False).tag(sync=True)  # Generate uses the control picture
-    control_thumb = t.Bytes(b"").tag(sync=True)
-    control_kind = t.Unicode("").tag(sync=True)  # what the picture is: "sketch", "picture" or "edges"
+    use_control = t.Bool(False).tag(sync=True)  # Generate uses the control pictures
+    control_nets = t.Int(0).tag(sync=True)  # the pipeline's ControlNets (several: a MultiControlNetModel)
+    control_thumbs = t.List(t.Bytes()).tag(sync=True)  # one per ControlNet, b"" for an empty slot
+    control_kinds = t.List(t.Unicode()).tag(sync=True)  # what each picture is: "sketch", "picture", "edges" or ""
     control_run = t.Dict().tag(sync=True)  # the shown run's control: strengths, scales, start, end, model
 
-    _control_source: Any = None
-    _control_edges = False
+    _control_sources: list = []  # per ControlNet: what control_from() was given (None: empty)
+    _control_edges: list = []
+
+    @t.observe("control_nets")
+    def _control_slots(self, change: dict) -> None:
+        """A slot per ControlNet of the pipeline: those of the nets it keeps stay, new ones are empty."""
+        n = max(change["new"], 0)
+        sources, edges = list(self._control_sources)[:n], list(self._control_edges)[:n]
+        sources += [None] * (n - len(sources))
+        edges += [False] * (n - len(edges))
+        self._control_sources, self._control_edges = sources, edges
+        self.control_thumbs = (list(self.control_thumbs) + [b""] * n)[:n]
+        self.control_kinds = (list(self.control_kinds) + [""] * n)[:n]
+        self.use_control = self.use_control and any(source is not None for source in sources)
 
     @t.validate("control_scale")
     def _check_control_scale(self, proposal: Any) -> float:
@@ -83,46 +106,72 @@ class ControlPanel(t.HasTraits):
         if job is not None and not job.done.is_set():
             job.control.set_control_scale(change["new"])
 
-    # --- the control picture ------------------------------------------------------------
-    def control_from(self, source: Any = None, *, edges: bool = False) -> None:
+    # --- the control pictures -----------------------------------------------------------
+    def control_from(self, source: Any = None, *, edges: bool = False, net: int | None = None) -> None:
         """Steer the next runs with a control picture (PIL image, uint8 array, file path, image bytes or a
-        SketchPad, read at each Generate); edges=True uses the picture's edge map (core/edges.py);
-        None goes back to runs without control."""
-        self._set_control(source, edges, "source")
+        SketchPad, read at each Generate); edges=True uses the picture's edge map (core/edges.py).
+        net: which ControlNet's picture, of a pipeline of several (0, the first, by default). None goes
+        back to runs without control (with net=j: empties that ControlNet's slot only)."""
+        self._set_control(source, edges, "source", net)
 
-    def _set_control(self, source: Any, edges: Any, name: str) -> None:
+    def _slot(self, net: Any) -> int:
+        """The picture slot `net` names (None: the first), checked against the pipeline's ControlNets."""
+        if controlnet_of(self.pipe) is None:
+            raise ValueError(NO_CONTROLNET)
+        if net is None:
+            return 0
+        n = self.control_nets
+        if isinstance(net, bool) or not isinstance(net, int) or not 0 <= net < n:
+            raise ValueError(f"net must be a ControlNet's index from 0 to {n - 1} (this pipeline runs {n}), "
+                             f"got {net!r}")
+        return net
+
+    def _set_control(self, source: Any, edges: Any, name: str, net: Any = None) -> None:
         """control_from, naming the picture `name` in messages (the page's upload: "control picture")."""
         if not isinstance(edges, bool):
             raise TypeError(f"edges must be True or False, got {edges!r}")
-        if source is None:
-            self._control_source, self._control_edges = None, False
-            self.control_thumb, self.use_control, self.control_kind = b"", False, ""
+        if source is None and (net is None or controlnet_of(self.pipe) is None):
+            n = self.control_nets
+            self._control_sources, self._control_edges = [None] * n, [False] * n
+            self.control_thumbs, self.control_kinds, self.use_control = [b""] * n, [""] * n, False
             return
-        if controlnet_of(self.pipe) is None:
-            raise ValueError(NO_CONTROLNET)
+        j = self._slot(net)
+        if source is None:
+            self._fill(j, None, False, b"", "")
+            self.use_control = self.use_control and any(one is not None for one in self._control_sources)
+            return
         raw = source if isinstance(source, SketchPad) else start_picture.picture_of(source, name)
         picture = self._control_picture_of(raw, edges, name)
-        self._control_source, self._control_edges = raw, edges
-        self.control_kind = "edges" if edges else "sketch" if isinstance(source, SketchPad) else "picture"
-        self.control_thumb, self.use_control = start_picture.thumbnail(picture), True
+        kind = "edges" if edges else "sketch" if isinstance(source, SketchPad) else "picture"
+        self._fill(j, raw, edges, start_picture.thumbnail(picture), kind)
+        self.use_control = True
 
-    def control_pad(self, **options: Any) -> SketchPad:
+    def _fill(self, j: int, source: Any, edges: bool, thumb: bytes, kind: str) -> None:
+        """Slot j holds `source` now: its thumbnail and kind in the state."""
+        self._control_sources = [source if i == j else one for i, one in enumerate(self._control_sources)]
+        self._control_edges = [edges if i == j else one for i, one in enumerate(self._control_edges)]
+        self.control_thumbs = [thumb if i == j else one for i, one in enumerate(self.control_thumbs)]
+        self.control_kinds = [kind if i == j else one for i, one in enumerate(self.control_kinds)]
+
+    def control_pad(self, net: int | None = None, **options: Any) -> SketchPad:
         """A SketchPad for an outline (white on black) that the next runs are steered by: show it, draw the
-        shape where you want it, press Generate. options: SketchPad's."""
-        if controlnet_of(self.pipe) is None:
-            raise ValueError(NO_CONTROLNET)
+        shape where you want it, press Generate. net: which ControlNet's picture (several); options:
+        SketchPad's."""
+        j = self._slot(net)
         options.setdefault("background", "black")
         options.setdefault("colors", ("white", "black"))
         pad = SketchPad(**start_picture.pad_size(self.pipe, options))
         pad.brush.value = max(1, pad.size[0] // 32)  # a pen about 2 pixels wide on the 64-pixel model
-        self.control_from(pad)
+        self.control_from(pad, net=j)
         # each finished stroke shows in the Explorer's control thumbnail at once (the pad draws it first)
         pad.canvas.on_mouse_up(lambda *_: self._pad_drawn(pad))
         return pad
 
     def _pad_drawn(self, pad: SketchPad) -> None:
-        if self._control_source is pad:
-            self.control_thumb = start_picture.thumbnail(pad.image)
+        for j, source in enumerate(self._control_sources):
+            if source is pad:
+                self.control_thumbs = [start_picture.thumbnail(pad.image) if i == j else one
+                                       for i, one in enumerate(self.control_thumbs)]
 
     def _control_picture_of(self, source: Any, edges: bool, name: str = "control_image") -> Image.Image:
         picture = start_picture.picture_of(source, name)
@@ -143,7 +192,12 @@ class ControlPanel(t.HasTraits):
         values = {key: checks[key](value) if key in checks else self._window_value(key, value)
                   for key, value in given.items() if key != "control_image"}
         if "control_image" in given:
-            self._set_control(given["control_image"], False, "control_image")
+            pictures = given["control_image"]
+            if self.control_nets > 1 and isinstance(pictures, (list, tuple)) and len(pictures) == self.control_nets:
+                for j, picture in enumerate(pictures):
+                    self._set_control(picture, False, f"control_image[{j}]", j)
+            else:
+                self._set_control(pictures, False, "control_image")
         self._set_quietly(values)
 
     @staticmethod
@@ -157,11 +211,13 @@ class ControlPanel(t.HasTraits):
         width None) stays so: the control picture (a 256-pixel sketch pad) is resized to it."""
         given = {key: value for key, value in given.items() if value is not None}
         if "control_image" in given:
-            given["control_image"] = self._control_picture_of(given["control_image"], False)
-        elif self.use_control and self._control_source is not None and controlnet_of(self.pipe) is not None:
-            given["control_image"] = self._control_picture_of(self._control_source, self._control_edges)
-            if isinstance(self._control_source, SketchPad):
-                self.control_thumb = start_picture.thumbnail(given["control_image"])
+            pictures = given["control_image"]
+            given["control_image"] = [self._control_picture_of(p, False, f"control_image[{j}]") for j, p in
+                                      enumerate(pictures)] if isinstance(pictures, (list, tuple)) and \
+                self.control_nets > 1 else self._control_picture_of(pictures, False)
+        elif self.use_control and controlnet_of(self.pipe) is not None and \
+                any(one is not None for one in self._control_sources):
+            given["control_image"] = self._slot_pictures()
         if "control_image" not in given:
             return given  # control settings without a picture: nbd.trace says what is missing
         if params.get("height") is None and params.get("width") is None and params.get("image") is None:
@@ -169,13 +225,29 @@ class ControlPanel(t.HasTraits):
         return {"control_scale": self.control_scale, "control_start": self.control_start,
                 "control_end": self.control_end, "control_guess_mode": self.control_guess_mode, **given}
 
+    def _slot_pictures(self) -> Any:
+        """The pictures of the slots for a Generate (a sketch pad read now, its thumbnail updated), or a
+        ValueError naming an empty slot of a pipeline of several ControlNets."""
+        pictures = []
+        for j, (source, edges) in enumerate(zip(self._control_sources, self._control_edges)):
+            if source is None:
+                raise ValueError(f"control picture {j + 1} of {self.control_nets} is missing: this pipeline runs "
+                                 f"{self.control_nets} ControlNets and each needs its picture (its slot's buttons, "
+                                 f"or ex.control_from(picture, net={j}))")
+            picture = self._control_picture_of(source, edges)
+            if isinstance(source, SketchPad):
+                self.control_thumbs = [start_picture.thumbnail(picture) if i == j else one
+                                       for i, one in enumerate(self.control_thumbs)]
+            pictures.append(picture)
+        return pictures if self.control_nets > 1 else pictures[0]
+
     def controls_of_control(self, run: Any) -> dict[str, Any]:
         """The control sliders' values for a prepared run (what it runs with)."""
         plan = getattr(getattr(run, "controlnet", None), "plan", None)
         if plan is None:
             return {}
-        return {"control_scale": float(plan.scales[0]) if plan.scales else self.control_scale,
-                "control_start": plan.start, "control_end": plan.end, "control_guess_mode": plan.guess_mode}
+        return {"control_scale": float(plan.scales[0][0]) if plan.scales else self.control_scale,
+                "control_start": plan.starts[0], "control_end": plan.ends[0], "control_guess_mode": plan.guess_mode}
 
     def branch_control_changes(self, parent: Any, at: int) -> dict[str, Any]:
         """"Branch here": the control sliders that differ from the shown run at step `at`."""
@@ -183,11 +255,12 @@ class ControlPanel(t.HasTraits):
         if not settings:
             return {}
         changes: dict[str, Any] = {}
+        # several ControlNets: the sliders show the first's values, and a slider moved sets every ControlNet's
         scales = settings["scale"]
-        if scales and self.control_scale != scales[min(at + 1, len(scales) - 1)]:
+        if scales and self.control_scale != _first(scales[min(at + 1, len(scales) - 1)]):
             changes["control_scale"] = self.control_scale
         for key in ("start", "end"):
-            if getattr(self, f"control_{key}") != settings[key]:
+            if getattr(self, f"control_{key}") != _first(settings[key]):
                 changes[f"control_{key}"] = getattr(self, f"control_{key}")
         if self.control_guess_mode != bool(settings.get("guess_mode")):
             changes["control_guess_mode"] = self.control_guess_mode
@@ -204,11 +277,16 @@ class ControlPanel(t.HasTraits):
         self._set_quietly({"control_scale": 0.0})
 
 
+def _first(value: Any) -> Any:
+    """A setting of a run: the first ControlNet's where a Multi-ControlNet run records one per ControlNet."""
+    return value[0] if isinstance(value, list) else value
+
+
 def control_handlers(ex: Any, step_of: Any) -> dict[str, Any]:
     """The page's ControlNet requests (browser.BrowserRequests)."""
     return {
         "control_upload": lambda c, b: ex._set_control(bytes(b[0]) if b else b"", bool(c.get("edges")),
-                                                       "control picture"),
-        "control_clear": lambda c, b: ex.control_from(None),
+                                                       "control picture", c.get("net")),
+        "control_clear": lambda c, b: ex.control_from(None, net=c.get("net")),
         "no_control": lambda c, b: ex.without_control_from(step_of(c)),
     }

@@ -34,10 +34,11 @@ from ..samplers import sampler_arg
 from ..sketch import SketchPad
 from . import model_swap, run_tree
 from .browser import BrowserRequests
-from .control_panel import CONTROL_ARGS, ControlPanel
+from .control_panel import CONTROL_ARGS, ControlPanel, control_nets
 from .kept_runs import KeptRuns
 from .lifecycle import RunLifecycle
 from .run_controls import controls_of_branch, controls_of_run
+from .switches import RunSwitches
 from .trait_checks import VIEW_MODES
 from .traits import PREVIEWS, ExplorerState
 from .workshop import load_runs, need_pipe, workshop_state
@@ -47,7 +48,7 @@ EXPORTS_SHOWN = 8  # newest written files listed in the widget
 SWAP_STOP_TIMEOUT = model_swap.SWAP_STOP_TIMEOUT
 
 
-class Explorer(ControlPanel, ExplorerState):
+class Explorer(RunSwitches, ControlPanel, ExplorerState):
     """Live denoising explorer: `nbd.Explorer(pipe=None, **defaults)`; show it as a cell's value.
 
     defaults: prompt, negative_prompt, seed, steps, guidance, scheduler, height, width, and
@@ -100,7 +101,8 @@ class Explorer(ControlPanel, ExplorerState):
         self._closed = False
         values = model_defaults(self.pipe, defaults) if self.pipe is not None else saved_defaults(self.history, defaults)
         super().__init__(_uid=uuid.uuid4().hex, view=view, preview=preview, export_dir=os.getcwd(), mp4=mp4_available(),
-                         **workshop_state(self.pipe), **capabilities_state(self.pipe), **values)
+                         control_nets=control_nets(self.pipe), **workshop_state(self.pipe),
+                         **capabilities_state(self.pipe), **values)
         self._requests = BrowserRequests(self, pool=self._decoder, ack=self._life.ack, show_error=self._show_error,
                                          clear_error=self._clear_error)
         self.on_msg(self._requests.on_msg)
@@ -205,53 +207,6 @@ class Explorer(ControlPanel, ExplorerState):
                              "nbd.set_tiny_decoder(pipe, AutoencoderTiny...) first, or preview='auto' or 'approx'")
         return self.preview
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until no run is going or waiting; False when `timeout` seconds ran out first.
-
-        A failed run does not raise here: its message is in `ex.error` (and shown in the widget).
-        """
-        return self._runner.wait(timeout)
-
-    def stop(self) -> None:
-        """Stop the running run after its current step (its trajectory keeps what was done)."""
-        self._runner.stop()
-
-    def pause(self) -> None:
-        """Hold the run before its next step; the shown frame is then decoded with the full VAE."""
-        job = self._runner.current
-        if job is None or job.control.stopped:
-            return
-        with self._sync_lock:
-            if job.done.is_set():
-                return
-            job.control.pause()
-            self.status = "pausing"
-        self._decoder.submit(self._life.publish_when_held, job, 0)
-
-    def resume(self) -> None:
-        job = self._runner.current
-        if job is None:
-            return
-        with self._sync_lock:
-            job.control.resume()
-            job.context.clock.release()
-            if not job.done.is_set():
-                self.status = "running"
-
-    def step(self) -> None:
-        """Run one more step, then hold (pauses a running run after its next step)."""
-        job = self._runner.current
-        if job is None or job.control.stopped:
-            return
-        done = len(job.trajectory) if job.trajectory is not None else 0
-        with self._sync_lock:
-            if job.done.is_set():
-                return
-            job.control.step_once()
-            job.context.clock.release()
-            self.status = "pausing"
-        self._decoder.submit(self._life.publish_when_held, job, done + 1)
-
     def set_pipeline(self, pipe: Any, **options: Any) -> None:
         """Swap the model: the next Generate and Branch use `pipe`; `ex.history` stays.
 
@@ -288,6 +243,7 @@ class Explorer(ControlPanel, ExplorerState):
             self.view = view
             self._assign(workshop_state(new))
             self._assign(capabilities_state(shown if shown is not None else new))
+            self.control_nets = control_nets(new)
             self.error = self.error_details = ""
 
     # --- exploring: what-if, branches, the run tree, compare, exports ----------------------
@@ -402,10 +358,6 @@ class Explorer(ControlPanel, ExplorerState):
     def trajectory(self) -> Any:
         """The latest run's Trajectory (live while it runs), or None before the first run."""
         return self.history[-1] if self.history else None
-
-    @property
-    def running(self) -> bool:
-        return self._runner.busy
 
     def close(self) -> None:
         """Stop the run, end this widget's threads and close it in the browser."""
