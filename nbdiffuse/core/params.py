@@ -58,8 +58,11 @@ class AttentionWords(TypedDict):
     layers: str  # which layers the maps average (attention.LAYERS); absent in files from before the choice: "all"
 
 
-class ControlSettings(TypedDict):
-    """A ControlNet run's control (core/controlnet.py, ControlPlan.params)."""
+class ControlSettings(TypedDict, total=False):
+    """A ControlNet run's control (core/controlnet.py, ControlPlan.params). A run of several ControlNets
+    (a MultiControlNetModel) has "nets" (their number), and model, image, start and end hold a list of one
+    per ControlNet, scale and scale_plan a list per step of one per ControlNet."""
+    nets: int  # several ControlNets only: how many
     model: str  # the ControlNet: its folder or hub id, "outline" for the embedded model's
     image: dict  # the control picture's fingerprint (img2img.fingerprint); the picture is traj.control_image
     scale: list[float]  # the control scale asked at each step made, then the plan for steps never made

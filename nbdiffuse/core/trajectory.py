@@ -46,8 +46,9 @@ class Trajectory:
     # {(step, view): WebP / JPEG / PNG bytes}: the full VAE's pictures a loaded run carries
     # (core/saved_frames.py), decoded when shown
     saved_frames: dict = field(default_factory=dict, repr=False, compare=False)
-    # the control picture of a ControlNet run (params["control"]; core/controlnet.py), kept in .nbd files
-    control_image: Image.Image | None = field(default=None, repr=False, compare=False)
+    # the control picture of a ControlNet run (params["control"]; core/controlnet.py), kept in .nbd files;
+    # a Multi-ControlNet run's: a list, one per ControlNet
+    control_image: Image.Image | list[Image.Image] | None = field(default=None, repr=False, compare=False)
     # the latents pipe(...) returned where they are not its last step's latents in another shape (a watched run,
     # core/generic.py: Flux 2 Klein returns its VAE's latents, not the packed tokens its loop denoises), kept in
     # .nbd files; None where pipe(...) returned the last step's latents (see output_latents)

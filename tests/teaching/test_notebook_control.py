@@ -20,3 +20,4 @@ def test_control_notebook_runs_top_to_bottom(run_notebook):
     assert "control acts at steps 1-12 of 12" in text, text[-2000:]
     assert "window 0.6-1.0: acts at steps [9, 10, 11, 12]" in text, text[-2000:]  # diffusers' rule, 12 steps
     assert "no control from step 2: strengths [" in text and ", 0.0, 0.0]" in text, text[-2000:]
+    assert "each step's scales: [1.0, 1.0] (one per ControlNet)" in text, text[-2000:]  # two ControlNets
