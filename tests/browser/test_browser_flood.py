@@ -31,10 +31,12 @@ CELLS = [
     "    sent.append([time.monotonic(), (data or {}).get('method', '?')])\n"
     "    return _send(data=data, metadata=metadata, buffers=buffers)\n"
     "ex.comm.send = counting\n"
-    "def dump():  # a file the test reads, rewritten four times a second\n"
+    "def dump():  # a file the test reads, rewritten four times a second (whole: written aside, then renamed)\n"
     "    while True:\n"
-    "        pathlib.Path('flood_log.json').write_text(json.dumps({'sent': list(sent), 'runs': len(ex.history) + ex.runs_dropped, 'status': ex.status,\n"
+    "        aside = pathlib.Path('flood_log.json.part')\n"
+    "        aside.write_text(json.dumps({'sent': list(sent), 'runs': len(ex.history) + ex.runs_dropped, 'status': ex.status,\n"
     "            'steps_per_s': [round(len(t) / max(1e-9, sum(s.seconds for s in t)), 1) for t in ex.history]}))\n"
+    "        aside.replace('flood_log.json')\n"
     "        time.sleep(0.25)\n"
     "threading.Thread(target=dump, daemon=True).start()\nprint('counting')",
 ]

@@ -115,3 +115,25 @@ def test_from_files_with_another_family_is_refused(pipe, sdxl_pipe, tmp_path):
     with pytest.raises(ValueError, match=r"\(stable-diffusion\); pipe now holds StableDiffusionXLPipeline "
                                          r"\(stable-diffusion-xl\).*cannot decode it with its VAE"):
         Explorer.from_files(path, pipe=sdxl_pipe)
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_an_explorer_whose_construction_failed_half_way_closes_quietly(pipe, monkeypatch):
+    import gc
+
+    from nbdiffuse.widgets.explorer import widget
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the browser link could not be made")
+
+    from ipywidgets.widgets.widget import _instances
+
+    def explorers():
+        return {id(w) for w in list(_instances.values()) if isinstance(w, widget.Explorer)}
+
+    before = explorers()
+    monkeypatch.setattr(widget, "BrowserRequests", broken)
+    with pytest.raises(RuntimeError, match="browser link"):
+        widget.Explorer(pipe)
+    assert explorers() == before  # closed: no widget left open in the kernel, no threads behind it
+    gc.collect()  # and closing it again on its way out finds only the parts it has (no AttributeError)

@@ -103,17 +103,17 @@ class Explorer(RunSwitches, ControlPanel, ExplorerState):
         super().__init__(_uid=uuid.uuid4().hex, view=view, preview=preview, export_dir=os.getcwd(), mp4=mp4_available(),
                          control_nets=control_nets(self.pipe), **workshop_state(self.pipe),
                          **capabilities_state(self.pipe), **values)
-        self._requests = BrowserRequests(self, pool=self._decoder, ack=self._life.ack, show_error=self._show_error,
-                                         clear_error=self._clear_error)
-        self.on_msg(self._requests.on_msg)
         try:
+            self._requests = BrowserRequests(self, pool=self._decoder, ack=self._life.ack, show_error=self._show_error,
+                                             clear_error=self._clear_error)
+            self.on_msg(self._requests.on_msg)
             self._control_defaults(control)
+            if self.history:
+                self._life.refresh_runs()
+                self.load_run(0)
         except Exception:
-            self.close()  # a refused default leaves no widget and no threads behind
+            self.close()  # a refused default (any failure from here) leaves no widget and no threads behind
             raise
-        if self.history:
-            self._life.refresh_runs()
-            self.load_run(0)
 
     @classmethod
     def from_files(cls, paths: Any, pipe: Any = None, **defaults: Any) -> Explorer:
@@ -363,8 +363,10 @@ class Explorer(RunSwitches, ControlPanel, ExplorerState):
         """Stop the run, end this widget's threads and close it in the browser."""
         if getattr(self, "_closed", True) is False:
             self._closed = True
-            self._runner.close()
-            self._requests.close()
+            # an Explorer whose construction failed half way (a refused default) has only some of its parts
+            for part in (getattr(self, "_runner", None), getattr(self, "_requests", None)):
+                if part is not None:
+                    part.close()
             self._decoder.shutdown(wait=True, cancel_futures=True)
         super().close()
 
