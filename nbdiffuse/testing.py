@@ -375,6 +375,30 @@ def tiny_controlnet_pipeline(xl: bool = False, seed: int = 0, nets: int = 1):
     return pipe
 
 
+def tiny_flux_controlnet_pipeline(seed: int = 0):
+    """tiny_flux_pipeline's components with a tiny FluxControlNetModel (its zero-initialised output layers
+    seeded, so the picture steers): a FluxControlNetPipeline, which runs its own loop (the generic path)."""
+    from diffusers import FluxControlNetModel, FluxControlNetPipeline
+
+    base = tiny_flux_pipeline(seed=seed)
+    config = base.transformer.config
+    torch.manual_seed(seed)
+    net = FluxControlNetModel(patch_size=config.patch_size, in_channels=config.in_channels, num_layers=1,
+                              num_single_layers=1, attention_head_dim=config.attention_head_dim,
+                              num_attention_heads=config.num_attention_heads,
+                              joint_attention_dim=config.joint_attention_dim,
+                              pooled_projection_dim=config.pooled_projection_dim, guidance_embeds=config.guidance_embeds,
+                              axes_dims_rope=list(config.axes_dims_rope))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in [*net.controlnet_blocks, *net.controlnet_single_blocks, net.controlnet_x_embedder]:
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.1)
+    pipe = FluxControlNetPipeline.from_pipe(base, controlnet=net.eval())
+    pipe.set_progress_bar_config(disable=True)
+    pipe.default_sample_size = 16
+    return pipe
+
+
 def tiny_cogview3plus_pipeline(seed: int = 0):
     """A CogView3PlusPipeline (generic path) on its own CogVideoXDDIMScheduler, a sampler nbdiffuse has no
     short name for (v-prediction, zero-SNR betas, trailing spacing)."""

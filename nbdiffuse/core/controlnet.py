@@ -52,8 +52,19 @@ def controlnet_name(net: Any) -> str:
 
 
 def nets_of(net: Any) -> list[Any]:
-    """The ControlNets a pipeline's `controlnet` runs: a MultiControlNetModel's nets, else the one."""
-    return list(net.nets) if type(net).__name__ == "MultiControlNetModel" else [net]
+    """The ControlNets a pipeline's `controlnet` runs: a MultiControlNetModel's nets (Flux's and SD3's too),
+    else the one."""
+    return list(net.nets) if type(net).__name__.endswith("MultiControlNetModel") else [net]
+
+
+def own_control_scale(pipe: Any) -> float:
+    """The control scale pipe(...) runs at when given none: its controlnet_conditioning_scale default
+    (1 for StableDiffusion(XL)ControlNetPipeline, 0.8 for their image-to-image pipelines), else 1."""
+    import inspect
+
+    parameter = inspect.signature(type(pipe).__call__).parameters.get("controlnet_conditioning_scale")
+    default = getattr(parameter, "default", None)
+    return float(default) if isinstance(default, numbers.Real) and not isinstance(default, bool) else 1.0
 
 
 def control_scale_schedule(control_scale: Any, steps: int, name: str = "control_scale") -> list[float]:
@@ -174,11 +185,12 @@ def plan_control(pipe: Any, image: Any, scale: Any, start: Any, end: Any, steps:
     if image is None:
         for name, value, default in (("control_scale", scale, 1.0), ("control_start", start, 0.0),
                                      ("control_end", end, 1.0), ("control_guess_mode", guess_mode, False)):
-            same = value is False if default is False else \
+            same = value is False if default is False else value is None and name == "control_scale" or \
                 isinstance(value, numbers.Real) and not isinstance(value, bool) and value == default
             if not same:
                 raise ValueError(f"{name}={show_value(value)} needs a control picture: pass control_image=...")
         return None
+    scale = own_control_scale(pipe) if scale is None else scale
     net = check_controlnet_pipe(pipe)
     nets = nets_of(net)
     n = len(nets)

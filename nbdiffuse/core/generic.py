@@ -30,6 +30,8 @@ from .capabilities import KNOWN_FAMILIES, XT_ONLY, xt_only_reason
 from . import img2img
 from .families import GenericPipeline
 from .control import RunControl
+from .controlnet import control_size
+from .generic_control import plan_generic_control
 from .locks import model_turn
 from .params import RunParams
 from .pipe_kwargs import check_for_generic, check_pipe_kwargs, recorded
@@ -47,8 +49,10 @@ from .validate import check_guidance_value, check_size
 def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int = 30, guidance: Any = 7.5,
                     seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
                     control: RunControl | None = None, on_step: Any = None, image: Any = None,
-                    strength: float | None = None, pipe_kwargs: dict | None = None) -> "GenericRun":
-    """trace.prepare() for a pipeline outside the known families: check everything, touch no model."""
+                    strength: float | None = None, pipe_kwargs: dict | None = None,
+                    control_args: tuple = (None, 1.0, 0.0, 1.0, False)) -> "GenericRun":
+    """trace.prepare() for a pipeline outside the known families: check everything, touch no model.
+    control_args: trace's (control_image, control_scale, control_start, control_end, control_guess_mode)."""
     adapter = GenericPipeline(pipe)
     name = type(pipe).__name__
     prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,
@@ -73,10 +77,13 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
     if negative_prompt and "negative_prompt" not in params:
         raise ValueError(f"negative_prompt={negative_prompt!r}: {name} takes no negative prompt; pass ''")
     factor = adapter.vae_factor
+    control_kwargs, control_plan = plan_generic_control(pipe, params, *control_args[:4], steps, control_args[4])
     default = adapter.default_size()
     if image is not None and ("height" not in params or default is None):  # the picture's size (rounded down),
         # as SD img2img takes it, and as ZImageImg2ImgPipeline does when its height is left None
         default = (max(factor, image.height // factor * factor), max(factor, image.width // factor * factor))
+    elif image is None and control_plan is not None and "height" in params:  # the control picture's, as a family's
+        default = control_size(control_plan, factor)
     if default is None and (height is None or width is None):
         raise ValueError(f"height and width: nbdiffuse cannot tell the default size of {name}; pass both "
                          f"(multiples of {factor})")
@@ -94,6 +101,7 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
                      control, on_step)
     run.pipe_kwargs = extra
     run.image, run.strength = image, strength
+    run.control_kwargs, run.control_plan = control_kwargs, control_plan
     return run
 
 
@@ -116,6 +124,8 @@ class GenericRun(Run):
         self.encoded, self.notices = (self.prompt, self.negative_prompt), []
 
     pipe_kwargs: dict[str, Any] = {}
+    control_kwargs: dict[str, Any] = {}  # a control picture and its settings, under the pipeline's names
+    control_plan: Any = None  # their record (core/generic_control.py)
 
     def params(self) -> RunParams:
         params = super().params()
@@ -123,6 +133,8 @@ class GenericRun(Run):
         params["capabilities_reason"] = xt_only_reason(type(self.pipe).__name__)
         if self.pipe_kwargs:
             params["pipe_kwargs"] = recorded(self.pipe_kwargs)
+        if self.control_plan is not None:
+            params["control"] = self.control_plan.params()
         return params
 
     def _call_kwargs(self) -> dict[str, Any]:
@@ -138,7 +150,7 @@ class GenericRun(Run):
                 kwargs[key] = getattr(self, key)
         if self.image is not None:
             kwargs.update(image=self.image, strength=self.strength)
-        return {**kwargs, **self.pipe_kwargs}
+        return {**kwargs, **self.control_kwargs, **self.pipe_kwargs}
 
     def _ran_at(self, traj: Trajectory, latents: torch.Tensor) -> None:
         """Record the size that ran where the pipeline changed it (its own resolution binning)."""
@@ -231,13 +243,18 @@ class GenericRun(Run):
         runs = self.steps - start
         traj.params.update(start_step=start, guidance_plan=traj.params["guidance_plan"][:runs],
                            guidance=traj.params["guidance"][:runs])
+        control = traj.params.get("control")
+        if control is not None:  # a control picture's scales, for the steps that run
+            control.update(scale=control["scale"][:runs], scale_plan=control["scale_plan"][:runs])
         return start
 
     def execute(self) -> Trajectory:
         pipe, sched, control = self.pipe, self.scheduler, self.control
         traj = Trajectory(self.params(), initial_latents=torch.empty(0), pipe=pipe)
         self.trajectory = traj
-        state = {"i": 0, "k": 0, "began": time.perf_counter(), "first": None, "done": False, "warned": False,
+        if self.control_plan is not None:  # the pictures go with the run (.nbd files keep them)
+            traj.control_image = self.control_plan.image
+        state = {"i": 0, "k": 0, "began": time.perf_counter(), "first": None, "done": False, "warned": set(),
                  "times": None, "recorder": None, "offset": 0}
         own_step = sched.step
         # pipe(...) encodes its prompts itself: it holds the tokenizers' lock until its first
@@ -306,14 +323,17 @@ class GenericRun(Run):
                 scale = 1.0
             k = state["k"]
             now = time.perf_counter()
+            plan = self.control_plan  # a control picture's scales, as the pipeline read them (its strength: unseen)
             recorder.add(Step(index=k, timestep=t0, sigma=sigma, guidance=self.schedule[0],
                               latents=recorder.copy(latents), pred_x0=None, eps_cond=None, eps_uncond=None,
-                              x0_coeff=0.0, xt_scale=float(scale), seconds=now - state["began"]))
+                              x0_coeff=0.0, xt_scale=float(scale), seconds=now - state["began"],
+                              control_scale=None if plan is None else plan.recorded(plan.scales[0])))
             state["k"] = k + 1
-            if control is not None and control.guidance is not None and not state["warned"]:
-                state["warned"] = True
-                reason = xt_only_reason(type(pipe).__name__, "changing guidance during a run")
-                traj.params["notices"].append(f"live guidance ignored: {reason}")
+            for live, what in (("guidance", "guidance"), ("control_scale", "the control scale")):
+                if control is not None and getattr(control, live) is not None and live not in state["warned"]:
+                    state["warned"].add(live)  # the pipeline read it once, before its loop
+                    reason = xt_only_reason(type(pipe).__name__, f"changing {what} during a run")
+                    traj.params["notices"].append(f"live {what.removeprefix('the ')} ignored: {reason}")
             recorder.publish(publish)  # at once on a CPU; on a GPU once the copies are done
             if control is not None and control.paused:
                 recorder.publish(publish, wait=True)  # the paused frame is the newest step

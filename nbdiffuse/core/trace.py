@@ -31,7 +31,7 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
           seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
           control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
           strength: float | None = None, attention: bool | str = False, pipe_kwargs: dict | None = None,
-          control_image: Any = None, control_scale: Any = 1.0, control_start: float = 0.0,
+          control_image: Any = None, control_scale: Any = None, control_start: float = 0.0,
           control_end: float = 1.0, control_guess_mode: bool = False) -> Trajectory:
     """Run `pipe` on `prompt` step by step and return the recorded Trajectory.
 
@@ -51,7 +51,8 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
     the generic path; a family's loop refuses those it does not honour, by name (core/pipe_kwargs.py).
     control_image: a ControlNet pipeline's control picture (PIL image, uint8 array or file path; without
     height/width the run takes its size). control_scale: how strongly it steers (0 to 10; a number, one
-    per step that runs, or a callable step -> number; RunControl.set_control_scale changes it live);
+    per step that runs, or a callable step -> number; RunControl.set_control_scale changes it live; None:
+    the pipeline's own default, 1 for SD's and SDXL's ControlNet pipelines, 0.8 for their image-to-image ones);
     control_start, control_end: the share of the run where it acts (core/controlnet.py).
     control_guess_mode: diffusers' guess mode (the ControlNet reads the prompt's row only, its residuals
     scaled from 0.1 to 1 down the blocks; on for a ControlNet with global_pool_conditions). The same
@@ -70,7 +71,7 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
             seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
             control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
             strength: float | None = None, attention: bool | str = False, pipe_kwargs: dict | None = None,
-            control_image: Any = None, control_scale: Any = 1.0, control_start: float = 0.0,
+            control_image: Any = None, control_scale: Any = None, control_start: float = 0.0,
             control_end: float = 1.0, control_guess_mode: bool = False) -> "Run":
     """Check every argument and build the run without touching the model (trace() = prepare().execute()).
 
@@ -83,15 +84,12 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
         if attention:
             raise ValueError(f"attention=True needs a known model family (its cross-attention layers); "
                              f"{type(pipe).__name__} runs on the generic path, which sees x_t only")
-        if control_image is not None:
-            raise ValueError(f"control_image needs nbdiffuse's own loop (StableDiffusionControlNetPipeline, "
-                             f"StableDiffusionXLControlNetPipeline); {type(pipe).__name__} runs on the generic path, "
-                             "which sees x_t only")
-        plan_control(pipe, None, control_scale, control_start, control_end, 1,  # no control settings without it
-                     control_guess_mode)
+        # a ControlNet pipeline outside the families: its picture and settings go to pipe(...) (core/generic_control.py)
         return prepare_generic(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                seed=seed, scheduler=scheduler, height=height, width=width, control=control,
-                               on_step=on_step, image=image, strength=strength, pipe_kwargs=pipe_kwargs)
+                               on_step=on_step, image=image, strength=strength, pipe_kwargs=pipe_kwargs,
+                               control_args=(control_image, control_scale, control_start, control_end,
+                                             control_guess_mode))
     family = adapter_for(pipe)  # a family's adapter, or the TypeError that says what runs and why not this
     check_for_family(pipe, family, pipe_kwargs)
     prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,

@@ -7,6 +7,7 @@ from typing import Any
 from PIL import Image
 
 from ..core import prepare
+from ..core.controlnet import own_control_scale
 from ..core.families import adapter_for, default_guidance
 from ..core.img2img import takes_image
 from ..core.pipe_attrs import model_name, source
@@ -30,6 +31,8 @@ def model_defaults(pipe: Any, given: dict[str, Any]) -> dict[str, Any]:
         "guidance": default_guidance(pipe),
         "scheduler": own_scheduler_name(pipe),  # the pipeline's own: a run then matches pipe(...)
     }
+    if getattr(pipe, "controlnet", None) is not None:  # the pipeline's own, as for the scheduler
+        values["control_scale"] = own_control_scale(pipe)
     values.update({k: v for k, v in given.items() if k not in ("height", "width")})
     default_h, default_w = family.default_size() or (given.get("height") or 0, given.get("width") or 0)
     sizes = [] if embedded else size_choices(max(default_h, default_w), family.vae_factor)

@@ -200,3 +200,41 @@ def test_two_controlnets_have_a_slot_each_and_an_empty_one_is_named(lab_server, 
     set_theme(page, "JupyterLab Dark")
     ex.root.evaluate("(root) => root.scrollIntoView({block: 'start'})")
     ex.root.screenshot(path=str(screenshots / "control_multi_dark.png"))
+
+
+OWN_LOOP_CELLS = [
+    "import torch\nimport nbdiffuse as nbd\nfrom nbdiffuse.testing import tiny_flux_controlnet_pipeline\n"
+    "torch.set_num_threads(1)\npipe = tiny_flux_controlnet_pipeline()",
+    "ex = nbd.Explorer(pipe, steps=4, height=32, width=32, prompt='a red circle')\nex",
+    "from PIL import Image\nImage.effect_noise((32, 32), 64).convert('RGB').save('noise.png')",
+]
+
+
+@pytest.fixture
+def own_loop_notebook(lab_server, page):
+    path = write_notebook(lab_server.root, "own_loop_control.ipynb", OWN_LOOP_CELLS)
+    yield path
+    leave_as_found(page, lab_server, path)
+
+
+def test_a_controlnet_pipeline_that_runs_its_own_loop_says_what_it_cannot_show(lab_server, page, explorer_page,
+                                                                              screenshots, own_loop_notebook):
+    from polling import wait_for
+
+    open_and_run_all(page, lab_server, own_loop_notebook, workspace="nbd-own-loop-control")
+    ex = explorer_page(page).wait_visible()
+    ex.root.locator(".nbd-control").wait_for(state="visible", timeout=180_000)
+    wait_for(lambda: (lab_server.root / "noise.png").is_file(), 120, "the last cell's picture")
+    upload(ex, "Upload a control picture", lab_server.root / "noise.png")
+    ex.root.locator(".nbd-control-kind", has_text="picture").wait_for(timeout=60_000)
+    ex.click("Generate")
+    ex.wait_count("done")
+    line = ex.root.locator(".nbd-ctext span").first
+    line.wait_for(state="visible", timeout=60_000)
+    text = line.text_content()
+    assert "control at scale 1, window 0–1" in text and "strength per step is not seen" in text, text
+    assert ex.root.locator(".nbd-cstrip").is_hidden() and ex.root.get_by_role("button", name="No control from here").is_hidden()
+    assert ex.root.locator(".nbd-error").is_hidden()
+    set_theme(page, "JupyterLab Dark")
+    line.scroll_into_view_if_needed()
+    page.screenshot(path=str(screenshots / "control_own_loop_dark.png"))

@@ -1,10 +1,12 @@
 """The pipeline matrix's cases: each diffusers class it builds, with how to run it and what it expects.
 
 `kind` is what nbdiffuse makes of the class: "covered" (a family nbdiffuse drives itself: x0, what-if,
-branching) or "x_t only" (watched through callback_on_step_end). Every check runs the size as given
-(resolution binning off, in trace and in the reference pipe(...) call alike). `xfail` names a check that
-fails today with the reason (strict marks: a check that passes fails). `pipe_kwargs`: the pipeline's own
-keywords a run needs, passed in every check (trace, pipe(...) and the Explorer's Generate).
+branching) or "x_t only" (watched through callback_on_step_end). `control`: a control picture goes with
+every check (trace's control_image, the pipeline's own name for it in pipe(...), the Explorer's control
+picture). Every check runs the size as given (resolution binning off, in trace and in the reference
+pipe(...) call alike). `xfail` names a check that fails today with the reason (strict marks: a check that
+passes fails). `pipe_kwargs`: the pipeline's own keywords a run needs, passed in every check (trace,
+pipe(...) and the Explorer's Generate).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import builders
 import builders_more
 import builders_more2
 import builders_more3
+import builders_control
 
 CHECKS = ("parity", "views", "files", "explorer")
 
@@ -30,6 +33,7 @@ class Case:
     previews: bool = True  # False: its latents have no picture form here (no decoder, or packed)
     xfail: dict[str, str] = field(default_factory=dict)  # check -> "#21 X: why"
     pipe_kwargs: dict = field(default_factory=dict)  # the pipeline's own keywords a run needs, in every check
+    control: bool = False  # a ControlNet pipeline: trace(control_image=...), pipe(...) under its own name
 
     @property
     def id(self) -> str:
@@ -101,4 +105,17 @@ CASES = [
     # pixel space: its steps are the picture itself, and it has no VAE that nbdiffuse could draw them with
     Case("PRXPixelPipeline", builders_more3.prx_pixel, size=(16, 16), previews=False),
     Case("AltDiffusionImg2ImgPipeline", builders_more.alt_diffusion_img2img, size=(16, 16), guidance=7.5, image=True),
+    # ControlNet pipelines: the families' own loop (SD, SDXL), or the generic path given the picture
+    Case("StableDiffusionControlNetPipeline", builders_control.sd_controlnet, "covered", (16, 16), 7.5, control=True),
+    Case("StableDiffusionXLControlNetPipeline", builders_control.sdxl_controlnet, "covered", (16, 16), 5.0,
+         control=True),
+    Case("StableDiffusionControlNetImg2ImgPipeline", builders_control.sd_controlnet_img2img, size=(16, 16),
+         guidance=7.5, image=True, control=True),
+    Case("StableDiffusionXLControlNetImg2ImgPipeline", builders_control.sdxl_controlnet_img2img, size=(16, 16),
+         guidance=5.0, image=True, control=True),
+    Case("StableDiffusionControlNetPAGPipeline", builders_control.sd_controlnet_pag, size=(16, 16), guidance=7.5,
+         control=True),
+    Case("StableDiffusion3ControlNetPipeline", builders_control.sd3_controlnet, size=(16, 16), guidance=7.0,
+         control=True),
+    Case("FluxControlNetPipeline", builders_control.flux_controlnet, size=(32, 32), guidance=3.5, control=True),
 ]

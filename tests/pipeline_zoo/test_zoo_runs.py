@@ -12,6 +12,7 @@ from PIL import Image
 
 import nbdiffuse as nbd
 from nbdiffuse.core.families import is_generic
+from nbdiffuse.core.generic_control import control_parameter
 from nbdiffuse.core.schedulers import own_scheduler_name
 
 from cases import CASES
@@ -32,6 +33,16 @@ def start_picture(case) -> Image.Image:
 
 def picture_args(case) -> dict:
     return {"image": start_picture(case), "strength": STRENGTH} if case.image else {}
+
+
+def control_picture(case) -> Image.Image:
+    h, w = case.size
+    return Image.fromarray(np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def control_args(case) -> dict:
+    """trace's control picture of a ControlNet case (none for the others)."""
+    return {"control_image": control_picture(case)} if case.control else {}
 
 
 def reference_run(case, pipe, **extra) -> tuple[torch.Tensor, int]:
@@ -56,6 +67,8 @@ def reference_steps(case, pipe, **extra) -> tuple[torch.Tensor, list[float]]:
                   output_type="latent", height=h, width=w, guidance_scale=case.guidance, callback_on_step_end=count,
                   use_resolution_binning=False, **picture_args(case))
     kwargs.update(case.pipe_kwargs)
+    if case.control:  # the control picture under the pipeline's own name (control_image, or image where that is it)
+        kwargs[control_parameter(pipe, accepted)] = control_picture(case)
     kwargs.update(extra)
     out = pipe(**{key: value for key, value in kwargs.items() if key in accepted})  # img2img: the picture's size
     latents = out.images if hasattr(out, "images") else out[0]
@@ -78,7 +91,7 @@ def built(case):
         try:
             h, w = case.size
             traj = nbd.trace(pipe, PROMPT, steps=STEPS, guidance=case.guidance, seed=SEED, height=h, width=w,
-                             pipe_kwargs=case.pipe_kwargs or None, **picture_args(case))
+                             pipe_kwargs=case.pipe_kwargs or None, **picture_args(case), **control_args(case))
         except Exception as exc:  # noqa: BLE001  (each check reports it)
             traj = exc
         _built[case.cls] = (pipe, traj)
@@ -170,8 +183,11 @@ def test_a_full_explorer_run_on_the_pipelines_own_sampler(case, open_explorer):
                            guidance=case.guidance, height=h, width=w)
     assert fe.state["scheduler"] == own_scheduler_name(pipe) == fe.state["scheduler_options"][0] or \
         fe.state["scheduler"] == own_scheduler_name(pipe) in fe.state["scheduler_options"]
-    if case.image:  # the start picture and strength as the widget takes them; the size asked (without it a
-        ex.start_from(start_picture(case), STRENGTH)  # picture runs at its own size or the pipeline's usual one)
+    if case.control:  # the control picture as the widget takes it
+        ex.control_from(control_picture(case))
+    if case.image or case.control:  # the start picture and strength as the widget takes them; the size asked
+        if case.image:  # (without it a picture runs at its own size or the pipeline's usual one)
+            ex.start_from(start_picture(case), STRENGTH)
         ex.generate(height=h, width=w)
     elif case.pipe_kwargs:  # the pipeline's own keywords go with Generate (the API's; the widget has no control)
         ex.generate(pipe_kwargs=case.pipe_kwargs)
@@ -184,6 +200,9 @@ def test_a_full_explorer_run_on_the_pipelines_own_sampler(case, open_explorer):
     assert len(frames) == len(traj) and all(frames) is case.previews  # no frames where there is no picture
     assert ("no frames are drawn" in fe.state["capabilities_note"]) is not case.previews  # and it says why
     assert torch.equal(ex.trajectory.final_latents, traj.final_latents)  # the same run as trace's
+    if case.control:  # its control as the strip shows it: strengths where nbdiffuse runs the loop, else none seen
+        assert fe.state["control_run"]["unseen"] is (case.kind == "x_t only")
+        assert len(fe.state["control_run"]["strengths"]) == (len(traj) if case.kind == "covered" else 0)
 
 
 def test_resolution_binning_when_pipe_kwargs_asks_for_it():

@@ -182,9 +182,18 @@ function bindControl({ model, ui, link, store, stage }) {
     const run = model.get("control_run") || {};
     const hasRun = values.length > 0 && (Object.keys(run).length > 0 || !!store.liveControl);
     ui.cstrip.style.display = hasRun ? "" : "none";
-    ui.ctext.hidden = !hasRun;
+    ui.ctext.hidden = !hasRun && !run.unseen;
+    if (run.unseen) { // a pipeline that runs its own loop: its settings, and why no strength per step
+      const scales = (run.scales || [])[0];
+      ui.ctextLine.textContent = `control at scale ${[].concat(scales ?? "").join(" / ")}, window ` +
+        `${[].concat(run.start).join(" / ")}–${[].concat(run.end).join(" / ")}${run.guess_mode ? ", in guess mode" : ""} ` +
+        "(its strength per step is not seen: the pipeline runs its own loop)";
+      key = "";
+    }
     const idle = !["running", "pausing", "paused"].includes(model.get("status"));
-    ui.noControl.disabled = !idle || !model.get("has_pipe") || !Object.keys(run).length || !caps.control;
+    ui.noControl.disabled = !idle || !model.get("has_pipe") || !Object.keys(run).length || !caps.control ||
+      caps.x0 === false; // a branch needs x0: a pipeline that runs its own loop has none
+    ui.noControl.hidden = !!run.unseen;
     const now = JSON.stringify(values) + JSON.stringify(run.scales || []) + store.total + !!run.guess_mode;
     if (hasRun && now !== key) { key = now; drawControlStrip(ui, values, run, store.total); }
   };

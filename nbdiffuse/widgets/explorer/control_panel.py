@@ -54,7 +54,10 @@ def control_state(traj: Any) -> dict[str, Any]:
     if not settings:
         return {"control_run": {}}
     steps = list(traj.steps)
-    return {"control_run": {"strengths": [float(s.control_strength or 0.0) for s in steps],
+    # a pipeline that runs its own loop (the generic path) does not show its residuals: no strengths
+    unseen = bool(steps) and all(s.control_strength is None for s in steps)
+    return {"control_run": {"strengths": [] if unseen else [float(s.control_strength or 0.0) for s in steps],
+                            "unseen": unseen,
                             "scales": [s.control_scale if isinstance(s.control_scale, list) else
                                        float(s.control_scale or 0.0) for s in steps],
                             "start": settings["start"], "end": settings["end"], "model": settings["model"],

@@ -18,7 +18,7 @@ from ..control_defaults import model_defaults
 
 ADVICE = "scrub, compare or export it, or ex.set_pipeline(...) back to its model to branch it"
 SWAP_STOP_TIMEOUT = 120.0  # s: set_pipeline waits this long for a running run to stop after its current step
-CONTROL_KEYS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "scheduler")
+CONTROL_KEYS = ("prompt", "negative_prompt", "seed", "steps", "guidance", "scheduler", "control_scale")
 
 
 def defaults_of(pipe: Any) -> dict[str, Any]:

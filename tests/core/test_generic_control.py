@@ -1,0 +1,128 @@
+"""trace(control_image=...) on a ControlNet pipeline that runs its own loop (core/generic_control.py): the picture
+and settings reach pipe(...) under its own names, bit for bit; the run records them and keeps the pictures; what
+the pipeline cannot take is refused by name."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import nbdiffuse as nbd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline_zoo"))
+import builders_control  # noqa: E402
+
+PROMPT = "a red circle"
+
+
+def picture(seed, side=32):
+    return Image.fromarray((np.random.default_rng(seed).random((side, side, 3)) * 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def flux_controlnet():
+    return builders_control.flux_controlnet()
+
+
+def reference(pipe, steps=2, seed=0, **kwargs):
+    out = pipe(PROMPT, num_inference_steps=steps, guidance_scale=3.5, height=32, width=32, output_type="latent",
+               generator=torch.Generator().manual_seed(seed), **kwargs).images
+    return type(pipe)._unpack_latents(out, 32, 32, pipe.vae_scale_factor)[0]
+
+
+def test_flux_controlnet_gets_the_picture_and_settings_under_its_own_names(flux_controlnet, tmp_path):
+    pipe, control = flux_controlnet, picture(1)
+    traj = nbd.trace(pipe, PROMPT, steps=3, guidance=3.5, height=32, width=32, control_image=control,
+                     control_scale=0.7, control_start=0.0, control_end=0.5)
+    expected = reference(pipe, steps=3, control_image=control, controlnet_conditioning_scale=0.7,
+                         control_guidance_start=0.0, control_guidance_end=0.5)
+    assert torch.equal(traj.final_latents, expected)
+    settings = traj.params["control"]
+    assert settings["scale"] == [0.7] * 3 and settings["end"] == 0.5 and settings["model"] == "FluxControlNetModel"
+    assert [s.control_scale for s in traj] == [0.7] * 3 and all(s.control_strength is None for s in traj)
+    assert not torch.equal(traj.final_latents, nbd.trace(pipe, PROMPT, steps=3, guidance=3.5, height=32, width=32,
+                                                         control_image=picture(2), control_scale=0.7,
+                                                         control_end=0.5).final_latents)  # the picture steers
+    traj.save(tmp_path / "flux.nbd")
+    back = nbd.Trajectory.load(tmp_path / "flux.nbd")
+    assert np.array_equal(np.asarray(back.control_image), np.asarray(control))
+    assert back.params["control"] == settings
+    with pytest.raises(ValueError, match="gives only the noisy latent x_t"):
+        nbd.branch(pipe, traj, at=0, control_scale=0.0)
+
+
+def test_the_pipelines_own_default_scale_when_none_is_given():
+    pipe = builders_control.sd_controlnet_img2img()  # its controlnet_conditioning_scale defaults to 0.8
+    start, control = picture(0, 16), picture(1, 16)
+    run = dict(steps=2, guidance=7.5, height=16, width=16, image=start, strength=0.6, control_image=control)
+    traj = nbd.trace(pipe, PROMPT, **run)
+    assert traj.params["control"]["scale"] == [0.8]
+    out = pipe(PROMPT, image=start, strength=0.6, control_image=control, num_inference_steps=2, guidance_scale=7.5,
+               height=16, width=16, output_type="latent", generator=torch.Generator().manual_seed(0)).images[0]
+    assert torch.equal(traj.final_latents, out)
+    assert not torch.equal(nbd.trace(pipe, PROMPT, control_scale=1.0, **run).final_latents, out)
+
+
+def test_several_flux_controlnets_take_a_list_per_setting(flux_controlnet):
+    from diffusers import FluxControlNetPipeline, FluxMultiControlNetModel
+
+    first = flux_controlnet.controlnet
+    second = builders_control.flux_controlnet().controlnet
+    with torch.no_grad():
+        for p in second.controlnet_blocks.parameters():
+            p.mul_(-2.0)  # another ControlNet
+    pipe = FluxControlNetPipeline.from_pipe(flux_controlnet, controlnet=FluxMultiControlNetModel([first, second]))
+    pictures = [picture(1), picture(2)]
+    traj = nbd.trace(pipe, PROMPT, steps=2, guidance=3.5, height=32, width=32, control_image=pictures,
+                     control_scale=[0.7, 0.4], control_end=[1.0, 0.5])
+    expected = reference(pipe, control_image=pictures, controlnet_conditioning_scale=[0.7, 0.4],
+                         control_guidance_start=[0.0, 0.0], control_guidance_end=[1.0, 0.5], control_mode=[None, None])
+    assert torch.equal(traj.final_latents, expected)
+    assert traj.params["control"]["nets"] == 2 and [s.control_scale for s in traj] == [[0.7, 0.4]] * 2
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"control_scale": [1.0, 0.5]}, ValueError, "control_scale must be one number for FluxControlNetPipeline"),
+    ({"control_scale": lambda k: 1.0}, ValueError, "reads controlnet_conditioning_scale once"),
+    ({"control_guess_mode": True}, ValueError, "control_guess_mode=True: FluxControlNetPipeline takes no guess_mode"),
+    ({"control_end": 1.5}, ValueError, "control_end must be a number from 0 to 1"),
+    ({"control_image": None, "control_scale": 0.5}, ValueError, "control_scale=0.5 needs a control picture"),
+])
+def test_what_the_pipeline_cannot_take_is_refused_by_name(flux_controlnet, kwargs, error, words):
+    given = {"control_image": picture(1), **kwargs}
+    with pytest.raises(error, match=words):
+        nbd.trace(flux_controlnet, PROMPT, steps=2, guidance=3.5, height=32, width=32, **given)
+
+
+def test_a_pipeline_without_a_control_picture_refuses_one():
+    from nbdiffuse.testing import tiny_cogview3plus_pipeline
+
+    with pytest.raises(ValueError, match="control_image: CogView3PlusPipeline takes no control picture"):
+        nbd.trace(tiny_cogview3plus_pipeline(), PROMPT, steps=2, height=32, width=32, control_image=picture(1))
+
+
+def test_a_live_control_scale_is_noted_as_ignored(flux_controlnet):
+    control = nbd.RunControl()
+    control.set_control_scale(0.0)
+    traj = nbd.trace(flux_controlnet, PROMPT, steps=2, guidance=3.5, height=32, width=32, control_image=picture(1),
+                     control=control)
+    assert any(n.startswith("live control scale ignored") for n in traj.notices), traj.notices
+    assert [s.control_scale for s in traj] == [1.0, 1.0]  # what the pipeline ran at
+
+
+def test_a_union_controlnet_is_refused_with_the_way_through():
+    import inspect
+
+    from diffusers import ControlNetUnionModel, StableDiffusionXLControlNetUnionPipeline
+
+    from nbdiffuse.core.generic_control import plan_generic_control
+    from nbdiffuse.testing import tiny_sdxl_pipeline
+
+    base = tiny_sdxl_pipeline()
+    net = ControlNetUnionModel.from_unet(base.unet)
+    pipe = StableDiffusionXLControlNetUnionPipeline.from_pipe(base, controlnet=net)
+    parameters = inspect.signature(type(pipe).__call__).parameters
+    with pytest.raises(ValueError, match=r"ControlNetUnionModel takes a list of pictures.*pipe_kwargs="):
+        plan_generic_control(pipe, parameters, picture(1, 16), None, 0.0, 1.0, 2, False)
