@@ -322,6 +322,23 @@ def branch_plan(pipe: Any, traj: Any, at: int, total: int, changes: dict) -> Con
     return ControlPlan(images, rows, starts, ends, [controlnet_name(one) for one in nets], guess, n > 1)
 
 
+def control_args_of(traj: Any, lead: int = 0) -> dict[str, Any]:
+    """trace's control arguments that make `traj`'s control again (its pictures, its scale at each step that
+    ran, its windows, guess mode); {} for a run without control. lead: steps of the schedule before the run's
+    first (a run prepared over the whole schedule, as decision.py's continuations are), given its first scale."""
+    settings = traj.params.get("control")
+    if not settings:
+        return {}
+    if traj.control_image is None:
+        raise ValueError("this run's control picture was not kept with it (a file saved before pictures were)")
+    n = int(settings.get("nets") or 1)
+    rows = [_row(value, n) for value in settings["scale"]]
+    rows = rows[:1] * lead + rows
+    scale = [list(column) for column in zip(*rows)] if n > 1 else [row[0] for row in rows]
+    return {"control_image": traj.control_image, "control_scale": scale, "control_start": settings["start"],
+            "control_end": settings["end"], "control_guess_mode": bool(settings.get("guess_mode"))}
+
+
 def _row(scale: Any, n: int) -> list[float]:
     """A recorded step's scales (Step.control_scale, a params["control"]["scale"] entry) as one per ControlNet."""
     if scale is None:

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .decision_plot import plot_decision_curve
+from .controlnet import control_args_of
 from .families import default_guidance
 from .pipe_attrs import speaks_shapes
 from .trace import prepare
@@ -59,16 +60,35 @@ class DecisionCurve:
 
 def decision_curve(pipe: Any, prompt: str, steps: int = 30, guidance: float | None = None, seed: int = 0,
                    samples: int = 3, at: Sequence[int] | None = None, negative_prompt: str = "",
-                   scheduler: Any = None) -> DecisionCurve:
+                   scheduler: Any = None, **run: Any) -> DecisionCurve:
     """Trace `prompt`, then at each step k of `at` (default: DEFAULT_POINTS steps spread over the run) let
     `samples` continuations with fresh noise finish it, and say which attributes each kept (DecisionCurve).
-    guidance: the model's default when None (families.default_guidance: 5 for the embedded model)."""
+    guidance: the model's default when None (families.default_guidance: 5 for the embedded model).
+    run: trace's other arguments (image, strength, control_image, control_scale, ...)."""
     steps = check_steps(steps)
-    samples = check_int("samples", samples, 1, MAX_SAMPLES)
+    check_int("samples", samples, 1, MAX_SAMPLES)  # before any model work
     guidance = default_guidance(pipe) if guidance is None else guidance
-    ks = _points(at, steps)
-    traj = prepare(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
-                   scheduler=scheduler).execute()
+    run_ = prepare(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
+                   scheduler=scheduler, **run)
+    _points(at, run_.total_steps)
+    traj = run_.execute()
+    return decision_curve_of(pipe, traj, samples=samples, at=at, seed=seed)
+
+
+def decision_curve_of(pipe: Any, traj: Trajectory, samples: int = 3, at: Sequence[int] | None = None,
+                      seed: int | None = None) -> DecisionCurve:
+    """The decision curve of a run already made (the Explorer's shown run): continuations from its own steps,
+    with its control pictures and settings and its place in the schedule (image to image starts later).
+    seed: where the continuations' seeds start (default: the run's)."""
+    samples = check_int("samples", samples, 1, MAX_SAMPLES)
+    if not traj.has_x0:
+        raise ValueError(f"a decision curve continues a run from its x0: {traj.params.get('pipeline')} gives only "
+                         "the noisy latent x_t (it runs its own loop)")
+    if traj.stopped or len(traj) < traj.total_steps:
+        raise ValueError(f"a decision curve needs a finished run; this one stopped after {len(traj)} of "
+                         f"{traj.total_steps} steps")
+    seed = int(traj.params["seed"]) if seed is None else seed
+    ks = _points(at, len(traj))
     judge = _shapes_judge() if speaks_shapes(pipe) else None
     final = np.asarray(traj.image(-1, decoder="full").convert("RGB"))
     original = judge(final) if judge is not None else {}
@@ -77,7 +97,7 @@ def decision_curve(pipe: Any, prompt: str, steps: int = 30, guidance: float | No
     for k in ks:
         kept: dict[str, float] = {key: 0.0 for key in keys}
         for s in range(samples):
-            picture = _continue_from(pipe, traj, k, seed + 1 + s + 1000 * (k + 1), negative_prompt, scheduler)
+            picture = _continue_from(pipe, traj, k, seed + 1 + s + 1000 * (k + 1))
             if judge is not None:
                 measured = judge(picture)
                 for key in keys:
@@ -104,19 +124,26 @@ def _points(at: Sequence[int] | None, steps: int) -> list[int]:
     return sorted(set(ks))
 
 
-def _continue_from(pipe: Any, traj: Trajectory, k: int, seed: int, negative_prompt: str, scheduler: Any) -> np.ndarray:
-    """The final picture of a run that starts from step k's x0, noised with `seed` to where step k left it."""
+def _continue_from(pipe: Any, traj: Trajectory, k: int, seed: int) -> np.ndarray:
+    """The final picture of a run that starts from step k's x0, noised with `seed` to where step k left it:
+    the same schedule, guidance and control from there (step k is the k-th the run made; image to image
+    runs started `start_step` steps into the schedule)."""
     p = traj.params
-    run = prepare(pipe, p["prompt"], negative_prompt=negative_prompt, steps=p["steps"], guidance=p["guidance"][0],
-                  seed=seed, scheduler=scheduler, height=p["height"], width=p["width"])
+    begin = int(p.get("start_step") or 0)
+    run = prepare(pipe, p["prompt"], negative_prompt=p["negative_prompt"] or "", steps=p["steps"],
+                  guidance=p["guidance"][0], seed=seed, scheduler=p["scheduler"], height=p["height"],
+                  width=p["width"], **control_args_of(traj, lead=begin))
     clean = traj[k].pred_x0
     shape = tuple(traj.initial_latents.shape)
     if clean is None or clean.numel() != traj.initial_latents.numel():
         raise ValueError(f"decision curves need x0 in the loop's latent layout; {p.get('pipeline')} runs keep "
                          "another (or none)")
     run.start_clean = clean.reshape(shape)
-    run.start = k + 1
+    run.start = begin + k + 1
     run.schedule = list(p["guidance"][k + 1:]) or [p["guidance"][-1]]
+    if run.controlnet is not None:  # its scales from step k + 1 on; its window over the run's part of the schedule
+        run.controlnet.plan.scales = run.controlnet.plan.scales[begin + k + 1:] or run.controlnet.plan.scales[-1:]
+        run.controlnet.first = begin * int(getattr(run.scheduler, "order", 1))
     done = run.execute()
     return np.asarray(done.image(-1, decoder="full").convert("RGB"))
 

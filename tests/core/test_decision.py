@@ -42,3 +42,50 @@ def test_asking_for_an_attribute_the_curve_lacks_is_refused(sd_pipe):
     curve = nbd.decision_curve(sd_pipe, "a red circle", steps=3, samples=1)
     with pytest.raises(ValueError, match="attribute must be one of picture"):
         curve.decided("color")
+
+
+def test_the_curve_of_a_run_continues_it_with_its_own_control(sd_controlnet_pipe):
+    """The continuations of a ControlNet run keep its control picture and scales (they used to run without)."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from nbdiffuse.core.decision import _continue_from
+
+    picture = Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8))
+    traj = nbd.trace(sd_controlnet_pipe, "a red circle", steps=4, guidance=5.0, seed=1, control_image=picture,
+                     control_scale=[2.0, 2.0, 1.5, 1.5])
+    plain = dataclasses.replace(traj, params={k: v for k, v in traj.params.items() if k != "control"})
+    plain.control_image = None
+    with_control, without = _continue_from(sd_controlnet_pipe, traj, 0, 7), _continue_from(sd_controlnet_pipe, plain, 0, 7)
+    assert not np.array_equal(with_control, without)
+    curve = nbd.decision_curve_of(sd_controlnet_pipe, traj, samples=1)
+    assert curve.trajectory is traj and curve.steps == [0, 1, 2]
+    assert torch.equal(curve.trajectory.final_latents, traj.final_latents)
+
+
+def test_the_curve_of_a_run_started_from_a_picture_continues_from_its_place(sd_controlnet_pipe):
+    import numpy as np
+    from PIL import Image
+
+    start = Image.fromarray((np.random.default_rng(2).random((16, 16, 3)) * 255).astype(np.uint8))
+    control = Image.fromarray((np.random.default_rng(3).random((16, 16, 3)) * 255).astype(np.uint8))
+    curve = nbd.decision_curve(sd_controlnet_pipe, "a red circle", steps=8, guidance=5.0, seed=1, samples=1,
+                               image=start, strength=0.5, control_image=control, control_scale=lambda k: 1.0 - 0.1 * k)
+    assert curve.trajectory.params["start_step"] == 4 and curve.steps == [0, 1, 2]
+    assert curve.keep["picture"][-1] > 0.9  # one step from the end of the run it continues: nearly the same picture
+
+
+def test_a_curve_needs_x0_and_a_finished_run(sd_pipe):
+    from nbdiffuse.testing import tiny_cogview3plus_pipeline
+
+    control = nbd.RunControl()
+    control.stop()
+    stopped = nbd.trace(sd_pipe, "a red circle", steps=4, control=control)
+    with pytest.raises(ValueError, match="needs a finished run; this one stopped after 0 of 4 steps"):
+        nbd.decision_curve_of(sd_pipe, stopped)
+    watched = nbd.trace(tiny_cogview3plus_pipeline(), "a red circle", steps=2, height=32, width=32)
+    with pytest.raises(ValueError, match="gives only the noisy latent x_t"):
+        nbd.decision_curve_of(sd_pipe, watched)

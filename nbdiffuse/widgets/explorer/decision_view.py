@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...core.decision import decision_curve
+from ...core.decision import decision_curve_of
 
 SAMPLES = 3  # continuations per point: 6 points x 3 on 30 steps of the embedded model ~8.5 s on a CPU
 
@@ -26,12 +26,9 @@ def show_decision_curve(ex: Any, samples: int = SAMPLES) -> None:
     if traj is None or ex.pipe is None:
         raise ValueError("a decision curve needs a run on screen and its model (workshop mode without the "
                          "pipeline cannot run the continuations)")
-    p = traj.params
     ex.decision_status = "running"
-    try:
-        curve = decision_curve(ex.pipe, p["prompt"], steps=int(p["steps"]), guidance=float(p["guidance"][0]),
-                               seed=int(p["seed"]), samples=samples, negative_prompt=p["negative_prompt"] or "",
-                               scheduler=p["scheduler"])
+    try:  # the shown run's own steps (its control, its start picture's place, its guidance as it ran)
+        curve = decision_curve_of(ex.pipe, traj, samples=samples)
     except BaseException:
         ex.decision_status = ""
         raise
