@@ -50,8 +50,11 @@ class LiveRun:
         traj = self.traj
         message = {"type": "frame", "run": self.run_id, "k": k, "n": len(traj), "total": traj.total_steps,
                    "its": self.its(), "g": guidance_segments(traj.guidances)}
-        if traj.params.get("control"):  # a ControlNet run: its strength per step, for the strip (control.js)
-            message["cs"] = [round(float(s.control_strength or 0.0), 4) for s in traj.steps]
+        steps = traj.steps
+        if traj.params.get("control") and any(s.control_strength is not None for s in steps):
+            # a ControlNet run in nbdiffuse's loop: its strength per step, for the strip (control.js); a pipeline
+            # that runs its own loop shows none
+            message["cs"] = [round(float(s.control_strength or 0.0), 4) for s in steps]
         words = live_word_maps(traj, k, self.overlay_seen)
         if words is not None:  # attention maps: this step's, for the overlay while the run goes (overlays.js)
             message.update(ow=words["words"], og=words["grid"], os=words["scale"],

@@ -235,6 +235,7 @@ def test_a_controlnet_pipeline_that_runs_its_own_loop_says_what_it_cannot_show(l
     assert "control at scale 1, window 0–1" in text and "strength per step is not seen" in text, text
     assert ex.root.locator(".nbd-cstrip").is_hidden() and ex.root.get_by_role("button", name="No control from here").is_hidden()
     assert ex.root.locator(".nbd-error").is_hidden()
+    assert ex.root.get_by_role("button", name="decision curve").is_disabled()  # it continues runs from their x0
     set_theme(page, "JupyterLab Dark")
     line.scroll_into_view_if_needed()
     page.screenshot(path=str(screenshots / "control_own_loop_dark.png"))

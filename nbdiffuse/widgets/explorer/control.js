@@ -180,7 +180,7 @@ function bindControl({ model, ui, link, store, stage }) {
     ui.controlRow.hidden = !caps.control || !model.get("has_pipe"); // saved runs without their model: nothing to steer
     const values = controlStrengths(model, store);
     const run = model.get("control_run") || {};
-    const hasRun = values.length > 0 && (Object.keys(run).length > 0 || !!store.liveControl);
+    const hasRun = !run.unseen && values.length > 0 && (Object.keys(run).length > 0 || !!store.liveControl);
     ui.cstrip.style.display = hasRun ? "" : "none";
     ui.ctext.hidden = !hasRun && !run.unseen;
     if (run.unseen) { // a pipeline that runs its own loop: its settings, and why no strength per step

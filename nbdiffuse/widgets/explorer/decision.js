@@ -23,7 +23,9 @@ class DecisionView {
     const { ui, model } = this;
     const curve = model.get("decision") || {};
     const status = model.get("decision_status");
-    ui.button.disabled = status === "running" || !model.get("has_pipe") || !model.get("shown_run");
+    const noX0 = (model.get("capabilities") || {}).x0 === false; // continuations start from x0
+    ui.button.disabled = status === "running" || !model.get("has_pipe") || !model.get("shown_run") || noX0;
+    ui.button.title = noX0 ? model.get("capabilities_note") || "" : "";
     ui.button.textContent = status === "running" ? "deciding…" : "decision curve";
     const mine = curve.run && curve.run === model.get("shown_run");
     ui.plot.toggleAttribute("hidden", !mine); // an SVG element has no .hidden property
@@ -52,7 +54,7 @@ class DecisionView {
     const { model, ui } = this;
     ui.button.addEventListener("click", () => { link.save(); this.store.send({ type: "decision_curve" }); });
     const redraw = () => this.draw();
-    const names = ["decision", "decision_status", "shown_run", "has_pipe"];
+    const names = ["decision", "decision_status", "shown_run", "has_pipe", "capabilities"];
     for (const name of names) model.on(`change:${name}`, redraw);
     this.draw();
     return () => { for (const name of names) model.off(`change:${name}`, redraw); };
