@@ -9,14 +9,13 @@ safetensors only.
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from .model_source import check_hub_id, local_folder
 from .pipe_attrs import copy_attrs, set_source, speaks_shapes
+from .quiet_logs import without_message
 from .sources import HUB_ID, PipelineLoadError, short_error
 
 OUTLINE = "outline"
@@ -121,19 +120,7 @@ def with_controlnet(pipe: Any, controlnet: Any) -> Any:
     return joined
 
 
-class _EmptyFloat32Note(logging.Filter):
+def _no_empty_float32_notes():
     """diffusers' ModelMixin.to() with a dtype warns "There are modules in X that should be kept in float32: []"
     even where the list is empty (from_pipe casts every model): nothing to keep, so nothing to say."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "should be kept in float32: []" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _no_empty_float32_notes():
-    logger, note = logging.getLogger("diffusers.models.modeling_utils"), _EmptyFloat32Note()
-    logger.addFilter(note)
-    try:
-        yield
-    finally:
-        logger.removeFilter(note)
+    return without_message("should be kept in float32: []", "diffusers.models.modeling_utils")

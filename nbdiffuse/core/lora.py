@@ -6,13 +6,13 @@ every run records what it used (lora_params -> params["lora"]). Weights load fro
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from pathlib import Path
 from typing import Any
 
 from .locks import pipe_lock
 from .pipe_attrs import lora_info, model_name, set_lora_info
+from .quiet_logs import without_message
 from .model_source import check_hub_id, local_folder
 from .sources import HUB_ID, LoraUnavailable, PipelineLoadError, short_error
 
@@ -45,22 +45,16 @@ def load_lora(pipe: Any, lora: Any, scale: float = 1.0) -> None:
     _check_peft_for_text_encoders(weights, label)
     with _idle(pipe, 0.0):
         _drop_lora(pipe)
-        quiet = _NoLoraKeysFilter()  # "No LoRA keys associated to CLIPTextModel...": components are checked below
-        loggers = [logging.getLogger(name) for name in ("diffusers.loaders.lora_base", "diffusers.loaders.peft",
-                                                        "diffusers.loaders.lora_pipeline")]
-        for logger in loggers:
-            logger.addFilter(quiet)
-        try:
-            pipe.load_lora_weights(str(weights.parent), weight_name=weights.name, adapter_name=LORA_ADAPTER,
-                                   use_safetensors=True, local_files_only=True)
+        try:  # "No LoRA keys associated to CLIPTextModel...": the components are checked below
+            with without_message("No LoRA keys associated to", "diffusers.loaders.lora_base", "diffusers.loaders.peft",
+                                 "diffusers.loaders.lora_pipeline"):
+                pipe.load_lora_weights(str(weights.parent), weight_name=weights.name, adapter_name=LORA_ADAPTER,
+                                       use_safetensors=True, local_files_only=True)
         except Exception as exc:  # wrong architecture (size mismatch), a foreign key format, a corrupt file
             _drop_lora(pipe)
             raise PipelineLoadError(f"lora={label!r} does not load into this {type(pipe).__name__} "
                                     f"({model_name(pipe, 'a pipeline object')}): {type(exc).__name__}: {short_error(exc)}. "
                                     "Is it a LoRA for another model family (e.g. SDXL weights on SD 1.5)?") from exc
-        finally:
-            for logger in loggers:
-                logger.removeFilter(quiet)
         components = _lora_components(pipe)
         if not components:
             _drop_lora(pipe)
@@ -212,8 +206,3 @@ def _drop_lora(pipe: Any) -> None:
             pipe.delete_adapters(LORA_ADAPTER)  # leave the adapters loaded with diffusers directly alone
     if lora_info(pipe) is not None:
         set_lora_info(pipe, None)
-
-
-class _NoLoraKeysFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "No LoRA keys associated to" not in record.getMessage()
