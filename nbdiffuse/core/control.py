@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from .validate import check_control_scale, check_guidance_value
 
@@ -36,9 +37,13 @@ class RunControl:
         with self._cond:
             self._guidance = None
 
-    def set_control_scale(self, scale: float) -> None:
-        """A ControlNet run's control scale from the next step (0: no control; inside its start/end window)."""
-        value = check_control_scale(scale)
+    def set_control_scale(self, scale: Any) -> None:
+        """A ControlNet run's control scale from the next step (0: no control; inside its start/end window):
+        one number for every ControlNet, or (several ControlNets) a list or tuple of one per ControlNet."""
+        if isinstance(scale, (list, tuple)):
+            value: Any = tuple(check_control_scale(v, f"control_scale[{j}]") for j, v in enumerate(scale))
+        else:
+            value = check_control_scale(scale)
         with self._cond:
             self._control_scale = value
 
@@ -81,7 +86,7 @@ class RunControl:
             return self._guidance
 
     @property
-    def control_scale(self) -> float | None:
+    def control_scale(self) -> Any:
         """The live control scale override, or None when the run follows its schedule."""
         with self._cond:
             return self._control_scale

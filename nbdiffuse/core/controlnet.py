@@ -235,11 +235,15 @@ class ControlStep:
                          for guided in (False, True)}
 
     def scale_at(self, k: int) -> list[float]:
-        """The scales asked at step k, one per ControlNet: RunControl.set_control_scale's (for every
-        ControlNet), else the plan's."""
+        """The scales asked at step k, one per ControlNet: RunControl.set_control_scale's (one for every
+        ControlNet, or one each), else the plan's."""
         live = self.live.control_scale if self.live is not None else None
-        if live is not None:
-            return [live] * len(self.nets)
+        n = len(self.nets)
+        if isinstance(live, tuple) and len(live) != n:
+            raise ValueError(f"RunControl.set_control_scale: this run has {n} ControlNet(s); give one number for "
+                             f"all or a list of {n}, got a list of {len(live)}")
+        if live is not None:  # one for every ControlNet, or one each
+            return list(live) if isinstance(live, tuple) else [live] * n
         scales = self.plan.scales
         return list(scales[k] if k < len(scales) else scales[-1])
 

@@ -193,6 +193,14 @@ def test_two_controlnets_have_a_slot_each_and_an_empty_one_is_named(lab_server, 
     assert ex.root.locator(".nbd-error").is_hidden()
     title = ex.root.locator(".nbd-cstrip rect title").first.text_content()
     assert "(scale 1 / 1)" in title, title  # each ControlNet's scale
+    # each ControlNet has its own sliders by its picture; the one set of sliders is for a single ControlNet
+    assert ex.root.locator("input[aria-label='Control scale']").is_hidden()
+    set_range(ex, "Control scale 2 of 2", 0.5)
+    set_range(ex, "Control end 1 of 2", 0.5)
+    ex.click("Generate")
+    ex.page.wait_for_function(
+        "(root) => root.dataset.status === 'done' && (root.querySelector('.nbd-cstrip rect title') || {}).textContent"
+        "?.includes('(scale 1 / 0.5)')", arg=ex.root.element_handle(), timeout=180_000)
     ex.screenshot(screenshots / "control_multi.png")
     ex.root.get_by_role("button", name="Remove control picture 2 of 2").click()
     ex.root.locator(".nbd-picture[data-net='1'] .nbd-picture-controls").wait_for(state="hidden", timeout=60_000)

@@ -303,23 +303,40 @@ def test_several_controlnets_have_a_picture_slot_each(sd_multi_controlnet_pipe, 
                      height=traj.params["height"], width=traj.params["width"], control_image=traj.control_image)
     assert torch.equal(traj.final_latents, same.final_latents)
     assert fe.state["control_run"]["scales"] == [[1.0, 1.0]] * 4
-    # per ControlNet from code; the sliders show the first's, and Branch here changes nothing until one moves
+    assert fe.state["control_units"] == [{"scale": 1.0, "start": 0.0, "end": 1.0}] * 2  # each ControlNet's sliders
+    # per ControlNet from code: each one's sliders show what ran, and Branch here changes nothing until one moves
     ex.generate(control_image=[_square(), _outline()], control_scale=[1.0, 0.5], control_end=[1.0, 0.5],
                 background=False)
-    assert fe.state["control_scale"] == 1.0 and fe.state["control_end"] == 1.0
+    assert fe.state["control_units"] == [{"scale": 1.0, "start": 0.0, "end": 1.0}, {"scale": 0.5, "start": 0.0, "end": 0.5}]
     fe.send({"type": "branch", "k": 1})
     assert ex.wait(120) and fe.state["error"] == "", fe.state["error"]
     assert [s.control_scale for s in ex.trajectory.steps] == [[1.0, 0.5]] * 4
     assert ex.trajectory.params["control"]["end"] == [1.0, 0.5]
-    fe.set(control_scale=0.25)  # a slider moved: every ControlNet's scale from there
-    fe.send({"type": "branch", "k": 1})
-    assert ex.wait(120) and [s.control_scale for s in ex.trajectory.steps] == [[1.0, 0.5]] * 2 + [[0.25, 0.25]] * 2
+    fe.set(control_units=[{"scale": 0.25, "start": 0.0, "end": 1.0}, {"scale": 0.5, "start": 0.0, "end": 0.5}])
+    fe.send({"type": "branch", "k": 1})  # the first ControlNet's slider moved: its scale from there
+    assert ex.wait(120) and [s.control_scale for s in ex.trajectory.steps] == [[1.0, 0.5]] * 2 + [[0.25, 0.5]] * 2
+    fe.click("generate")  # Generate takes each ControlNet's sliders
+    assert ex.wait(120) and ex.trajectory.params["control"]["scale"] == [[0.25, 0.5]] * 4
+    with pytest.raises(Exception, match=r"control_end\[1\] must be a number from 0 to 1"):
+        ex.control_units = [{"scale": 1.0, "start": 0.0, "end": 1.0}, {"scale": 1.0, "start": 0.0, "end": 2.0}]
     fe.send({"type": "control_clear", "net": 0})  # one slot emptied: the other stays
     assert fe.state["control_kinds"] == ["", "picture"] and ex.use_control
     with pytest.raises(ValueError, match=r"net must be a ControlNet's index from 0 to 1 \(this pipeline runs 2\), got 2"):
         ex.control_from(_outline(), net=2)
-    ex.set_pipeline(sd_controlnet_pipe)  # one ControlNet: one slot, the first's picture (empty)
+    ex.set_pipeline(sd_controlnet_pipe)  # one ControlNet: one slot, the first's picture (empty), the one set of sliders
     assert fe.state["control_nets"] == 1 and fe.state["control_kinds"] == [""] and not ex.use_control
+    assert fe.state["control_units"] == []
+
+
+def test_each_controlnets_scale_steers_a_running_run(sd_multi_controlnet_pipe, open_explorer, wait_for):
+    ex, fe = open_explorer(sd_multi_controlnet_pipe, steps=6, control_image=[_square(), _outline()])
+    ex.generate(steps=200)
+    wait_for(lambda: ex.trajectory is not None and len(ex.trajectory) >= 1, 60, "a first step")
+    fe.set(control_units=[{"scale": 1.0, "start": 0.0, "end": 1.0}, {"scale": 0.0, "start": 0.0, "end": 1.0}])
+    assert ex.wait(300) and fe.state["error"] == "", fe.state["error"]
+    scales = [s.control_scale for s in ex.trajectory.steps]
+    j = scales.index([1.0, 0.0])
+    assert j >= 1 and scales == [[1.0, 1.0]] * j + [[1.0, 0.0]] * (200 - j)  # from the next step on, the second off
 
 
 def test_several_controlnets_pictures_as_constructor_defaults(sd_multi_controlnet_pipe, open_explorer):

@@ -12,11 +12,12 @@ function controlPanelNodes(ui) {
   ui.slots = [];
   ui.controlSliders = {};
   const sliders = [];
-  for (const [name, label, max] of [["control_scale", "Control scale", 2], ["control_start", "Control start", 1], ["control_end", "Control end", 1]]) {
-    const input = h("input", { type: "range", min: "0", max: String(max), step: "0.05", "aria-label": label });
-    const out = h("output", { class: "nbd-gvalue" });
+  ui.sharedFields = [];
+  for (const [name, label, max] of CONTROL_SLIDERS) {
+    const { input, out, node } = controlSlider(label, max);
     ui.controlSliders[name] = { input, out };
-    sliders.push(field(label, h("span", { class: "nbd-grange" }, [input, out])));
+    ui.sharedFields.push(node);
+    sliders.push(node);
   }
   ui.guessMode = h("input", { type: "checkbox", "aria-label": "Guess mode" });
   sliders.push(h("label", { class: "nbd-check nbd-guess", title: "diffusers' guess mode: the ControlNet reads the prompt's half of the batch only, its pull growing from 0.1 at the first block to 1 at the middle; it follows the picture even with an empty prompt (always on for a ControlNet with global pooling)" },
@@ -33,8 +34,18 @@ function controlPanelNodes(ui) {
   return ui;
 }
 
+const CONTROL_SLIDERS = [["control_scale", "Control scale", 2], ["control_start", "Control start", 1], ["control_end", "Control end", 1]];
+
+// A labelled range slider with its value: {input, out, node}.
+function controlSlider(label, max) {
+  const input = h("input", { type: "range", min: "0", max: String(max), step: "0.05", "aria-label": label });
+  const out = h("output", { class: "nbd-gvalue" });
+  return { input, out, node: field(label, h("span", { class: "nbd-grange" }, [input, out])) };
+}
+
 // Picture slot j of n (one per ControlNet; several: a MultiControlNetModel): upload, edges, its thumbnail,
-// what it is and ×. The labels of a single slot name "the control picture", of several "control picture j of n".
+// what it is and ×, and (several) its own scale and window sliders. The labels of a single slot name "the
+// control picture", of several "control picture j of n" and "control scale j of n".
 function controlSlot(j, n) {
   const of = n > 1 ? ` ${j + 1} of ${n}` : "";
   const slot = {
@@ -50,6 +61,17 @@ function controlSlot(j, n) {
   };
   slot.picture = h("span", { class: "nbd-picture-controls" }, [slot.thumb, slot.kind, slot.clear]);
   slot.row = h("div", { class: "nbd-row nbd-picture", "data-net": String(j) }, [slot.upload, slot.edges, slot.picture]);
+  slot.sliders = {};
+  if (n > 1) {
+    const fields = CONTROL_SLIDERS.map(([name, label, max]) => {
+      const key = name.replace("control_", "");
+      const made = controlSlider(`${label}${of}`, max);
+      slot.sliders[key] = made;
+      return made.node;
+    });
+    slot.node = h("div", { class: "nbd-control-unit", "data-net": String(j) }, [slot.row,
+      h("div", { class: "nbd-row nbd-control-sliders" }, fields)]);
+  } else slot.node = slot.row;
   return slot;
 }
 
@@ -161,13 +183,51 @@ function bindControlPicture(model, ui, link, store) {
       slot.clear.addEventListener("click", () => link.send({ type: "control_clear", net: j }));
     });
     ui.slots[0].row.append(ui.useLabel);
-    ui.controlSlots.replaceChildren(...ui.slots.map((slot) => slot.row));
+    ui.controlSlots.replaceChildren(...ui.slots.map((slot) => slot.node));
+    ui.slots.forEach((slot, j) => bindUnitSliders(model, slot, j, link));
+    for (const node of ui.sharedFields) node.hidden = n > 1; // several: each ControlNet's own, by its picture
     showPictures();
+    showUnits();
   };
+  // Each ControlNet's scale and window (control_units), shown by its slot.
+  const showUnits = () => {
+    const units = model.get("control_units") || [];
+    ui.slots.forEach((slot, j) => {
+      for (const [key, { input, out }] of Object.entries(slot.sliders)) {
+        const value = Number((units[j] || {})[key] ?? (key === "end" ? 1 : key === "start" ? 0 : 1));
+        if (key === "scale") input.max = String(Math.max(2, Math.ceil(value)));
+        input.value = String(value);
+        out.textContent = value.toFixed(2);
+      }
+    });
+  };
+  model.on("change:control_units", showUnits);
   ui.useControl.addEventListener("change", () => { model.set("use_control", ui.useControl.checked); link.save(); });
   for (const name of ["control_thumbs", "use_control", "control_kinds"]) model.on(`change:${name}`, showPictures);
   model.on("change:control_nets", buildSlots);
   buildSlots();
+}
+
+// Slot j's own scale and window: dragging one sets control_units[j] (the window keeps start below end; a
+// scale steers a running run from its next step, at most ~10 times a second while dragging).
+function bindUnitSliders(model, slot, j, link) {
+  let sent = 0;
+  for (const [key, { input, out }] of Object.entries(slot.sliders)) {
+    input.addEventListener("input", () => {
+      const units = (model.get("control_units") || []).map((unit) => ({ ...unit }));
+      if (!units[j]) return;
+      let value = Number(input.value);
+      if (key === "start" && value >= units[j].end) value = Math.max(0, units[j].end - 0.05);
+      if (key === "end" && value <= units[j].start) value = Math.min(1, units[j].start + 0.05);
+      input.value = String(value);
+      out.textContent = value.toFixed(2);
+      units[j][key] = value;
+      model.set("control_units", units);
+      const now = performance.now();
+      if (key === "scale" && now - sent > 100) { sent = now; link.save(); } else link.saveSoon();
+    });
+    input.addEventListener("change", () => link.save());
+  }
 }
 
 // Binds the control row and the strip; returns a function that unbinds the store's events.

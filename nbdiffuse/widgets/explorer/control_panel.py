@@ -3,8 +3,9 @@
 The control picture comes from a sketch pad (`ex.control_pad()`: white strokes on black, read at
 each Generate, so the shape appears where it was drawn), an upload, or the edge map of any picture
 (`ex.control_from(picture, edges=True)`, core/edges.py). A pipeline of several ControlNets
-(`control_nets`, a MultiControlNetModel) has a picture slot per ControlNet (`net=j`); the sliders
-set every ControlNet's scale and window (a list per ControlNet from code: generate(control_scale=[...])).
+(`control_nets`, a MultiControlNetModel) has a picture slot per ControlNet (`net=j`), each with its own
+scale and window (`control_units`: one {"scale", "start", "end"} per ControlNet, the page's sliders by
+each slot; generate(control_scale=[...]) from code).
 The control scale and its start/end window
 are traits with sliders, guess mode a checkbox; the scale steers a running run from its next step
 (RunControl.set_control_scale), as the guidance slider does. `control_run` carries the shown run's
@@ -20,7 +21,8 @@ from typing import Any
 import traitlets as t
 from PIL import Image
 
-from ...core.controlnet import check_guess_mode, controlnet_name, controlnet_of, nets_of
+from ...core.controlnet import (check_guess_mode, check_window, controlnet_name, controlnet_of, nets_of,
+                                own_control_scale)
 from ...core.families import adapter_for
 from ...core.edges import MAX_WIDTH, edge_map, looks_like_lines
 from ...core.validate import check_control_scale, check_number
@@ -77,6 +79,8 @@ class ControlPanel(t.HasTraits):
     control_thumbs = t.List(t.Bytes()).tag(sync=True)  # one per ControlNet, b"" for an empty slot
     control_kinds = t.List(t.Unicode()).tag(sync=True)  # what each picture is: "sketch", "picture", "edges" or ""
     control_run = t.Dict().tag(sync=True)  # the shown run's control: strengths, scales, start, end, model
+    # several ControlNets: each one's {"scale", "start", "end"} (one ControlNet: control_scale, _start, _end)
+    control_units = t.List(t.Dict()).tag(sync=True)
 
     _control_sources: list = []  # per ControlNet: what control_from() was given (None: empty)
     _control_edges: list = []
@@ -92,6 +96,31 @@ class ControlPanel(t.HasTraits):
         self.control_thumbs = (list(self.control_thumbs) + [b""] * n)[:n]
         self.control_kinds = (list(self.control_kinds) + [""] * n)[:n]
         self.use_control = self.use_control and any(source is not None for source in sources)
+        scale = own_control_scale(self.pipe) if controlnet_of(self.pipe) is not None else 1.0
+        unit = {"scale": scale, "start": 0.0, "end": 1.0}
+        self.control_units = (list(self.control_units) + [dict(unit) for _ in range(n)])[:n] if n > 1 else []
+
+    @t.validate("control_units")
+    def _check_control_units(self, proposal: Any) -> list:
+        """Each ControlNet's scale and window, checked as the sliders' (named control_scale[j], ...)."""
+        units = []
+        for j, unit in enumerate(proposal["value"]):
+            if not isinstance(unit, dict) or set(unit) != {"scale", "start", "end"}:
+                raise t.TraitError(f"control_units[{j}] must be a dict of scale, start and end, got {unit!r}")
+            start, end = check_window(unit["start"], unit["end"], f"[{j}]")
+            units.append({"scale": check_control_scale(unit["scale"], f"control_scale[{j}]"), "start": start,
+                          "end": end})
+        return units
+
+    @t.observe("control_units")
+    def _control_units_changed(self, change: dict) -> None:
+        """A ControlNet's scale dragged during a run steers it from its next step, as the one slider does."""
+        scales = [unit["scale"] for unit in change["new"]]
+        if self._quiet or not scales or scales == [unit["scale"] for unit in change["old"] or []]:
+            return
+        job = self._runner.current
+        if job is not None and not job.done.is_set():
+            job.control.set_control_scale(scales)
 
     @t.validate("control_scale")
     def _check_control_scale(self, proposal: Any) -> float:
@@ -225,8 +254,11 @@ class ControlPanel(t.HasTraits):
             return given  # control settings without a picture: nbd.trace says what is missing
         if params.get("height") is None and params.get("width") is None and params.get("image") is None:
             given["height"], given["width"] = adapter_for(self.pipe).default_size()
-        return {"control_scale": self.control_scale, "control_start": self.control_start,
-                "control_end": self.control_end, "control_guess_mode": self.control_guess_mode, **given}
+        settings = {"control_scale": self.control_scale, "control_start": self.control_start,
+                    "control_end": self.control_end}
+        if self.control_nets > 1 and len(self.control_units) == self.control_nets:  # each ControlNet's own
+            settings = {f"control_{key}": [unit[key] for unit in self.control_units] for key in ("scale", "start", "end")}
+        return {**settings, "control_guess_mode": self.control_guess_mode, **given}
 
     def _slot_pictures(self) -> Any:
         """The pictures of the slots for a Generate (a sketch pad read now, its thumbnail updated), or a
@@ -249,8 +281,12 @@ class ControlPanel(t.HasTraits):
         plan = getattr(getattr(run, "controlnet", None), "plan", None)
         if plan is None:
             return {}
-        return {"control_scale": float(plan.scales[0][0]) if plan.scales else self.control_scale,
-                "control_start": plan.starts[0], "control_end": plan.ends[0], "control_guess_mode": plan.guess_mode}
+        values = {"control_scale": float(plan.scales[0][0]) if plan.scales else self.control_scale,
+                  "control_start": plan.starts[0], "control_end": plan.ends[0], "control_guess_mode": plan.guess_mode}
+        if plan.multi:
+            values["control_units"] = [{"scale": float(plan.scales[0][j]) if plan.scales else 1.0, "start": start,
+                                        "end": end} for j, (start, end) in enumerate(zip(plan.starts, plan.ends))]
+        return values
 
     def branch_control_changes(self, parent: Any, at: int) -> dict[str, Any]:
         """"Branch here": the control sliders that differ from the shown run at step `at`."""
@@ -258,7 +294,16 @@ class ControlPanel(t.HasTraits):
         if not settings:
             return {}
         changes: dict[str, Any] = {}
-        # several ControlNets: the sliders show the first's values, and a slider moved sets every ControlNet's
+        if settings.get("nets") and len(self.control_units) == settings["nets"]:  # each ControlNet's sliders
+            scales = settings["scale"][min(at + 1, len(settings["scale"]) - 1)] if settings["scale"] else []
+            was = {"scale": scales, "start": settings["start"], "end": settings["end"]}
+            for key in ("scale", "start", "end"):
+                now = [unit[key] for unit in self.control_units]
+                if now != list(was[key]):
+                    changes[f"control_{key}"] = now
+            if self.control_guess_mode != bool(settings.get("guess_mode")):
+                changes["control_guess_mode"] = self.control_guess_mode
+            return changes
         scales = settings["scale"]
         if scales and self.control_scale != _first(scales[min(at + 1, len(scales) - 1)]):
             changes["control_scale"] = self.control_scale
