@@ -50,7 +50,7 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
                     seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
                     control: RunControl | None = None, on_step: Any = None, image: Any = None,
                     strength: float | None = None, pipe_kwargs: dict | None = None,
-                    control_args: tuple = (None, 1.0, 0.0, 1.0, False)) -> "GenericRun":
+                    control_args: tuple = (None, None, 0.0, 1.0, False)) -> "GenericRun":
     """trace.prepare() for a pipeline outside the known families: check everything, touch no model.
     control_args: trace's (control_image, control_scale, control_start, control_end, control_guess_mode)."""
     adapter = GenericPipeline(pipe)

@@ -6,10 +6,10 @@ ControlNet-XS variants, FluxControlPipeline, ...) runs its own loop on the gener
 so trace hands it the picture and the settings under the names its __call__ takes: the picture as
 `control_image` (or `image`, where that is the control picture of a pipeline without a start picture),
 control_scale as `controlnet_conditioning_scale` (None: the pipeline's own default, recorded as such),
-control_start and control_end as
-`control_guidance_start` / `control_guidance_end`, control_guess_mode as `guess_mode`. Several ControlNets
-(a pipeline whose controlnet has `nets`) take a list per setting, as on the families' path. A union
-ControlNet (a picture per control type, with control_mode) is refused: pipe_kwargs passes its own keywords.
+control_start and control_end as `control_guidance_start` / `control_guidance_end`, control_guess_mode
+as `guess_mode`. Several ControlNets (a pipeline whose controlnet has `nets`) take a list per setting, as
+on the families' path. A union ControlNet (a picture per control type, with control_mode) is refused:
+pipe_kwargs passes its own keywords.
 
 The pipeline reads them once, so a scale is one number (per ControlNet): a per-step schedule, a callable
 or RunControl.set_control_scale cannot reach it, and a setting the pipeline does not take is refused unless

@@ -340,8 +340,16 @@ def test_each_controlnets_scale_steers_a_running_run(sd_multi_controlnet_pipe, o
 
 
 def test_several_controlnets_pictures_as_constructor_defaults(sd_multi_controlnet_pipe, open_explorer):
-    ex, fe = open_explorer(sd_multi_controlnet_pipe, steps=3, control_image=[_square(), _outline()])
+    import nbdiffuse as nbd
+
+    ex, fe = open_explorer(sd_multi_controlnet_pipe, steps=3, control_image=[_square(), _outline()],
+                           control_scale=[1.0, 0.3], control_end=0.8)
     assert fe.state["control_kinds"] == ["picture", "picture"] and ex.use_control
+    assert fe.state["control_units"] == [{"scale": 1.0, "start": 0.0, "end": 0.8}, {"scale": 0.3, "start": 0.0, "end": 0.8}]
+    with pytest.raises(ValueError, match=r"control_scale: this pipeline runs 2 ControlNets"):
+        nbd.Explorer(sd_multi_controlnet_pipe, control_scale=[1.0, 0.5, 0.2])
+    with pytest.raises(ValueError, match=r"control_scale\[1\] must be a number from 0 to 10"):
+        nbd.Explorer(sd_multi_controlnet_pipe, control_scale=[1.0, 11.0])
     pad = ex.control_pad(net=1)  # a sketch pad for the second
     assert fe.state["control_kinds"] == ["picture", "sketch"]
     pad.stroke([(40, 40), (200, 40), (200, 200)], color="white")

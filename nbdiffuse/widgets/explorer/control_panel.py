@@ -5,9 +5,8 @@ each Generate, so the shape appears where it was drawn), an upload, or the edge 
 (`ex.control_from(picture, edges=True)`, core/edges.py). A pipeline of several ControlNets
 (`control_nets`, a MultiControlNetModel) has a picture slot per ControlNet (`net=j`), each with its own
 scale and window (`control_units`: one {"scale", "start", "end"} per ControlNet, the page's sliders by
-each slot; generate(control_scale=[...]) from code).
-The control scale and its start/end window
-are traits with sliders, guess mode a checkbox; the scale steers a running run from its next step
+each slot; generate(control_scale=[...]) from code). The control scale and its start/end window are
+traits with sliders, guess mode a checkbox; the scale steers a running run from its next step
 (RunControl.set_control_scale), as the guidance slider does. `control_run` carries the shown run's
 control per step (its strength, the scale asked) for the strip under the scrubber; "no control from
 step k" is a branch with control_scale 0 after k (`ex.without_control_from(k)`, core/branch.py).
@@ -22,7 +21,7 @@ import traitlets as t
 from PIL import Image
 
 from ...core.controlnet import (check_guess_mode, check_window, controlnet_name, controlnet_of, nets_of,
-                                own_control_scale)
+                                own_control_scale, per_net)
 from ...core.families import adapter_for
 from ...core.edges import MAX_WIDTH, edge_map, looks_like_lines
 from ...core.validate import check_control_scale, check_number
@@ -220,6 +219,12 @@ class ControlPanel(t.HasTraits):
             return
         if controlnet_of(self.pipe) is None:
             raise ValueError(f"Explorer({', '.join(f'{k}=...' for k in given)}): {NO_CONTROLNET}")
+        n = self.control_nets
+        if n > 1 and any(isinstance(given.get(f"control_{key}"), (list, tuple)) for key in ("scale", "start", "end")):
+            # several ControlNets, a value each: their own sliders (checked there, each named)
+            per = {key: per_net(f"control_{key}", given.pop(f"control_{key}", unit), n)
+                   for key, unit in self.control_units[0].items()}
+            self.control_units = [{key: per[key][j] for key in per} for j in range(n)]
         checks = {"control_scale": check_control_scale, "control_guess_mode": check_guess_mode}
         values = {key: checks[key](value) if key in checks else self._window_value(key, value)
                   for key, value in given.items() if key != "control_image"}
