@@ -185,8 +185,11 @@ def plan_control(pipe: Any, image: Any, scale: Any, start: Any, end: Any, steps:
     if image is None:
         for name, value, default in (("control_scale", scale, 1.0), ("control_start", start, 0.0),
                                      ("control_end", end, 1.0), ("control_guess_mode", guess_mode, False)):
-            same = value is False if default is False else value is None and name == "control_scale" or \
-                isinstance(value, numbers.Real) and not isinstance(value, bool) and value == default
+            if default is False:
+                same = value is False
+            else:  # control_scale None: the pipeline's own default
+                same = (value is None and name == "control_scale") or \
+                    (isinstance(value, numbers.Real) and not isinstance(value, bool) and value == default)
             if not same:
                 raise ValueError(f"{name}={show_value(value)} needs a control picture: pass control_image=...")
         return None
