@@ -49,19 +49,75 @@ def sd_controlnet_pag():
                             pag_applied_layers="mid")
 
 
+def _two_layers(base):
+    """`base()`'s pipeline with a transformer of two layers (seeded): a ControlNet's block adds to the first
+    layer only where a later one follows (SD3's last block reads no context; Sana's first is skipped)."""
+    def build():
+        pipe = base()
+        config = {k: v for k, v in pipe.transformer.config.items() if not k.startswith("_")}
+        torch.manual_seed(0)
+        pipe.transformer = type(pipe.transformer)(**dict(config, num_layers=2)).eval()
+        pipe.register_modules(transformer=pipe.transformer)
+        return pipe
+    return build
+
+
 def sd3_controlnet():
     from diffusers import SD3ControlNetModel
 
-    base = builders.sd3()
-    config = {k: v for k, v in base.transformer.config.items() if not k.startswith("_")}
+    base = _two_layers(builders.sd3)
+    config = {k: v for k, v in base().transformer.config.items() if not k.startswith("_")}
     torch.manual_seed(0)
     net = SD3ControlNetModel(**{k: config[k] for k in ("sample_size", "patch_size", "in_channels", "attention_head_dim",
                                                         "num_attention_heads", "joint_attention_dim",
                                                         "caption_projection_dim", "pooled_projection_dim",
                                                         "out_channels", "pos_embed_max_size")}, num_layers=1)
     _seeded([*net.controlnet_blocks, net.pos_embed_input.proj])
-    return _with_controlnet("StableDiffusion3ControlNetPipeline", builders.sd3, net.eval())
+    return _with_controlnet("StableDiffusion3ControlNetPipeline", base, net.eval())
 
 
 def flux_controlnet():
     return testing.tiny_flux_controlnet_pipeline()
+
+
+def sdxl_controlnet_pag():
+    net = testing.tiny_controlnet(builders.sdxl())
+    return _with_controlnet("StableDiffusionXLControlNetPAGPipeline", builders.sdxl, net, pag_applied_layers="mid")
+
+
+def sdxl_controlnet_pag_img2img():
+    net = testing.tiny_controlnet(builders.sdxl())
+    return _with_controlnet("StableDiffusionXLControlNetPAGImg2ImgPipeline", builders.sdxl, net,
+                            pag_applied_layers="mid")
+
+
+def flux_controlnet_img2img():
+    pipe = builders._img2img("FluxControlNetImg2ImgPipeline", testing.tiny_flux_controlnet_pipeline)
+    pipe.default_sample_size = 16
+    return pipe
+
+
+def qwenimage_controlnet():
+    from diffusers import QwenImageControlNetModel
+
+    base = builders.qwenimage()
+    config = base.transformer.config
+    torch.manual_seed(0)
+    net = QwenImageControlNetModel.from_transformer(base.transformer, num_layers=1,
+                                                    attention_head_dim=config.attention_head_dim,
+                                                    num_attention_heads=config.num_attention_heads)
+    _seeded([*net.controlnet_blocks, net.controlnet_x_embedder])
+    return _with_controlnet("QwenImageControlNetPipeline", builders.qwenimage, net.eval())
+
+
+def sana_controlnet():
+    from diffusers import SanaControlNetModel
+
+    base = _two_layers(builders.sana)
+    config = base().transformer.config
+    torch.manual_seed(0)
+    keys = ("in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "num_cross_attention_heads",
+            "cross_attention_head_dim", "cross_attention_dim", "caption_channels", "sample_size", "patch_size")
+    net = SanaControlNetModel(**{k: config[k] for k in keys}, num_layers=1)
+    _seeded([*net.controlnet_blocks, net.input_block])
+    return _with_controlnet("SanaControlNetPipeline", base, net.eval())

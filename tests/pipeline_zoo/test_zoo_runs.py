@@ -130,6 +130,12 @@ def test_parity_with_the_pipeline(case):
     # what pipe(...) returned, as the trace recorded it (traj.output_latents: the last step's latents, or what the
     # pipeline returned where it changes them after its loop, in the shape it returned them)
     assert torch.equal(traj.output_latents, latents)
+    if case.control:  # the picture reaches the model: another one makes another run
+        h, w = case.size
+        other = Image.fromarray(np.full((h, w, 3), 255, dtype=np.uint8))
+        again = nbd.trace(pipe, PROMPT, steps=STEPS, guidance=case.guidance, seed=SEED, height=h, width=w,
+                          pipe_kwargs=case.pipe_kwargs or None, control_image=other, **picture_args(case))
+        assert not torch.equal(again.output_latents, traj.output_latents)
     if traj.output is not None or "output_shape" in traj.params:  # and a notice says how it differs
         assert any(f"{case.cls} returns" in notice and "pipe(...) returned" in notice or "the same numbers" in notice
                    for notice in traj.notices)
