@@ -14,15 +14,20 @@ recorded as they are. Packed latents (B, tokens, features) are unpacked with the
 `_unpack_latents(latents, height, width, vae_scale_factor)` where it has one (Flux-style
 pipelines); otherwise nbdiffuse cannot know their layout: the steps are recorded packed and the
 run has no previews (traj.capabilities["previews"] is False, and image() says why).
+
+Random numbers: pipe(...) gets the run's seeded generator, and torch's global RNG is seeded with the
+run's seed for the call and restored after it (global_rng): a pipeline that draws from the global RNG
+anyway runs the same from its seed, and the notebook's random state is left as it was.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
 import math
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -357,9 +362,11 @@ class GenericRun(Run):
                     TOKENIZER_LOCK.acquire()
                     encoding["held"] = True
                     state["began"] = time.perf_counter()
-                    # the pipeline's own return value (latents: output_type="latent")
-                    self.output = pipe(**self._call_kwargs(), callback_on_step_end=callback,
-                                       callback_on_step_end_tensor_inputs=["latents"])
+                    # the pipeline's own return value (latents: output_type="latent"); torch's global RNG
+                    # seeded with the run's seed for the call and then put back, as it was
+                    with global_rng(self.seed, pipe):
+                        self.output = pipe(**self._call_kwargs(), callback_on_step_end=callback,
+                                           callback_on_step_end_tensor_inputs=["latents"])
             finally:
                 release()
                 pipe.scheduler = original
@@ -369,6 +376,20 @@ class GenericRun(Run):
                 traj.stopped = True  # the pipeline ran fewer steps than asked (its own schedule)
             self._record_output(traj)
         return traj
+
+
+@contextlib.contextmanager
+def global_rng(seed: int, pipe: Any) -> Iterator[None]:
+    """torch's global RNG seeded with `seed` while a pipeline runs, then restored to what it was. Some
+    pipelines draw from it instead of the generator they are given (StableDiffusion3ControlNetPipeline
+    samples its control picture's latents with vae.encode(...).latent_dist.sample()): so their runs are
+    reproducible from the seed, equal to `torch.manual_seed(seed); pipe(...)`, and leave the notebook's
+    own random state alone."""
+    device = getattr(pipe, "device", None)
+    cuda = [device.index or 0] if getattr(device, "type", None) == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
 
 
 def schedule_offset(times: list[float] | None, t: Any) -> int:

@@ -115,12 +115,9 @@ CASES = [
          guidance=5.0, image=True, control=True),
     Case("StableDiffusionControlNetPAGPipeline", builders_control.sd_controlnet_pag, size=(16, 16), guidance=7.5,
          control=True),
-    # it encodes its control picture with vae.encode(...).latent_dist.sample() and no generator: two pipe(...)
-    # calls with one seed differ, and so do a trace and pipe(...)
+    # it samples its control picture's latents from torch's global RNG: a trace seeds it with the run's seed
     Case("StableDiffusion3ControlNetPipeline", builders_control.sd3_controlnet, size=(16, 16), guidance=7.0,
-         control=True, xfail={check: "global RNG: StableDiffusion3ControlNetPipeline samples its control picture's "
-                              "latents from torch's global RNG, not the run's generator" for check in
-                              ("parity", "explorer")}),
+         control=True),
     Case("FluxControlNetPipeline", builders_control.flux_controlnet, size=(32, 32), guidance=3.5, control=True),
     Case("FluxControlNetImg2ImgPipeline", builders_control.flux_controlnet_img2img, size=(32, 32), guidance=3.5,
          image=True, control=True),

@@ -70,6 +70,7 @@ def reference_steps(case, pipe, **extra) -> tuple[torch.Tensor, list[float]]:
     if case.control:  # the control picture under the pipeline's own name (control_image, or image where that is it)
         kwargs[control_parameter(pipe, accepted)] = control_picture(case)
     kwargs.update(extra)
+    torch.manual_seed(SEED)  # as a trace seeds torch's global RNG for pipelines that draw from it (core/generic.py)
     out = pipe(**{key: value for key, value in kwargs.items() if key in accepted})  # img2img: the picture's size
     latents = out.images if hasattr(out, "images") else out[0]
     if latents.ndim == 3 and case.previews:  # packed (Flux-style): the pipeline's own unpacking
