@@ -60,10 +60,21 @@ def set_range(ex, label: str, value: float):
 
 
 @pytest.fixture
-def control_notebook(lab_server, page):
-    path = write_notebook(lab_server.root, "control.ipynb", CELLS)
-    yield path
-    leave_as_found(page, lab_server, path)
+def lab_notebook(lab_server, page):
+    """make(name, cells): a notebook in the lab's root; each one made is left as found afterwards."""
+    made = []
+
+    def make(name, cells):
+        made.append(write_notebook(lab_server.root, name, cells))
+        return made[-1]
+    yield make
+    for path in made:
+        leave_as_found(page, lab_server, path)
+
+
+@pytest.fixture
+def control_notebook(lab_notebook):
+    return lab_notebook("control.ipynb", CELLS)
 
 
 def test_control_picture_strength_strip_window_and_no_control_branch(lab_server, page, explorer_page, screenshots,
@@ -155,13 +166,6 @@ MULTI_CELLS = [
 ]
 
 
-@pytest.fixture
-def multi_notebook(lab_server, page):
-    path = write_notebook(lab_server.root, "multi_control.ipynb", MULTI_CELLS)
-    yield path
-    leave_as_found(page, lab_server, path)
-
-
 def upload(ex, label, path):
     with ex.page.expect_file_chooser() as chooser:
         ex.click(label)
@@ -169,8 +173,9 @@ def upload(ex, label, path):
 
 
 def test_two_controlnets_have_a_slot_each_and_an_empty_one_is_named(lab_server, page, explorer_page, screenshots,
-                                                                    multi_notebook):
-    open_and_run_all(page, lab_server, multi_notebook, workspace="nbd-multi-control")
+                                                                    lab_notebook):
+    notebook = lab_notebook("multi_control.ipynb", MULTI_CELLS)
+    open_and_run_all(page, lab_server, notebook, workspace="nbd-multi-control")
     ex = explorer_page(page).wait_visible()
     ex.root.locator(".nbd-control").wait_for(state="visible", timeout=180_000)
     slots = ex.root.locator(".nbd-control-slots .nbd-picture")
@@ -218,18 +223,12 @@ OWN_LOOP_CELLS = [
 ]
 
 
-@pytest.fixture
-def own_loop_notebook(lab_server, page):
-    path = write_notebook(lab_server.root, "own_loop_control.ipynb", OWN_LOOP_CELLS)
-    yield path
-    leave_as_found(page, lab_server, path)
-
-
 def test_a_controlnet_pipeline_that_runs_its_own_loop_says_what_it_cannot_show(lab_server, page, explorer_page,
-                                                                              screenshots, own_loop_notebook):
+                                                                              screenshots, lab_notebook):
     from polling import wait_for
 
-    open_and_run_all(page, lab_server, own_loop_notebook, workspace="nbd-own-loop-control")
+    notebook = lab_notebook("own_loop_control.ipynb", OWN_LOOP_CELLS)
+    open_and_run_all(page, lab_server, notebook, workspace="nbd-own-loop-control")
     ex = explorer_page(page).wait_visible()
     ex.root.locator(".nbd-control").wait_for(state="visible", timeout=180_000)
     wait_for(lambda: (lab_server.root / "noise.png").is_file(), 120, "the last cell's picture")

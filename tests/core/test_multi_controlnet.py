@@ -5,22 +5,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import nbdiffuse as nbd
 from nbdiffuse.core.nbd_schema import TrajectoryFileError
+from test_controlnet import PROMPT, bare_latents, control_picture
 
-PROMPT = "big red circle on the left"
 
 
 def picture(seed, side=16):
-    return Image.fromarray((np.random.default_rng(seed).random((side, side, 3)) * 255).astype(np.uint8))
-
-
-def bare_latents(pipe, images, steps, guidance, seed=0, **kw):
-    generator = torch.Generator("cpu").manual_seed(seed)
-    return pipe(PROMPT, image=images, num_inference_steps=steps, guidance_scale=guidance, generator=generator,
-                output_type="latent", **kw).images[0]
+    return control_picture(side, seed)
 
 
 @pytest.mark.parametrize("fixture", ["sd_multi_controlnet_pipe", "sdxl_multi_controlnet_pipe"])
