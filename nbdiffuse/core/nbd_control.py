@@ -2,7 +2,6 @@
 Multi-ControlNet run, and the control pictures' tensors (control_image, control_image.1, ...)."""
 from __future__ import annotations
 
-
 import torch
 
 from .nbd_fields import FieldError, as_dict, as_int, as_list, as_number, as_text
@@ -26,8 +25,7 @@ def check_control(control: dict) -> None:
     def each(key: str) -> list:
         if nets is None:
             return [control.get(key)]
-        values = as_list(f"params.control.{key}", control.get(key), nets, at_least=nets)
-        return values
+        return as_list(f"params.control.{key}", control.get(key), nets, at_least=nets)
 
     def at(key: str, j: int) -> str:
         return f"params.control.{key}" if nets is None else f"params.control.{key}[{j}]"
