@@ -354,11 +354,19 @@ def tiny_controlnet(pipe, seed: int = 0):
     downsamples = int(pipe.vae_scale_factor).bit_length() - 1  # the control picture at the latent grid's size
     net = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=tuple(8 * 2**k for k in
                                                                                          range(downsamples + 1)))
+    seeded_weights([*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out],
+                   seed)
+    return net.eval()
+
+
+def seeded_weights(layers, seed: int = 0):
+    """Give a ControlNet's zero-initialised layers seeded weights (0.1 x normal), so that it acts: diffusers
+    starts every ControlNet as a no-op."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
-            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.1)
-    return net.eval()
+        for layer in layers:
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.1)
+    return layers
 
 
 def tiny_controlnet_pipeline(xl: bool = False, seed: int = 0, nets: int = 1):
@@ -389,10 +397,7 @@ def tiny_flux_controlnet_pipeline(seed: int = 0):
                               joint_attention_dim=config.joint_attention_dim,
                               pooled_projection_dim=config.pooled_projection_dim, guidance_embeds=config.guidance_embeds,
                               axes_dims_rope=list(config.axes_dims_rope))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in [*net.controlnet_blocks, *net.controlnet_single_blocks, net.controlnet_x_embedder]:
-            layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.1)
+    seeded_weights([*net.controlnet_blocks, *net.controlnet_single_blocks, net.controlnet_x_embedder], seed)
     pipe = FluxControlNetPipeline.from_pipe(base, controlnet=net.eval())
     pipe.set_progress_bar_config(disable=True)
     pipe.default_sample_size = 16

@@ -27,6 +27,7 @@ A run's params hold the settings under "control" (ControlPlan.params).
 """
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from dataclasses import dataclass
@@ -60,8 +61,6 @@ def nets_of(net: Any) -> list[Any]:
 def own_control_scale(pipe: Any) -> float:
     """The control scale pipe(...) runs at when given none: its controlnet_conditioning_scale default
     (1 for StableDiffusion(XL)ControlNetPipeline, 0.8 for their image-to-image pipelines), else 1."""
-    import inspect
-
     parameter = inspect.signature(type(pipe).__call__).parameters.get("controlnet_conditioning_scale")
     default = getattr(parameter, "default", None)
     return float(default) if isinstance(default, numbers.Real) and not isinstance(default, bool) else 1.0

@@ -60,18 +60,18 @@ class DecisionCurve:
 
 def decision_curve(pipe: Any, prompt: str, steps: int = 30, guidance: float | None = None, seed: int = 0,
                    samples: int = 3, at: Sequence[int] | None = None, negative_prompt: str = "",
-                   scheduler: Any = None, **run: Any) -> DecisionCurve:
+                   scheduler: Any = None, **trace_args: Any) -> DecisionCurve:
     """Trace `prompt`, then at each step k of `at` (default: DEFAULT_POINTS steps spread over the run) let
     `samples` continuations with fresh noise finish it, and say which attributes each kept (DecisionCurve).
     guidance: the model's default when None (families.default_guidance: 5 for the embedded model).
-    run: trace's other arguments (image, strength, control_image, control_scale, ...)."""
+    trace_args: trace's other arguments (image, strength, control_image, control_scale, ...)."""
     steps = check_steps(steps)
     check_int("samples", samples, 1, MAX_SAMPLES)  # before any model work
     guidance = default_guidance(pipe) if guidance is None else guidance
-    run_ = prepare(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
-                   scheduler=scheduler, **run)
-    _points(at, run_.total_steps)
-    traj = run_.execute()
+    run = prepare(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
+                  scheduler=scheduler, **trace_args)
+    _points(at, run.total_steps)
+    traj = run.execute()
     return decision_curve_of(pipe, traj, samples=samples, at=at, seed=seed)
 
 

@@ -10,15 +10,6 @@ from nbdiffuse import testing
 import builders
 
 
-def _seeded(layers, seed: int = 0):
-    """Give zero-initialised projections seeded weights (a ControlNet starts as a no-op)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in layers:
-            layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.1)
-    return layers
-
-
 def _with_controlnet(cls_name, base, net, **options):
     pipe = builders._img2img(cls_name, base, controlnet=net, **options)
     return pipe
@@ -72,7 +63,7 @@ def sd3_controlnet():
                                                         "num_attention_heads", "joint_attention_dim",
                                                         "caption_projection_dim", "pooled_projection_dim",
                                                         "out_channels", "pos_embed_max_size")}, num_layers=1)
-    _seeded([*net.controlnet_blocks, net.pos_embed_input.proj])
+    testing.seeded_weights([*net.controlnet_blocks, net.pos_embed_input.proj])
     return _with_controlnet("StableDiffusion3ControlNetPipeline", base, net.eval())
 
 
@@ -106,7 +97,7 @@ def qwenimage_controlnet():
     net = QwenImageControlNetModel.from_transformer(base.transformer, num_layers=1,
                                                     attention_head_dim=config.attention_head_dim,
                                                     num_attention_heads=config.num_attention_heads)
-    _seeded([*net.controlnet_blocks, net.controlnet_x_embedder])
+    testing.seeded_weights([*net.controlnet_blocks, net.controlnet_x_embedder])
     return _with_controlnet("QwenImageControlNetPipeline", builders.qwenimage, net.eval())
 
 
@@ -119,5 +110,5 @@ def sana_controlnet():
     keys = ("in_channels", "out_channels", "num_attention_heads", "attention_head_dim", "num_cross_attention_heads",
             "cross_attention_head_dim", "cross_attention_dim", "caption_channels", "sample_size", "patch_size")
     net = SanaControlNetModel(**{k: config[k] for k in keys}, num_layers=1)
-    _seeded([*net.controlnet_blocks, net.input_block])
+    testing.seeded_weights([*net.controlnet_blocks, net.input_block])
     return _with_controlnet("SanaControlNetPipeline", base, net.eval())
