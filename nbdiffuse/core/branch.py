@@ -102,7 +102,8 @@ def prepare_branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> "Pre
     run = Run(pipe, family, sched, prompt, negative, total, schedule, seed, p["height"], p["width"], control, on_step)
     run.check_prompts()
     if control_plan is not None:
-        run.controlnet = controlnet.ControlStep(control_plan, family, p["height"], p["width"], control)
+        run.controlnet = controlnet.ControlStep(control_plan, family, p["height"], p["width"], control,
+                                                p["seed"])  # SD3: the parent's control latents
         run.controlnet.first = 0 if replan else _start_step(p) * int(getattr(sched, "order", 1))
     return PreparedBranch(run, traj, at, start, notice)
 

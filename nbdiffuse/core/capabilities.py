@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .families import adapter_for, family_for, is_generic
+from .generic_control import control_slots
 
 # What a run can be asked for (all of it for the known families).
 CAPABILITIES = {"x0": True, "what_if": True, "branch": True, "live_guidance": True, "previews": True}
@@ -38,7 +39,7 @@ def distilled_reason(pipeline: Any) -> str:
 
 def pipeline_capabilities(pipe: Any) -> dict[str, bool]:
     """What runs of `pipe` will be able to give (None, no model yet: everything)."""
-    control = {"control": getattr(pipe, "controlnet", None) is not None}
+    control = {"control": control_slots(pipe) > 0}
     if pipe is None:
         return {**CAPABILITIES, **control}
     if is_generic(pipe):

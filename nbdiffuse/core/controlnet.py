@@ -1,7 +1,8 @@
 """ControlNet in nbdiffuse's own loop: its checks, its plan and its work at each step.
 
 A ControlNet reads a control picture (an outline, edges, a pose) and, at each model evaluation,
-adds residuals to the UNet's skip connections. nbdiffuse runs it as diffusers'
+adds residuals to the UNet's skip connections (SD3's: to the transformer's blocks, core/controlnet_sd3.py
+says what it does differently). nbdiffuse runs it as diffusers'
 StableDiffusionControlNetPipeline / StableDiffusionXLControlNetPipeline do, bit for bit: the
 picture goes through the pipeline's control_image_processor, the ControlNet sees the same batch,
 text and timestep as the UNet, and its residuals are scaled by control_scale at the evaluations
@@ -37,6 +38,7 @@ import torch
 from PIL import Image
 
 from . import img2img
+from .controlnet_sd3 import SD3Control, is_sd3_controlnet
 from .validate import CONTROL_SCALE_ALLOWED, check_control_scale, number_schedule, show_value
 
 
@@ -131,6 +133,9 @@ def check_guess_mode(value: Any, net: Any = None) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"control_guess_mode must be True or False, got {show_value(value)}")
     first = nets_of(net)[0] if net is not None else None
+    if value and first is not None and not control_kind(net).guess_mode:
+        raise ValueError(f"control_guess_mode=True: {type(first).__name__} has no guess mode (diffusers' guess_mode "
+                         "is for SD's and SDXL's ControlNets); leave it False")
     return value or bool(getattr(getattr(first, "config", None), "global_pool_conditions", False))
 
 
@@ -217,24 +222,19 @@ def control_size(plan: ControlPlan | None, factor: int) -> tuple[int, int] | Non
 class ControlStep:
     """A run's ControlNets at work: the pictures on the device, the scales of each step and their residuals."""
 
-    def __init__(self, plan: ControlPlan, family: Any, height: int, width: int, live: Any = None):
-        self.plan, self.family, self.live = plan, family, live
+    def __init__(self, plan: ControlPlan, family: Any, height: int, width: int, live: Any = None, seed: int = 0):
+        self.plan, self.family, self.live, self.seed = plan, family, live, seed
         self.net = controlnet_of(family.pipe)
         self.nets = nets_of(self.net)
+        self.kind = control_kind(self.net)
         self.height, self.width = height, width
         self.pictures: dict[bool, list[torch.Tensor]] = {}
         self.first = 0  # the run's first position in scheduler.timesteps (image to image starts later)
 
     def begin(self) -> None:
-        """The control pictures as the pipeline's own prepare_image makes them (the same values in the same
-        memory layout, which the ControlNet's convolutions are sensitive to), once per run, for one
-        batch row and for guidance's two (the caller holds the model)."""
-        pipe, family = self.family.pipe, self.family
-        # guess mode: one row for guided steps too (the ControlNet reads the prompt's row only)
-        self.pictures = {guided: [pipe.prepare_image(image, self.width, self.height, 1, 1, family.device,
-                                                     self.net.dtype, do_classifier_free_guidance=guided,
-                                                     guess_mode=self.plan.guess_mode) for image in self.plan.images]
-                         for guided in (False, True)}
+        """The control pictures as the pipeline makes them, once per run, for one batch row and for
+        guidance's two (the caller holds the model)."""
+        self.pictures = {guided: self.kind.pictures(self, guided) for guided in (False, True)}
 
     def scale_at(self, k: int) -> list[float]:
         """The scales asked at step k, one per ControlNet: RunControl.set_control_scale's (one for every
@@ -262,25 +262,53 @@ class ControlStep:
         guess = self.plan.guess_mode
         both = guided and not guess  # guess mode: the prompt's row only, and none for the negative prompt's
         batch = torch.cat([x_in, x_in]) if both else x_in
-        kwargs = None
-        down = mid = None
+        total: list[torch.Tensor] | None = None
         for j, (net, picture) in enumerate(zip(self.nets, self.pictures[guided])):
             cond_scale = scale[j] * self.keep(i, positions, j)
             if cond_scale == 0.0:
                 continue
-            if kwargs is None:
-                kwargs = self.family._unet_kwargs(cond.both if both else cond.cond)
-            d, m = net(batch, t, controlnet_cond=picture, conditioning_scale=cond_scale, guess_mode=guess,
-                       return_dict=False, **kwargs)
-            down, mid = (d, m) if down is None else ([a + b for a, b in zip(down, d)], mid + m)
-        if down is None:
+            made = self.kind.run(self, net, batch, t, cond, both, picture, cond_scale, guess)
+            total = made if total is None else [a + b for a, b in zip(total, made)]
+        if total is None:
             return None, None
         if guided and guess:  # zeros for the negative prompt's row, as diffusers adds them
-            down = [torch.cat([torch.zeros_like(d), d]) for d in down]
-            mid = torch.cat([torch.zeros_like(mid), mid])
+            total = [torch.cat([torch.zeros_like(r), r]) for r in total]
         row = -1  # the prompt's row (the last one when guided: diffusers batches uncond first)
-        strength = torch.stack([r[row].float().pow(2).sum() for r in (*down, mid)]).sum().sqrt()
-        return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}, strength
+        strength = torch.stack([r[row].float().pow(2).sum() for r in total]).sum().sqrt()
+        return self.kind.extra(total), strength
+
+
+class UNetControl:
+    """SD's and SDXL's ControlNet (ControlNetModel): residuals for the UNet's skip connections."""
+
+    guess_mode = True
+
+    @staticmethod
+    def pictures(step: ControlStep, guided: bool) -> list[torch.Tensor]:
+        """The pictures as the pipeline's own prepare_image makes them (the same values in the same memory
+        layout, which the ControlNet's convolutions are sensitive to); guess mode: one row for guided steps
+        too (the ControlNet reads the prompt's row only)."""
+        return [step.family.pipe.prepare_image(image, step.width, step.height, 1, 1, step.family.device,
+                                               step.net.dtype, do_classifier_free_guidance=guided,
+                                               guess_mode=step.plan.guess_mode) for image in step.plan.images]
+
+    @staticmethod
+    def run(step: ControlStep, net: Any, batch: torch.Tensor, t: Any, cond: Any, both: bool, picture: torch.Tensor,
+            scale: float, guess: bool) -> list[torch.Tensor]:
+        """One ControlNet's residuals, scaled: the down blocks', then the middle block's."""
+        kwargs = step.family._unet_kwargs(cond.both if both else cond.cond)
+        down, mid = net(batch, t, controlnet_cond=picture, conditioning_scale=scale, guess_mode=guess,
+                        return_dict=False, **kwargs)
+        return [*down, mid]
+
+    @staticmethod
+    def extra(residuals: list[torch.Tensor]) -> dict:
+        return {"down_block_additional_residuals": residuals[:-1], "mid_block_additional_residual": residuals[-1]}
+
+
+def control_kind(net: Any) -> Any:
+    """How a pipeline's ControlNet runs in the loop: SD3's (core/controlnet_sd3.py), else SD's and SDXL's."""
+    return SD3Control if is_sd3_controlnet(nets_of(net)[0]) else UNetControl
 
 
 BRANCH_CHANGES = ("control_image", "control_scale", "control_start", "control_end", "control_guess_mode")

@@ -1,8 +1,8 @@
 """trace(control_image=...) on the generic path: a ControlNet pipeline outside the families, given its picture.
 
-Families run the ControlNet in nbdiffuse's own loop (core/controlnet.py). Every other pipeline that takes a
-control picture (FluxControlNetPipeline, StableDiffusion3ControlNetPipeline, the image-to-image, PAG and
-ControlNet-XS variants, FluxControlPipeline, ...) runs its own loop on the generic path (core/generic.py),
+Families run the ControlNet in nbdiffuse's own loop (core/controlnet.py: SD's, SDXL's and SD3's). Every other
+pipeline that takes a control picture (FluxControlNetPipeline, the image-to-image, PAG and ControlNet-XS
+variants, CogView4ControlPipeline, FluxControlPipeline, ...) runs its own loop on the generic path (core/generic.py),
 so trace hands it the picture and the settings under the names its __call__ takes: the picture as
 `control_image` (or `image`, where that is the control picture of a pipeline without a start picture),
 control_scale as `controlnet_conditioning_scale` (None: the pipeline's own default, recorded as such),
@@ -19,12 +19,35 @@ None): the pipeline's loop does not show its residuals.
 """
 from __future__ import annotations
 
+import inspect
 import numbers
 from typing import Any
 
 from .controlnet import (ControlPlan, check_guess_mode, check_windows, control_pictures, controlnet_name, nets_of,
                          own_control_scale, per_net, plan_control)
 from .validate import check_control_scale, show_value
+
+
+def control_slots(pipe: Any) -> int:
+    """How many control pictures `pipe` takes: one per ControlNet, 1 for a pipeline whose own model reads a
+    control picture (CogView4ControlPipeline, FluxControlPipeline: its __call__ takes control_image), else 0."""
+    net = getattr(pipe, "controlnet", None)
+    if net is not None:
+        return len(nets_of(net))
+    try:
+        parameters = inspect.signature(type(pipe).__call__).parameters
+    except (TypeError, ValueError):
+        return 0
+    return int(control_parameter(pipe, parameters) is not None)
+
+
+def takes_guess_mode(pipe: Any) -> bool:
+    """Whether a run on `pipe` may ask for guess mode: it takes a control picture and its __call__ a guess_mode
+    (SD's and SDXL's ControlNet pipelines; not SD3's or Flux's)."""
+    try:
+        return control_slots(pipe) > 0 and "guess_mode" in inspect.signature(type(pipe).__call__).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def control_parameter(pipe: Any, parameters: dict) -> str | None:
@@ -47,7 +70,7 @@ def plan_generic_control(pipe: Any, parameters: dict, image: Any, scale: Any, st
     where = control_parameter(pipe, parameters)
     if where is None:
         raise ValueError(f"control_image: {name} takes no control picture (its __call__ has no control_image); a "
-                         "ControlNet pipeline of SD 1.x/2.x or SDXL runs it in nbdiffuse's own loop")
+                         "ControlNet pipeline of SD 1.x/2.x, SDXL or SD3 runs it in nbdiffuse's own loop")
     net = getattr(pipe, "controlnet", None)
     if "Union" in type(net).__name__:  # a picture per control type, each with its control_mode
         raise ValueError(f"control_image: {name}'s {type(net).__name__} takes a list of pictures, one per control "
@@ -87,5 +110,5 @@ def _one_number(value: Any, argument: str, name: str) -> float:
                            and not isinstance(value, (str, bytes))):
         raise ValueError(f"{argument} must be one number for {name}: it runs its own loop and reads "
                          f"controlnet_conditioning_scale once, so a per-step schedule or a callable cannot reach it "
-                         f"(got {type(value).__name__}); a ControlNet pipeline of SD 1.x/2.x or SDXL takes one")
+                         f"(got {type(value).__name__}); a ControlNet pipeline of SD 1.x/2.x, SDXL or SD3 takes one")
     return check_control_scale(value, argument)

@@ -106,7 +106,7 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     run = Run(pipe, family, sched, prompt, negative_prompt, steps, schedule, seed, height, width, control, on_step)
     run.image, run.strength, run.start = image, strength, start
     if control_plan is not None:
-        run.controlnet = ControlStep(control_plan, family, height, width, control)
+        run.controlnet = ControlStep(control_plan, family, height, width, control, seed)
         run.controlnet.first = start * int(getattr(sched, "order", 1))
     run.check_prompts()
     if attention:

@@ -129,11 +129,11 @@ def test_a_union_controlnet_is_refused_with_the_way_through():
 
 
 def test_a_pipeline_that_draws_from_the_global_rng_runs_the_same_from_its_seed_and_leaves_it_alone():
-    """StableDiffusion3ControlNetPipeline samples its control latents from torch's global RNG: a trace seeds it
-    with the run's seed for the call (equal to torch.manual_seed(seed); pipe(...)) and puts the notebook's back."""
-    pipe = builders_control.sd3_controlnet()
+    """CogView4ControlPipeline samples its control latents from torch's global RNG: a trace seeds it with the
+    run's seed for the call (equal to torch.manual_seed(seed); pipe(...)) and puts the notebook's back."""
+    pipe = builders_control.cogview4_control()
     control = picture(1, 16)
-    run = dict(steps=2, guidance=7.0, seed=5, height=16, width=16, control_image=control)
+    run = dict(steps=2, guidance=3.5, seed=5, height=16, width=16, control_image=control)
     torch.manual_seed(123)
     first = nbd.trace(pipe, PROMPT, **run)
     after = torch.rand(3)
@@ -141,6 +141,6 @@ def test_a_pipeline_that_draws_from_the_global_rng_runs_the_same_from_its_seed_a
     assert torch.equal(torch.rand(3), after)  # the notebook's random state as if no run had been made
     assert torch.equal(nbd.trace(pipe, PROMPT, **run).final_latents, first.final_latents)
     torch.manual_seed(5)
-    out = pipe(PROMPT, control_image=control, num_inference_steps=2, guidance_scale=7.0, height=16, width=16,
+    out = pipe(PROMPT, control_image=control, num_inference_steps=2, guidance_scale=3.5, height=16, width=16,
                output_type="latent", generator=torch.Generator().manual_seed(5)).images[0]
     assert torch.equal(first.final_latents, out)

@@ -53,18 +53,29 @@ def _two_layers(base):
     return build
 
 
-def sd3_controlnet():
-    from diffusers import SD3ControlNetModel
+def sd3_controlnet(nets: int = 1):
+    """StableDiffusion3ControlNetPipeline (nets > 1: that many ControlNets, seeds 0, 1, ..., in an
+    SD3MultiControlNetModel)."""
+    from diffusers import SD3MultiControlNetModel
 
     base = _two_layers(builders.sd3)
-    config = {k: v for k, v in base().transformer.config.items() if not k.startswith("_")}
-    torch.manual_seed(0)
+    made = [sd3_net(base(), seed) for seed in range(nets)]
+    return _with_controlnet("StableDiffusion3ControlNetPipeline", base,
+                            made[0] if nets == 1 else SD3MultiControlNetModel(made))
+
+
+def sd3_net(pipe, seed: int = 0):
+    """A one-layer SD3ControlNetModel for `pipe`'s transformer, its zero-initialised layers seeded."""
+    from diffusers import SD3ControlNetModel
+
+    config = pipe.transformer.config
+    torch.manual_seed(seed)
     net = SD3ControlNetModel(**{k: config[k] for k in ("sample_size", "patch_size", "in_channels", "attention_head_dim",
                                                         "num_attention_heads", "joint_attention_dim",
                                                         "caption_projection_dim", "pooled_projection_dim",
                                                         "out_channels", "pos_embed_max_size")}, num_layers=1)
-    testing.seeded_weights([*net.controlnet_blocks, net.pos_embed_input.proj])
-    return _with_controlnet("StableDiffusion3ControlNetPipeline", base, net.eval())
+    testing.seeded_weights([*net.controlnet_blocks, net.pos_embed_input.proj], seed)
+    return net.eval()
 
 
 def flux_controlnet():
@@ -112,3 +123,18 @@ def sana_controlnet():
     net = SanaControlNetModel(**{k: config[k] for k in keys}, num_layers=1)
     testing.seeded_weights([*net.controlnet_blocks, net.input_block])
     return _with_controlnet("SanaControlNetPipeline", base, net.eval())
+
+
+def cogview4_control():
+    """CogView4ControlPipeline: its transformer reads the control picture's latents beside the noisy ones (twice
+    the input channels); it samples them from torch's global generator."""
+    from diffusers import CogView4ControlPipeline, CogView4Transformer2DModel
+
+    base = builders.cogview4()
+    config = {k: v for k, v in base.transformer.config.items() if not k.startswith("_")}
+    torch.manual_seed(0)
+    transformer = CogView4Transformer2DModel(**dict(config, in_channels=2 * config["in_channels"])).eval()
+    pipe = CogView4ControlPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae,
+                                   transformer=transformer, scheduler=base.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

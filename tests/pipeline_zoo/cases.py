@@ -115,8 +115,8 @@ CASES = [
          guidance=5.0, image=True, control=True),
     Case("StableDiffusionControlNetPAGPipeline", builders_control.sd_controlnet_pag, size=(16, 16), guidance=7.5,
          control=True),
-    # it samples its control picture's latents from torch's global RNG: a trace seeds it with the run's seed
-    Case("StableDiffusion3ControlNetPipeline", builders_control.sd3_controlnet, size=(16, 16), guidance=7.0,
+    # it samples its control picture's latents from torch's global RNG: nbdiffuse's loop draws them from the run's seed
+    Case("StableDiffusion3ControlNetPipeline", builders_control.sd3_controlnet, "covered", (16, 16), 7.0,
          control=True),
     Case("FluxControlNetPipeline", builders_control.flux_controlnet, size=(32, 32), guidance=3.5, control=True),
     Case("FluxControlNetImg2ImgPipeline", builders_control.flux_controlnet_img2img, size=(32, 32), guidance=3.5,
@@ -127,4 +127,6 @@ CASES = [
          guidance=5.0, image=True, control=True),
     Case("QwenImageControlNetPipeline", builders_control.qwenimage_controlnet, previews=False, control=True),
     Case("SanaControlNetPipeline", builders_control.sana_controlnet, control=True),
+    # it samples its control picture's latents from torch's global RNG: a trace seeds it with the run's seed
+    Case("CogView4ControlPipeline", builders_control.cogview4_control, size=(16, 16), guidance=3.5, control=True),
 ]

@@ -254,6 +254,28 @@ def test_guess_mode_is_a_checkbox_generate_and_branch_here_follow(sd_controlnet_
         ex.generate(control_guess_mode="yes")
 
 
+def test_the_guess_mode_box_only_where_the_pipeline_has_one(sd_controlnet_pipe, open_explorer, pipe):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline_zoo"))
+    import builders_control
+
+    _, fe = open_explorer(sd_controlnet_pipe, steps=2)
+    assert fe.state["control_guess"] is True
+    ex, fe = open_explorer(builders_control.sd3_controlnet(), steps=2)
+    assert fe.state["control_guess"] is False and fe.state["control_nets"] == 1
+    ex.control_from(_outline(16))
+    ex.generate(background=False)  # SD3's ControlNet in nbdiffuse's loop: its strength per step shows
+    assert len(fe.state["control_run"]["strengths"]) == 2 and fe.state["control_run"]["unseen"] is False
+    with pytest.raises(ValueError, match="SD3ControlNetModel has no guess mode"):
+        ex.generate(control_guess_mode=True)
+    ex.set_pipeline(sd_controlnet_pipe)
+    assert fe.state["control_guess"] is True
+    ex.set_pipeline(pipe)
+    assert fe.state["control_guess"] is False and fe.state["control_nets"] == 0
+
+
 @pytest.mark.parametrize("defaults, error, match", [
     (dict(control_guess_mode=1), TypeError, r"control_guess_mode must be True or False, got 1"),
     (dict(control_scale=-1.0), ValueError, r"control_scale must be .*got -1\.0"),

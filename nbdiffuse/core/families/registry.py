@@ -18,7 +18,8 @@ from .sdxl import StableDiffusionXLFamily
 
 def _families() -> list[tuple[type, type]]:
     from diffusers import (FluxImg2ImgPipeline, FluxPipeline, PixArtAlphaPipeline, PixArtSigmaPipeline,
-                           StableDiffusion3Img2ImgPipeline, StableDiffusion3Pipeline, StableDiffusionControlNetPipeline,
+                           StableDiffusion3ControlNetPipeline, StableDiffusion3Img2ImgPipeline, StableDiffusion3Pipeline,
+                           StableDiffusionControlNetPipeline,
                            StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, StableDiffusionXLControlNetPipeline,
                            StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline)
 
@@ -29,6 +30,7 @@ def _families() -> list[tuple[type, type]]:
             (StableDiffusionXLControlNetPipeline, StableDiffusionXLFamily),
             (StableDiffusionControlNetPipeline, StableDiffusionFamily),
             (StableDiffusion3Pipeline, StableDiffusion3Family), (FluxPipeline, FluxFamily),
+            (StableDiffusion3ControlNetPipeline, StableDiffusion3Family),
             (PixArtSigmaPipeline, PixArtFamily), (PixArtAlphaPipeline, PixArtFamily),
             (StableDiffusionImg2ImgPipeline, StableDiffusionFamily),
             (StableDiffusionXLImg2ImgPipeline, StableDiffusionXLFamily), (FluxImg2ImgPipeline, FluxFamily),

@@ -50,11 +50,11 @@ class StableDiffusion3Family(StableDiffusionFamily):
         scheduler.set_timesteps(steps, device=self.device, **kwargs)
 
     def predict(self, x_in: torch.Tensor, t: torch.Tensor, cond: Conditioning, guided: bool,
-                guidance: float | None = None):
+                guidance: float | None = None, extra: dict | None = None):
         batch = torch.cat([x_in, x_in]) if guided else x_in
         kwargs = cond.both if guided else cond.cond
         out = self.pipe.transformer(hidden_states=batch, timestep=t.expand(batch.shape[0]), return_dict=False,
-                                    **kwargs)[0]
+                                    **kwargs, **(extra or {}))[0]
         if guided:
             uncond, cond_out = out.chunk(2)
             return cond_out, uncond

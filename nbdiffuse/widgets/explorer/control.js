@@ -131,9 +131,13 @@ function bindControlSliders(model, ui, link) {
     input.addEventListener("change", () => link.save());
     model.on(`change:${name}`, show);
   }
-  const showGuess = () => { ui.guessMode.checked = !!model.get("control_guess_mode"); };
+  // the box only where the pipeline has a guess mode (SD's and SDXL's ControlNets; not SD3's or Flux's)
+  const showGuess = () => {
+    ui.guessMode.checked = !!model.get("control_guess_mode");
+    ui.guessMode.parentNode.hidden = !model.get("control_guess");
+  };
   ui.guessMode.addEventListener("change", () => { model.set("control_guess_mode", ui.guessMode.checked); link.save(); });
-  model.on("change:control_guess_mode", showGuess);
+  model.on("change:control_guess_mode change:control_guess", showGuess);
   showGuess();
   show();
 }

@@ -20,9 +20,10 @@ from typing import Any
 import traitlets as t
 from PIL import Image
 
-from ...core.controlnet import (check_guess_mode, check_window, controlnet_name, controlnet_of, nets_of,
+from ...core.controlnet import (check_guess_mode, check_window, controlnet_name, controlnet_of,
                                 own_control_scale, per_net)
 from ...core.families import adapter_for
+from ...core.generic_control import control_slots, takes_guess_mode
 from ...core.edges import MAX_WIDTH, edge_map, looks_like_lines
 from ...core.validate import check_control_scale, check_number
 from .. import start_picture
@@ -43,10 +44,11 @@ def check_outline(picture: Image.Image, pipe: Any, name: str = "control_image") 
                          "this picture is mostly light or in colour")
 
 
-def control_nets(pipe: Any) -> int:
-    """The `control_nets` trait: how many ControlNets a pipeline runs (a MultiControlNetModel's; 0: none)."""
-    net = controlnet_of(pipe)
-    return 0 if net is None else len(nets_of(net))
+def control_traits(pipe: Any) -> dict[str, Any]:
+    """What the control panel shows for a pipeline: `control_nets`, how many control pictures it takes (a
+    MultiControlNetModel's ControlNets; 1 for a model that reads one itself; 0: none), and `control_guess`,
+    whether it has a guess mode (the box shows only then)."""
+    return {"control_nets": control_slots(pipe), "control_guess": takes_guess_mode(pipe)}
 
 
 def control_state(traj: Any) -> dict[str, Any]:
@@ -73,6 +75,7 @@ class ControlPanel(t.HasTraits):
     control_start = t.Float(0.0).tag(sync=True)
     control_end = t.Float(1.0).tag(sync=True)
     control_guess_mode = t.Bool(False).tag(sync=True)  # diffusers' guess mode (core/controlnet.py)
+    control_guess = t.Bool(False).tag(sync=True)  # the pipeline has a guess mode (SD's and SDXL's ControlNets)
     use_control = t.Bool(False).tag(sync=True)  # Generate uses the control pictures
     control_nets = t.Int(0).tag(sync=True)  # the pipeline's ControlNets (several: a MultiControlNetModel)
     control_thumbs = t.List(t.Bytes()).tag(sync=True)  # one per ControlNet, b"" for an empty slot
@@ -95,7 +98,7 @@ class ControlPanel(t.HasTraits):
         self.control_thumbs = (list(self.control_thumbs) + [b""] * n)[:n]
         self.control_kinds = (list(self.control_kinds) + [""] * n)[:n]
         self.use_control = self.use_control and any(source is not None for source in sources)
-        scale = own_control_scale(self.pipe) if controlnet_of(self.pipe) is not None else 1.0
+        scale = own_control_scale(self.pipe)
         unit = {"scale": scale, "start": 0.0, "end": 1.0}
         self.control_units = (list(self.control_units) + [dict(unit) for _ in range(n)])[:n] if n > 1 else []
 
@@ -147,7 +150,7 @@ class ControlPanel(t.HasTraits):
 
     def _slot(self, net: Any) -> int:
         """The picture slot `net` names (None: the first), checked against the pipeline's ControlNets."""
-        if controlnet_of(self.pipe) is None:
+        if not control_slots(self.pipe):
             raise ValueError(NO_CONTROLNET)
         if net is None:
             return 0
@@ -161,7 +164,7 @@ class ControlPanel(t.HasTraits):
         """control_from, naming the picture `name` in messages (the page's upload: "control picture")."""
         if not isinstance(edges, bool):
             raise TypeError(f"edges must be True or False, got {edges!r}")
-        if source is None and (net is None or controlnet_of(self.pipe) is None):
+        if source is None and (net is None or not control_slots(self.pipe)):
             n = self.control_nets
             self._control_sources, self._control_edges = [None] * n, [False] * n
             self.control_thumbs, self.control_kinds, self.use_control = [b""] * n, [""] * n, False
@@ -217,7 +220,7 @@ class ControlPanel(t.HasTraits):
         picture (anything control_from takes) and the sliders' first values, checked as the sliders check them."""
         if not given:
             return
-        if controlnet_of(self.pipe) is None:
+        if not control_slots(self.pipe):
             raise ValueError(f"Explorer({', '.join(f'{k}=...' for k in given)}): {NO_CONTROLNET}")
         n = self.control_nets
         if n > 1 and any(isinstance(given.get(f"control_{key}"), (list, tuple)) for key in ("scale", "start", "end")):
@@ -252,7 +255,7 @@ class ControlPanel(t.HasTraits):
             given["control_image"] = [self._control_picture_of(p, False, f"control_image[{j}]") for j, p in
                                       enumerate(pictures)] if isinstance(pictures, (list, tuple)) and \
                 self.control_nets > 1 else self._control_picture_of(pictures, False)
-        elif self.use_control and controlnet_of(self.pipe) is not None and \
+        elif self.use_control and control_slots(self.pipe) and \
                 any(one is not None for one in self._control_sources):
             given["control_image"] = self._slot_pictures()
         if "control_image" not in given:

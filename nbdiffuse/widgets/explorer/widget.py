@@ -34,7 +34,7 @@ from ..samplers import sampler_arg
 from ..sketch import SketchPad
 from . import model_swap, run_tree
 from .browser import BrowserRequests
-from .control_panel import CONTROL_ARGS, ControlPanel, control_nets
+from .control_panel import CONTROL_ARGS, ControlPanel, control_traits
 from .kept_runs import KeptRuns
 from .lifecycle import RunLifecycle
 from .run_controls import controls_of_branch, controls_of_run
@@ -101,7 +101,7 @@ class Explorer(RunSwitches, ControlPanel, ExplorerState):
         self._closed = False
         values = model_defaults(self.pipe, defaults) if self.pipe is not None else saved_defaults(self.history, defaults)
         super().__init__(_uid=uuid.uuid4().hex, view=view, preview=preview, export_dir=os.getcwd(), mp4=mp4_available(),
-                         control_nets=control_nets(self.pipe), **workshop_state(self.pipe),
+                         **control_traits(self.pipe), **workshop_state(self.pipe),
                          **capabilities_state(self.pipe), **values)
         try:
             self._requests = BrowserRequests(self, pool=self._decoder, ack=self._life.ack, show_error=self._show_error,
@@ -243,7 +243,7 @@ class Explorer(RunSwitches, ControlPanel, ExplorerState):
             self.view = view
             self._assign(workshop_state(new))
             self._assign(capabilities_state(shown if shown is not None else new))
-            self.control_nets = control_nets(new)
+            self._assign(control_traits(new))
             self.error = self.error_details = ""
 
     # --- exploring: what-if, branches, the run tree, compare, exports ----------------------
