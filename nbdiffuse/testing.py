@@ -383,22 +383,26 @@ def tiny_controlnet_pipeline(xl: bool = False, seed: int = 0, nets: int = 1):
     return pipe
 
 
-def tiny_flux_controlnet_pipeline(seed: int = 0):
+def tiny_flux_controlnet_pipeline(seed: int = 0, guidance_embeds: bool = True, nets: int = 1, union: bool = False):
     """tiny_flux_pipeline's components with a tiny FluxControlNetModel (its zero-initialised output layers
-    seeded, so the picture steers): a FluxControlNetPipeline, which runs its own loop (the generic path)."""
-    from diffusers import FluxControlNetModel, FluxControlNetPipeline
+    seeded, so the picture steers): a FluxControlNetPipeline. guidance_embeds=False: a Flux with true guidance;
+    nets > 1: that many (seeds seed, seed + 1, ...) in a FluxMultiControlNetModel; union: a union ControlNet."""
+    from diffusers import FluxControlNetModel, FluxControlNetPipeline, FluxMultiControlNetModel
 
-    base = tiny_flux_pipeline(seed=seed)
+    base = tiny_flux_pipeline(seed=seed, guidance_embeds=guidance_embeds)
     config = base.transformer.config
-    torch.manual_seed(seed)
-    net = FluxControlNetModel(patch_size=config.patch_size, in_channels=config.in_channels, num_layers=1,
-                              num_single_layers=1, attention_head_dim=config.attention_head_dim,
-                              num_attention_heads=config.num_attention_heads,
-                              joint_attention_dim=config.joint_attention_dim,
-                              pooled_projection_dim=config.pooled_projection_dim, guidance_embeds=config.guidance_embeds,
-                              axes_dims_rope=list(config.axes_dims_rope))
-    seeded_weights([*net.controlnet_blocks, *net.controlnet_single_blocks, net.controlnet_x_embedder], seed)
-    pipe = FluxControlNetPipeline.from_pipe(base, controlnet=net.eval())
+    made = []
+    for j in range(nets):
+        torch.manual_seed(seed + j)
+        net = FluxControlNetModel(patch_size=config.patch_size, in_channels=config.in_channels, num_layers=1,
+                                  num_single_layers=1, attention_head_dim=config.attention_head_dim,
+                                  num_attention_heads=config.num_attention_heads,
+                                  joint_attention_dim=config.joint_attention_dim,
+                                  pooled_projection_dim=config.pooled_projection_dim, guidance_embeds=guidance_embeds,
+                                  axes_dims_rope=list(config.axes_dims_rope), num_mode=3 if union else None)
+        seeded_weights([*net.controlnet_blocks, *net.controlnet_single_blocks, net.controlnet_x_embedder], seed + j)
+        made.append(net.eval())
+    pipe = FluxControlNetPipeline.from_pipe(base, controlnet=made[0] if nets == 1 else FluxMultiControlNetModel(made))
     pipe.set_progress_bar_config(disable=True)
     pipe.default_sample_size = 16
     return pipe

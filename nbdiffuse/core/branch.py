@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from . import controlnet, encode_cache, img2img
+from . import controlnet, controlnet_flux, encode_cache, img2img
 from .capabilities import xt_only_reason
 from .families import family_for, is_generic
 from .locks import model_turn
@@ -241,6 +241,7 @@ def _consume_start_noise(family, traj: Trajectory, generator, sched) -> None:
     """Draw from the generator what the run drew before its first step, so that samplers that
     draw noise per step (ancestral, DDPM) continue with the same numbers."""
     p = traj.params
+    controlnet_flux.skip_draws(family, traj, generator)  # a Flux ControlNet run drew its control latents first
     if not _start_step(p) and p.get("image") is None:
         family.initial_latents(p["height"], p["width"], generator, sched)
         return

@@ -1,8 +1,8 @@
 """ControlNet in nbdiffuse's own loop: its checks, its plan and its work at each step.
 
 A ControlNet reads a control picture (an outline, edges, a pose) and, at each model evaluation,
-adds residuals to the UNet's skip connections (SD3's: to the transformer's blocks, core/controlnet_sd3.py
-says what it does differently). nbdiffuse runs it as diffusers'
+adds residuals to the UNet's skip connections (SD3's and Flux's: to the transformer's blocks;
+core/controlnet_sd3.py and core/controlnet_flux.py say what they do differently). nbdiffuse runs it as diffusers'
 StableDiffusionControlNetPipeline / StableDiffusionXLControlNetPipeline do, bit for bit: the
 picture goes through the pipeline's control_image_processor, the ControlNet sees the same batch,
 text and timestep as the UNet, and its residuals are scaled by control_scale at the evaluations
@@ -38,6 +38,7 @@ import torch
 from PIL import Image
 
 from . import img2img
+from .controlnet_flux import FluxControl, is_flux_controlnet
 from .controlnet_sd3 import SD3Control, is_sd3_controlnet
 from .validate import CONTROL_SCALE_ALLOWED, check_control_scale, number_schedule, show_value
 
@@ -231,10 +232,11 @@ class ControlStep:
         self.pictures: dict[bool, list[torch.Tensor]] = {}
         self.first = 0  # the run's first position in scheduler.timesteps (image to image starts later)
 
-    def begin(self) -> None:
+    def begin(self, generator: torch.Generator | None = None) -> None:
         """The control pictures as the pipeline makes them, once per run, for one batch row and for
-        guidance's two (the caller holds the model)."""
-        self.pictures = {guided: self.kind.pictures(self, guided) for guided in (False, True)}
+        guidance's two (the caller holds the model). generator: the run's, before its start noise (Flux's
+        ControlNet draws its pictures' latents from it); None: a branch (its parent's draws again)."""
+        self.pictures = self.kind.pictures(self, generator)
 
     def scale_at(self, k: int) -> list[float]:
         """The scales asked at step k, one per ControlNet: RunControl.set_control_scale's (one for every
@@ -255,12 +257,14 @@ class ControlStep:
         return 1.0 - float(i / n < self.plan.starts[j] or (i + 1) / n > self.plan.ends[j])
 
     def residuals(self, x_in: torch.Tensor, t: Any, cond: Any, guided: bool, scale: list[float], i: int,
-                  positions: int) -> tuple[dict | None, torch.Tensor | None]:
+                  positions: int, guidance: float | None = None) -> tuple[dict | None, torch.Tensor | None]:
         """(the UNet's extra arguments, the strength as a 0-d tensor), or (None, None) where none acts. Several
         ControlNets' residuals are summed in their order, as MultiControlNetModel sums them; one whose scale
         times keep is 0 is not run (its residuals would be zeros)."""
         guess = self.plan.guess_mode
-        both = guided and not guess  # guess mode: the prompt's row only, and none for the negative prompt's
+        self.guidance = guidance  # the step's (Flux's ControlNet may read it)
+        # guess mode: the prompt's row only, and none for the negative prompt's; Flux's: the prompt's row for all
+        both = guided and not guess and not self.kind.one_row
         batch = torch.cat([x_in, x_in]) if both else x_in
         total: list[torch.Tensor] | None = None
         for j, (net, picture) in enumerate(zip(self.nets, self.pictures[guided])):
@@ -275,22 +279,24 @@ class ControlStep:
             total = [torch.cat([torch.zeros_like(r), r]) for r in total]
         row = -1  # the prompt's row (the last one when guided: diffusers batches uncond first)
         strength = torch.stack([r[row].float().pow(2).sum() for r in total]).sum().sqrt()
-        return self.kind.extra(total), strength
+        return self.kind.extra(self, total), strength
 
 
 class UNetControl:
     """SD's and SDXL's ControlNet (ControlNetModel): residuals for the UNet's skip connections."""
 
     guess_mode = True
+    one_row = False
 
     @staticmethod
-    def pictures(step: ControlStep, guided: bool) -> list[torch.Tensor]:
+    def pictures(step: ControlStep, generator: Any = None) -> dict[bool, list[torch.Tensor]]:
         """The pictures as the pipeline's own prepare_image makes them (the same values in the same memory
-        layout, which the ControlNet's convolutions are sensitive to); guess mode: one row for guided steps
-        too (the ControlNet reads the prompt's row only)."""
-        return [step.family.pipe.prepare_image(image, step.width, step.height, 1, 1, step.family.device,
-                                               step.net.dtype, do_classifier_free_guidance=guided,
-                                               guess_mode=step.plan.guess_mode) for image in step.plan.images]
+        layout, which the ControlNet's convolutions are sensitive to), for one row and for guidance's two;
+        guess mode: one row for guided steps too (the ControlNet reads the prompt's row only)."""
+        return {guided: [step.family.pipe.prepare_image(image, step.width, step.height, 1, 1, step.family.device,
+                                                        step.net.dtype, do_classifier_free_guidance=guided,
+                                                        guess_mode=step.plan.guess_mode)
+                         for image in step.plan.images] for guided in (False, True)}
 
     @staticmethod
     def run(step: ControlStep, net: Any, batch: torch.Tensor, t: Any, cond: Any, both: bool, picture: torch.Tensor,
@@ -302,13 +308,15 @@ class UNetControl:
         return [*down, mid]
 
     @staticmethod
-    def extra(residuals: list[torch.Tensor]) -> dict:
+    def extra(step: ControlStep, residuals: list[torch.Tensor]) -> dict:
         return {"down_block_additional_residuals": residuals[:-1], "mid_block_additional_residual": residuals[-1]}
 
 
 def control_kind(net: Any) -> Any:
-    """How a pipeline's ControlNet runs in the loop: SD3's (core/controlnet_sd3.py), else SD's and SDXL's."""
-    return SD3Control if is_sd3_controlnet(nets_of(net)[0]) else UNetControl
+    """How a pipeline's ControlNet runs in the loop: SD3's (core/controlnet_sd3.py), Flux's
+    (core/controlnet_flux.py), else SD's and SDXL's."""
+    first = nets_of(net)[0]
+    return SD3Control if is_sd3_controlnet(first) else FluxControl if is_flux_controlnet(first) else UNetControl
 
 
 BRANCH_CHANGES = ("control_image", "control_scale", "control_start", "control_end", "control_guess_mode")

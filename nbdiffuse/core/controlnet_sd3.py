@@ -32,10 +32,16 @@ class SD3Control:
     """The SD3 ControlNet's part of a run's ControlStep (core/controlnet.py)."""
 
     guess_mode = False  # StableDiffusion3ControlNetPipeline takes no guess_mode
+    one_row = False
 
     @staticmethod
-    def pictures(step: Any, guided: bool) -> list[torch.Tensor]:
-        """The control pictures' latents for one batch row (guided: guidance's two rows, each its own sample)."""
+    def pictures(step: Any, generator: Any = None) -> dict[bool, list[torch.Tensor]]:
+        """The control pictures' latents for one batch row and for guidance's two (each row its own sample),
+        each drawn as the pipeline draws it (`generator`, the run's, is not the one it draws from)."""
+        return {guided: SD3Control._latents(step, guided) for guided in (False, True)}
+
+    @staticmethod
+    def _latents(step: Any, guided: bool) -> list[torch.Tensor]:
         pipe, family = step.family.pipe, step.family
         vae = pipe.vae
         config = step.nets[0].config
@@ -66,6 +72,6 @@ class SD3Control:
                         return_dict=False)[0])
 
     @staticmethod
-    def extra(residuals: list[torch.Tensor]) -> dict:
+    def extra(step: Any, residuals: list[torch.Tensor]) -> dict:
         """The transformer's arguments that add them."""
         return {"block_controlnet_hidden_states": residuals}

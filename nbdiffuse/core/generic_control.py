@@ -1,8 +1,8 @@
 """trace(control_image=...) on the generic path: a ControlNet pipeline outside the families, given its picture.
 
-Families run the ControlNet in nbdiffuse's own loop (core/controlnet.py: SD's, SDXL's and SD3's). Every other
-pipeline that takes a control picture (FluxControlNetPipeline, the image-to-image, PAG and ControlNet-XS
-variants, CogView4ControlPipeline, FluxControlPipeline, ...) runs its own loop on the generic path (core/generic.py),
+Families run the ControlNet in nbdiffuse's own loop (core/controlnet.py: SD's, SDXL's, SD3's and Flux's). Every
+other pipeline that takes a control picture (the image-to-image, PAG, union and ControlNet-XS variants,
+CogView4ControlPipeline, FluxControlPipeline, ...) runs its own loop on the generic path (core/generic.py),
 so trace hands it the picture and the settings under the names its __call__ takes: the picture as
 `control_image` (or `image`, where that is the control picture of a pipeline without a start picture),
 control_scale as `controlnet_conditioning_scale` (None: the pipeline's own default, recorded as such),
@@ -70,14 +70,15 @@ def plan_generic_control(pipe: Any, parameters: dict, image: Any, scale: Any, st
     where = control_parameter(pipe, parameters)
     if where is None:
         raise ValueError(f"control_image: {name} takes no control picture (its __call__ has no control_image); a "
-                         "ControlNet pipeline of SD 1.x/2.x, SDXL or SD3 runs it in nbdiffuse's own loop")
+                         "ControlNet pipeline of SD 1.x/2.x, SDXL, SD3 or Flux runs it in nbdiffuse's own loop")
     net = getattr(pipe, "controlnet", None)
-    if "Union" in type(net).__name__:  # a picture per control type, each with its control_mode
-        raise ValueError(f"control_image: {name}'s {type(net).__name__} takes a list of pictures, one per control "
-                         "type, with their control_mode, which trace does not pass yet; pass both through "
-                         "pipe_kwargs={'control_image': [...], 'control_mode': [...]} (the run then records no "
-                         "control settings)")
     nets = nets_of(net) if net is not None else []
+    if "Union" in type(net).__name__ or any(getattr(one, "union", False) for one in nets):
+        # a union ControlNet (ControlNetUnionModel, a union FluxControlNetModel): its pictures with their control_mode
+        raise ValueError(f"control_image: {name}'s {type(net).__name__} is a union ControlNet: it takes its pictures "
+                         "with their control_mode (one per control type), which trace does not pass yet; pass both "
+                         "through pipe_kwargs={'control_image': ..., 'control_mode': ...} (the run then records no "
+                         "control settings)")
     n = max(len(nets), 1)
     pictures = control_pictures(image, n)
     own = scale is None  # the pipeline's own default (0.8 for the image-to-image ControlNet pipelines)
@@ -110,5 +111,5 @@ def _one_number(value: Any, argument: str, name: str) -> float:
                            and not isinstance(value, (str, bytes))):
         raise ValueError(f"{argument} must be one number for {name}: it runs its own loop and reads "
                          f"controlnet_conditioning_scale once, so a per-step schedule or a callable cannot reach it "
-                         f"(got {type(value).__name__}); a ControlNet pipeline of SD 1.x/2.x, SDXL or SD3 takes one")
+                         f"(got {type(value).__name__}); a ControlNet pipeline of SD 1.x/2.x, SDXL, SD3 or Flux takes one")
     return check_control_scale(value, argument)

@@ -131,6 +131,8 @@ class Run:
                 self.trajectory.stopped = True
                 return self.trajectory
             self.cond = encode_cache.encode(self.family, *self.encoded, (self.height, self.width))
+            if self.controlnet is not None:  # before the start noise: Flux's draws its pictures' latents first
+                self.controlnet.begin(self.generator)
             if self.image is None and self.start_clean is None:
                 latents = self.family.initial_latents(self.height, self.width, self.generator, sched)
                 if self.walk is not None:
@@ -180,7 +182,7 @@ class Run:
         record = recorder.copy
         publish = self.publisher(traj)
         control = self.controlnet
-        if control is not None:
+        if control is not None and not control.pictures:  # a branch's (a run's were made before its noise)
             control.begin()
 
         with run_end(traj, lambda: recorder, publish):
@@ -203,7 +205,8 @@ class Run:
                     if control is None:
                         cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg, guidance=w)
                     else:
-                        extra, strength = control.residuals(x_in, t, self.cond, use_cfg, scale, i, len(timesteps))
+                        extra, strength = control.residuals(x_in, t, self.cond, use_cfg, scale, i, len(timesteps),
+                                                            guidance=w)
                         cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg, guidance=w, extra=extra)
                     out = uncond_out + w * (cond_out - uncond_out) if use_cfg else cond_out
                     if first is None:

@@ -216,8 +216,9 @@ def test_two_controlnets_have_a_slot_each_and_an_empty_one_is_named(lab_server, 
 
 
 OWN_LOOP_CELLS = [
-    "import torch\nimport nbdiffuse as nbd\nfrom nbdiffuse.testing import tiny_flux_controlnet_pipeline\n"
-    "torch.set_num_threads(1)\npipe = tiny_flux_controlnet_pipeline()",
+    "import torch\nimport nbdiffuse as nbd\nfrom diffusers import StableDiffusionControlNetPAGPipeline\n"
+    "from nbdiffuse.testing import tiny_controlnet_pipeline\ntorch.set_num_threads(1)\n"
+    "pipe = StableDiffusionControlNetPAGPipeline.from_pipe(tiny_controlnet_pipeline(), pag_applied_layers='mid')",
     "ex = nbd.Explorer(pipe, steps=4, height=32, width=32, prompt='a red circle')\nex",
     "from PIL import Image\nImage.effect_noise((32, 32), 64).convert('RGB').save('noise.png')",
 ]
@@ -246,3 +247,40 @@ def test_a_controlnet_pipeline_that_runs_its_own_loop_says_what_it_cannot_show(l
     set_theme(page, "JupyterLab Dark")
     line.scroll_into_view_if_needed()
     page.screenshot(path=str(screenshots / "control_own_loop_dark.png"))
+
+
+FLUX_CELLS = [
+    "import torch\nimport nbdiffuse as nbd\nfrom nbdiffuse.testing import tiny_flux_controlnet_pipeline\n"
+    "torch.set_num_threads(1)\npipe = tiny_flux_controlnet_pipeline()",
+    "ex = nbd.Explorer(pipe, steps=6, height=32, width=32, prompt='a red circle')\nex",
+    "from PIL import Image\nImage.effect_noise((32, 32), 64).convert('RGB').save('noise.png')",
+]
+
+
+def test_a_flux_controlnet_shows_its_strength_per_step_and_no_guess_mode(lab_server, page, explorer_page, screenshots,
+                                                                        lab_notebook):
+    """Flux's ControlNet runs in nbdiffuse's own loop: the strip shows its strength per step, "No control from
+    here" branches, and the guess mode box (SD's and SDXL's only) is not offered."""
+    from polling import wait_for
+
+    notebook = lab_notebook("flux_control.ipynb", FLUX_CELLS)
+    open_and_run_all(page, lab_server, notebook, workspace="nbd-flux-control")
+    ex = explorer_page(page).wait_visible()
+    ex.root.locator(".nbd-control").wait_for(state="visible", timeout=180_000)
+    assert ex.root.locator("input[aria-label='Guess mode']").is_hidden()
+    wait_for(lambda: (lab_server.root / "noise.png").is_file(), 120, "the last cell's picture")
+    upload(ex, "Upload a control picture", lab_server.root / "noise.png")
+    ex.root.locator(".nbd-control-kind", has_text="picture").wait_for(timeout=60_000)
+    set_range(ex, "Control end", 0.5)
+    ex.click("Generate")
+    wait_strengths(ex, 6)
+    ex.wait_count("done")
+    values = strengths(ex)
+    assert all(v > 0 for v in values[:3]) and values[3:] == [0, 0, 0], values  # the window's half
+    text = ex.root.locator(".nbd-ctext span").first.text_content()
+    assert "strength per step is not seen" not in text, text
+    ex.screenshot(screenshots / "control_flux.png")
+    ex.root.get_by_role("button", name="No control from here").wait_for(state="visible", timeout=60_000)
+    set_theme(page, "JupyterLab Dark")
+    ex.root.evaluate("(root) => root.scrollIntoView({block: 'start'})")
+    ex.root.screenshot(path=str(screenshots / "control_flux_dark.png"))

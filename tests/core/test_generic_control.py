@@ -22,31 +22,31 @@ def picture(seed, side=32):
 
 
 @pytest.fixture(scope="module")
-def flux_controlnet():
-    return builders_control.flux_controlnet()
+def qwen_controlnet():
+    return builders_control.qwenimage_controlnet()
 
 
 def reference(pipe, steps=2, seed=0, **kwargs):
-    out = pipe(PROMPT, num_inference_steps=steps, guidance_scale=3.5, height=32, width=32, output_type="latent",
-               generator=torch.Generator().manual_seed(seed), **kwargs).images
-    return type(pipe)._unpack_latents(out, 32, 32, pipe.vae_scale_factor)[0]
+    """What QwenImageControlNetPipeline returns itself: its packed latents."""
+    return pipe(PROMPT, num_inference_steps=steps, guidance_scale=4.0, height=32, width=32, output_type="latent",
+                generator=torch.Generator().manual_seed(seed), **kwargs).images[0]
 
 
-def test_flux_controlnet_gets_the_picture_and_settings_under_its_own_names(flux_controlnet, tmp_path):
-    pipe, control = flux_controlnet, picture(1)
-    traj = nbd.trace(pipe, PROMPT, steps=3, guidance=3.5, height=32, width=32, control_image=control,
+def test_a_controlnet_pipeline_gets_the_picture_and_settings_under_its_own_names(qwen_controlnet, tmp_path):
+    pipe, control = qwen_controlnet, picture(1)
+    traj = nbd.trace(pipe, PROMPT, steps=3, guidance=4.0, height=32, width=32, control_image=control,
                      control_scale=0.7, control_start=0.0, control_end=0.5)
     expected = reference(pipe, steps=3, control_image=control, controlnet_conditioning_scale=0.7,
                          control_guidance_start=0.0, control_guidance_end=0.5)
-    assert torch.equal(traj.final_latents, expected)
+    assert torch.equal(traj.output_latents, expected)
     settings = traj.params["control"]
-    assert settings["scale"] == [0.7] * 3 and settings["end"] == 0.5 and settings["model"] == "FluxControlNetModel"
+    assert settings["scale"] == [0.7] * 3 and settings["end"] == 0.5 and settings["model"] == "QwenImageControlNetModel"
     assert [s.control_scale for s in traj] == [0.7] * 3 and all(s.control_strength is None for s in traj)
-    assert not torch.equal(traj.final_latents, nbd.trace(pipe, PROMPT, steps=3, guidance=3.5, height=32, width=32,
+    assert not torch.equal(traj.final_latents, nbd.trace(pipe, PROMPT, steps=3, guidance=4.0, height=32, width=32,
                                                          control_image=picture(2), control_scale=0.7,
                                                          control_end=0.5).final_latents)  # the picture steers
-    traj.save(tmp_path / "flux.nbd")
-    back = nbd.Trajectory.load(tmp_path / "flux.nbd")
+    traj.save(tmp_path / "qwen.nbd")
+    back = nbd.Trajectory.load(tmp_path / "qwen.nbd")
     assert np.array_equal(np.asarray(back.control_image), np.asarray(control))
     assert back.params["control"] == settings
     with pytest.raises(ValueError, match="gives only the noisy latent x_t"):
@@ -65,35 +65,36 @@ def test_the_pipelines_own_default_scale_when_none_is_given():
     assert not torch.equal(nbd.trace(pipe, PROMPT, control_scale=1.0, **run).final_latents, out)
 
 
-def test_several_flux_controlnets_take_a_list_per_setting(flux_controlnet):
-    from diffusers import FluxControlNetPipeline, FluxMultiControlNetModel
+def test_several_controlnets_take_a_list_per_setting():
+    from diffusers import MultiControlNetModel, StableDiffusionControlNetImg2ImgPipeline
 
-    first = flux_controlnet.controlnet
-    second = builders_control.flux_controlnet().controlnet
-    with torch.no_grad():
-        for p in second.controlnet_blocks.parameters():
-            p.mul_(-2.0)  # another ControlNet
-    pipe = FluxControlNetPipeline.from_pipe(flux_controlnet, controlnet=FluxMultiControlNetModel([first, second]))
-    pictures = [picture(1), picture(2)]
-    traj = nbd.trace(pipe, PROMPT, steps=2, guidance=3.5, height=32, width=32, control_image=pictures,
-                     control_scale=[0.7, 0.4], control_end=[1.0, 0.5])
-    expected = reference(pipe, control_image=pictures, controlnet_conditioning_scale=[0.7, 0.4],
-                         control_guidance_start=[0.0, 0.0], control_guidance_end=[1.0, 0.5], control_mode=[None, None])
-    assert torch.equal(traj.final_latents, expected)
-    assert traj.params["control"]["nets"] == 2 and [s.control_scale for s in traj] == [[0.7, 0.4]] * 2
+    from nbdiffuse.testing import tiny_controlnet
+
+    one = builders_control.sd_controlnet_img2img()
+    nets = MultiControlNetModel([one.controlnet, tiny_controlnet(one, seed=1)])
+    pipe = StableDiffusionControlNetImg2ImgPipeline.from_pipe(one, controlnet=nets)
+    start, pictures = picture(0, 16), [picture(1, 16), picture(2, 16)]
+    traj = nbd.trace(pipe, PROMPT, steps=2, guidance=7.5, height=16, width=16, image=start, strength=0.6,
+                     control_image=pictures, control_scale=[0.7, 0.4], control_end=[1.0, 0.5])
+    out = pipe(PROMPT, image=start, strength=0.6, control_image=pictures, num_inference_steps=2, guidance_scale=7.5,
+               height=16, width=16, output_type="latent", generator=torch.Generator().manual_seed(0),
+               controlnet_conditioning_scale=[0.7, 0.4], control_guidance_start=[0.0, 0.0],
+               control_guidance_end=[1.0, 0.5]).images[0]
+    assert torch.equal(traj.final_latents, out)
+    assert traj.params["control"]["nets"] == 2 and [s.control_scale for s in traj] == [[0.7, 0.4]] * len(traj)
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
-    ({"control_scale": [1.0, 0.5]}, ValueError, "control_scale must be one number for FluxControlNetPipeline"),
+    ({"control_scale": [1.0, 0.5]}, ValueError, "control_scale must be one number for QwenImageControlNetPipeline"),
     ({"control_scale": lambda k: 1.0}, ValueError, "reads controlnet_conditioning_scale once"),
-    ({"control_guess_mode": True}, ValueError, "control_guess_mode=True: FluxControlNetPipeline takes no guess_mode"),
+    ({"control_guess_mode": True}, ValueError, "control_guess_mode=True: QwenImageControlNetPipeline takes no guess_mode"),
     ({"control_end": 1.5}, ValueError, "control_end must be a number from 0 to 1"),
     ({"control_image": None, "control_scale": 0.5}, ValueError, "control_scale=0.5 needs a control picture"),
 ])
-def test_what_the_pipeline_cannot_take_is_refused_by_name(flux_controlnet, kwargs, error, words):
+def test_what_the_pipeline_cannot_take_is_refused_by_name(qwen_controlnet, kwargs, error, words):
     given = {"control_image": picture(1), **kwargs}
     with pytest.raises(error, match=words):
-        nbd.trace(flux_controlnet, PROMPT, steps=2, guidance=3.5, height=32, width=32, **given)
+        nbd.trace(qwen_controlnet, PROMPT, steps=2, guidance=4.0, height=32, width=32, **given)
 
 
 def test_a_pipeline_without_a_control_picture_refuses_one():
@@ -103,10 +104,10 @@ def test_a_pipeline_without_a_control_picture_refuses_one():
         nbd.trace(tiny_cogview3plus_pipeline(), PROMPT, steps=2, height=32, width=32, control_image=picture(1))
 
 
-def test_a_live_control_scale_is_noted_as_ignored(flux_controlnet):
+def test_a_live_control_scale_is_noted_as_ignored(qwen_controlnet):
     control = nbd.RunControl()
     control.set_control_scale(0.0)
-    traj = nbd.trace(flux_controlnet, PROMPT, steps=2, guidance=3.5, height=32, width=32, control_image=picture(1),
+    traj = nbd.trace(qwen_controlnet, PROMPT, steps=2, guidance=4.0, height=32, width=32, control_image=picture(1),
                      control=control)
     assert any(n.startswith("live control scale ignored") for n in traj.notices), traj.notices
     assert [s.control_scale for s in traj] == [1.0, 1.0]  # what the pipeline ran at
@@ -124,7 +125,7 @@ def test_a_union_controlnet_is_refused_with_the_way_through():
     net = ControlNetUnionModel.from_unet(base.unet)
     pipe = StableDiffusionXLControlNetUnionPipeline.from_pipe(base, controlnet=net)
     parameters = inspect.signature(type(pipe).__call__).parameters
-    with pytest.raises(ValueError, match=r"ControlNetUnionModel takes a list of pictures.*pipe_kwargs="):
+    with pytest.raises(ValueError, match=r"ControlNetUnionModel is a union ControlNet.*control_mode.*pipe_kwargs="):
         plan_generic_control(pipe, parameters, picture(1, 16), None, 0.0, 1.0, 2, False)
 
 

@@ -118,7 +118,7 @@ CASES = [
     # it samples its control picture's latents from torch's global RNG: nbdiffuse's loop draws them from the run's seed
     Case("StableDiffusion3ControlNetPipeline", builders_control.sd3_controlnet, "covered", (16, 16), 7.0,
          control=True),
-    Case("FluxControlNetPipeline", builders_control.flux_controlnet, size=(32, 32), guidance=3.5, control=True),
+    Case("FluxControlNetPipeline", builders_control.flux_controlnet, "covered", (32, 32), 3.5, control=True),
     Case("FluxControlNetImg2ImgPipeline", builders_control.flux_controlnet_img2img, size=(32, 32), guidance=3.5,
          image=True, control=True),
     Case("StableDiffusionXLControlNetPAGPipeline", builders_control.sdxl_controlnet_pag, size=(16, 16), guidance=5.0,

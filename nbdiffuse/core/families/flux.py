@@ -45,6 +45,15 @@ def unpack(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return x.reshape(b, features // 4, h, w)
 
 
+def controlnet_runs_here(net: Any) -> bool:
+    """Whether this loop runs a FluxControlNetPipeline's ControlNet (core/controlnet_flux.py): not a union one (it
+    needs control_mode, which the pipeline's own loop takes), nor one ControlNet given several pictures (a
+    FluxMultiControlNetModel of one: a union ControlNet's pictures, one per control type)."""
+    if hasattr(net, "nets"):
+        return len(net.nets) > 1 and not any(getattr(one, "union", False) for one in net.nets)
+    return not getattr(net, "union", False)
+
+
 class FluxFamily(StableDiffusion3Family):
     """FluxPipeline (Flux.1-dev, -schnell and fine-tunes)."""
 
@@ -128,7 +137,7 @@ class FluxFamily(StableDiffusion3Family):
             scheduler.set_timesteps(sigmas=sigmas, device=self.device, mu=mu)
 
     def predict(self, x_in: torch.Tensor, t: torch.Tensor, cond: Conditioning, guided: bool,
-                guidance: float | None = None):
+                guidance: float | None = None, extra: dict | None = None):
         h, w = x_in.shape[-2:]
         tokens = pack(x_in)
         timestep = t.expand(tokens.shape[0]).to(tokens.dtype) / 1000
@@ -138,8 +147,10 @@ class FluxFamily(StableDiffusion3Family):
                 raise ValueError("a guidance-distilled Flux needs the step's guidance value")
             embedded = torch.full([1], float(guidance), device=tokens.device, dtype=torch.float32)
             embedded = embedded.expand(tokens.shape[0])
-        cond_out = self._transformer(tokens, timestep, embedded, cond.cond, "cond")
-        uncond_out = self._transformer(tokens, timestep, embedded, cond.uncond, "uncond") if guided else None
+        # a ControlNet's residuals (core/controlnet_flux.py) go to both evaluations, as FluxControlNetPipeline's
+        cond_out = self._transformer(tokens, timestep, embedded, {**cond.cond, **(extra or {})}, "cond")
+        uncond_out = self._transformer(tokens, timestep, embedded, {**cond.uncond, **(extra or {})},
+                                       "uncond") if guided else None
         return unpack(cond_out, h, w), None if uncond_out is None else unpack(uncond_out, h, w)
 
     def _transformer(self, tokens, timestep, guidance, kwargs: dict, branch: str) -> torch.Tensor:

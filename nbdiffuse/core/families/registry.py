@@ -8,7 +8,7 @@ import inspect
 from typing import Any
 
 from ..pipe_attrs import speaks_shapes
-from .flux import FluxFamily
+from .flux import FluxFamily, controlnet_runs_here
 from .generic import GenericPipeline
 from .pixart import PixArtFamily
 from .sd import StableDiffusionFamily
@@ -17,7 +17,8 @@ from .sdxl import StableDiffusionXLFamily
 
 
 def _families() -> list[tuple[type, type]]:
-    from diffusers import (FluxImg2ImgPipeline, FluxPipeline, PixArtAlphaPipeline, PixArtSigmaPipeline,
+    from diffusers import (FluxControlNetPipeline, FluxImg2ImgPipeline, FluxPipeline, PixArtAlphaPipeline,
+                           PixArtSigmaPipeline,
                            StableDiffusion3ControlNetPipeline, StableDiffusion3Img2ImgPipeline, StableDiffusion3Pipeline,
                            StableDiffusionControlNetPipeline,
                            StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, StableDiffusionXLControlNetPipeline,
@@ -30,7 +31,7 @@ def _families() -> list[tuple[type, type]]:
             (StableDiffusionXLControlNetPipeline, StableDiffusionXLFamily),
             (StableDiffusionControlNetPipeline, StableDiffusionFamily),
             (StableDiffusion3Pipeline, StableDiffusion3Family), (FluxPipeline, FluxFamily),
-            (StableDiffusion3ControlNetPipeline, StableDiffusion3Family),
+            (StableDiffusion3ControlNetPipeline, StableDiffusion3Family), (FluxControlNetPipeline, FluxFamily),
             (PixArtSigmaPipeline, PixArtFamily), (PixArtAlphaPipeline, PixArtFamily),
             (StableDiffusionImg2ImgPipeline, StableDiffusionFamily),
             (StableDiffusionXLImg2ImgPipeline, StableDiffusionXLFamily), (FluxImg2ImgPipeline, FluxFamily),
@@ -46,9 +47,13 @@ CALLBACK_PATH = ("Other pipelines work too (x_t only) when their __call__ takes 
 
 
 def family_for(pipe: Any) -> StableDiffusionFamily:
-    """The adapter for `pipe`, or a TypeError that lists what is supported."""
+    """The adapter for `pipe`, or a TypeError that lists what is supported. A Flux ControlNet pipeline of a union
+    ControlNet (its control_mode) runs its own loop: the generic path."""
     for pipe_cls, family_cls in _families():
         if isinstance(pipe, pipe_cls):
+            net = getattr(pipe, "controlnet", None)
+            if net is not None and pipe_cls.__name__ == "FluxControlNetPipeline" and not controlnet_runs_here(net):
+                break
             return family_cls(pipe)
     raise TypeError(
         f"pipe must be a supported diffusers pipeline ({', '.join(supported_pipelines())}); "

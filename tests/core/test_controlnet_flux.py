@@ -1,0 +1,123 @@
+"""Flux's ControlNet in nbdiffuse's own loop (core/controlnet_flux.py): parity with FluxControlNetPipeline
+(guidance-distilled and true guidance, one and several ControlNets, windows), strength per step, live scale,
+branches (a sampler that draws noise too), files, and what runs elsewhere or is refused."""
+import numpy as np
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+from PIL import Image
+
+import nbdiffuse as nbd
+from nbdiffuse.core.families import family_for, is_generic
+from nbdiffuse.core.families.flux import pack
+from nbdiffuse.testing import tiny_flux_controlnet_pipeline
+
+PROMPT = "a red circle"
+
+
+def picture(seed=0, side=32):
+    return Image.fromarray((np.random.default_rng(seed).random((side, side, 3)) * 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def flux_control():
+    return tiny_flux_controlnet_pipeline()
+
+
+def reference(pipe, steps, seed, **kwargs):
+    """FluxControlNetPipeline's own latents, packed as it returns them."""
+    return pipe(PROMPT, num_inference_steps=steps, height=32, width=32, output_type="latent",
+                generator=torch.Generator().manual_seed(seed), **kwargs).images
+
+
+def same(traj, packed) -> bool:
+    return torch.equal(pack(traj.final_latents[None]), packed)
+
+
+@pytest.mark.parametrize("guidance, scale, start, end", [(3.5, 1.0, 0.0, 1.0), (1.0, 0.7, 0.2, 0.8),
+                                                         (5.0, 1.4, 0.0, 0.5)])
+def test_trace_matches_the_flux_controlnet_pipeline_bit_for_bit(flux_control, guidance, scale, start, end):
+    control = picture()
+    traj = nbd.trace(flux_control, PROMPT, steps=4, guidance=guidance, seed=3, control_image=control,
+                     control_scale=scale, control_start=start, control_end=end)
+    assert traj.params["family"] == "flux"
+    assert same(traj, reference(flux_control, 4, 3, guidance_scale=guidance, control_image=control,
+                                controlnet_conditioning_scale=scale, control_guidance_start=start,
+                                control_guidance_end=end))
+    acting = [start <= k / 4 and (k + 1) / 4 <= end for k in range(4)]
+    assert [s.control_strength > 0 for s in traj.steps] == acting
+    assert traj[3].pred_x0 is not None
+
+
+@pytest.mark.parametrize("guidance", [1.0, 4.0])
+def test_a_flux_with_true_guidance_gives_both_evaluations_the_residuals(guidance):
+    pipe = tiny_flux_controlnet_pipeline(guidance_embeds=False)
+    control = picture(1)
+    traj = nbd.trace(pipe, PROMPT, steps=3, guidance=guidance, seed=2, control_image=control, control_scale=0.8)
+    assert same(traj, reference(pipe, 3, 2, true_cfg_scale=guidance, negative_prompt="", control_image=control,
+                                controlnet_conditioning_scale=0.8))
+    assert (traj[0].eps_uncond is not None) is (guidance > 1)
+
+
+def test_several_flux_controlnets_match_the_pipeline():
+    pipe = tiny_flux_controlnet_pipeline(nets=2)
+    pictures = [picture(1), picture(2)]
+    run = dict(control_scale=[0.9, 0.4], control_start=[0.0, 0.3], control_end=[1.0, 1.0])
+    traj = nbd.trace(pipe, PROMPT, steps=3, guidance=3.5, seed=3, control_image=pictures, **run)
+    assert same(traj, reference(pipe, 3, 3, guidance_scale=3.5, control_image=pictures,
+                                controlnet_conditioning_scale=[0.9, 0.4], control_guidance_start=[0.0, 0.3],
+                                control_guidance_end=[1.0, 1.0]))
+    assert traj.steps[0].control_scale == [0.9, 0.4]
+
+
+def test_scale_zero_is_the_plain_model_after_the_same_draws(flux_control):
+    from diffusers import FluxPipeline
+
+    run = dict(steps=3, guidance=3.5, seed=1, height=32, width=32)
+    off = nbd.trace(flux_control, PROMPT, control_image=picture(), control_scale=0.0, **run)
+    assert all(s.control_strength == 0.0 for s in off.steps)
+    # the pipeline draws the picture's latents before the noise: its start noise is the plain run's only without one
+    plain = nbd.trace(FluxPipeline.from_pipe(flux_control), PROMPT, **run)
+    assert not torch.equal(off.initial_latents, plain.initial_latents)
+    assert torch.equal(nbd.trace(flux_control, PROMPT, **run).final_latents, plain.final_latents)
+    one = nbd.trace(flux_control, PROMPT, control_image=picture(1), **run)
+    assert not torch.equal(one.final_latents, nbd.trace(flux_control, PROMPT, control_image=picture(2),
+                                                        **run).final_latents)
+
+
+def test_live_scale_branches_and_files(flux_control, tmp_path):
+    control = nbd.RunControl()
+
+    def on_step(traj, step):
+        if step.index == 1:
+            control.set_control_scale(0.0)
+
+    run = dict(steps=4, guidance=3.5, seed=1, control_image=picture())
+    live = nbd.trace(flux_control, PROMPT, control=control, on_step=on_step, **run)
+    planned = nbd.trace(flux_control, PROMPT, control_scale=[1, 1, 0, 0], **run)
+    assert torch.equal(live.final_latents, planned.final_latents)
+    traj = nbd.trace(flux_control, PROMPT, **run)
+    assert torch.equal(nbd.branch(flux_control, traj, 1, control_scale=0.0).final_latents, planned.final_latents)
+    # a sampler that draws noise every step: a branch replays the run's draws, the control latents' first
+    noisy = FlowMatchEulerDiscreteScheduler.from_config(flux_control.scheduler.config, stochastic_sampling=True)
+    drawn = nbd.trace(flux_control, PROMPT, scheduler=noisy, **run)
+    assert torch.equal(nbd.branch(flux_control, drawn, 1).final_latents, drawn.final_latents)
+    path = tmp_path / "run.nbd"
+    traj.save(path, frames=False)
+    loaded = nbd.Trajectory.load(path)
+    assert loaded.params["control"] == traj.params["control"]
+    assert torch.equal(nbd.branch(flux_control, loaded, 2).final_latents, traj.final_latents)
+
+
+def test_what_runs_elsewhere_or_is_refused(flux_control):
+    assert family_for(flux_control).name == "flux"
+    union = tiny_flux_controlnet_pipeline(union=True)
+    assert is_generic(union)  # its control_mode: the pipeline's own loop, with pipe_kwargs
+    with pytest.raises(ValueError, match=r"FluxControlNetModel is a union ControlNet.*pipe_kwargs="):
+        nbd.trace(union, PROMPT, steps=2, control_image=picture())
+    through = nbd.trace(union, PROMPT, steps=2, guidance=3.5, height=32, width=32,
+                        pipe_kwargs={"control_image": picture(), "control_mode": 1})  # the way the message names
+    out = reference(union, 2, 0, guidance_scale=3.5, control_image=picture(), control_mode=1)
+    assert torch.equal(pack(through.final_latents[None]), out)
+    with pytest.raises(ValueError, match=r"control_guess_mode=True: FluxControlNetModel has no guess mode"):
+        nbd.trace(flux_control, PROMPT, steps=2, control_image=picture(), control_guess_mode=True)
