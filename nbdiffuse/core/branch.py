@@ -48,8 +48,8 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
     run's length, or a callable step -> number; applies after `at`), scheduler and steps
     (the rest of the run is re-planned on the new schedule from the current noise level),
     seed (seeds the noise that stochastic samplers draw after `at`), control, on_step;
-    a ControlNet run's control_image, control_scale (as guidance), control_start, control_end and
-    control_guess_mode (control_scale=0: "what if no control from here"; core/controlnet.py).
+    a ControlNet run's control_image, control_scale (as guidance), control_start, control_end,
+    control_guess_mode and control_mode (control_scale=0: "what if no control from here"; core/controlnet.py).
     With no changes the original remaining steps are replayed exactly.
     """
     return prepare_branch(pipe, traj, at, **changes).execute()

@@ -38,6 +38,7 @@ import torch
 from PIL import Image
 
 from . import img2img
+from .control_mode import check_control_mode, modes_of, recorded_mode
 from .controlnet_flux import FluxControl, is_flux_controlnet
 from .controlnet_sd3 import SD3Control, is_sd3_controlnet
 from .validate import CONTROL_SCALE_ALLOWED, check_control_scale, number_schedule, show_value
@@ -58,7 +59,7 @@ def controlnet_name(net: Any) -> str:
 def nets_of(net: Any) -> list[Any]:
     """The ControlNets a pipeline's `controlnet` runs: a MultiControlNetModel's nets (Flux's and SD3's too),
     else the one."""
-    return list(net.nets) if type(net).__name__.endswith("MultiControlNetModel") else [net]
+    return list(net.nets) if "Multi" in type(net).__name__ and hasattr(net, "nets") else [net]
 
 
 def own_control_scale(pipe: Any) -> float:
@@ -151,6 +152,7 @@ class ControlPlan:
     models: list[str]
     guess_mode: bool = False
     multi: bool = False
+    modes: list[int | None] | None = None  # a union ControlNet's kind of picture (core/control_mode.py), per net
 
     @property
     def image(self) -> Any:
@@ -165,13 +167,15 @@ class ControlPlan:
         """traj.params["control"]; "scale" becomes the scales used, then the plan (run.run_end). One ControlNet:
         numbers and one picture's fingerprint; several: "nets", and a list per key (scales: a list per step)."""
         pictures = [img2img.fingerprint(image) for image in self.images]
+        mode = {"mode": recorded_mode(self.modes, self.multi)} if self.modes and any(
+            m is not None for m in self.modes) else {}  # only a union ControlNet's run records one
         if not self.multi:
             scales = [row[0] for row in self.scales]
             return {"model": self.models[0], "image": pictures[0], "scale": scales, "scale_plan": list(scales),
-                    "start": self.starts[0], "end": self.ends[0], "guess_mode": self.guess_mode}
+                    "start": self.starts[0], "end": self.ends[0], "guess_mode": self.guess_mode, **mode}
         return {"nets": len(self.images), "model": list(self.models), "image": pictures,
                 "scale": [list(row) for row in self.scales], "scale_plan": [list(row) for row in self.scales],
-                "start": list(self.starts), "end": list(self.ends), "guess_mode": self.guess_mode}
+                "start": list(self.starts), "end": list(self.ends), "guess_mode": self.guess_mode, **mode}
 
 
 def scales_used(control: dict, steps: list) -> list:
@@ -183,14 +187,17 @@ def scales_used(control: dict, steps: list) -> list:
 
 
 def plan_control(pipe: Any, image: Any, scale: Any, start: Any, end: Any, steps: int,
-                 guess_mode: Any = False) -> ControlPlan | None:
+                 guess_mode: Any = False, mode: Any = None) -> ControlPlan | None:
     """Check a run's control arguments (trace, prepare) against `pipe`; None for a run without control.
 
     A ControlNet pipeline without control_image runs the plain model (as control_scale=0 would)."""
     if image is None:
         for name, value, default in (("control_scale", scale, 1.0), ("control_start", start, 0.0),
-                                     ("control_end", end, 1.0), ("control_guess_mode", guess_mode, False)):
-            if default is False:
+                                     ("control_end", end, 1.0), ("control_guess_mode", guess_mode, False),
+                                     ("control_mode", mode, None)):
+            if default is None:
+                same = value is None
+            elif default is False:
                 same = value is False
             else:  # control_scale None: the pipeline's own default
                 same = (value is None and name == "control_scale") or \
@@ -208,7 +215,8 @@ def plan_control(pipe: Any, image: Any, scale: Any, start: Any, end: Any, steps:
     schedules = [control_scale_schedule(v, steps, f"control_scale[{j}]" if n > 1 else "control_scale")
                  for j, v in enumerate(per)]
     return ControlPlan(images, [list(row) for row in zip(*schedules)], starts, ends,
-                       [controlnet_name(one) for one in nets], check_guess_mode(guess_mode, net), n > 1)
+                       [controlnet_name(one) for one in nets], check_guess_mode(guess_mode, net), n > 1,
+                       check_control_mode(mode, nets))
 
 
 def control_size(plan: ControlPlan | None, factor: int) -> tuple[int, int] | None:
@@ -271,7 +279,7 @@ class ControlStep:
             cond_scale = scale[j] * self.keep(i, positions, j)
             if cond_scale == 0.0:
                 continue
-            made = self.kind.run(self, net, batch, t, cond, both, picture, cond_scale, guess)
+            made = self.kind.run(self, j, net, batch, t, cond, both, picture, cond_scale, guess)
             total = made if total is None else [a + b for a, b in zip(total, made)]
         if total is None:
             return None, None
@@ -299,8 +307,8 @@ class UNetControl:
                          for image in step.plan.images] for guided in (False, True)}
 
     @staticmethod
-    def run(step: ControlStep, net: Any, batch: torch.Tensor, t: Any, cond: Any, both: bool, picture: torch.Tensor,
-            scale: float, guess: bool) -> list[torch.Tensor]:
+    def run(step: ControlStep, j: int, net: Any, batch: torch.Tensor, t: Any, cond: Any, both: bool,
+            picture: torch.Tensor, scale: float, guess: bool) -> list[torch.Tensor]:
         """One ControlNet's residuals, scaled: the down blocks', then the middle block's."""
         kwargs = step.family._unet_kwargs(cond.both if both else cond.cond)
         down, mid = net(batch, t, controlnet_cond=picture, conditioning_scale=scale, guess_mode=guess,
@@ -319,7 +327,8 @@ def control_kind(net: Any) -> Any:
     return SD3Control if is_sd3_controlnet(first) else FluxControl if is_flux_controlnet(first) else UNetControl
 
 
-BRANCH_CHANGES = ("control_image", "control_scale", "control_start", "control_end", "control_guess_mode")
+BRANCH_CHANGES = ("control_image", "control_scale", "control_start", "control_end", "control_guess_mode",
+                  "control_mode")
 
 
 def branch_plan(pipe: Any, traj: Any, at: int, total: int, changes: dict) -> ControlPlan | None:
@@ -348,6 +357,8 @@ def branch_plan(pipe: Any, traj: Any, at: int, total: int, changes: dict) -> Con
     starts, ends = check_windows(asked.get("control_start", parent["start"] if parent else 0.0),
                                  asked.get("control_end", parent["end"] if parent else 1.0), n)
     guess = check_guess_mode(asked.get("control_guess_mode", bool(parent.get("guess_mode")) if parent else False), net)
+    recorded = modes_of(parent, n) if parent else [None] * n  # a union ControlNet's kinds of picture
+    modes = check_control_mode(asked.get("control_mode", recorded if n > 1 else recorded[0]), nets)
     rows = [_row(step.control_scale, n) for step in traj.steps[: at + 1]]
     if "control_scale" in asked:
         per = per_net("control_scale", asked["control_scale"], n) if n > 1 else [asked["control_scale"]]
@@ -361,7 +372,7 @@ def branch_plan(pipe: Any, traj: Any, at: int, total: int, changes: dict) -> Con
     else:
         used = parent["scale"] if parent else [1.0]
         rows += [_row(used[k] if k < len(used) else used[-1], n) for k in range(at + 1, total)]
-    return ControlPlan(images, rows, starts, ends, [controlnet_name(one) for one in nets], guess, n > 1)
+    return ControlPlan(images, rows, starts, ends, [controlnet_name(one) for one in nets], guess, n > 1, modes)
 
 
 def control_args_of(traj: Any, lead: int = 0) -> dict[str, Any]:
@@ -377,8 +388,9 @@ def control_args_of(traj: Any, lead: int = 0) -> dict[str, Any]:
     rows = [_row(value, n) for value in settings["scale"]]
     rows = rows[:1] * lead + rows
     scale = [list(column) for column in zip(*rows)] if n > 1 else [row[0] for row in rows]
+    mode = {"control_mode": settings["mode"]} if settings.get("mode") is not None else {}
     return {"control_image": traj.control_image, "control_scale": scale, "control_start": settings["start"],
-            "control_end": settings["end"], "control_guess_mode": bool(settings.get("guess_mode"))}
+            "control_end": settings["end"], "control_guess_mode": bool(settings.get("guess_mode")), **mode}
 
 
 def _row(scale: Any, n: int) -> list[float]:

@@ -12,7 +12,8 @@ ControlNet shares; this module is what Flux's does differently.
   ids), the noisy latents packed, the timestep / 1000 and, where its config has guidance_embeds, the guidance
   value as an input; its residuals go to the transformer's double and single blocks, to the prompt's
   evaluation and, with true guidance (a Flux without guidance embeddings), to the negative prompt's as well.
-- A union ControlNet (control_mode) runs on the generic path (families/flux.py, controlnet_runs_here). No guess mode.
+- A union ControlNet reads which kind of picture each is (control_mode, core/control_mode.py) as the pipeline
+  hands it over: a (1, 1) long tensor. No guess mode.
 """
 from __future__ import annotations
 
@@ -60,16 +61,19 @@ class FluxControl:
         return {False: made, True: made}
 
     @staticmethod
-    def run(step: Any, net: Any, batch: torch.Tensor, t: Any, cond: Any, both: bool, picture: torch.Tensor,
+    def run(step: Any, j: int, net: Any, batch: torch.Tensor, t: Any, cond: Any, both: bool, picture: torch.Tensor,
             scale: float, guess: bool) -> list[torch.Tensor]:
-        """One ControlNet's residuals, scaled: its double blocks', then its single blocks'."""
+        """ControlNet j's residuals, scaled: its double blocks', then its single blocks'."""
         text = cond.cond
+        modes = step.plan.modes or []
+        mode = None if j >= len(modes) or modes[j] is None else \
+            torch.tensor(modes[j]).to(picture.device, dtype=torch.long).view(-1, 1).expand(picture.shape[0], 1)
         tokens = pack(batch)
         timestep = t.expand(tokens.shape[0]).to(tokens.dtype) / 1000
         guidance = None
         if net.config.get("guidance_embeds"):
             guidance = torch.tensor([controlnet_guidance(step)], device=tokens.device).expand(tokens.shape[0])
-        blocks, singles = net(hidden_states=tokens, controlnet_cond=picture, controlnet_mode=None,
+        blocks, singles = net(hidden_states=tokens, controlnet_cond=picture, controlnet_mode=mode,
                               conditioning_scale=scale, timestep=timestep, guidance=guidance,
                               pooled_projections=text["pooled_projections"],
                               encoder_hidden_states=text["encoder_hidden_states"], txt_ids=text["txt_ids"],

@@ -58,7 +58,7 @@ class SD3Control:
         return latents
 
     @staticmethod
-    def run(step: Any, net: Any, batch: torch.Tensor, t: Any, cond: Any, both: bool, picture: torch.Tensor,
+    def run(step: Any, j: int, net: Any, batch: torch.Tensor, t: Any, cond: Any, both: bool, picture: torch.Tensor,
             scale: float, guess: bool) -> list[torch.Tensor]:
         """One ControlNet's block residuals for this evaluation, scaled."""
         config = step.nets[0].config

@@ -55,9 +55,10 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
                     seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
                     control: RunControl | None = None, on_step: Any = None, image: Any = None,
                     strength: float | None = None, pipe_kwargs: dict | None = None,
-                    control_args: tuple = (None, None, 0.0, 1.0, False)) -> "GenericRun":
+                    control_args: tuple = (None, None, 0.0, 1.0, False, None)) -> "GenericRun":
     """trace.prepare() for a pipeline outside the known families: check everything, touch no model.
-    control_args: trace's (control_image, control_scale, control_start, control_end, control_guess_mode)."""
+    control_args: trace's (control_image, control_scale, control_start, control_end, control_guess_mode,
+    control_mode)."""
     adapter = GenericPipeline(pipe)
     name = type(pipe).__name__
     prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,
@@ -82,7 +83,7 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
     if negative_prompt and "negative_prompt" not in params:
         raise ValueError(f"negative_prompt={negative_prompt!r}: {name} takes no negative prompt; pass ''")
     factor = adapter.vae_factor
-    control_kwargs, control_plan = plan_generic_control(pipe, params, *control_args[:4], steps, control_args[4])
+    control_kwargs, control_plan = plan_generic_control(pipe, params, *control_args[:4], steps, *control_args[4:])
     default = adapter.default_size()
     if image is not None and ("height" not in params or default is None):  # the picture's size (rounded down),
         # as SD img2img takes it, and as ZImageImg2ImgPipeline does when its height is left None

@@ -7,9 +7,10 @@ so trace hands it the picture and the settings under the names its __call__ take
 `control_image` (or `image`, where that is the control picture of a pipeline without a start picture),
 control_scale as `controlnet_conditioning_scale` (None: the pipeline's own default, recorded as such),
 control_start and control_end as `control_guidance_start` / `control_guidance_end`, control_guess_mode
-as `guess_mode`. Several ControlNets (a pipeline whose controlnet has `nets`) take a list per setting, as
-on the families' path. A union ControlNet (a picture per control type, with control_mode) is refused:
-pipe_kwargs passes its own keywords.
+as `guess_mode`, control_mode (a union ControlNet's kind of picture, core/control_mode.py) as `control_mode`.
+Several ControlNets (a pipeline whose controlnet has `nets`) take a list per setting, as on the families' path.
+A union ControlNet takes one picture per ControlNet here, with its control_mode; several pictures for one
+union ControlNet (a kind each) go through pipe_kwargs.
 
 The pipeline reads them once, so a scale is one number (per ControlNet): a per-step schedule, a callable
 or RunControl.set_control_scale cannot reach it, and a setting the pipeline does not take is refused unless
@@ -23,6 +24,7 @@ import inspect
 import numbers
 from typing import Any
 
+from .control_mode import check_control_mode
 from .controlnet import (ControlPlan, check_guess_mode, check_windows, control_pictures, controlnet_name, nets_of,
                          own_control_scale, per_net, plan_control)
 from .validate import check_control_scale, show_value
@@ -60,12 +62,12 @@ def control_parameter(pipe: Any, parameters: dict) -> str | None:
 
 
 def plan_generic_control(pipe: Any, parameters: dict, image: Any, scale: Any, start: Any, end: Any, steps: int,
-                         guess_mode: Any) -> tuple[dict[str, Any], ControlPlan | None]:
+                         guess_mode: Any, mode: Any = None) -> tuple[dict[str, Any], ControlPlan | None]:
     """(the pipe(...) keywords, the plan for the run's record) of a generic run's control arguments; ({}, None)
     for a run without a control picture (its other control arguments must then be their defaults)."""
     name = type(pipe).__name__
     if image is None:
-        plan_control(pipe, None, scale, start, end, 1, guess_mode)  # control settings need a picture
+        plan_control(pipe, None, scale, start, end, 1, guess_mode, mode)  # control settings need a picture
         return {}, None
     where = control_parameter(pipe, parameters)
     if where is None:
@@ -73,13 +75,11 @@ def plan_generic_control(pipe: Any, parameters: dict, image: Any, scale: Any, st
                          "ControlNet pipeline of SD 1.x/2.x, SDXL, SD3 or Flux runs it in nbdiffuse's own loop")
     net = getattr(pipe, "controlnet", None)
     nets = nets_of(net) if net is not None else []
-    if "Union" in type(net).__name__ or any(getattr(one, "union", False) for one in nets):
-        # a union ControlNet (ControlNetUnionModel, a union FluxControlNetModel): its pictures with their control_mode
-        raise ValueError(f"control_image: {name}'s {type(net).__name__} is a union ControlNet: it takes its pictures "
-                         "with their control_mode (one per control type), which trace does not pass yet; pass both "
-                         "through pipe_kwargs={'control_image': ..., 'control_mode': ...} (the run then records no "
-                         "control settings)")
     n = max(len(nets), 1)
+    modes = check_control_mode(mode, nets) if nets else [check_no_mode(mode, name)]
+    if any(one is not None for one in modes) and "control_mode" not in parameters:
+        raise ValueError(f"control_mode: {name} takes no control_mode; its union ControlNet needs one: pass the "
+                         "pictures and modes through pipe_kwargs={'control_image': ..., 'control_mode': ...}")
     pictures = control_pictures(image, n)
     own = scale is None  # the pipeline's own default (0.8 for the image-to-image ControlNet pipelines)
     if own:
@@ -94,6 +94,8 @@ def plan_generic_control(pipe: Any, parameters: dict, image: Any, scale: Any, st
              "control_guidance_end": (ends, [1.0] * n, "control_end"),
              "guess_mode": ([guess], [False], "control_guess_mode")}
     kwargs: dict[str, Any] = {where: pictures if n > 1 else pictures[0]}
+    if any(one is not None for one in modes):  # a union ControlNet's kind of picture, one per ControlNet
+        kwargs["control_mode"] = list(modes) if n > 1 else modes[0]
     for key, (values, default, argument) in asked.items():
         if key == "controlnet_conditioning_scale" and own:
             continue  # left to the pipeline: the plan records its default
@@ -103,7 +105,13 @@ def plan_generic_control(pipe: Any, parameters: dict, image: Any, scale: Any, st
             raise ValueError(f"{argument}={show_value(values if n > 1 else values[0])}: {name} takes no {key}; "
                              f"leave {argument} at its default")
     models = [controlnet_name(one) for one in nets] or [f"{name}'s own"]
-    return kwargs, ControlPlan(pictures, [list(scales)] * steps, starts, ends, models, guess, n > 1)
+    return kwargs, ControlPlan(pictures, [list(scales)] * steps, starts, ends, models, guess, n > 1, modes)
+
+
+def check_no_mode(mode: Any, name: str) -> None:
+    """control_mode of a pipeline whose own model reads the picture (no ControlNet): None only."""
+    if mode is not None:
+        raise ValueError(f"control_mode={show_value(mode)}: {name} has no union ControlNet; leave control_mode None")
 
 
 def _one_number(value: Any, argument: str, name: str) -> float:

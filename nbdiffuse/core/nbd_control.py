@@ -48,6 +48,10 @@ def check_control(control: dict) -> None:
             raise FieldError(at("start", j), start, f"below {at('end', j)} ({end:g})")
     if not isinstance(control.get("guess_mode", False), bool):  # files before guess mode have none: off
         raise FieldError("params.control.guess_mode", control.get("guess_mode"), "true or false")
+    if "mode" in control:  # a union ControlNet's kind of picture (core/control_mode.py); others record none
+        for j, mode in enumerate(each("mode")):
+            if mode is not None:
+                as_int(at("mode", j), mode, 0, 1023)
 
 
 def check_control_image(name: str, tensor: torch.Tensor, params: dict) -> None:

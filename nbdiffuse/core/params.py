@@ -70,6 +70,7 @@ class ControlSettings(TypedDict, total=False):
     start: float  # control_start: the share of the run before the ControlNet acts
     end: float  # control_end: the share of the run after which it no longer acts
     guess_mode: bool  # control_guess_mode: diffusers' guess mode (on for a ControlNet with global_pool_conditions)
+    mode: int | list  # control_mode, a union ControlNet's kind of picture (None for one of one kind); only there
 
 
 class RunParams(_EveryRun, total=False):

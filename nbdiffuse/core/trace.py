@@ -32,7 +32,7 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
           control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
           strength: float | None = None, attention: bool | str = False, pipe_kwargs: dict | None = None,
           control_image: Any = None, control_scale: Any = None, control_start: float = 0.0,
-          control_end: float = 1.0, control_guess_mode: bool = False) -> Trajectory:
+          control_end: float = 1.0, control_guess_mode: bool = False, control_mode: Any = None) -> Trajectory:
     """Run `pipe` on `prompt` step by step and return the recorded Trajectory.
 
     guidance: a number, a sequence of one number per step that runs, or a callable step -> number.
@@ -58,12 +58,14 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
     scaled from 0.1 to 1 down the blocks; on for a ControlNet with global_pool_conditions). The same
     numbers as pipe(..., image=control_image, controlnet_conditioning_scale=control_scale,
     control_guidance_start=control_start, control_guidance_end=control_end, guess_mode=control_guess_mode).
+    control_mode: a union ControlNet's kind of picture, a number (diffusers' control_mode; one per ControlNet
+    for several; core/control_mode.py); None for a ControlNet of one kind.
     """
     run = prepare(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
                   scheduler=scheduler, height=height, width=width, control=control, on_step=on_step, image=image,
                   strength=strength, attention=attention, pipe_kwargs=pipe_kwargs, control_image=control_image,
                   control_scale=control_scale, control_start=control_start, control_end=control_end,
-                  control_guess_mode=control_guess_mode)
+                  control_guess_mode=control_guess_mode, control_mode=control_mode)
     return run.execute()
 
 
@@ -72,7 +74,7 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
             control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
             strength: float | None = None, attention: bool | str = False, pipe_kwargs: dict | None = None,
             control_image: Any = None, control_scale: Any = None, control_start: float = 0.0,
-            control_end: float = 1.0, control_guess_mode: bool = False) -> "Run":
+            control_end: float = 1.0, control_guess_mode: bool = False, control_mode: Any = None) -> "Run":
     """Check every argument and build the run without touching the model (trace() = prepare().execute()).
 
     A pipeline outside the known families whose __call__ takes callback_on_step_end runs on the
@@ -89,7 +91,7 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
                                seed=seed, scheduler=scheduler, height=height, width=width, control=control,
                                on_step=on_step, image=image, strength=strength, pipe_kwargs=pipe_kwargs,
                                control_args=(control_image, control_scale, control_start, control_end,
-                                             control_guess_mode))
+                                             control_guess_mode, control_mode))
     family = adapter_for(pipe)  # a family's adapter, or the TypeError that says what runs and why not this
     check_for_family(pipe, family, pipe_kwargs)
     prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,
@@ -97,7 +99,7 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     image, strength, start, (default_h, default_w) = img2img.plan(pipe, family, image, strength, steps)
     schedule = guidance_schedule(guidance, steps - start)
     control_plan = plan_control(pipe, control_image, control_scale, control_start, control_end, steps - start,
-                                control_guess_mode)
+                                control_guess_mode, control_mode)
     if image is None:  # a control picture's size, as diffusers' ControlNet pipelines take it
         default_h, default_w = control_size(control_plan, family.vae_factor) or (default_h, default_w)
     height = default_h if height is None else check_size("height", height, family.vae_factor)

@@ -251,16 +251,17 @@ def test_a_controlnet_pipeline_that_runs_its_own_loop_says_what_it_cannot_show(l
 
 FLUX_CELLS = [
     "import torch\nimport nbdiffuse as nbd\nfrom nbdiffuse.testing import tiny_flux_controlnet_pipeline\n"
-    "torch.set_num_threads(1)\npipe = tiny_flux_controlnet_pipeline()",
+    "torch.set_num_threads(1)\npipe = tiny_flux_controlnet_pipeline(union=True)",
     "ex = nbd.Explorer(pipe, steps=6, height=32, width=32, prompt='a red circle')\nex",
     "from PIL import Image\nImage.effect_noise((32, 32), 64).convert('RGB').save('noise.png')",
 ]
 
 
-def test_a_flux_controlnet_shows_its_strength_per_step_and_no_guess_mode(lab_server, page, explorer_page, screenshots,
-                                                                        lab_notebook):
+def test_a_flux_union_controlnet_shows_its_strength_per_step_and_its_kind(lab_server, page, explorer_page, screenshots,
+                                                                         lab_notebook):
     """Flux's ControlNet runs in nbdiffuse's own loop: the strip shows its strength per step, "No control from
-    here" branches, and the guess mode box (SD's and SDXL's only) is not offered."""
+    here" branches, and the guess mode box (SD's and SDXL's only) is not offered. A union ControlNet's slot asks
+    which kind of picture it is; Generate without one names control_mode."""
     from polling import wait_for
 
     notebook = lab_notebook("flux_control.ipynb", FLUX_CELLS)
@@ -272,15 +273,20 @@ def test_a_flux_controlnet_shows_its_strength_per_step_and_no_guess_mode(lab_ser
     upload(ex, "Upload a control picture", lab_server.root / "noise.png")
     ex.root.locator(".nbd-control-kind", has_text="picture").wait_for(timeout=60_000)
     set_range(ex, "Control end", 0.5)
+    kind = ex.root.locator("select[aria-label='Kind of control picture']")
+    assert kind.is_visible() and kind.locator("option").count() == 4  # "kind of picture…" and kinds 0 to 2
+    ex.click("Generate")
+    ex.root.locator(".nbd-error", has_text="control_mode").wait_for(timeout=60_000)
+    kind.select_option("2")
     ex.click("Generate")
     wait_strengths(ex, 6)
     ex.wait_count("done")
     values = strengths(ex)
     assert all(v > 0 for v in values[:3]) and values[3:] == [0, 0, 0], values  # the window's half
     text = ex.root.locator(".nbd-ctext span").first.text_content()
-    assert "strength per step is not seen" not in text, text
+    assert "strength per step is not seen" not in text and "kind 2" in text, text
     ex.screenshot(screenshots / "control_flux.png")
     ex.root.get_by_role("button", name="No control from here").wait_for(state="visible", timeout=60_000)
     set_theme(page, "JupyterLab Dark")
-    ex.root.evaluate("(root) => root.scrollIntoView({block: 'start'})")
-    ex.root.screenshot(path=str(screenshots / "control_flux_dark.png"))
+    ex.root.locator(".nbd-ctext span").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(screenshots / "control_flux_dark.png"))

@@ -193,6 +193,10 @@ def test_a_file_with_a_bad_control_is_refused(sd_controlnet_pipe, tmp_path):
     del meta["params"]["control"]["guess_mode"]  # a file from before guess mode: off
     save_file(tensors, str(tmp_path / "older.nbd"), metadata=dict(header, meta=json.dumps(meta)))
     assert not nbd.Trajectory.load(tmp_path / "older.nbd").params["control"].get("guess_mode")
+    meta["params"]["control"]["mode"] = "canny"  # a union ControlNet's kind of picture is a number
+    save_file(tensors, str(tmp_path / "mode.nbd"), metadata=dict(header, meta=json.dumps(meta)))
+    with pytest.raises(TrajectoryFileError, match=r"params\.control\.mode must be an integer from 0"):
+        nbd.Trajectory.load(tmp_path / "mode.nbd")
 
 
 def test_the_run_takes_the_control_pictures_size(sd_controlnet_pipe):

@@ -8,7 +8,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from PIL import Image
 
 import nbdiffuse as nbd
-from nbdiffuse.core.families import family_for, is_generic
+from nbdiffuse.core.families import family_for
 from nbdiffuse.core.families.flux import pack
 from nbdiffuse.testing import tiny_flux_controlnet_pipeline
 
@@ -109,15 +109,37 @@ def test_live_scale_branches_and_files(flux_control, tmp_path):
     assert torch.equal(nbd.branch(flux_control, loaded, 2).final_latents, traj.final_latents)
 
 
-def test_what_runs_elsewhere_or_is_refused(flux_control):
-    assert family_for(flux_control).name == "flux"
+def test_a_union_controlnet_reads_the_kind_of_picture_it_is_told(tmp_path):
+    """control_mode: which kind of picture a union ControlNet reads (core/control_mode.py), bit for bit
+    pipe(..., control_mode=m); kept by files and branches, changed by a branch."""
     union = tiny_flux_controlnet_pipeline(union=True)
-    assert is_generic(union)  # its control_mode: the pipeline's own loop, with pipe_kwargs
-    with pytest.raises(ValueError, match=r"FluxControlNetModel is a union ControlNet.*pipe_kwargs="):
-        nbd.trace(union, PROMPT, steps=2, control_image=picture())
-    through = nbd.trace(union, PROMPT, steps=2, guidance=3.5, height=32, width=32,
-                        pipe_kwargs={"control_image": picture(), "control_mode": 1})  # the way the message names
-    out = reference(union, 2, 0, guidance_scale=3.5, control_image=picture(), control_mode=1)
-    assert torch.equal(pack(through.final_latents[None]), out)
+    assert family_for(union).name == "flux"
+    control = picture()
+    runs = {}
+    for mode in (0, 2):
+        runs[mode] = nbd.trace(union, PROMPT, steps=3, guidance=3.5, seed=1, control_image=control, control_mode=mode)
+        assert same(runs[mode], reference(union, 3, 1, guidance_scale=3.5, control_image=control, control_mode=mode))
+        assert runs[mode].params["control"]["mode"] == mode
+    assert not torch.equal(runs[0].final_latents, runs[2].final_latents)
+    runs[0].save(tmp_path / "union.nbd", frames=False)
+    loaded = nbd.Trajectory.load(tmp_path / "union.nbd")
+    assert loaded.params["control"]["mode"] == 0
+    assert torch.equal(nbd.branch(union, loaded, 1).final_latents, runs[0].final_latents)
+    other = nbd.branch(union, runs[0], 1, control_mode=2)
+    assert other.params["control"]["mode"] == 2 and not torch.equal(other.final_latents, runs[0].final_latents)
+    with pytest.raises(ValueError, match=r"control_mode: FluxControlNetModel is a union ControlNet: say which kind "
+                                         r"of picture the control picture is, a number from 0 to 2"):
+        nbd.trace(union, PROMPT, steps=2, control_image=control)
+    with pytest.raises(ValueError, match=r"control_mode must be a number from 0 to 2 .*got 3"):
+        nbd.trace(union, PROMPT, steps=2, control_image=control, control_mode=3)
+    with pytest.raises(TypeError, match=r"control_mode must be a number from 0 to 2 .*got True"):
+        nbd.trace(union, PROMPT, steps=2, control_image=control, control_mode=True)
+    with pytest.raises(ValueError, match=r"control_mode=1 needs a control picture"):
+        nbd.trace(union, PROMPT, steps=2, control_mode=1)
+
+
+def test_what_is_refused(flux_control):
     with pytest.raises(ValueError, match=r"control_guess_mode=True: FluxControlNetModel has no guess mode"):
         nbd.trace(flux_control, PROMPT, steps=2, control_image=picture(), control_guess_mode=True)
+    with pytest.raises(ValueError, match=r"control_mode=1: FluxControlNetModel is not a union ControlNet"):
+        nbd.trace(flux_control, PROMPT, steps=2, control_image=picture(), control_mode=1)

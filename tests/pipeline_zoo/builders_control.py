@@ -138,3 +138,28 @@ def cogview4_control():
                                    transformer=transformer, scheduler=base.scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _union_net(base):
+    """A tiny ControlNetUnionModel for `base`'s SDXL UNet (its control types' transformer at the UNet's first
+    width), its zero-initialised output layers seeded."""
+    from diffusers import ControlNetUnionModel
+
+    torch.manual_seed(0)
+    shaped = ControlNetUnionModel.from_unet(base.unet, conditioning_embedding_out_channels=(8, 16, 32, 64)[
+        :int(base.vae_scale_factor).bit_length()])
+    width = base.unet.config.block_out_channels[0]
+    config = {k: v for k, v in shaped.config.items() if not k.startswith("_")}
+    torch.manual_seed(0)
+    net = ControlNetUnionModel(**dict(config, num_trans_channel=width, num_proj_channel=width, num_trans_head=2))
+    testing.seeded_weights([*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out])
+    return net.eval()
+
+
+def sdxl_controlnet_union():
+    return _with_controlnet("StableDiffusionXLControlNetUnionPipeline", builders.sdxl, _union_net(builders.sdxl()))
+
+
+def sdxl_controlnet_union_img2img():
+    return _with_controlnet("StableDiffusionXLControlNetUnionImg2ImgPipeline", builders.sdxl,
+                            _union_net(builders.sdxl()))

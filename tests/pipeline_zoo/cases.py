@@ -34,6 +34,7 @@ class Case:
     xfail: dict[str, str] = field(default_factory=dict)  # check -> "#21 X: why"
     pipe_kwargs: dict = field(default_factory=dict)  # the pipeline's own keywords a run needs, in every check
     control: bool = False  # a ControlNet pipeline: trace(control_image=...), pipe(...) under its own name
+    control_mode: int | None = None  # a union ControlNet's kind of picture, with the control picture
 
     @property
     def id(self) -> str:
@@ -129,4 +130,9 @@ CASES = [
     Case("SanaControlNetPipeline", builders_control.sana_controlnet, control=True),
     # it samples its control picture's latents from torch's global RNG: a trace seeds it with the run's seed
     Case("CogView4ControlPipeline", builders_control.cogview4_control, size=(16, 16), guidance=3.5, control=True),
+    # union ControlNets: the control picture with its kind (control_mode)
+    Case("StableDiffusionXLControlNetUnionPipeline", builders_control.sdxl_controlnet_union, size=(16, 16),
+         guidance=5.0, control=True, control_mode=3),
+    Case("StableDiffusionXLControlNetUnionImg2ImgPipeline", builders_control.sdxl_controlnet_union_img2img,
+         size=(16, 16), guidance=5.0, image=True, control=True, control_mode=3),
 ]

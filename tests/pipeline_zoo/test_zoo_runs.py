@@ -42,7 +42,10 @@ def control_picture(case) -> Image.Image:
 
 def control_args(case) -> dict:
     """trace's control picture of a ControlNet case (none for the others)."""
-    return {"control_image": control_picture(case)} if case.control else {}
+    if not case.control:
+        return {}
+    return {"control_image": control_picture(case),
+            **({"control_mode": case.control_mode} if case.control_mode is not None else {})}
 
 
 def reference_run(case, pipe, **extra) -> tuple[torch.Tensor, int]:
@@ -69,6 +72,8 @@ def reference_steps(case, pipe, **extra) -> tuple[torch.Tensor, list[float]]:
     kwargs.update(case.pipe_kwargs)
     if case.control:  # the control picture under the pipeline's own name (control_image, or image where that is it)
         kwargs[control_parameter(pipe, accepted)] = control_picture(case)
+        if case.control_mode is not None:
+            kwargs["control_mode"] = case.control_mode
     kwargs.update(extra)
     torch.manual_seed(SEED)  # as a trace seeds torch's global RNG for pipelines that draw from it (core/generic.py)
     out = pipe(**{key: value for key, value in kwargs.items() if key in accepted})  # img2img: the picture's size
@@ -135,7 +140,8 @@ def test_parity_with_the_pipeline(case):
         h, w = case.size
         other = Image.fromarray(np.full((h, w, 3), 255, dtype=np.uint8))
         again = nbd.trace(pipe, PROMPT, steps=STEPS, guidance=case.guidance, seed=SEED, height=h, width=w,
-                          pipe_kwargs=case.pipe_kwargs or None, control_image=other, **picture_args(case))
+                          pipe_kwargs=case.pipe_kwargs or None, **dict(control_args(case), control_image=other),
+                          **picture_args(case))
         assert not torch.equal(again.output_latents, traj.output_latents)
     if traj.output is not None or "output_shape" in traj.params:  # and a notice says how it differs
         assert any(f"{case.cls} returns" in notice and "pipe(...) returned" in notice or "the same numbers" in notice
@@ -190,8 +196,10 @@ def test_a_full_explorer_run_on_the_pipelines_own_sampler(case, open_explorer):
                            guidance=case.guidance, height=h, width=w)
     assert fe.state["scheduler"] == own_scheduler_name(pipe) == fe.state["scheduler_options"][0] or \
         fe.state["scheduler"] == own_scheduler_name(pipe) in fe.state["scheduler_options"]
-    if case.control:  # the control picture as the widget takes it
+    if case.control:  # the control picture as the widget takes it (a union ControlNet's: with its kind)
         ex.control_from(control_picture(case))
+        if case.control_mode is not None:
+            fe.set(control_modes=[case.control_mode])
     if case.image or case.control:  # the start picture and strength as the widget takes them; the size asked
         if case.image:  # (without it a picture runs at its own size or the pipeline's usual one)
             ex.start_from(start_picture(case), STRENGTH)

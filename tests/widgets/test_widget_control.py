@@ -276,6 +276,33 @@ def test_the_guess_mode_box_only_where_the_pipeline_has_one(sd_controlnet_pipe, 
     assert fe.state["control_guess"] is False and fe.state["control_nets"] == 0
 
 
+def test_a_union_controlnet_has_a_kind_of_picture_per_slot(open_explorer, pipe):
+    import traitlets
+
+    from nbdiffuse.testing import tiny_flux_controlnet_pipeline
+
+    union = tiny_flux_controlnet_pipeline(union=True)
+    ex, fe = open_explorer(union, steps=3, height=32, width=32, control_image=_outline(32))
+    assert fe.state["control_types"] == [3] and fe.state["control_modes"] == [None]
+    fe.click("generate")  # no kind chosen yet: the error names control_mode, nothing runs
+    assert "control_mode" in fe.state["error"] and "union ControlNet" in fe.state["error"], fe.state["error"]
+    fe.set(control_modes=[2])  # the user picks "kind 2" in the slot's select
+    ex.generate(background=False)
+    assert ex.trajectory.params["control"]["mode"] == 2 and fe.state["error"] == ""
+    fe.set(control_modes=[0])
+    fe.send({"type": "branch", "k": 1})  # Branch here with another kind
+    assert ex.wait(120) and fe.state["error"] == "", fe.state["error"]
+    assert ex.trajectory.branched_at == 1 and ex.trajectory.params["control"]["mode"] == 0
+    with pytest.raises(traitlets.TraitError, match=r"control_modes\[0\] must be a number from 0 to 2 or None, got 5"):
+        ex.control_modes = [5]
+    _, fe2 = open_explorer(union, steps=2, control_image=_outline(32), control_mode=1)
+    assert fe2.state["control_modes"] == [1]
+    with pytest.raises(ValueError, match=r"control_mode must be a number from 0 to 2 .*got 7"):
+        open_explorer(union, steps=2, control_mode=7)
+    ex.set_pipeline(pipe)  # a model without a union ControlNet: no kinds to choose
+    assert fe.state["control_types"] == [] and fe.state["control_modes"] == []
+
+
 @pytest.mark.parametrize("defaults, error, match", [
     (dict(control_guess_mode=1), TypeError, r"control_guess_mode must be True or False, got 1"),
     (dict(control_scale=-1.0), ValueError, r"control_scale must be .*got -1\.0"),

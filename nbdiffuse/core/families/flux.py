@@ -45,15 +45,6 @@ def unpack(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return x.reshape(b, features // 4, h, w)
 
 
-def controlnet_runs_here(net: Any) -> bool:
-    """Whether this loop runs a FluxControlNetPipeline's ControlNet (core/controlnet_flux.py): not a union one (it
-    needs control_mode, which the pipeline's own loop takes), nor one ControlNet given several pictures (a
-    FluxMultiControlNetModel of one: a union ControlNet's pictures, one per control type)."""
-    if hasattr(net, "nets"):
-        return len(net.nets) > 1 and not any(getattr(one, "union", False) for one in net.nets)
-    return not getattr(net, "union", False)
-
-
 class FluxFamily(StableDiffusion3Family):
     """FluxPipeline (Flux.1-dev, -schnell and fine-tunes)."""
 

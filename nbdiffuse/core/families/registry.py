@@ -8,7 +8,7 @@ import inspect
 from typing import Any
 
 from ..pipe_attrs import speaks_shapes
-from .flux import FluxFamily, controlnet_runs_here
+from .flux import FluxFamily
 from .generic import GenericPipeline
 from .pixart import PixArtFamily
 from .sd import StableDiffusionFamily
@@ -47,13 +47,9 @@ CALLBACK_PATH = ("Other pipelines work too (x_t only) when their __call__ takes 
 
 
 def family_for(pipe: Any) -> StableDiffusionFamily:
-    """The adapter for `pipe`, or a TypeError that lists what is supported. A Flux ControlNet pipeline of a union
-    ControlNet (its control_mode) runs its own loop: the generic path."""
+    """The adapter for `pipe`, or a TypeError that lists what is supported."""
     for pipe_cls, family_cls in _families():
         if isinstance(pipe, pipe_cls):
-            net = getattr(pipe, "controlnet", None)
-            if net is not None and pipe_cls.__name__ == "FluxControlNetPipeline" and not controlnet_runs_here(net):
-                break
             return family_cls(pipe)
     raise TypeError(
         f"pipe must be a supported diffusers pipeline ({', '.join(supported_pipelines())}); "

@@ -58,9 +58,12 @@ function controlSlot(j, n) {
     thumb: h("img", { class: "nbd-controlpic", alt: `control picture${of}` }),
     kind: h("span", { class: "nbd-label nbd-control-kind" }),
     clear: h("button", { type: "button", class: "nbd-icon", text: "×", "aria-label": n > 1 ? `Remove control picture${of}` : "Remove the control picture" }),
+    // a union ControlNet's kind of picture (control_mode): its numbers are the model's, its card names them
+    mode: h("select", { class: "nbd-control-mode", "aria-label": `Kind of control picture${of}`,
+                        title: "A union ControlNet reads several kinds of picture (edges, depth, pose, …): which kind this one is, by the number its model card gives" }),
   };
   slot.picture = h("span", { class: "nbd-picture-controls" }, [slot.thumb, slot.kind, slot.clear]);
-  slot.row = h("div", { class: "nbd-row nbd-picture", "data-net": String(j) }, [slot.upload, slot.edges, slot.picture]);
+  slot.row = h("div", { class: "nbd-row nbd-picture", "data-net": String(j) }, [slot.upload, slot.edges, slot.mode, slot.picture]);
   slot.sliders = {};
   if (n > 1) {
     const fields = CONTROL_SLIDERS.map(([name, label, max]) => {
@@ -101,8 +104,15 @@ function drawControlStrip(ui, values, run, total) {
   const acting = values.map((v, k) => (v > 0 ? k + 1 : 0)).filter((k) => k);
   ui.ctextLine.textContent = !values.length ? "" : acting.length
     ? `control acts at steps ${acting[0]}–${acting[acting.length - 1]} of ${total || values.length}` +
-      (values.length < total ? " so far" : "") + (run.guess_mode ? ", in guess mode" : "") + " (its strength per step above)"
+      (values.length < total ? " so far" : "") + (run.guess_mode ? ", in guess mode" : "") + kindOf(run) +
+      " (its strength per step above)"
     : "control did not act at any step so far";
+}
+
+// ", kind 3" for a union ControlNet's run (its kind of picture per ControlNet), else "".
+function kindOf(run) {
+  const kinds = [].concat(run.mode ?? []);
+  return kinds.some((k) => k !== null && k !== undefined) ? `, kind ${kinds.map((k) => k ?? "–").join(" / ")}` : "";
 }
 
 function bindControlSliders(model, ui, link) {
@@ -185,6 +195,12 @@ function bindControlPicture(model, ui, link, store) {
       slot.upload.addEventListener("click", () => pick(false, j));
       slot.edges.addEventListener("click", () => pick(true, j));
       slot.clear.addEventListener("click", () => link.send({ type: "control_clear", net: j }));
+      slot.mode.addEventListener("change", () => {
+        const modes = [...(model.get("control_modes") || [])];
+        modes[j] = slot.mode.value === "" ? null : Number(slot.mode.value);
+        model.set("control_modes", modes);
+        link.save();
+      });
     });
     ui.slots[0].row.append(ui.useLabel);
     ui.controlSlots.replaceChildren(...ui.slots.map((slot) => slot.node));
@@ -192,6 +208,21 @@ function bindControlPicture(model, ui, link, store) {
     for (const node of ui.sharedFields) node.hidden = n > 1; // several: each ControlNet's own, by its picture
     showPictures();
     showUnits();
+    showModes();
+  };
+  // A union ControlNet's slot offers its kinds of picture (control_types[j] of them; 0: not a union one).
+  const showModes = () => {
+    const types = model.get("control_types") || [];
+    const modes = model.get("control_modes") || [];
+    ui.slots.forEach((slot, j) => {
+      const kinds = Number(types[j]) || 0;
+      slot.mode.hidden = kinds === 0;
+      if (slot.mode.options.length !== kinds + 1) {
+        slot.mode.replaceChildren(h("option", { value: "", text: "kind of picture…" }),
+          ...Array.from({ length: kinds }, (_, m) => h("option", { value: String(m), text: `kind ${m}` })));
+      }
+      slot.mode.value = modes[j] === null || modes[j] === undefined ? "" : String(modes[j]);
+    });
   };
   // Each ControlNet's scale and window (control_units), shown by its slot.
   const showUnits = () => {
@@ -206,6 +237,7 @@ function bindControlPicture(model, ui, link, store) {
     });
   };
   model.on("change:control_units", showUnits);
+  model.on("change:control_types change:control_modes", showModes);
   ui.useControl.addEventListener("change", () => { model.set("use_control", ui.useControl.checked); link.save(); });
   for (const name of ["control_thumbs", "use_control", "control_kinds"]) model.on(`change:${name}`, showPictures);
   model.on("change:control_nets", buildSlots);
@@ -250,7 +282,7 @@ function bindControl({ model, ui, link, store, stage }) {
     if (run.unseen) { // a pipeline that runs its own loop: its settings, and why no strength per step
       const scales = (run.scales || [])[0];
       ui.ctextLine.textContent = `control at scale ${[].concat(scales ?? "").join(" / ")}, window ` +
-        `${[].concat(run.start).join(" / ")}–${[].concat(run.end).join(" / ")}${run.guess_mode ? ", in guess mode" : ""} ` +
+        `${[].concat(run.start).join(" / ")}–${[].concat(run.end).join(" / ")}${run.guess_mode ? ", in guess mode" : ""}${kindOf(run)} ` +
         "(its strength per step is not seen: the pipeline runs its own loop)";
       key = "";
     }
@@ -258,7 +290,7 @@ function bindControl({ model, ui, link, store, stage }) {
     ui.noControl.disabled = !idle || !model.get("has_pipe") || !Object.keys(run).length || !caps.control ||
       caps.x0 === false; // a branch needs x0: a pipeline that runs its own loop has none
     ui.noControl.hidden = !!run.unseen;
-    const now = JSON.stringify(values) + JSON.stringify(run.scales || []) + store.total + !!run.guess_mode;
+    const now = JSON.stringify(values) + JSON.stringify(run.scales || []) + store.total + !!run.guess_mode + JSON.stringify(run.mode ?? null);
     if (hasRun && now !== key) { key = now; drawControlStrip(ui, values, run, store.total); }
   };
   ui.noControl.addEventListener("click", () => link.send({ type: "no_control", k: stage.state.shown }));

@@ -20,16 +20,17 @@ from typing import Any
 import traitlets as t
 from PIL import Image
 
-from ...core.controlnet import (check_guess_mode, check_window, controlnet_name, controlnet_of,
+from ...core.controlnet import (check_guess_mode, check_window, controlnet_name, controlnet_of, nets_of,
                                 own_control_scale, per_net)
+from ...core.control_mode import check_control_mode, modes_of, union_types
 from ...core.families import adapter_for
-from ...core.generic_control import control_slots, takes_guess_mode
+from ...core.generic_control import check_no_mode, control_slots, takes_guess_mode
 from ...core.edges import MAX_WIDTH, edge_map, looks_like_lines
 from ...core.validate import check_control_scale, check_number
 from .. import start_picture
 from ..sketch import SketchPad
 
-CONTROL_ARGS = ("control_image", "control_scale", "control_start", "control_end", "control_guess_mode")
+CONTROL_ARGS = ("control_image", "control_scale", "control_start", "control_end", "control_guess_mode", "control_mode")
 NO_CONTROLNET = ("this model has no ControlNet, so it takes no control picture: load one with "
                  "nbd.load_pipeline(source, controlnet=...) (\"outline\" for the embedded model) and "
                  "ex.set_pipeline(...) it")
@@ -47,8 +48,12 @@ def check_outline(picture: Image.Image, pipe: Any, name: str = "control_image") 
 def control_traits(pipe: Any) -> dict[str, Any]:
     """What the control panel shows for a pipeline: `control_nets`, how many control pictures it takes (a
     MultiControlNetModel's ControlNets; 1 for a model that reads one itself; 0: none), and `control_guess`,
-    whether it has a guess mode (the box shows only then)."""
-    return {"control_nets": control_slots(pipe), "control_guess": takes_guess_mode(pipe)}
+    whether it has a guess mode (the box shows only then), and `control_types`, for each slot a union
+    ControlNet's kinds of picture (0: a ControlNet of one kind; the slot's kind select shows only then)."""
+    net = controlnet_of(pipe)
+    n = control_slots(pipe)
+    types = [union_types(one) or 0 for one in nets_of(net)] if net is not None else [0] * n
+    return {"control_nets": n, "control_guess": takes_guess_mode(pipe), "control_types": types}
 
 
 def control_state(traj: Any) -> dict[str, Any]:
@@ -64,7 +69,7 @@ def control_state(traj: Any) -> dict[str, Any]:
                             "scales": [s.control_scale if isinstance(s.control_scale, list) else
                                        float(s.control_scale or 0.0) for s in steps],
                             "start": settings["start"], "end": settings["end"], "model": settings["model"],
-                            "guess_mode": bool(settings.get("guess_mode"))}}
+                            "guess_mode": bool(settings.get("guess_mode")), "mode": settings.get("mode")}}
 
 
 class ControlPanel(t.HasTraits):
@@ -76,6 +81,8 @@ class ControlPanel(t.HasTraits):
     control_end = t.Float(1.0).tag(sync=True)
     control_guess_mode = t.Bool(False).tag(sync=True)  # diffusers' guess mode (core/controlnet.py)
     control_guess = t.Bool(False).tag(sync=True)  # the pipeline has a guess mode (SD's and SDXL's ControlNets)
+    control_types = t.List(t.Int()).tag(sync=True)  # per slot: a union ControlNet's kinds of picture (0: not one)
+    control_modes = t.List().tag(sync=True)  # per slot: the kind of picture chosen (control_mode), None: none yet
     use_control = t.Bool(False).tag(sync=True)  # Generate uses the control pictures
     control_nets = t.Int(0).tag(sync=True)  # the pipeline's ControlNets (several: a MultiControlNetModel)
     control_thumbs = t.List(t.Bytes()).tag(sync=True)  # one per ControlNet, b"" for an empty slot
@@ -101,6 +108,24 @@ class ControlPanel(t.HasTraits):
         scale = own_control_scale(self.pipe)
         unit = {"scale": scale, "start": 0.0, "end": 1.0}
         self.control_units = (list(self.control_units) + [dict(unit) for _ in range(n)])[:n] if n > 1 else []
+
+    @t.observe("control_types")
+    def _control_types_changed(self, change: dict) -> None:
+        """Another pipeline: each slot's kind kept where its ControlNet reads that many kinds, else none."""
+        old = list(self.control_modes)
+        self.control_modes = [old[j] if j < len(old) and old[j] is not None and old[j] < kinds else None
+                              for j, kinds in enumerate(change["new"])]
+
+    @t.validate("control_modes")
+    def _check_control_modes(self, proposal: Any) -> list:
+        """Each slot's kind of picture: None, or a number below its union ControlNet's kinds."""
+        types, modes = list(self.control_types), list(proposal["value"])
+        for j, mode in enumerate(modes):
+            kinds = types[j] if j < len(types) else 0
+            if mode is not None and (isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode < kinds):
+                allowed = f"a number from 0 to {kinds - 1}" if kinds else "None (not a union ControlNet)"
+                raise t.TraitError(f"control_modes[{j}] must be {allowed} or None, got {mode!r}")
+        return modes
 
     @t.validate("control_units")
     def _check_control_units(self, proposal: Any) -> list:
@@ -228,6 +253,10 @@ class ControlPanel(t.HasTraits):
             per = {key: per_net(f"control_{key}", given.pop(f"control_{key}", unit), n)
                    for key, unit in self.control_units[0].items()}
             self.control_units = [{key: per[key][j] for key in per} for j in range(n)]
+        if "control_mode" in given:  # a union ControlNet's kind of picture per slot, checked as trace checks it
+            mode = given.pop("control_mode")
+            self.control_modes = check_control_mode(mode, nets_of(controlnet_of(self.pipe))) \
+                if controlnet_of(self.pipe) is not None else [check_no_mode(mode, type(self.pipe).__name__)]
         checks = {"control_scale": check_control_scale, "control_guess_mode": check_guess_mode}
         values = {key: checks[key](value) if key in checks else self._window_value(key, value)
                   for key, value in given.items() if key != "control_image"}
@@ -266,6 +295,9 @@ class ControlPanel(t.HasTraits):
                     "control_end": self.control_end}
         if self.control_nets > 1 and len(self.control_units) == self.control_nets:  # each ControlNet's own
             settings = {f"control_{key}": [unit[key] for unit in self.control_units] for key in ("scale", "start", "end")}
+        if any(self.control_types):  # a union ControlNet's kind of picture, each slot's
+            modes = (list(self.control_modes) + [None] * self.control_nets)[:self.control_nets]
+            settings["control_mode"] = modes if self.control_nets > 1 else modes[0]
         return {**settings, "control_guess_mode": self.control_guess_mode, **given}
 
     def _slot_pictures(self) -> Any:
@@ -294,6 +326,8 @@ class ControlPanel(t.HasTraits):
         if plan.multi:
             values["control_units"] = [{"scale": float(plan.scales[0][j]) if plan.scales else 1.0, "start": start,
                                         "end": end} for j, (start, end) in enumerate(zip(plan.starts, plan.ends))]
+        if plan.modes and any(mode is not None for mode in plan.modes):
+            values["control_modes"] = list(plan.modes)
         return values
 
     def branch_control_changes(self, parent: Any, at: int) -> dict[str, Any]:
@@ -302,6 +336,10 @@ class ControlPanel(t.HasTraits):
         if not settings:
             return {}
         changes: dict[str, Any] = {}
+        n = int(settings.get("nets") or 1)
+        recorded = modes_of(settings, n)
+        if any(self.control_types) and list(self.control_modes)[:n] != recorded:  # a union ControlNet's kind
+            changes["control_mode"] = list(self.control_modes)[:n] if n > 1 else self.control_modes[0]
         if settings.get("nets") and len(self.control_units) == settings["nets"]:  # each ControlNet's sliders
             scales = settings["scale"][min(at + 1, len(settings["scale"]) - 1)] if settings["scale"] else []
             was = {"scale": scales, "start": settings["start"], "end": settings["end"]}

@@ -53,7 +53,8 @@ class Explorer(RunSwitches, ControlPanel, ExplorerState):
 
     defaults: prompt, negative_prompt, seed, steps, guidance, scheduler, height, width, and
     view ("both", "x0" or "xt"); for a pipeline with a ControlNet also control_image (anything
-    ex.control_from takes), control_scale, control_start, control_end and control_guess_mode (the controls' first values).
+    ex.control_from takes), control_scale, control_start, control_end, control_guess_mode and control_mode (a union
+    ControlNet's kind of picture) (the controls' first values).
     pipe None loads the embedded model (nbd.load_pipeline()).
 
     preview: what decodes the frames sent while a run goes. "approx" (the approx decoder fitted
@@ -139,7 +140,7 @@ class Explorer(RunSwitches, ControlPanel, ExplorerState):
         SketchPad); without them, the start picture set by start_from() when "use" is on.
         background=False runs in the calling thread and returns when done (Colab, scripts).
         pipe_kwargs: the pipeline's own keywords, as nbd.trace takes them.
-        control: control_image, control_scale, control_start, control_end, control_guess_mode (as
+        control: control_image, control_scale, control_start, control_end, control_guess_mode, control_mode (as
         nbd.trace takes them); without them, the picture set by control_from() / control_pad() and the
         control sliders (control_panel.py).
         """
