@@ -163,3 +163,100 @@ def sdxl_controlnet_union():
 def sdxl_controlnet_union_img2img():
     return _with_controlnet("StableDiffusionXLControlNetUnionImg2ImgPipeline", builders.sdxl,
                             _union_net(builders.sdxl()))
+
+
+def _flux_control(cls_name):
+    """FluxControlPipeline and its image-to-image sibling: Flux's transformer reads the control picture's latents
+    beside the noisy ones (twice the input channels), as FLUX.1 Canny and Depth do."""
+    import diffusers
+
+    base = testing.tiny_flux_pipeline()
+    config = {k: v for k, v in base.transformer.config.items() if not k.startswith("_")}
+    torch.manual_seed(0)
+    transformer = type(base.transformer)(**dict(config, in_channels=2 * config["in_channels"],
+                                                out_channels=config["in_channels"])).eval()
+    parts = {k: v for k, v in base.components.items() if k not in ("transformer", "image_encoder",
+                                                                     "feature_extractor")}
+    pipe = getattr(diffusers, cls_name)(transformer=transformer, **parts)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.default_sample_size = 16
+    return pipe
+
+
+def flux_control():
+    return _flux_control("FluxControlPipeline")
+
+
+def flux_control_img2img():
+    return _flux_control("FluxControlImg2ImgPipeline")
+
+
+def _controlnet_xs(cls_name, base_builder):
+    """ControlNet-XS (SD's and SDXL's): a small control network interleaved with the UNet, which diffusers
+    builds for a UNet of two layers per block; its zero-initialised connections seeded so that it acts."""
+    import diffusers
+    from diffusers import ControlNetXSAdapter
+
+    base = base_builder()
+    config = {k: v for k, v in base.unet.config.items() if not k.startswith("_")}
+    torch.manual_seed(0)
+    unet = type(base.unet)(**dict(config, layers_per_block=2)).eval()
+    adapter = ControlNetXSAdapter.from_unet(unet, size_ratio=0.5, learn_time_embedding=True,
+                                            conditioning_embedding_out_channels=(8, 16))
+    testing.seeded_weights([m for m in adapter.modules() if isinstance(m, torch.nn.Conv2d) and not m.weight.any()])
+    parts = {k: v for k, v in base.components.items() if k not in ("unet", "image_encoder", "safety_checker",
+                                                                     "feature_extractor")}
+    extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False} \
+        if "safety_checker" in base.components else {}
+    pipe = getattr(diffusers, cls_name)(unet=unet, controlnet=adapter.eval(), **parts, **extra)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sd_controlnet_xs():
+    return _controlnet_xs("StableDiffusionControlNetXSPipeline", builders.sd)
+
+
+def sdxl_controlnet_xs():
+    return _controlnet_xs("StableDiffusionXLControlNetXSPipeline", builders.sdxl)
+
+
+def hunyuan_dit_controlnet():
+    """HunyuanDiTControlNetPipeline: a DiT of four layers (its ControlNet adds to the skip connections of the
+    layers past the middle, one per layer before it but the last), the ControlNet's zero layers seeded."""
+    from diffusers import HunyuanDiT2DControlNetModel, HunyuanDiTControlNetPipeline
+
+    base = builders.hunyuan_dit()
+    config = {k: v for k, v in base.transformer.config.items() if not k.startswith("_")}
+    torch.manual_seed(0)
+    transformer = type(base.transformer)(**dict(config, num_layers=4)).eval()
+    torch.manual_seed(0)
+    net = HunyuanDiT2DControlNetModel(**{k: config[k] for k in (
+        "num_attention_heads", "attention_head_dim", "in_channels", "patch_size", "sample_size", "hidden_size",
+        "mlp_ratio", "cross_attention_dim", "cross_attention_dim_t5", "pooled_projection_dim", "text_len",
+        "text_len_t5")}, transformer_num_layers=4)
+    testing.seeded_weights([*net.controlnet_blocks, net.input_block])
+    parts = {k: v for k, v in base.components.items() if k not in ("transformer", "image_encoder")}
+    pipe = HunyuanDiTControlNetPipeline(transformer=transformer, controlnet=net.eval(), **parts)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def zimage_controlnet():
+    """ZImageControlNetPipeline: a ZImageControlNetModel of one control layer, which borrows the transformer's
+    embedders and refiners (from_transformer); its zero-initialised projections seeded."""
+    from diffusers import ZImageControlNetModel, ZImageControlNetPipeline
+
+    base = builders.zimage()
+    config = base.transformer.config
+    torch.manual_seed(0)
+    net = ZImageControlNetModel(control_layers_places=[0], control_in_dim=config.in_channels, dim=config.dim,
+                                n_refiner_layers=config.n_refiner_layers, n_heads=config.n_heads,
+                                n_kv_heads=config.n_kv_heads, all_patch_size=tuple(config.all_patch_size),
+                                all_f_patch_size=tuple(config.all_f_patch_size))
+    testing.seeded_weights([m for m in net.modules() if isinstance(m, torch.nn.Linear) and not m.weight.any()])
+    net = ZImageControlNetModel.from_transformer(net, base.transformer)
+    parts = {k: v for k, v in base.components.items()}
+    pipe = ZImageControlNetPipeline(controlnet=net.eval(), **parts)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

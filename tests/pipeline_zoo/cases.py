@@ -130,6 +130,17 @@ CASES = [
     Case("SanaControlNetPipeline", builders_control.sana_controlnet, control=True),
     # it samples its control picture's latents from torch's global RNG: a trace seeds it with the run's seed
     Case("CogView4ControlPipeline", builders_control.cogview4_control, size=(16, 16), guidance=3.5, control=True),
+    # Flux's own transformer reads the control picture's latents (FLUX.1 Canny / Depth)
+    Case("FluxControlPipeline", builders_control.flux_control, size=(32, 32), guidance=3.5, control=True),
+    Case("FluxControlImg2ImgPipeline", builders_control.flux_control_img2img, size=(32, 32), guidance=3.5, image=True,
+         control=True),
+    # ControlNet-XS: a small control network interleaved with the UNet (its `image` is the control picture)
+    Case("StableDiffusionControlNetXSPipeline", builders_control.sd_controlnet_xs, size=(16, 16), guidance=7.5,
+         control=True),
+    Case("StableDiffusionXLControlNetXSPipeline", builders_control.sdxl_controlnet_xs, size=(16, 16), guidance=5.0,
+         control=True),
+    Case("HunyuanDiTControlNetPipeline", builders_control.hunyuan_dit_controlnet, guidance=5.0, control=True),
+    Case("ZImageControlNetPipeline", builders_control.zimage_controlnet, guidance=5.0, control=True),
     # union ControlNets: the control picture with its kind (control_mode)
     Case("StableDiffusionXLControlNetUnionPipeline", builders_control.sdxl_controlnet_union, size=(16, 16),
          guidance=5.0, control=True, control_mode=3),
