@@ -301,9 +301,10 @@ class UNetControl:
         """The pictures as the pipeline's own prepare_image makes them (the same values in the same memory
         layout, which the ControlNet's convolutions are sensitive to), for one row and for guidance's two;
         guess mode: one row for guided steps too (the ControlNet reads the prompt's row only)."""
-        return {guided: [step.family.pipe.prepare_image(image, step.width, step.height, 1, 1, step.family.device,
-                                                        step.net.dtype, do_classifier_free_guidance=guided,
-                                                        guess_mode=step.plan.guess_mode)
+        pipe = step.family.pipe
+        prepare = getattr(pipe, "prepare_control_image", None) or pipe.prepare_image  # image to image: its own name
+        return {guided: [prepare(image, step.width, step.height, 1, 1, step.family.device, step.net.dtype,
+                                 do_classifier_free_guidance=guided, guess_mode=step.plan.guess_mode)
                          for image in step.plan.images] for guided in (False, True)}
 
     @staticmethod

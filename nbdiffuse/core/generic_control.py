@@ -1,7 +1,7 @@
 """trace(control_image=...) on the generic path: a ControlNet pipeline outside the families, given its picture.
 
 Families run the ControlNet in nbdiffuse's own loop (core/controlnet.py: SD's, SDXL's, SD3's and Flux's). Every
-other pipeline that takes a control picture (the image-to-image, PAG, union and ControlNet-XS variants,
+other pipeline that takes a control picture (the PAG, SDXL union and ControlNet-XS variants,
 CogView4ControlPipeline, FluxControlPipeline, ...) runs its own loop on the generic path (core/generic.py),
 so trace hands it the picture and the settings under the names its __call__ takes: the picture as
 `control_image` (or `image`, where that is the control picture of a pipeline without a start picture),
@@ -81,7 +81,7 @@ def plan_generic_control(pipe: Any, parameters: dict, image: Any, scale: Any, st
         raise ValueError(f"control_mode: {name} takes no control_mode; its union ControlNet needs one: pass the "
                          "pictures and modes through pipe_kwargs={'control_image': ..., 'control_mode': ...}")
     pictures = control_pictures(image, n)
-    own = scale is None  # the pipeline's own default (0.8 for the image-to-image ControlNet pipelines)
+    own = scale is None  # the pipeline's own default (0.8 for some: SDXL union image to image)
     if own:
         scale = own_control_scale(pipe)
     per = per_net("control_scale", scale, n) if n > 1 else [scale]

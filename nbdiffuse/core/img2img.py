@@ -80,7 +80,9 @@ def plan(pipe: Any, family: Any, image: Any, strength: Any, steps: int) -> tuple
 
     An image-to-image pipeline class (StableDiffusionImg2ImgPipeline, ...) needs a picture and takes
     its own default strength; its default size is the picture's (rounded down to what the model
-    takes) unless its __call__ takes a height (FluxImg2ImgPipeline: its usual default size)."""
+    takes), as SD's and SDXL's take it (their ControlNet image-to-image pipelines' height defaults to the
+    picture's too), unless it counts as Flux does and takes a height (FluxImg2ImgPipeline,
+    StableDiffusion3Img2ImgPipeline: their usual default size)."""
     name = type(pipe).__name__
     own = takes_image(pipe)
     if image is None:
@@ -95,8 +97,8 @@ def plan(pipe: Any, family: Any, image: Any, strength: Any, steps: int) -> tuple
     strength = check_strength(default if strength is None else strength)
     # an image-to-image class counts its steps its own way; nbdiffuse's own img2img as documented (truncate)
     start = start_step(steps, strength, getattr(family, "img2img_rule", "truncate") if own else "truncate")
-    if own and "height" in _call_parameters(pipe):
-        return image, strength, start, family.default_size()
+    if own and "height" in _call_parameters(pipe) and getattr(family, "img2img_rule", "truncate") == "flux":
+        return image, strength, start, family.default_size()  # `height or default_sample_size * factor`
     factor = family.vae_factor  # the picture's own size, as diffusers' img2img pipelines take it
     return image, strength, start, (max(factor, image.height // factor * factor),
                                     max(factor, image.width // factor * factor))

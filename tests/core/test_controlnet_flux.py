@@ -143,3 +143,23 @@ def test_what_is_refused(flux_control):
         nbd.trace(flux_control, PROMPT, steps=2, control_image=picture(), control_guess_mode=True)
     with pytest.raises(ValueError, match=r"control_mode=1: FluxControlNetModel is not a union ControlNet"):
         nbd.trace(flux_control, PROMPT, steps=2, control_image=picture(), control_mode=1)
+
+
+def test_image_to_image_controlnet_pipelines_run_in_the_family_loop():
+    """FluxControlNetImg2ImgPipeline (and SD's, SDXL's: the pipeline matrix) in the family loop: bit for bit its
+    pipe(...), the control latents drawn before the picture's and the noise; a branch replays those draws."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline_zoo"))
+    import builders_control
+
+    pipe = builders_control.flux_controlnet_img2img()
+    start, control = picture(5), picture(1)
+    run = dict(steps=4, guidance=3.5, seed=2, height=32, width=32, image=start, strength=0.6, control_image=control)
+    traj = nbd.trace(pipe, PROMPT, **run)
+    assert traj.params["family"] == "flux" and len(traj) == 3 and traj[0].control_strength > 0
+    assert same(traj, reference(pipe, 4, 2, guidance_scale=3.5, image=start, strength=0.6, control_image=control))
+    noisy = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, stochastic_sampling=True)
+    drawn = nbd.trace(pipe, PROMPT, scheduler=noisy, **run)
+    assert torch.equal(nbd.branch(pipe, drawn, 0).final_latents, drawn.final_latents)

@@ -66,22 +66,22 @@ def test_the_pipelines_own_default_scale_when_none_is_given():
 
 
 def test_several_controlnets_take_a_list_per_setting():
-    from diffusers import MultiControlNetModel, StableDiffusionControlNetImg2ImgPipeline
+    from diffusers import MultiControlNetModel, StableDiffusionControlNetPAGPipeline
 
     from nbdiffuse.testing import tiny_controlnet
 
-    one = builders_control.sd_controlnet_img2img()
+    one = builders_control.sd_controlnet_pag()  # its own loop: PAG
     nets = MultiControlNetModel([one.controlnet, tiny_controlnet(one, seed=1)])
-    pipe = StableDiffusionControlNetImg2ImgPipeline.from_pipe(one, controlnet=nets)
-    start, pictures = picture(0, 16), [picture(1, 16), picture(2, 16)]
-    traj = nbd.trace(pipe, PROMPT, steps=2, guidance=7.5, height=16, width=16, image=start, strength=0.6,
-                     control_image=pictures, control_scale=[0.7, 0.4], control_end=[1.0, 0.5])
-    out = pipe(PROMPT, image=start, strength=0.6, control_image=pictures, num_inference_steps=2, guidance_scale=7.5,
-               height=16, width=16, output_type="latent", generator=torch.Generator().manual_seed(0),
+    pipe = StableDiffusionControlNetPAGPipeline.from_pipe(one, controlnet=nets)
+    pictures = [picture(1, 16), picture(2, 16)]
+    traj = nbd.trace(pipe, PROMPT, steps=2, guidance=7.5, height=16, width=16, control_image=pictures,
+                     control_scale=[0.7, 0.4], control_end=[1.0, 0.5])
+    out = pipe(PROMPT, image=pictures, num_inference_steps=2, guidance_scale=7.5, height=16, width=16,
+               output_type="latent", generator=torch.Generator().manual_seed(0),
                controlnet_conditioning_scale=[0.7, 0.4], control_guidance_start=[0.0, 0.0],
                control_guidance_end=[1.0, 0.5]).images[0]
-    assert torch.equal(traj.final_latents, out)
-    assert traj.params["control"]["nets"] == 2 and [s.control_scale for s in traj] == [[0.7, 0.4]] * len(traj)
+    assert traj.params["family"] == "generic" and torch.equal(traj.final_latents, out)
+    assert traj.params["control"]["nets"] == 2 and [s.control_scale for s in traj] == [[0.7, 0.4]] * 2
 
 
 @pytest.mark.parametrize("kwargs, error, words", [

@@ -17,8 +17,9 @@ from .sdxl import StableDiffusionXLFamily
 
 
 def _families() -> list[tuple[type, type]]:
-    from diffusers import (FluxControlNetPipeline, FluxImg2ImgPipeline, FluxPipeline, PixArtAlphaPipeline,
-                           PixArtSigmaPipeline,
+    from diffusers import (FluxControlNetImg2ImgPipeline, FluxControlNetPipeline, FluxImg2ImgPipeline, FluxPipeline,
+                           PixArtAlphaPipeline, PixArtSigmaPipeline, StableDiffusionControlNetImg2ImgPipeline,
+                           StableDiffusionXLControlNetImg2ImgPipeline,
                            StableDiffusion3ControlNetPipeline, StableDiffusion3Img2ImgPipeline, StableDiffusion3Pipeline,
                            StableDiffusionControlNetPipeline,
                            StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, StableDiffusionXLControlNetPipeline,
@@ -35,7 +36,10 @@ def _families() -> list[tuple[type, type]]:
             (PixArtSigmaPipeline, PixArtFamily), (PixArtAlphaPipeline, PixArtFamily),
             (StableDiffusionImg2ImgPipeline, StableDiffusionFamily),
             (StableDiffusionXLImg2ImgPipeline, StableDiffusionXLFamily), (FluxImg2ImgPipeline, FluxFamily),
-            (StableDiffusion3Img2ImgPipeline, StableDiffusion3Family)]
+            (StableDiffusion3Img2ImgPipeline, StableDiffusion3Family),
+            (StableDiffusionControlNetImg2ImgPipeline, StableDiffusionFamily),
+            (StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLFamily),
+            (FluxControlNetImg2ImgPipeline, FluxFamily)]
 
 
 def supported_pipelines() -> list[str]:
