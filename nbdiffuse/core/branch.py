@@ -103,7 +103,7 @@ def prepare_branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> "Pre
     run.check_prompts()
     if control_plan is not None:
         run.controlnet = controlnet.ControlStep(control_plan, family, p["height"], p["width"], control,
-                                                p["seed"])  # SD3: the parent's control latents
+                                                p["seed"])  # SD3, Flux: the parent's control latents
         run.controlnet.first = 0 if replan else _start_step(p) * int(getattr(sched, "order", 1))
     return PreparedBranch(run, traj, at, start, notice)
 

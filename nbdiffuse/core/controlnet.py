@@ -239,6 +239,8 @@ class ControlStep:
         self.height, self.width = height, width
         self.pictures: dict[bool, list[torch.Tensor]] = {}
         self.first = 0  # the run's first position in scheduler.timesteps (image to image starts later)
+        self.guidance: float | None = None  # the step's guidance (Flux's ControlNet may read it)
+        self.split: int | None = None  # Flux's: how many of a ControlNet's residuals are its double blocks'
 
     def begin(self, generator: torch.Generator | None = None) -> None:
         """The control pictures as the pipeline makes them, once per run, for one batch row and for
@@ -266,11 +268,11 @@ class ControlStep:
 
     def residuals(self, x_in: torch.Tensor, t: Any, cond: Any, guided: bool, scale: list[float], i: int,
                   positions: int, guidance: float | None = None) -> tuple[dict | None, torch.Tensor | None]:
-        """(the UNet's extra arguments, the strength as a 0-d tensor), or (None, None) where none acts. Several
+        """(the denoiser's extra arguments, the strength as a 0-d tensor), or (None, None) where none acts. Several
         ControlNets' residuals are summed in their order, as MultiControlNetModel sums them; one whose scale
         times keep is 0 is not run (its residuals would be zeros)."""
         guess = self.plan.guess_mode
-        self.guidance = guidance  # the step's (Flux's ControlNet may read it)
+        self.guidance = guidance
         # guess mode: the prompt's row only, and none for the negative prompt's; Flux's: the prompt's row for all
         both = guided and not guess and not self.kind.one_row
         batch = torch.cat([x_in, x_in]) if both else x_in

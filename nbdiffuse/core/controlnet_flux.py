@@ -79,7 +79,7 @@ class FluxControl:
                               encoder_hidden_states=text["encoder_hidden_states"], txt_ids=text["txt_ids"],
                               img_ids=text["img_ids"], return_dict=False)
         blocks, singles = list(blocks or []), list(singles or [])
-        split = getattr(step, "split", None)
+        split = step.split
         if split is not None and split != len(blocks):
             raise ValueError(f"the ControlNets of {type(step.net).__name__} differ in their number of blocks "
                              f"({split} and {len(blocks)}): their residuals cannot be summed")
