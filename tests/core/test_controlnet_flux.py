@@ -12,6 +12,8 @@ from nbdiffuse.core.families import family_for
 from nbdiffuse.core.families.flux import pack
 from nbdiffuse.testing import tiny_flux_controlnet_pipeline
 
+from live_control import assert_live_scale_is_the_plan
+
 PROMPT = "a red circle"
 
 
@@ -86,16 +88,8 @@ def test_scale_zero_is_the_plain_model_after_the_same_draws(flux_control):
 
 
 def test_live_scale_branches_and_files(flux_control, tmp_path):
-    control = nbd.RunControl()
-
-    def on_step(traj, step):
-        if step.index == 1:
-            control.set_control_scale(0.0)
-
     run = dict(steps=4, guidance=3.5, seed=1, control_image=picture())
-    live = nbd.trace(flux_control, PROMPT, control=control, on_step=on_step, **run)
-    planned = nbd.trace(flux_control, PROMPT, control_scale=[1, 1, 0, 0], **run)
-    assert torch.equal(live.final_latents, planned.final_latents)
+    planned = assert_live_scale_is_the_plan(flux_control, PROMPT, 1, **run)
     traj = nbd.trace(flux_control, PROMPT, **run)
     assert torch.equal(nbd.branch(flux_control, traj, 1, control_scale=0.0).final_latents, planned.final_latents)
     # a sampler that draws noise every step: a branch replays the run's draws, the control latents' first

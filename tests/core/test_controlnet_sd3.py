@@ -14,6 +14,8 @@ import nbdiffuse as nbd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline_zoo"))
 import builders_control  # noqa: E402
 
+from live_control import assert_live_scale_is_the_plan  # noqa: E402
+
 PROMPT = "big red circle on the left"
 
 
@@ -87,16 +89,8 @@ def test_scale_zero_is_the_plain_model_and_the_picture_steers(sd3_control):
 
 
 def test_live_scale_branches_and_files(sd3_control, tmp_path):
-    control = nbd.RunControl()
-
-    def on_step(traj, step):
-        if step.index == 2:
-            control.set_control_scale(0.0)
-
     run = dict(steps=6, guidance=7.0, seed=1, control_image=picture())
-    live = nbd.trace(sd3_control, PROMPT, control=control, on_step=on_step, **run)
-    planned = nbd.trace(sd3_control, PROMPT, control_scale=[1, 1, 1, 0, 0, 0], **run)
-    assert torch.equal(live.final_latents, planned.final_latents)
+    planned = assert_live_scale_is_the_plan(sd3_control, PROMPT, 2, **run)
     traj = nbd.trace(sd3_control, PROMPT, **run)
     assert torch.equal(nbd.branch(sd3_control, traj, 2).final_latents, traj.final_latents)
     off = nbd.branch(sd3_control, traj, 2, control_scale=0.0)
