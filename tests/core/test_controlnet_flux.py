@@ -157,3 +157,39 @@ def test_image_to_image_controlnet_pipelines_run_in_the_family_loop():
     noisy = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, stochastic_sampling=True)
     drawn = nbd.trace(pipe, PROMPT, scheduler=noisy, **run)
     assert torch.equal(nbd.branch(pipe, drawn, 0).final_latents, drawn.final_latents)
+
+
+def test_a_controlnet_that_reads_the_picture_itself():
+    """An XLabs-style Flux ControlNet (input_hint_block): it reads the pixels (no VAE sample, so the start noise
+    is the plain run's) and the transformer repeats its residuals over its blocks, bit for bit pipe(...)."""
+    from diffusers import AutoencoderKL, FluxControlNetModel, FluxControlNetPipeline, FluxPipeline
+
+    from nbdiffuse.testing import seeded_weights
+
+    base = tiny_flux_controlnet_pipeline()
+    torch.manual_seed(0)  # a VAE that downsamples by 8, as the hint block does
+    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4, latent_channels=16,
+                        scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                        use_post_quant_conv=False).eval()
+    config = base.transformer.config
+    torch.manual_seed(0)
+    net = FluxControlNetModel(patch_size=2, in_channels=config.in_channels, num_layers=1, num_single_layers=1,
+                              attention_head_dim=config.attention_head_dim,
+                              num_attention_heads=config.num_attention_heads,
+                              joint_attention_dim=config.joint_attention_dim,
+                              pooled_projection_dim=config.pooled_projection_dim, guidance_embeds=True,
+                              axes_dims_rope=list(config.axes_dims_rope),
+                              conditioning_embedding_channels=config.in_channels // 4)
+    seeded_weights([*net.controlnet_blocks, *net.controlnet_single_blocks, net.controlnet_x_embedder,
+                    net.input_hint_block.conv_out])
+    pipe = FluxControlNetPipeline.from_pipe(base, vae=vae, controlnet=net.eval())
+    run = dict(steps=3, guidance=3.5, seed=1, height=64, width=64)
+    pictures = [picture(0, 64), picture(1, 64)]
+    traj = nbd.trace(pipe, PROMPT, control_image=pictures[0], **run)
+    out = pipe(PROMPT, num_inference_steps=3, guidance_scale=3.5, height=64, width=64, control_image=pictures[0],
+               output_type="latent", generator=torch.Generator().manual_seed(1)).images
+    assert torch.equal(pack(traj.final_latents[None]), out)
+    assert not torch.equal(traj.final_latents, nbd.trace(pipe, PROMPT, control_image=pictures[1], **run).final_latents)
+    plain = nbd.trace(FluxPipeline.from_pipe(pipe), PROMPT, **run)
+    assert torch.equal(traj.initial_latents, plain.initial_latents)
