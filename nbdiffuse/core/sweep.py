@@ -147,7 +147,9 @@ def sweep(source: Any = None, prompt: str | None = None, axes: dict | None = Non
     writes "cells done/total" as cells finish, or a callable progress(done, total, cell).
     wait: False returns the Sweep at once and runs it in a background thread (sweep.wait(),
     sweep.on_cell(listener); nbd.SweepView shows it filling in); every check is made before it returns.
-    fixed: trace's keywords for every cell; device, dtype and lora say how workers load the model.
+    fixed: trace's keywords for every cell; device, dtype, lora and controlnet (load_pipeline's: a ControlNet
+    folder, hub id or "outline", or a list of them) say how workers load the model; a ControlNet's
+    control_image, control_scale, ... are trace's keywords (axes too).
     """
     if prompt is not None:
         fixed["prompt"] = prompt

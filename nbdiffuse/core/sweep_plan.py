@@ -25,7 +25,7 @@ from .walks import prompt_end, seed_end, walk_points
 NOT_AXES = ("pipe", "control", "on_step")  # trace's keywords a sweep sets itself
 EXTRA_KEYS = ("lora_scale",)  # applied to the pipeline before a cell runs
 SPECIAL_AXES = ("prompt_sr", "seed_walk", "prompt_walk")
-LOAD_KEYS = ("device", "dtype", "lora")  # how each worker loads the model (fixed only)
+LOAD_KEYS = ("device", "dtype", "lora", "controlnet")  # how each worker loads the model (fixed only)
 MAX_CELLS = 10_000
 
 

@@ -203,3 +203,27 @@ def test_a_branch_of_a_walks_run_that_changes_nothing_replays_it(sd_pipe, axis):
     assert same_run(child, middle)
     other = nbd.branch(sd_pipe, middle, at=0, prompt="a bird")
     assert "prompt" not in (other.params.get("walk") or {})
+
+
+def test_a_controlnet_sweep_loads_the_controlnet_in_each_worker(tiny_folder, tmp_path):
+    """controlnet= is how workers load the model (load_pipeline's); the control picture is fixed and its scale
+    an axis: each cell equals trace on the joined pipeline, here and on an executor."""
+    from PIL import Image
+
+    from nbdiffuse.testing import tiny_controlnet, tiny_sd_pipeline
+
+    tiny_controlnet(tiny_sd_pipeline(), seed=3).save_pretrained(tmp_path / "net")
+    picture = Image.effect_noise((16, 16), 64).convert("RGB")
+    run = dict(steps=STEPS, control_image=picture, controlnet=str(tmp_path / "net"), progress=False)
+    with cf.ThreadPoolExecutor(2) as pool:
+        spread = nbd.sweep(str(tiny_folder), "a cat", axes={"control_scale": [0.0, 1.5]}, executor=pool, **run)
+    here = nbd.sweep(str(tiny_folder), "a cat", axes={"control_scale": [0.0, 1.5]}, **run)
+    pipe = nbd.load_pipeline(str(tiny_folder), controlnet=str(tmp_path / "net"))
+    for cells in (spread.cells, here.cells):
+        for cell, scale in zip(cells, (0.0, 1.5)):
+            assert not cell.error, cell.error
+            assert same_run(cell.run, nbd.trace(pipe, "a cat", steps=STEPS, control_image=picture,
+                                                control_scale=scale))
+            assert cell.run.params["control"]["model"] == str(tmp_path / "net")
+    assert not torch.equal(here.runs[0].final_latents, here.runs[1].final_latents)
+    assert here.fixed["controlnet"] == str(tmp_path / "net")
