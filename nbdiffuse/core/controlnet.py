@@ -41,6 +41,7 @@ from . import img2img
 from .control_mode import check_control_mode, modes_of, recorded_mode
 from .controlnet_flux import FluxControl, is_flux_controlnet
 from .controlnet_sd3 import SD3Control, is_sd3_controlnet
+from .controlnet_unet import UNetControl, UnionControl, is_union_unet_controlnet
 from .validate import CONTROL_SCALE_ALLOWED, check_control_scale, number_schedule, show_value
 
 
@@ -292,42 +293,15 @@ class ControlStep:
         return self.kind.extra(self, total), strength
 
 
-class UNetControl:
-    """SD's and SDXL's ControlNet (ControlNetModel): residuals for the UNet's skip connections."""
-
-    guess_mode = True
-    one_row = False
-
-    @staticmethod
-    def pictures(step: ControlStep, generator: Any = None) -> dict[bool, list[torch.Tensor]]:
-        """The pictures as the pipeline's own prepare_image makes them (the same values in the same memory
-        layout, which the ControlNet's convolutions are sensitive to), for one row and for guidance's two;
-        guess mode: one row for guided steps too (the ControlNet reads the prompt's row only)."""
-        pipe = step.family.pipe
-        prepare = getattr(pipe, "prepare_control_image", None) or pipe.prepare_image  # image to image: its own name
-        return {guided: [prepare(image, step.width, step.height, 1, 1, step.family.device, step.net.dtype,
-                                 do_classifier_free_guidance=guided, guess_mode=step.plan.guess_mode)
-                         for image in step.plan.images] for guided in (False, True)}
-
-    @staticmethod
-    def run(step: ControlStep, j: int, net: Any, batch: torch.Tensor, t: Any, cond: Any, both: bool,
-            picture: torch.Tensor, scale: float, guess: bool) -> list[torch.Tensor]:
-        """One ControlNet's residuals, scaled: the down blocks', then the middle block's."""
-        kwargs = step.family._unet_kwargs(cond.both if both else cond.cond)
-        down, mid = net(batch, t, controlnet_cond=picture, conditioning_scale=scale, guess_mode=guess,
-                        return_dict=False, **kwargs)
-        return [*down, mid]
-
-    @staticmethod
-    def extra(step: ControlStep, residuals: list[torch.Tensor]) -> dict:
-        return {"down_block_additional_residuals": residuals[:-1], "mid_block_additional_residual": residuals[-1]}
-
-
 def control_kind(net: Any) -> Any:
     """How a pipeline's ControlNet runs in the loop: SD3's (core/controlnet_sd3.py), Flux's
-    (core/controlnet_flux.py), else SD's and SDXL's."""
+    (core/controlnet_flux.py), SDXL's union one (core/controlnet_unet.py), else SD's and SDXL's."""
     first = nets_of(net)[0]
-    return SD3Control if is_sd3_controlnet(first) else FluxControl if is_flux_controlnet(first) else UNetControl
+    if is_sd3_controlnet(first):
+        return SD3Control
+    if is_flux_controlnet(first):
+        return FluxControl
+    return UnionControl if is_union_unet_controlnet(first) else UNetControl
 
 
 BRANCH_CHANGES = ("control_image", "control_scale", "control_start", "control_end", "control_guess_mode",

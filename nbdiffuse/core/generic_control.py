@@ -7,10 +7,9 @@ so trace hands it the picture and the settings under the names its __call__ take
 `control_image` (or `image`, where that is the control picture of a pipeline without a start picture),
 control_scale as `controlnet_conditioning_scale` (None: the pipeline's own default, recorded as such),
 control_start and control_end as `control_guidance_start` / `control_guidance_end`, control_guess_mode
-as `guess_mode`, control_mode (a union ControlNet's kind of picture, core/control_mode.py) as `control_mode`.
-Several ControlNets (a pipeline whose controlnet has `nets`) take a list per setting, as on the families' path.
-A union ControlNet takes one picture per ControlNet here, with its control_mode; several pictures for one
-union ControlNet (a kind each) go through pipe_kwargs.
+as `guess_mode`. Several ControlNets (a pipeline whose controlnet has `nets`) take a list per setting, as on
+the families' path. The families run every union ControlNet pipeline (control_mode, core/control_mode.py) that
+needs no mask; another one's pictures and kinds go through pipe_kwargs.
 
 The pipeline reads them once, so a scale is one number (per ControlNet): a per-step schedule, a callable
 or RunControl.set_control_scale cannot reach it, and a setting the pipeline does not take is refused unless
@@ -24,7 +23,7 @@ import inspect
 import numbers
 from typing import Any
 
-from .control_mode import check_control_mode
+from .control_mode import check_control_mode, union_types
 from .controlnet import (ControlPlan, check_guess_mode, check_windows, control_pictures, controlnet_name, nets_of,
                          own_control_scale, per_net, plan_control)
 from .validate import check_control_scale, show_value
@@ -76,10 +75,10 @@ def plan_generic_control(pipe: Any, parameters: dict, image: Any, scale: Any, st
     net = getattr(pipe, "controlnet", None)
     nets = nets_of(net) if net is not None else []
     n = max(len(nets), 1)
+    if any(union_types(one) for one in nets):  # the families run every union ControlNet pipeline that has no mask
+        raise ValueError(f"control_image: {name} runs a union ControlNet in its own loop: pass its pictures and "
+                         "their kinds through pipe_kwargs={'control_image': ..., 'control_mode': ...}")
     modes = check_control_mode(mode, nets) if nets else [check_no_mode(mode, name)]
-    if any(one is not None for one in modes) and "control_mode" not in parameters:
-        raise ValueError(f"control_mode: {name} takes no control_mode; its union ControlNet needs one: pass the "
-                         "pictures and modes through pipe_kwargs={'control_image': ..., 'control_mode': ...}")
     pictures = control_pictures(image, n)
     own = scale is None  # the pipeline's own default (0.8 for some: SDXL union image to image)
     if own:
@@ -94,8 +93,6 @@ def plan_generic_control(pipe: Any, parameters: dict, image: Any, scale: Any, st
              "control_guidance_end": (ends, [1.0] * n, "control_end"),
              "guess_mode": ([guess], [False], "control_guess_mode")}
     kwargs: dict[str, Any] = {where: pictures if n > 1 else pictures[0]}
-    if any(one is not None for one in modes):  # a union ControlNet's kind of picture, one per ControlNet
-        kwargs["control_mode"] = list(modes) if n > 1 else modes[0]
     for key, (values, default, argument) in asked.items():
         if key == "controlnet_conditioning_scale" and own:
             continue  # left to the pipeline: the plan records its default

@@ -142,8 +142,8 @@ CASES = [
     Case("HunyuanDiTControlNetPipeline", builders_control.hunyuan_dit_controlnet, guidance=5.0, control=True),
     Case("ZImageControlNetPipeline", builders_control.zimage_controlnet, guidance=5.0, control=True),
     # union ControlNets: the control picture with its kind (control_mode)
-    Case("StableDiffusionXLControlNetUnionPipeline", builders_control.sdxl_controlnet_union, size=(16, 16),
-         guidance=5.0, control=True, control_mode=3),
+    Case("StableDiffusionXLControlNetUnionPipeline", builders_control.sdxl_controlnet_union, "covered", (16, 16),
+         5.0, control=True, control_mode=3),
     Case("StableDiffusionXLControlNetUnionImg2ImgPipeline", builders_control.sdxl_controlnet_union_img2img,
-         size=(16, 16), guidance=5.0, image=True, control=True, control_mode=3),
+         "covered", (16, 16), 5.0, image=True, control=True, control_mode=3),
 ]

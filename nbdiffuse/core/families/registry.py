@@ -19,7 +19,8 @@ from .sdxl import StableDiffusionXLFamily
 def _families() -> list[tuple[type, type]]:
     from diffusers import (FluxControlNetImg2ImgPipeline, FluxControlNetPipeline, FluxImg2ImgPipeline, FluxPipeline,
                            PixArtAlphaPipeline, PixArtSigmaPipeline, StableDiffusionControlNetImg2ImgPipeline,
-                           StableDiffusionXLControlNetImg2ImgPipeline,
+                           StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLControlNetUnionImg2ImgPipeline,
+                           StableDiffusionXLControlNetUnionPipeline,
                            StableDiffusion3ControlNetPipeline, StableDiffusion3Img2ImgPipeline, StableDiffusion3Pipeline,
                            StableDiffusionControlNetPipeline,
                            StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, StableDiffusionXLControlNetPipeline,
@@ -39,6 +40,8 @@ def _families() -> list[tuple[type, type]]:
             (StableDiffusion3Img2ImgPipeline, StableDiffusion3Family),
             (StableDiffusionControlNetImg2ImgPipeline, StableDiffusionFamily),
             (StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLFamily),
+            (StableDiffusionXLControlNetUnionPipeline, StableDiffusionXLFamily),
+            (StableDiffusionXLControlNetUnionImg2ImgPipeline, StableDiffusionXLFamily),
             (FluxControlNetImg2ImgPipeline, FluxFamily)]
 
 
