@@ -2,17 +2,17 @@
 embedded model's drawable one ("outline"), or a list of them (several at once: diffusers'
 MultiControlNetModel), joined to an SD 1.x/2.x, SDXL, SD3 or Flux pipeline.
 
-The result is diffusers' ControlNet pipeline of that model (StableDiffusionControlNetPipeline,
-StableDiffusionXLControlNetPipeline, StableDiffusion3ControlNetPipeline, FluxControlNetPipeline) sharing
-the pipeline's components (from_pipe: no copy of the weights), with everything nbdiffuse hung on the
-pipeline (pipe_attrs: source, shapes grammar, tiny decoder, LoRA). Each model takes its own kind of
-ControlNet (ControlNetModel, SD3ControlNetModel, FluxControlNetModel; several in that kind's
-MultiControlNetModel): a folder's config.json names its kind, and another kind is refused before any
-weights load. Weights load from safetensors only.
+The result is diffusers' ControlNet pipeline of that model and that kind of ControlNet
+(StableDiffusionControlNetPipeline, StableDiffusionXLControlNetPipeline, StableDiffusionXLControlNetUnionPipeline
+for SDXL's union ControlNet, StableDiffusion3ControlNetPipeline, FluxControlNetPipeline) sharing the pipeline's
+components (from_pipe: no copy of the weights), with everything nbdiffuse hung on the pipeline (pipe_attrs:
+source, shapes grammar, tiny decoder, LoRA). Each model takes its own kinds of ControlNet (ControlNetModel, SDXL
+also ControlNetUnionModel, SD3ControlNetModel, FluxControlNetModel; several, of one kind, in that kind's
+MultiControlNetModel): a folder's or hub id's config names its kind (the config alone is read first), and a
+kind the model does not take is refused before any weights load. Weights load from safetensors only.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,9 +24,9 @@ from .sources import HUB_ID, PipelineLoadError, short_error
 
 OUTLINE = "outline"
 OUTLINE_FOLDER = Path(__file__).resolve().parent.parent / "shapes" / "controlnet_outline"
-ALLOWED = ("a ControlNet folder, a hub id, a diffusers ControlNet model (ControlNetModel, SD3ControlNetModel, "
-           "FluxControlNetModel), or \"outline\" (the embedded model's drawable ControlNet), or a list of them "
-           "(several at once)")
+ALLOWED = ("a ControlNet folder, a hub id, a diffusers ControlNet model (ControlNetModel, ControlNetUnionModel, "
+           "SD3ControlNetModel, FluxControlNetModel), or \"outline\" (the embedded model's drawable ControlNet), or a "
+           "list of them (several at once)")
 
 
 class Join(NamedTuple):
@@ -39,14 +39,16 @@ class Join(NamedTuple):
 
 
 def joins() -> list[Join]:
-    from diffusers import (ControlNetModel, FluxControlNetModel, FluxControlNetPipeline, FluxMultiControlNetModel,
-                           FluxPipeline, MultiControlNetModel, SD3ControlNetModel, SD3MultiControlNetModel,
-                           StableDiffusion3ControlNetPipeline, StableDiffusion3Pipeline,
+    from diffusers import (ControlNetModel, ControlNetUnionModel, FluxControlNetModel, FluxControlNetPipeline,
+                           FluxMultiControlNetModel, FluxPipeline, MultiControlNetModel, SD3ControlNetModel,
+                           SD3MultiControlNetModel, StableDiffusion3ControlNetPipeline, StableDiffusion3Pipeline,
                            StableDiffusionControlNetPipeline, StableDiffusionPipeline, StableDiffusionXLControlNetPipeline,
-                           StableDiffusionXLPipeline)
+                           StableDiffusionXLControlNetUnionPipeline, StableDiffusionXLPipeline)
+    from diffusers.models.controlnets.multicontrolnet_union import MultiControlNetUnionModel
 
-    return [Join((StableDiffusionXLPipeline, StableDiffusionXLControlNetPipeline), StableDiffusionXLControlNetPipeline,
-                 ControlNetModel, MultiControlNetModel),
+    sdxl = (StableDiffusionXLPipeline, StableDiffusionXLControlNetPipeline, StableDiffusionXLControlNetUnionPipeline)
+    return [Join(sdxl, StableDiffusionXLControlNetPipeline, ControlNetModel, MultiControlNetModel),
+            Join(sdxl, StableDiffusionXLControlNetUnionPipeline, ControlNetUnionModel, MultiControlNetUnionModel),
             Join((StableDiffusionPipeline, StableDiffusionControlNetPipeline), StableDiffusionControlNetPipeline,
                  ControlNetModel, MultiControlNetModel),
             Join((StableDiffusion3Pipeline, StableDiffusion3ControlNetPipeline), StableDiffusion3ControlNetPipeline,
@@ -78,36 +80,40 @@ def check_controlnet_arg(controlnet: Any) -> None:
         raise TypeError(f"controlnet must be {ALLOWED}; got {type(controlnet).__name__}")
 
 
-def join_of(pipe: Any) -> Join:
-    """The ControlNet pipeline `pipe`'s model makes, or a ValueError naming the models that take one."""
-    for join in joins():
-        if isinstance(pipe, join.bases):
-            return join
-    raise ValueError(f"controlnet= works with Stable Diffusion 1.x/2.x, SDXL, SD3 and Flux pipelines; got "
-                     f"{type(pipe).__name__}")
+def joins_of(pipe: Any) -> list[Join]:
+    """The ControlNet pipelines `pipe`'s model makes (SDXL: its ControlNet's and its union ControlNet's), or a
+    ValueError naming the models that take one."""
+    found = [join for join in joins() if isinstance(pipe, join.bases)]
+    if not found:
+        raise ValueError(f"controlnet= works with Stable Diffusion 1.x/2.x, SDXL, SD3 and Flux pipelines; got "
+                         f"{type(pipe).__name__}")
+    return found
 
 
-def load_controlnets(controlnet: Any, pipe: Any, join: Join | None = None) -> Any:
-    """The ControlNet `controlnet` names, or for a list of several (or a MultiControlNetModel) that kind's
-    MultiControlNetModel of them in that order, on `pipe`'s denoiser's device and dtype."""
-    join = join or join_of(pipe)
+def load_controlnets(controlnet: Any, pipe: Any) -> tuple[Any, Join]:
+    """(the ControlNet `controlnet` names, or for a list of several (or a MultiControlNetModel) that kind's
+    MultiControlNetModel of them in that order, on `pipe`'s denoiser's device and dtype; the pipeline they make)."""
     if isinstance(controlnet, _kinds()[1]):
         controlnet = list(controlnet.nets)
     if not isinstance(controlnet, (list, tuple)):
-        return load_controlnet(controlnet, pipe, join)
-    nets = [load_controlnet(one, pipe, join, f"controlnet[{j}]") for j, one in enumerate(controlnet)]
-    return nets[0] if len(nets) == 1 else join.multi(nets)
+        return load_controlnet(controlnet, pipe)
+    made = [load_controlnet(one, pipe, f"controlnet[{j}]") for j, one in enumerate(controlnet)]
+    kinds = [join.net.__name__ for _, join in made]
+    if len(set(kinds)) > 1:
+        raise ValueError(f"controlnet: several ControlNets run together must be of one kind; got {', '.join(kinds)}")
+    nets, join = [net for net, _ in made], made[0][1]
+    return (nets[0] if len(nets) == 1 else join.multi(nets)), join
 
 
-def load_controlnet(controlnet: Any, pipe: Any, join: Join | None = None, name: str = "controlnet") -> Any:
-    """The ControlNet `controlnet` names (of the kind `pipe`'s model takes), on `pipe`'s denoiser's device
-    and dtype."""
-    join = join or join_of(pipe)
-    kind = join.net
+def load_controlnet(controlnet: Any, pipe: Any, name: str = "controlnet") -> tuple[Any, Join]:
+    """(the ControlNet `controlnet` names, of a kind `pipe`'s model takes, on `pipe`'s denoiser's device and
+    dtype; the pipeline it makes). A folder's or hub id's config names its kind, read before its weights."""
+    found = joins_of(pipe)
+    takes = " or a ".join(join.net.__name__ for join in found)
     if isinstance(controlnet, _kinds()[0]):
-        if not isinstance(controlnet, kind):
-            raise ValueError(f"{name} is a {type(controlnet).__name__}; a {type(pipe).__name__} takes a "
-                             f"{kind.__name__}")
+        join = next((j for j in found if isinstance(controlnet, j.net)), None)
+        if join is None:
+            raise ValueError(f"{name} is a {type(controlnet).__name__}; a {type(pipe).__name__} takes a {takes}")
         net = controlnet
     elif controlnet == OUTLINE:
         if not speaks_shapes(pipe):
@@ -116,29 +122,30 @@ def load_controlnet(controlnet: Any, pipe: Any, join: Join | None = None, name: 
         if not (OUTLINE_FOLDER / "config.json").is_file():
             raise PipelineLoadError("the outline ControlNet is not shipped in this installation; train it with "
                                     "`python -m nbdiffuse.shapes.train_controlnet --out DIR` and pass controlnet=DIR")
-        net = _from_pretrained(kind, OUTLINE_FOLDER, "controlnet='outline'", local_only=True)
+        join = found[0]
+        net = _from_pretrained(join.net, OUTLINE_FOLDER, "controlnet='outline'", local_only=True)
         set_source(net, OUTLINE)
     elif isinstance(controlnet, (str, os.PathLike)):
+        label = str(controlnet)
         path = local_folder(controlnet, name)
-        if path is not None:
-            if not (path / "config.json").is_file():
-                raise PipelineLoadError(f"{name}={str(controlnet)!r} is not a ControlNet folder: it has no "
-                                        "config.json")
-            _check_kind(path / "config.json", kind, pipe, f"{name}={str(controlnet)!r}")
-            net = _from_pretrained(kind, path, str(controlnet), local_only=True)
-        else:
-            label = str(controlnet)
+        if path is not None and not (path / "config.json").is_file():
+            raise PipelineLoadError(f"{name}={label!r} is not a ControlNet folder: it has no config.json")
+        if path is None:
             check_hub_id(label, name)
             if not HUB_ID.match(label):
-                raise PipelineLoadError(f"{name}={label!r} is neither an existing folder nor a hub id like "
-                                        "'org/model'")
-            net = _from_pretrained(kind, label, label, local_only=False)
-        set_source(net, str(controlnet))
+                raise PipelineLoadError(f"{name}={label!r} is neither an existing folder nor a hub id like 'org/model'")
+        where = path if path is not None else label
+        kind = _class_name(where, f"{name}={label!r}", local_only=path is not None)
+        join = next((j for j in found if j.net.__name__ == kind), None if kind else found[0])
+        if join is None:
+            raise PipelineLoadError(f"{name}={label!r} is a {kind}; a {type(pipe).__name__} takes a {takes}")
+        net = _from_pretrained(join.net, where, label, local_only=path is not None)
+        set_source(net, label)
     else:
         raise TypeError(f"{name} must be {ALLOWED}; got {type(controlnet).__name__}")
     param = next(denoiser_of(pipe).parameters())
     with _no_empty_float32_notes():
-        return net.to(param.device, param.dtype).eval()
+        return net.to(param.device, param.dtype).eval(), join
 
 
 def denoiser_of(pipe: Any) -> Any:
@@ -146,14 +153,15 @@ def denoiser_of(pipe: Any) -> Any:
     return getattr(pipe, "unet", None) or pipe.transformer
 
 
-def _check_kind(config_file: Path, kind: type, pipe: Any, label: str) -> None:
-    """A folder of another kind of ControlNet (its config's _class_name) is refused before its weights load."""
+def _class_name(where: Any, label: str, local_only: bool) -> str | None:
+    """The kind of ControlNet a folder or hub id holds: its config's _class_name (the config alone is read)."""
+    from diffusers import ControlNetModel
+
     try:
-        found = json.loads(config_file.read_text()).get("_class_name")
-    except (OSError, ValueError) as exc:
-        raise PipelineLoadError(f"{label}: its config.json cannot be read: {exc}") from exc
-    if found and found != kind.__name__:
-        raise PipelineLoadError(f"{label} is a {found}; a {type(pipe).__name__} takes a {kind.__name__}")
+        return ControlNetModel.load_config(where, local_files_only=local_only).get("_class_name")
+    except Exception as exc:  # unreadable JSON, no such repository, offline without a cached copy
+        raise PipelineLoadError(f"{label}: its config cannot be read: {type(exc).__name__}: {short_error(exc)}") \
+            from exc
 
 
 def _from_pretrained(cls: Any, where: Any, label: str, local_only: bool) -> Any:
@@ -167,8 +175,7 @@ def _from_pretrained(cls: Any, where: Any, label: str, local_only: bool) -> Any:
 def with_controlnet(pipe: Any, controlnet: Any) -> Any:
     """`pipe` (SD 1.x/2.x, SDXL, SD3 or Flux, with or without a ControlNet) as a ControlNet pipeline of
     `controlnet`."""
-    join = join_of(pipe)
-    net = load_controlnets(controlnet, pipe, join)
+    net, join = load_controlnets(controlnet, pipe)
     with _no_empty_float32_notes():
         joined = join.pipeline.from_pipe(pipe, controlnet=net)
     joined.set_progress_bar_config(disable=True)

@@ -75,3 +75,21 @@ def test_two_union_controlnets_match_the_pipeline():
     assert traj.params["control"]["mode"] == [3, 0]
     assert torch.equal(traj.final_latents, reference(pipe, 3, 5.0, 2, control_image=pictures, control_mode=[3, 0],
                                                      controlnet_conditioning_scale=[0.8, 0.5]))
+
+
+def test_load_pipeline_joins_a_union_controlnet_by_its_config(union, tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+
+    from nbdiffuse.testing import tiny_controlnet_pipeline
+
+    base = StableDiffusionXLPipeline.from_pipe(union)
+    union.controlnet.save_pretrained(tmp_path / "union")
+    joined = nbd.load_pipeline(base, controlnet=str(tmp_path / "union"))
+    assert type(joined).__name__ == "StableDiffusionXLControlNetUnionPipeline"
+    run = dict(steps=2, guidance=5.0, control_image=picture(), control_mode=3)
+    assert torch.equal(nbd.trace(joined, PROMPT, **run).final_latents, nbd.trace(union, PROMPT, **run).final_latents)
+    plain = tiny_controlnet_pipeline(xl=True).controlnet
+    assert type(nbd.load_pipeline(base, controlnet=plain)).__name__ == "StableDiffusionXLControlNetPipeline"
+    with pytest.raises(ValueError, match=r"several ControlNets run together must be of one kind; got "
+                                         r"ControlNetUnionModel, ControlNetModel"):
+        nbd.load_pipeline(base, controlnet=[str(tmp_path / "union"), plain])
