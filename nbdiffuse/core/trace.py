@@ -50,7 +50,8 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
     pipe_kwargs: the pipeline's own keywords (e.g. {"use_resolution_binning": True}): passed to pipe(...) on
     the generic path; a family's loop refuses those it does not honour, by name (core/pipe_kwargs.py).
     control_image: a ControlNet pipeline's control picture (PIL image, uint8 array or file path; without
-    height/width the run takes its size). control_scale: how strongly it steers (0 to 10; a number, one
+    height/width an SD or SDXL run takes its size, as their pipelines do; SD3's and Flux's take their usual
+    size, as theirs do). control_scale: how strongly it steers (0 to 10; a number, one
     per step that runs, or a callable step -> number; RunControl.set_control_scale changes it live; None:
     the pipeline's own default, 1 for SD's and SDXL's ControlNet pipelines, 0.8 for their image-to-image ones);
     control_start, control_end: the share of the run where it acts (core/controlnet.py).
@@ -100,7 +101,7 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     schedule = guidance_schedule(guidance, steps - start)
     control_plan = plan_control(pipe, control_image, control_scale, control_start, control_end, steps - start,
                                 control_guess_mode, control_mode)
-    if image is None:  # a control picture's size, as diffusers' ControlNet pipelines take it
+    if image is None and family.control_sets_size:  # the control picture's size, as SD's and SDXL's take it
         default_h, default_w = control_size(control_plan, family.vae_factor) or (default_h, default_w)
     height = default_h if height is None else check_size("height", height, family.vae_factor)
     width = default_w if width is None else check_size("width", width, family.vae_factor)

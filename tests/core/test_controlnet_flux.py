@@ -193,3 +193,14 @@ def test_a_controlnet_that_reads_the_picture_itself():
     assert not torch.equal(traj.final_latents, nbd.trace(pipe, PROMPT, control_image=pictures[1], **run).final_latents)
     plain = nbd.trace(FluxPipeline.from_pipe(pipe), PROMPT, **run)
     assert torch.equal(traj.initial_latents, plain.initial_latents)
+
+
+def test_without_a_size_the_run_keeps_the_pipelines_usual_size(flux_control):
+    """FluxControlNetPipeline's default size is its usual one, whatever the control picture's (SD's and SDXL's
+    take the picture's); a trace without height/width runs what pipe(...) without them runs."""
+    control = picture(0, 48)
+    traj = nbd.trace(flux_control, PROMPT, steps=2, guidance=3.5, seed=1, control_image=control)
+    assert (traj.params["height"], traj.params["width"]) == (32, 32)
+    out = flux_control(PROMPT, num_inference_steps=2, guidance_scale=3.5, control_image=control, output_type="latent",
+                       generator=torch.Generator().manual_seed(1)).images
+    assert torch.equal(pack(traj.final_latents[None]), out)

@@ -20,6 +20,9 @@ class StableDiffusionFamily:
     default_guidance = 7.5  # what the family's own pipeline uses by default (for UIs)
     # pipe(...) keywords this loop already runs as pipe(...) does with that value (core/pipe_kwargs.py)
     honoured_pipe_kwargs: dict = {"eta": 0.0, "guidance_rescale": 0.0, "clip_skip": None}
+    # a run with a control picture and no height/width takes the picture's size, as diffusers' SD and SDXL
+    # ControlNet pipelines do (SD3's and Flux's keep their usual size: `height or default_sample_size * factor`)
+    control_sets_size = True
 
     def __init__(self, pipe: Any):
         self.pipe = pipe

@@ -17,6 +17,7 @@ class StableDiffusion3Family(StableDiffusionFamily):
     default_guidance = 7.0
     honoured_pipe_kwargs: dict = {"clip_skip": None, "max_sequence_length": 256}
     img2img_rule = "flux"  # StableDiffusion3Img2ImgPipeline counts its steps as Flux's does (core/img2img.py)
+    control_sets_size = False  # its ControlNet pipeline keeps its usual size (Flux's too)
 
     @property
     def denoiser(self) -> Any:
