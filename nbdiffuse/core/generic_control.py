@@ -1,7 +1,7 @@
 """trace(control_image=...) on the generic path: a ControlNet pipeline outside the families, given its picture.
 
 Families run the ControlNet in nbdiffuse's own loop (core/controlnet.py: SD's, SDXL's, SD3's and Flux's). Every
-other pipeline that takes a control picture (the PAG, SDXL union and ControlNet-XS variants,
+other pipeline that takes a control picture (the PAG and ControlNet-XS variants, Sana's, QwenImage's,
 CogView4ControlPipeline, FluxControlPipeline, ...) runs its own loop on the generic path (core/generic.py),
 so trace hands it the picture and the settings under the names its __call__ takes: the picture as
 `control_image` (or `image`, where that is the control picture of a pipeline without a start picture),
@@ -80,7 +80,7 @@ def plan_generic_control(pipe: Any, parameters: dict, image: Any, scale: Any, st
                          "their kinds through pipe_kwargs={'control_image': ..., 'control_mode': ...}")
     modes = check_control_mode(mode, nets) if nets else [check_no_mode(mode, name)]
     pictures = control_pictures(image, n)
-    own = scale is None  # the pipeline's own default (0.8 for some: SDXL union image to image)
+    own = scale is None  # the pipeline's own default (ZImageControlNetPipeline's: 0.75)
     if own:
         scale = own_control_scale(pipe)
     per = per_net("control_scale", scale, n) if n > 1 else [scale]

@@ -75,9 +75,10 @@ def load_pipeline(source: Any = None, device: Any = None, dtype: Any = None, lor
     with diffusers' load_lora_weights as the adapter "nbd" (needs peft: pip install "nbdiffuse[lora]").
     A pipeline object gets it loaded into itself, replacing an earlier nbd LoRA. lora_scale
     weighs it (0 is the base model); change it between runs with nbd.set_lora_scale(pipe, scale).
-    controlnet: a ControlNet folder, a hub id, a diffusers ControlNet model of the pipeline's kind
-    (ControlNetModel for SD 1.x/2.x and SDXL, SD3ControlNetModel, FluxControlNetModel), or "outline" (the
-    embedded model's drawable ControlNet), or a list of them (several at once, diffusers' MultiControlNetModel):
+    controlnet: a ControlNet folder, a hub id, a diffusers ControlNet model of a kind the pipeline takes
+    (ControlNetModel for SD 1.x/2.x and SDXL, ControlNetUnionModel for SDXL, SD3ControlNetModel,
+    FluxControlNetModel), or "outline" (the embedded model's drawable ControlNet), or a list of them of one
+    kind (several at once, diffusers' MultiControlNetModel):
     the result is the matching ControlNet pipeline, for nbd.trace(..., control_image=...)
     (core/controlnet_loading.py).
     """
