@@ -17,6 +17,7 @@ ControlNet shares; this module is what Flux's does differently.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import numbers
 from typing import Any
@@ -98,10 +99,13 @@ class FluxControl:
 def controlnet_guidance(step: Any) -> float:
     """The guidance a ControlNet with guidance embeddings reads: the step's, on a guidance-distilled Flux (what
     the pipeline's guidance_scale sets); else the pipeline's default guidance_scale, which true guidance leaves."""
-    if step.family.distilled:
-        return float(step.guidance)
-    default = inspect.signature(type(step.family.pipe).__call__).parameters.get("guidance_scale")
-    value = getattr(default, "default", None)
+    return float(step.guidance) if step.family.distilled else _own_guidance(type(step.family.pipe))
+
+
+@functools.lru_cache(maxsize=None)
+def _own_guidance(pipe_class: type) -> float:
+    """A pipeline class's default guidance_scale (read once per class, not at every step)."""
+    value = getattr(inspect.signature(pipe_class.__call__).parameters.get("guidance_scale"), "default", None)
     return float(value) if isinstance(value, numbers.Real) else 3.5
 
 
