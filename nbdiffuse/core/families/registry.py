@@ -18,17 +18,18 @@ from .sdxl import StableDiffusionXLFamily
 
 def _families() -> list[tuple[type, type]]:
     from diffusers import (FluxControlNetImg2ImgPipeline, FluxControlNetPipeline, FluxImg2ImgPipeline, FluxPipeline,
-                           PixArtAlphaPipeline, PixArtSigmaPipeline, StableDiffusionControlNetImg2ImgPipeline,
-                           StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLControlNetUnionImg2ImgPipeline,
-                           StableDiffusionXLControlNetUnionPipeline,
-                           StableDiffusion3ControlNetPipeline, StableDiffusion3Img2ImgPipeline, StableDiffusion3Pipeline,
-                           StableDiffusionControlNetPipeline,
-                           StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, StableDiffusionXLControlNetPipeline,
+                           PixArtAlphaPipeline, PixArtSigmaPipeline, StableDiffusion3ControlNetPipeline,
+                           StableDiffusion3Img2ImgPipeline, StableDiffusion3Pipeline,
+                           StableDiffusionControlNetImg2ImgPipeline, StableDiffusionControlNetPipeline,
+                           StableDiffusionImg2ImgPipeline, StableDiffusionPipeline,
+                           StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLControlNetPipeline,
+                           StableDiffusionXLControlNetUnionImg2ImgPipeline, StableDiffusionXLControlNetUnionPipeline,
                            StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline)
 
     # Image-to-image classes share their text-to-image sibling's components and run its family's loop
     # (trace(image=..., strength=...)), the way their own __call__ prepares the start latents.
-    # A ControlNet pipeline is its base family's model plus a ControlNet (core/controlnet.py runs it).
+    # A ControlNet pipeline (its image-to-image and union siblings too) is its base family's model plus a
+    # ControlNet (core/controlnet.py runs it).
     return [(StableDiffusionXLPipeline, StableDiffusionXLFamily), (StableDiffusionPipeline, StableDiffusionFamily),
             (StableDiffusionXLControlNetPipeline, StableDiffusionXLFamily),
             (StableDiffusionControlNetPipeline, StableDiffusionFamily),
