@@ -1,24 +1,22 @@
 """Flux's ControlNet in nbdiffuse's own loop (core/controlnet_flux.py): parity with FluxControlNetPipeline
 (guidance-distilled and true guidance, one and several ControlNets, windows), strength per step, live scale,
 branches (a sampler that draws noise too), files, and what runs elsewhere or is refused."""
-import numpy as np
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
-from PIL import Image
 
 import nbdiffuse as nbd
 from nbdiffuse.core.families import family_for
 from nbdiffuse.core.families.flux import pack
 from nbdiffuse.testing import tiny_flux_controlnet_pipeline
 
-from live_control import assert_live_scale_is_the_plan
+from control_helpers import assert_live_scale_is_the_plan, picture as noise_picture
 
 PROMPT = "a red circle"
 
 
 def picture(seed=0, side=32):
-    return Image.fromarray((np.random.default_rng(seed).random((side, side, 3)) * 255).astype(np.uint8))
+    return noise_picture(seed, side)
 
 
 @pytest.fixture(scope="module")

@@ -4,23 +4,19 @@ and what it refuses."""
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import nbdiffuse as nbd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline_zoo"))
 import builders_control  # noqa: E402
 
-from live_control import assert_live_scale_is_the_plan  # noqa: E402
+from control_helpers import assert_live_scale_is_the_plan, picture  # noqa: E402
 
 PROMPT = "big red circle on the left"
 
 
-def picture(seed=0, side=16):
-    return Image.fromarray((np.random.default_rng(seed).random((side, side, 3)) * 255).astype(np.uint8))
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,15 @@
-"""A shared check of the ControlNet tests: a control scale set to 0 live after a step is the run planned so."""
+"""What the ControlNet tests share: a noise picture to steer with, and the check that a control scale set to 0
+live after a step is the run planned so."""
+import numpy as np
 import torch
+from PIL import Image
 
 import nbdiffuse as nbd
+
+
+def picture(seed=0, side=16):
+    """A seeded picture of random colours (a control picture every ControlNet reads as something)."""
+    return Image.fromarray((np.random.default_rng(seed).random((side, side, 3)) * 255).astype(np.uint8))
 
 
 def assert_live_scale_is_the_plan(pipe, prompt, at: int, **run):
