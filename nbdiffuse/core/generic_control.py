@@ -42,6 +42,14 @@ def control_slots(pipe: Any) -> int:
     return int(control_parameter(pipe, parameters) is not None)
 
 
+def own_loop_asked(pipe: Any, pipe_kwargs: dict) -> bool:
+    """Several pictures for one union ControlNet (diffusers' lists, a kind each), given through
+    pipe_kwargs={'control_image': [...], 'control_mode': [...]}: nbdiffuse's loop takes one picture per
+    ControlNet, so the pipeline's own loop runs them (the generic path, x_t only)."""
+    net = getattr(pipe, "controlnet", None)
+    return net is not None and "control_image" in pipe_kwargs and any(union_types(one) for one in nets_of(net))
+
+
 def takes_guess_mode(pipe: Any) -> bool:
     """Whether a run on `pipe` may ask for guess mode: it takes a control picture and its __call__ a guess_mode
     (SD's and SDXL's ControlNet pipelines; not SD3's or Flux's)."""

@@ -16,6 +16,7 @@ from .attention import LAYERS, AttentionRecorder, prompt_columns
 from .controlnet import ControlStep, control_size, plan_control
 from .families import adapter_for, is_generic
 from .generic import prepare_generic
+from .generic_control import own_loop_asked
 from .pipe_kwargs import check_for_family, check_pipe_kwargs
 from .run import Run
 from .run_args import check_run_args
@@ -79,11 +80,12 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     """Check every argument and build the run without touching the model (trace() = prepare().execute()).
 
     A pipeline outside the known families whose __call__ takes callback_on_step_end runs on the
-    generic path (core/generic.py): x_t every step, stop and pause, no x0 / what-if / branch.
+    generic path (core/generic.py): x_t every step, stop and pause, no x0 / what-if / branch; so does a
+    union ControlNet pipeline given several pictures for one ControlNet through pipe_kwargs (own_loop_asked).
     """
     attention = check_attention(attention)
     pipe_kwargs = check_pipe_kwargs(pipe_kwargs)
-    if is_generic(pipe):
+    if is_generic(pipe) or own_loop_asked(pipe, pipe_kwargs):
         if attention:
             raise ValueError(f"attention=True needs a known model family (its cross-attention layers); "
                              f"{type(pipe).__name__} runs on the generic path, which sees x_t only")

@@ -91,3 +91,15 @@ def test_load_pipeline_joins_a_union_controlnet_by_its_config(union, tmp_path):
     with pytest.raises(ValueError, match=r"several ControlNets run together must be of one kind; got "
                                          r"ControlNetUnionModel, ControlNetModel"):
         nbd.load_pipeline(base, controlnet=[str(tmp_path / "union"), plain])
+
+
+def test_several_pictures_for_one_union_controlnet_run_the_pipelines_own_loop(union):
+    """Diffusers' lists (one union ControlNet given an edge map and a depth map, a kind each) through pipe_kwargs:
+    nbdiffuse's loop takes one picture per ControlNet, so the pipeline's own loop runs them, bit for bit."""
+    pictures, modes = [picture(1), picture(2)], [3, 1]
+    traj = nbd.trace(union, PROMPT, steps=3, guidance=5.0, seed=2, height=16, width=16,
+                     pipe_kwargs={"control_image": pictures, "control_mode": modes})
+    assert traj.params["family"] == "generic" and "control" not in traj.params
+    assert torch.equal(traj.final_latents, reference(union, 3, 5.0, 2, control_image=pictures, control_mode=modes))
+    with pytest.raises(ValueError, match="does not honour it"):  # anything else the family's loop refuses by name
+        nbd.trace(union, PROMPT, steps=2, control_image=picture(), control_mode=3, pipe_kwargs={"eta": 0.5})
