@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .families.base import denoiser_of
 from .model_source import check_hub_id, local_folder
 from .pipe_attrs import copy_attrs, set_source, speaks_shapes
 from .quiet_logs import without_message
@@ -146,11 +147,6 @@ def load_controlnet(controlnet: Any, pipe: Any, name: str = "controlnet") -> tup
     param = next(denoiser_of(pipe).parameters())
     with _no_empty_float32_notes():
         return net.to(param.device, param.dtype).eval(), join
-
-
-def denoiser_of(pipe: Any) -> Any:
-    """The model a ControlNet steers: the UNet, or the transformer (SD3, Flux)."""
-    return getattr(pipe, "unet", None) or pipe.transformer
 
 
 def _class_name(where: Any, label: str, local_only: bool) -> str | None:

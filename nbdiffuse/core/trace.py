@@ -15,6 +15,7 @@ from .control import RunControl
 from .attention import LAYERS, AttentionRecorder, prompt_columns
 from .controlnet import ControlStep, control_size, plan_control
 from .families import adapter_for, is_generic
+from .families.base import denoiser_of
 from .generic import prepare_generic
 from .generic_control import own_loop_asked
 from .pipe_kwargs import check_for_family, check_pipe_kwargs
@@ -150,7 +151,6 @@ def text_columns(run: Run) -> list[tuple[Any, int, int]]:
 def record_attention(run: Run, h: int, w: int, layers: str) -> None:
     """Give `run` an AttentionRecorder for the prompt's tokens as its text encoder reads them."""
     words, positions = prompt_columns(text_columns(run), run.encoded[0])
-    denoiser = getattr(run.pipe, "unet", None) or getattr(run.pipe, "transformer", None)
-    run.attention = AttentionRecorder(denoiser, [p for ps in positions for p in ps], (h, w), layers)
+    run.attention = AttentionRecorder(denoiser_of(run.pipe), [p for ps in positions for p in ps], (h, w), layers)
     run.attention_words = {"words": words, "rows": [i for i, ps in enumerate(positions) for _ in ps],
                            "layers": layers}

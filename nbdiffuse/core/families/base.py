@@ -1,4 +1,5 @@
-"""What every family adapter shares: the text conditioning it hands the loop, and where its model runs.
+"""What every family adapter shares: the text conditioning it hands the loop, which model denoises (denoiser_of,
+the generic path and ControlNet loading too), and where it runs.
 
 The adapters themselves start at sd.StableDiffusionFamily, which the other families subclass.
 """
@@ -17,6 +18,11 @@ class Conditioning:
     cond: dict[str, torch.Tensor]
     uncond: dict[str, torch.Tensor]
     both: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def denoiser_of(pipe: Any) -> Any:
+    """The model a pipeline denoises with: its UNet, else its transformer (SD3, Flux, DiTs), else None."""
+    return getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
 
 
 _placements: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()

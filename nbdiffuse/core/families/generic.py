@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .base import denoiser_of
 
 
 class GenericPipeline:
@@ -31,7 +32,7 @@ class GenericPipeline:
 
     @property
     def denoiser(self) -> Any:
-        return getattr(self.pipe, "unet", None) or getattr(self.pipe, "transformer", None)
+        return denoiser_of(self.pipe)
 
     @functools.cached_property
     def device(self) -> torch.device:
