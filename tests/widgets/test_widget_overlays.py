@@ -92,9 +92,13 @@ def test_scrubbed_frames_do_not_wait_behind_a_decision_curve(explorer, wait_for,
         release.set()
 
 
-def test_live_frames_carry_their_steps_word_maps_and_a_new_run_drops_the_last_ones(explorer):
+def test_live_frames_carry_their_steps_word_maps_and_a_new_run_drops_the_last_ones(explorer, monkeypatch):
     import base64
+    import functools
 
+    from nbdiffuse.widgets import live_run
+
+    monkeypatch.setattr(live_run, "Pacer", functools.partial(live_run.Pacer, min_interval=0))  # a frame a step
     ex, fe = explorer
     ex.attention = True
     ex.generate(prompt="a red circle", steps=8, seed=1, guidance=4.0, background=False)
@@ -108,7 +112,8 @@ def test_live_frames_carry_their_steps_word_maps_and_a_new_run_drops_the_last_on
         maps = np.frombuffer(base64.b64decode(m["om"]), np.uint8).reshape(3, h, w)
         red = torch.stack([traj.attention(j, "red") for j in range(k + 1)])
         top = float(red.max())  # the largest value so far, not the whole run's
-        assert abs(m["os"][1] - top) < 1e-4 and maps[1].max() == 255
+        # the step that holds the largest value so far reaches 255; a weaker step after it stays below
+        assert abs(m["os"][1] - top) < 1e-4 and abs(int(maps[1].max()) - round(float(red[k].max()) / top * 255)) <= 1
         assert np.abs(maps[1] / 255 * top - red[k].float().numpy()).max() <= top / 255 + 1e-6
     ex.attention = False
     seen = []
