@@ -305,13 +305,35 @@ def tiny_hunyuan_dit_pipeline(seed: int = 0):
 
 def tiny_pag_pipeline(seed: int = 0):
     """A StableDiffusionPAGPipeline (perturbed-attention guidance on the UNet's mid block) built from
-    tiny_sd_pipeline's components: a real pipeline outside nbdiffuse's families (it is no
-    StableDiffusionPipeline subclass) that takes callback_on_step_end with "latents" (the generic path)."""
+    tiny_sd_pipeline's components: the SD family's loop runs it with its PAG (core/pag.py)."""
     from diffusers import StableDiffusionPAGPipeline
 
     parts = tiny_sd_pipeline(seed=seed).components
     pipe = StableDiffusionPAGPipeline(**{k: v for k, v in parts.items() if k != "image_encoder"},
                                       requires_safety_checker=False, pag_applied_layers="mid")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_alt_diffusion_pipeline(seed: int = 0):
+    """An AltDiffusionPipeline (Stable Diffusion with an XLM-RoBERTa text encoder) on tiny_sd_pipeline's UNet,
+    VAE and scheduler: a real pipeline outside nbdiffuse's families (no StableDiffusionPipeline subclass) that
+    takes callback_on_step_end with "latents": the generic path's test pipeline."""
+    from diffusers import AltDiffusionPipeline
+    from diffusers.pipelines.deprecated.alt_diffusion.modeling_roberta_series import (
+        RobertaSeriesConfig, RobertaSeriesModelWithTransformation)
+
+    parts = tiny_sd_pipeline(seed=seed).components
+    tokenizer = tiny_t5_tokenizer(max_length=77)
+    config = RobertaSeriesConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=64, max_position_embeddings=tokenizer.model_max_length + 2,
+                                 project_dim=32, pad_token_id=tokenizer.pad_token_id,
+                                 bos_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    encoder = RobertaSeriesModelWithTransformation(config).eval()
+    pipe = AltDiffusionPipeline(vae=parts["vae"], text_encoder=encoder, tokenizer=tokenizer, unet=parts["unet"],
+                                scheduler=parts["scheduler"], safety_checker=None, feature_extractor=None,
+                                requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -96,8 +96,16 @@ def pixart_alpha_pipe():
 
 
 @pytest.fixture(scope="session")
+def generic_pipe():
+    """AltDiffusionPipeline: outside nbdiffuse's families, watched through callback_on_step_end."""
+    from nbdiffuse.testing import tiny_alt_diffusion_pipeline
+
+    return tiny_alt_diffusion_pipeline()
+
+
+@pytest.fixture(scope="session")
 def pag_pipe():
-    """StableDiffusionPAGPipeline: outside nbdiffuse's families, watched through callback_on_step_end."""
+    """StableDiffusionPAGPipeline: the SD family's loop with perturbed-attention guidance (core/pag.py)."""
     from nbdiffuse.testing import tiny_pag_pipeline
 
     return tiny_pag_pipeline()

@@ -65,7 +65,8 @@ class AttentionRecorder:
     start, end or padding). `grid`: the latent (h, w). `layers`: one of LAYERS. Use `step_done()`
     after each denoising step: it returns that step's (len(tokens), h, w) map and starts the next one.
     Only the conditional prompt is read: the last row of a classifier-free-guidance batch (the
-    families batch (uncond, cond)), and each layer's first call of a step (Flux calls cond, then uncond).
+    families batch (uncond, cond)), and each layer's first call of a step (Flux calls cond, then uncond);
+    a PAG run sets `row` to the prompt's row of its step's batch (core/pag.py: the perturbed row is last).
     A denoiser without cross-attention layers is read at its joint attention (core/joint_attention.py).
     """
 
@@ -85,6 +86,7 @@ class AttentionRecorder:
         self._text_len: int | None = None  # joint attention: the text's length this call
         self._sum: torch.Tensor | None = None
         self._count = 0
+        self.row = -1  # the batch row of the prompt
 
     def __enter__(self) -> "AttentionRecorder":
         for name, module in self.layers:
@@ -110,7 +112,7 @@ class AttentionRecorder:
                 slot.clear()
                 return
             if self.joint:
-                got = joint_attention.text_probs(module, slot, self._text_len)
+                got = joint_attention.text_probs(module, slot, self._text_len, self.row)
                 if got is not None:
                     self._text_len = got[1]
                     self._add(got[0])
@@ -120,7 +122,7 @@ class AttentionRecorder:
             q, k, _ = attention_taps.take(slot)
             mask = slot.pop("mask", None)
             if q is not None and k is not None:
-                self._add(_cross_probs(module, q, k, mask))
+                self._add(_cross_probs(module, q, k, mask, self.row))
             else:
                 self._unread.append(name)
         return hook
@@ -161,16 +163,18 @@ class AttentionRecorder:
 
 
 @torch.no_grad()
-def _cross_probs(module: Any, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """(positions, text) attention probabilities of the last batch row, heads averaged, from the layer's q and k."""
-    q, k = q[-1:].float(), k[-1:].float()
+def _cross_probs(module: Any, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None,
+                 row: int = -1) -> torch.Tensor:
+    """(positions, text) attention probabilities of batch row `row`, heads averaged, from the layer's q and k."""
+    q, k = q[row][None].float(), k[row][None].float()
     heads = module.heads
     n, t = q.shape[1], k.shape[1]
     q = q.view(1, n, heads, -1).transpose(1, 2)
     k = k.view(1, t, heads, -1).transpose(1, 2)
     scores = q @ k.transpose(-1, -2) * module.scale  # (1, heads, n, t)
     if mask is not None:
-        scores = scores + _additive_mask(mask[-1:], t, scores.dtype)
+        one = mask[min(row, len(mask) - 1) if row >= 0 else row]  # a mask of one row covers every row
+        scores = scores + _additive_mask(one[None], t, scores.dtype)
     return scores.softmax(-1).mean(1)[0]
 
 

@@ -38,8 +38,10 @@ def take(slot: dict[str, Any]) -> tuple[torch.Tensor | None, torch.Tensor | None
 
 
 def _keep(slot: dict[str, Any], keys: tuple[str | None, ...]):
+    """Keeps a projection's first output of the layer's call: PAG's joint processor calls its projections
+    again on the perturbed row alone (core/pag.py), and the rows read are the first call's."""
     def hook(_module, _args, output) -> None:
         for key, part in zip(keys, output.chunk(len(keys), dim=-1)):
-            if key is not None:
+            if key is not None and key not in slot:
                 slot[key] = part
     return hook

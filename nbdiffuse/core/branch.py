@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from . import controlnet, controlnet_flux, encode_cache, img2img
+from . import controlnet, controlnet_flux, encode_cache, img2img, pag
 from .capabilities import xt_only_reason
 from .families import family_for, is_generic
 from .locks import model_turn
@@ -38,7 +38,7 @@ from .validate import check_step_at, guidance_schedule
 from .walks import branch_walk, walk_conditioning
 
 BRANCH_CHANGES = ("prompt", "negative_prompt", "guidance", "scheduler", "steps", "seed", "control", "on_step",
-                  *controlnet.BRANCH_CHANGES)
+                  *controlnet.BRANCH_CHANGES, *pag.KEYWORDS)
 
 
 def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
@@ -49,7 +49,8 @@ def branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> Trajectory:
     (the rest of the run is re-planned on the new schedule from the current noise level),
     seed (seeds the noise that stochastic samplers draw after `at`), control, on_step;
     a ControlNet run's control_image, control_scale (as guidance), control_start, control_end,
-    control_guess_mode and control_mode (control_scale=0: "what if no control from here"; core/controlnet.py).
+    control_guess_mode and control_mode (control_scale=0: "what if no control from here"; core/controlnet.py);
+    a PAG run's pag_scale and pag_adaptive_scale (core/pag.py).
     With no changes the original remaining steps are replayed exactly.
     """
     return prepare_branch(pipe, traj, at, **changes).execute()
@@ -98,9 +99,11 @@ def prepare_branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> "Pre
         sched, total = parent_sched, runs
     schedule = _branch_schedule(changes, traj, at, total)
     control_plan = controlnet.branch_plan(pipe, traj, at, total, changes)
+    pag_plan = pag.branch_pag(pipe, p, changes)
 
     run = Run(pipe, family, sched, prompt, negative, total, schedule, seed, p["height"], p["width"], control, on_step)
     run.check_prompts()
+    run.pag = pag_plan
     if control_plan is not None:
         run.controlnet = controlnet.ControlStep(control_plan, family, p["height"], p["width"], control,
                                                 p["seed"])  # SD3, Flux: the parent's control latents
@@ -270,10 +273,9 @@ def _state_window(sched) -> int | None:
 def _guided_output(step, device, dtype) -> torch.Tensor:
     """The output the sampler got at this step, recomputed on the run's device as the loop did."""
     cond = step.eps_cond.to(device, dtype)
-    if step.eps_uncond is None:
-        return cond
-    uncond = step.eps_uncond.to(device, dtype)
-    return uncond + step.guidance * (cond - uncond)
+    uncond = None if step.eps_uncond is None else step.eps_uncond.to(device, dtype)
+    perturbed = None if step.eps_perturbed is None else step.eps_perturbed.to(device, dtype)
+    return pag.guided(cond, uncond, step.guidance, perturbed, step.pag_scale or 0.0)
 
 
 def _replan(family, sched, steps_in_sched: int, traj: Trajectory, at: int, parent_sched) -> int:

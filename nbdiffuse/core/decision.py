@@ -20,6 +20,7 @@ from .decision_plot import plot_decision_curve
 from .controlnet import control_args_of
 from .families import default_guidance
 from .pipe_attrs import speaks_shapes
+from .pag import plan_from_params
 from .trace import prepare
 from .trajectory import Trajectory
 from .validate import check_int, check_steps, show_value
@@ -139,6 +140,7 @@ def _continue_from(pipe: Any, traj: Trajectory, k: int, seed: int) -> np.ndarray
         raise ValueError(f"decision curves need x0 in the loop's latent layout; {p.get('pipeline')} runs keep "
                          "another (or none)")
     run.start_clean = clean.reshape(shape)
+    run.pag = plan_from_params(p)  # a PAG run's own pag (core/pag.py), not the pipeline's default
     run.start = begin + k + 1
     run.schedule = list(p["guidance"][k + 1:]) or [p["guidance"][-1]]
     if run.controlnet is not None:  # its scales from step k + 1 on; its window over the run's part of the schedule

@@ -47,8 +47,9 @@ def hooks(module: Any, slot: dict[str, Any]) -> list[Any]:
 
 
 @torch.no_grad()
-def text_probs(module: Any, slot: dict[str, Any], text_len: int | None) -> tuple[torch.Tensor, int] | None:
-    """(picture positions, text positions) attention probabilities of the last batch row, heads averaged,
+def text_probs(module: Any, slot: dict[str, Any], text_len: int | None,
+               row: int = -1) -> tuple[torch.Tensor, int] | None:
+    """(picture positions, text positions) attention probabilities of batch row `row`, heads averaged,
     and the text's length; None when no query and key were kept (or a single-stream block has no text
     length yet). `text_len`: for a single-stream block, the text's length (as the dual-stream blocks of
     the same call saw it)."""
@@ -57,10 +58,10 @@ def text_probs(module: Any, slot: dict[str, Any], text_len: int | None) -> tuple
     if q is None or k is None:
         return None
     heads = module.heads
-    q, k = _heads(q[-1:], heads), _heads(k[-1:], heads)  # (1, S, H, D)
+    q, k = _heads(q[row][None], heads), _heads(k[row][None], heads)  # (1, S, H, D)
     q, k = _norm(module, "norm_q", q), _norm(module, "norm_k", k)
     if text_k is not None:
-        text_k = _norm(module, "norm_added_k", _heads(text_k[-1:], heads))
+        text_k = _norm(module, "norm_added_k", _heads(text_k[row][None], heads))
         t = text_k.shape[1]
         # the text's queries do not matter here: only picture rows are read
         k = torch.cat([text_k, k], 1) if text_first(module) else torch.cat([k, text_k], 1)

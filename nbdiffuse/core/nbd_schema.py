@@ -33,6 +33,7 @@ import torch
 from .attention import LAYERS
 from .capabilities import CAPABILITIES
 from .nbd_control import MAX_CONTROLNETS, check_control, check_control_image
+from .pag import MAX_ADAPTIVE, MAX_PAG_SCALE
 from .nbd_fields import FieldError, as_dict, as_int, as_list, as_number, as_text, finite_json
 from .schedulers import scheduler_from_params
 from .validate import MAX_SEED, MAX_SIDE, MAX_STEPS, check_control_scale, check_guidance_value, show_value
@@ -43,7 +44,8 @@ MAX_EXTRA_OUTPUTS = 8  # guided outputs of a higher-order sampler's extra evalua
 MAX_NOTICES = 1000
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_STEP_TENSOR = re.compile(r"steps\.(0|[1-9][0-9]{0,8})\.(latents|pred_x0|eps_cond|eps_uncond|attention|extra\.(0|[1-9][0-9]?))")
+_STEP_TENSOR = re.compile(r"steps\.(0|[1-9][0-9]{0,8})\."
+                          r"(latents|pred_x0|eps_cond|eps_uncond|eps_perturbed|attention|extra\.(0|[1-9][0-9]?))")
 _REQUIRED = ("id", "prompt", "negative_prompt", "seed", "steps", "scheduler", "scheduler_class", "scheduler_config",
              "height", "width", "guidance")
 _TEXT_FIELDS = ("model", "pipeline", "family", "guidance_kind", "prediction_type", "dtype", "device", "created",
@@ -151,7 +153,17 @@ def _check_params(p: dict) -> None:
         _check_lora(as_dict("params.lora", p["lora"]))
     if p.get("control") is not None:
         check_control(as_dict("params.control", p["control"]))
+    if p.get("pag") is not None:
+        _check_pag(as_dict("params.pag", p["pag"]))
     _check_scheduler(p)
+
+
+def _check_pag(pag: dict) -> None:
+    """A PAG run's settings (core/pag.py PagPlan.params)."""
+    as_number("params.pag.scale", pag.get("scale"), 0.0, MAX_PAG_SCALE, "a number")
+    as_number("params.pag.adaptive_scale", pag.get("adaptive_scale"), 0.0, MAX_ADAPTIVE, "a number")
+    for j, layer in enumerate(as_list("params.pag.layers", pag.get("layers"), 256)):
+        as_text(f"params.pag.layers[{j}]", layer, limit=200)
 
 
 def _check_lora(lora: dict) -> None:
@@ -222,6 +234,8 @@ def _check_step(field: str, record: Any, k: int) -> None:
         check_control_scale(scale, f"field {field}.control_scale")
     if record.get("control_strength") is not None:
         as_number(f"{field}.control_strength", record["control_strength"], 0.0, 1e12, "a finite number >= 0 (or null)")
+    if record.get("pag_scale") is not None:
+        as_number(f"{field}.pag_scale", record["pag_scale"], 0.0, MAX_PAG_SCALE, "a number (or null)")
 
 
 def _check_tensors(tensors: dict[str, torch.Tensor], records: list, params: dict) -> None:
@@ -251,9 +265,9 @@ def _check_tensors(tensors: dict[str, torch.Tensor], records: list, params: dict
         k = int(match.group(1)) if match else -1
         extra = match.group(3) if match else None
         if not match or k >= len(records) or (extra is not None and int(extra) >= extras[k]):
-            raise FieldError(f"tensor {show_value(name)}", "present", "a tensor a trajectory writes: initial_latents, output, "
-                             f"steps.<k>.latents / pred_x0 / eps_cond / eps_uncond / attention / extra.<j> for its "
-                             f"{len(records)} steps, or frames.<k>.<view>")
+            raise FieldError(f"tensor {show_value(name)}", "present", "a tensor a trajectory writes: initial_latents, "
+                             "output, steps.<k>.latents / pred_x0 / eps_cond / eps_uncond / eps_perturbed / attention / "
+                             f"extra.<j> for its {len(records)} steps, or frames.<k>.<view>")
         if match.group(2) == "attention":
             _check_attention_tensor(name, tensor, params, shape)
         elif tensor.dtype not in _FLOATS or tuple(tensor.shape) != shape:

@@ -73,14 +73,23 @@ class ControlSettings(TypedDict, total=False):
     mode: int | list  # control_mode, a union ControlNet's kind of picture (None for one of one kind); only there
 
 
+class PagSettings(TypedDict):
+    """A PAG pipeline's run (core/pag.py, PagPlan.params)."""
+    scale: float  # pag_scale
+    adaptive_scale: float  # pag_adaptive_scale (0: pag_scale at every step)
+    layers: list[str]  # the pipeline's pag_applied_layers: the self-attention layers perturbed
+
+
 class RunParams(_EveryRun, total=False):
     """traj.params; the keys above are in every run's; attention in runs traced with attention=True;
     walk in the runs inside a sweep's seed or prompt walk (core/walks.py); control in runs with a control
     picture; capabilities and capabilities_reason in runs of the generic path and of models that take
-    guidance as an input (guidance_kind "distilled"); pipe_kwargs in generic runs given some."""
+    guidance as an input (guidance_kind "distilled"); pipe_kwargs in generic runs given some; pag in the runs of
+    PAG pipelines."""
     attention: AttentionWords
     walk: dict  # {"seed": {"from", "to", "t"}, "prompt": {"from", "to", "t"}}: the walk(s) the run is a point of
     control: ControlSettings
+    pag: PagSettings
     capabilities: dict[str, bool]  # what they lack (capabilities.XT_ONLY and "previews", or DISTILLED)
     capabilities_reason: str  # why, in one line
     pipe_kwargs: dict[str, Any]  # the pipeline's own keywords passed to pipe(...) (pipe_kwargs.recorded)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 ASYNC_CUDA = True  # False: copy synchronously on CUDA too (benchmarks/gpu_overhead.py shows what that costs)
-_TENSOR_FIELDS = ("latents", "pred_x0", "eps_cond", "eps_uncond")
+_TENSOR_FIELDS = ("latents", "pred_x0", "eps_cond", "eps_uncond", "eps_perturbed")
 
 
 def copy_now(tensor: torch.Tensor) -> torch.Tensor:

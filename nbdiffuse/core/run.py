@@ -28,6 +28,7 @@ from .capabilities import DISTILLED, distilled_reason
 from .controlnet import scales_used
 from .lora import lora_params
 from .locks import model_turn
+from .pag import PagLayers, PagPlan, guided
 from .params import RunParams
 from .pipe_attrs import model_name
 from .prediction import sigma_at, x0_coefficients
@@ -60,6 +61,7 @@ class Run:
         self.attention_words: dict | None = None
         self.walk: Any = None  # a walk between two runs (core/walks.py): its starting noise and text conditioning
         self.controlnet: Any = None  # a ControlStep (core/controlnet.py) for a run with a control picture
+        self.pag: PagPlan | None = None  # a PAG pipeline's settings (core/pag.py)
 
     @property
     def total_steps(self) -> int:
@@ -115,6 +117,7 @@ class Run:
             **(distilled_params(type(pipe).__name__) if self.family.guidance_kind == "distilled" else {}),
             **({"walk": self.walk.params()} if self.walk is not None else {}),
             **({"control": self.controlnet.plan.params()} if self.controlnet is not None else {}),
+            **({"pag": self.pag.params()} if self.pag is not None else {}),
         }
 
     # --- the run --------------------------------------------------------------------
@@ -176,7 +179,8 @@ class Run:
         step_kwargs = scheduler_step_kwargs(sched, self.generator)
         # Host-side copies of what each step records as numbers: reading them off the device
         # inside the loop would make the host wait for the GPU every step (core/recording.py).
-        times = [float(t) for t in timesteps.detach().cpu()]
+        host_times = timesteps.detach().cpu()
+        times = [float(t) for t in host_times]
         sigmas = {j: sigma_at(sched, j) for j in range(i, len(timesteps))}
         recorder = StepRecorder(latents.device)
         record = recorder.copy
@@ -184,8 +188,10 @@ class Run:
         control = self.controlnet
         if control is not None and not control.pictures:  # a branch's (a run's were made before its noise)
             control.begin()
+        pag = self.pag if self.pag is not None and self.pag.on else None
+        layers = PagLayers(self.pipe, family.denoiser, pag) if pag is not None else contextlib.nullcontext()
 
-        with run_end(traj, lambda: recorder, publish):
+        with run_end(traj, lambda: recorder, publish), layers:
             while i < len(timesteps):
                 recorder.publish(publish)
                 if self.control is not None and self.control.paused:
@@ -198,21 +204,28 @@ class Run:
                 scale = control.scale_at(k) if control is not None else None
                 began = time.perf_counter()
                 first, extras, acted = None, [], None
+                if pag is not None:
+                    layers.use(use_cfg)
+                    if self.attention is not None:  # the prompt's row: (uncond, cond, perturbed) or (cond, perturbed)
+                        self.attention.row = 1 if use_cfg else 0
                 # One step: one model evaluation, or two for 2nd-order samplers (Heun).
                 while True:
                     t = timesteps[i]
                     x_in = model_input(sched, latents, t)
-                    if control is None:
-                        cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg, guidance=w)
+                    given, strength, perturbed, p = {"guidance": w}, None, None, None
+                    if control is not None:  # its residuals go to the denoiser (families without ControlNets take none)
+                        given["extra"], strength = control.residuals(x_in, t, self.cond, use_cfg, scale, i,
+                                                                     len(timesteps), guidance=w)
+                    if pag is None:
+                        cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg, **given)
                     else:
-                        extra, strength = control.residuals(x_in, t, self.cond, use_cfg, scale, i, len(timesteps),
-                                                            guidance=w)
-                        cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg, guidance=w, extra=extra)
-                    out = uncond_out + w * (cond_out - uncond_out) if use_cfg else cond_out
+                        cond_out, uncond_out, perturbed = family.predict_perturbed(x_in, t, self.cond, use_cfg, **given)
+                        p = pag.scale_at(host_times[i])
+                    out = guided(cond_out, uncond_out if use_cfg else None, w, perturbed, p)
                     if first is None:
                         sigma = sigmas[i]
                         a, b = x0_coefficients(sched, sigma)
-                        first = (times[i], sigma, b, a * x_in + b * out, cond_out, uncond_out)
+                        first = (times[i], sigma, b, a * x_in + b * out, cond_out, uncond_out, perturbed, p)
                         if control is not None:  # the first evaluation's, as for the outputs
                             acted = 0.0 if strength is None else recorder.number(strength)
                     else:
@@ -221,7 +234,7 @@ class Run:
                     i += 1
                     if i >= len(timesteps) or getattr(sched, "state_in_first_order", True):
                         break
-                t0, sigma, b, x0, cond_out, uncond_out = first
+                t0, sigma, b, x0, cond_out, uncond_out, perturbed, p = first
                 maps = self.attention.step_done() if self.attention is not None else None
                 recorder.add(Step(
                     index=k, timestep=t0, sigma=sigma, guidance=w,
@@ -231,6 +244,8 @@ class Run:
                     extra_outputs=tuple(record(e) for e in extras), attention=maps,
                     control_scale=None if control is None else control.plan.recorded(scale),
                     control_strength=acted if control is not None else None,
+                    eps_perturbed=None if perturbed is None else record(perturbed),
+                    pag_scale=None if self.pag is None else p or 0.0,  # 0: a PAG pipeline run with pag_scale 0
                 ))
                 k += 1
                 recorder.publish(publish)  # at once on a CPU; on a GPU once the copies are done

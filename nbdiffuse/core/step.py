@@ -34,6 +34,10 @@ class Step:
     # (L2 norm of the residuals it added to the prompt's row; 0 outside its window or at scale 0). None without control.
     control_scale: float | None = None
     control_strength: float | None = None
+    # PAG runs (core/pag.py): the prompt's prediction through the perturbed layers, and the pag scale the step's
+    # sum used (after pag_adaptive_scale). None without PAG.
+    eps_perturbed: torch.Tensor | None = None
+    pag_scale: float | None = None
 
     @property
     def guided(self) -> bool:

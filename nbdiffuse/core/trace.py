@@ -18,6 +18,7 @@ from .families import adapter_for, is_generic
 from .families.base import denoiser_of
 from .generic import prepare_generic
 from .generic_control import own_loop_asked
+from .pag import plan_pag
 from .pipe_kwargs import check_for_family, check_pipe_kwargs
 from .run import Run
 from .run_args import check_run_args
@@ -50,7 +51,8 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
     (traj.tokens, traj.attention(k, word); core/attention.py). The run itself is bit for bit the same.
     A UNet's maps average its decoder's layers; attention="all" averages every cross-attention layer.
     pipe_kwargs: the pipeline's own keywords (e.g. {"use_resolution_binning": True}): passed to pipe(...) on
-    the generic path; a family's loop refuses those it does not honour, by name (core/pipe_kwargs.py).
+    the generic path; a family's loop refuses those it does not honour, by name (core/pipe_kwargs.py). A PAG
+    pipeline of SD, SDXL or SD3 takes its pag_scale and pag_adaptive_scale there (core/pag.py).
     control_image: a ControlNet pipeline's control picture (PIL image, uint8 array or file path; without
     height/width an SD or SDXL run takes its size, as their pipelines do; SD3's and Flux's take their usual
     size, as theirs do). control_scale: how strongly it steers (0 to 10; a number, one
@@ -97,6 +99,7 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
                                control_args=(control_image, control_scale, control_start, control_end,
                                              control_guess_mode, control_mode))
     family = adapter_for(pipe)  # a family's adapter, or the TypeError that says what runs and why not this
+    pag, pipe_kwargs = plan_pag(pipe, pipe_kwargs)  # a PAG pipeline's pag_scale and pag_adaptive_scale
     check_for_family(pipe, family, pipe_kwargs)
     prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,
                                                                             control, on_step)
@@ -110,7 +113,7 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     width = default_w if width is None else check_size("width", width, family.vae_factor)
     sched = make_scheduler(pipe, scheduler)
     run = Run(pipe, family, sched, prompt, negative_prompt, steps, schedule, seed, height, width, control, on_step)
-    run.image, run.strength, run.start = image, strength, start
+    run.image, run.strength, run.start, run.pag = image, strength, start, pag
     if control_plan is not None:
         run.controlnet = ControlStep(control_plan, family, height, width, control, seed)
         run.controlnet.first = start * int(getattr(sched, "order", 1))

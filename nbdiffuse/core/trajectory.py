@@ -16,6 +16,7 @@ from .decode import ApproxDecoder, approx_decoder_for, full_decode
 from .families import adapter_for
 from .guidance_map import guidance_map
 from .image_codec import decode_picture
+from .pag import MAX_PAG_SCALE, check_pag_value
 from .params import RunParams
 from .pipe_attrs import tiny_decoder
 from .pipe_decoder import decoder_of, has_decoder
@@ -259,26 +260,39 @@ class Trajectory:
         return self
 
     # --- guidance after the fact ----------------------------------------------------
-    def guided_x0(self, k: int, guidance: float) -> torch.Tensor:
+    def guided_x0(self, k: int, guidance: float, pag_scale: float | None = None) -> torch.Tensor:
         """x0 at step k as if guidance had been `guidance` there: no model call.
 
         x0 is affine in the model output, so re-weighing the stored (cond, uncond) pair
         gives x0(w) = pred_x0 + (w - w_used) * B * (eps_cond - eps_uncond).
+        pag_scale: a PAG run's (core/pag.py) perturbed-attention guidance as if it had been this at step k,
+        re-weighed the same way with (eps_cond - eps_perturbed); None keeps the step's.
         """
         w = check_guidance_value(guidance)
         step = self[k]
         if step.pred_x0 is None:
             self._refuse("a what-if")
-        if w == step.guidance:
+        delta = None
+        if pag_scale is not None:
+            p = check_pag_value("pag_scale", pag_scale, MAX_PAG_SCALE)
+            if p != (step.pag_scale or 0.0):
+                if step.eps_perturbed is None:
+                    raise ValueError(f"pag_scale: step {step.index} ran without perturbed-attention guidance "
+                                     f"(its pag_scale {step.pag_scale or 0:g}, or not a PAG pipeline's run), so it has "
+                                     "no perturbed prediction to re-weigh; trace a PAG pipeline with pag_scale > 0")
+                delta = (step.eps_cond.float() - step.eps_perturbed.float()) * (step.x0_coeff * (p - step.pag_scale))
+        if w != step.guidance:
+            if step.eps_uncond is None and self.params.get("guidance_kind") == "distilled":
+                raise ValueError(f"this model takes guidance as an input (distilled guidance, e.g. Flux-dev): step "
+                                 f"{step.index} has no unconditional prediction to re-weigh, so a what-if needs a new "
+                                 f"run from there: nbd.branch(pipe, traj, at={max(step.index - 1, 0)}, guidance={w:g})")
+            if step.eps_uncond is None:
+                raise ValueError(f"step {step.index} ran without guidance (guidance {step.guidance:g} <= 1), so it has "
+                                 "no unconditional prediction to re-weigh; trace with guidance > 1 at that step")
+            cfg = (step.eps_cond.float() - step.eps_uncond.float()) * (step.x0_coeff * (w - step.guidance))
+            delta = cfg if delta is None else delta + cfg
+        if delta is None:
             return step.pred_x0
-        if step.eps_uncond is None and self.params.get("guidance_kind") == "distilled":
-            raise ValueError(f"this model takes guidance as an input (distilled guidance, e.g. Flux-dev): step "
-                             f"{step.index} has no unconditional prediction to re-weigh, so a what-if needs a new "
-                             f"run from there: nbd.branch(pipe, traj, at={max(step.index - 1, 0)}, guidance={w:g})")
-        if step.eps_uncond is None:
-            raise ValueError(f"step {step.index} ran without guidance (guidance {step.guidance:g} <= 1), so it has no "
-                             "unconditional prediction to re-weigh; trace with guidance > 1 at that step")
-        delta = (step.eps_cond.float() - step.eps_uncond.float()) * (step.x0_coeff * (w - step.guidance))
         return (step.pred_x0.float() + delta).to(step.pred_x0.dtype)
 
     @property

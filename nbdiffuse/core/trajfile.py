@@ -33,9 +33,9 @@ if TYPE_CHECKING:  # Trajectory.save and .load call this module: it builds the c
 
 FORMAT = "nbdiffuse.trajectory"
 FORMAT_VERSION = 3
-_STEP_TENSORS = ("latents", "pred_x0", "eps_cond", "eps_uncond", "attention")
+_STEP_TENSORS = ("latents", "pred_x0", "eps_cond", "eps_uncond", "eps_perturbed", "attention")
 _STEP_FIELDS = ("index", "timestep", "sigma", "guidance", "x0_coeff", "xt_scale", "seconds")
-_CONTROL_FIELDS = ("control_scale", "control_strength")  # ControlNet runs only; absent from older files
+_OPTIONAL_FIELDS = ("control_scale", "control_strength", "pag_scale")  # ControlNet and PAG runs; absent from older files
 
 
 def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
@@ -49,7 +49,7 @@ def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
     steps = []
     for step in traj.steps:
         record = {name: getattr(step, name) for name in _STEP_FIELDS}
-        record.update({name: getattr(step, name) for name in _CONTROL_FIELDS if getattr(step, name) is not None})
+        record.update({name: getattr(step, name) for name in _OPTIONAL_FIELDS if getattr(step, name) is not None})
         record["extra_outputs"] = len(step.extra_outputs)
         steps.append(record)
         for name in _STEP_TENSORS:
@@ -150,8 +150,9 @@ def load_trajectory(path: Any, cls: "type[Trajectory]") -> Trajectory:
 def _step(record: dict, tensors: dict[str, torch.Tensor], xt_only: bool = False) -> Step:
     k = int(record["index"])
     values = {name: record[name] for name in _STEP_FIELDS}
-    values.update({name: record[name] for name in _CONTROL_FIELDS if record.get(name) is not None})
-    optional = ("eps_uncond", "pred_x0", "eps_cond", "attention") if xt_only else ("eps_uncond", "attention")
+    values.update({name: record[name] for name in _OPTIONAL_FIELDS if record.get(name) is not None})
+    optional = ("eps_uncond", "pred_x0", "eps_cond", "eps_perturbed", "attention") if xt_only else \
+        ("eps_uncond", "eps_perturbed", "attention")
     for name in _STEP_TENSORS:
         key = f"steps.{k}.{name}"
         if key not in tensors and name not in optional:

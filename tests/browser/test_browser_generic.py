@@ -1,4 +1,4 @@
-"""A pipeline nbdiffuse has no family for (StableDiffusionPAGPipeline) in JupyterLab: x_t live, the rest says why not.
+"""A pipeline nbdiffuse has no family for (AltDiffusionPipeline) in JupyterLab: x_t live, the rest says why not.
 
 The Explorer runs it through callback_on_step_end: the noisy latent every step, the counter to
 N / N, and the x0 view, what-if and branching disabled with the reason shown.
@@ -15,8 +15,8 @@ pytestmark = pytest.mark.browser
 
 STEPS = 8
 CELLS = [
-    "import torch\nimport nbdiffuse as nbd\nfrom nbdiffuse.testing import tiny_pag_pipeline\n"
-    "torch.set_num_threads(1)\npipe = tiny_pag_pipeline()",
+    "import torch\nimport nbdiffuse as nbd\nfrom nbdiffuse.testing import tiny_alt_diffusion_pipeline\n"
+    "torch.set_num_threads(1)\npipe = tiny_alt_diffusion_pipeline()",
     f"ex = nbd.Explorer(pipe, steps={STEPS}, guidance=5.0)\nex",
 ]
 

@@ -31,8 +31,8 @@ CELLS = [
     "gs = GuidanceSweep(pipe, 'big red circle', guidances=[1, 4, 8], seeds=[0, 1], steps=3)\ngs",
     "sp = SeedsAndPrompts(pipe, 'big red circle', seeds=[0, 1, 2], prompts=['big blue circle'], steps=3)\nsp",
     # A pipeline outside the known families gives x_t only: the sweep shows and compares that.
-    "from nbdiffuse.testing import tiny_pag_pipeline\n"
-    "xc = SamplerCompare(tiny_pag_pipeline(), 'a lighthouse', schedulers=['euler', 'dpmpp_2m'], steps=3)\nxc",
+    "from nbdiffuse.testing import tiny_alt_diffusion_pipeline\n"
+    "xc = SamplerCompare(tiny_alt_diffusion_pipeline(), 'a lighthouse', schedulers=['euler', 'dpmpp_2m'], steps=3)\nxc",
 ]
 
 SERVER_LOG: dict = {}  # the teaching server's log tail (kernel tracebacks land there), for failure messages

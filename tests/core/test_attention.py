@@ -95,7 +95,7 @@ def test_a_word_the_prompt_lacks_is_refused(sd_pipe, word, kind, words):
         traj.attention(0, word)
 
 
-def test_maps_are_asked_for_or_refused_by_name(sd_pipe, pag_pipe):
+def test_maps_are_asked_for_or_refused_by_name(sd_pipe, generic_pipe):
     with pytest.raises(ValueError, match="trace it with attention=True"):
         nbd.trace(sd_pipe, "a red circle", steps=1, seed=0).attention(0, "red")
     with pytest.raises(ValueError, match="attention must be True, False or one of 'decoder', 'all'.*'yes'"):
@@ -103,7 +103,7 @@ def test_maps_are_asked_for_or_refused_by_name(sd_pipe, pag_pipe):
     with pytest.raises(TypeError, match="attention must be True, False or one of"):
         nbd.trace(sd_pipe, "a red circle", steps=1, attention=1)
     with pytest.raises(ValueError, match="attention=True needs a known model family"):
-        nbd.trace(pag_pipe, "a red circle", steps=1, attention=True)
+        nbd.trace(generic_pipe, "a red circle", steps=1, attention=True)
 
 
 def test_a_file_whose_maps_do_not_fit_is_refused(sd_pipe, tmp_path):

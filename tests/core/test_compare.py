@@ -44,10 +44,10 @@ def test_an_x_t_comparison_measures_and_draws_the_noisy_latents(sd_pipe):
     assert on_xt.heatmap(0, size=16).tobytes() != on_x0.heatmap(0, size=16).tobytes()
 
 
-def test_runs_with_x_t_alone_are_compared_on_x_t_unless_told_otherwise(sd_pipe, pag_pipe):
+def test_runs_with_x_t_alone_are_compared_on_x_t_unless_told_otherwise(sd_pipe, generic_pipe):
     # A pipeline outside the known families is watched through its step callback: x_t alone.
-    a = nbd.trace(pag_pipe, "red circle", steps=3, seed=1)
-    b = nbd.trace(pag_pipe, "red circle", steps=3, seed=2)
+    a = nbd.trace(generic_pipe, "red circle", steps=3, seed=1)
+    b = nbd.trace(generic_pipe, "red circle", steps=3, seed=2)
     both = nbd.trace(sd_pipe, "red circle", steps=3, seed=1), nbd.trace(sd_pipe, "red circle", steps=3, seed=2)
     assert compare(*both).view == "x0"
     result = compare(a, b)

@@ -1,4 +1,4 @@
-"""The generic path: a real pipeline outside the known families (StableDiffusionPAGPipeline),
+"""The generic path: a real pipeline outside the known families (AltDiffusionPipeline),
 watched through diffusers' callback_on_step_end: x_t every step, stop, pause; no x0/what-if/branch."""
 import threading
 
@@ -19,22 +19,22 @@ def own_latents(pipe, steps, seed, guidance, **kw):
                 output_type="latent", **kw).images[0]
 
 
-def test_pag_pipeline_is_outside_the_families_and_takes_the_callback(pag_pipe, sd_pipe):
+def test_alt_diffusion_is_outside_the_families_and_takes_the_callback(generic_pipe, sd_pipe):
     from diffusers import StableDiffusionPipeline
 
-    assert not isinstance(pag_pipe, StableDiffusionPipeline)
+    assert not isinstance(generic_pipe, StableDiffusionPipeline)
     with pytest.raises(TypeError):
-        family_for(pag_pipe)
-    assert takes_step_callback(pag_pipe) and is_generic(pag_pipe)
+        family_for(generic_pipe)
+    assert takes_step_callback(generic_pipe) and is_generic(generic_pipe)
     assert not is_generic(sd_pipe) and isinstance(adapter_for(sd_pipe), StableDiffusionFamily)
-    assert isinstance(nbd.core.prepare(pag_pipe, PROMPT, steps=3), GenericRun)
+    assert isinstance(nbd.core.prepare(generic_pipe, PROMPT, steps=3), GenericRun)
 
 
-def test_trace_records_xt_every_step_ending_at_the_pipelines_own_latents(pag_pipe):
+def test_trace_records_xt_every_step_ending_at_the_pipelines_own_latents(generic_pipe):
     seen = []
-    traj = nbd.trace(pag_pipe, PROMPT, steps=5, guidance=3.0, seed=4, on_step=lambda tr, s: seen.append(s.index))
+    traj = nbd.trace(generic_pipe, PROMPT, steps=5, guidance=3.0, seed=4, on_step=lambda tr, s: seen.append(s.index))
     assert len(traj) == 5 and seen == [0, 1, 2, 3, 4] and not traj.stopped
-    assert torch.equal(traj[-1].latents, own_latents(pag_pipe, 5, 4, 3.0))  # bit for bit
+    assert torch.equal(traj[-1].latents, own_latents(generic_pipe, 5, 4, 3.0))  # bit for bit
     assert traj.initial_latents.shape == (1, 4, 8, 8)
     for step in traj:
         assert step.latents.shape == (4, 8, 8)
@@ -42,63 +42,63 @@ def test_trace_records_xt_every_step_ending_at_the_pipelines_own_latents(pag_pip
     timesteps = [s.timestep for s in traj]
     assert timesteps == sorted(timesteps, reverse=True) and len(set(timesteps)) == 5
     p = traj.params
-    assert p["family"] == "generic" and p["pipeline"] == "StableDiffusionPAGPipeline"
+    assert p["family"] == "generic" and p["pipeline"] == "AltDiffusionPipeline"
     assert p["capabilities"] == {"x0": False, "what_if": False, "branch": False, "live_guidance": False,
                                  "previews": True}
     assert traj.guidances == [3.0] * 5 and p["height"] == p["width"] == 16
 
 
-def test_the_pipelines_own_prompt_encoding_holds_the_tokenizer_lock(pag_pipe):
+def test_the_pipelines_own_prompt_encoding_holds_the_tokenizer_lock(generic_pipe):
     """pipe(...) encodes its prompts itself: that encoding holds the lock the prompt checks take,
     which is free again once the steps run (and after the run)."""
     from nbdiffuse.core.locks import TOKENIZER_LOCK
 
     held = {"encoding": [], "steps": []}
-    original = pag_pipe.encode_prompt
+    original = generic_pipe.encode_prompt
 
     def watching(*args, **kwargs):
         held["encoding"].append(TOKENIZER_LOCK._is_owned())
         return original(*args, **kwargs)
 
-    pag_pipe.encode_prompt = watching
+    generic_pipe.encode_prompt = watching
     try:
-        nbd.trace(pag_pipe, PROMPT, steps=3, on_step=lambda tr, s: held["steps"].append(TOKENIZER_LOCK._is_owned()))
+        nbd.trace(generic_pipe, PROMPT, steps=3, on_step=lambda tr, s: held["steps"].append(TOKENIZER_LOCK._is_owned()))
     finally:
-        del pag_pipe.encode_prompt
+        del generic_pipe.encode_prompt
     assert held == {"encoding": [True], "steps": [False, False, False]}
     assert TOKENIZER_LOCK.acquire(blocking=False)
     TOKENIZER_LOCK.release()
 
 
-def test_size_and_negative_prompt_reach_the_pipeline(pag_pipe):
-    traj = nbd.trace(pag_pipe, PROMPT, negative_prompt="blue", steps=3, guidance=2.0, seed=1, height=24, width=32)
+def test_size_and_negative_prompt_reach_the_pipeline(generic_pipe):
+    traj = nbd.trace(generic_pipe, PROMPT, negative_prompt="blue", steps=3, guidance=2.0, seed=1, height=24, width=32)
     assert traj[-1].latents.shape == (4, 12, 16)  # the tiny VAE downsamples 2x
     generator = torch.Generator("cpu").manual_seed(1)
-    out = pag_pipe(prompt=PROMPT, negative_prompt="blue", num_inference_steps=3, guidance_scale=2.0,
+    out = generic_pipe(prompt=PROMPT, negative_prompt="blue", num_inference_steps=3, guidance_scale=2.0,
                    generator=generator, height=24, width=32, output_type="latent").images[0]
     assert torch.equal(traj[-1].latents, out)
     assert traj.image(-1, view="xt").size == (32, 24)
 
 
-def test_stop_mid_run_keeps_the_steps_done(pag_pipe):
+def test_stop_mid_run_keeps_the_steps_done(generic_pipe):
     control = nbd.RunControl()
 
     def on_step(traj, step):
         if step.index == 2:
             control.stop()
 
-    traj = nbd.trace(pag_pipe, PROMPT, steps=8, seed=0, control=control, on_step=on_step)
+    traj = nbd.trace(generic_pipe, PROMPT, steps=8, seed=0, control=control, on_step=on_step)
     assert traj.stopped and len(traj) == 3 and traj.total_steps == 8
-    full = nbd.trace(pag_pipe, PROMPT, steps=8, seed=0)
+    full = nbd.trace(generic_pipe, PROMPT, steps=8, seed=0)
     assert all(torch.equal(a.latents, b.latents) for a, b in zip(traj, full))
-    assert "step" not in vars(pag_pipe.scheduler)  # the pipeline's own scheduler is untouched
+    assert "step" not in vars(generic_pipe.scheduler)  # the pipeline's own scheduler is untouched
 
 
-def test_pause_and_step_once_hold_inside_the_callback(pag_pipe):
+def test_pause_and_step_once_hold_inside_the_callback(generic_pipe):
     control = nbd.RunControl()
     control.pause()
     result = {}
-    worker = threading.Thread(target=lambda: result.setdefault("traj", nbd.trace(pag_pipe, PROMPT, steps=4,
+    worker = threading.Thread(target=lambda: result.setdefault("traj", nbd.trace(generic_pipe, PROMPT, steps=4,
                                                                                  control=control)))
     worker.start()
     try:
@@ -112,41 +112,41 @@ def test_pause_and_step_once_hold_inside_the_callback(pag_pipe):
 
 
 @pytest.mark.parametrize("guidance", [[2.0, 3.0, 4.0], lambda k: 2.0 + k, (5.0, 5.0, 5.0)])
-def test_per_step_guidance_is_refused_with_the_reason(pag_pipe, guidance):
-    with pytest.raises(ValueError, match="one number for StableDiffusionPAGPipeline.*callback_on_step_end"):
-        nbd.core.prepare(pag_pipe, PROMPT, steps=3, guidance=guidance)
+def test_per_step_guidance_is_refused_with_the_reason(generic_pipe, guidance):
+    with pytest.raises(ValueError, match="one number for AltDiffusionPipeline.*callback_on_step_end"):
+        nbd.core.prepare(generic_pipe, PROMPT, steps=3, guidance=guidance)
 
 
-def test_bad_input_is_refused_before_any_model_work(pag_pipe):
+def test_bad_input_is_refused_before_any_model_work(generic_pipe):
     with pytest.raises(ValueError, match="guidance must be >= 0"):
-        nbd.core.prepare(pag_pipe, PROMPT, steps=3, guidance=-1.0)
+        nbd.core.prepare(generic_pipe, PROMPT, steps=3, guidance=-1.0)
     with pytest.raises(TypeError, match="guidance"):
-        nbd.core.prepare(pag_pipe, PROMPT, steps=3, guidance="high")
+        nbd.core.prepare(generic_pipe, PROMPT, steps=3, guidance="high")
     with pytest.raises(ValueError, match="image to image needs a family"):
-        nbd.core.prepare(pag_pipe, PROMPT, steps=3, image=torch.zeros(16, 16, 3, dtype=torch.uint8).numpy())
+        nbd.core.prepare(generic_pipe, PROMPT, steps=3, image=torch.zeros(16, 16, 3, dtype=torch.uint8).numpy())
     with pytest.raises(ValueError, match="multiple of 2"):
-        nbd.core.prepare(pag_pipe, PROMPT, steps=3, height=21)
+        nbd.core.prepare(generic_pipe, PROMPT, steps=3, height=21)
 
 
-def test_x0_what_if_and_branch_refuse_clearly(pag_pipe):
-    traj = nbd.trace(pag_pipe, PROMPT, steps=3, seed=0)
+def test_x0_what_if_and_branch_refuse_clearly(generic_pipe):
+    traj = nbd.trace(generic_pipe, PROMPT, steps=3, seed=0)
     with pytest.raises(ValueError, match=r"only the noisy latent x_t.*view='xt' works"):
         traj.image(1, view="x0")
-    with pytest.raises(ValueError, match=r"StableDiffusionPAGPipeline.*a what-if needs a family"):
+    with pytest.raises(ValueError, match=r"AltDiffusionPipeline.*a what-if needs a family"):
         traj.guided_x0(1, guidance=5.0)
     with pytest.raises(ValueError, match=r"branching needs a family nbdiffuse knows"):
-        nbd.branch(pag_pipe, traj, at=0)
+        nbd.branch(generic_pipe, traj, at=0)
     assert traj.final_image.size == (16, 16)  # the last x_t, decoded by the VAE
 
 
-def test_branching_a_known_familys_run_with_this_pipeline_is_refused(pag_pipe, sd_pipe):
+def test_branching_a_known_familys_run_with_this_pipeline_is_refused(generic_pipe, sd_pipe):
     traj = nbd.trace(sd_pipe, PROMPT, steps=3, seed=0)
     with pytest.raises(ValueError, match="branching needs a family"):
-        nbd.branch(pag_pipe, traj, at=0)
+        nbd.branch(generic_pipe, traj, at=0)
 
 
-def test_save_load_round_trip(pag_pipe, tmp_path):
-    traj = nbd.trace(pag_pipe, PROMPT, steps=4, guidance=2.5, seed=3)
+def test_save_load_round_trip(generic_pipe, tmp_path):
+    traj = nbd.trace(generic_pipe, PROMPT, steps=4, guidance=2.5, seed=3)
     traj.save(tmp_path / "run.nbd")
     back = nbd.Trajectory.load(tmp_path / "run.nbd")
     assert back.params == traj.params and len(back) == 4 and not back.has_x0
@@ -160,12 +160,12 @@ def test_save_load_round_trip(pag_pipe, tmp_path):
     assert back.has_saved_frames and {view for _, view in back.saved_frames} == {"xt"}
     with pytest.raises(ValueError, match="x0 needs a family"):
         back.image(-1, view="x0")
-    attached = nbd.Trajectory.load(tmp_path / "run.nbd", pipe=pag_pipe)
+    attached = nbd.Trajectory.load(tmp_path / "run.nbd", pipe=generic_pipe)
     assert attached.image(-1, view="xt", decoder="full").size == (16, 16)
 
 
-def test_previews_of_xt_have_the_right_size(pag_pipe):
-    traj = nbd.trace(pag_pipe, PROMPT, steps=2, seed=0, height=16, width=32)
+def test_previews_of_xt_have_the_right_size(generic_pipe):
+    traj = nbd.trace(generic_pipe, PROMPT, steps=2, seed=0, height=16, width=32)
     assert traj.image(0, view="xt").size == (32, 16)
     assert traj.image(0, view="xt", decoder="approx", size="latent").size == (16, 8)
     from nbdiffuse.widgets.frames import LOSSLESS_TYPE, decode_frame, full_frames, mime_type, step_frames
@@ -176,15 +176,15 @@ def test_previews_of_xt_have_the_right_size(pag_pipe):
     assert x0 == b"" and mime_type(xt) == LOSSLESS_TYPE
 
 
-def test_pipeline_scheduler_is_put_back_and_scheduler_names_work(pag_pipe):
-    own = pag_pipe.scheduler
-    traj = nbd.trace(pag_pipe, PROMPT, steps=3, seed=0, scheduler="dpmpp_2m")
-    assert pag_pipe.scheduler is own and "step" not in vars(own)
+def test_pipeline_scheduler_is_put_back_and_scheduler_names_work(generic_pipe):
+    own = generic_pipe.scheduler
+    traj = nbd.trace(generic_pipe, PROMPT, steps=3, seed=0, scheduler="dpmpp_2m")
+    assert generic_pipe.scheduler is own and "step" not in vars(own)
     assert traj.params["scheduler_class"] == "DPMSolverMultistepScheduler" and len(traj) == 3
 
 
-def test_html_export_of_an_x_t_only_run(pag_pipe, tmp_path):
-    traj = nbd.trace(pag_pipe, "a red circle", steps=3, guidance=5.0, seed=0)
+def test_html_export_of_an_x_t_only_run(generic_pipe, tmp_path):
+    traj = nbd.trace(generic_pipe, "a red circle", steps=3, guidance=5.0, seed=0)
     traj.to_html(tmp_path / "run.html")
     page = (tmp_path / "run.html").read_text()
     assert '"xt": [' in page and '"x0": [' not in page and "parentElement.hidden = true" in page
@@ -210,7 +210,7 @@ def changing_output(pipe, change):
     return other
 
 
-def test_what_the_pipeline_returns_in_another_shape_is_recorded_and_kept(pag_pipe, tmp_path):
+def test_what_the_pipeline_returns_in_another_shape_is_recorded_and_kept(generic_pipe, tmp_path):
     import json
 
     from safetensors import safe_open
@@ -220,14 +220,14 @@ def test_what_the_pipeline_returns_in_another_shape_is_recorded_and_kept(pag_pip
         with safe_open(str(path), framework="pt") as handle:
             return handle.metadata()["format_version"]
 
-    plain = nbd.trace(pag_pipe, PROMPT, steps=2, guidance=3.0, seed=1)
+    plain = nbd.trace(generic_pipe, PROMPT, steps=2, guidance=3.0, seed=1)
     assert plain.output is None and "output_shape" not in plain.params
     assert torch.equal(plain.output_latents, plain.final_latents)
     plain.save(tmp_path / "plain.nbd", frames=False)
     assert version(tmp_path / "plain.nbd") == "2"  # nothing of version 3 in it: version 2 readers open it
 
     # the same numbers in another shape: the steps as the loop had them, and the shape pipe(...) returned
-    flat = changing_output(pag_pipe, lambda latents: latents.flatten(2))
+    flat = changing_output(generic_pipe, lambda latents: latents.flatten(2))
     traj = nbd.trace(flat, PROMPT, steps=2, guidance=3.0, seed=1)
     assert traj.output is None and traj.params["output_shape"] == [4, 64]
     assert torch.equal(traj.final_latents, plain.final_latents) and traj.final_latents.shape == (4, 8, 8)
@@ -239,7 +239,7 @@ def test_what_the_pipeline_returns_in_another_shape_is_recorded_and_kept(pag_pip
     assert version(tmp_path / "flat.nbd") == "3" and torch.equal(back.output_latents, traj.output_latents)
 
     # other numbers of another shape: traj.output holds them, the steps stay as the loop had them
-    other = changing_output(pag_pipe, lambda latents: latents.flatten(2) * 2)
+    other = changing_output(generic_pipe, lambda latents: latents.flatten(2) * 2)
     traj = nbd.trace(other, PROMPT, steps=2, guidance=3.0, seed=1)
     assert torch.equal(traj.final_latents, plain.final_latents) and "output_shape" not in traj.params
     assert torch.equal(traj.output, plain.final_latents.flatten(1) * 2) and traj.output_latents is traj.output

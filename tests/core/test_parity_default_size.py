@@ -6,14 +6,14 @@ from nbdiffuse.core.capabilities import default_size
 from nbdiffuse.testing import _vae
 
 
-def test_default_sizes_as_each_pipeline_decides_them(sd_pipe, flux_pipe, pag_pipe):
+def test_default_sizes_as_each_pipeline_decides_them(sd_pipe, flux_pipe, generic_pipe):
     # ZImagePipeline's __call__ falls back to `height or 1024` in its body (its parts are not needed to tell)
     zimage = ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=_vae(), text_encoder=None,
                             tokenizer=None, transformer=None)
     assert default_size(zimage) == (1024, 1024)
     assert default_size(sd_pipe) == (16, 16)  # the UNet's sample_size times the VAE's factor
     assert default_size(flux_pipe) == (32, 32)  # default_sample_size 16 times 2
-    assert default_size(pag_pipe) == (16, 16)
+    assert default_size(generic_pipe) == (16, 16)
 
 
 def test_a_pipeline_nbdiffuse_cannot_run_has_no_default_size():

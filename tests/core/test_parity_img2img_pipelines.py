@@ -98,18 +98,17 @@ def test_sdxl_img2img_with_aesthetic_scores(sdxl_pipe):
     assert torch.equal(traj.final_latents, own(pipe, image, 5, 0.8, 5.0, 6))
 
 
-def test_an_img2img_pipeline_on_the_generic_path(sd_pipe, tmp_path):
-    from diffusers import StableDiffusionPAGImg2ImgPipeline
+def test_an_img2img_pipeline_on_the_generic_path(generic_pipe, tmp_path):
+    from diffusers import AltDiffusionImg2ImgPipeline
 
-    pipe = as_class(sd_pipe, StableDiffusionPAGImg2ImgPipeline, requires_safety_checker=False,
-                    pag_applied_layers="mid")
+    pipe = as_class(generic_pipe, AltDiffusionImg2ImgPipeline, requires_safety_checker=False)
     image = picture(16)
     traj = nbd.trace(pipe, PROMPT, steps=6, guidance=5.0, seed=3, image=image, strength=0.5)
     assert traj.params["family"] == "generic" and not traj.stopped
     assert len(traj) == traj.total_steps == 3 and traj.params["start_step"] == 3
     assert traj.params["strength"] == 0.5 and traj.params["image"]["width"] == 16
     assert torch.equal(traj[-1].latents, own(pipe, image, 6, 0.5, 5.0, 3))
-    with pytest.raises(ValueError, match="image: StableDiffusionPAGImg2ImgPipeline is an image-to-image pipeline"):
+    with pytest.raises(ValueError, match="image: AltDiffusionImg2ImgPipeline is an image-to-image pipeline"):
         nbd.core.prepare(pipe, PROMPT, steps=4)
     traj.save(tmp_path / "run.nbd")
     assert nbd.Trajectory.load(tmp_path / "run.nbd").total_steps == 3

@@ -89,18 +89,20 @@ def test_the_explorer_starts_on_the_pipelines_own_scheduler():
 
 
 @pytest.mark.parametrize("scheduler", [None, "euler_a"])
-def test_a_pag_pipeline_matches_pipe(sd_pipe, scheduler):
-    """The generic path: the copy keeps steps_offset, and euler_a draws from the run's generator."""
-    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPAGPipeline
+def test_a_pag_pipeline_and_one_on_the_generic_path_match_pipe(sd_pipe, generic_pipe, scheduler):
+    """The copy keeps steps_offset, and euler_a draws from the run's generator: in nbdiffuse's loop (PAG,
+    core/pag.py) and on the generic path (AltDiffusionPipeline)."""
+    from diffusers import AltDiffusionPipeline, EulerAncestralDiscreteScheduler, StableDiffusionPAGPipeline
 
     scheduler_cls = EulerAncestralDiscreteScheduler if scheduler else DDIMScheduler
-    pipe = rebuilt(sd_pipe, StableDiffusionPAGPipeline, scheduler_cls=scheduler_cls)
-    pipe.set_pag_applied_layers("mid")
-    traj = nbd.trace(pipe, PROMPT, steps=4, guidance=6.0, seed=2, scheduler=scheduler)
-    torch.manual_seed(99)  # the global RNG must not matter
-    generator = torch.Generator("cpu").manual_seed(2)
-    out = pipe(PROMPT, num_inference_steps=4, guidance_scale=6.0, generator=generator, output_type="latent")
-    assert torch.equal(traj[-1].latents, out.images[0])
+    pag = rebuilt(sd_pipe, StableDiffusionPAGPipeline, scheduler_cls=scheduler_cls)
+    pag.set_pag_applied_layers("mid")
+    for pipe, family in ((pag, "stable-diffusion"), (rebuilt(generic_pipe, AltDiffusionPipeline, scheduler_cls), "generic")):
+        traj = nbd.trace(pipe, PROMPT, steps=4, guidance=6.0, seed=2, scheduler=scheduler)
+        torch.manual_seed(99)  # the global RNG must not matter
+        generator = torch.Generator("cpu").manual_seed(2)
+        out = pipe(PROMPT, num_inference_steps=4, guidance_scale=6.0, generator=generator, output_type="latent")
+        assert torch.equal(traj[-1].latents, out.images[0]) and traj.params["family"] == family
 
 
 def test_pixart_with_a_plain_ddim_scheduler_runs_it(pixart_pipe):

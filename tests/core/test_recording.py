@@ -92,21 +92,21 @@ def test_a_pause_publishes_every_step_made_before_it_waits(sd_pipe, monkeypatch)
     assert log.index("paused") < log.index("wait")
 
 
-def test_generic_runs_defer_their_copies_the_same_way(pag_pipe, monkeypatch):
+def test_generic_runs_defer_their_copies_the_same_way(generic_pipe, monkeypatch):
     """A pipeline watched through its step callback (core/generic.py) records through the same
     deferred copies: every step once, in order, bit-equal to a plain run; a pause waits for them."""
     generic_module = importlib.import_module("nbdiffuse.core.generic")
-    plain = nbd.trace(pag_pipe, "a red circle", steps=5, seed=2)
+    plain = nbd.trace(generic_pipe, "a red circle", steps=5, seed=2)
     log, seen = [], []
     deferred(monkeypatch, log)  # patches the run module's StepRecorder: the generic module gets the same
     monkeypatch.setattr(generic_module, "StepRecorder", run_module.StepRecorder)
-    traj = nbd.trace(pag_pipe, "a red circle", steps=5, seed=2, on_step=lambda tr, s: seen.append((s.index, len(tr))))
+    traj = nbd.trace(generic_pipe, "a red circle", steps=5, seed=2, on_step=lambda tr, s: seen.append((s.index, len(tr))))
     assert seen == [(k, k + 1) for k in range(5)] and "wait" in log and not traj.stopped
     assert [s.timestep for s in traj] == [s.timestep for s in plain]
     for a, b in zip(plain, traj):
         assert torch.equal(a.latents, b.latents) and b.seconds > 0
 
     log.clear()
-    traj, counts = run_paused_at(pag_pipe, 1, 6, log)
+    traj, counts = run_paused_at(generic_pipe, 1, 6, log)
     assert counts == [len(traj)] and len(traj) >= 2 and traj.stopped
     assert log.index("paused") < log.index("wait")

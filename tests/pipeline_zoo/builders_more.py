@@ -121,35 +121,14 @@ def hunyuan_dit_pag():
     return _img2img("HunyuanDiTPAGPipeline", hunyuan_dit, requires_safety_checker=False, pag_applied_layers="blocks.1")
 
 
-def _alt_encoder(tokenizer, hidden: int = 32):
-    """AltDiffusion's text encoder: an XLM-RoBERTa with a linear projection (RobertaSeriesModelWithTransformation)."""
-    from diffusers.pipelines.deprecated.alt_diffusion.modeling_roberta_series import (
-        RobertaSeriesConfig, RobertaSeriesModelWithTransformation)
-
-    config = RobertaSeriesConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=1,
-                                 num_attention_heads=2, intermediate_size=2 * hidden,
-                                 max_position_embeddings=tokenizer.model_max_length + 2, project_dim=hidden,
-                                 pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(0)
-    return RobertaSeriesModelWithTransformation(config).eval()
-
-
 def alt_diffusion():
     """AltDiffusionPipeline (deprecated in diffusers, still exported): Stable Diffusion with an XLM-RoBERTa
-    encoder; builders.sd()'s UNet, VAE and scheduler."""
-    import warnings
-
-    from diffusers import AltDiffusionPipeline
+    encoder (testing.tiny_alt_diffusion_pipeline) on builders.sd()'s scheduler."""
     from builders import sd
 
-    parts = sd().components
-    tokenizer = testing.tiny_t5_tokenizer(max_length=77)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "The configuration file of this scheduler", FutureWarning)
-        return _quiet(AltDiffusionPipeline(vae=parts["vae"], text_encoder=_alt_encoder(tokenizer), tokenizer=tokenizer,
-                                           unet=parts["unet"], scheduler=parts["scheduler"], safety_checker=None,
-                                           feature_extractor=None, requires_safety_checker=False))
+    pipe = testing.tiny_alt_diffusion_pipeline()
+    pipe.scheduler = sd().scheduler
+    return _quiet(pipe)
 
 
 def alt_diffusion_img2img():

@@ -272,28 +272,28 @@ def test_forward_index_outside_the_frames(forward):
 
 
 # --- a pipeline outside the known families ---------------------------------------------------
-def test_lessons_on_a_pipeline_that_gives_only_x_t(pag_pipe):
+def test_lessons_on_a_pipeline_that_gives_only_x_t(generic_pipe):
     """Sweeps show such a run's x_t (its last is the finished latent) and compare on it; the
     forward process and the latent view need only the pipeline's VAE and scheduler."""
     from nbdiffuse.core.decode import full_decode
 
     # (not ddim: deterministic DDIM is Euler's method in another parametrization, the same result)
-    sweep = SamplerCompare(pag_pipe, "a lighthouse", schedulers=["euler", "dpmpp_2m"], steps=3)
+    sweep = SamplerCompare(generic_pipe, "a lighthouse", schedulers=["euler", "dpmpp_2m"], steps=3)
     assert sweep.wait(120) and sweep.status == "done", sweep.error
     first = sweep.trajectories[0]
     assert not first.has_x0 and [c["view"] for c in sweep.cells] == ["xt", "xt"]
     assert len(sweep.cells[0]["frames"]) == 3 and all(mime_type(f) == LOSSLESS_TYPE for f in sweep.cells[0]["frames"])
     final = np.asarray(sweep.final_images()[0], np.float32)
-    assert np.abs(final - np.asarray(full_decode(pag_pipe.vae, first.final_latents), np.float32)).max() <= 1
+    assert np.abs(final - np.asarray(full_decode(generic_pipe.vae, first.final_latents), np.float32)).max() <= 1
     assert sweep.cells[1]["info"].startswith("Δ vs euler: ") and picture(sweep.cells[1]["diff"]).size == (64, 64)
     assert sweep.differences["dpmpp_2m"] > 0
-    steps = StepsCompare(pag_pipe, "a lighthouse", steps=[2, 3])
+    steps = StepsCompare(generic_pipe, "a lighthouse", steps=[2, 3])
     assert steps.wait(120) and steps.status == "done", steps.error
     assert set(steps.differences) == {2, 3}
     for widget in (sweep, steps):
         widget.close()
 
-    forward = ForwardExplorer(pipe=pag_pipe, positions=3)
+    forward = ForwardExplorer(pipe=generic_pipe, positions=3)
     assert forward.image.size == (16, 16) and len(forward.frames_latent) == 3
-    lv = LatentView(pipe=pag_pipe)
+    lv = LatentView(pipe=generic_pipe)
     assert lv.latent_shape == [4, 8, 8] and picture(lv.full).size == (16, 16)

@@ -1,4 +1,4 @@
-"""Explorer with a pipeline outside the known families (StableDiffusionPAGPipeline): live x_t frames;
+"""Explorer with a pipeline outside the known families (AltDiffusionPipeline): live x_t frames;
 x0, what-if, branching and live guidance off, with one line saying why. No browser: a HeadlessFrontend."""
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from nbdiffuse.widgets.frames import LOSSLESS_TYPE, mime_type
 from nbdiffuse.widgets import Explorer
 from nbdiffuse.widgets.headless import HeadlessFrontend
 
-WHY = ("This pipeline (StableDiffusionPAGPipeline) gives only the noisy latent x_t at each step: x0, what-if, "
+WHY = ("This pipeline (AltDiffusionPipeline) gives only the noisy latent x_t at each step: x0, what-if, "
        "branching and live guidance need a family nbdiffuse knows (SD, SDXL, SD3, Flux, PixArt).")
 
 
 @pytest.fixture
-def generic_explorer(pag_pipe, open_explorer):
+def generic_explorer(generic_pipe, open_explorer):
     # tqdm's monitor is one process-wide daemon that tqdm starts itself, not the widget's
-    return open_explorer(pag_pipe, ignore_threads=("tqdm_monitor",), steps=6)
+    return open_explorer(generic_pipe, ignore_threads=("tqdm_monitor",), steps=6)
 
 
 def test_the_widget_says_what_it_cannot_do_and_why(generic_explorer):
@@ -29,7 +29,7 @@ def test_the_widget_says_what_it_cannot_do_and_why(generic_explorer):
     assert fe.state["image_size"] == [16, 16] and fe.state["guidance"] == 7.5  # the pipeline's own defaults
 
 
-def test_generate_streams_live_xt_frames_and_keeps_every_step(generic_explorer, pag_pipe):
+def test_generate_streams_live_xt_frames_and_keeps_every_step(generic_explorer, generic_pipe):
     ex, fe = generic_explorer
     fe.click("generate")
     assert ex.wait(120)
@@ -44,7 +44,7 @@ def test_generate_streams_live_xt_frames_and_keeps_every_step(generic_explorer, 
             assert buffers[0] == b"" and mime_type(buffers[1]) == LOSSLESS_TYPE
     traj = ex.trajectory
     generator = torch.Generator("cpu").manual_seed(traj.params["seed"])
-    own = pag_pipe(prompt=traj.params["prompt"], num_inference_steps=6, guidance_scale=7.5, generator=generator,
+    own = generic_pipe(prompt=traj.params["prompt"], num_inference_steps=6, guidance_scale=7.5, generator=generator,
                    output_type="latent").images[0]
     assert torch.equal(traj[-1].latents, own)
     assert ex.runs and mime_type(ex.run_thumbs[0]) == LOSSLESS_TYPE  # the run tree shows its last x_t
@@ -142,8 +142,8 @@ def test_the_widgets_what_if_on_a_distilled_run_says_to_branch(flux_pipe, open_e
 
 def test_generate_passes_pipe_kwargs_and_a_family_refuses_those_its_loop_ignores(generic_explorer, pipe):
     ex, _ = generic_explorer
-    ex.generate(steps=2, pipe_kwargs={"pag_scale": 2.0})
-    assert ex.wait(120) and ex.trajectory.params["pipe_kwargs"] == {"pag_scale": 2.0}
+    ex.generate(steps=2, pipe_kwargs={"guidance_rescale": 0.5})
+    assert ex.wait(120) and ex.trajectory.params["pipe_kwargs"] == {"guidance_rescale": 0.5}
     family = Explorer(pipe)
     try:
         with pytest.raises((TypeError, ValueError), match="pag_scale"):

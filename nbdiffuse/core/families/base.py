@@ -18,6 +18,17 @@ class Conditioning:
     cond: dict[str, torch.Tensor]
     uncond: dict[str, torch.Tensor]
     both: dict[str, torch.Tensor] = field(default_factory=dict)
+    _perturbed: dict = field(default_factory=dict, repr=False)
+
+    def rows(self, guided: bool, perturbed: bool = False) -> dict[str, torch.Tensor]:
+        """The denoiser's text arguments for a batch: (uncond, cond) guided, (cond) not; perturbed adds the
+        prompt's row again for PAG's perturbed pass (core/pag.py), as diffusers' PAG pipelines batch them."""
+        if not perturbed:
+            return self.both if guided else self.cond
+        if guided not in self._perturbed:
+            parts = ([self.uncond] if guided else []) + [self.cond, self.cond]
+            self._perturbed[guided] = {k: torch.cat([part[k] for part in parts]) for k in self.cond}
+        return self._perturbed[guided]
 
 
 def denoiser_of(pipe: Any) -> Any:

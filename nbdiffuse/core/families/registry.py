@@ -19,17 +19,21 @@ from .sdxl import StableDiffusionXLFamily
 def _families() -> list[tuple[type, type]]:
     from diffusers import (FluxControlNetImg2ImgPipeline, FluxControlNetPipeline, FluxImg2ImgPipeline, FluxPipeline,
                            PixArtAlphaPipeline, PixArtSigmaPipeline, StableDiffusion3ControlNetPipeline,
-                           StableDiffusion3Img2ImgPipeline, StableDiffusion3Pipeline,
+                           StableDiffusion3Img2ImgPipeline, StableDiffusion3PAGImg2ImgPipeline,
+                           StableDiffusion3PAGPipeline, StableDiffusion3Pipeline,
                            StableDiffusionControlNetImg2ImgPipeline, StableDiffusionControlNetPipeline,
-                           StableDiffusionImg2ImgPipeline, StableDiffusionPipeline,
+                           StableDiffusionImg2ImgPipeline, StableDiffusionPAGImg2ImgPipeline,
+                           StableDiffusionPAGPipeline, StableDiffusionPipeline,
                            StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLControlNetPipeline,
                            StableDiffusionXLControlNetUnionImg2ImgPipeline, StableDiffusionXLControlNetUnionPipeline,
-                           StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline)
+                           StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPAGImg2ImgPipeline,
+                           StableDiffusionXLPAGPipeline, StableDiffusionXLPipeline)
 
     # Image-to-image classes share their text-to-image sibling's components and run its family's loop
     # (trace(image=..., strength=...)), the way their own __call__ prepares the start latents.
     # A ControlNet pipeline (its image-to-image and union siblings too) is its base family's model plus a
-    # ControlNet (core/controlnet.py runs it).
+    # ControlNet (core/controlnet.py runs it). A PAG pipeline is its family's model with perturbed-attention
+    # guidance (core/pag.py runs it).
     return [(StableDiffusionXLPipeline, StableDiffusionXLFamily), (StableDiffusionPipeline, StableDiffusionFamily),
             (StableDiffusionXLControlNetPipeline, StableDiffusionXLFamily),
             (StableDiffusionControlNetPipeline, StableDiffusionFamily),
@@ -43,7 +47,12 @@ def _families() -> list[tuple[type, type]]:
             (StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLFamily),
             (StableDiffusionXLControlNetUnionPipeline, StableDiffusionXLFamily),
             (StableDiffusionXLControlNetUnionImg2ImgPipeline, StableDiffusionXLFamily),
-            (FluxControlNetImg2ImgPipeline, FluxFamily)]
+            (FluxControlNetImg2ImgPipeline, FluxFamily),
+            (StableDiffusionPAGPipeline, StableDiffusionFamily), (StableDiffusionXLPAGPipeline, StableDiffusionXLFamily),
+            (StableDiffusion3PAGPipeline, StableDiffusion3Family),
+            (StableDiffusionPAGImg2ImgPipeline, StableDiffusionFamily),
+            (StableDiffusionXLPAGImg2ImgPipeline, StableDiffusionXLFamily),
+            (StableDiffusion3PAGImg2ImgPipeline, StableDiffusion3Family)]
 
 
 def supported_pipelines() -> list[str]:

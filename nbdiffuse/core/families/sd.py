@@ -110,15 +110,28 @@ class StableDiffusionFamily:
 
         guided: run the (cond, uncond) pair (uses_cfg(guidance)); guidance: the step's value, for
         families that feed it to the model (Flux-dev); CFG families combine the pair in the loop.
-        extra: more UNet arguments for this evaluation (a ControlNet's residuals, core/controlnet.py).
+        extra: more denoiser arguments for this evaluation (a ControlNet's residuals, core/controlnet.py).
         """
-        extra = extra or {}
         if guided:
-            out = self.pipe.unet(torch.cat([x_in, x_in]), t, return_dict=False, **self._unet_kwargs(cond.both),
-                                 **extra)[0]
-            uncond, cond_out = out.chunk(2)
+            uncond, cond_out = self._rows_out(x_in, t, cond.rows(True), 2, guidance, extra)
             return cond_out, uncond
-        out = self.pipe.unet(x_in, t, return_dict=False, **self._unet_kwargs(cond.cond),
-                             **self._guidance_input(guidance, x_in.dtype), **extra)[0]
-        return out, None
+        return self._rows_out(x_in, t, cond.rows(False), 1, guidance, extra)[0], None
 
+    def predict_perturbed(self, x_in: torch.Tensor, t: torch.Tensor, cond: Conditioning, guided: bool,
+                          guidance: float | None = None, extra: dict | None = None):
+        """PAG's step (core/pag.py): outputs (cond, uncond, perturbed), uncond None when guidance is off;
+        the batch is diffusers' (uncond, cond, perturbed), its last row through the perturbed layers."""
+        if guided:
+            uncond, cond_out, perturbed = self._rows_out(x_in, t, cond.rows(True, perturbed=True), 3, guidance, extra)
+            return cond_out, uncond, perturbed
+        cond_out, perturbed = self._rows_out(x_in, t, cond.rows(False, perturbed=True), 2, guidance, extra)
+        return cond_out, None, perturbed
+
+    def _rows_out(self, x_in: torch.Tensor, t: torch.Tensor, rows: dict, n: int, guidance: float | None,
+                  extra: dict | None) -> tuple:
+        """One denoiser call on `n` copies of x_in with the text rows `rows`: its output split per row."""
+        batch = x_in if n == 1 else torch.cat([x_in] * n)
+        timestep_cond = self._guidance_input(guidance, x_in.dtype)  # a guidance-embedding UNet's (never guided)
+        out = self.pipe.unet(batch, t, return_dict=False, **self._unet_kwargs(rows), **timestep_cond,
+                             **(extra or {}))[0]
+        return out.chunk(n) if n > 1 else (out,)

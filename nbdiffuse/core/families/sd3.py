@@ -50,14 +50,9 @@ class StableDiffusion3Family(StableDiffusionFamily):
                                            scheduler.config.get("base_shift", 0.5), scheduler.config.get("max_shift", 1.16))
         scheduler.set_timesteps(steps, device=self.device, **kwargs)
 
-    def predict(self, x_in: torch.Tensor, t: torch.Tensor, cond: Conditioning, guided: bool,
-                guidance: float | None = None, extra: dict | None = None):
-        batch = torch.cat([x_in, x_in]) if guided else x_in
-        kwargs = cond.both if guided else cond.cond
+    def _rows_out(self, x_in: torch.Tensor, t: torch.Tensor, rows: dict, n: int, guidance: float | None,
+                  extra: dict | None) -> tuple:
+        batch = x_in if n == 1 else torch.cat([x_in] * n)
         out = self.pipe.transformer(hidden_states=batch, timestep=t.expand(batch.shape[0]), return_dict=False,
-                                    **kwargs, **(extra or {}))[0]
-        if guided:
-            uncond, cond_out = out.chunk(2)
-            return cond_out, uncond
-        return out, None
-
+                                    **rows, **(extra or {}))[0]
+        return out.chunk(n) if n > 1 else (out,)

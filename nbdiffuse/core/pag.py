@@ -1,0 +1,147 @@
+"""Perturbed-attention guidance (PAG): diffusers' PAG pipelines of SD, SDXL and SD3 in nbdiffuse's loop.
+
+PAG (Ahn et al. 2024; diffusers' PAGMixin) adds one batch row per step: the prompt's row again, run with
+the self-attention of the chosen layers (`pipe.pag_applied_layers`) replaced by the identity, so the model
+"forgets" the picture's structure there. The step's output is
+
+    uncond + guidance * (cond - uncond) + pag * (cond - perturbed)       (cond + pag * (cond - perturbed) at
+                                                                         guidance <= 1)
+
+with pag = pag_scale, or with pag_adaptive_scale > 0 pag_scale - pag_adaptive_scale * (1000 - t) (at least 0),
+as diffusers' `_get_pag_scale` makes it. A run records each step's perturbed prediction (Step.eps_perturbed)
+and the pag used (Step.pag_scale), so the what-if re-weighs PAG as it re-weighs guidance
+(Trajectory.guided_x0(k, guidance, pag_scale=...)) and a branch changes it from any step.
+
+The batch layout is diffusers': (uncond, cond, perturbed) with guidance, (cond, perturbed) without, and the
+layers' processors are the PAG pipeline's own pair, the one for the step's layout (a live guidance change
+across 1 switches them); the denoiser's own processors come back when the run ends, however it ends.
+pag_scale and pag_adaptive_scale are the pipeline's own keywords: trace(..., pipe_kwargs={"pag_scale": 5}).
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .validate import check_number
+
+KEYWORDS = ("pag_scale", "pag_adaptive_scale")
+MAX_PAG_SCALE = 100.0  # far past the paper's 1 to 6; the sum overflows to a black picture long before
+MAX_ADAPTIVE = 1.0  # per unit of timestep: 1 / 1000 already turns PAG off after the first step
+
+
+def is_pag(pipe: Any) -> bool:
+    """A pipeline with diffusers' PAGMixin (its pag_applied_layers and processors)."""
+    from diffusers.pipelines.pag.pag_utils import PAGMixin
+
+    return isinstance(pipe, PAGMixin)
+
+
+@dataclass(frozen=True)
+class PagPlan:
+    """A run's PAG settings: its scale, adaptive scale and the layers it perturbs."""
+    scale: float
+    adaptive_scale: float
+    layers: tuple[str, ...]
+
+    @property
+    def on(self) -> bool:
+        """diffusers' do_perturbed_attention_guidance: a scale above 0 and a layer to perturb."""
+        return self.scale > 0 and len(self.layers) > 0
+
+    def scale_at(self, t: torch.Tensor) -> float:
+        """The pag of the step at timestep t (a CPU tensor of the scheduler's timesteps: no device wait),
+        computed as diffusers' _get_pag_scale computes it, so the sum is bit for bit the pipeline's."""
+        if not (self.adaptive_scale > 0 and self.on):
+            return self.scale
+        signal = self.scale - self.adaptive_scale * (1000 - t)
+        return 0.0 if signal < 0 else float(signal)
+
+    def params(self) -> dict:
+        return {"scale": self.scale, "adaptive_scale": self.adaptive_scale, "layers": list(self.layers)}
+
+    def with_changes(self, changes: dict) -> "PagPlan":
+        """This plan with a branch's pag_scale / pag_adaptive_scale."""
+        scale = check_pag_value("pag_scale", changes.get("pag_scale", self.scale), MAX_PAG_SCALE)
+        adaptive = check_pag_value("pag_adaptive_scale", changes.get("pag_adaptive_scale", self.adaptive_scale),
+                                   MAX_ADAPTIVE)
+        return PagPlan(scale, adaptive, self.layers)
+
+
+def check_pag_value(name: str, value: Any, hi: float) -> float:
+    return check_number(name, value, 0.0, hi)  # NaN and infinities are outside the range
+
+
+def plan_pag(pipe: Any, pipe_kwargs: dict) -> tuple[PagPlan | None, dict]:
+    """(the run's PagPlan, the other pipe_kwargs) for a PAG pipeline; (None, pipe_kwargs) for any other.
+    pag_scale and pag_adaptive_scale default to the pipeline's own (3 and 0)."""
+    if not is_pag(pipe):
+        return None, pipe_kwargs
+    defaults = inspect.signature(type(pipe).__call__).parameters
+    values = {}
+    for name, hi in zip(KEYWORDS, (MAX_PAG_SCALE, MAX_ADAPTIVE)):
+        given = pipe_kwargs.get(name, defaults[name].default if name in defaults else 0.0)
+        values[name] = check_pag_value(f"pipe_kwargs[{name!r}]", given, hi)
+    layers = getattr(pipe, "pag_applied_layers", None) or []
+    rest = {k: v for k, v in pipe_kwargs.items() if k not in KEYWORDS}
+    return PagPlan(values["pag_scale"], values["pag_adaptive_scale"], tuple(layers)), rest
+
+
+def plan_from_params(params: dict) -> PagPlan | None:
+    """A run's PagPlan from its params["pag"] (None for a run without PAG)."""
+    pag = params.get("pag")
+    if pag is None:
+        return None
+    return PagPlan(float(pag["scale"]), float(pag["adaptive_scale"]), tuple(pag["layers"]))
+
+
+def guided(cond: torch.Tensor, uncond: torch.Tensor | None, guidance: float, perturbed: torch.Tensor | None = None,
+           pag: float = 0.0) -> torch.Tensor:
+    """The output the sampler gets, in diffusers' order of operations (bit for bit its pipelines' sums)."""
+    out = cond if uncond is None else uncond + guidance * (cond - uncond)
+    if perturbed is not None:
+        out = out + pag * (cond - perturbed)
+    return out
+
+
+class PagLayers:
+    """The run's perturbed layers, for `with`: use(guided) sets the PAG pipeline's processor for the step's
+    batch layout on them (only when the layout changes), and the denoiser's own processors come back at the end."""
+
+    def __init__(self, pipe: Any, denoiser: Any, plan: PagPlan):
+        self.pipe, self.denoiser, self.plan = pipe, denoiser, plan
+        self._original: dict | None = None
+        self._layout: bool | None = None
+
+    def __enter__(self) -> "PagLayers":
+        self._original = dict(self.denoiser.attn_processors)
+        return self
+
+    def use(self, guided: bool) -> None:
+        if self._layout is not guided:
+            self.pipe._set_pag_attn_processor(pag_applied_layers=list(self.plan.layers),
+                                              do_classifier_free_guidance=guided)
+            self._layout = guided
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._original is not None and self._layout is not None:
+            self.denoiser.set_attn_processor(self._original)
+        self._layout = None
+
+
+def branch_pag(pipe: Any, params: dict, changes: dict) -> PagPlan | None:
+    """A branch's PagPlan: the parent's (its layers too), with the branch's pag_scale / pag_adaptive_scale."""
+    plan = plan_from_params(params)
+    asked = [key for key in KEYWORDS if key in changes]
+    if plan is None:
+        if asked:
+            raise ValueError(f"{asked[0]}: this run was made without perturbed-attention guidance (by "
+                             f"{params.get('pipeline')}); only a PAG pipeline's run can change it")
+        return None
+    plan = plan.with_changes(changes)
+    if plan.on and not is_pag(pipe):
+        raise ValueError(f"this run used perturbed-attention guidance (pag_scale {plan.scale:g}); "
+                         f"{type(pipe).__name__} has none: branch with a PAG pipeline, or pass pag_scale=0")
+    return plan
