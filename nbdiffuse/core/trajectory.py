@@ -334,11 +334,12 @@ class Trajectory:
         predicted with the prompt and with the negative prompt (core/guidance_map.py). No model call."""
         return guidance_map(self, k)
 
-    def guided_image(self, k: int, guidance: float, decoder: str = "approx", size: Any = "output") -> Image.Image:
-        """guided_x0(k, guidance) as a picture; decoders as image(). At the guidance the step used, that
-        is image(k, "x0"): "auto" (and "full" without the pipeline) shows the run's saved frame there."""
+    def guided_image(self, k: int, guidance: float, decoder: str = "approx", size: Any = "output",
+                     pag_scale: float | None = None) -> Image.Image:
+        """guided_x0(k, guidance, pag_scale) as a picture; decoders as image(). At the guidance (and PAG) the step
+        used, that is image(k, "x0"): "auto" (and "full" without the pipeline) shows the run's saved frame there."""
         check_choice("decoder", decoder, DECODERS)
-        latents = self.guided_x0(k, guidance)
+        latents = self.guided_x0(k, guidance, pag_scale=pag_scale)
         if latents is self[k].pred_x0 and decoder in ("auto", "full"):
             return self.image(k, "x0", decoder=decoder, size=size)
         if decoder == "auto":

@@ -49,10 +49,11 @@ def empty_state() -> dict:
     return {"comparison": {}, "compare_a": [], "compare_b": [], "compare_heat": []}
 
 
-def what_if_frame(traj: Any, k: int, guidance: float, decoder: str) -> bytes:
-    """The re-weighed x0 at step k, lossless: decoder "approx" (latent size) or "tiny" while the
-    what-if slider moves, "full" where it rests."""
-    picture = traj.guided_image(k, guidance, decoder=decoder, size="latent" if decoder == "approx" else "output")
+def what_if_frame(traj: Any, k: int, guidance: float, decoder: str, pag_scale: float | None = None) -> bytes:
+    """The re-weighed x0 at step k (a PAG run's PAG too), lossless: decoder "approx" (latent size) or "tiny"
+    while the what-if slider moves, "full" where it rests."""
+    picture = traj.guided_image(k, guidance, decoder=decoder, size="latent" if decoder == "approx" else "output",
+                                pag_scale=pag_scale)
     return encode_lossless(np.asarray(picture.convert("RGB")))
 
 

@@ -74,12 +74,19 @@ def differences(old: dict, new: dict, since: int = 0) -> list[tuple[str, str, st
     add("steps", str(old.get("steps")), str(new.get("steps")))
     add("sampler", str(old.get("scheduler")), str(new.get("scheduler")))
     add("size", _size(old), _size(new))
+    if old.get("pag") or new.get("pag"):  # perturbed-attention guidance (core/pag.py): its scale
+        add("PAG", _pag(old), _pag(new))
     add("from", _start(old), _start(new))
     if old.get("image") and new.get("image"):
         if old.get("image") != new.get("image"):
             out.append(("start picture", "one", "another"))
         add("strength", f"{old.get('strength') or 0:g}", f"{new.get('strength') or 0:g}")
     return out
+
+
+def _pag(p: dict) -> str:
+    pag = p.get("pag") or {}
+    return f"{pag.get('scale', 0):g}" + (f" (adaptive {pag['adaptive_scale']:g})" if pag.get("adaptive_scale") else "")
 
 
 def change_words(diffs: list[tuple[str, str, str]]) -> str:
@@ -121,6 +128,8 @@ def settings_words(p: dict) -> str:
         lines.append(f"negative: {p['negative_prompt']}")
     lines.append(f"seed {p.get('seed')} · guidance {guidance_words(p.get('guidance'))} · {p.get('steps')} steps · "
                  f"{p.get('scheduler')} · {_size(p)}")
+    if p.get("pag"):
+        lines.append(f"PAG {_pag(p)} on {', '.join(p['pag']['layers'])}")
     if p.get("image"):
         lines.append(f"from a picture at strength {p.get('strength') or 0:g}")
     if p.get("model") or p.get("pipeline"):
@@ -130,5 +139,5 @@ def settings_words(p: dict) -> str:
 
 def brief_settings(p: dict) -> str:
     """'seed 0, guidance 5, 30 steps, euler': a first run's label."""
-    guidance = guidance_words(p.get("guidance"))
+    guidance = guidance_words(p.get("guidance")) + (f", PAG {_pag(p)}" if p.get("pag") else "")
     return f"seed {p.get('seed')}, guidance {guidance}, {p.get('steps')} steps, {p.get('scheduler')}"

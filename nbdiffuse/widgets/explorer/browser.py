@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ...core.pag import MAX_PAG_SCALE, check_pag_value
 from ...core.pipe_attrs import tiny_decoder
 from ...core.capabilities import xt_only_reason
 from ...core.validate import check_choice, check_guidance_value
@@ -21,6 +22,7 @@ from .. import compare_view
 from ..export_files import read_for_download
 from . import run_tree
 from .decision_view import show_decision_curve
+from .pag_panel import branch_pag
 from .control_panel import control_handlers
 
 BRANCH_CONTROLS = ("prompt", "negative_prompt", "seed", "scheduler", "steps", "guidance")
@@ -62,7 +64,7 @@ class BrowserRequests:
             "step": lambda c, b: ex.step(),
             "scrub": lambda c, b: self._scrub(c.get("run"), c.get("k")),
             "whatif": lambda c, b: self._what_if_request(c),
-            "continue": lambda c, b: ex.continue_from(c.get("g"), _step_of(c)),
+            "continue": lambda c, b: ex.continue_from(c.get("g"), _step_of(c), pag_scale=c.get("p")),
             "branch": lambda c, b: self._branch(c),
             "load_run": lambda c, b: ex.load_run(c.get("id")),
             "compare": lambda c, b: ex.compare(c.get("a"), c.get("b")),
@@ -81,7 +83,8 @@ class BrowserRequests:
         k = _step_of(content)
         k = ex.shown_step() if k is None else k
         controls = {key: getattr(ex, key) for key in BRANCH_CONTROLS}
-        ex.branch(k, **run_tree.changes_from_controls(ex.shown, k, controls), **ex.branch_control_changes(ex.shown, k))
+        ex.branch(k, **run_tree.changes_from_controls(ex.shown, k, controls), **ex.branch_control_changes(ex.shown, k),
+                  **branch_pag(ex, ex.shown))
 
     def _later(self, fn: Any, *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # decoder shut down: the widget is closing
@@ -128,21 +131,23 @@ class BrowserRequests:
                              else xt_only_reason(traj.params.get("pipeline"), "a what-if", hint=""))
         k = ex.shown_step() if k is None else k
         w = check_guidance_value(content.get("g"), "what-if guidance")
+        p = content.get("p")  # a PAG run's what-if PAG scale (None: the step's own)
+        p = None if p is None else check_pag_value("what-if pag_scale", p, MAX_PAG_SCALE)
         check_choice("decoder", decoder, ("approx", "full"))
         if decoder == "full" and traj.pipe is None:
             return  # workshop mode without the model: the approx frame is the best there is
         if decoder == "approx" and traj.pipe is not None and tiny_decoder(traj.pipe) is not None:
             decoder = "tiny"  # as fast to drag and nearly the VAE's picture
-        target = (run, k, w, decoder)
+        target = (run, k, w, decoder, p)
         self.whatif_target = target
         self._later(self._send_what_if, traj, target)
 
     def _send_what_if(self, traj: Any, target: tuple) -> None:
         if self.whatif_target != target:
             return  # dragged on meanwhile: only the newest what-if is worth drawing
-        run, k, w, decoder = target
-        frame = compare_view.what_if_frame(traj, k, w, decoder)
-        self.explorer.send({"type": "whatif", "run": run, "k": k, "g": w, "decoder": decoder}, [frame])
+        run, k, w, decoder, p = target
+        frame = compare_view.what_if_frame(traj, k, w, decoder, p)
+        self.explorer.send({"type": "whatif", "run": run, "k": k, "g": w, "p": p, "decoder": decoder}, [frame])
 
     def _scrub(self, run: Any, k: Any) -> None:
         ex = self.explorer

@@ -13,6 +13,10 @@ function controlNodes(ui) {
   ui.height = h("select", { "aria-label": "Height" });
   ui.guidance = h("input", { type: "range", min: "0", step: "0.1", "aria-label": "Guidance" });
   ui.guidanceOut = h("output", { class: "nbd-gvalue", "aria-live": "off" });
+  // a PAG pipeline's perturbed-attention guidance (pag_panel.py): the next run's pag_scale
+  ui.pag = h("input", { type: "range", min: "0", max: "10", step: "0.1", "aria-label": "PAG scale",
+                        title: "Perturbed-attention guidance: how far each step moves away from the prediction with the chosen layers' self-attention switched off (0: none)" });
+  ui.pagOut = h("output", { class: "nbd-gvalue", "aria-live": "off" });
   ui.generate = h("button", { type: "button", class: "nbd-primary", text: "Generate", "aria-label": "Generate" });
   ui.stop = h("button", { type: "button", text: "Stop", "aria-label": "Stop" });
   ui.pause = h("button", { type: "button", text: "Pause", "aria-label": "Pause" });
@@ -84,6 +88,23 @@ function bindFields(model, ui, link) {
   bindSelect(model, link, ui.width, "width", "size_options");
   bindSelect(model, link, ui.height, "height", "size_options");
   bindGuidance(model, ui, link);
+  bindPag(model, ui, link);
+}
+
+// A PAG pipeline's scale for the next Generate (its row shows only for one); its runs' what-if is in explore.js.
+function bindPag(model, ui, link) {
+  const show = () => {
+    const value = Number(model.get("pag_scale"));
+    ui.pag.max = String(Math.max(10, Math.ceil(value)));
+    ui.pag.value = String(value);
+    ui.pagOut.textContent = value.toFixed(1);
+    ui.pagRow.hidden = !model.get("pag_available");
+  };
+  show();
+  ui.pag.addEventListener("input", () => { ui.pagOut.textContent = Number(ui.pag.value).toFixed(1); });
+  ui.pag.addEventListener("change", () => { model.set("pag_scale", Number(ui.pag.value)); link.save(); });
+  model.on("change:pag_scale", show);
+  model.on("change:pag_available", show);
 }
 
 function bindGuidance(model, ui, link) {

@@ -10,6 +10,9 @@ class WhatIf {
     Object.assign(this, { model, store, root, ui, state, link, stage });
     this.slider = h("input", { type: "range", min: "0", step: "0.1", "aria-label": "What-if guidance" });
     this.out = h("output", { class: "nbd-gvalue" });
+    // a PAG run's what-if PAG (pag_panel.py): its row shows only for a run with PAG
+    this.pag = h("input", { type: "range", min: "0", max: "10", step: "0.1", "aria-label": "What-if PAG scale" });
+    this.pagOut = h("output", { class: "nbd-gvalue" });
     this.cont = h("button", { type: "button", text: "Continue from here", "aria-label": "Continue from here", title: "Branch the run from the shown step with this guidance" });
     this.branch = h("button", { type: "button", text: "Branch here", "aria-label": "Branch here", title: "Continue from the shown step with the controls above (prompt, guidance, scheduler, seed)" });
     this.reset = h("button", { type: "button", class: "nbd-icon", text: "↺", "aria-label": "Back to the guidance used", title: "Back to the guidance used" });
@@ -30,6 +33,12 @@ class WhatIf {
     return g.length ? g[Math.max(0, Math.min(k, g.length - 1))] : this.model.get("guidance");
   }
 
+  // The shown run's PAG at step k, or null for a run without PAG.
+  pagAt(k) {
+    const used = this.model.get("pag_used") || [];
+    return used.length ? used[Math.max(0, Math.min(k, used.length - 1))] : null;
+  }
+
   clear() {
     this.active = false;
     this.badge.hidden = true;
@@ -38,22 +47,32 @@ class WhatIf {
 
   syncSlider() {
     this.slider.max = String(this.model.get("guidance_max"));
+    const p = this.pagAt(this.state.shown);
+    this.pagRow.hidden = p === null;
     if (!this.active) {
       const w = Number(this.usedAt(this.state.shown) ?? 0);
       this.slider.value = String(w);
       this.out.textContent = w.toFixed(1);
+      if (p !== null) { this.pag.max = String(Math.max(10, Math.ceil(p))); this.pag.value = String(p); this.pagOut.textContent = p.toFixed(1); }
     }
+  }
+
+  // The what-if's values: guidance, and PAG for a run with it.
+  values() {
+    const g = Number(this.slider.value);
+    return this.pagAt(this.state.shown) === null ? { g } : { g, p: Number(this.pag.value) };
   }
 
   request(decoder) {
     const k = this.state.shown;
     if (k < 0 || this.busy()) return;
-    this.link.send({ type: "whatif", run: this.model.get("run_id"), k, g: Number(this.slider.value), decoder });
+    this.link.send({ type: "whatif", run: this.model.get("run_id"), k, ...this.values(), decoder });
   }
 
   drag() {
     this.active = true;
     this.out.textContent = Number(this.slider.value).toFixed(1);
+    this.pagOut.textContent = Number(this.pag.value).toFixed(1);
     const now = performance.now();
     if (now - this.lastSent > WHATIF_SEND_MS) { this.lastSent = now; this.request("approx"); }
     this.state.timers.later("whatif", WHATIF_REST_MS, () => this.request("approx"));
@@ -61,14 +80,17 @@ class WhatIf {
 
   bind() {
     const { model, state, link, ui } = this;
-    this.slider.addEventListener("input", () => this.drag());
-    this.slider.addEventListener("change", () => {
+    const rest = () => {
       state.timers.cancel("whatif");
       this.request("approx");
       if (model.get("has_pipe")) this.request("full");
-    });
+    };
+    for (const slider of [this.slider, this.pag]) {
+      slider.addEventListener("input", () => this.drag());
+      slider.addEventListener("change", rest);
+    }
     this.reset.addEventListener("click", () => { this.clear(); this.syncSlider(); this.stage.repaint(); });
-    this.cont.addEventListener("click", () => { link.send({ type: "continue", k: state.shown, g: Number(this.slider.value) }); this.clear(); });
+    this.cont.addEventListener("click", () => { link.send({ type: "continue", k: state.shown, ...this.values() }); this.clear(); });
     this.branch.addEventListener("click", () => {
       if (ui.inputs.refuse("Branch here")) return;
       link.send({ type: "branch", k: state.shown });
@@ -78,15 +100,18 @@ class WhatIf {
     this.root.addEventListener("nbd-scrubbed", () => { this.clear(); });
     this.root.addEventListener("nbd-shown", () => { if (!this.active) this.syncSlider(); });
     this.slider.setAttribute("data-lm-suppress-shortcuts", "true");
+    this.pag.setAttribute("data-lm-suppress-shortcuts", "true");
   }
 
   // The kernel's what-if picture: shown when it is still the one asked for.
   show({ msg, bmp }) {
     if (!this.active || msg.run !== this.model.get("run_id") || msg.k !== this.state.shown) return;
-    if (Math.abs(msg.g - Number(this.slider.value)) > 1e-6 && msg.decoder === "full") return;
+    const moved = Math.abs(msg.g - Number(this.slider.value)) > 1e-6 || (msg.p != null && Math.abs(msg.p - Number(this.pag.value)) > 1e-6);
+    if (moved && msg.decoder === "full") return;
     draw(this.ui.canvases.x0, bmp);
     const by = msg.decoder === "full" ? "" : msg.decoder === "tiny" ? " (tiny decoder)" : " (approx)";
-    this.badge.textContent = `what if guidance ${Number(msg.g).toFixed(1)}${by}`;
+    const pag = msg.p != null ? `, PAG ${Number(msg.p).toFixed(1)}` : "";
+    this.badge.textContent = `what if guidance ${Number(msg.g).toFixed(1)}${pag}${by}`;
     this.badge.hidden = false;
     this.root.classList.add("nbd-whatif");
   }
@@ -99,7 +124,7 @@ class WhatIf {
     const capNote = model.get("capabilities_note") || "";
     const canWhatIf = caps.what_if !== false;
     const canBranch = caps.branch !== false;
-    this.slider.disabled = !idle || !canWhatIf;
+    this.slider.disabled = this.pag.disabled = !idle || !canWhatIf;
     this.cont.disabled = !idle || !hasPipe || !canBranch || !canWhatIf;
     this.branch.disabled = !idle || !hasPipe || !canBranch;
     this.slider.title = canWhatIf ? "" : capNote;
@@ -117,6 +142,10 @@ class WhatIf {
 
 // The explore panel's nodes, in ui.explore.
 function layoutExplore(ui, whatif, tree, compare, exp) {
+  whatif.pagRow = h("div", { class: "nbd-row nbd-whatif-row", hidden: "" }, [
+    h("label", { class: "nbd-field nbd-wide" }, [h("span", { class: "nbd-label", text: "What if PAG at the shown step (no model call)" }),
+      h("span", { class: "nbd-grange" }, [whatif.pag, whatif.pagOut])]),
+  ]);
   ui.workshop = h("div", { class: "nbd-workshop", role: "note" });
   ui.capNote = h("div", { class: "nbd-workshop nbd-capnote", role: "note", hidden: "" });
   ui.explore.append(
@@ -126,6 +155,7 @@ function layoutExplore(ui, whatif, tree, compare, exp) {
       h("label", { class: "nbd-field nbd-wide" }, [h("span", { class: "nbd-label", text: "What if guidance at the shown step (no model call)" }),
         h("span", { class: "nbd-grange" }, [whatif.slider, whatif.out, whatif.reset])]),
     ]),
+    whatif.pagRow,
     h("div", { class: "nbd-row nbd-buttons" }, [whatif.cont, whatif.branch]),
     h("details", { class: "nbd-runs", open: "" }, [tree.summary, tree.list,
       h("div", { class: "nbd-row nbd-pick" }, [field("A", tree.a), field("B", tree.b), tree.go])]),
@@ -174,7 +204,7 @@ function renderExplore(view) {
     ["change:workshop_note", updateAvailability], ["change:export_files", drawFiles],
     ["change:capabilities", updateAvailability], ["change:capabilities_note", updateAvailability],
     ["change:export_dir", () => { exp.dir.value = model.get("export_dir"); }],
-    ["change:guidances", syncSlider], ["change:guidance_max", syncSlider],
+    ["change:guidances", syncSlider], ["change:guidance_max", syncSlider], ["change:pag_used", syncSlider],
     ["change:run_id", () => { whatif.clear(); exp.typed = false; updateAvailability(); }],
   ];
   for (const [event, fn] of handlers) model.on(event, fn);

@@ -15,6 +15,7 @@
 
 // The view's nodes, arranged: controls, stage, progress, scrubber, explore panel, messages.
 function layout(ui, notes) {
+  ui.pagRow = h("div", { class: "nbd-row nbd-pag-row", hidden: "" }, [field("PAG (perturbed-attention guidance)", h("span", { class: "nbd-grange" }, [ui.pag, ui.pagOut]), "nbd-wide")]);
   ui.errorText = h("p", { class: "nbd-error-text" });
   ui.errorDetails = h("pre");
   ui.error = h("div", { class: "nbd-error", role: "alert" }, [ui.errorText, h("details", {}, [h("summary", { text: "details" }), ui.errorDetails])]);
@@ -32,6 +33,7 @@ function layout(ui, notes) {
         ui.sizeField,
       ]),
       h("div", { class: "nbd-row" }, [field("Guidance", h("span", { class: "nbd-grange" }, [ui.guidance, ui.guidanceOut]), "nbd-wide")]),
+      ui.pagRow,
       notes.guidance,
       ui.pictureRow,
       ui.controlRow,
@@ -97,7 +99,7 @@ function render({ model, el }) {
   // Lumino (JupyterLab, Notebook 7) matches shortcuts from the focused element up and stops at
   // this attribute; Notebook 7 listens in the capture phase, where stopPropagation comes too late.
   // Only the keyboard-driven controls carry it, so Ctrl+S and the like still work on the rest.
-  for (const node of [ui.prompt, ui.negative, ui.seed, ui.steps, ui.guidance, ui.slider, ui.stage, ui.play]) {
+  for (const node of [ui.prompt, ui.negative, ui.seed, ui.steps, ui.guidance, ui.pag, ui.slider, ui.stage, ui.play]) {
     node.setAttribute("data-lm-suppress-shortcuts", "true");
   }
   const link = new KernelLink({ model, store, timers: state.timers, noteNode: ui.note, inputs: ui.inputs });

@@ -26,6 +26,7 @@ from ..live_run import LiveRun
 from ..plain_words import capabilities_state
 from ..runner import Job
 from .control_panel import control_state
+from .pag_panel import pag_state
 
 
 def full_frames_state(traj: Any, k: int) -> dict[str, bytes]:
@@ -57,6 +58,7 @@ class RunLifecycle:
             with ex.hold_sync():
                 ex._assign({"run_id": live.run_id, "shown_run": "", "status": "running", "n_steps": 0,
                             "total_steps": run.total_steps, "its": 0.0, "seconds": 0.0, "guidances": [], "control_run": {},
+                            "pag_used": [],
                             # A branch shows its parent's steps up to the branch point until its own arrive.
                             "frames_x0": list(prefix[0]), "frames_xt": list(prefix[1]), "full_frames": {},
                             "frame": -1, "image_size": [run.width, run.height], "error": "", "error_details": "",
@@ -164,7 +166,8 @@ class RunLifecycle:
                                  "n_steps": n,
                                  "guidances": list(traj.guidances) if traj is not None else [],
                                  "notices": traj.notices if traj is not None else self.ex.notices,
-                                 "its": live.its(), "seconds": live.seconds(), **control_state(traj)}
+                                 "its": live.its(), "seconds": live.seconds(), **control_state(traj),
+                                 **pag_state(traj)}
         if traj is not None and n:  # what the run turned out to give (packed latents show at its first step)
             state.update(capabilities_state(traj))
         try:
@@ -226,7 +229,7 @@ def saved_run_state(traj: Any, ex: Any, frames: tuple) -> dict[str, Any]:
         "frames_decoder": frames[3], "image_size": [int(p["width"]), int(p["height"])], "seconds": seconds,
         "its": round(len(traj) / seconds, 2) if seconds > 0 else 0.0, "notices": traj.notices, "guidance_note": "",
         "frame": -1, "prompt": p["prompt"], "negative_prompt": p["negative_prompt"] or "", "seed": int(p["seed"]),
-        "steps": int(p["steps"]), **control_state(traj),
+        "steps": int(p["steps"]), **control_state(traj), **pag_state(traj),
     }
     if p["scheduler"] in ex.scheduler_options:
         state["scheduler"] = p["scheduler"]

@@ -20,6 +20,7 @@ from typing import Any
 
 import traitlets as t
 
+from ...core.pag import MAX_PAG_SCALE, check_pag_value
 from ...core.schedulers import scheduler_choices
 from ...core.families import adapter_for
 from ...core.img2img import check_strength
@@ -69,6 +70,10 @@ class ExplorerTraitChecks:
     @t.validate("guidance")
     def _check_guidance_trait(self, proposal: Any) -> float:
         return check_guidance_value(proposal["value"])
+
+    @t.validate("pag_scale")
+    def _check_pag_scale_trait(self, proposal: Any) -> float:
+        return check_pag_value("pag_scale", proposal["value"], MAX_PAG_SCALE)
 
     @t.validate("guidance_max")
     def _check_guidance_max_trait(self, proposal: Any) -> float:

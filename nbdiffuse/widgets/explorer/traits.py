@@ -62,6 +62,10 @@ class ExplorerState(ExplorerTraitChecks, anywidget.AnyWidget):  # trait_checks: 
     steps = t.Int(30).tag(sync=True)
     guidance = t.Float(7.5).tag(sync=True)
     guidance_max = t.Float(15.0).tag(sync=True)
+    # Perturbed-attention guidance (pag_panel.py): a PAG pipeline's slider, and the shown run's PAG per step.
+    pag_available = t.Bool(False).tag(sync=True)
+    pag_scale = t.Float(3.0).tag(sync=True)
+    pag_used = t.List(t.Float()).tag(sync=True)
     scheduler = t.Unicode("euler").tag(sync=True)
     scheduler_options = t.List(t.Unicode()).tag(sync=True)
     height = t.Int(0).tag(sync=True)

@@ -35,6 +35,7 @@ from ..sketch import SketchPad
 from . import model_swap, run_tree
 from .browser import BrowserRequests
 from .control_panel import CONTROL_ARGS, ControlPanel, control_traits
+from .pag_panel import generate_pag, pag_traits
 from .kept_runs import KeptRuns
 from .lifecycle import RunLifecycle
 from .run_controls import controls_of_branch, controls_of_run
@@ -102,7 +103,7 @@ class Explorer(RunSwitches, ControlPanel, ExplorerState):
         self._closed = False
         values = model_defaults(self.pipe, defaults) if self.pipe is not None else saved_defaults(self.history, defaults)
         super().__init__(_uid=uuid.uuid4().hex, view=view, preview=preview, export_dir=os.getcwd(), mp4=mp4_available(),
-                         **control_traits(self.pipe), **workshop_state(self.pipe),
+                         **control_traits(self.pipe), **pag_traits(self.pipe), **workshop_state(self.pipe),
                          **capabilities_state(self.pipe), **values)
         try:
             self._requests = BrowserRequests(self, pool=self._decoder, ack=self._life.ack, show_error=self._show_error,
@@ -165,6 +166,7 @@ class Explorer(RunSwitches, ControlPanel, ExplorerState):
                 params["height"] = params["width"] = None  # the picture's own size
         elif strength is not None:
             raise ValueError(f"strength={strength!r} needs a start picture: pass image=... or call ex.start_from(...)")
+        pipe_kwargs = generate_pag(self, pipe_kwargs)  # a PAG pipeline: the PAG slider's scale (pag_panel.py)
         if pipe_kwargs is not None:
             params["pipe_kwargs"] = pipe_kwargs
         unknown = sorted(set(control) - set(CONTROL_ARGS))
@@ -245,6 +247,7 @@ class Explorer(RunSwitches, ControlPanel, ExplorerState):
             self._assign(workshop_state(new))
             self._assign(capabilities_state(shown if shown is not None else new))
             self._assign(control_traits(new))
+            self._assign(pag_traits(new))
             self.error = self.error_details = ""
 
     # --- exploring: what-if, branches, the run tree, compare, exports ----------------------
@@ -263,13 +266,15 @@ class Explorer(RunSwitches, ControlPanel, ExplorerState):
             raise ValueError("no run to show yet: generate one, or load saved runs with Explorer.from_files")
         return len(traj) - 1 if self.frame < 0 or self.frame >= len(traj) else self.frame
 
-    def what_if(self, guidance: float, k: int | None = None, decoder: str = "approx") -> Any:
-        """The x0 of step k (default: the shown step) re-weighed with `guidance`: no model call. -> PIL.Image"""
+    def what_if(self, guidance: float, k: int | None = None, decoder: str = "approx",
+                pag_scale: float | None = None) -> Any:
+        """The x0 of step k (default: the shown step) re-weighed with `guidance` (and a PAG run's `pag_scale`):
+        no model call. -> PIL.Image"""
         w = check_guidance_value(guidance)
         check_choice("decoder", decoder, ("approx", "full"))
         traj = self.shown
         k = self.shown_step() if k is None else k
-        return traj.guided_image(k, w, decoder=decoder)
+        return traj.guided_image(k, w, decoder=decoder, pag_scale=pag_scale)
 
     def branch(self, at: int | None = None, *, background: bool = True, **changes: Any) -> None:
         """Continue the shown run from step `at` (default: the shown step) with `changes`.
@@ -291,9 +296,12 @@ class Explorer(RunSwitches, ControlPanel, ExplorerState):
         self._set_quietly(controls_of_branch(parent, at, changes, self.guidance))
         self._runner.submit(Job(run, control, background, context=live))
 
-    def continue_from(self, guidance: float, k: int | None = None, background: bool = True) -> None:
-        """What-if made real: branch the shown run from step k with `guidance` for the rest."""
-        self.branch(k, guidance=check_guidance_value(guidance), background=background)
+    def continue_from(self, guidance: float, k: int | None = None, background: bool = True,
+                      pag_scale: float | None = None) -> None:
+        """What-if made real: branch the shown run from step k with `guidance` (and a PAG run's `pag_scale`,
+        None: its own) for the rest."""
+        pag = {} if pag_scale is None else {"pag_scale": pag_scale}
+        self.branch(k, guidance=check_guidance_value(guidance), background=background, **pag)
 
     def load_run(self, which: Any) -> Any:
         """Show run `which` (history index, run id, or Trajectory) in the Explorer; returns it."""

@@ -1,0 +1,58 @@
+"""A PAG pipeline in the Explorer (pag_panel.py): the PAG slider reaches Generate and "Branch here", the shown
+run's PAG per step comes to the page, and the what-if re-weighs PAG (no browser)."""
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+import nbdiffuse as nbd
+
+
+@pytest.fixture
+def pag_explorer(pag_pipe, open_explorer):
+    return open_explorer(pag_pipe, steps=4, guidance=5.0, prompt="a red circle")
+
+
+def test_the_pag_slider_reaches_generate_and_the_run_comes_back_with_its_pag(pag_explorer, pipe, open_explorer):
+    ex, fe = pag_explorer
+    assert fe.state["pag_available"] is True and fe.state["pag_scale"] == 3.0  # the pipeline's own default
+    fe.set(pag_scale=1.5)
+    ex.generate(background=False)
+    traj = ex.trajectory
+    assert traj.params["pag"]["scale"] == 1.5 and fe.state["pag_used"] == [1.5] * 4
+    assert "guidance 5, PAG 1.5," in fe.state["runs"][0]["changed"]
+    same = nbd.trace(ex.pipe, "a red circle", steps=4, guidance=5.0, seed=ex.seed, pipe_kwargs={"pag_scale": 1.5})
+    assert torch.equal(traj[-1].latents, same[-1].latents)
+    ex.generate(background=False, pipe_kwargs={"pag_scale": 0.5})  # pipe_kwargs win, and the slider shows what ran
+    assert ex.trajectory.params["pag"]["scale"] == 0.5 and fe.state["pag_scale"] == 0.5
+    with pytest.raises(ValueError, match="pag_scale must be a number from 0 to 100, got -1"):
+        ex.pag_scale = -1.0
+    plain, plain_fe = open_explorer(pipe)
+    assert plain_fe.state["pag_available"] is False and plain_fe.state["pag_used"] == []
+
+
+def test_what_if_pag_and_branch_here_with_another_pag(pag_explorer, wait_for):
+    ex, fe = pag_explorer
+    ex.generate(background=False)
+    traj = ex.trajectory
+    fe.send({"type": "whatif", "run": ex.run_id, "k": 1, "g": 5.0, "p": 0.0, "decoder": "full"})
+    wait_for(lambda: any(c.get("type") == "whatif" for c, _ in fe.customs), what="the what-if frame")
+    content, buffers = [(c, b) for c, b in fe.customs if c.get("type") == "whatif"][-1]
+    assert content["p"] == 0.0 and content["g"] == 5.0
+    want = traj.guided_image(1, 5.0, decoder="full", pag_scale=0.0)
+    assert Image.open(io.BytesIO(buffers[0])).convert("RGB").tobytes() == want.tobytes()
+    assert want.tobytes() != traj.image(1, "x0", decoder="full").tobytes()
+    fe.set(pag_scale=0.0, frame=1)
+    fe.send({"type": "branch", "k": 1})  # "Branch here": the PAG slider differs from the shown run's
+    assert ex.wait(120) and len(ex.history) == 2
+    child = ex.trajectory
+    assert child.params["pag"]["scale"] == 0.0 and [s.pag_scale for s in child] == [3.0, 3.0, 0.0, 0.0]
+    assert fe.state["pag_used"] == [3.0, 3.0, 0.0, 0.0] and "PAG 3 → 0" in fe.state["runs"][1]["changed"]
+    ex.load_run(traj)
+    fe.send({"type": "continue", "k": 2, "g": 5.0, "p": 1.0})  # "Continue from here" with the what-if's PAG
+    assert ex.wait(120) and [s.pag_scale for s in ex.trajectory] == [3.0, 3.0, 3.0, 1.0]
+    fe.send({"type": "whatif", "run": ex.run_id, "k": 1, "g": 5.0, "p": "x"})  # a bad request from the page
+    assert "what-if pag_scale" in ex.error
