@@ -130,11 +130,26 @@ def check_controlnet_pipe(pipe: Any) -> Any:
     return net
 
 
-def check_guess_mode(value: Any, net: Any = None) -> bool:
+# diffusers' SDXL PAG ControlNet pipelines run their ControlNet with guess_mode=False whatever is asked (the
+# image-to-image one takes the keyword and drops it; global_pool_conditions is not read either)
+GUESS_MODE_DROPPED = ("StableDiffusionXLControlNetPAGPipeline", "StableDiffusionXLControlNetPAGImg2ImgPipeline")
+
+
+def drops_guess_mode(pipe: Any) -> bool:
+    return any(cls.__name__ in GUESS_MODE_DROPPED for cls in type(pipe).__mro__)
+
+
+def check_guess_mode(value: Any, net: Any = None, pipe: Any = None) -> bool:
     """control_guess_mode: True or False; a ControlNet whose config has global_pool_conditions always runs
-    in guess mode (diffusers: guess_mode = guess_mode or global_pool_conditions, of the first net of several)."""
+    in guess mode (diffusers: guess_mode = guess_mode or global_pool_conditions, of the first net of several),
+    except in a pipeline that drops guess mode (GUESS_MODE_DROPPED), where True is refused."""
     if not isinstance(value, bool):
         raise TypeError(f"control_guess_mode must be True or False, got {show_value(value)}")
+    if pipe is not None and drops_guess_mode(pipe):
+        if value:
+            raise ValueError(f"control_guess_mode=True: {type(pipe).__name__} runs its ControlNet without guess "
+                             "mode (diffusers passes guess_mode=False to it); leave it False")
+        return False
     first = nets_of(net)[0] if net is not None else None
     if value and first is not None and not control_kind(net).guess_mode:
         raise ValueError(f"control_guess_mode=True: {type(first).__name__} has no guess mode (diffusers' guess_mode "
@@ -216,7 +231,7 @@ def plan_control(pipe: Any, image: Any, scale: Any, start: Any, end: Any, steps:
     schedules = [control_scale_schedule(v, steps, f"control_scale[{j}]" if n > 1 else "control_scale")
                  for j, v in enumerate(per)]
     return ControlPlan(images, [list(row) for row in zip(*schedules)], starts, ends,
-                       [controlnet_name(one) for one in nets], check_guess_mode(guess_mode, net), n > 1,
+                       [controlnet_name(one) for one in nets], check_guess_mode(guess_mode, net, pipe), n > 1,
                        check_control_mode(mode, nets))
 
 
@@ -249,6 +264,12 @@ class ControlStep:
         ControlNet draws its pictures' latents from it); None: a branch (its parent's draws again)."""
         self.pictures = self.kind.pictures(self, generator)
 
+    def _pictures(self, guided: bool, perturbed: bool, rows: int) -> list:
+        """Each ControlNet's picture for the step's batch: a PAG step's repeats the one-row picture for its rows."""
+        if not perturbed:
+            return self.pictures[guided]
+        return [torch.cat([picture] * rows) for picture in self.pictures[False]]
+
     def scale_at(self, k: int) -> list[float]:
         """The scales asked at step k, one per ControlNet: RunControl.set_control_scale's (one for every
         ControlNet, or one each), else the plan's."""
@@ -268,27 +289,32 @@ class ControlStep:
         return 1.0 - float(i / n < self.plan.starts[j] or (i + 1) / n > self.plan.ends[j])
 
     def residuals(self, x_in: torch.Tensor, t: Any, cond: Any, guided: bool, scale: list[float], i: int,
-                  positions: int, guidance: float | None = None) -> tuple[dict | None, torch.Tensor | None]:
+                  positions: int, guidance: float | None = None,
+                  perturbed: bool = False) -> tuple[dict | None, torch.Tensor | None]:
         """(the denoiser's extra arguments, the strength as a 0-d tensor), or (None, None) where none acts. Several
         ControlNets' residuals are summed in their order, as MultiControlNetModel sums them; one whose scale
-        times keep is 0 is not run (its residuals would be zeros)."""
+        times keep is 0 is not run (its residuals would be zeros). perturbed: a PAG step (core/pag.py), whose
+        batch has the prompt's row again: the ControlNet reads every row, as diffusers' PAG ControlNet
+        pipelines run it (guess mode then only scales its residuals)."""
         guess = self.plan.guess_mode
         self.guidance = guidance
         # guess mode: the prompt's row only, and none for the negative prompt's; Flux's: the prompt's row for all
-        both = guided and not guess and not self.kind.one_row
-        batch = torch.cat([x_in, x_in]) if both else x_in
+        both = guided and (perturbed or not guess) and not self.kind.one_row
+        rows = (2 if both else 1) + (1 if perturbed else 0)
+        batch = torch.cat([x_in] * rows) if rows > 1 else x_in
+        text = cond.rows(both, perturbed=perturbed)
         total: list[torch.Tensor] | None = None
-        for j, (net, picture) in enumerate(zip(self.nets, self.pictures[guided])):
+        for j, (net, picture) in enumerate(zip(self.nets, self._pictures(guided, perturbed, rows))):
             cond_scale = scale[j] * self.keep(i, positions, j)
             if cond_scale == 0.0:
                 continue
-            made = self.kind.run(self, j, net, batch, t, cond, both, picture, cond_scale, guess)
+            made = self.kind.run(self, j, net, batch, t, text, picture, cond_scale, guess)
             total = made if total is None else [a + b for a, b in zip(total, made)]
         if total is None:
             return None, None
-        if guided and guess:  # zeros for the negative prompt's row, as diffusers adds them
+        if guided and not both and not self.kind.one_row:  # guess mode: zeros for the negative prompt's row
             total = [torch.cat([torch.zeros_like(r), r]) for r in total]
-        row = -1  # the prompt's row (the last one when guided: diffusers batches uncond first)
+        row = -2 if perturbed else -1  # the prompt's row (diffusers batches uncond first, a PAG run's perturbed last)
         strength = torch.stack([r[row].float().pow(2).sum() for r in total]).sum().sqrt()
         return self.kind.extra(self, total), strength
 

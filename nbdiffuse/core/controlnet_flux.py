@@ -62,10 +62,10 @@ class FluxControl:
         return {False: made, True: made}
 
     @staticmethod
-    def run(step: Any, j: int, net: Any, batch: torch.Tensor, t: Any, cond: Any, both: bool, picture: torch.Tensor,
+    def run(step: Any, j: int, net: Any, batch: torch.Tensor, t: Any, text: dict, picture: torch.Tensor,
             scale: float, guess: bool) -> list[torch.Tensor]:
-        """ControlNet j's residuals, scaled: its double blocks', then its single blocks'."""
-        text = cond.cond
+        """ControlNet j's residuals (`text`: the prompt's row, one_row), scaled: its double blocks', then its
+        single blocks'."""
         modes = step.plan.modes or []
         mode = None if j >= len(modes) or modes[j] is None else \
             torch.tensor(modes[j]).to(picture.device, dtype=torch.long).view(-1, 1).expand(picture.shape[0], 1)

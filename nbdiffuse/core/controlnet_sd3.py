@@ -58,11 +58,10 @@ class SD3Control:
         return latents
 
     @staticmethod
-    def run(step: Any, j: int, net: Any, batch: torch.Tensor, t: Any, cond: Any, both: bool, picture: torch.Tensor,
+    def run(step: Any, j: int, net: Any, batch: torch.Tensor, t: Any, text: dict, picture: torch.Tensor,
             scale: float, guess: bool) -> list[torch.Tensor]:
-        """One ControlNet's block residuals for this evaluation, scaled."""
+        """One ControlNet's block residuals for this evaluation (`text`: its rows' text arguments), scaled."""
         config = step.nets[0].config
-        text = cond.both if both else cond.cond
         pooled = text["pooled_projections"]
         if config.get("force_zeros_for_pooled_projection"):
             pooled = torch.zeros_like(pooled)

@@ -35,10 +35,11 @@ class UNetControl:
                          for image in step.plan.images] for guided in (False, True)}
 
     @staticmethod
-    def run(step: Any, j: int, net: Any, batch: torch.Tensor, t: Any, cond: Any, both: bool,
+    def run(step: Any, j: int, net: Any, batch: torch.Tensor, t: Any, text: dict,
             picture: torch.Tensor, scale: float, guess: bool) -> list[torch.Tensor]:
-        """One ControlNet's residuals, scaled: the down blocks', then the middle block's."""
-        kwargs = step.family._unet_kwargs(cond.both if both else cond.cond)
+        """One ControlNet's residuals (`text`: its rows' text arguments), scaled: the down blocks', then the middle
+        block's."""
+        kwargs = step.family._unet_kwargs(text)
         down, mid = net(batch, t, controlnet_cond=picture, conditioning_scale=scale, guess_mode=guess,
                         return_dict=False, **kwargs)
         return [*down, mid]
@@ -52,11 +53,11 @@ class UnionControl(UNetControl):
     """SDXL's union ControlNet: a ControlNetModel's residuals, told the kind of its picture."""
 
     @staticmethod
-    def run(step: Any, j: int, net: Any, batch: torch.Tensor, t: Any, cond: Any, both: bool,
+    def run(step: Any, j: int, net: Any, batch: torch.Tensor, t: Any, text: dict,
             picture: torch.Tensor, scale: float, guess: bool) -> list[torch.Tensor]:
         """ControlNet j's residuals for its one picture of kind control_mode[j], scaled."""
         mode = step.plan.modes[j]
-        kwargs = step.family._unet_kwargs(cond.both if both else cond.cond)
+        kwargs = step.family._unet_kwargs(text)
         kinds = torch.zeros(net.config.num_control_type).scatter_(0, torch.tensor([mode]), 1)
         control_type = kinds.reshape(1, -1).to(batch.device, dtype=kwargs["encoder_hidden_states"].dtype)
         # a row per row the ControlNet reads (the pipeline repeats it for guidance's two rows even in guess mode,

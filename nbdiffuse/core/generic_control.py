@@ -24,8 +24,8 @@ import numbers
 from typing import Any
 
 from .control_mode import check_control_mode, union_types
-from .controlnet import (ControlPlan, check_guess_mode, check_windows, control_pictures, controlnet_name, nets_of,
-                         own_control_scale, per_net, plan_control)
+from .controlnet import (ControlPlan, check_guess_mode, check_windows, control_pictures, controlnet_name,
+                         drops_guess_mode, nets_of, own_control_scale, per_net, plan_control)
 from .validate import check_control_scale, show_value
 
 
@@ -52,9 +52,10 @@ def own_loop_asked(pipe: Any, pipe_kwargs: dict) -> bool:
 
 def takes_guess_mode(pipe: Any) -> bool:
     """Whether a run on `pipe` may ask for guess mode: it takes a control picture and its __call__ a guess_mode
-    (SD's and SDXL's ControlNet pipelines; not SD3's or Flux's)."""
+    that it uses (SD's and SDXL's ControlNet pipelines; not SD3's or Flux's, nor SDXL's PAG ones)."""
     try:
-        return control_slots(pipe) > 0 and "guess_mode" in inspect.signature(type(pipe).__call__).parameters
+        return control_slots(pipe) > 0 and "guess_mode" in inspect.signature(type(pipe).__call__).parameters \
+            and not drops_guess_mode(pipe)
     except (TypeError, ValueError):
         return False
 

@@ -215,7 +215,7 @@ class Run:
                     given, strength, perturbed, p = {"guidance": w}, None, None, None
                     if control is not None:  # its residuals go to the denoiser (families without ControlNets take none)
                         given["extra"], strength = control.residuals(x_in, t, self.cond, use_cfg, scale, i,
-                                                                     len(timesteps), guidance=w)
+                                                                     len(timesteps), guidance=w, perturbed=pag is not None)
                     if pag is None:
                         cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg, **given)
                     else:

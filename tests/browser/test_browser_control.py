@@ -4,6 +4,7 @@ branch, a refused upload named in the widget; screenshots during a run, after, a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -215,10 +216,10 @@ def test_two_controlnets_have_a_slot_each_and_an_empty_one_is_named(lab_server, 
     ex.root.screenshot(path=str(screenshots / "control_multi_dark.png"))
 
 
+ZOO = Path(__file__).resolve().parents[1] / "pipeline_zoo"  # the matrix's builders: a tiny ControlNet-XS pipeline
 OWN_LOOP_CELLS = [
-    "import torch\nimport nbdiffuse as nbd\nfrom diffusers import StableDiffusionControlNetPAGPipeline\n"
-    "from nbdiffuse.testing import tiny_controlnet_pipeline\ntorch.set_num_threads(1)\n"
-    "pipe = StableDiffusionControlNetPAGPipeline.from_pipe(tiny_controlnet_pipeline(), pag_applied_layers='mid')",
+    f"import sys\nsys.path.insert(0, {str(ZOO)!r})\nimport torch\nimport nbdiffuse as nbd\nimport builders_control\n"
+    "torch.set_num_threads(1)\npipe = builders_control.sd_controlnet_xs()",
     "ex = nbd.Explorer(pipe, steps=4, height=32, width=32, prompt='a red circle')\nex",
     "from PIL import Image\nImage.effect_noise((32, 32), 64).convert('RGB').save('noise.png')",
 ]

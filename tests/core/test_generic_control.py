@@ -67,22 +67,27 @@ def test_the_pipelines_own_default_scale_when_none_is_given():
 
 
 def test_several_controlnets_take_a_list_per_setting():
-    from diffusers import MultiControlNetModel, StableDiffusionControlNetPAGPipeline
+    from diffusers import HunyuanDiT2DMultiControlNetModel, HunyuanDiTControlNetPipeline
 
-    from nbdiffuse.testing import tiny_controlnet
+    from nbdiffuse.testing import seeded_weights
 
-    one = builders_control.sd_controlnet_pag()  # its own loop: PAG
-    nets = MultiControlNetModel([one.controlnet, tiny_controlnet(one, seed=1)])
-    pipe = StableDiffusionControlNetPAGPipeline.from_pipe(one, controlnet=nets)
-    pictures = [picture(1, 16), picture(2, 16)]
-    traj = nbd.trace(pipe, PROMPT, steps=2, guidance=7.5, height=16, width=16, control_image=pictures,
-                     control_scale=[0.7, 0.4], control_end=[1.0, 0.5])
-    out = pipe(PROMPT, image=pictures, num_inference_steps=2, guidance_scale=7.5, height=16, width=16,
-               output_type="latent", generator=torch.Generator().manual_seed(0),
-               controlnet_conditioning_scale=[0.7, 0.4], control_guidance_start=[0.0, 0.0],
-               control_guidance_end=[1.0, 0.5]).images[0]
+    one = builders_control.hunyuan_dit_controlnet()  # its own loop
+    torch.manual_seed(1)
+    other = type(one.controlnet)(**{k: v for k, v in one.controlnet.config.items() if not k.startswith("_")})
+    seeded_weights([*other.controlnet_blocks, other.input_block], seed=1)
+    pipe = HunyuanDiTControlNetPipeline.from_pipe(one, controlnet=HunyuanDiT2DMultiControlNetModel([one.controlnet,
+                                                                                                   other.eval()]))
+    pipe.set_progress_bar_config(disable=True)
+    pictures = [picture(1), picture(2)]
+    run = dict(steps=2, guidance=5.0, height=32, width=32, control_image=pictures)
+    traj = nbd.trace(pipe, PROMPT, control_scale=[0.7, 0.4], **run)
+    torch.manual_seed(0)  # as a trace seeds torch's global RNG on the generic path
+    out = pipe(PROMPT, control_image=pictures, num_inference_steps=2, guidance_scale=5.0, height=32, width=32,
+               output_type="latent", generator=torch.Generator().manual_seed(0), use_resolution_binning=False,
+               controlnet_conditioning_scale=[0.7, 0.4]).images[0]
     assert traj.params["family"] == "generic" and torch.equal(traj.final_latents, out)
     assert traj.params["control"]["nets"] == 2 and [s.control_scale for s in traj] == [[0.7, 0.4]] * 2
+    assert not torch.equal(nbd.trace(pipe, PROMPT, control_scale=[0.7, 0.0], **run).final_latents, out)
 
 
 @pytest.mark.parametrize("kwargs, error, words", [

@@ -22,9 +22,11 @@ def _families() -> list[tuple[type, type]]:
                            StableDiffusion3Img2ImgPipeline, StableDiffusion3PAGImg2ImgPipeline,
                            StableDiffusion3PAGPipeline, StableDiffusion3Pipeline,
                            StableDiffusionControlNetImg2ImgPipeline, StableDiffusionControlNetPipeline,
-                           StableDiffusionImg2ImgPipeline, StableDiffusionPAGImg2ImgPipeline,
+                           StableDiffusionControlNetPAGPipeline, StableDiffusionImg2ImgPipeline,
+                           StableDiffusionPAGImg2ImgPipeline,
                            StableDiffusionPAGPipeline, StableDiffusionPipeline,
-                           StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLControlNetPipeline,
+                           StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLControlNetPAGImg2ImgPipeline,
+                           StableDiffusionXLControlNetPAGPipeline, StableDiffusionXLControlNetPipeline,
                            StableDiffusionXLControlNetUnionImg2ImgPipeline, StableDiffusionXLControlNetUnionPipeline,
                            StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPAGImg2ImgPipeline,
                            StableDiffusionXLPAGPipeline, StableDiffusionXLPipeline)
@@ -52,7 +54,10 @@ def _families() -> list[tuple[type, type]]:
             (StableDiffusion3PAGPipeline, StableDiffusion3Family),
             (StableDiffusionPAGImg2ImgPipeline, StableDiffusionFamily),
             (StableDiffusionXLPAGImg2ImgPipeline, StableDiffusionXLFamily),
-            (StableDiffusion3PAGImg2ImgPipeline, StableDiffusion3Family)]
+            (StableDiffusion3PAGImg2ImgPipeline, StableDiffusion3Family),
+            (StableDiffusionControlNetPAGPipeline, StableDiffusionFamily),
+            (StableDiffusionXLControlNetPAGPipeline, StableDiffusionXLFamily),
+            (StableDiffusionXLControlNetPAGImg2ImgPipeline, StableDiffusionXLFamily)]
 
 
 def supported_pipelines() -> list[str]:
