@@ -1,4 +1,5 @@
-"""Perturbed-attention guidance (PAG): diffusers' PAG pipelines of SD, SDXL and SD3 in nbdiffuse's loop.
+"""Perturbed-attention guidance (PAG): diffusers' PAG pipelines of SD, SDXL, SD3 and PixArt-sigma (and the
+ControlNet ones of SD and SDXL) in nbdiffuse's loop.
 
 PAG (Ahn et al. 2024; diffusers' PAGMixin) adds one batch row per step: the prompt's row again, run with
 the self-attention of the chosen layers (`pipe.pag_applied_layers`) replaced by the identity, so the model

@@ -48,6 +48,21 @@ def test_a_pag_run_is_bit_for_bit_the_pipelines_own(pags, name, guidance, scale,
         assert traj[0].pag_scale > traj[1].pag_scale and traj[-1].pag_scale == 0.0
 
 
+@pytest.mark.parametrize("guidance", [4.5, 1.0])
+def test_pixart_sigmas_pag_pipeline_runs_in_the_pixart_family(guidance):
+    """PixArtSigmaPAGPipeline takes no callback_on_step_end: only the family's loop can watch it."""
+    from diffusers import PixArtSigmaPAGPipeline
+
+    pipe = PixArtSigmaPAGPipeline(**testing.tiny_pixart_pipeline(sigma=True).components, pag_applied_layers="blocks.0")
+    pipe.set_progress_bar_config(disable=True)
+    traj = nbd.trace(pipe, PROMPT, steps=4, guidance=guidance, seed=1, pipe_kwargs={"pag_scale": 2.0})
+    out = pipe(PROMPT, num_inference_steps=4, guidance_scale=guidance, generator=torch.Generator().manual_seed(1),
+               output_type="latent", use_resolution_binning=False, pag_scale=2.0, height=traj.params["height"],
+               width=traj.params["width"]).images[0]
+    assert traj.params["family"] == "pixart-sigma" and torch.equal(traj[-1].latents, out)
+    assert all(step.eps_perturbed is not None and step.pag_scale == 2.0 for step in traj)
+
+
 def test_the_denoisers_own_processors_come_back_after_a_run_and_after_a_failed_one(pag_pipe):
     before = {name: type(p) for name, p in pag_pipe.unet.attn_processors.items()}
 

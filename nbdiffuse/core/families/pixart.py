@@ -24,7 +24,7 @@ from .sd import StableDiffusionFamily
 
 
 class PixArtFamily(StableDiffusionFamily):
-    """PixArtAlphaPipeline and PixArtSigmaPipeline."""
+    """PixArtAlphaPipeline and PixArtSigmaPipeline (and its PAG sibling, core/pag.py)."""
 
     name = "pixart"
     default_guidance = 4.5
@@ -32,9 +32,9 @@ class PixArtFamily(StableDiffusionFamily):
 
     def __init__(self, pipe: Any):
         super().__init__(pipe)
-        from diffusers import PixArtSigmaPipeline
+        from diffusers import PixArtSigmaPAGPipeline, PixArtSigmaPipeline
 
-        self.sigma = isinstance(pipe, PixArtSigmaPipeline)
+        self.sigma = isinstance(pipe, (PixArtSigmaPipeline, PixArtSigmaPAGPipeline))
         self.max_sequence_length = 300 if self.sigma else 120  # the pipelines' defaults
         self.name = "pixart-sigma" if self.sigma else "pixart-alpha"
 
@@ -65,18 +65,16 @@ class PixArtFamily(StableDiffusionFamily):
                 d.update(resolution=resolution, aspect_ratio=aspect)
         return self._pack(cond, uncond)
 
-    def predict(self, x_in: torch.Tensor, t: torch.Tensor, cond: Conditioning, guided: bool,
-                guidance: float | None = None):
-        batch = torch.cat([x_in, x_in]) if guided else x_in
-        kwargs = cond.both if guided else cond.cond
-        timestep = t.reshape(1).to(batch.device).expand(batch.shape[0])
-        added = {"resolution": kwargs.get("resolution"), "aspect_ratio": kwargs.get("aspect_ratio")}
-        out = self.pipe.transformer(batch, encoder_hidden_states=kwargs["encoder_hidden_states"],
-                                    encoder_attention_mask=kwargs["encoder_attention_mask"], timestep=timestep,
+    def _rows_out(self, x_in: torch.Tensor, t: torch.Tensor, rows: dict, n: int, guidance: float | None,
+                  extra: dict | None) -> tuple:
+        """One transformer call on `n` copies of x_in with the text rows `rows` (SD's predict and predict_perturbed
+        pick the rows), the variance half of a learned-sigma output dropped: PixArt's samplers do not use it."""
+        batch = x_in if n == 1 else torch.cat([x_in] * n)
+        timestep = t.reshape(1).to(batch.device).expand(n)
+        added = {"resolution": rows.get("resolution"), "aspect_ratio": rows.get("aspect_ratio")}
+        out = self.pipe.transformer(batch, encoder_hidden_states=rows["encoder_hidden_states"],
+                                    encoder_attention_mask=rows["encoder_attention_mask"], timestep=timestep,
                                     added_cond_kwargs=added, return_dict=False)[0]
         if self.learned_sigma:
-            out = out.chunk(2, dim=1)[0]  # the variance half: PixArt's samplers do not use it
-        if guided:
-            uncond, cond_out = out.chunk(2)
-            return cond_out, uncond
-        return out, None
+            out = out.chunk(2, dim=1)[0]
+        return out.chunk(n) if n > 1 else (out,)

@@ -18,7 +18,7 @@ from .sdxl import StableDiffusionXLFamily
 
 def _families() -> list[tuple[type, type]]:
     from diffusers import (FluxControlNetImg2ImgPipeline, FluxControlNetPipeline, FluxImg2ImgPipeline, FluxPipeline,
-                           PixArtAlphaPipeline, PixArtSigmaPipeline, StableDiffusion3ControlNetPipeline,
+                           PixArtAlphaPipeline, PixArtSigmaPAGPipeline, PixArtSigmaPipeline, StableDiffusion3ControlNetPipeline,
                            StableDiffusion3Img2ImgPipeline, StableDiffusion3PAGImg2ImgPipeline,
                            StableDiffusion3PAGPipeline, StableDiffusion3Pipeline,
                            StableDiffusionControlNetImg2ImgPipeline, StableDiffusionControlNetPipeline,
@@ -57,7 +57,8 @@ def _families() -> list[tuple[type, type]]:
             (StableDiffusion3PAGImg2ImgPipeline, StableDiffusion3Family),
             (StableDiffusionControlNetPAGPipeline, StableDiffusionFamily),
             (StableDiffusionXLControlNetPAGPipeline, StableDiffusionXLFamily),
-            (StableDiffusionXLControlNetPAGImg2ImgPipeline, StableDiffusionXLFamily)]
+            (StableDiffusionXLControlNetPAGImg2ImgPipeline, StableDiffusionXLFamily),
+            (PixArtSigmaPAGPipeline, PixArtFamily)]
 
 
 def supported_pipelines() -> list[str]:
