@@ -1,5 +1,5 @@
-"""nbdiffuse's locks: one per pipeline (two runs never race on one model, and LoRA changes wait for the run
-using it), and one for every tokenizer call."""
+"""nbdiffuse's locks: one per model (two runs never race on one denoiser, however many pipelines share it, and
+LoRA changes wait for the run using it), and one for every tokenizer call."""
 from __future__ import annotations
 
 import contextlib
@@ -19,11 +19,21 @@ _pipe_locks_guard = threading.Lock()
 
 
 def pipe_lock(pipe: Any) -> threading.RLock:
-    """The lock every run (and every LoRA change) of `pipe` holds while it uses the model."""
+    """The lock every run (and every LoRA change) of `pipe` holds while it uses the model: one per denoiser, so
+    pipelines that share it (`from_pipe`: a PAG pipeline's perturbed layers, a LoRA, are set on the shared
+    UNet while a run uses it) take turns too."""
+    from .families.base import denoiser_of
+
+    key = denoiser_of(pipe)
+    key = pipe if key is None else key
     with _pipe_locks_guard:
-        lock = _pipe_locks.get(pipe)
+        try:
+            lock = _pipe_locks.get(key)
+        except TypeError:  # not weakly referenceable: the pipeline's own
+            key = pipe
+            lock = _pipe_locks.get(key)
         if lock is None:
-            lock = _pipe_locks[pipe] = threading.RLock()
+            lock = _pipe_locks[key] = threading.RLock()
         return lock
 
 

@@ -160,3 +160,14 @@ def test_a_decision_curve_continues_with_the_runs_own_pag(pag_pipe, monkeypatch)
     traj = nbd.trace(pag_pipe, PROMPT, steps=3, guidance=4.0, seed=0, pipe_kwargs={"pag_scale": 1.5})
     curve = decision.decision_curve_of(pag_pipe, traj, samples=1, at=[0])
     assert curve.steps == [0] and seen and all(plan.scale == 1.5 and plan.layers == ("mid",) for plan in seen)
+
+
+def test_pipelines_that_share_a_denoiser_take_turns(pag_pipe):
+    """A PAG run sets its processors on the UNet it shares with from_pipe's plain pipeline: one lock for both."""
+    from diffusers import StableDiffusionPipeline
+
+    from nbdiffuse.core.locks import pipe_lock
+
+    plain = StableDiffusionPipeline.from_pipe(pag_pipe)
+    assert plain.unet is pag_pipe.unet and pipe_lock(plain) is pipe_lock(pag_pipe)
+    assert pipe_lock(testing.tiny_sd_pipeline()) is not pipe_lock(pag_pipe)
