@@ -21,6 +21,7 @@ pag_scale and pag_adaptive_scale are the pipeline's own keywords: trace(..., pip
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,9 +86,40 @@ def plan_pag(pipe: Any, pipe_kwargs: dict) -> tuple[PagPlan | None, dict]:
     for name, hi in zip(KEYWORDS, (MAX_PAG_SCALE, MAX_ADAPTIVE)):
         given = pipe_kwargs.get(name, defaults[name].default if name in defaults else 0.0)
         values[name] = check_pag_value(f"pipe_kwargs[{name!r}]", given, hi)
-    layers = getattr(pipe, "pag_applied_layers", None) or []
+    layers = tuple(getattr(pipe, "pag_applied_layers", None) or [])
+    plan = PagPlan(values["pag_scale"], values["pag_adaptive_scale"], layers)
+    if plan.on:
+        check_layers(pipe, layers)
     rest = {k: v for k, v in pipe_kwargs.items() if k not in KEYWORDS}
-    return PagPlan(values["pag_scale"], values["pag_adaptive_scale"], tuple(layers)), rest
+    return plan, rest
+
+
+def check_layers(pipe: Any, layers: tuple[str, ...]) -> None:
+    """Each of pipe.pag_applied_layers must name a self-attention layer of the denoiser, by diffusers' rule
+    (a regular expression searched in the layer's name; "blocks.1" does not match "blocks.10"): refused before
+    any model work, not at the first step."""
+    from diffusers.models.attention_processor import Attention
+
+    from .families.base import denoiser_of
+
+    names = [name for name, module in denoiser_of(pipe).named_modules()
+             if isinstance(module, Attention) and not module.is_cross_attention]
+    for layer in layers:
+        if not any(_matches(layer, name) for name in names):
+            blocks = sorted({name.rsplit(".attentions.", 1)[0].rsplit(".transformer_blocks.", 1)[0] for name in names})
+            raise ValueError(f"pipe.pag_applied_layers: {layer!r} matches no self-attention layer of "
+                             f"{type(denoiser_of(pipe)).__name__} (a pattern searched in the layers' names, e.g. "
+                             f"{', '.join(repr(b) for b in blocks[:6])}); set others with "
+                             "pipe.set_pag_applied_layers([...])")
+
+
+def _matches(layer: str, name: str) -> bool:
+    last, tail = layer.split(".")[-1], name.split(".")[-1]
+    integral = last.isnumeric() and tail.isnumeric() and last == tail  # diffusers' "fake integral match"
+    try:
+        return re.search(layer, name) is not None and not integral
+    except re.error:
+        return False
 
 
 def plan_from_params(params: dict) -> PagPlan | None:
@@ -145,4 +177,6 @@ def branch_pag(pipe: Any, params: dict, changes: dict) -> PagPlan | None:
     if plan.on and not is_pag(pipe):
         raise ValueError(f"this run used perturbed-attention guidance (pag_scale {plan.scale:g}); "
                          f"{type(pipe).__name__} has none: branch with a PAG pipeline, or pass pag_scale=0")
+    if plan.on:
+        check_layers(pipe, plan.layers)  # the run's layers, in this pipeline's denoiser
     return plan

@@ -136,6 +136,14 @@ def test_bad_pag_values_are_refused_by_name_before_any_model_work(pag_pipe, sd_p
         nbd.core.prepare(pag_pipe, PROMPT, steps=2, pipe_kwargs={"pag_adaptive_scale": 2})
     with pytest.raises(ValueError, match=r"pipe_kwargs\['pag_scale'\]=2.0: StableDiffusionPipeline runs"):
         nbd.core.prepare(sd_pipe, PROMPT, steps=2, pipe_kwargs={"pag_scale": 2.0})
+    pag_pipe.set_pag_applied_layers(["mid", "blocks.9"])
+    try:  # diffusers says so at the first step; nbdiffuse before any model work
+        with pytest.raises(ValueError, match="pipe.pag_applied_layers: 'blocks.9' matches no self-attention layer of "
+                                             "UNet2DConditionModel"):
+            nbd.core.prepare(pag_pipe, PROMPT, steps=2)
+        nbd.core.prepare(pag_pipe, PROMPT, steps=2, pipe_kwargs={"pag_scale": 0.0})  # no PAG: no layer is used
+    finally:
+        pag_pipe.set_pag_applied_layers("mid")
 
 
 @pytest.mark.parametrize("name, plain", [("sd", testing.tiny_sd_pipeline), ("sd3", testing.tiny_sd3_pipeline)])
