@@ -34,3 +34,7 @@ def test_notebook_runs_top_to_bottom(name, run_notebook):
         "07_latent_space_vae": "round trip PSNR",
     }[name]
     assert expected in text, text[-2000:]
+    if name == "04_guidance":  # the what-if row, and PAG's: a strip of scales and its what-if row
+        pictures = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs
+                    if "image/png" in o.get("data", {})]
+        assert len(pictures) >= 3, text[-2000:]
