@@ -2,13 +2,16 @@
 
     python benchmarks/guidance_lesson.py [--model DIR] [--captions 400] [--guidance 1,3,5,10,20]
                                          [--steps 30] [--threads 2] [--batch 100] [--grid grid.png]
+                                         [--pag 0,1,2,4] [--pag-layers up]
 
 For each guidance scale, generates one picture for each of N held-out random captions (caption i
 with seed i; seeds training never saw), 30 Euler steps, in batches through the pipeline itself,
 and prints per-attribute adherence (nbdiffuse.shapes.adherence), joint adherence and the mean
 share of pixels off the palette (nbdiffuse.shapes.off_palette: the sign of too much guidance),
 then the bars of the guidance issue with pass/fail. --grid writes one caption per row at each
-guidance scale (the README's sample grid).
+guidance scale (the README's sample grid). --pag: the same for each perturbed-attention guidance scale at
+each guidance scale, through diffusers' StableDiffusionPAGPipeline on the model (--pag-layers: the UNet's
+layers it perturbs); the bars are checked on its runs without PAG only.
 """
 from __future__ import annotations
 
@@ -26,14 +29,15 @@ from nbdiffuse.shapes import adherence, off_palette, random_caption
 ATTRIBUTE_BARS = {"color": 0.90, "position": 0.90, "shape": 0.85, "size": 0.85, "background": 0.95}
 
 
-def generate(pipe, prompts: list[str], seeds: list[int], guidance: float, steps: int, batch: int) -> list[np.ndarray]:
-    """uint8 (64, 64, 3) pictures, prompt i from seed i, batched through pipe(...)."""
+def generate(pipe, prompts: list[str], seeds: list[int], guidance: float, steps: int, batch: int,
+             **more) -> list[np.ndarray]:
+    """uint8 (64, 64, 3) pictures, prompt i from seed i, batched through pipe(...) (more: its other keywords)."""
     out = []
     for start in range(0, len(prompts), batch):
         part = slice(start, start + batch)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds[part]]
         images = pipe(prompts[part], guidance_scale=guidance, num_inference_steps=steps, generator=generators,
-                      output_type="np").images
+                      output_type="np", **more).images
         out.extend(np.clip(np.round(images * 255), 0, 255).astype(np.uint8))
     return out
 
@@ -48,6 +52,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--grid", default=None, help="write a PNG: rows of captions, one column per guidance scale")
     parser.add_argument("--json", default=None, help="write the figures here as JSON")
+    parser.add_argument("--pag", default=None, help="perturbed-attention guidance scales, e.g. 0,1,2,4")
+    parser.add_argument("--pag-layers", default="up", help="the UNet layers PAG perturbs (diffusers' pag_applied_layers)")
     args = parser.parse_args()
     scales = [float(g) for g in args.guidance.split(",")]
     torch.set_num_threads(args.threads)
@@ -60,15 +66,25 @@ def main() -> None:
     seeds = list(range(args.captions))
 
     figures, pictures = {}, {}
+    if args.pag is not None:
+        from diffusers import StableDiffusionPAGPipeline
+
+        pipe = StableDiffusionPAGPipeline.from_pipe(pipe, pag_applied_layers=args.pag_layers)
+        pipe.set_progress_bar_config(disable=True)
     for g in scales:
-        began = time.perf_counter()
-        images = generate(pipe, prompts, seeds, g, args.steps, args.batch)
-        pictures[g] = images[:6]
-        result = adherence(images, prompts)
-        result["off_palette"] = float(np.mean([off_palette(im) for im in images]))
-        figures[g] = result
-        print(f"guidance {g:>5g}: " + "  ".join(f"{k} {v:.3f}" for k, v in result.items())
-              + f"   ({time.perf_counter() - began:.0f} s)", flush=True)
+        for pag in [float(p) for p in args.pag.split(",")] if args.pag is not None else [None]:
+            began = time.perf_counter()
+            more = {} if pag is None else {"pag_scale": pag}
+            images = generate(pipe, prompts, seeds, g, args.steps, args.batch, **more)
+            result = adherence(images, prompts)
+            result["off_palette"] = float(np.mean([off_palette(im) for im in images]))
+            if not pag:  # the bars and the grid: runs without PAG
+                pictures[g], figures[g] = images[:6], result
+            if pag is not None:
+                figures[f"{g:g} pag {pag:g}"] = result
+            label = f"guidance {g:>5g}" + ("" if pag is None else f", PAG {pag:g}")
+            print(f"{label}: " + "  ".join(f"{k} {v:.3f}" for k, v in result.items())
+                  + f"   ({time.perf_counter() - began:.0f} s)", flush=True)
 
     def at(g: float, key: str):
         return figures[g][key] if g in figures else None
@@ -90,7 +106,7 @@ def main() -> None:
             json.dump({"captions": args.captions, "steps": args.steps, "figures": {str(g): v for g, v in figures.items()}},
                       f, indent=1)
     if args.grid:
-        write_grid(args.grid, prompts[:6], scales, pictures)
+        write_grid(args.grid, prompts[:6], [g for g in scales if g in pictures], pictures)
 
 
 def write_grid(path: str, prompts: list[str], scales: list[float], pictures: dict, cell: int = 128) -> None:

@@ -57,10 +57,13 @@ class WhatIf {
     }
   }
 
-  // The what-if's values: guidance, and PAG for a run with it.
+  // The what-if's values: guidance, and PAG where its slider left the shown step's (an adaptive PAG's
+  // step value is not its scale: Continue then keeps the run's own).
   values() {
     const g = Number(this.slider.value);
-    return this.pagAt(this.state.shown) === null ? { g } : { g, p: Number(this.pag.value) };
+    const used = this.pagAt(this.state.shown);
+    const p = Number(this.pag.value);
+    return used === null || Math.abs(p - used) < 1e-6 ? { g } : { g, p };
   }
 
   request(decoder) {
