@@ -88,8 +88,8 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
     if image is not None and ("height" not in params or default is None):  # the picture's size (rounded down),
         # as SD img2img takes it, and as ZImageImg2ImgPipeline does when its height is left None
         default = (max(factor, image.height // factor * factor), max(factor, image.width // factor * factor))
-    elif image is None and control_plan is not None and "height" in params:  # the control picture's, as a family's
-        default = control_size(control_plan, factor)
+    elif image is None and control_plan is not None and "height" in params and not adapter.sizes_itself():
+        default = control_size(control_plan, factor)  # the control picture's, as ControlNet-XS takes it
     if default is None and (height is None or width is None):
         raise ValueError(f"height and width: nbdiffuse cannot tell the default size of {name}; pass both "
                          f"(multiples of {factor})")

@@ -141,3 +141,23 @@ def test_a_pipeline_that_draws_from_the_global_rng_runs_the_same_from_its_seed_a
     out = pipe(PROMPT, control_image=control, num_inference_steps=2, guidance_scale=3.5, height=16, width=16,
                output_type="latent", generator=torch.Generator().manual_seed(5)).images[0]
     assert torch.equal(first.final_latents, out)
+
+
+@pytest.mark.parametrize("build, side, expected", [("hunyuan_dit_controlnet", 48, 64), ("sd_controlnet_xs", 24, 24)])
+def test_without_a_size_a_run_takes_the_size_its_pipeline_would(build, side, expected):
+    """HunyuanDiT's falls back to its own size (`height = height or ...`); ControlNet-XS takes the picture's."""
+    from nbdiffuse.core.generic_control import control_parameter
+
+    pipe = getattr(builders_control, build)()
+    hint = picture(4, side)
+    traj = nbd.trace(pipe, PROMPT, steps=2, guidance=5.0, control_image=hint)
+    assert (traj.params["height"], traj.params["width"]) == (expected, expected)
+    import inspect
+
+    accepted = inspect.signature(type(pipe).__call__).parameters
+    kwargs = {"use_resolution_binning": False} if "use_resolution_binning" in accepted else {}
+    torch.manual_seed(0)  # as a trace seeds torch's global RNG on the generic path
+    out = pipe(PROMPT, num_inference_steps=2, guidance_scale=5.0, output_type="latent",
+               generator=torch.Generator().manual_seed(0), **{control_parameter(pipe, accepted): hint},
+               **kwargs).images[0]
+    assert torch.equal(traj.final_latents, out)

@@ -98,6 +98,14 @@ class GenericPipeline:
             return sample * self.vae_factor, sample * self.vae_factor
         return None
 
+    def sizes_itself(self) -> bool:
+        """Whether pipe(...) given no height picks its own size (a default in its signature, or a fallback in its
+        body: `height = height or ...`) rather than the size of the picture it is given (ControlNet-XS)."""
+        default = getattr(self.parameters.get("height"), "default", None)
+        if isinstance(default, int) and not isinstance(default, bool):
+            return True
+        return re.search(r"\bheight\s*=\s*height\s+or\b", self._call_source()) is not None
+
     def _call_source(self) -> str:
         try:
             return inspect.getsource(type(self.pipe).__call__)
