@@ -139,7 +139,8 @@ def sweep(source: Any = None, prompt: str | None = None, axes: dict | None = Non
     source: None (the embedded model), a folder or hub id (each worker loads it, once, and keeps it
     for later cells and sweeps; so does this process), or, in this process, a loaded pipeline.
     axes: {name: values}; names are trace's keywords (guidance, steps,
-    scheduler, seed, negative_prompt, height, width, strength, ...), lora_scale, prompt (a list),
+    scheduler, seed, negative_prompt, height, width, strength, ...), lora_scale, a PAG pipeline's pag_scale and
+    pag_adaptive_scale, prompt (a list),
     prompt_sr ([search, replacement, ...]), seed_walk=(a, b, n) and prompt_walk=(p, q, n).
     executor: None runs here; any concurrent.futures.Executor (Dask: Client.get_executor()) runs
     each cell as a task. frames: workers save each step's pictures into the files they send back

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .pag import KEYWORDS as PAG_KEYWORDS
+
 _MODELS: dict[tuple, Any] = {}
 _LOAD_LOCK = threading.Lock()
 
@@ -40,6 +42,9 @@ def prepare_call(pipe: Any, call: dict) -> Any:
     call = dict(call)
     walk = call.pop("walk", None)
     call.pop("lora_scale", None)
+    pag = {key: call.pop(key) for key in PAG_KEYWORDS if key in call}  # a PAG pipeline's own keywords
+    if pag:
+        call["pipe_kwargs"] = {**(call.get("pipe_kwargs") or {}), **pag}
     run = prepare(pipe, **call)
     if walk is not None:
         attach_walk(run, Walk(seeds=walk.get("seeds"), prompts=walk.get("prompts")))

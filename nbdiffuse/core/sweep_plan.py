@@ -4,12 +4,14 @@ An axis is any keyword of `trace` (guidance, steps, scheduler, seed, negative_pr
 strength, image, and whatever keywords trace gains, such as a ControlNet's control_scale) or one
 of these:
 - `lora_scale`: the LoRA weight (nbd.set_lora_scale) before the cell's run;
+- `pag_scale`, `pag_adaptive_scale`: a PAG pipeline's perturbed-attention guidance (core/pag.py), passed to the
+  run as its pipe_kwargs;
 - `prompt`: a list of prompts;
 - `prompt_sr`: [search, replacement, ...], the web UIs' "Prompt S/R": the first cell keeps the
   prompt, each next one replaces every `search` in it (and in the negative prompt) by the replacement;
 - `seed_walk=(a, b, n)` and `prompt_walk=(p, q, n)`: n points from one end to the other (core/walks.py).
-A cell's call is a plain dict (it travels to other processes): trace's keywords, plus "walk" and
-"lora_scale" when set.
+A cell's call is a plain dict (it travels to other processes): trace's keywords, plus "walk", "lora_scale",
+"pag_scale" and "pag_adaptive_scale" when set.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from .validate import check_prompt, show_value
 from .walks import prompt_end, seed_end, walk_points
 
 NOT_AXES = ("pipe", "control", "on_step")  # trace's keywords a sweep sets itself
-EXTRA_KEYS = ("lora_scale",)  # applied to the pipeline before a cell runs
+EXTRA_KEYS = ("lora_scale", "pag_scale", "pag_adaptive_scale")  # the LoRA's weight; PAG's, into pipe_kwargs
 SPECIAL_AXES = ("prompt_sr", "seed_walk", "prompt_walk")
 LOAD_KEYS = ("device", "dtype", "lora", "controlnet")  # how each worker loads the model (fixed only)
 MAX_CELLS = 10_000

@@ -179,3 +179,13 @@ def test_pipelines_that_share_a_denoiser_take_turns(pag_pipe):
     plain = StableDiffusionPipeline.from_pipe(pag_pipe)
     assert plain.unet is pag_pipe.unet and pipe_lock(plain) is pipe_lock(pag_pipe)
     assert pipe_lock(testing.tiny_sd_pipeline()) is not pipe_lock(pag_pipe)
+
+
+def test_a_sweep_over_pag_scale_runs_each_cell_as_its_trace(pag_pipe):
+    sweep = nbd.sweep(pag_pipe, PROMPT, axes={"pag_scale": [0.0, 2.0]}, steps=3, guidance=4.0, seed=1, progress=False)
+    assert [cell.labels["pag_scale"] for cell in sweep.cells] == ["0", "2"]
+    for cell, scale in zip(sweep.cells, (0.0, 2.0)):
+        same = nbd.trace(pag_pipe, PROMPT, steps=3, guidance=4.0, seed=1, pipe_kwargs={"pag_scale": scale})
+        assert cell.run.params["pag"]["scale"] == scale and torch.equal(cell.run[-1].latents, same[-1].latents)
+    with pytest.raises(ValueError, match=r"pipe_kwargs\['pag_scale'\] must be a number from 0 to 100"):
+        nbd.sweep(pag_pipe, PROMPT, axes={"pag_scale": [1.0, -1.0]}, steps=2, progress=False)
