@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .controlnet_loading import check_controlnet_arg, with_controlnet
+from .pag_loading import check_pag_arg, with_pag
 from .decode import ApproxDecoder
 from .families.registry import takes_step_callback
 from .lora import check_lora_scale, load_lora, set_lora_scale
@@ -65,7 +66,7 @@ def resolve_dtype(dtype: Any, device: torch.device, pipeline_class: str = "") ->
 
 
 def load_pipeline(source: Any = None, device: Any = None, dtype: Any = None, lora: Any = None,
-                  lora_scale: float = 1.0, controlnet: Any = None):
+                  lora_scale: float = 1.0, controlnet: Any = None, pag: Any = None):
     """A diffusers pipeline ready for nbd.trace and the widgets.
 
     source: None for the embedded shapes model (CPU-friendly, offline); a local diffusers
@@ -81,11 +82,16 @@ def load_pipeline(source: Any = None, device: Any = None, dtype: Any = None, lor
     kind (several at once, diffusers' MultiControlNetModel):
     the result is the matching ControlNet pipeline, for nbd.trace(..., control_image=...)
     (core/controlnet_loading.py).
+    pag: the layers perturbed-attention guidance perturbs ("mid", "up", "blocks.1", or a list): the result is
+    the pipeline's PAG sibling (its ControlNet one with controlnet=...), for pipe_kwargs={"pag_scale": ...}
+    (core/pag_loading.py).
     """
     if controlnet is not None:
         check_controlnet_arg(controlnet)
+    layers = check_pag_arg(pag)
     pipe = _load(source, device, dtype, lora, lora_scale)
-    return pipe if controlnet is None else with_controlnet(pipe, controlnet)
+    pipe = pipe if controlnet is None else with_controlnet(pipe, controlnet)
+    return pipe if layers is None else with_pag(pipe, layers)
 
 
 def _load(source: Any, device: Any, dtype: Any, lora: Any, lora_scale: float):

@@ -94,7 +94,7 @@ def plan_pag(pipe: Any, pipe_kwargs: dict) -> tuple[PagPlan | None, dict]:
     return plan, rest
 
 
-def check_layers(pipe: Any, layers: tuple[str, ...]) -> None:
+def check_layers(pipe: Any, layers: tuple[str, ...], name: str = "pipe.pag_applied_layers") -> None:
     """Each of pipe.pag_applied_layers must name a self-attention layer of the denoiser, by diffusers' rule
     (a regular expression searched in the layer's name; "blocks.1" does not match "blocks.10"): refused before
     any model work, not at the first step."""
@@ -107,7 +107,7 @@ def check_layers(pipe: Any, layers: tuple[str, ...]) -> None:
     for layer in layers:
         if not any(_matches(layer, name) for name in names):
             blocks = sorted({name.rsplit(".attentions.", 1)[0].rsplit(".transformer_blocks.", 1)[0] for name in names})
-            raise ValueError(f"pipe.pag_applied_layers: {layer!r} matches no self-attention layer of "
+            raise ValueError(f"{name}: {layer!r} matches no self-attention layer of "
                              f"{type(denoiser_of(pipe)).__name__} (a pattern searched in the layers' names, e.g. "
                              f"{', '.join(repr(b) for b in blocks[:6])}); set others with "
                              "pipe.set_pag_applied_layers([...])")

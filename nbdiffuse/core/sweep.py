@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .model_source import local_folder
+from .pag import is_pag
 from .pipe_attrs import lora_info
 from .pipe_attrs import source as loaded_from
 from .sweep_cell import cell_file, model_for, prepare_call, run_prepared, trajectory_from_bytes
@@ -148,8 +149,9 @@ def sweep(source: Any = None, prompt: str | None = None, axes: dict | None = Non
     writes "cells done/total" as cells finish, or a callable progress(done, total, cell).
     wait: False returns the Sweep at once and runs it in a background thread (sweep.wait(),
     sweep.on_cell(listener); nbd.SweepView shows it filling in); every check is made before it returns.
-    fixed: trace's keywords for every cell; device, dtype, lora and controlnet (load_pipeline's: a ControlNet
-    folder, hub id or "outline", or a list of them) say how workers load the model; a ControlNet's
+    fixed: trace's keywords for every cell; device, dtype, lora, controlnet (load_pipeline's: a ControlNet
+    folder, hub id or "outline", or a list of them) and pag (the layers PAG perturbs) say how workers load the
+    model; a ControlNet's
     control_image, control_scale, ... are trace's keywords (axes too).
     """
     if prompt is not None:
@@ -195,6 +197,9 @@ def worker_source(source: Any, load: dict) -> str | None:
                         f"are never sent to workers); got a {type(source).__name__} that load_pipeline did not load")
     if lora_info(source) is not None and "lora" not in load:
         raise ValueError("source has a LoRA loaded: pass lora=... (and lora_scale=...) so that workers load it too")
+    if is_pag(source) and "pag" not in load:
+        raise ValueError(f"source is a PAG pipeline ({type(source).__name__}): pass pag=... (its layers, "
+                         f"{list(getattr(source, 'pag_applied_layers', []))}) so that workers load it too")
     return None if where == EMBEDDED else worker_source(where, load)
 
 

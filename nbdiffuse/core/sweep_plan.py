@@ -27,7 +27,7 @@ from .walks import prompt_end, seed_end, walk_points
 NOT_AXES = ("pipe", "control", "on_step")  # trace's keywords a sweep sets itself
 EXTRA_KEYS = ("lora_scale", "pag_scale", "pag_adaptive_scale")  # the LoRA's weight; PAG's, into pipe_kwargs
 SPECIAL_AXES = ("prompt_sr", "seed_walk", "prompt_walk")
-LOAD_KEYS = ("device", "dtype", "lora", "controlnet")  # how each worker loads the model (fixed only)
+LOAD_KEYS = ("device", "dtype", "lora", "controlnet", "pag")  # how each worker loads the model (fixed only)
 MAX_CELLS = 10_000
 
 

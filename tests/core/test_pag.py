@@ -189,3 +189,27 @@ def test_a_sweep_over_pag_scale_runs_each_cell_as_its_trace(pag_pipe):
         assert cell.run.params["pag"]["scale"] == scale and torch.equal(cell.run[-1].latents, same[-1].latents)
     with pytest.raises(ValueError, match=r"pipe_kwargs\['pag_scale'\] must be a number from 0 to 100"):
         nbd.sweep(pag_pipe, PROMPT, axes={"pag_scale": [1.0, -1.0]}, steps=2, progress=False)
+
+
+def test_load_pipeline_joins_pag_to_any_pipeline_diffusers_has_a_pag_sibling_for():
+    from nbdiffuse.core.sweep import worker_source
+
+    pipe = nbd.load_pipeline(pag="up")  # the embedded model
+    assert type(pipe).__name__ == "StableDiffusionPAGPipeline" and pipe.pag_applied_layers == ["up"]
+    traj = nbd.trace(pipe, "red, white background", steps=3, guidance=5.0, seed=0, pipe_kwargs={"pag_scale": 2.0})
+    own = pipe("red, white background", num_inference_steps=3, guidance_scale=5.0, pag_scale=2.0,
+               generator=torch.Generator().manual_seed(0), output_type="latent").images[0]
+    assert torch.equal(traj[-1].latents, own) and traj.params["pag"]["layers"] == ["up"]
+    assert type(nbd.load_pipeline(controlnet="outline", pag=["mid"])).__name__ == "StableDiffusionControlNetPAGPipeline"
+    with pytest.raises(ValueError, match="source is a PAG pipeline .* pass pag=... .* so that workers load it too"):
+        worker_source(pipe, {})
+    assert worker_source(pipe, {"pag": "up"}) is None  # the embedded model, joined again by each worker
+    sweep = nbd.sweep(None, "red, white background", axes={"pag_scale": [0.0, 2.0]}, pag="up", steps=3, guidance=5.0,
+                      seed=0, progress=False)
+    assert torch.equal(sweep.cells[1].run[-1].latents, own)
+    with pytest.raises(TypeError, match="pag must be the layers perturbed-attention guidance perturbs"):
+        nbd.load_pipeline(pag=3)
+    with pytest.raises(ValueError, match="pag: 'nowhere' matches no self-attention layer of UNet2DConditionModel"):
+        nbd.load_pipeline(pag="nowhere")
+    with pytest.raises(ValueError, match="pag='mid': FluxPipeline has no PAG pipeline in diffusers"):
+        nbd.load_pipeline(testing.tiny_flux_pipeline(), pag="mid")
