@@ -1,4 +1,5 @@
-"""The Explorer's PAG controls (perturbed-attention guidance, core/pag.py), for a PAG pipeline of SD, SDXL or SD3.
+"""The Explorer's PAG controls (perturbed-attention guidance, core/pag.py), for any diffusers PAG pipeline (the
+ones nbdiffuse's loop runs record their PAG per step; HunyuanDiT's and Sana's take the scale in their own loop).
 
 `pag_available`: the pipeline is one (the PAG slider under Guidance shows only then); `pag_scale`: the scale the
 next run uses (Generate passes it as pipe_kwargs["pag_scale"], "Branch here" as the branch's pag_scale where it
