@@ -65,16 +65,13 @@ class PixArtFamily(StableDiffusionFamily):
                 d.update(resolution=resolution, aspect_ratio=aspect)
         return self._pack(cond, uncond)
 
-    def _rows_out(self, x_in: torch.Tensor, t: torch.Tensor, rows: dict, n: int, guidance: float | None,
-                  extra: dict | None) -> tuple:
-        """One transformer call on `n` copies of x_in with the text rows `rows` (SD's predict and predict_perturbed
-        pick the rows), the variance half of a learned-sigma output dropped: PixArt's samplers do not use it."""
-        batch = x_in if n == 1 else torch.cat([x_in] * n)
-        timestep = t.reshape(1).to(batch.device).expand(n)
+    def _denoise(self, batch: torch.Tensor, t: torch.Tensor, rows: dict, guidance: float | None,
+                 extra: dict | None) -> torch.Tensor:
+        """The transformer's output, the variance half of a learned-sigma output dropped: PixArt's samplers do not
+        use it."""
+        timestep = t.reshape(1).to(batch.device).expand(batch.shape[0])
         added = {"resolution": rows.get("resolution"), "aspect_ratio": rows.get("aspect_ratio")}
         out = self.pipe.transformer(batch, encoder_hidden_states=rows["encoder_hidden_states"],
                                     encoder_attention_mask=rows["encoder_attention_mask"], timestep=timestep,
                                     added_cond_kwargs=added, return_dict=False)[0]
-        if self.learned_sigma:
-            out = out.chunk(2, dim=1)[0]
-        return out.chunk(n) if n > 1 else (out,)
+        return out.chunk(2, dim=1)[0] if self.learned_sigma else out

@@ -130,8 +130,12 @@ class StableDiffusionFamily:
     def _rows_out(self, x_in: torch.Tensor, t: torch.Tensor, rows: dict, n: int, guidance: float | None,
                   extra: dict | None) -> tuple:
         """One denoiser call on `n` copies of x_in with the text rows `rows`: its output split per row."""
-        batch = x_in if n == 1 else torch.cat([x_in] * n)
-        timestep_cond = self._guidance_input(guidance, x_in.dtype)  # a guidance-embedding UNet's (never guided)
-        out = self.pipe.unet(batch, t, return_dict=False, **self._unet_kwargs(rows), **timestep_cond,
-                             **(extra or {}))[0]
+        out = self._denoise(x_in if n == 1 else torch.cat([x_in] * n), t, rows, guidance, extra)
         return out.chunk(n) if n > 1 else (out,)
+
+    def _denoise(self, batch: torch.Tensor, t: torch.Tensor, rows: dict, guidance: float | None,
+                 extra: dict | None) -> torch.Tensor:
+        """The denoiser's output for `batch` (the family's own call: SD's UNet; SD3's and PixArt's transformer)."""
+        timestep_cond = self._guidance_input(guidance, batch.dtype)  # a guidance-embedding UNet's (never guided)
+        return self.pipe.unet(batch, t, return_dict=False, **self._unet_kwargs(rows), **timestep_cond,
+                              **(extra or {}))[0]

@@ -50,9 +50,7 @@ class StableDiffusion3Family(StableDiffusionFamily):
                                            scheduler.config.get("base_shift", 0.5), scheduler.config.get("max_shift", 1.16))
         scheduler.set_timesteps(steps, device=self.device, **kwargs)
 
-    def _rows_out(self, x_in: torch.Tensor, t: torch.Tensor, rows: dict, n: int, guidance: float | None,
-                  extra: dict | None) -> tuple:
-        batch = x_in if n == 1 else torch.cat([x_in] * n)
-        out = self.pipe.transformer(hidden_states=batch, timestep=t.expand(batch.shape[0]), return_dict=False,
-                                    **rows, **(extra or {}))[0]
-        return out.chunk(n) if n > 1 else (out,)
+    def _denoise(self, batch: torch.Tensor, t: torch.Tensor, rows: dict, guidance: float | None,
+                 extra: dict | None) -> torch.Tensor:
+        return self.pipe.transformer(hidden_states=batch, timestep=t.expand(batch.shape[0]), return_dict=False,
+                                     **rows, **(extra or {}))[0]
