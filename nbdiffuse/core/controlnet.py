@@ -254,6 +254,7 @@ class ControlStep:
         self.kind = control_kind(self.net)
         self.height, self.width = height, width
         self.pictures: dict[bool, list[torch.Tensor]] = {}
+        self._repeated: dict[int, list[torch.Tensor]] = {}  # a PAG step's pictures, by its batch's rows
         self.first = 0  # the run's first position in scheduler.timesteps (image to image starts later)
         self.guidance: float | None = None  # the step's guidance (Flux's ControlNet may read it)
         self.split: int | None = None  # Flux's: how many of a ControlNet's residuals are its double blocks'
@@ -263,12 +264,16 @@ class ControlStep:
         guidance's two (the caller holds the model). generator: the run's, before its start noise (Flux's
         ControlNet draws its pictures' latents from it); None: a branch (its parent's draws again)."""
         self.pictures = self.kind.pictures(self, generator)
+        self._repeated = {}
 
     def _pictures(self, guided: bool, perturbed: bool, rows: int) -> list:
-        """Each ControlNet's picture for the step's batch: a PAG step's repeats the one-row picture for its rows."""
+        """Each ControlNet's picture for the step's batch: a PAG step's repeats the one-row picture for its rows
+        (made once per batch size, not at every evaluation)."""
         if not perturbed:
             return self.pictures[guided]
-        return [torch.cat([picture] * rows) for picture in self.pictures[False]]
+        if rows not in self._repeated:
+            self._repeated[rows] = [torch.cat([picture] * rows) for picture in self.pictures[False]]
+        return self._repeated[rows]
 
     def scale_at(self, k: int) -> list[float]:
         """The scales asked at step k, one per ControlNet: RunControl.set_control_scale's (one for every

@@ -76,16 +76,22 @@ def check_pag_value(name: str, value: Any, hi: float) -> float:
     return check_number(name, value, 0.0, hi)  # NaN and infinities are outside the range
 
 
+def own_defaults(pipe: Any) -> dict[str, float]:
+    """A PAG pipeline's own pag_scale and pag_adaptive_scale (its __call__'s defaults: 3 and 0)."""
+    params = inspect.signature(type(pipe).__call__).parameters
+    return {name: params[name].default if name in params else fallback
+            for name, fallback in zip(KEYWORDS, (3.0, 0.0))}
+
+
 def plan_pag(pipe: Any, pipe_kwargs: dict) -> tuple[PagPlan | None, dict]:
     """(the run's PagPlan, the other pipe_kwargs) for a PAG pipeline; (None, pipe_kwargs) for any other.
     pag_scale and pag_adaptive_scale default to the pipeline's own (3 and 0)."""
     if not is_pag(pipe):
         return None, pipe_kwargs
-    defaults = inspect.signature(type(pipe).__call__).parameters
+    defaults = own_defaults(pipe)
     values = {}
     for name, hi in zip(KEYWORDS, (MAX_PAG_SCALE, MAX_ADAPTIVE)):
-        given = pipe_kwargs.get(name, defaults[name].default if name in defaults else 0.0)
-        values[name] = check_pag_value(f"pipe_kwargs[{name!r}]", given, hi)
+        values[name] = check_pag_value(f"pipe_kwargs[{name!r}]", pipe_kwargs.get(name, defaults[name]), hi)
     layers = tuple(getattr(pipe, "pag_applied_layers", None) or [])
     plan = PagPlan(values["pag_scale"], values["pag_adaptive_scale"], layers)
     if plan.on:

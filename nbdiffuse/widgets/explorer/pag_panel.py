@@ -8,18 +8,16 @@ the what-if's PAG slider starts (explore.js: the what-if re-weighs guidance and 
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from ...core.pag import is_pag
+from ...core.pag import is_pag, own_defaults
 
 
 def pag_traits(pipe: Any) -> dict[str, Any]:
     """What the PAG slider shows for a pipeline: whether it is a PAG one, and its own default scale (3)."""
     if pipe is None or not is_pag(pipe):
         return {"pag_available": False}
-    default = inspect.signature(type(pipe).__call__).parameters.get("pag_scale")
-    return {"pag_available": True, "pag_scale": float(default.default if default is not None else 3.0)}
+    return {"pag_available": True, "pag_scale": float(own_defaults(pipe)["pag_scale"])}
 
 
 def pag_state(traj: Any) -> dict[str, Any]:
