@@ -1,7 +1,7 @@
 """trace(control_image=...) on the generic path: a ControlNet pipeline outside the families, given its picture.
 
 Families run the ControlNet in nbdiffuse's own loop (core/controlnet.py: SD's, SDXL's, SD3's and Flux's). Every
-other pipeline that takes a control picture (the PAG and ControlNet-XS variants, Sana's, QwenImage's,
+other pipeline that takes a control picture (the ControlNet-XS ones, Sana's, QwenImage's,
 CogView4ControlPipeline, FluxControlPipeline, ...) runs its own loop on the generic path (core/generic.py),
 so trace hands it the picture and the settings under the names its __call__ takes: the picture as
 `control_image` (or `image`, where that is the control picture of a pipeline without a start picture),

@@ -52,7 +52,7 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
     A UNet's maps average its decoder's layers; attention="all" averages every cross-attention layer.
     pipe_kwargs: the pipeline's own keywords (e.g. {"use_resolution_binning": True}): passed to pipe(...) on
     the generic path; a family's loop refuses those it does not honour, by name (core/pipe_kwargs.py). A PAG
-    pipeline of SD, SDXL or SD3 takes its pag_scale and pag_adaptive_scale there (core/pag.py).
+    pipeline the families run takes its pag_scale and pag_adaptive_scale there (core/pag.py).
     control_image: a ControlNet pipeline's control picture (PIL image, uint8 array or file path; without
     height/width an SD or SDXL run takes its size, as their pipelines do; SD3's and Flux's take their usual
     size, as theirs do). control_scale: how strongly it steers (0 to 10; a number, one
