@@ -9,21 +9,13 @@ from nbdiffuse import testing
 PROMPT = "a red circle"
 
 
-def pag_of(pipe, cls_name, layers):
-    """`pipe`'s parts in diffusers' PAG class `cls_name`, perturbing `layers`."""
-    import diffusers
-
-    parts = {k: v for k, v in pipe.components.items() if k not in ("image_encoder", "feature_extractor")}
-    extra = {"requires_safety_checker": False} if "safety_checker" in parts else {}
-    out = getattr(diffusers, cls_name)(**parts, pag_applied_layers=layers, **extra)
-    out.set_progress_bar_config(disable=True)
-    return out
-
-
 @pytest.fixture(scope="module")
 def pags(pag_pipe):
-    return {"sd": pag_pipe, "sdxl": pag_of(testing.tiny_sdxl_pipeline(), "StableDiffusionXLPAGPipeline", "mid"),
-            "sd3": pag_of(testing.tiny_sd3_pipeline(), "StableDiffusion3PAGPipeline", "blocks.0")}
+    made = {"sd": pag_pipe, "sdxl": nbd.load_pipeline(testing.tiny_sdxl_pipeline(), pag="mid"),
+            "sd3": nbd.load_pipeline(testing.tiny_sd3_pipeline(), pag="blocks.0")}
+    assert [type(pipe).__name__ for pipe in made.values()] == [
+        "StableDiffusionPAGPipeline", "StableDiffusionXLPAGPipeline", "StableDiffusion3PAGPipeline"]
+    return made
 
 
 def own(pipe, steps, seed, guidance, **kw):

@@ -13,14 +13,10 @@ HINT = picture(3)
 
 @pytest.fixture(scope="module")
 def pag_nets():
-    from diffusers import StableDiffusionControlNetPAGPipeline, StableDiffusionXLControlNetPAGPipeline
-
-    made = {}
-    for name, xl, cls in (("sd", False, StableDiffusionControlNetPAGPipeline),
-                          ("sdxl", True, StableDiffusionXLControlNetPAGPipeline)):
-        pipe = cls.from_pipe(testing.tiny_controlnet_pipeline(xl=xl), pag_applied_layers="mid")
-        pipe.set_progress_bar_config(disable=True)
-        made[name] = pipe
+    made = {name: nbd.load_pipeline(testing.tiny_controlnet_pipeline(xl=xl), pag="mid")
+            for name, xl in (("sd", False), ("sdxl", True))}
+    assert [type(pipe).__name__ for pipe in made.values()] == [
+        "StableDiffusionControlNetPAGPipeline", "StableDiffusionXLControlNetPAGPipeline"]
     return made
 
 
