@@ -99,7 +99,7 @@ def prepare_branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> "Pre
         sched, total = parent_sched, runs
     schedule = _branch_schedule(changes, traj, at, total)
     control_plan = controlnet.branch_plan(pipe, traj, at, total, changes)
-    pag_plan = pag.branch_pag(pipe, p, changes)
+    pag_plan = pag.branch_pag(pipe, p, changes, at, total)
 
     run = Run(pipe, family, sched, prompt, negative, total, schedule, seed, p["height"], p["width"], control, on_step)
     run.check_prompts()

@@ -4,14 +4,15 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from .pag import MAX_PAG_SCALE, check_pag_value
 from .validate import check_control_scale, check_guidance_value
 
 
 class RunControl:
     """Thread-safe switches that the denoising loop reads between steps.
 
-    `set_guidance(w)` takes effect from the next step, as does `set_control_scale(s)` (a ControlNet
-    run's control scale: core/controlnet.py); `stop()` ends the run after the
+    `set_guidance(w)` takes effect from the next step, as do `set_control_scale(s)` (a ControlNet
+    run's control scale: core/controlnet.py) and `set_pag_scale(s)` (a PAG run's: core/pag.py); `stop()` ends the run after the
     current step (the trajectory keeps what was done); `pause()` holds the loop before
     its next step until `resume()`; `step_once()` lets exactly one more step run and
     then holds again, so a teacher can walk through the reverse process.
@@ -21,6 +22,7 @@ class RunControl:
         self._cond = threading.Condition()
         self._guidance: float | None = None
         self._control_scale: float | None = None
+        self._pag_scale: float | None = None
         self._stopped = False
         self._paused = False
         self._credits = 0
@@ -51,6 +53,18 @@ class RunControl:
         """Go back to the run's own control_scale schedule from the next step."""
         with self._cond:
             self._control_scale = None
+
+    def set_pag_scale(self, scale: Any) -> None:
+        """A PAG pipeline's run's pag_scale from the next step (0: no perturbed-attention guidance; a run that
+        started at 0 starts perturbing its layers then). Its pag_adaptive_scale still lowers it as t falls."""
+        value = check_pag_value("pag_scale", scale, MAX_PAG_SCALE)
+        with self._cond:
+            self._pag_scale = value
+
+    def clear_pag_scale(self) -> None:
+        """Go back to the run's own pag_scale from the next step."""
+        with self._cond:
+            self._pag_scale = None
 
     def stop(self) -> None:
         with self._cond:
@@ -90,6 +104,12 @@ class RunControl:
         """The live control scale override, or None when the run follows its schedule."""
         with self._cond:
             return self._control_scale
+
+    @property
+    def pag_scale(self) -> float | None:
+        """The live pag_scale override, or None when the run follows its own."""
+        with self._cond:
+            return self._pag_scale
 
     @property
     def stopped(self) -> bool:

@@ -140,7 +140,8 @@ def _continue_from(pipe: Any, traj: Trajectory, k: int, seed: int) -> np.ndarray
         raise ValueError(f"decision curves need x0 in the loop's latent layout; {p.get('pipeline')} runs keep "
                          "another (or none)")
     run.start_clean = clean.reshape(shape)
-    run.pag = plan_from_params(p)  # a PAG run's own pag (core/pag.py), not the pipeline's default
+    pag = plan_from_params(p)  # a PAG run's own pag (core/pag.py), as its steps asked it, not the pipeline's default
+    run.pag = None if pag is None else pag.after(k)
     run.start = begin + k + 1
     run.schedule = list(p["guidance"][k + 1:]) or [p["guidance"][-1]]
     if run.controlnet is not None:  # its scales from step k + 1 on; its window over the run's part of the schedule

@@ -335,7 +335,8 @@ class GenericRun(Run):
                               x0_coeff=0.0, xt_scale=float(scale), seconds=now - state["began"],
                               control_scale=None if plan is None else plan.recorded(plan.scales[0])))
             state["k"] = k + 1
-            for live, what in (("guidance", "guidance"), ("control_scale", "the control scale")):
+            for live, what in (("guidance", "guidance"), ("control_scale", "the control scale"),
+                               ("pag_scale", "the PAG scale")):
                 if control is not None and getattr(control, live) is not None and live not in state["warned"]:
                     state["warned"].add(live)  # the pipeline read it once, before its loop
                     reason = xt_only_reason(type(pipe).__name__, f"changing {what} during a run")

@@ -164,6 +164,9 @@ def _check_pag(pag: dict) -> None:
     as_number("params.pag.adaptive_scale", pag.get("adaptive_scale"), 0.0, MAX_ADAPTIVE, "a number")
     for j, layer in enumerate(as_list("params.pag.layers", pag.get("layers"), 256)):
         as_text(f"params.pag.layers[{j}]", layer, limit=200)
+    if pag.get("scales") is not None:  # the pag_scale asked at each step (files before live PAG: none)
+        for k, value in enumerate(as_list("params.pag.scales", pag["scales"], MAX_STEPS)):
+            as_number(f"params.pag.scales[{k}]", value, 0.0, MAX_PAG_SCALE, "a number")
 
 
 def _check_lora(lora: dict) -> None:

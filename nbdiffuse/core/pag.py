@@ -17,12 +17,15 @@ The batch layout is diffusers': (uncond, cond, perturbed) with guidance, (cond, 
 layers' processors are the PAG pipeline's own pair, the one for the step's layout (a live guidance change
 across 1 switches them); the denoiser's own processors come back when the run ends, however it ends.
 pag_scale and pag_adaptive_scale are the pipeline's own keywords: trace(..., pipe_kwargs={"pag_scale": 5}).
+RunControl.set_pag_scale changes pag_scale from the next step, as set_guidance changes guidance (0 runs the step
+without the perturbed row, as diffusers does); params["pag"]["scales"] keeps what each step asked, so a branch
+or a decision curve replays those steps exactly.
 """
 from __future__ import annotations
 
 import inspect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -43,33 +46,58 @@ def is_pag(pipe: Any) -> bool:
 
 @dataclass(frozen=True)
 class PagPlan:
-    """A run's PAG settings: its scale, adaptive scale and the layers it perturbs."""
+    """A run's PAG settings: its scale, adaptive scale and the layers it perturbs, and the pag_scale asked at each
+    step where it changed within the run (a live change, a branch): `scales`, empty when every step asks `scale`."""
     scale: float
     adaptive_scale: float
     layers: tuple[str, ...]
+    scales: tuple[float, ...] = ()
 
     @property
     def on(self) -> bool:
-        """diffusers' do_perturbed_attention_guidance: a scale above 0 and a layer to perturb."""
-        return self.scale > 0 and len(self.layers) > 0
+        """diffusers' do_perturbed_attention_guidance for some step: a scale above 0 and a layer to perturb."""
+        return len(self.layers) > 0 and (self.scale > 0 or any(s > 0 for s in self.scales))
 
-    def scale_at(self, t: torch.Tensor) -> float:
-        """The pag of the step at timestep t (a CPU tensor of the scheduler's timesteps: no device wait),
-        computed as diffusers' _get_pag_scale computes it, so the sum is bit for bit the pipeline's."""
-        if not (self.adaptive_scale > 0 and self.on):
+    def asked(self, k: int) -> float:
+        """The pag_scale step k asks for (past the last of `scales`: the last one, as guidance continues)."""
+        if not self.scales:
             return self.scale
-        signal = self.scale - self.adaptive_scale * (1000 - t)
+        return self.scales[k] if k < len(self.scales) else self.scales[-1]
+
+    def perturbs(self, asked: float) -> bool:
+        """Whether a step asking `asked` runs the perturbed row (diffusers: pag_scale > 0 and a layer)."""
+        return asked > 0 and len(self.layers) > 0
+
+    def scale_at(self, t: torch.Tensor, asked: float | None = None) -> float:
+        """The pag of a step at timestep t that asks `asked` (default: `scale`), computed as diffusers'
+        _get_pag_scale computes it (t: a CPU tensor of the scheduler's timesteps, no device wait), so the sum is
+        bit for bit the pipeline's."""
+        asked = self.scale if asked is None else asked
+        if not (self.adaptive_scale > 0 and self.perturbs(asked)):
+            return asked
+        signal = asked - self.adaptive_scale * (1000 - t)
         return 0.0 if signal < 0 else float(signal)
 
-    def params(self) -> dict:
-        return {"scale": self.scale, "adaptive_scale": self.adaptive_scale, "layers": list(self.layers)}
+    def params(self, steps: int) -> dict:
+        """params["pag"] of a run of `steps` steps: "scales" holds the pag_scale asked at each of them (the run
+        writes each step's as it makes it: a live change shows there; steps never made keep the plan)."""
+        return {"scale": self.scale, "adaptive_scale": self.adaptive_scale, "layers": list(self.layers),
+                "scales": [self.asked(k) for k in range(steps)]}
 
-    def with_changes(self, changes: dict) -> "PagPlan":
-        """This plan with a branch's pag_scale / pag_adaptive_scale."""
-        scale = check_pag_value("pag_scale", changes.get("pag_scale", self.scale), MAX_PAG_SCALE)
+    def after(self, k: int) -> "PagPlan":
+        """This plan for a run that goes on from step k + 1 (its first step is step k + 1's)."""
+        return replace(self, scales=self.scales[k + 1:] or self.scales[-1:])
+
+    def with_changes(self, changes: dict, at: int, total: int) -> "PagPlan":
+        """This plan for a branch after step `at` of a `total`-step run: its pag_scale from step at + 1 on (else
+        the steps' own, as asked), its pag_adaptive_scale."""
         adaptive = check_pag_value("pag_adaptive_scale", changes.get("pag_adaptive_scale", self.adaptive_scale),
                                    MAX_ADAPTIVE)
-        return PagPlan(scale, adaptive, self.layers)
+        if "pag_scale" not in changes:
+            return PagPlan(self.scale, adaptive, self.layers, tuple(self.asked(k) for k in range(total)))
+        scale = check_pag_value("pag_scale", changes["pag_scale"], MAX_PAG_SCALE)
+        done = [self.asked(k) for k in range(at + 1)]
+        return PagPlan(scale, adaptive, self.layers, tuple(done + [scale] * (total - at - 1)))
 
 
 def check_pag_value(name: str, value: Any, hi: float) -> float:
@@ -133,7 +161,8 @@ def plan_from_params(params: dict) -> PagPlan | None:
     pag = params.get("pag")
     if pag is None:
         return None
-    return PagPlan(float(pag["scale"]), float(pag["adaptive_scale"]), tuple(pag["layers"]))
+    scales = tuple(float(s) for s in pag.get("scales") or ())  # files written before live PAG: `scale` throughout
+    return PagPlan(float(pag["scale"]), float(pag["adaptive_scale"]), tuple(pag["layers"]), scales)
 
 
 def guided(cond: torch.Tensor, uncond: torch.Tensor | None, guidance: float, perturbed: torch.Tensor | None = None,
@@ -147,31 +176,44 @@ def guided(cond: torch.Tensor, uncond: torch.Tensor | None, guidance: float, per
 
 class PagLayers:
     """The run's perturbed layers, for `with`: use(guided) sets the PAG pipeline's processor for the step's
-    batch layout on them (only when the layout changes), and the denoiser's own processors come back at the end."""
+    batch layout on them (only when the layout changes), use(None) gives a step without PAG (pag_scale 0, live)
+    the denoiser's own processors, and those come back at the end. Layers a run planned without PAG (pag_scale
+    0 at its start) are checked when a live change first turns it on."""
 
     def __init__(self, pipe: Any, denoiser: Any, plan: PagPlan):
         self.pipe, self.denoiser, self.plan = pipe, denoiser, plan
         self._original: dict | None = None
         self._layout: bool | None = None
+        self._checked = plan.on  # trace() and branch() checked the layers of a plan that perturbs
 
     def __enter__(self) -> "PagLayers":
         self._original = dict(self.denoiser.attn_processors)
         return self
 
-    def use(self, guided: bool) -> None:
-        if self._layout is not guided:
-            self.pipe._set_pag_attn_processor(pag_applied_layers=list(self.plan.layers),
-                                              do_classifier_free_guidance=guided)
-            self._layout = guided
+    def use(self, guided: bool | None) -> None:
+        if self._layout is guided:
+            return
+        if guided is None:
+            self._restore()
+            return
+        if not self._checked:
+            check_layers(self.pipe, self.plan.layers)
+            self._checked = True
+        self.pipe._set_pag_attn_processor(pag_applied_layers=list(self.plan.layers), do_classifier_free_guidance=guided)
+        self._layout = guided
 
-    def __exit__(self, *exc: Any) -> None:
+    def _restore(self) -> None:
         if self._original is not None and self._layout is not None:
-            self.denoiser.set_attn_processor(self._original)
+            self.denoiser.set_attn_processor(dict(self._original))  # diffusers empties the dict it is given
         self._layout = None
 
+    def __exit__(self, *exc: Any) -> None:
+        self._restore()
 
-def branch_pag(pipe: Any, params: dict, changes: dict) -> PagPlan | None:
-    """A branch's PagPlan: the parent's (its layers too), with the branch's pag_scale / pag_adaptive_scale."""
+
+def branch_pag(pipe: Any, params: dict, changes: dict, at: int, total: int) -> PagPlan | None:
+    """A branch's PagPlan: the parent's (its layers, the pag_scale its steps asked), with the branch's pag_scale /
+    pag_adaptive_scale after step `at` of the branch's `total` steps."""
     plan = plan_from_params(params)
     asked = [key for key in KEYWORDS if key in changes]
     if plan is None:
@@ -179,10 +221,11 @@ def branch_pag(pipe: Any, params: dict, changes: dict) -> PagPlan | None:
             raise ValueError(f"{asked[0]}: this run was made without perturbed-attention guidance (by "
                              f"{params.get('pipeline')}); only a PAG pipeline's run can change it")
         return None
-    plan = plan.with_changes(changes)
-    if plan.on and not is_pag(pipe):
-        raise ValueError(f"this run used perturbed-attention guidance (pag_scale {plan.scale:g}); "
+    plan = plan.with_changes(changes, at, total)
+    ahead = [s for s in plan.scales[at + 1:] if s > 0]
+    if ahead and plan.layers and not is_pag(pipe):
+        raise ValueError(f"this run used perturbed-attention guidance (pag_scale {ahead[0]:g}); "
                          f"{type(pipe).__name__} has none: branch with a PAG pipeline, or pass pag_scale=0")
-    if plan.on:
+    if ahead and plan.layers:
         check_layers(pipe, plan.layers)  # the run's layers, in this pipeline's denoiser
     return plan

@@ -75,9 +75,10 @@ class ControlSettings(TypedDict, total=False):
 
 class PagSettings(TypedDict):
     """A PAG pipeline's run (core/pag.py, PagPlan.params)."""
-    scale: float  # pag_scale
+    scale: float  # pag_scale, as the run began (a branch: as its own steps began)
     adaptive_scale: float  # pag_adaptive_scale (0: pag_scale at every step)
     layers: list[str]  # the pipeline's pag_applied_layers: the self-attention layers perturbed
+    scales: list[float]  # the pag_scale asked at each step made (live changes too), then the plan for steps never made
 
 
 class RunParams(_EveryRun, total=False):

@@ -117,7 +117,7 @@ class Run:
             **(distilled_params(type(pipe).__name__) if self.family.guidance_kind == "distilled" else {}),
             **({"walk": self.walk.params()} if self.walk is not None else {}),
             **({"control": self.controlnet.plan.params()} if self.controlnet is not None else {}),
-            **({"pag": self.pag.params()} if self.pag is not None else {}),
+            **({"pag": self.pag.params(self.total_steps)} if self.pag is not None else {}),
         }
 
     # --- the run --------------------------------------------------------------------
@@ -158,6 +158,11 @@ class Run:
             return live
         return self.schedule[k] if k < len(self.schedule) else self.schedule[-1]
 
+    def _pag_at(self, k: int) -> float:
+        """The pag_scale step k asks: the live one (RunControl.set_pag_scale), else the plan's."""
+        live = self.control.pag_scale if self.control is not None else None
+        return live if live is not None else self.pag.asked(k)
+
     def publisher(self, traj: Trajectory) -> Callable[[Step], None]:
         """What makes a recorded step visible: appended to `traj`, then on_step (in the running thread)."""
         def publish(step: Step) -> None:
@@ -188,8 +193,8 @@ class Run:
         control = self.controlnet
         if control is not None and not control.pictures:  # a branch's (a run's were made before its noise)
             control.begin()
-        pag = self.pag if self.pag is not None and self.pag.on else None
-        layers = PagLayers(self.pipe, family.denoiser, pag) if pag is not None else contextlib.nullcontext()
+        plan = self.pag
+        layers = PagLayers(self.pipe, family.denoiser, plan) if plan is not None else contextlib.nullcontext()
 
         with run_end(traj, lambda: recorder, publish), layers:
             while i < len(timesteps):
@@ -203,11 +208,14 @@ class Run:
                 use_cfg = family.uses_cfg(w)  # diffusers: guidance <= 1 runs the prompt alone; Flux-dev never
                 scale = control.scale_at(k) if control is not None else None
                 began = time.perf_counter()
-                first, extras, acted = None, [], None
-                if pag is not None:
-                    layers.use(use_cfg)
+                first, extras, acted, pag = None, [], None, False
+                if plan is not None:  # a PAG pipeline's run: does this step perturb (its pag_scale > 0, live too)?
+                    asked = self._pag_at(k)
+                    traj.params["pag"]["scales"][k] = asked  # as asked, where branches and decision curves read it
+                    pag = plan.perturbs(asked)
+                    layers.use(use_cfg if pag else None)
                     if self.attention is not None:  # the prompt's row: (uncond, cond, perturbed) or (cond, perturbed)
-                        self.attention.row = 1 if use_cfg else 0
+                        self.attention.row = (1 if use_cfg else 0) if pag else -1
                 # One step: one model evaluation, or two for 2nd-order samplers (Heun).
                 while True:
                     t = timesteps[i]
@@ -215,12 +223,12 @@ class Run:
                     given, strength, perturbed, p = {"guidance": w}, None, None, None
                     if control is not None:  # its residuals go to the denoiser (families without ControlNets take none)
                         given["extra"], strength = control.residuals(x_in, t, self.cond, use_cfg, scale, i,
-                                                                     len(timesteps), guidance=w, perturbed=pag is not None)
-                    if pag is None:
+                                                                     len(timesteps), guidance=w, perturbed=pag)
+                    if not pag:
                         cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg, **given)
                     else:
                         cond_out, uncond_out, perturbed = family.predict_perturbed(x_in, t, self.cond, use_cfg, **given)
-                        p = pag.scale_at(host_times[i])
+                        p = plan.scale_at(host_times[i], asked)
                     out = guided(cond_out, uncond_out if use_cfg else None, w, perturbed, p)
                     if first is None:
                         sigma = sigmas[i]
@@ -245,7 +253,7 @@ class Run:
                     control_scale=None if control is None else control.plan.recorded(scale),
                     control_strength=acted if control is not None else None,
                     eps_perturbed=None if perturbed is None else record(perturbed),
-                    pag_scale=None if self.pag is None else p or 0.0,  # 0: a PAG pipeline run with pag_scale 0
+                    pag_scale=None if plan is None else p or 0.0,  # 0: a PAG pipeline's step with pag_scale 0
                 ))
                 k += 1
                 recorder.publish(publish)  # at once on a CPU; on a GPU once the copies are done

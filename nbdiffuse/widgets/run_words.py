@@ -75,7 +75,7 @@ def differences(old: dict, new: dict, since: int = 0) -> list[tuple[str, str, st
     add("sampler", str(old.get("scheduler")), str(new.get("scheduler")))
     add("size", _size(old), _size(new))
     if old.get("pag") or new.get("pag"):  # perturbed-attention guidance (core/pag.py): its scale
-        add("PAG", _pag(old), _pag(new))
+        add("PAG", _pag(old, since), _pag(new, since))
     add("from", _start(old), _start(new))
     if old.get("image") and new.get("image"):
         if old.get("image") != new.get("image"):
@@ -84,9 +84,11 @@ def differences(old: dict, new: dict, since: int = 0) -> list[tuple[str, str, st
     return out
 
 
-def _pag(p: dict) -> str:
+def _pag(p: dict, since: int = 0) -> str:
+    """'3', '3, 0 from step 12' (changed within the run, as guidance), '3 (adaptive 0.01)'."""
     pag = p.get("pag") or {}
-    return f"{pag.get('scale', 0):g}" + (f" (adaptive {pag['adaptive_scale']:g})" if pag.get("adaptive_scale") else "")
+    scale = guidance_words(pag["scales"], since) if pag.get("scales") else f"{pag.get('scale', 0):g}"
+    return scale + (f" (adaptive {pag['adaptive_scale']:g})" if pag.get("adaptive_scale") else "")
 
 
 def change_words(diffs: list[tuple[str, str, str]]) -> str:

@@ -1,6 +1,7 @@
 """A PAG pipeline in JupyterLab (the embedded model as diffusers' StableDiffusionPAGPipeline, its up blocks
 perturbed): the PAG slider under Guidance reaches the run, the what-if re-weighs PAG at the shown step (no model
-call), and "Branch here" with another PAG scale joins the run tree, saying so."""
+call), "Branch here" with another PAG scale joins the run tree, saying so, and the slider dragged during a run
+steers its next steps."""
 from __future__ import annotations
 
 import pytest
@@ -59,6 +60,27 @@ def test_pag_slider_what_if_and_branch(lab_server, page, explorer_page, lab_note
         ex.wait_count("done")
         assert "PAG 1.5 → 0" in ex.root.locator(".nbd-node").nth(1).text_content()
         ex.screenshot(screenshots / "pag_branch.png")
+
+        # Dragged during a run (held here, so that the step it steers is known), PAG steers the next step.
+        set_range(pag, "2")
+        ex.set_steps(300)
+        ex.click("Generate")
+        ex.wait_steps(3, 300)
+        ex.click("Pause")
+        ex.wait_count("(paused)")
+        held = ex.steps_done()
+        set_range(pag, "0.5")
+        ex.click("Step once")
+        ex.wait_steps(held + 1, 300)
+        ex.wait_count("(paused)")
+        assert ex.root.locator(".nbd-pag-row output").text_content() == "0.5"  # the held state left it there
+        ex.screenshot(screenshots / "pag_live_paused.png")
+        ex.click("Stop")
+        ex.wait_count("stopped")
+        newest = ex.root.locator(".nbd-node").nth(2)
+        newest.wait_for()
+        assert f"2, 0.5 from step {held + 1}" in newest.text_content(), newest.text_content()  # PAG (…) → (…)
+        ex.screenshot(screenshots / "pag_live_stopped.png")
         set_theme(page, "JupyterLab Dark")
         ex.root.locator(".nbd-controls").screenshot(path=str(screenshots / "pag_controls_dark.png"))
         ex.screenshot(screenshots / "pag_branch_dark.png")

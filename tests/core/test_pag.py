@@ -31,7 +31,8 @@ def test_a_pag_run_is_bit_for_bit_the_pipelines_own(pags, name, guidance, scale,
     kwargs = {"pag_scale": scale, "pag_adaptive_scale": adaptive}
     traj = nbd.trace(pipe, PROMPT, steps=4, guidance=guidance, seed=3, height=16, width=16, pipe_kwargs=kwargs)
     assert torch.equal(traj[-1].latents, own(pipe, 4, 3, guidance, **kwargs)[0])
-    assert traj.params["pag"] == {"scale": scale, "adaptive_scale": adaptive, "layers": list(pipe.pag_applied_layers)}
+    assert traj.params["pag"] == {"scale": scale, "adaptive_scale": adaptive, "layers": list(pipe.pag_applied_layers),
+                                  "scales": [scale] * 4}
     assert traj.has_x0 and traj.capabilities["what_if"] and traj.capabilities["branch"]
     for step in traj:  # the pag each step's sum used, as diffusers' _get_pag_scale makes it
         assert step.pag_scale == pytest.approx(max(0.0, scale - adaptive * (1000 - step.timestep)), abs=1e-5)

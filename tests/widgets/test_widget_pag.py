@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import nbdiffuse as nbd
+from polling import started
 
 
 @pytest.fixture
@@ -56,3 +57,49 @@ def test_what_if_pag_and_branch_here_with_another_pag(pag_explorer, wait_for):
     assert ex.wait(120) and [s.pag_scale for s in ex.trajectory] == [3.0, 3.0, 3.0, 1.0]
     fe.send({"type": "whatif", "run": ex.run_id, "k": 1, "g": 5.0, "p": "x"})  # a bad request from the page
     assert "what-if pag_scale" in ex.error
+
+
+def test_the_pag_slider_moved_during_a_run_steers_its_next_steps_and_branches_replay_them(pag_explorer, wait_for):
+    ex, fe = pag_explorer
+    ex.generate(steps=40)
+    wait_for(started(ex, 2), what="two steps")
+    fe.click("pause")
+    wait_for(lambda: fe.state["status"] == "paused", what="paused")
+    n = len(ex.trajectory)
+    fe.set(pag_scale=0.5)  # moved while held: the next step asks it, and the held frame's state leaves it there
+    fe.click("step")
+    wait_for(lambda: fe.state["status"] == "paused" and fe.state["n_steps"] == n + 1, what="one more step")
+    assert fe.state["pag_scale"] == 0.5 and ex.trajectory[n].pag_scale == 0.5
+    fe.click("stop")
+    assert ex.wait(120)
+    traj = ex.trajectory
+    assert traj.params["pag"]["scales"][: n + 1] == [3.0] * n + [0.5] and fe.state["pag_used"][n] == 0.5
+    assert f"PAG 3, 0.5 from step {n + 1}" in fe.state["runs"][0]["changed"]
+    fe.send({"type": "branch", "k": n - 1})  # the slider (0.5) is what step n asked: no change, a replay
+    assert ex.wait(120)
+    assert ex.trajectory.params["pag"]["scales"][:n + 1] == traj.params["pag"]["scales"][:n + 1]
+    assert torch.equal(ex.trajectory[n].latents, traj[n].latents)
+    assert fe.state["pag_scale"] == 3.0  # its last step's: past where the parent stopped, its plan (as guidance)
+    fe.set(pag_scale=0.5)
+    fe.send({"type": "branch", "k": 0})  # step 1 asked 3: the slider's 0.5 from step 1 on
+    assert ex.wait(120) and ex.trajectory.params["pag"]["scales"][:3] == [3.0, 0.5, 0.5]
+
+
+def test_a_pipeline_that_reads_pag_once_notes_the_slider_as_ignored(open_explorer, wait_for):
+    from diffusers import HunyuanDiTPAGPipeline
+
+    from nbdiffuse.testing import tiny_hunyuan_dit_pipeline
+
+    pipe = HunyuanDiTPAGPipeline(**tiny_hunyuan_dit_pipeline().components, pag_applied_layers="blocks.1",
+                                 requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    ex, fe = open_explorer(pipe, ignore_threads=("tqdm_monitor",), steps=30, guidance=5.0, prompt="a red circle")
+    assert fe.state["pag_available"] is True
+    ex.generate()
+    wait_for(started(ex, 1), what="a step")
+    fe.click("pause")
+    wait_for(lambda: fe.state["status"] == "paused", what="paused")
+    fe.set(pag_scale=1.0)  # held: the run is surely still going
+    fe.click("resume")
+    assert ex.wait(120) and ex.status == "done"
+    assert any(n.startswith("live PAG scale ignored") for n in ex.trajectory.notices)

@@ -84,7 +84,7 @@ class BrowserRequests:
         k = ex.shown_step() if k is None else k
         controls = {key: getattr(ex, key) for key in BRANCH_CONTROLS}
         ex.branch(k, **run_tree.changes_from_controls(ex.shown, k, controls), **ex.branch_control_changes(ex.shown, k),
-                  **branch_pag(ex, ex.shown))
+                  **branch_pag(ex, ex.shown, k))
 
     def _later(self, fn: Any, *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # decoder shut down: the widget is closing

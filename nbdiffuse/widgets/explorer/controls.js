@@ -1,6 +1,9 @@
 // The Explorer's controls: the prompt, seed, steps, scheduler, size, guidance, the start picture and
 // the run buttons; bound to their traits, and showing the run's status.
 
+const PAG_TITLE = "Perturbed-attention guidance: how far each step moves away from the prediction with the chosen " +
+  "layers' self-attention switched off (0: none); dragged during a run, it steers the next steps";
+
 // The controls' nodes (ui.prompt, ui.generate, ...), added to `ui`.
 function controlNodes(ui) {
   ui.prompt = h("input", { type: "text", "aria-label": "Prompt", placeholder: "describe the picture" });
@@ -14,8 +17,7 @@ function controlNodes(ui) {
   ui.guidance = h("input", { type: "range", min: "0", step: "0.1", "aria-label": "Guidance" });
   ui.guidanceOut = h("output", { class: "nbd-gvalue", "aria-live": "off" });
   // a PAG pipeline's perturbed-attention guidance (pag_panel.py): the next run's pag_scale
-  ui.pag = h("input", { type: "range", min: "0", max: "10", step: "0.1", "aria-label": "PAG scale",
-                        title: "Perturbed-attention guidance: how far each step moves away from the prediction with the chosen layers' self-attention switched off (0: none)" });
+  ui.pag = h("input", { type: "range", min: "0", max: "10", step: "0.1", "aria-label": "PAG scale", title: PAG_TITLE });
   ui.pagOut = h("output", { class: "nbd-gvalue", "aria-live": "off" });
   ui.generate = h("button", { type: "button", class: "nbd-primary", text: "Generate", "aria-label": "Generate" });
   ui.stop = h("button", { type: "button", text: "Stop", "aria-label": "Stop" });
@@ -91,7 +93,8 @@ function bindFields(model, ui, link) {
   bindPag(model, ui, link);
 }
 
-// A PAG pipeline's scale for the next Generate (its row shows only for one); its runs' what-if is in explore.js.
+// A PAG pipeline's scale for the next Generate and, dragged during a run, its next steps (its row shows only for
+// one); its runs' what-if is in explore.js.
 function bindPag(model, ui, link) {
   const show = () => {
     const value = Number(model.get("pag_scale"));
@@ -101,14 +104,29 @@ function bindPag(model, ui, link) {
     ui.pagRow.hidden = !model.get("pag_available");
   };
   show();
-  ui.pag.addEventListener("input", () => { ui.pagOut.textContent = Number(ui.pag.value).toFixed(1); });
-  ui.pag.addEventListener("change", () => { model.set("pag_scale", Number(ui.pag.value)); link.save(); });
+  const send = dragSender(link);
+  ui.pag.addEventListener("input", () => {
+    const value = Number(ui.pag.value);
+    ui.pagOut.textContent = value.toFixed(1);
+    model.set("pag_scale", value);
+    send();
+  });
+  ui.pag.addEventListener("change", () => link.save());
   model.on("change:pag_scale", show);
   model.on("change:pag_available", show);
 }
 
+// A slider's sender while it is dragged: during a run each change steers the next step, so at most ~10 a second.
+function dragSender(link) {
+  let sent = 0;
+  return () => {
+    const now = performance.now();
+    if (now - sent > 100) { sent = now; link.save(); } else link.saveSoon();
+  };
+}
+
 function bindGuidance(model, ui, link) {
-  let guidanceSent = 0;
+  const send = dragSender(link);
   function showGuidance() {
     ui.guidance.max = String(model.get("guidance_max"));
     ui.guidance.value = String(model.get("guidance"));
@@ -119,9 +137,7 @@ function bindGuidance(model, ui, link) {
     const value = Number(ui.guidance.value);
     ui.guidanceOut.textContent = value.toFixed(1);
     model.set("guidance", value);
-    // During a run each change steers the next step: send at most ~10 per second while dragging.
-    const now = performance.now();
-    if (now - guidanceSent > 100) { guidanceSent = now; link.save(); } else link.saveSoon();
+    send();
   });
   ui.guidance.addEventListener("change", () => link.save());
   model.on("change:guidance", showGuidance);
@@ -196,6 +212,8 @@ function showStatus(model, ui, root) {
   const liveGuidance = (model.get("capabilities") || {}).live_guidance !== false;
   ui.guidance.disabled = busy && !liveGuidance;
   ui.guidance.title = busy && !liveGuidance ? (model.get("capabilities_note") || "") : "";
+  ui.pag.disabled = busy && !liveGuidance; // PAG too: such a pipeline reads pag_scale once
+  ui.pag.title = busy && !liveGuidance ? (model.get("capabilities_note") || "") : PAG_TITLE;
   root.dataset.status = status;
   const error = model.get("error");
   ui.error.hidden = !error;

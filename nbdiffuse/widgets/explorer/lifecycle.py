@@ -128,6 +128,7 @@ class RunLifecycle:
     def publish_paused(self, job: Job) -> None:
         ex = self.ex
         state, problem = self.full_state(job.context, job.trajectory)
+        state.pop("pag_scale", None)  # a held run: the slider is what its next step asks (moved while held, too)
         with ex._sync_lock:
             if not (job.control.paused and job.control.waiting) or job.done.is_set():
                 return  # resumed or stopped meanwhile

@@ -3,12 +3,16 @@ ones nbdiffuse's loop runs record their PAG per step; HunyuanDiT's and Sana's ta
 
 `pag_available`: the pipeline is one (the PAG slider under Guidance shows only then); `pag_scale`: the scale the
 next run uses (Generate passes it as pipe_kwargs["pag_scale"], "Branch here" as the branch's pag_scale where it
-differs from the shown run's); `pag_used`: the shown run's PAG scale per step (empty for a run without PAG), where
-the what-if's PAG slider starts (explore.js: the what-if re-weighs guidance and PAG, no model call).
+differs from what the shown run's next step asked), and moved during a run, the scale of its next steps
+(RunControl.set_pag_scale, as the guidance slider; PagPanel); `pag_used`: the shown run's PAG scale per step
+(empty for a run without PAG), where the what-if's PAG slider starts (explore.js: the what-if re-weighs guidance
+and PAG, no model call).
 """
 from __future__ import annotations
 
 from typing import Any
+
+import traitlets as t
 
 from ...core.pag import is_pag, own_defaults
 
@@ -21,11 +25,14 @@ def pag_traits(pipe: Any) -> dict[str, Any]:
 
 
 def pag_state(traj: Any) -> dict[str, Any]:
-    """The shown run's PAG per step, and its scale on the slider (a run without PAG: none, the slider as it is)."""
+    """The shown run's PAG per step, and the pag_scale its last step asked on the slider (a live change included;
+    a run without PAG: none, the slider as it is)."""
     pag = traj.params.get("pag") if traj is not None else None
     if not pag:
         return {"pag_used": []}
-    return {"pag_used": [float(s.pag_scale or 0.0) for s in traj.steps], "pag_scale": float(pag["scale"])}
+    asked = pag.get("scales") or [pag["scale"]]
+    last = asked[min(len(traj), len(asked)) - 1] if len(traj) else asked[0]
+    return {"pag_used": [float(s.pag_scale or 0.0) for s in traj.steps], "pag_scale": float(last)}
 
 
 def generate_pag(ex: Any, pipe_kwargs: dict | None) -> dict | None:
@@ -35,9 +42,30 @@ def generate_pag(ex: Any, pipe_kwargs: dict | None) -> dict | None:
     return {**(pipe_kwargs or {}), "pag_scale": float(ex.pag_scale)}
 
 
-def branch_pag(ex: Any, parent: Any) -> dict[str, Any]:
-    """"Branch here"'s pag_scale: the slider's, where the shown run had PAG and the slider differs from its scale."""
+def branch_pag(ex: Any, parent: Any, at: int) -> dict[str, Any]:
+    """"Branch here"'s pag_scale: the slider's, where the shown run had PAG and the slider differs from the
+    pag_scale its next step asked (else the branch replays the steps' own, live changes included)."""
     pag = parent.params.get("pag") if parent is not None else None
-    if not pag or not ex.pag_available or float(ex.pag_scale) == float(pag["scale"]):
+    if not pag or not ex.pag_available:
+        return {}
+    asked = pag.get("scales") or [pag["scale"]]
+    if float(ex.pag_scale) == float(asked[min(at + 1, len(asked) - 1)]):
         return {}
     return {"pag_scale": float(ex.pag_scale)}
+
+
+class PagPanel(t.HasTraits):
+    """The PAG slider moved during a run steers it from its next step (RunControl.set_pag_scale), as the
+    guidance slider does; a pipeline that runs its own loop notes the change as ignored. Needs the
+    Explorer's `_runner`, `_quiet` and `_show_error`."""
+
+    @t.observe("pag_scale")
+    def _pag_scale_changed(self, change: dict) -> None:
+        if self._quiet or not self.pag_available:
+            return
+        job = self._runner.current
+        if job is not None and not job.done.is_set():
+            try:
+                job.control.set_pag_scale(change["new"])
+            except (TypeError, ValueError) as exc:
+                self._show_error(exc)

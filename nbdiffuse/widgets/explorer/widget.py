@@ -35,7 +35,7 @@ from ..sketch import SketchPad
 from . import model_swap, run_tree
 from .browser import BrowserRequests
 from .control_panel import CONTROL_ARGS, ControlPanel, control_traits
-from .pag_panel import generate_pag, pag_traits
+from .pag_panel import PagPanel, generate_pag, pag_traits
 from .kept_runs import KeptRuns
 from .lifecycle import RunLifecycle
 from .run_controls import controls_of_branch, controls_of_run
@@ -49,7 +49,7 @@ EXPORTS_SHOWN = 8  # newest written files listed in the widget
 SWAP_STOP_TIMEOUT = model_swap.SWAP_STOP_TIMEOUT
 
 
-class Explorer(RunSwitches, ControlPanel, ExplorerState):
+class Explorer(RunSwitches, ControlPanel, PagPanel, ExplorerState):
     """Live denoising explorer: `nbd.Explorer(pipe=None, **defaults)`; show it as a cell's value.
 
     defaults: prompt, negative_prompt, seed, steps, guidance, scheduler, height, width, and
