@@ -97,10 +97,20 @@ def pixart_alpha_pipe():
 
 @pytest.fixture(scope="session")
 def generic_pipe():
-    """AltDiffusionPipeline: outside nbdiffuse's families, watched through callback_on_step_end."""
+    """AltDiffusionPipeline: outside nbdiffuse's families, watched through callback_on_step_end (x_t, and x0 read
+    from what its sampler is given)."""
     from nbdiffuse.testing import tiny_alt_diffusion_pipeline
 
     return tiny_alt_diffusion_pipeline()
+
+
+@pytest.fixture(scope="session")
+def xt_only_pipe():
+    """SanaSprintPipeline: watched through callback_on_step_end, its SCM sampler's "trigflow" prediction has no x0
+    formula here (core/sampler_tap.py), so its runs record x_t alone."""
+    from nbdiffuse.testing import tiny_sana_sprint_pipeline
+
+    return tiny_sana_sprint_pipeline()
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from . import controlnet, controlnet_flux, encode_cache, img2img, pag
-from .capabilities import xt_only_reason
+from .capabilities import run_reason, watched_reason
 from .families import family_for, is_generic
 from .locks import model_turn
 from .model_identity import branch_notice
@@ -67,9 +67,9 @@ def prepare_branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> "Pre
     if not isinstance(traj, Trajectory):
         raise TypeError(f"traj must be an nbd.Trajectory, got {type(traj).__name__}")
     if not traj.capabilities["branch"]:  # a run of a pipeline watched through its step callback (generic.py)
-        raise ValueError(xt_only_reason(traj.params.get("pipeline"), "branching"))
+        raise ValueError(run_reason(traj.params, "branching"))
     if is_generic(pipe):
-        raise ValueError(xt_only_reason(type(pipe).__name__, "branching"))
+        raise ValueError(watched_reason(type(pipe).__name__, "branching"))
     family = family_for(pipe)
     check_step_at(at, len(traj))
     notice = branch_notice(traj, pipe, at)  # core/model_identity.py: refused across families, warned across models

@@ -1,8 +1,10 @@
 """What a run can give, and why a run of a pipeline nbdiffuse only watches cannot give more.
 
 Runs of the families nbdiffuse drives itself (core/families) can do all of it. Runs of other
-pipelines (core/generic.py, watched through diffusers' callback_on_step_end) record only x_t and
-say so in params["capabilities"]; the widgets read the same dict and disable what a run cannot do.
+pipelines (core/generic.py, watched through diffusers' callback_on_step_end) record x_t and, read from what
+their sampler is given (core/sampler_tap.py), x0, but not the (cond, uncond) pair: no what-if, no branch, no
+live guidance. They say so in params["capabilities"]; the widgets read the same dict and disable what a run
+cannot do.
 "control" says whether a pipeline has a ControlNet (core/controlnet.py), or whether a run had a control picture.
 """
 from __future__ import annotations
@@ -14,16 +16,39 @@ from .generic_control import control_slots
 
 # What a run can be asked for (all of it for the known families).
 CAPABILITIES = {"x0": True, "what_if": True, "branch": True, "live_guidance": True, "previews": True}
-# What a run of a watched pipeline lacks ("previews" is decided by its latents' layout, at its first step).
-XT_ONLY = {"x0": False, "what_if": False, "branch": False, "live_guidance": False}
+# What a run of a watched pipeline lacks ("previews" is decided by its latents' layout, and "x0" by what its
+# sampler is given, at its first step: WATCHED with x0, XT_ONLY without).
+WATCHED = {"what_if": False, "branch": False, "live_guidance": False}
+XT_ONLY = {"x0": False, **WATCHED}
 KNOWN_FAMILIES = "SD, SDXL, SD3, Flux, PixArt"
 
 
 def xt_only_reason(pipeline: Any, what: str = "x0, what-if and branching", hint: str = "; view='xt' works") -> str:
-    """Why a run of a pipeline outside the known families cannot give `what` (one line, for errors and the UI)."""
+    """Why a run that recorded x_t alone (a watched pipeline whose sampler's prediction cannot be read) cannot
+    give `what` (one line, for errors and the UI)."""
     return (f"This pipeline ({pipeline or 'unknown'}) gives only the noisy latent x_t at each step: {what} "
-            f"need{'' if ',' in what or ' and ' in what else 's'} a family nbdiffuse knows "
+            f"{_need(what)} a family nbdiffuse knows ({KNOWN_FAMILIES}){hint}.")
+
+
+def watched_reason(pipeline: Any, what: str = "what-if, branching and live guidance", x0: bool = True,
+                   hint: str = "") -> str:
+    """Why a run of a pipeline outside the known families cannot give `what`: it runs its own loop, so x_t and
+    x0 (read from its sampler) are all nbdiffuse sees of it; without x0 (x0=False), xt_only_reason's words."""
+    if not x0:
+        return xt_only_reason(pipeline, what, hint)
+    return (f"This pipeline ({pipeline or 'unknown'}) runs its own loop: nbdiffuse reads each step's x_t and x0 "
+            f"from its sampler, not the (cond, uncond) pair, so {what} {_need(what)} a family nbdiffuse knows "
             f"({KNOWN_FAMILIES}){hint}.")
+
+
+def run_reason(params: dict, what: str, hint: str = "") -> str:
+    """watched_reason for a recorded run of a watched pipeline (with or without x0, as it ran)."""
+    return watched_reason(params.get("pipeline"), what, x0=bool((params.get("capabilities") or {}).get("x0")),
+                          hint=hint)
+
+
+def _need(what: str) -> str:
+    return "need" if "," in what or " and " in what else "needs"
 
 
 # What a run lacks when guidance is a model input (Flux-dev, guidance-embedding UNets): no (cond, uncond) pair.
@@ -42,8 +67,8 @@ def pipeline_capabilities(pipe: Any) -> dict[str, bool]:
     control = {"control": control_slots(pipe) > 0}
     if pipe is None:
         return {**CAPABILITIES, **control}
-    if is_generic(pipe):
-        return {**CAPABILITIES, **XT_ONLY, **control}
+    if is_generic(pipe):  # x0 where its sampler's prediction can be read (each run says, at its first step)
+        return {**CAPABILITIES, **WATCHED, **control}
     try:
         distilled = family_for(pipe).guidance_kind == "distilled"
     except TypeError:

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .capabilities import run_reason
 from .decision_plot import plot_decision_curve
 from .controlnet import control_args_of
 from .families import default_guidance
@@ -85,6 +86,8 @@ def decision_curve_of(pipe: Any, traj: Trajectory, samples: int = 3, at: Sequenc
     if not traj.has_x0:
         raise ValueError(f"a decision curve continues a run from its x0: {traj.params.get('pipeline')} gives only "
                          "the noisy latent x_t (it runs its own loop)")
+    if not traj.capabilities["branch"]:  # x0 read from a pipeline's own loop: nbdiffuse cannot continue that loop
+        raise ValueError(run_reason(traj.params, "a decision curve (continuations from the run's own steps)"))
     if traj.stopped or len(traj) < traj.total_steps:
         raise ValueError(f"a decision curve needs a finished run; this one stopped after {len(traj)} of "
                          f"{traj.total_steps} steps")

@@ -4,10 +4,12 @@ For the families in core/families nbdiffuse owns the denoising loop (core/run.py
 everything (x0, the (cond, uncond) pair, guidance per step). Any other pipeline runs its own loop here, and
 nbdiffuse watches it through diffusers' callback_on_step_end, which runs after scheduler.step and
 sees the latents (diffusers #3579: no x0, no noise prediction). So a generic run records x_t at
-every step and can stop (pipe._interrupt, diffusers' own way), pause and single-step (the callback
-waits), but it cannot show x0, re-weigh guidance after the fact, branch, or change guidance while
-it runs: the pipeline reads guidance_scale once, and changing it mid-run can crash (DESIGN.md).
-Its trajectories say so in params["capabilities"], and the widgets disable what they cannot do.
+every step, and x0 from what the run's scheduler.step is given (core/sampler_tap.py: the guided model
+output, as the pipeline made it); it can stop (pipe._interrupt, diffusers' own way), pause and single-step
+(the callback waits), but it cannot re-weigh guidance after the fact (it never sees the (cond, uncond)
+pair), branch, or change guidance while it runs: the pipeline reads guidance_scale once, and changing it
+mid-run can crash (DESIGN.md). Its trajectories say so in params["capabilities"], and the widgets disable
+what they cannot do.
 
 Latent layout: the callback's latents are what the pipeline denoises. (B, C, h, w) latents are
 recorded as they are. Packed latents (B, tokens, features) are unpacked with the pipeline's own
@@ -31,7 +33,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .capabilities import KNOWN_FAMILIES, XT_ONLY, xt_only_reason
+from .capabilities import KNOWN_FAMILIES, XT_ONLY, watched_reason, xt_only_reason
 from . import img2img
 from .families import GenericPipeline
 from .control import RunControl
@@ -46,6 +48,7 @@ from .locks import TOKENIZER_LOCK
 from .recording import StepRecorder
 from .run import Run, input_scale, run_end
 from .run_args import check_run_args
+from .sampler_tap import SamplerTap
 from .schedulers import make_scheduler
 from .step import Step
 from .trajectory import Trajectory
@@ -168,6 +171,12 @@ class GenericRun(Run):
                                           "resolution binning or rounding)")
             traj.params["height"], traj.params["width"] = height, width
 
+    def _x0_said(self, traj: Trajectory, x0: bool) -> None:
+        """At the first step: whether the run records x0 (read from its sampler), and what it lacks, in words."""
+        traj.params["capabilities"]["x0"] = x0
+        traj.params["capabilities_reason"] = watched_reason(type(self.pipe).__name__, x0=x0) if x0 else \
+            xt_only_reason(type(self.pipe).__name__)
+
     def _undrawable(self, latents: torch.Tensor) -> str | None:
         """Why (B, C, h, w) latents are not what the pipeline's VAE decodes as latents / scaling_factor (+ shift),
         nbdiffuse's way (Flux 2 style pipelines batch-norm patchified latents), or None."""
@@ -263,6 +272,7 @@ class GenericRun(Run):
         state = {"i": 0, "k": 0, "began": time.perf_counter(), "first": None, "done": False, "warned": set(),
                  "times": None, "recorder": None, "offset": 0}
         own_step = sched.step
+        tap = SamplerTap(sched)
         # pipe(...) encodes its prompts itself: it holds the tokenizers' lock until its first
         # scheduler step, so that no prompt check elsewhere changes a shared fast tokenizer's
         # padding and truncation under it (core/prompts.py).
@@ -288,15 +298,17 @@ class GenericRun(Run):
                 state["times"] = [float(x) for x in sched.timesteps.detach().cpu()]
                 if self.image is not None:  # image to image: the loop runs the tail of the schedule
                     state["offset"] = schedule_offset(state["times"], args[1] if len(args) > 1 else kwargs.get("timestep"))
-            if state["first"] is None:
+            if state["first"] is None:  # a step's first evaluation (Heun's second is not recorded)
                 state["first"] = (args[1] if len(args) > 1 else kwargs.get("timestep"), state["i"])
+                tap.seen(args, kwargs)  # its model output and x_t, before the sampler moves on: x0 (sampler_tap)
             return own_step(*args, **kwargs)
 
         publish = self.publisher(traj)
 
         def callback(pipeline: Any, i: int, t: Any, tensors: dict) -> dict:
             state["i"] = i + 1
-            if state["done"] or not getattr(sched, "state_in_first_order", True):
+            last = i + 1 + state["offset"] >= len(sched.timesteps)  # Heun's last step has one evaluation
+            if state["done"] or not (getattr(sched, "state_in_first_order", True) or last):
                 return tensors  # stopped (a pipeline without interrupt runs on: not recorded), or mid-Heun
             latents = self._unpack(tensors["latents"])
             if state["k"] == 0:  # (C, h, w) per step, or packed in a layout nbdiffuse cannot know
@@ -323,6 +335,12 @@ class GenericRun(Run):
                 sigma = sigma_at(sched, i0)
             except Exception:  # a scheduler with neither sigmas nor alphas_cumprod
                 sigma = None
+            x0, b = tap.x0(sigma)
+            x0 = None if x0 is None else self._unpack(x0)
+            if state["k"] == 0:  # x0 where the first step's could be read (else x_t alone, as the run says)
+                self._x0_said(traj, x0 is not None and x0.shape == latents.shape)
+            if not traj.params["capabilities"]["x0"] or x0 is None or x0.shape != latents.shape:
+                x0, b = None, 0.0
             try:
                 scale = input_scale(sched, i + 1 + state["offset"], latents) if latents.ndim == 4 else 1.0
             except Exception:
@@ -331,15 +349,17 @@ class GenericRun(Run):
             now = time.perf_counter()
             plan = self.control_plan  # a control picture's scales, as the pipeline read them (its strength: unseen)
             recorder.add(Step(index=k, timestep=t0, sigma=sigma, guidance=self.schedule[0],
-                              latents=recorder.copy(latents), pred_x0=None, eps_cond=None, eps_uncond=None,
-                              x0_coeff=0.0, xt_scale=float(scale), seconds=now - state["began"],
+                              latents=recorder.copy(latents), pred_x0=None if x0 is None else recorder.copy(x0),
+                              eps_cond=None, eps_uncond=None, x0_coeff=b, xt_scale=float(scale),
+                              seconds=now - state["began"],
                               control_scale=None if plan is None else plan.recorded(plan.scales[0])))
             state["k"] = k + 1
             for live, what in (("guidance", "guidance"), ("control_scale", "the control scale"),
                                ("pag_scale", "the PAG scale")):
                 if control is not None and getattr(control, live) is not None and live not in state["warned"]:
                     state["warned"].add(live)  # the pipeline read it once, before its loop
-                    reason = xt_only_reason(type(pipe).__name__, f"changing {what} during a run")
+                    reason = watched_reason(type(pipe).__name__, f"changing {what} during a run",
+                                            x0=traj.params["capabilities"]["x0"])
                     traj.params["notices"].append(f"live {what.removeprefix('the ')} ignored: {reason}")
             recorder.publish(publish)  # at once on a CPU; on a GPU once the copies are done
             if control is not None and control.paused:

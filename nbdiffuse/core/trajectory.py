@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from . import exports
-from .capabilities import run_capabilities, xt_only_reason
+from .capabilities import run_capabilities, run_reason
 from .model_identity import check_family
 from .decode import ApproxDecoder, approx_decoder_for, full_decode
 from .families import adapter_for
@@ -110,7 +110,8 @@ class Trajectory:
         return "x0" if self.has_x0 else "xt"
 
     def _refuse(self, what: str) -> None:
-        raise ValueError(xt_only_reason(self.params.get("pipeline"), what))
+        """What a run of a pipeline that runs its own loop (core/generic.py) cannot give, and why."""
+        raise ValueError(run_reason(self.params, what, hint="" if self.has_x0 else "; view='xt' works"))
 
     @property
     def guidances(self) -> list[float]:
@@ -270,7 +271,7 @@ class Trajectory:
         """
         w = check_guidance_value(guidance)
         step = self[k]
-        if step.pred_x0 is None:
+        if step.pred_x0 is None or step.eps_cond is None:  # x_t alone, or x0 without the (cond, uncond) pair
             self._refuse("a what-if")
         delta = None
         if pag_scale is not None:

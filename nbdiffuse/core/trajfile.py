@@ -125,9 +125,14 @@ def load_trajectory(path: Any, cls: "type[Trajectory]") -> Trajectory:
     check_file(header, tensors, path)  # core/nbd_schema.py: every field and tensor, before anything is built
     try:
         meta = json.loads(header["meta"])
-        # Runs of pipelines watched through their step callback (core/generic.py) have x_t only.
-        xt_only = (meta["params"].get("capabilities") or {}).get("x0") is False
-        steps = [_step(record, tensors, xt_only) for record in meta["steps"]]
+        # Runs of pipelines watched through their step callback (core/generic.py) have no (cond, uncond) pair,
+        # and x0 only where their sampler's prediction could be read.
+        optional = ("eps_uncond", "eps_perturbed", "attention")
+        if meta["params"].get("family") == "generic":
+            optional += ("eps_cond",)
+        if (meta["params"].get("capabilities") or {}).get("x0") is False:
+            optional += ("pred_x0", "eps_cond")
+        steps = [_step(record, tensors, optional) for record in meta["steps"]]
         traj = cls(params=meta["params"], initial_latents=tensors["initial_latents"], steps=steps,
                           stopped=bool(meta["stopped"]), error=meta.get("error"), branched_at=meta.get("branched_at"),
                           approx=ApproxDecoder.from_dict(meta["approx"]) if meta.get("approx") else None)
@@ -147,12 +152,11 @@ def load_trajectory(path: Any, cls: "type[Trajectory]") -> Trajectory:
     return traj
 
 
-def _step(record: dict, tensors: dict[str, torch.Tensor], xt_only: bool = False) -> Step:
+def _step(record: dict, tensors: dict[str, torch.Tensor], optional: tuple[str, ...]) -> Step:
+    """A step from its record and tensors; the tensors named in `optional` may be missing (None)."""
     k = int(record["index"])
     values = {name: record[name] for name in _STEP_FIELDS}
     values.update({name: record[name] for name in _OPTIONAL_FIELDS if record.get(name) is not None})
-    optional = ("eps_uncond", "pred_x0", "eps_cond", "eps_perturbed", "attention") if xt_only else \
-        ("eps_uncond", "eps_perturbed", "attention")
     for name in _STEP_TENSORS:
         key = f"steps.{k}.{name}"
         if key not in tensors and name not in optional:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.capabilities import pipeline_capabilities, xt_only_reason
+from ..core.capabilities import pipeline_capabilities, watched_reason, xt_only_reason
 from ..core.device_memory import is_out_of_memory
 from ..core.pipe_decoder import has_decoder
 from ..core.trajectory import Trajectory
 
 CANNOT = "x0, what-if, branching and live guidance"
+WATCHED_CANNOT = "what-if, branching and live guidance"
 NO_PICTURES = ("Its steps have no picture form here (latents packed in a layout nbdiffuse cannot read, or no "
                "decoder), so no frames are drawn; the steps are recorded all the same.")
 
@@ -23,7 +24,9 @@ def capabilities_state(source: Any) -> dict[str, Any]:
         caps, pipeline = pipeline_capabilities(source), type(source).__name__
         if source is not None and not has_decoder(source):
             caps["previews"] = False
-    note = "" if caps["x0"] else xt_only_reason(pipeline, CANNOT, hint="")
+    # a pipeline that runs its own loop: x0 where its sampler's prediction can be read, never the pair
+    note = "" if caps["branch"] else watched_reason(pipeline, WATCHED_CANNOT) if caps["x0"] else \
+        xt_only_reason(pipeline, CANNOT, hint="")
     if not caps["previews"]:
         note = (note + " " if note else "") + NO_PICTURES
     return {"capabilities": caps, "capabilities_note": note}

@@ -44,13 +44,15 @@ def test_an_x_t_comparison_measures_and_draws_the_noisy_latents(sd_pipe):
     assert on_xt.heatmap(0, size=16).tobytes() != on_x0.heatmap(0, size=16).tobytes()
 
 
-def test_runs_with_x_t_alone_are_compared_on_x_t_unless_told_otherwise(sd_pipe, generic_pipe):
-    # A pipeline outside the known families is watched through its step callback: x_t alone.
-    a = nbd.trace(generic_pipe, "red circle", steps=3, seed=1)
-    b = nbd.trace(generic_pipe, "red circle", steps=3, seed=2)
+def test_runs_with_x_t_alone_are_compared_on_x_t_unless_told_otherwise(sd_pipe, generic_pipe, xt_only_pipe):
+    # A watched pipeline whose sampler's prediction has no x0 formula here: x_t alone.
+    a = nbd.trace(xt_only_pipe, "red circle", steps=2, seed=1, height=32, width=32)  # SCM: 2 steps
+    b = nbd.trace(xt_only_pipe, "red circle", steps=2, seed=2, height=32, width=32)
     both = nbd.trace(sd_pipe, "red circle", steps=3, seed=1), nbd.trace(sd_pipe, "red circle", steps=3, seed=2)
     assert compare(*both).view == "x0"
+    watched = nbd.trace(generic_pipe, "red circle", steps=3, seed=1), nbd.trace(generic_pipe, "red circle", steps=3, seed=2)
+    assert compare(*watched).view == "x0"  # a watched pipeline whose x0 is read from its sampler
     result = compare(a, b)
-    assert result.view == "xt" and len(result) == 3 and result.difference[-1] > 0
+    assert result.view == "xt" and len(result) == 2 and result.difference[-1] > 0
     with pytest.raises(ValueError, match="x0"):
         compare(a, b, view="x0")

@@ -78,7 +78,7 @@ def test_the_curve_of_a_run_started_from_a_picture_continues_from_its_place(sd_c
     assert curve.keep["picture"][-1] > 0.9  # one step from the end of the run it continues: nearly the same picture
 
 
-def test_a_curve_needs_x0_and_a_finished_run(sd_pipe):
+def test_a_curve_needs_x0_nbdiffuses_own_loop_and_a_finished_run(sd_pipe, xt_only_pipe):
     from nbdiffuse.testing import tiny_cogview3plus_pipeline
 
     control = nbd.RunControl()
@@ -87,5 +87,9 @@ def test_a_curve_needs_x0_and_a_finished_run(sd_pipe):
     with pytest.raises(ValueError, match="needs a finished run; this one stopped after 0 of 4 steps"):
         nbd.decision_curve_of(sd_pipe, stopped)
     watched = nbd.trace(tiny_cogview3plus_pipeline(), "a red circle", steps=2, height=32, width=32)
-    with pytest.raises(ValueError, match="gives only the noisy latent x_t"):
+    assert watched.has_x0  # read from its sampler, but its loop is the pipeline's: no continuations
+    with pytest.raises(ValueError, match=r"runs its own loop.*a decision curve .* needs a family nbdiffuse knows"):
         nbd.decision_curve_of(sd_pipe, watched)
+    alone = nbd.trace(xt_only_pipe, "a red circle", steps=2, height=32, width=32)
+    with pytest.raises(ValueError, match="gives only the noisy latent x_t"):
+        nbd.decision_curve_of(sd_pipe, alone)

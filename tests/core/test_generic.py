@@ -1,5 +1,7 @@
 """The generic path: a real pipeline outside the known families (AltDiffusionPipeline),
-watched through diffusers' callback_on_step_end: x_t every step, stop, pause; no x0/what-if/branch."""
+watched through diffusers' callback_on_step_end: x_t every step, x0 read from what its sampler is given
+(core/sampler_tap.py), stop, pause; no what-if/branch. A pipeline whose sampler's prediction has no x0
+formula (SanaSprintPipeline's SCM) records x_t alone."""
 import threading
 
 import pytest
@@ -37,14 +39,18 @@ def test_trace_records_xt_every_step_ending_at_the_pipelines_own_latents(generic
     assert torch.equal(traj[-1].latents, own_latents(generic_pipe, 5, 4, 3.0))  # bit for bit
     assert traj.initial_latents.shape == (1, 4, 8, 8)
     for step in traj:
-        assert step.latents.shape == (4, 8, 8)
-        assert step.pred_x0 is None and step.eps_cond is None and step.eps_uncond is None
+        assert step.latents.shape == step.pred_x0.shape == (4, 8, 8)
+        assert step.eps_cond is None and step.eps_uncond is None and step.x0_coeff < 0
+    assert torch.equal(traj[-1].pred_x0, traj[-1].latents)  # Euler's last step lands on its x0 (sigma 0 next)
+    assert not torch.equal(traj[0].pred_x0, traj[0].latents)
     timesteps = [s.timestep for s in traj]
     assert timesteps == sorted(timesteps, reverse=True) and len(set(timesteps)) == 5
     p = traj.params
     assert p["family"] == "generic" and p["pipeline"] == "AltDiffusionPipeline"
-    assert p["capabilities"] == {"x0": False, "what_if": False, "branch": False, "live_guidance": False,
+    assert p["capabilities"] == {"x0": True, "what_if": False, "branch": False, "live_guidance": False,
                                  "previews": True}
+    assert p["capabilities_reason"].startswith("This pipeline (AltDiffusionPipeline) runs its own loop: nbdiffuse "
+                                               "reads each step's x_t and x0 from its sampler")
     assert traj.guidances == [3.0] * 5 and p["height"] == p["width"] == 16
 
 
@@ -128,15 +134,20 @@ def test_bad_input_is_refused_before_any_model_work(generic_pipe):
         nbd.core.prepare(generic_pipe, PROMPT, steps=3, height=21)
 
 
-def test_x0_what_if_and_branch_refuse_clearly(generic_pipe):
+def test_what_if_and_branch_refuse_clearly_and_x0_where_the_sampler_gives_none(generic_pipe, xt_only_pipe):
     traj = nbd.trace(generic_pipe, PROMPT, steps=3, seed=0)
-    with pytest.raises(ValueError, match=r"only the noisy latent x_t.*view='xt' works"):
-        traj.image(1, view="x0")
-    with pytest.raises(ValueError, match=r"AltDiffusionPipeline.*a what-if needs a family"):
+    assert traj.image(1, view="x0").size == (16, 16)
+    with pytest.raises(ValueError, match=r"AltDiffusionPipeline\) runs its own loop.*not the \(cond, uncond\) pair, "
+                                         r"so a what-if needs a family"):
         traj.guided_x0(1, guidance=5.0)
     with pytest.raises(ValueError, match=r"branching needs a family nbdiffuse knows"):
         nbd.branch(generic_pipe, traj, at=0)
     assert traj.final_image.size == (16, 16)  # the last x_t, decoded by the VAE
+    alone = nbd.trace(xt_only_pipe, PROMPT, steps=2, seed=0, height=32, width=32)
+    assert not alone.has_x0 and all(step.pred_x0 is None for step in alone)
+    assert alone.params["capabilities_reason"].startswith("This pipeline (SanaSprintPipeline) gives only the noisy")
+    with pytest.raises(ValueError, match=r"only the noisy latent x_t.*view='xt' works"):
+        alone.image(1, view="x0")
 
 
 def test_branching_a_known_familys_run_with_this_pipeline_is_refused(generic_pipe, sd_pipe):
@@ -149,17 +160,17 @@ def test_save_load_round_trip(generic_pipe, tmp_path):
     traj = nbd.trace(generic_pipe, PROMPT, steps=4, guidance=2.5, seed=3)
     traj.save(tmp_path / "run.nbd")
     back = nbd.Trajectory.load(tmp_path / "run.nbd")
-    assert back.params == traj.params and len(back) == 4 and not back.has_x0
+    assert back.params == traj.params and len(back) == 4 and back.has_x0
     assert torch.equal(back.initial_latents, traj.initial_latents)
     for a, b in zip(traj, back):
-        assert torch.equal(a.latents, b.latents) and b.pred_x0 is None and b.eps_cond is None
-        assert (a.timestep, a.sigma, a.xt_scale) == (b.timestep, b.sigma, b.xt_scale)
-    # the approx decoder travelled with it, and the x_t pictures (no x0: the run has none)
+        assert torch.equal(a.latents, b.latents) and torch.equal(a.pred_x0, b.pred_x0) and b.eps_cond is None
+        assert (a.timestep, a.sigma, a.xt_scale, a.x0_coeff) == (b.timestep, b.sigma, b.xt_scale, b.x0_coeff)
+    # the approx decoder travelled with it, and the pictures of both views
     assert back.image(-1, view="xt", decoder="approx", size="latent").tobytes() == \
         traj.image(-1, view="xt", decoder="approx", size="latent").tobytes()
-    assert back.has_saved_frames and {view for _, view in back.saved_frames} == {"xt"}
-    with pytest.raises(ValueError, match="x0 needs a family"):
-        back.image(-1, view="x0")
+    assert back.has_saved_frames and {view for _, view in back.saved_frames} == {"x0", "xt"}
+    with pytest.raises(ValueError, match="a what-if needs a family"):
+        back.guided_x0(-1, 5.0)
     attached = nbd.Trajectory.load(tmp_path / "run.nbd", pipe=generic_pipe)
     assert attached.image(-1, view="xt", decoder="full").size == (16, 16)
 
@@ -171,9 +182,9 @@ def test_previews_of_xt_have_the_right_size(generic_pipe):
     from nbdiffuse.widgets.frames import LOSSLESS_TYPE, decode_frame, full_frames, mime_type, step_frames
 
     x0, xt = step_frames(traj, 1)
-    assert x0 == b"" and decode_frame(xt).shape == (8, 16, 3)  # approx: the latent size, lossless
+    assert decode_frame(x0).shape == decode_frame(xt).shape == (8, 16, 3)  # approx: the latent size, lossless
     x0, xt = full_frames(traj, 1)
-    assert x0 == b"" and mime_type(xt) == LOSSLESS_TYPE
+    assert mime_type(x0) == mime_type(xt) == LOSSLESS_TYPE
 
 
 def test_pipeline_scheduler_is_put_back_and_scheduler_names_work(generic_pipe):
@@ -183,11 +194,13 @@ def test_pipeline_scheduler_is_put_back_and_scheduler_names_work(generic_pipe):
     assert traj.params["scheduler_class"] == "DPMSolverMultistepScheduler" and len(traj) == 3
 
 
-def test_html_export_of_an_x_t_only_run(generic_pipe, tmp_path):
-    traj = nbd.trace(generic_pipe, "a red circle", steps=3, guidance=5.0, seed=0)
+def test_html_export_of_an_x_t_only_run(xt_only_pipe, generic_pipe, tmp_path):
+    traj = nbd.trace(xt_only_pipe, "a red circle", steps=2, guidance=5.0, seed=0, height=32, width=32)
     traj.to_html(tmp_path / "run.html")
     page = (tmp_path / "run.html").read_text()
     assert '"xt": [' in page and '"x0": [' not in page and "parentElement.hidden = true" in page
+    nbd.trace(generic_pipe, "a red circle", steps=3, guidance=5.0, seed=0).to_html(tmp_path / "both.html")
+    assert '"x0": [' in (tmp_path / "both.html").read_text()
 
 
 def changing_output(pipe, change):

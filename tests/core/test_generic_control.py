@@ -50,7 +50,8 @@ def test_a_controlnet_pipeline_gets_the_picture_and_settings_under_its_own_names
     back = nbd.Trajectory.load(tmp_path / "qwen.nbd")
     assert np.array_equal(np.asarray(back.control_image), np.asarray(control))
     assert back.params["control"] == settings
-    with pytest.raises(ValueError, match="gives only the noisy latent x_t"):
+    assert back.has_x0 and all(torch.equal(a.pred_x0, b.pred_x0) for a, b in zip(traj, back))
+    with pytest.raises(ValueError, match=r"QwenImageControlNetPipeline\) runs its own loop.*branching needs a family"):
         nbd.branch(pipe, traj, at=0, control_scale=0.0)
 
 

@@ -1,12 +1,13 @@
 """The pipeline matrix's cases: each diffusers class it builds, with how to run it and what it expects.
 
 `kind` is what nbdiffuse makes of the class: "covered" (a family nbdiffuse drives itself: x0, what-if,
-branching) or "x_t only" (watched through callback_on_step_end). `control`: a control picture goes with
-every check (trace's control_image, the pipeline's own name for it in pipe(...), the Explorer's control
-picture). Every check runs the size as given (resolution binning off, in trace and in the reference
-pipe(...) call alike). `xfail` names a check that fails today with the reason (strict marks: a check that
-passes fails). `pipe_kwargs`: the pipeline's own keywords a run needs, passed in every check (trace,
-pipe(...) and the Explorer's Generate).
+branching) or "watched" (its own loop, watched through callback_on_step_end: x_t, and x0 read from what its
+sampler is given where `x0`; `x0_lands`: its schedule ends at sigma 0, so its last step lands on that step's x0).
+`control`: a control picture goes with every check (trace's control_image, the pipeline's own name for it in
+pipe(...), the Explorer's control picture). Every check runs the size as given (resolution binning off, in trace
+and in the reference pipe(...) call alike). `xfail` names a check that fails today with the reason (strict
+marks: a check that passes fails). `pipe_kwargs`: the pipeline's own keywords a run needs, passed in every check
+(trace, pipe(...) and the Explorer's Generate).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ CHECKS = ("parity", "views", "files", "explorer")
 class Case:
     cls: str
     build: Callable
-    kind: str = "x_t only"
+    kind: str = "watched"
     size: tuple[int, int] = (32, 32)  # (height, width)
     guidance: float = 4.0
     image: bool = False  # image to image: a start picture and strength 0.6
@@ -35,6 +36,13 @@ class Case:
     pipe_kwargs: dict = field(default_factory=dict)  # the pipeline's own keywords a run needs, in every check
     control: bool = False  # a ControlNet pipeline: trace(control_image=...), pipe(...) under its own name
     control_mode: int | None = None  # a union ControlNet's kind of picture, with the control picture
+    x0: bool = True  # a watched run reads x0 from its sampler (False: a prediction type without the formula)
+    x0_lands: bool = True  # its last step's x_t is that step's x0 (False: a schedule that ends above sigma 0)
+
+    @property
+    def status(self) -> str:
+        """The table's word for it: covered, x0 and x_t, or x_t only."""
+        return "covered" if self.kind == "covered" else "x0 and x_t" if self.x0 else "x_t only"
 
     @property
     def id(self) -> str:
@@ -61,9 +69,9 @@ CASES = [
     Case("HunyuanDiTPipeline", builders.hunyuan_dit, guidance=5.0),
     Case("QwenImagePipeline", builders.qwenimage, previews=False),
     Case("LuminaPipeline", builders.lumina, guidance=4.0),
-    Case("StableCascadePriorPipeline", builders.cascade_prior, size=(256, 256), guidance=4.0, previews=False),
+    Case("StableCascadePriorPipeline", builders.cascade_prior, size=(256, 256), guidance=4.0, previews=False, x0=False),
     Case("SanaPAGPipeline", builders.sana_pag),
-    Case("SanaSprintPipeline", builders.sana_sprint, guidance=4.5),
+    Case("SanaSprintPipeline", builders.sana_sprint, guidance=4.5, x0=False),
     Case("StableDiffusionPanoramaPipeline", builders.panorama, size=(16, 16), guidance=7.5),
     Case("ChromaPipeline", builders.chroma, guidance=5.0),
     Case("BriaPipeline", builders.bria, guidance=5.0),
@@ -79,7 +87,7 @@ CASES = [
     Case("ZImageImg2ImgPipeline", builders.zimage_img2img, guidance=5.0, image=True),
     Case("ChromaImg2ImgPipeline", builders.chroma_img2img, guidance=5.0, image=True),
     Case("QwenImageImg2ImgPipeline", builders.qwenimage_img2img, image=True, previews=False),
-    Case("SanaSprintImg2ImgPipeline", builders.sana_sprint_img2img, guidance=4.5, image=True),
+    Case("SanaSprintImg2ImgPipeline", builders.sana_sprint_img2img, guidance=4.5, image=True, x0=False),
     Case("Flux2Pipeline", builders_more.flux2, previews=False),
     # output_type='latent' returns its VAE's latents (4 x 16 x 16), not the packed tokens (64 x 16) its loop
     # denoises: traj.output holds them (#21 K)
@@ -90,7 +98,7 @@ CASES = [
     Case("HiDreamImagePipeline", builders_more.hidream, guidance=5.0),
     Case("Kandinsky5T2IPipeline", builders_more.kandinsky5_t2i, guidance=3.5, previews=False),
     # output_type='latent' drops the frame axis (C x h x w; its steps: C x 1 x h x w): the same numbers (#21 C)
-    Case("Cosmos2TextToImagePipeline", builders_more.cosmos2_t2i, guidance=7.0, previews=False),
+    Case("Cosmos2TextToImagePipeline", builders_more.cosmos2_t2i, guidance=7.0, previews=False, x0_lands=False),
     Case("QwenImage21Pipeline", builders_more.qwenimage21, previews=False),  # its _unpack_latents: 5-D
     Case("OvisImagePipeline", builders_more.ovis_image, guidance=5.0),
     Case("Krea2Pipeline", builders_more.krea2, guidance=3.0, previews=False),

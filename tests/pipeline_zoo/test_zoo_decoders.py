@@ -101,7 +101,7 @@ def test_a_pipeline_without_a_decoder_says_so():
     assert not has_decoder(pipe) and traj.capabilities["previews"] is False
     with pytest.raises(ValueError, match="StableCascadePriorPipeline has no decoder"):
         decoder_of(pipe)
-    assert nbd.load_pipeline(pipe) is pipe  # accepted: x_t only, without previews
+    assert nbd.load_pipeline(pipe) is pipe  # accepted: watched, without previews
 
 
 @pytest.mark.parametrize("name, why", [

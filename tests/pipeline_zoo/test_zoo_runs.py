@@ -20,9 +20,10 @@ from cases import CASES
 PROMPT, STEPS, SEED, STRENGTH = "a red circle on a blue square", 2, 0, 0.6
 
 
-def _marked(check: str) -> list:
+def _marked(check: str, kind: str | None = None) -> list:
+    """The cases (of `kind`, or all), each marked xfail where its `check` fails today."""
     return [pytest.param(case, id=case.id, marks=[pytest.mark.xfail(strict=True, reason=case.xfail[check])]
-                         if check in case.xfail else []) for case in CASES]
+                         if check in case.xfail else []) for case in CASES if kind in (None, case.kind)]
 
 
 def start_picture(case) -> Image.Image:
@@ -111,7 +112,7 @@ def built(case):
 def test_the_class_is_what_the_table_says(case):
     pipe = case.build() if case.cls not in _built else _built[case.cls][0]
     assert type(pipe).__name__ == case.cls
-    assert ("x_t only" if is_generic(pipe) else "covered") == case.kind
+    assert ("watched" if is_generic(pipe) else "covered") == case.kind
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
@@ -146,6 +147,25 @@ def test_parity_with_the_pipeline(case):
     if traj.output is not None or "output_shape" in traj.params:  # and a notice says how it differs
         assert any(f"{case.cls} returns" in notice and "pipe(...) returned" in notice or "the same numbers" in notice
                    for notice in traj.notices)
+
+
+@pytest.mark.parametrize("case", _marked("parity", "watched"))
+def test_x0_is_read_from_what_the_sampler_is_given(case):
+    """A watched run's x0 (core/sampler_tap.py) at every step; where the schedule ends at sigma 0 the last step's
+    x_t is that step's x0, as the sampler made it from the same output: the formula is the sampler's own."""
+    pipe, traj = built(case)
+    assert traj.has_x0 is case.x0 and traj.capabilities["branch"] is False
+    if not case.x0:
+        assert all(step.pred_x0 is None for step in traj)
+        assert "gives only the noisy latent x_t" in traj.params["capabilities_reason"]
+        return
+    assert "runs its own loop" in traj.params["capabilities_reason"]
+    for step in traj:
+        assert step.pred_x0.shape == step.latents.shape and torch.isfinite(step.pred_x0.float()).all()
+    last = traj.steps[-1]
+    lands = torch.allclose(last.pred_x0.float(), last.latents.float(), rtol=1e-5,
+                           atol=1e-5 * max(1.0, float(last.latents.float().abs().max())))
+    assert lands is case.x0_lands
 
 
 @pytest.mark.parametrize("case", _marked("views"))
@@ -216,7 +236,7 @@ def test_a_full_explorer_run_on_the_pipelines_own_sampler(case, open_explorer):
     assert ("no frames are drawn" in fe.state["capabilities_note"]) is not case.previews  # and it says why
     assert torch.equal(ex.trajectory.final_latents, traj.final_latents)  # the same run as trace's
     if case.control:  # its control as the strip shows it: strengths where nbdiffuse runs the loop, else none seen
-        assert fe.state["control_run"]["unseen"] is (case.kind == "x_t only")
+        assert fe.state["control_run"]["unseen"] is (case.kind == "watched")
         assert len(fe.state["control_run"]["strengths"]) == (len(traj) if case.kind == "covered" else 0)
 
 

@@ -1,7 +1,9 @@
 """Every diffusers pipeline class whose __call__ takes callback_on_step_end, and what nbdiffuse does with it.
 
-Each class is one of: "covered" (a family nbdiffuse drives: every view, what-if, branching),
-"x_t only" (watched through the step callback), both built and run by the matrix (cases.py); or
+Each class is one of: "covered" (a family nbdiffuse drives: every view, what-if, branching), "x0 and x_t"
+(its own loop, watched through the step callback, x0 read from what its sampler is given: no what-if, no
+branching) or "x_t only" (watched, and its sampler's prediction has no x0 formula), all built and run by the
+matrix (cases.py); or
 "refused" (REFUSED: not a text-to-image or image-to-image picture pipeline, with the reason); or
 "not built" (NOT_BUILT: a picture pipeline the matrix has no tiny builder for, with what stands in the
 way). test_zoo_table.py fails when a class is in none of them, so the table stays complete as diffusers grows.
@@ -51,6 +53,7 @@ NOT_BUILT_PATTERNS = [
     (r"Control", "a ControlNet pipeline: trace(control_image=...) hands its picture and settings to pipe(...) "
      "(core/generic_control.py), as for the ControlNet classes the matrix builds; no tiny builder for this one yet"),
 ]
+STATUSES = ("covered", "x0 and x_t", "x_t only", "refused", "not built")
 UNLISTED = "unlisted"  # a class in no list: test_zoo_table fails until it is built, refused or listed
 
 
@@ -89,7 +92,7 @@ def rows() -> list[tuple[str, str, str]]:
             xfail = sorted({reason.split(":")[0] for reason in case.xfail.values()})
             note = ("image to image; " if case.image else "") + ("control_image; " if case.control else "") + (
                 f"fails today: {', '.join(xfail)}" if xfail else "parity, views, files, Explorer")
-            out.append((name, case.kind, note))
+            out.append((name, case.status, note))
         elif refusal(name) is not None:
             out.append((name, "refused", refusal(name)))
         elif name in NOT_BUILT:
@@ -104,7 +107,7 @@ def rows() -> list[tuple[str, str, str]]:
 def markdown() -> str:
     table = rows()
     counts = {status: sum(1 for _, s, _ in table if s == status)
-              for status in ("covered", "x_t only", "refused", "not built")}
+              for status in STATUSES}
     head = (f"{len(table)} pipeline classes of diffusers take `callback_on_step_end`: "
             + ", ".join(f"{n} {status}" for status, n in counts.items()) + ".\n\n")
     lines = ["| pipeline | status | note |", "|---|---|---|"]

@@ -272,16 +272,16 @@ def test_forward_index_outside_the_frames(forward):
 
 
 # --- a pipeline outside the known families ---------------------------------------------------
-def test_lessons_on_a_pipeline_that_gives_only_x_t(generic_pipe):
-    """Sweeps show such a run's x_t (its last is the finished latent) and compare on it; the
-    forward process and the latent view need only the pipeline's VAE and scheduler."""
+def test_lessons_on_a_pipeline_that_runs_its_own_loop(generic_pipe, xt_only_pipe):
+    """Sweeps show such a run's x0 (read from its sampler) and compare on it, or its x_t where its sampler's
+    prediction gives none; the forward process and the latent view need only the pipeline's VAE and scheduler."""
     from nbdiffuse.core.decode import full_decode
 
     # (not ddim: deterministic DDIM is Euler's method in another parametrization, the same result)
     sweep = SamplerCompare(generic_pipe, "a lighthouse", schedulers=["euler", "dpmpp_2m"], steps=3)
     assert sweep.wait(120) and sweep.status == "done", sweep.error
     first = sweep.trajectories[0]
-    assert not first.has_x0 and [c["view"] for c in sweep.cells] == ["xt", "xt"]
+    assert first.has_x0 and [c["view"] for c in sweep.cells] == ["x0", "x0"]
     assert len(sweep.cells[0]["frames"]) == 3 and all(mime_type(f) == LOSSLESS_TYPE for f in sweep.cells[0]["frames"])
     final = np.asarray(sweep.final_images()[0], np.float32)
     assert np.abs(final - np.asarray(full_decode(generic_pipe.vae, first.final_latents), np.float32)).max() <= 1
@@ -290,7 +290,10 @@ def test_lessons_on_a_pipeline_that_gives_only_x_t(generic_pipe):
     steps = StepsCompare(generic_pipe, "a lighthouse", steps=[2, 3])
     assert steps.wait(120) and steps.status == "done", steps.error
     assert set(steps.differences) == {2, 3}
-    for widget in (sweep, steps):
+    alone = SamplerCompare(xt_only_pipe, "a lighthouse", schedulers=["SCMScheduler"], steps=2)
+    assert alone.wait(120) and alone.status == "done", alone.error
+    assert not alone.trajectories[0].has_x0 and [c["view"] for c in alone.cells] == ["xt"]
+    for widget in (sweep, steps, alone):
         widget.close()
 
     forward = ForwardExplorer(pipe=generic_pipe, positions=3)

@@ -1,5 +1,6 @@
-"""Explorer with a pipeline outside the known families (AltDiffusionPipeline): live x_t frames;
-x0, what-if, branching and live guidance off, with one line saying why. No browser: a HeadlessFrontend."""
+"""Explorer with a pipeline outside the known families (AltDiffusionPipeline): live x0 and x_t frames (x0 read
+from what its sampler is given); what-if, branching and live guidance off, with one line saying why. No browser:
+a HeadlessFrontend."""
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,9 @@ from nbdiffuse.widgets.frames import LOSSLESS_TYPE, mime_type
 from nbdiffuse.widgets import Explorer
 from nbdiffuse.widgets.headless import HeadlessFrontend
 
-WHY = ("This pipeline (AltDiffusionPipeline) gives only the noisy latent x_t at each step: x0, what-if, "
-       "branching and live guidance need a family nbdiffuse knows (SD, SDXL, SD3, Flux, PixArt).")
+WHY = ("This pipeline (AltDiffusionPipeline) runs its own loop: nbdiffuse reads each step's x_t and x0 from its "
+       "sampler, not the (cond, uncond) pair, so what-if, branching and live guidance need a family nbdiffuse "
+       "knows (SD, SDXL, SD3, Flux, PixArt).")
 
 
 @pytest.fixture
@@ -22,10 +24,10 @@ def generic_explorer(generic_pipe, open_explorer):
 def test_the_widget_says_what_it_cannot_do_and_why(generic_explorer):
     ex, fe = generic_explorer
     caps = fe.state["capabilities"]
-    assert caps["x0"] is False and caps["what_if"] is False and caps["branch"] is False
+    assert caps["x0"] is True and caps["what_if"] is False and caps["branch"] is False
     assert caps["live_guidance"] is False and caps["previews"] is True
     assert fe.state["capabilities_note"] == WHY
-    assert fe.state["view"] == "xt"  # the only view this pipeline has
+    assert fe.state["view"] == "both"
     assert fe.state["image_size"] == [16, 16] and fe.state["guidance"] == 7.5  # the pipeline's own defaults
 
 
@@ -35,13 +37,13 @@ def test_generate_streams_live_xt_frames_and_keeps_every_step(generic_explorer, 
     assert ex.wait(120)
     assert fe.state["status"] == "done" and fe.state["error"] == ""
     assert fe.state["n_steps"] == 6 and len(fe.state["frames_xt"]) == 6
-    assert all(mime_type(frame) == LOSSLESS_TYPE for frame in fe.state["frames_xt"])  # x_t per step, lossless
-    assert fe.state["frames_x0"] == [b""] * 6  # no x0 to show
-    assert list(fe.state["full_frames"]) == ["5:xt"]
+    for view in ("x0", "xt"):  # per step, lossless
+        assert all(mime_type(frame) == LOSSLESS_TYPE for frame in fe.state[f"frames_{view}"])
+    assert sorted(fe.state["full_frames"]) == ["5:x0", "5:xt"]
     assert fe.frames, "no live frame was sent"
     for content, buffers in fe.customs:
         if content.get("type") == "frame":
-            assert buffers[0] == b"" and mime_type(buffers[1]) == LOSSLESS_TYPE
+            assert mime_type(buffers[0]) == mime_type(buffers[1]) == LOSSLESS_TYPE
     traj = ex.trajectory
     generator = torch.Generator("cpu").manual_seed(traj.params["seed"])
     own = generic_pipe(prompt=traj.params["prompt"], num_inference_steps=6, guidance_scale=7.5, generator=generator,
@@ -61,7 +63,7 @@ def test_what_if_branch_and_continue_are_refused_in_the_widget(generic_explorer)
     for message in ({"type": "whatif", "run": ex.run_id, "k": 1, "g": 3.0},
                     {"type": "branch", "k": 0}, {"type": "continue", "k": 0, "g": 3.0}):
         fe.send(message)  # what a browser with old front-end code might still send
-        assert "needs a family nbdiffuse knows" in ex.error
+        assert "a family nbdiffuse knows" in ex.error
     assert len(ex.history) == 1
 
 
@@ -99,26 +101,27 @@ def test_exports_and_workshop_mode_of_a_generic_run(generic_explorer, tmp_path):
     shop = Explorer.from_files([saved])
     try:
         fe2 = HeadlessFrontend(shop)
-        assert fe2.state["capabilities"]["x0"] is False and "x_t" in fe2.state["capabilities_note"]
-        assert len(fe2.state["frames_xt"]) == 3
+        assert fe2.state["capabilities"]["x0"] is True and fe2.state["capabilities"]["branch"] is False
+        assert "runs its own loop" in fe2.state["capabilities_note"]
+        assert len(fe2.state["frames_xt"]) == len(fe2.state["frames_x0"]) == 3
         fe2.close()
     finally:
         shop.close()
 
 
-def test_compare_of_x_t_only_runs_compares_their_noisy_latents(generic_explorer):
+def test_compare_of_watched_runs_compares_their_x0_or_their_noisy_latents(generic_explorer):
     ex, fe = generic_explorer
     for seed in (1, 2):
         ex.generate(steps=4, seed=seed)
         assert ex.wait(120)
     fe.send({"type": "compare", "a": ex.history[0].id, "b": ex.history[1].id})
     info = fe.state["comparison"]
-    assert fe.state["error"] == "" and info["view"] == "xt" and len(info["pairs"]) == 4
-    assert fe.state["compare_b"] == fe.state["frames_xt"]  # run b is the one shown: its x_t frames, step by step
-    assert all(d > 0 for d in info["difference"])  # two seeds: different noise at every step
+    assert fe.state["error"] == "" and info["view"] == "x0" and len(info["pairs"]) == 4
+    assert fe.state["compare_b"] == fe.state["frames_x0"]  # run b is the one shown: its x0 frames, step by step
+    assert all(d > 0 for d in info["difference"])  # two seeds: different pictures at every step
     assert len(fe.state["compare_heat"]) == 4
-    with pytest.raises(ValueError, match="gives only the noisy latent x_t"):
-        ex.compare(view="x0")
+    ex.compare(view="xt")
+    assert fe.state["comparison"]["view"] == "xt" and fe.state["compare_b"] == fe.state["frames_xt"]
     with pytest.raises(ValueError, match="view"):
         ex.compare(view="x1")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from ...core.pag import MAX_PAG_SCALE, check_pag_value
 from ...core.pipe_attrs import tiny_decoder
-from ...core.capabilities import xt_only_reason
+from ...core.capabilities import run_reason
 from ...core.validate import check_choice, check_guidance_value
 from ..frames import VIEWS, full_frames
 from .. import compare_view
@@ -126,9 +126,8 @@ class BrowserRequests:
         k, decoder = _step_of(content), content.get("decoder", "approx")
         if traj is None or content.get("run") != run or ex.status in ("running", "pausing"):
             return
-        if not traj.capabilities["what_if"]:  # guidance is a model input (the run says why), or x_t only
-            raise ValueError(traj.params.get("capabilities_reason") if traj.capabilities["x0"]
-                             else xt_only_reason(traj.params.get("pipeline"), "a what-if", hint=""))
+        if not traj.capabilities["what_if"]:  # guidance is a model input, or a pipeline's own loop (the run says why)
+            raise ValueError(traj.params.get("capabilities_reason") or run_reason(traj.params, "a what-if"))
         k = ex.shown_step() if k is None else k
         w = check_guidance_value(content.get("g"), "what-if guidance")
         p = content.get("p")  # a PAG run's what-if PAG scale (None: the step's own)

@@ -288,7 +288,7 @@ function bindControl({ model, ui, link, store, stage }) {
     }
     const idle = !["running", "pausing", "paused"].includes(model.get("status"));
     ui.noControl.disabled = !idle || !model.get("has_pipe") || !Object.keys(run).length || !caps.control ||
-      caps.x0 === false; // a branch needs x0: a pipeline that runs its own loop has none
+      caps.branch === false; // a branch: a pipeline that runs its own loop cannot
     ui.noControl.hidden = !!run.unseen;
     const now = JSON.stringify(values) + JSON.stringify(run.scales || []) + store.total + !!run.guess_mode + JSON.stringify(run.mode ?? null);
     if (hasRun && now !== key) { key = now; drawControlStrip(ui, values, run, store.total); }

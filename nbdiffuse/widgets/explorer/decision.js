@@ -23,9 +23,11 @@ class DecisionView {
     const { ui, model } = this;
     const curve = model.get("decision") || {};
     const status = model.get("decision_status");
-    const noX0 = (model.get("capabilities") || {}).x0 === false; // continuations start from x0
-    ui.button.disabled = status === "running" || !model.get("has_pipe") || !model.get("shown_run") || noX0;
-    ui.button.title = noX0 ? model.get("capabilities_note") || "" : "";
+    const caps = model.get("capabilities") || {};
+    // continuations start from x0 and run nbdiffuse's own loop: a pipeline that runs its own has none
+    const cannot = caps.x0 === false || caps.branch === false;
+    ui.button.disabled = status === "running" || !model.get("has_pipe") || !model.get("shown_run") || cannot;
+    ui.button.title = cannot ? model.get("capabilities_note") || "" : "";
     ui.button.textContent = status === "running" ? "deciding…" : "decision curve";
     const mine = curve.run && curve.run === model.get("shown_run");
     ui.plot.toggleAttribute("hidden", !mine); // an SVG element has no .hidden property

@@ -12,7 +12,6 @@ import weakref
 from typing import Any
 
 from ...core.schedulers import scheduler_choices
-from ...core.families import is_generic
 from ...core.model_identity import UNKNOWN, model_change
 from ..control_defaults import model_defaults
 
@@ -38,13 +37,6 @@ def controls_after(was: dict[str, Any], controls: dict[str, Any], new: Any) -> d
         values = model_defaults(new, {})
     values.pop("image_size", None)  # the shown run keeps its size
     return values
-
-
-def view_after(view: str, old: Any, new: Any) -> str:
-    """The view mode after a swap: it follows the model where it was the old model's default."""
-    if view == ("xt" if old is not None and is_generic(old) else "both"):
-        return "xt" if is_generic(new) else "both"
-    return view
 
 
 class MadeBy:

@@ -23,7 +23,7 @@ from ...core import branch as core_branch
 from ...core.schedulers import scheduler_choices
 from ..samplers import sampler_arg
 from ...core.branch import BRANCH_CHANGES, prepare_branch
-from ...core.capabilities import xt_only_reason
+from ...core.capabilities import run_reason
 from ...core.model_identity import quiet_in
 from ...core.prompts import prepare_prompt
 from ...core.validate import check_choice, check_step_at
@@ -131,7 +131,7 @@ def check_branch(pipe: Any, parent: Any, at: Any, changes: dict) -> dict:
     if unknown:
         raise TypeError(f"branch() got unknown change(s) {', '.join(unknown)}; allowed: {', '.join(BRANCH_KEYS)}")
     if not parent.capabilities["branch"]:  # a run of a pipeline watched through its step callback
-        raise ValueError(xt_only_reason(parent.params.get("pipeline"), "branching", hint=""))
+        raise ValueError(run_reason(parent.params, "branching"))
     check_step_at(at, len(parent), " of the shown run")
     if "scheduler" in changes:
         check_choice("scheduler", changes["scheduler"], scheduler_choices(pipe))

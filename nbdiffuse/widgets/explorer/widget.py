@@ -18,7 +18,6 @@ import traitlets as t
 from PIL import Image
 
 from ...core import RunControl, load_pipeline, prepare
-from ...core.families import is_generic
 from ...core.img2img import check_strength
 from ...core.pipe_attrs import tiny_decoder
 from ...core.validate import check_choice, check_guidance_value
@@ -91,8 +90,8 @@ class Explorer(RunSwitches, ControlPanel, PagPanel, ExplorerState):
         if view is not None and view not in VIEW_MODES:
             raise ValueError(f"view must be one of {', '.join(map(repr, VIEW_MODES))}; got {view!r}")
         self.pipe = None if _runs is not None and pipe is None else load_pipeline(pipe)
-        if view is None:  # x_t alone for a pipeline nbdiffuse watches through its step callback (no x0)
-            view = "xt" if self.pipe is not None and is_generic(self.pipe) else "both"
+        if view is None:  # both (a run that records x_t alone shows x_t alone: stage.js)
+            view = "both"
         self.history: list = list(_runs or [])
         self._life = RunLifecycle(self)  # what is on screen, and each run's start, hold and end
         self._runner = Runner(self._life.execute)
@@ -239,11 +238,9 @@ class Explorer(RunSwitches, ControlPanel, PagPanel, ExplorerState):
         self.pipe = new
         if old is not None and old is not new:
             self._made_by.let_go_of(self.history, old)
-        view = model_swap.view_after(self.view, old, new)
         shown = self.shown
         with self._sync_lock, self._quietly(), self.hold_sync():
             self._assign(values)
-            self.view = view
             self._assign(workshop_state(new))
             self._assign(capabilities_state(shown if shown is not None else new))
             self._assign(control_traits(new))

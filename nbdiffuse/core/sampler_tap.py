@@ -1,0 +1,79 @@
+"""x0 of a pipeline that runs its own loop (core/generic.py), read from what its sampler is given.
+
+diffusers' callback_on_step_end sees only the latents (diffusers #3579), but the generic path already wraps the
+run's scheduler.step: the first call of each step gets the model output the pipeline made, guided the way that
+pipeline guides (its (cond, uncond) pair combined, a true-CFG norm, whatever it does), and the sample x_t. x0 is
+then what the sampler's own prediction type makes of them, by the formula the families' loop records
+(core/prediction.py): x0 = A * scale_model_input(x_t) + B * output. On a pipeline that also has a family the two
+are the same numbers (tests/core/test_generic_x0.py compares them with torch.equal).
+
+A sampler that clips its x0 (clip_sample: Kandinsky 3's DDPM) goes on with the clipped one, and so does the
+recorded x0. What stays out of reach: the (cond, uncond) pair itself, so no what-if, no branch. A sampler whose prediction
+type has no such formula (SCM's "trigflow"), or a model output of another shape than x_t (and not x_t's channels
+plus a learned variance), gives no x0: the run says so (capabilities["x0"] False) and shows x_t.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .prediction import x0_coefficients
+from .run import model_input
+
+
+class SamplerTap:
+    """Keeps the first evaluation of a step (`seen`, called by the wrapped scheduler.step before it steps, while
+    the sampler still stands at that step), and turns it into x0 once the step's sigma is known (`x0`)."""
+
+    def __init__(self, scheduler: Any):
+        self.scheduler = scheduler
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._t: Any = None
+
+    def seen(self, args: tuple, kwargs: dict) -> None:
+        """scheduler.step(model_output, timestep, sample, ...)'s arguments, however they were passed."""
+        self._pending = None
+        out = kwargs.get("model_output", args[0] if args else None)
+        t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        sample = kwargs.get("sample", args[2] if len(args) > 2 else None)
+        if not isinstance(out, torch.Tensor) or not isinstance(sample, torch.Tensor):
+            return
+        try:  # the model's input as the families compute it (scale_model_input: a DDPM-family sampler's scaling)
+            x_in = model_input(self.scheduler, sample, t)
+        except Exception:  # noqa: BLE001  (a sampler that cannot scale here: no x0 for this step)
+            return
+        self._t = t
+        if out.shape != x_in.shape:
+            channels = x_in.shape[1] if x_in.ndim == 4 else None
+            if channels is None or out.ndim != 4 or out.shape[1] != 2 * channels or out.shape[2:] != x_in.shape[2:]:
+                return
+            out = out[:, :channels]  # a learned variance beside the prediction, as DDPMScheduler splits it off
+        self._pending = (out, x_in)
+
+    def x0(self, sigma: float | None) -> tuple[torch.Tensor | None, float]:
+        """(x0, B) of the step just made, at its noise level `sigma`; (None, 0.0) where it cannot be read."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None, 0.0
+        try:
+            a, b = x0_coefficients(self.scheduler, sigma) if sigma is not None else self._terminal()
+        except (ValueError, TypeError, IndexError, AttributeError):  # a prediction type without that formula
+            return None, 0.0
+        out, x_in = pending
+        x0 = a * x_in + b * out
+        config = self.scheduler.config
+        if config.get("clip_sample") and not config.get("thresholding"):  # the x0 the sampler itself goes on with
+            bound = float(config.get("clip_sample_range", 1.0))
+            x0 = x0.clamp(-bound, bound)
+        return x0, float(b)
+
+    def _terminal(self) -> tuple[float, float]:
+        """(A, B) at a step without a finite sigma: zero terminal SNR (rescale_betas_zero_snr, CogView3-Plus's
+        sampler) puts alpha_bar at 0 on the first step, where a v-prediction still gives x0 = -v
+        (x0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v); any other prediction gives none there."""
+        t = self._t
+        alpha_bar = float(self.scheduler.alphas_cumprod[int(t.flatten()[0] if isinstance(t, torch.Tensor) else t)])
+        if alpha_bar != 0.0 or self.scheduler.config.get("prediction_type") != "v_prediction":
+            raise ValueError("no x0 at this step")
+        return 0.0, -1.0
