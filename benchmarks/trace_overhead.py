@@ -3,7 +3,10 @@
 Both run the same model, prompt, steps, guidance and seed, interleaved (the order alternates
 each round), on the CPU; the script prints the median ratio. Goal: <= 1.05.
 
-    python benchmarks/trace_overhead.py [--model FOLDER_OR_HUB_ID] [--steps 30] [--rounds 7]
+    python benchmarks/trace_overhead.py [--model FOLDER_OR_HUB_ID] [--steps 30] [--rounds 7] [--watched]
+
+--watched traces the pipeline the way a pipeline outside the families runs (core/generic.py: pipe(...)
+itself, watched through its step callback, x0 read from what its sampler is given), on the same model.
 
 Without --model it uses the embedded shapes model, or, where that is not shipped, a
 random-weight Stable Diffusion pipeline of about its size (same compute per step).
@@ -18,6 +21,7 @@ import time
 import torch
 
 import nbdiffuse as nbd
+from nbdiffuse.core.generic import prepare_generic
 
 
 def load(model: str | None):
@@ -40,6 +44,7 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--watched", action="store_true", help="the generic path's trace (pipe(...) watched)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe, label = load(args.model)
@@ -59,7 +64,11 @@ def main() -> None:
 
     def traced() -> float:
         began = time.perf_counter()
-        nbd.trace(pipe, prompt, steps=args.steps, guidance=args.guidance, seed=0, on_step=preview)
+        if args.watched:
+            run = prepare_generic(pipe, prompt, "", args.steps, args.guidance, 0, None, None, None, on_step=preview)
+            assert run.execute().has_x0
+        else:
+            nbd.trace(pipe, prompt, steps=args.steps, guidance=args.guidance, seed=0, on_step=preview)
         return time.perf_counter() - began
 
     bare(), traced()  # warm-up: allocator, first-call overheads
@@ -75,7 +84,7 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
     print(f"{'':28s}{'median s':>10s}{'ms/step':>10s}")
     print(f"{'bare pipe(...)':28s}{statistics.median(bare_s):10.3f}{statistics.median(bare_s) / args.steps * 1000:10.1f}")
-    print(f"{'trace + approx preview':28s}{statistics.median(traced_s):10.3f}"
+    print(f"{'watched' if args.watched else 'trace'} + approx preview".ljust(28) + f"{statistics.median(traced_s):10.3f}"
           f"{statistics.median(traced_s) / args.steps * 1000:10.1f}")
     print(f"approx preview decode: median {statistics.median(decode_ms):.3f} ms per frame")
     print(f"ratio trace/bare: median {statistics.median(ratios):.3f} "
