@@ -96,52 +96,42 @@ function bindFields(model, ui, link) {
 // A PAG pipeline's scale for the next Generate and, dragged during a run, its next steps (its row shows only for
 // one); its runs' what-if is in explore.js.
 function bindPag(model, ui, link) {
-  const show = () => {
-    const value = Number(model.get("pag_scale"));
-    ui.pag.max = String(Math.max(10, Math.ceil(value)));
-    ui.pag.value = String(value);
-    ui.pagOut.textContent = value.toFixed(1);
+  const show = bindLiveSlider(model, link, ui.pag, ui.pagOut, "pag_scale", () => {
+    ui.pag.max = String(Math.max(10, Math.ceil(Number(model.get("pag_scale")))));
     ui.pagRow.hidden = !model.get("pag_available");
-  };
-  show();
-  const send = dragSender(link);
-  ui.pag.addEventListener("input", () => {
-    const value = Number(ui.pag.value);
-    ui.pagOut.textContent = value.toFixed(1);
-    model.set("pag_scale", value);
-    send();
   });
-  ui.pag.addEventListener("change", () => link.save());
-  model.on("change:pag_scale", show);
   model.on("change:pag_available", show);
 }
 
-// A slider's sender while it is dragged: during a run each change steers the next step, so at most ~10 a second.
-function dragSender(link) {
-  let sent = 0;
-  return () => {
-    const now = performance.now();
-    if (now - sent > 100) { sent = now; link.save(); } else link.saveSoon();
-  };
+function bindGuidance(model, ui, link) {
+  const show = bindLiveSlider(model, link, ui.guidance, ui.guidanceOut, "guidance",
+                              () => { ui.guidance.max = String(model.get("guidance_max")); });
+  model.on("change:guidance_max", show);
 }
 
-function bindGuidance(model, ui, link) {
-  const send = dragSender(link);
-  function showGuidance() {
-    ui.guidance.max = String(model.get("guidance_max"));
-    ui.guidance.value = String(model.get("guidance"));
-    ui.guidanceOut.textContent = Number(model.get("guidance")).toFixed(1);
-  }
-  showGuidance();
-  ui.guidance.addEventListener("input", () => {
-    const value = Number(ui.guidance.value);
-    ui.guidanceOut.textContent = value.toFixed(1);
-    model.set("guidance", value);
-    send();
+// A slider bound to `trait`, with its value shown in `out`: dragged, each change goes to the kernel (during a run
+// it steers the next step), at most ~10 a second, and once more where the drag ends. `range()` sets its bounds
+// (before its value, so that the value is not clipped to the old ones). Returns the function that shows the
+// trait's value, for the traits its bounds follow.
+function bindLiveSlider(model, link, input, out, trait, range) {
+  const show = () => {
+    const value = Number(model.get(trait));
+    range();
+    input.value = String(value);
+    out.textContent = value.toFixed(1);
+  };
+  show();
+  let sent = 0;
+  input.addEventListener("input", () => {
+    const value = Number(input.value);
+    out.textContent = value.toFixed(1);
+    model.set(trait, value);
+    const now = performance.now();
+    if (now - sent > 100) { sent = now; link.save(); } else link.saveSoon();
   });
-  ui.guidance.addEventListener("change", () => link.save());
-  model.on("change:guidance", showGuidance);
-  model.on("change:guidance_max", showGuidance);
+  input.addEventListener("change", () => link.save());
+  model.on(`change:${trait}`, show);
+  return show;
 }
 
 // --- the start picture ---
