@@ -9,7 +9,6 @@ from ..core.pipe_decoder import has_decoder
 from ..core.trajectory import Trajectory
 
 CANNOT = "x0, what-if, branching and live guidance"
-WATCHED_CANNOT = "what-if, branching and live guidance"
 NO_PICTURES = ("Its steps have no picture form here (latents packed in a layout nbdiffuse cannot read, or no "
                "decoder), so no frames are drawn; the steps are recorded all the same.")
 
@@ -25,7 +24,7 @@ def capabilities_state(source: Any) -> dict[str, Any]:
         if source is not None and not has_decoder(source):
             caps["previews"] = False
     # a pipeline that runs its own loop: x0 where its sampler's prediction can be read, never the pair
-    note = "" if caps["branch"] else watched_reason(pipeline, WATCHED_CANNOT) if caps["x0"] else \
+    note = "" if caps["branch"] else watched_reason(pipeline) if caps["x0"] else \
         xt_only_reason(pipeline, CANNOT, hint="")
     if not caps["previews"]:
         note = (note + " " if note else "") + NO_PICTURES
