@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # Trajectory.save and .load call this module: it builds the c
     from .trajectory import Trajectory
 
 FORMAT = "nbdiffuse.trajectory"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 _STEP_TENSORS = ("latents", "pred_x0", "eps_cond", "eps_uncond", "eps_perturbed", "attention")
 _STEP_FIELDS = ("index", "timestep", "sigma", "guidance", "x0_coeff", "xt_scale", "seconds")
 _OPTIONAL_FIELDS = ("control_scale", "control_strength", "pag_scale")  # ControlNet and PAG runs; absent from older files
@@ -79,9 +79,7 @@ def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
     if frames:
         frame_tensors, meta["frames"] = pack(frames_to_save(traj))
         tensors.update(frame_tensors)
-    # the oldest version that reads it: 3 only for a run that records what its pipeline returned
-    version = 3 if traj.output is not None or traj.params.get("output_shape") is not None else 2
-    data = save(tensors, metadata={"format": FORMAT, "format_version": str(version), "meta": json.dumps(meta)})
+    data = save(tensors, metadata={"format": FORMAT, "format_version": str(oldest_reader(traj)), "meta": json.dumps(meta)})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     # open(), not safetensors' save_file, which creates files readable by their owner alone (0600):
@@ -150,6 +148,18 @@ def load_trajectory(path: Any, cls: "type[Trajectory]") -> Trajectory:
     except ValueError as exc:
         raise TrajectoryFileError(f"path {str(path)!r} has a broken saved frame: {exc}") from None
     return traj
+
+
+def oldest_reader(traj: "Trajectory") -> int:
+    """The oldest format version that reads the run as it is (older nbdiffuse refuses newer files by name, and
+    would misread these): 4 for x0 without the (cond, uncond) pair (a pipeline that runs its own loop,
+    core/sampler_tap.py) or a pag_scale changed within the run (params["pag"]["scales"]), 3 for a run that
+    records what its pipeline returned, else 2."""
+    p = traj.params
+    scales = (p.get("pag") or {}).get("scales") or []
+    if (p.get("family") == "generic" and traj.has_x0) or len(set(scales)) > 1:
+        return 4
+    return 3 if traj.output is not None or p.get("output_shape") is not None else 2
 
 
 def _step(record: dict, tensors: dict[str, torch.Tensor], optional: tuple[str, ...]) -> Step:

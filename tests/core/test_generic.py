@@ -11,6 +11,7 @@ import nbdiffuse as nbd
 from nbdiffuse.core.families import StableDiffusionFamily, family_for
 from nbdiffuse.core.families import adapter_for, is_generic, takes_step_callback
 from nbdiffuse.core.generic import GenericRun
+from nbdiffuse.core.trajfile import oldest_reader
 
 PROMPT = "a red circle"
 
@@ -203,6 +204,17 @@ def test_html_export_of_an_x_t_only_run(xt_only_pipe, generic_pipe, tmp_path):
     assert '"x0": [' in (tmp_path / "both.html").read_text()
 
 
+def without_x0(traj):
+    """`traj` as a watched run that recorded x_t alone would be (its output kept)."""
+    import dataclasses
+
+    alone = nbd.Trajectory(params={**traj.params, "capabilities": {**traj.params["capabilities"], "x0": False}},
+                           initial_latents=traj.initial_latents,
+                           steps=[dataclasses.replace(step, pred_x0=None) for step in traj.steps])
+    alone.output = traj.output
+    return alone
+
+
 def changing_output(pipe, change):
     """pipe as a pipeline whose pipe(...) returns change(latents) where its loop ended at latents (as Flux 2 Klein
     returns its VAE's latents and Cosmos 2 drops the frame axis)."""
@@ -237,7 +249,7 @@ def test_what_the_pipeline_returns_in_another_shape_is_recorded_and_kept(generic
     assert plain.output is None and "output_shape" not in plain.params
     assert torch.equal(plain.output_latents, plain.final_latents)
     plain.save(tmp_path / "plain.nbd", frames=False)
-    assert version(tmp_path / "plain.nbd") == "2"  # nothing of version 3 in it: version 2 readers open it
+    assert version(tmp_path / "plain.nbd") == "4"  # x0 without the (cond, uncond) pair: readers before 4 refuse it
 
     # the same numbers in another shape: the steps as the loop had them, and the shape pipe(...) returned
     flat = changing_output(generic_pipe, lambda latents: latents.flatten(2))
@@ -249,7 +261,8 @@ def test_what_the_pipeline_returns_in_another_shape_is_recorded_and_kept(generic
                "same numbers" in notice for notice in traj.notices)
     traj.save(tmp_path / "flat.nbd", frames=False)
     back = nbd.Trajectory.load(tmp_path / "flat.nbd")
-    assert version(tmp_path / "flat.nbd") == "3" and torch.equal(back.output_latents, traj.output_latents)
+    assert version(tmp_path / "flat.nbd") == "4" and torch.equal(back.output_latents, traj.output_latents)
+    assert oldest_reader(without_x0(traj)) == 3  # its output shape alone: version 3 readers open it
 
     # other numbers of another shape: traj.output holds them, the steps stay as the loop had them
     other = changing_output(generic_pipe, lambda latents: latents.flatten(2) * 2)
@@ -259,7 +272,8 @@ def test_what_the_pipeline_returns_in_another_shape_is_recorded_and_kept(generic
     assert any("traj.output holds what pipe(...) returned" in notice for notice in traj.notices)
     traj.save(tmp_path / "other.nbd")
     back = nbd.Trajectory.load(tmp_path / "other.nbd")
-    assert version(tmp_path / "other.nbd") == "3" and torch.equal(back.output, traj.output)
+    assert version(tmp_path / "other.nbd") == "4" and torch.equal(back.output, traj.output)
+    assert oldest_reader(without_x0(traj)) == 3 and oldest_reader(without_x0(plain)) == 2
     assert back.notices == traj.notices and back.has_saved_frames  # its steps' pictures as before
 
     # a file's output and output_shape are checked as every field is
