@@ -151,13 +151,12 @@ def load_trajectory(path: Any, cls: "type[Trajectory]") -> Trajectory:
 
 
 def oldest_reader(traj: "Trajectory") -> int:
-    """The oldest format version that reads the run as it is (older nbdiffuse refuses newer files by name, and
-    would misread these): 4 for x0 without the (cond, uncond) pair (a pipeline that runs its own loop,
-    core/sampler_tap.py) or a pag_scale changed within the run (params["pag"]["scales"]), 3 for a run that
-    records what its pipeline returned, else 2."""
+    """The oldest format version that reads the run as it is (older nbdiffuse refuses newer files by name, where
+    it would misread these or call them corrupt): 4 for x0 without the (cond, uncond) pair (a pipeline that runs
+    its own loop, core/sampler_tap.py) and for a PAG run (its perturbed predictions, the pag_scale each step
+    asked), 3 for a run that records what its pipeline returned, else 2."""
     p = traj.params
-    scales = (p.get("pag") or {}).get("scales") or []
-    if (p.get("family") == "generic" and traj.has_x0) or len(set(scales)) > 1:
+    if (p.get("family") == "generic" and traj.has_x0) or p.get("pag") is not None:
         return 4
     return 3 if traj.output is not None or p.get("output_shape") is not None else 2
 

@@ -125,7 +125,7 @@ def test_save_decodes_each_picture_once_in_batches(shapes_pipe, tmp_path):
     # 12 frames, less the cached one, less the last step's x_t: x0 and x_t agree to rounding there (Euler)
     assert sum(batches) == 10 and max(batches) > 1
     tensors, header, meta = file_parts(tmp_path / "run.nbd")
-    # version 2: versions 3 and 4 add only what watched pipelines and live PAG changes record (test_generic.py,
+    # version 2: versions 3 and 4 add only what watched pipelines and PAG runs record (test_generic.py,
     # test_pag_live.py), written where a run has it
     assert header["format_version"] == "2" and FORMAT_VERSION == 4
     assert sorted(n for n in tensors if n.startswith("frames.")) == sorted(
