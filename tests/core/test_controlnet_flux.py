@@ -159,8 +159,10 @@ def test_image_to_image_controlnet_pipelines_run_in_the_family_loop():
 
 def test_a_controlnet_that_reads_the_picture_itself():
     """An XLabs-style Flux ControlNet (input_hint_block): it reads the pixels (no VAE sample, so the start noise
-    is the plain run's) and the transformer repeats its residuals over its blocks, bit for bit pipe(...)."""
-    from diffusers import AutoencoderKL, FluxControlNetModel, FluxControlNetPipeline, FluxPipeline
+    is the plain run's) and the transformer repeats its residuals over its blocks, bit for bit pipe(...). Its
+    2 blocks over the transformer's 4 tell the two rules apart: repeated (0, 1, 0, 1), not spread (0, 0, 1, 1)."""
+    from diffusers import (AutoencoderKL, FluxControlNetModel, FluxControlNetPipeline, FluxPipeline,
+                           FluxTransformer2DModel)
 
     from nbdiffuse.testing import seeded_weights
 
@@ -172,7 +174,9 @@ def test_a_controlnet_that_reads_the_picture_itself():
                         use_post_quant_conv=False).eval()
     config = base.transformer.config
     torch.manual_seed(0)
-    net = FluxControlNetModel(patch_size=2, in_channels=config.in_channels, num_layers=1, num_single_layers=1,
+    deeper = FluxTransformer2DModel.from_config({**config, "num_layers": 4}).eval()
+    torch.manual_seed(0)
+    net = FluxControlNetModel(patch_size=2, in_channels=config.in_channels, num_layers=2, num_single_layers=1,
                               attention_head_dim=config.attention_head_dim,
                               num_attention_heads=config.num_attention_heads,
                               joint_attention_dim=config.joint_attention_dim,
@@ -181,7 +185,7 @@ def test_a_controlnet_that_reads_the_picture_itself():
                               conditioning_embedding_channels=config.in_channels // 4)
     seeded_weights([*net.controlnet_blocks, *net.controlnet_single_blocks, net.controlnet_x_embedder,
                     net.input_hint_block.conv_out])
-    pipe = FluxControlNetPipeline.from_pipe(base, vae=vae, controlnet=net.eval())
+    pipe = FluxControlNetPipeline.from_pipe(base, vae=vae, transformer=deeper, controlnet=net.eval())
     run = dict(steps=3, guidance=3.5, seed=1, height=64, width=64)
     pictures = [picture(0, 64), picture(1, 64)]
     traj = nbd.trace(pipe, PROMPT, control_image=pictures[0], **run)
