@@ -21,6 +21,12 @@ def started(ex, steps=1):
     return lambda: ex.trajectory is not None and len(ex.trajectory) >= steps
 
 
+def hold(fe, timeout=60.0):
+    """Press the Explorer's Pause (through a HeadlessFrontend `fe`) and wait until its run is held."""
+    fe.click("pause")
+    wait_for(lambda: fe.state["status"] == "paused", timeout, "paused")
+
+
 def new_threads(before, ignore=()):
     """Threads alive now that were not in `before` (names in `ignore` left out)."""
     return [th for th in threading.enumerate() if th not in before and th.is_alive() and th.name not in ignore]

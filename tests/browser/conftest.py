@@ -343,6 +343,12 @@ class ExplorerPage:
     def wait_count(self, needle: str, timeout=180_000):
         self.root.locator(".nbd-count", has_text=needle).wait_for(timeout=timeout)
 
+    def hold(self) -> int:
+        """Press Pause, wait until the run is held, and return the steps it made."""
+        self.click("Pause")
+        self.wait_count("(paused)")
+        return self.steps_done()
+
     def steps_done(self) -> int:
         import re
 

@@ -74,9 +74,7 @@ def test_lab_live_run_scrub_guidance_and_stop(lab_server, page, explorer_page, s
     ex.set_steps(400)
     ex.click("Generate")
     ex.wait_steps(5, 400)
-    ex.click("Pause")
-    ex.wait_count("(paused)")
-    held = ex.steps_done()
+    held = ex.hold()
     assert "it/s" not in ex.count_text(), ex.count_text()  # no rate while held: it would only fall
     ex.root.get_by_role("button", name="Resume").wait_for()
     ex.click("Step once")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from polling import started
+from polling import hold, started
 
 from nbdiffuse.widgets.frames import LOSSLESS_TYPE, decode_frame, mime_type
 from nbdiffuse.widgets import Explorer
@@ -115,8 +115,7 @@ def test_stop_pause_step_resume(explorer, wait_for):
     ex, fe = explorer
     ex.generate(steps=300)
     wait_for(started(ex, 2), what="two steps")
-    fe.click("pause")
-    wait_for(lambda: fe.state["status"] == "paused", what="paused")
+    hold(fe)
     n = len(ex.trajectory)
     assert fe.state["n_steps"] == n and len(fe.state["frames_x0"]) == n
     assert sorted(fe.state["full_frames"]) == [f"{n - 1}:x0", f"{n - 1}:xt"]  # the held frame in full
@@ -292,8 +291,7 @@ def test_it_per_second_agrees_with_the_seconds_shown(explorer, wait_for):
     ex, fe = explorer
     ex.generate(steps=300)
     wait_for(started(ex, 2), what="two steps")
-    fe.click("pause")
-    wait_for(lambda: fe.state["status"] == "paused", what="paused")
+    hold(fe)
     held = fe.state["its"], fe.state["seconds"]
     # its and seconds are rounded (2 and 3 decimals): their product is within a few tenths of a step
     assert held[0] > 0 and held[0] * held[1] == pytest.approx(fe.state["n_steps"], abs=0.3)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import nbdiffuse as nbd
-from polling import started
+from polling import hold, started
 
 
 @pytest.fixture
@@ -63,8 +63,7 @@ def test_the_pag_slider_moved_during_a_run_steers_its_next_steps_and_branches_re
     ex, fe = pag_explorer
     ex.generate(steps=40)
     wait_for(started(ex, 2), what="two steps")
-    fe.click("pause")
-    wait_for(lambda: fe.state["status"] == "paused", what="paused")
+    hold(fe)
     n = len(ex.trajectory)
     fe.set(pag_scale=0.5)  # moved while held: the next step asks it, and the held frame's state leaves it there
     fe.click("step")
@@ -97,8 +96,7 @@ def test_a_pipeline_that_reads_pag_once_notes_the_slider_as_ignored(open_explore
     assert fe.state["pag_available"] is True
     ex.generate()
     wait_for(started(ex, 1), what="a step")
-    fe.click("pause")
-    wait_for(lambda: fe.state["status"] == "paused", what="paused")
+    hold(fe)
     fe.set(pag_scale=1.0)  # held: the run is surely still going
     fe.click("resume")
     assert ex.wait(120) and ex.status == "done"
