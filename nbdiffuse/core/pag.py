@@ -78,6 +78,13 @@ class PagPlan:
         signal = asked - self.adaptive_scale * (1000 - t)
         return 0.0 if signal < 0 else float(signal)
 
+    def asked_for(self, pag: float, t: Any) -> float:
+        """The pag_scale a step at timestep t asks for to get `pag` (scale_at's inverse): with an adaptive scale,
+        `pag` plus what it takes away at t; a what-if's PAG of a step made real as a branch's pag_scale."""
+        if self.adaptive_scale > 0 and pag > 0:
+            return pag + self.adaptive_scale * (1000 - float(t))
+        return pag
+
     def params(self, steps: int) -> dict:
         """params["pag"] of a run of `steps` steps: "scales" holds the pag_scale asked at each of them (the run
         writes each step's as it makes it: a live change shows there; steps never made keep the plan)."""

@@ -101,3 +101,24 @@ def test_a_pipeline_that_reads_pag_once_notes_the_slider_as_ignored(open_explore
     fe.click("resume")
     assert ex.wait(120) and ex.status == "done"
     assert any(n.startswith("live PAG scale ignored") for n in ex.trajectory.notices)
+
+
+def test_continue_from_an_adaptive_pag_runs_what_if_goes_on_from_the_pag_it_showed(pag_explorer):
+    """An adaptive scale lowers what each step asks: the what-if's PAG is the step's own (`pag_used`), so Continue
+    asks what gives it at that step, and the branch's PAG then falls as the run's did (not from a lower start)."""
+    ex, fe = pag_explorer
+    ex.generate(background=False, pipe_kwargs={"pag_scale": 3.0, "pag_adaptive_scale": 0.001})
+    parent = ex.trajectory
+    used = fe.state["pag_used"]
+    assert 3.0 > used[0] > used[1] > used[2] > used[3] > 0  # lowered more as the noise goes
+    ex.continue_from(5.0, 1, background=False, pag_scale=used[1])  # the what-if left at the step's own PAG
+    same = ex.trajectory
+    assert [s.pag_scale for s in same] == pytest.approx(used, abs=1e-4)
+    assert torch.allclose(same[-1].latents, parent[-1].latents, atol=1e-4)
+    ex.load_run(parent)
+    ex.continue_from(5.0, 1, background=False, pag_scale=used[1] + 1.0)  # one more than the step showed
+    more = [s.pag_scale for s in ex.trajectory]
+    assert more[:2] == used[:2] and more[2:] == pytest.approx([u + 1.0 for u in used[2:]], abs=1e-4)
+    assert ex.trajectory.params["pag"]["scale"] == pytest.approx(3.0 + 1.0, abs=1e-4)
+    with pytest.raises(ValueError, match=r"pag_scale: PAG 99.8 at step 1 needs a pag_scale of 100.29.* past the largest, 100"):
+        ex.continue_from(5.0, 1, background=False, pag_scale=99.8)

@@ -57,8 +57,8 @@ class WhatIf {
     }
   }
 
-  // The what-if's values: guidance, and PAG where its slider left the shown step's (an adaptive PAG's
-  // step value is not its scale: Continue then keeps the run's own).
+  // The what-if's values: guidance, and PAG where its slider left the shown step's (the step's PAG, after an
+  // adaptive scale: Continue asks the pag_scale that gives it, pag_panel.continue_pag; untouched, the run's own).
   values() {
     const g = Number(this.slider.value);
     const used = this.pagAt(this.state.shown);

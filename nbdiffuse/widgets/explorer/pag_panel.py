@@ -14,7 +14,7 @@ from typing import Any
 
 import traitlets as t
 
-from ...core.pag import is_pag, own_defaults
+from ...core.pag import MAX_PAG_SCALE, check_pag_value, is_pag, own_defaults, plan_from_params
 
 
 def pag_traits(pipe: Any) -> dict[str, Any]:
@@ -52,6 +52,24 @@ def branch_pag(ex: Any, parent: Any, at: int) -> dict[str, Any]:
     if float(ex.pag_scale) == float(asked[min(at + 1, len(asked) - 1)]):
         return {}
     return {"pag_scale": float(ex.pag_scale)}
+
+
+def continue_pag(parent: Any, k: int, pag: float | None) -> dict[str, Any]:
+    """Continue's pag_scale for a what-if's PAG at step k (the PAG that step used, as its slider shows it): the
+    pag_scale that gives it at step k (an adaptive scale lowers what a step asks: the branch asks that much more,
+    so its PAG goes on from what the what-if showed and then falls as the run's did)."""
+    if pag is None:
+        return {}
+    pag = check_pag_value("pag_scale", pag, MAX_PAG_SCALE)
+    plan = plan_from_params(parent.params) if parent is not None else None
+    if plan is None or not 0 <= k < len(parent):
+        return {"pag_scale": pag}  # branch_pag names what is wrong with it
+    asked = plan.asked_for(pag, parent[k].timestep)
+    if asked > MAX_PAG_SCALE:
+        raise ValueError(f"pag_scale: PAG {pag:g} at step {k} needs a pag_scale of {asked:g} under this run's "
+                         f"pag_adaptive_scale {plan.adaptive_scale:g}, past the largest, {MAX_PAG_SCALE:g}; "
+                         "take a lower PAG, or branch with pag_adaptive_scale=0")
+    return {"pag_scale": asked}
 
 
 class PagPanel(t.HasTraits):

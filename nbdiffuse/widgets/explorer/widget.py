@@ -34,7 +34,7 @@ from ..sketch import SketchPad
 from . import model_swap, run_tree
 from .browser import BrowserRequests
 from .control_panel import CONTROL_ARGS, ControlPanel, control_traits
-from .pag_panel import PagPanel, generate_pag, pag_traits
+from .pag_panel import PagPanel, continue_pag, generate_pag, pag_traits
 from .kept_runs import KeptRuns
 from .lifecycle import RunLifecycle
 from .run_controls import controls_of_branch, controls_of_run
@@ -295,9 +295,11 @@ class Explorer(RunSwitches, ControlPanel, PagPanel, ExplorerState):
 
     def continue_from(self, guidance: float, k: int | None = None, background: bool = True,
                       pag_scale: float | None = None) -> None:
-        """What-if made real: branch the shown run from step k with `guidance` (and a PAG run's `pag_scale`,
-        None: its own) for the rest."""
-        pag = {} if pag_scale is None else {"pag_scale": pag_scale}
+        """What-if made real: branch the shown run from step k with `guidance` (and a PAG run's `pag_scale`, the
+        PAG of step k as the what-if takes it; None: its own) for the rest. A run with an adaptive PAG scale asks
+        what gives `pag_scale` at step k, which then falls as the run's did."""
+        k = self.shown_step() if k is None else k
+        pag = continue_pag(self.shown, k, pag_scale)
         self.branch(k, guidance=check_guidance_value(guidance), background=background, **pag)
 
     def load_run(self, which: Any) -> Any:
