@@ -106,11 +106,22 @@ def generic_pipe():
 
 @pytest.fixture(scope="session")
 def xt_only_pipe():
-    """SanaSprintPipeline: watched through callback_on_step_end, its SCM sampler's "trigflow" prediction has no x0
-    formula here (core/sampler_tap.py), so its runs record x_t alone."""
-    from nbdiffuse.testing import tiny_sana_sprint_pipeline
+    """StableDiffusionPanoramaPipeline on tiny_sd_pipeline's parts, DDIM: watched through callback_on_step_end. Run
+    wider than its window of 64 latent pixels (16 x 160 pixels: 8 x 80 latents), it steps the picture window by window,
+    so no sampler call sees the whole x_t and its runs record x_t alone (core/sampler_tap.py)."""
+    import warnings
 
-    return tiny_sana_sprint_pipeline()
+    from diffusers import DDIMScheduler, StableDiffusionPanoramaPipeline
+
+    from nbdiffuse.testing import tiny_sd_pipeline
+
+    parts = tiny_sd_pipeline().components
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = StableDiffusionPanoramaPipeline(**{**parts, "safety_checker": None}, requires_safety_checker=False)
+    pipe.scheduler = DDIMScheduler.from_config(parts["scheduler"].config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 @pytest.fixture(scope="session")

@@ -49,6 +49,7 @@ from .recording import StepRecorder
 from .run import Run, input_scale, run_end
 from .run_args import check_run_args
 from .sampler_tap import SamplerTap
+from .start_noise import drawn_latents
 from .schedulers import make_scheduler
 from .step import Step
 from .trajectory import Trajectory
@@ -312,6 +313,9 @@ class GenericRun(Run):
                 return tensors  # stopped (a pipeline without interrupt runs on: not recorded), or mid-Heun
             latents = self._unpack(tensors["latents"])
             if state["k"] == 0:  # (C, h, w) per step, or packed in a layout nbdiffuse cannot know
+                drawn = noise.get("latents")  # its sampler saw a window, not x_T: what prepare_latents drew
+                if traj.initial_latents.shape[1:] != latents.shape[1:] and drawn is not None:
+                    traj.initial_latents = self._unpack(drawn[:1]).detach().to("cpu", copy=True)
                 why = self._undrawable(latents)  # a VAE that decodes them another way than nbdiffuse's
                 traj.params["capabilities"]["previews"] = latents.ndim == 4 and has_decoder(pipe) and why is None
                 if why is not None:
@@ -380,7 +384,7 @@ class GenericRun(Run):
             sched.step = step  # this run's own scheduler object: the pipeline's is put back below
             pipe.scheduler = sched
             try:
-                with run_end(traj, lambda: state["recorder"], publish):
+                with run_end(traj, lambda: state["recorder"], publish), drawn_latents(pipe) as noise:
                     TOKENIZER_LOCK.acquire()
                     encoding["held"] = True
                     state["began"] = time.perf_counter()

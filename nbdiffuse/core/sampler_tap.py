@@ -8,9 +8,10 @@ then what the sampler's own prediction type makes of them, by the formula the fa
 are the same numbers (tests/core/test_generic_x0.py compares them with torch.equal).
 
 A sampler that clips its x0 (clip_sample: Kandinsky 3's DDPM) goes on with the clipped one, and so does the
-recorded x0. What stays out of reach: the (cond, uncond) pair itself, so no what-if, no branch. A sampler whose prediction
-type has no such formula (SCM's "trigflow"), or a model output of another shape than x_t (and not x_t's channels
-plus a learned variance), gives no x0: the run says so (capabilities["x0"] False) and shows x_t.
+recorded x0. What stays out of reach: the (cond, uncond) pair itself, so no what-if, no branch. SCM's "trigflow" (Sana Sprint)
+has its own formula, at its angle (`_trigflow`). A sampler with neither sigmas nor that formula (Stable Cascade's
+prior), or a model output of another shape than x_t (and not x_t's channels plus a learned variance; Panorama's
+windows when the picture is wider than one), gives no x0: the run says so (capabilities["x0"] False) and shows x_t.
 """
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ class SamplerTap:
         pending, self._pending = self._pending, None
         if pending is None:
             return None, 0.0
+        if self.scheduler.config.get("prediction_type") == "trigflow":
+            return self._trigflow(*pending)
         try:
             a, b = x0_coefficients(self.scheduler, sigma) if sigma is not None else self._terminal()
         except (ValueError, TypeError, IndexError, AttributeError):  # a prediction type without that formula
@@ -67,6 +70,17 @@ class SamplerTap:
             bound = float(config.get("clip_sample_range", 1.0))
             x0 = x0.clamp(-bound, bound)
         return x0, float(b)
+
+    def _trigflow(self, out: torch.Tensor, x_in: torch.Tensor) -> tuple[torch.Tensor | None, float]:
+        """SCM's "trigflow" (Sana Sprint): its timesteps are angles s, and the sampler's x0 is cos(s) x_t - sin(s) F
+        in its loop's scale, sigma_data times the picture's; divided by sigma_data, as the pipeline divides its
+        last one before decoding (the same operations on the same tensors: the last step's x0 is what it returns)."""
+        index = getattr(self.scheduler, "step_index", None)  # already past the step just made
+        if not index:
+            return None, 0.0
+        s = self.scheduler.timesteps[index - 1]
+        sigma_data = self.scheduler.config.sigma_data
+        return (torch.cos(s) * x_in - torch.sin(s) * out) / sigma_data, -float(torch.sin(s)) / sigma_data
 
     def _terminal(self) -> tuple[float, float]:
         """(A, B) at a step without a finite sigma: zero terminal SNR (rescale_betas_zero_snr, CogView3-Plus's

@@ -30,7 +30,7 @@ CELLS = [
     "lv = LatentView(pipe=pipe)\nlv",
     "gs = GuidanceSweep(pipe, 'big red circle', guidances=[1, 4, 8], seeds=[0, 1], steps=3)\ngs",
     "sp = SeedsAndPrompts(pipe, 'big red circle', seeds=[0, 1, 2], prompts=['big blue circle'], steps=3)\nsp",
-    # A pipeline whose sampler's prediction gives no x0 (SanaSprint's SCM) records x_t alone: the sweep shows that.
+    # A pipeline that runs its own loop (Sana Sprint, its SCM sampler's "trigflow"): x0 read from its sampler.
     "from nbdiffuse.testing import tiny_sana_sprint_pipeline\n"
     "xc = SamplerCompare(tiny_sana_sprint_pipeline(), 'a lighthouse', schedulers=['SCMScheduler'], steps=2)\nxc",
 ]
@@ -199,15 +199,15 @@ def test_sampler_compare_shared_scrubber(lab, screenshots):
     shoot(seeds, screenshots / "teaching_seeds.png")
 
 
-def test_sweep_of_a_pipeline_without_x0_shows_x_t(lab, screenshots):
+def test_sweep_of_a_pipeline_that_runs_its_own_loop_shows_x0(lab, screenshots):
     root = lab.locator(".nbd-t-sweep").nth(3)
     wait_sweep_done(lab, 3)
     first = root.locator(".nbd-t-cell canvas").first
     wait_painted(lab, first)
     set_range(root.get_by_label("Fraction of the run"), 0)
-    lab.wait_for_function("(el) => el.textContent === 'step 1/2 · xₜ'",
+    lab.wait_for_function("(el) => el.textContent === 'step 1/2'",  # x0 (an x_t-only run's says "· xₜ")
                           arg=root.locator(".nbd-t-stepno").first.element_handle(), timeout=30_000)
-    shoot(root, screenshots / "teaching_sweep_xt.png")
+    shoot(root, screenshots / "teaching_sweep_sprint.png")
 
 
 def test_latent_view_renders_channels(lab, screenshots):

@@ -90,6 +90,6 @@ def test_a_curve_needs_x0_nbdiffuses_own_loop_and_a_finished_run(sd_pipe, xt_onl
     assert watched.has_x0  # read from its sampler, but its loop is the pipeline's: no continuations
     with pytest.raises(ValueError, match=r"runs its own loop.*a decision curve .* needs a family nbdiffuse knows"):
         nbd.decision_curve_of(sd_pipe, watched)
-    alone = nbd.trace(xt_only_pipe, "a red circle", steps=2, height=32, width=32)
+    alone = nbd.trace(xt_only_pipe, "a red circle", steps=2, height=16, width=160)
     with pytest.raises(ValueError, match="gives only the noisy latent x_t"):
         nbd.decision_curve_of(sd_pipe, alone)

@@ -1,7 +1,7 @@
 """The generic path: a real pipeline outside the known families (AltDiffusionPipeline),
 watched through diffusers' callback_on_step_end: x_t every step, x0 read from what its sampler is given
-(core/sampler_tap.py), stop, pause; no what-if/branch. A pipeline whose sampler's prediction has no x0
-formula (SanaSprintPipeline's SCM) records x_t alone."""
+(core/sampler_tap.py), stop, pause; no what-if/branch. A pipeline whose sampler never sees the whole x_t
+(StableDiffusionPanoramaPipeline wider than its window) records x_t alone."""
 import threading
 
 import pytest
@@ -144,9 +144,12 @@ def test_what_if_and_branch_refuse_clearly_and_x0_where_the_sampler_gives_none(g
     with pytest.raises(ValueError, match=r"branching needs a family nbdiffuse knows"):
         nbd.branch(generic_pipe, traj, at=0)
     assert traj.final_image.size == (16, 16)  # the last x_t, decoded by the VAE
-    alone = nbd.trace(xt_only_pipe, PROMPT, steps=2, seed=0, height=32, width=32)
+    alone = nbd.trace(xt_only_pipe, PROMPT, steps=2, seed=0, height=16, width=160)
     assert not alone.has_x0 and all(step.pred_x0 is None for step in alone)
-    assert alone.params["capabilities_reason"].startswith("This pipeline (SanaSprintPipeline) gives only the noisy")
+    # its sampler saw windows of 8 x 64: x_T is what its prepare_latents drew, the whole 8 x 80
+    assert alone.initial_latents.shape == (1, 4, 8, 80) == (1, *alone[0].latents.shape)
+    assert "prepare_latents" not in xt_only_pipe.__dict__  # put back
+    assert alone.params["capabilities_reason"].startswith("This pipeline (StableDiffusionPanoramaPipeline) gives only the noisy")
     with pytest.raises(ValueError, match=r"only the noisy latent x_t.*view='xt' works"):
         alone.image(1, view="x0")
 
@@ -196,7 +199,7 @@ def test_pipeline_scheduler_is_put_back_and_scheduler_names_work(generic_pipe):
 
 
 def test_html_export_of_an_x_t_only_run(xt_only_pipe, generic_pipe, tmp_path):
-    traj = nbd.trace(xt_only_pipe, "a red circle", steps=2, guidance=5.0, seed=0, height=32, width=32)
+    traj = nbd.trace(xt_only_pipe, "a red circle", steps=2, guidance=5.0, seed=0, height=16, width=160)
     traj.to_html(tmp_path / "run.html")
     page = (tmp_path / "run.html").read_text()
     assert '"xt": [' in page and '"x0": [' not in page and "parentElement.hidden = true" in page

@@ -159,7 +159,7 @@ def test_a_branch_of_a_loaded_run_keeps_the_pictures_of_the_steps_it_shares(shap
 
 
 def test_an_x_t_only_run_stores_x_t_and_a_run_without_previews_none(xt_only_pipe, tmp_path):
-    traj = nbd.trace(xt_only_pipe, "a red circle", steps=2, guidance=2.0, seed=0, height=32, width=32)
+    traj = nbd.trace(xt_only_pipe, "a red circle", steps=2, guidance=2.0, seed=0, height=16, width=160)
     traj.save(tmp_path / "xt.nbd")
     tensors, _, _ = file_parts(tmp_path / "xt.nbd")
     assert sorted(n for n in tensors if n.startswith("frames.")) == ["frames.0.xt", "frames.1.xt"]

@@ -71,7 +71,7 @@ CASES = [
     Case("LuminaPipeline", builders.lumina, guidance=4.0),
     Case("StableCascadePriorPipeline", builders.cascade_prior, size=(256, 256), guidance=4.0, previews=False, x0=False),
     Case("SanaPAGPipeline", builders.sana_pag),
-    Case("SanaSprintPipeline", builders.sana_sprint, guidance=4.5, x0=False),
+    Case("SanaSprintPipeline", builders.sana_sprint, guidance=4.5),
     Case("StableDiffusionPanoramaPipeline", builders.panorama, size=(16, 16), guidance=7.5),
     Case("ChromaPipeline", builders.chroma, guidance=5.0),
     Case("BriaPipeline", builders.bria, guidance=5.0),
@@ -87,7 +87,7 @@ CASES = [
     Case("ZImageImg2ImgPipeline", builders.zimage_img2img, guidance=5.0, image=True),
     Case("ChromaImg2ImgPipeline", builders.chroma_img2img, guidance=5.0, image=True),
     Case("QwenImageImg2ImgPipeline", builders.qwenimage_img2img, image=True, previews=False),
-    Case("SanaSprintImg2ImgPipeline", builders.sana_sprint_img2img, guidance=4.5, image=True, x0=False),
+    Case("SanaSprintImg2ImgPipeline", builders.sana_sprint_img2img, guidance=4.5, image=True),
     Case("Flux2Pipeline", builders_more.flux2, previews=False),
     # output_type='latent' returns its VAE's latents (4 x 16 x 16), not the packed tokens (64 x 16) its loop
     # denoises: traj.output holds them (#21 K)

@@ -272,10 +272,11 @@ def test_forward_index_outside_the_frames(forward):
 
 
 # --- a pipeline outside the known families ---------------------------------------------------
-def test_lessons_on_a_pipeline_that_runs_its_own_loop(generic_pipe, xt_only_pipe):
-    """Sweeps show such a run's x0 (read from its sampler) and compare on it, or its x_t where its sampler's
-    prediction gives none; the forward process and the latent view need only the pipeline's VAE and scheduler."""
+def test_lessons_on_a_pipeline_that_runs_its_own_loop(generic_pipe):
+    """Sweeps show such a run's x0 (read from its sampler, Sana Sprint's SCM too) and compare on it; the forward
+    process and the latent view need only the pipeline's VAE and scheduler."""
     from nbdiffuse.core.decode import full_decode
+    from nbdiffuse.testing import tiny_sana_sprint_pipeline
 
     # (not ddim: deterministic DDIM is Euler's method in another parametrization, the same result)
     sweep = SamplerCompare(generic_pipe, "a lighthouse", schedulers=["euler", "dpmpp_2m"], steps=3)
@@ -290,10 +291,10 @@ def test_lessons_on_a_pipeline_that_runs_its_own_loop(generic_pipe, xt_only_pipe
     steps = StepsCompare(generic_pipe, "a lighthouse", steps=[2, 3])
     assert steps.wait(120) and steps.status == "done", steps.error
     assert set(steps.differences) == {2, 3}
-    alone = SamplerCompare(xt_only_pipe, "a lighthouse", schedulers=["SCMScheduler"], steps=2)
-    assert alone.wait(120) and alone.status == "done", alone.error
-    assert not alone.trajectories[0].has_x0 and [c["view"] for c in alone.cells] == ["xt"]
-    for widget in (sweep, steps, alone):
+    sprint = SamplerCompare(tiny_sana_sprint_pipeline(), "a lighthouse", schedulers=["SCMScheduler"], steps=2)
+    assert sprint.wait(120) and sprint.status == "done", sprint.error  # SCM's "trigflow" x0, at its angles
+    assert sprint.trajectories[0].has_x0 and [c["view"] for c in sprint.cells] == ["x0"]
+    for widget in (sweep, steps, sprint):
         widget.close()
 
     forward = ForwardExplorer(pipe=generic_pipe, positions=3)
