@@ -27,6 +27,12 @@ def test_the_last_step_is_what_the_pipeline_returns(sprint):
     assert any("the last step records what pipe(...) returned" in n for n in traj.notices)
     again = nbd.trace(sprint, PROMPT, negative_prompt="", steps=2, guidance=4.5, seed=3, height=32, width=32)
     assert torch.equal(again.final_latents, traj.final_latents)  # SCM's noise comes from the run's generator
+    # x0 from its SCM sampler ("trigflow": cos(s) x_t - sin(s) F at its angle s), in the scale pipe(...) returns:
+    # the last step's is exactly what it returned (before this, a Sana Sprint run had x_t alone)
+    assert traj.has_x0 and torch.equal(traj[-1].pred_x0, expected)
+    picture = nbd.trace(sprint, PROMPT, negative_prompt="", steps=2, guidance=4.5, seed=3, height=32, width=32,
+                        pipe_kwargs={"max_timesteps": 1.0, "intermediate_timesteps": None})
+    assert picture.has_x0 and torch.equal(picture[-1].pred_x0, picture.final_latents)
 
 
 def test_the_size_that_ran_is_recorded(sprint):
