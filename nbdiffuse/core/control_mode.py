@@ -7,7 +7,8 @@ number means is the model's own (its card lists them: xinsir's SDXL union reads 
 edges, InstantX's Flux union 0 as canny and 2 as depth), so nbdiffuse checks only the range.
 
 control_mode is one number for a run of one ControlNet, or one per ControlNet (None for one that is not a
-union ControlNet) for several; a ControlNet that is not a union one takes None. Here: the checks.
+union ControlNet) for several; a ControlNet that is not a union one takes None. Here: the checks, and
+`nets_of` (the ControlNets a pipeline's `controlnet` runs), which the ControlNet modules share.
 """
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ import numbers
 from typing import Any
 
 from .validate import show_value
+
+
+def nets_of(net: Any) -> list[Any]:
+    """The ControlNets a pipeline's `controlnet` runs: a MultiControlNetModel's nets (Flux's and SD3's too),
+    else the one."""
+    return list(net.nets) if "Multi" in type(net).__name__ and hasattr(net, "nets") else [net]
 
 
 def union_types(net: Any) -> int | None:

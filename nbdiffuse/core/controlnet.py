@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 
 from . import img2img
-from .control_mode import check_control_mode, modes_of, recorded_mode
+from .control_mode import check_control_mode, modes_of, nets_of, recorded_mode
 from .controlnet_flux import FluxControl, is_flux_controlnet
 from .controlnet_sd3 import SD3Control, is_sd3_controlnet
 from .controlnet_unet import UNetControl, UnionControl, is_union_unet_controlnet
@@ -55,12 +55,6 @@ def controlnet_name(net: Any) -> str:
     from .pipe_attrs import source
 
     return str(source(net) or getattr(net, "config", {}).get("_name_or_path") or type(net).__name__)
-
-
-def nets_of(net: Any) -> list[Any]:
-    """The ControlNets a pipeline's `controlnet` runs: a MultiControlNetModel's nets (Flux's and SD3's too),
-    else the one."""
-    return list(net.nets) if "Multi" in type(net).__name__ and hasattr(net, "nets") else [net]
 
 
 def own_control_scale(pipe: Any) -> float:

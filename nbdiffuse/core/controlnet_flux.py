@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from .control_mode import nets_of
 from .families.flux import pack
 
 
@@ -114,8 +115,8 @@ def skip_draws(family: Any, traj: Any, generator: torch.Generator) -> None:
     samples), so that a branch's sampler continues with the run's numbers."""
     net = getattr(family.pipe, "controlnet", None)
     control = traj.params.get("control")
-    if net is None or control is None or not is_flux_controlnet(_first(net)) or \
-            getattr(_first(net), "input_hint_block", None) is not None:
+    if net is None or control is None or not is_flux_controlnet(nets_of(net)[0]) or \
+            getattr(nets_of(net)[0], "input_hint_block", None) is not None:
         return
     p = traj.params
     vae = family.pipe.vae
@@ -123,6 +124,3 @@ def skip_draws(family: Any, traj: Any, generator: torch.Generator) -> None:
     for _ in range(int(control.get("nets") or 1)):
         randn_tensor(shape, generator=generator, device=next(vae.parameters()).device, dtype=vae.dtype)
 
-
-def _first(net: Any) -> Any:
-    return net.nets[0] if hasattr(net, "nets") else net
