@@ -349,6 +349,7 @@ class GenericRun(Run):
                 scale = input_scale(sched, i + 1 + state["offset"], latents) if latents.ndim == 4 else 1.0
             except Exception:
                 scale = 1.0
+            scale *= tap.loop_scale()  # SCM keeps x_t at sigma_data times its variance-preserving form
             k = state["k"]
             now = time.perf_counter()
             plan = self.control_plan  # a control picture's scales, as the pipeline read them (its strength: unseen)

@@ -71,6 +71,12 @@ class SamplerTap:
             x0 = x0.clamp(-bound, bound)
         return x0, float(b)
 
+    def loop_scale(self) -> float:
+        """What multiplies a step's x_t into the variance-preserving form (cos(s) x0 + sin(s) noise, as Step.xt_scale
+        records it): 1 / sigma_data for SCM's trigflow, whose loop keeps x_t sigma_data times that; else 1."""
+        config = self.scheduler.config
+        return 1.0 / float(config.sigma_data) if config.get("prediction_type") == "trigflow" else 1.0
+
     def _trigflow(self, out: torch.Tensor, x_in: torch.Tensor) -> tuple[torch.Tensor | None, float]:
         """SCM's "trigflow" (Sana Sprint): its timesteps are angles s, and the sampler's x0 is cos(s) x_t - sin(s) F
         in its loop's scale, sigma_data times the picture's; divided by sigma_data, as the pipeline divides its

@@ -30,6 +30,10 @@ def test_the_last_step_is_what_the_pipeline_returns(sprint):
     # x0 from its SCM sampler ("trigflow": cos(s) x_t - sin(s) F at its angle s), in the scale pipe(...) returns:
     # the last step's is exactly what it returned (before this, a Sana Sprint run had x_t alone)
     assert traj.has_x0 and torch.equal(traj[-1].pred_x0, expected)
+    # its loop keeps x_t at sigma_data (0.5) times cos(s) x0 + sin(s) noise: the x_t view shows that form, as the
+    # last step's (what pipe(...) returned, already divided) is shown
+    assert traj[0].xt_scale == 2.0 and torch.equal(traj.latents_for(0, "xt"), traj[0].latents * 2.0)
+    assert traj[-1].xt_scale == 1.0
     picture = nbd.trace(sprint, PROMPT, negative_prompt="", steps=2, guidance=4.5, seed=3, height=32, width=32,
                         pipe_kwargs={"max_timesteps": 1.0, "intermediate_timesteps": None})
     assert picture.has_x0 and torch.equal(picture[-1].pred_x0, picture.final_latents)
