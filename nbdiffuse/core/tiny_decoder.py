@@ -42,7 +42,8 @@ class TinyDecoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, latent_channels: int = 4, channels: Sequence[int] = (64,),
                  convs: Sequence[int] = (4,), patch: int = 4, global_context: bool = True,
-                 norm_groups: int = 0, scaling_factor: float = 1.0, shift_factor: float = 0.0, force_upcast: bool = False):
+                 norm_groups: int = 0, scaling_factor: float = 1.0, shift_factor: float = 0.0, force_upcast: bool = False,
+                 last_kernel: int = 1):
         super().__init__()
         if len(channels) != len(convs) or not channels:
             raise ValueError(f"channels and convs must be non-empty and of one length; got {channels} and {convs}")
@@ -60,8 +61,13 @@ class TinyDecoder(ModelMixin, ConfigMixin):
             self.levels.append(nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(count)))
             if i + 1 < len(channels):
                 self.ups.append(nn.Conv2d(width, 4 * channels[i + 1], 1))
-        # patch > 1: the last level's pixels each become a patch x patch block of RGB (1 x 1 conv, pixel shuffle)
-        self.last = nn.Conv2d(channels[-1], 3, 3, padding=1) if patch == 1 else nn.Conv2d(channels[-1], 3 * patch ** 2, 1)
+        # patch > 1: the last level's pixels each become a patch x patch block of RGB (a convolution, pixel
+        # shuffle). last_kernel 3: each block also reads its neighbours, so the blocks' edges meet (with
+        # 1 x 1 a block knows only its own pixel's features and the picture shows a faint patch-sized grid)
+        if last_kernel not in (1, 3):
+            raise ValueError(f"last_kernel must be 1 or 3; got {last_kernel!r}")
+        self.last = nn.Conv2d(channels[-1], 3, 3, padding=1) if patch == 1 else \
+            nn.Conv2d(channels[-1], 3 * patch ** 2, last_kernel, padding=last_kernel // 2)
         self.patch = patch
 
     @property

@@ -106,12 +106,48 @@ def mean_error(student: Any, latents: torch.Tensor, target: torch.Tensor) -> flo
     return float((as_uint8(made) - as_uint8(target)).abs().mean())
 
 
+def grid_excess(student: Any, latents: torch.Tensor, target: torch.Tensor) -> float:
+    """How much a patch-sized grid shows: the student's error in the difference between neighbouring
+    pixels (against the teacher's) across the edges of its patches, over that error inside them. 1.0
+    is no grid; a decoder that draws each latent pixel as a block on its own reads well above."""
+    with torch.no_grad():
+        made = torch.cat([student.decode(chunk, return_dict=False)[0] for chunk in latents.split(256)])
+    made, truth, patch = as_uint8(made), as_uint8(target), student.upscale
+    across, inside = [], []
+    for dim in (2, 3):
+        error = (made.diff(dim=dim) - truth.diff(dim=dim)).abs().movedim(dim, 0)  # rows (or columns) first
+        edge = (torch.arange(error.shape[0]) + 1) % patch == 0  # between pixel j and j + 1 a patch ends
+        across.append(error[edge].mean())
+        inside.append(error[~edge].mean())
+    return float(sum(across) / sum(inside))
+
+
+def last_kernel_of(decoder: Any, kernel: int) -> Any:
+    """A copy of a TinyDecoder whose last convolution has `kernel` x `kernel` weights, drawing the
+    same pictures: the old weights at the kernel's centre, zeros around them (training then learns
+    what each block takes from its neighbours)."""
+    from ..core.tiny_decoder import TinyDecoder
+
+    grown = TinyDecoder(**{**{key: value for key, value in decoder.config.items() if not key.startswith("_")},
+                           "last_kernel": kernel})
+    state = decoder.state_dict()
+    weight = torch.zeros_like(grown.last.weight)
+    old = state["last.weight"]
+    centre = (kernel - old.shape[-1]) // 2
+    weight[..., centre:centre + old.shape[-2], centre:centre + old.shape[-1]] = old
+    grown.load_state_dict({**state, "last.weight": weight})
+    return grown
+
+
 def train(student: Any, latents: torch.Tensor, target: torch.Tensor, steps: int, batch: int = 64, lr: float = 2e-3,
           seed: int = 0, log: Any = print, weights: torch.Tensor | None = None,
-          object_weight: float = 0.0) -> list[tuple[int, float]]:
+          object_weight: float = 0.0, edge_weight: float = 0.0) -> list[tuple[int, float]]:
     """Adam on the L1 error; the learning rate falls on a cosine to zero. weights: how often each
     latent is drawn, relative to the others (None: all alike). object_weight: the object's pixels
-    (object_mask of the teacher's picture) count 1 + object_weight times in the loss."""
+    (object_mask of the teacher's picture) count 1 + object_weight times in the loss. edge_weight:
+    the L1 error of the differences between neighbouring pixels (across and along, as grid_excess
+    reads them) counts this many times beside it: a step between two pixels the teacher has not
+    costs more than the same error spread evenly."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(student.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + np.cos(np.pi * s / steps)))
@@ -120,10 +156,13 @@ def train(student: Any, latents: torch.Tensor, target: torch.Tensor, steps: int,
     for step in range(1, steps + 1):
         pick = (torch.randint(0, len(latents), (batch,), generator=generator) if weights is None
                 else torch.multinomial(weights, batch, replacement=True, generator=generator))
-        error = (student(latents[pick]) - target[pick]).abs()
+        made, truth = student(latents[pick]), target[pick]
+        error = (made - truth).abs()
         if object_weight:
-            error = error * (1 + object_weight * object_mask(target[pick]))
+            error = error * (1 + object_weight * object_mask(truth))
         loss = error.mean()
+        if edge_weight:
+            loss = loss + edge_weight * sum((made.diff(dim=dim) - truth.diff(dim=dim)).abs().mean() for dim in (2, 3))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -139,10 +178,13 @@ def train(student: Any, latents: torch.Tensor, target: torch.Tensor, steps: int,
 
 def distil(pipe: Any, out: Path, *, runs: int = 96, renders: int = 2048, held_out: int = 24, steps: int = 3000,
            batch: int = 32, seed: int = 0, shape: dict | None = None, log: Any = print, lr: float = 2e-3,
-           object_weight: float = 0.0, init: Path | None = None) -> dict:
+           object_weight: float = 0.0, init: Path | None = None, edge_weight: float = 0.0,
+           last_kernel: int | None = None) -> dict:
     """Distil a TinyDecoder from `pipe`'s VAE into the folder `out`; returns (and writes beside it, as
-    distillation.json) the record: data, training, held-out mean errors of 255 against the VAE.
-    init: a TinyDecoder folder to start from (its shape, not `shape`); steps=0 with init measures it."""
+    distillation.json) the record: data, training, held-out mean errors of 255 against the VAE and how
+    much a patch grid shows (grid_excess). init: a TinyDecoder folder to start from (its shape, not
+    `shape`); steps=0 with init measures it. last_kernel: the decoder's last convolution (1 or 3); with
+    init, 3 grows a 1 x 1 one (last_kernel_of: the same pictures to start from)."""
     from ..core.tiny_decoder import TinyDecoder
 
     if init is not None and shape:
@@ -162,10 +204,16 @@ def distil(pipe: Any, out: Path, *, runs: int = 96, renders: int = 2048, held_ou
     torch.manual_seed(seed)
     if init is not None:
         student = TinyDecoder.from_pretrained(init)
+        if last_kernel is not None and last_kernel != student.config.last_kernel:
+            if last_kernel < student.config.last_kernel:
+                raise ValueError(f"last_kernel={last_kernel}: init={str(init)!r} has a {student.config.last_kernel} x "
+                                 f"{student.config.last_kernel} last convolution, which can grow but not shrink")
+            student = last_kernel_of(student, last_kernel)
     else:
-        student = TinyDecoder(latent_channels=pipe.vae.config.latent_channels, **(shape or {}))
+        student = TinyDecoder(latent_channels=pipe.vae.config.latent_channels, **(shape or {}),
+                              **({} if last_kernel is None else {"last_kernel": last_kernel}))
     losses = train(student, latents, target, steps, batch=batch, seed=seed, log=log, lr=lr,
-                   object_weight=object_weight) if steps else []
+                   object_weight=object_weight, edge_weight=edge_weight) if steps else []
     student.eval()
     trained = time.perf_counter() - started - made
 
@@ -179,6 +227,8 @@ def distil(pipe: Any, out: Path, *, runs: int = 96, renders: int = 2048, held_ou
         "x0_mae": mean_error(student, held_x0, held_target),
         "xt_mae": mean_error(student, held_xt, teacher(pipe.vae, held_xt)),
         "final_x0_mae": mean_error(student, held_x0[last], held_target[last]),
+        "grid_x0": grid_excess(student, held_x0, held_target),
+        "grid_xt": grid_excess(student, held_xt, teacher(pipe.vae, held_xt)),
         "object_colour_error": float(np.mean(colours)) if colours else float("nan"),
         "object_colour_error_p90": float(np.percentile(colours, 90)) if colours else float("nan"),
     }
@@ -189,6 +239,7 @@ def distil(pipe: Any, out: Path, *, runs: int = 96, renders: int = 2048, held_ou
         (Path(out) / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     record = {"latents": 0 if latents is None else len(latents), "training_runs": runs, "renders": renders,
               "held_out_runs": held_out, "steps": steps, "batch": batch, "lr": lr, "object_weight": object_weight,
+              "edge_weight": edge_weight, "last_kernel": int(student.config.last_kernel),
               "init": None if init is None else Path(init).name, "data_seconds": round(made, 1),
               "train_seconds": round(trained, 1),
               "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in student.parameters()),
@@ -226,6 +277,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channels", type=int, nargs="+", default=None, help="TinyDecoder channels (default: its own)")
     parser.add_argument("--convs", type=int, nargs="+", default=None, help="TinyDecoder convs per level")
     parser.add_argument("--patch", type=int, default=None, help="TinyDecoder patch")
+    parser.add_argument("--last-kernel", type=int, choices=(1, 3), default=None,
+                        help="TinyDecoder's last convolution: 3 lets each patch read its neighbours (no patch grid); "
+                             "with --init, grows the init's 1 x 1 one, keeping its pictures to start from")
+    parser.add_argument("--edge-weight", type=float, default=0.0,
+                        help="the error between neighbouring pixels counts this many times beside the L1 error")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="a smoke run of seconds (tests)")
@@ -233,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     shape = {key: value for key, value in (("channels", args.channels), ("convs", args.convs), ("patch", args.patch))
              if value is not None}
-    for name in ("steps", "runs", "renders", "held_out", "batch", "lr", "object_weight"):
+    for name in ("steps", "runs", "renders", "held_out", "batch", "lr", "object_weight", "edge_weight"):
         value, least = getattr(args, name), (1 if name in ("runs", "held_out", "batch") else 0)
         if not value >= least or (name == "lr" and not value > 0):
             parser.error(f"--{name.replace('_', '-')} must be {'> 0' if name == 'lr' else f'>= {least}'}; got {value}")
@@ -243,6 +299,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--init {args.init} brings its own shape; leave out --channels, --convs and --patch")
     if args.init is not None and not (Path(args.init) / "config.json").is_file():
         parser.error(f"--init {args.init}: no tiny decoder there (no config.json)")
+    if args.init is not None and args.last_kernel is not None:
+        had = json.loads((Path(args.init) / "config.json").read_text(encoding="utf-8")).get("last_kernel", 1)
+        if args.last_kernel < had:
+            parser.error(f"--last-kernel {args.last_kernel}: --init {args.init} has a {had} x {had} last convolution, "
+                         "which can grow but not shrink")
     if args.tiny:
         args.runs, args.renders, args.held_out, args.steps = 1, 16, 1, min(args.steps, 10)
     torch.set_num_threads(args.threads)
@@ -254,7 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     pipe = load_pipeline(None if args.model is None else str(folder), device="cpu")
     record = distil(pipe, out, runs=args.runs, renders=args.renders, held_out=args.held_out, steps=args.steps,
                     batch=args.batch, seed=args.seed, shape=shape, lr=args.lr, object_weight=args.object_weight,
-                    init=None if args.init is None else Path(args.init))
+                    init=None if args.init is None else Path(args.init), edge_weight=args.edge_weight,
+                    last_kernel=args.last_kernel)
     from .training.report import portable_argv  # the output folder as DIR, as train.py records its command
 
     record = {"command": "python -m nbdiffuse.shapes.distil_tiny " + " ".join(portable_argv(argv)), **record}

@@ -144,9 +144,12 @@ def test_distillation_starts_from_a_decoder_measures_one_and_refuses_bad_options
     first = tmp_path / "first"
     distil_tiny.main(["--tiny", "--out", str(first), "--channels", "8", "--convs", "1", "--patch", "4"])
     again = tmp_path / "again"
-    distil_tiny.main(["--tiny", "--out", str(again), "--init", str(first), "--object-weight", "4", "--lr", "1e-3"])
+    distil_tiny.main(["--tiny", "--out", str(again), "--init", str(first), "--object-weight", "4", "--lr", "1e-3",
+                      "--last-kernel", "3", "--edge-weight", "0.5"])
     record = json.loads((again / "distillation.json").read_text())
     assert record["object_weight"] == 4 and record["lr"] == 1e-3 and record["init"] == "first"
+    assert record["last_kernel"] == 3 and record["edge_weight"] == 0.5 and record["grid_x0"] > 0 < record["grid_xt"]
+    assert TinyDecoder.from_pretrained(again).config.last_kernel == 3
     assert record["init_record"]["steps"] == 10 and "init_record" not in record["init_record"]
     assert "object_colour_error" in record and TinyDecoder.from_pretrained(again).config.channels == [8]
     assert "_name_or_path" not in json.loads((again / "config.json").read_text())  # no path of this machine
@@ -162,7 +165,54 @@ def test_distillation_starts_from_a_decoder_measures_one_and_refuses_bad_options
                           (["--object-weight", "-1"], "--object-weight must be >= 0; got -1.0"),
                           (["--lr", "0"], "--lr must be > 0; got 0.0"),
                           (["--init", str(first), "--channels", "8"], "brings its own shape"),
-                          (["--init", str(tmp_path / "nowhere")], "no tiny decoder there")):
+                          (["--init", str(tmp_path / "nowhere")], "no tiny decoder there"),
+                          (["--init", str(again), "--last-kernel", "1"], "can grow but not shrink"),
+                          (["--edge-weight", "-1"], "--edge-weight must be >= 0; got -1.0")):
         with pytest.raises(SystemExit):
             distil_tiny.main(["--tiny", "--out", str(tmp_path / "x"), *argv])
         assert message in capsys.readouterr().err
+
+
+def test_a_grown_last_convolution_draws_the_same_pictures_and_then_reads_its_neighbours():
+    torch.manual_seed(0)
+    decoder = TinyDecoder(channels=(8,), convs=(1,), patch=4)
+    grown = distil_tiny.last_kernel_of(decoder, 3)
+    assert grown.config.last_kernel == 3 and grown.last.weight.shape[-2:] == (3, 3)
+    z = torch.randn(2, 4, 6, 5)
+    assert torch.allclose(grown.decode(z).sample, decoder.decode(z).sample, atol=1e-6)
+    with torch.no_grad():
+        grown.last.weight[..., 0, 1] = 0.1  # each patch now reads the latent pixel above it as well
+    assert not torch.allclose(grown.decode(z).sample, decoder.decode(z).sample, atol=1e-3)
+    with pytest.raises(ValueError, match="last_kernel must be 1 or 3; got 5"):
+        TinyDecoder(last_kernel=5)
+
+
+def test_grid_excess_reads_a_patch_grid_and_the_edge_weight_counts_steps_between_pixels():
+    truth = torch.linspace(-1, 1, 32)[None, None, None, :].expand(2, 3, 32, 32).contiguous()  # a smooth ramp
+
+    class Blocks:  # draws the ramp as 4 x 4 blocks: steps at the patches' edges
+        upscale = 4
+
+        def decode(self, latents, return_dict=False):
+            return (latents.reshape(*latents.shape[:2], 8, 4, 8, 4)[:, :, :, :1, :, :1]
+                    .expand(-1, -1, -1, 4, -1, 4).reshape(latents.shape),)
+
+    class Noisy(Blocks):  # the ramp with a few levels of noise at every pixel alike: no grid
+        def decode(self, latents, return_dict=False):
+            return (latents + 0.04 * torch.randn(latents.shape, generator=torch.Generator().manual_seed(0)),)
+
+    assert distil_tiny.grid_excess(Blocks(), truth, truth) > 2.5  # 3: a step of four where the ramp had one
+    assert distil_tiny.grid_excess(Noisy(), truth, truth) == pytest.approx(1.0, abs=0.1)
+    torch.manual_seed(0)
+    latents = torch.randn(1, 4, 4, 4)
+    target = torch.linspace(-1, 1, 16)[None, None, None, :].expand(1, 3, 16, 16).contiguous()
+    losses = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(1)
+        student = TinyDecoder(channels=(8,), convs=(1,), patch=4)
+        with torch.no_grad():
+            made = student(latents)
+        losses[weight] = distil_tiny.train(student, latents, target, steps=1, batch=1, log=lambda line: None,
+                                           edge_weight=weight)[0][1]
+        edges = sum((made.diff(dim=d) - target.diff(dim=d)).abs().mean() for d in (2, 3))
+        assert losses[weight] == pytest.approx(float((made - target).abs().mean() + weight * edges), rel=1e-5)
