@@ -23,10 +23,12 @@ XT_ONLY = {"x0": False, **WATCHED}
 KNOWN_FAMILIES = "SD, SDXL, SD3, Flux, PixArt"
 
 
-def xt_only_reason(pipeline: Any, what: str = "x0, what-if and branching", hint: str = "; view='xt' works") -> str:
+def xt_only_reason(pipeline: Any, what: str = "x0, what-if and branching", hint: str = "; view='xt' works",
+                   why: str | None = None) -> str:
     """Why a run that recorded x_t alone (a watched pipeline whose sampler's prediction cannot be read) cannot
-    give `what` (one line, for errors and the UI)."""
-    return (f"This pipeline ({pipeline or 'unknown'}) gives only the noisy latent x_t at each step: {what} "
+    give `what` (one line, for errors and the UI); `why`: what kept x0 out of reach, where the run found it."""
+    because = f" ({why})" if why else ""
+    return (f"This pipeline ({pipeline or 'unknown'}) gives only the noisy latent x_t at each step{because}: {what} "
             f"{_need(what)} a family nbdiffuse knows ({KNOWN_FAMILIES}){hint}.")
 
 

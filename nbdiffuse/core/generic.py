@@ -172,11 +172,11 @@ class GenericRun(Run):
                                           "resolution binning or rounding)")
             traj.params["height"], traj.params["width"] = height, width
 
-    def _x0_said(self, traj: Trajectory, x0: bool) -> None:
+    def _x0_said(self, traj: Trajectory, x0: bool, why: str | None = None) -> None:
         """At the first step: whether the run records x0 (read from its sampler), and what it lacks, in words."""
         traj.params["capabilities"]["x0"] = x0
         traj.params["capabilities_reason"] = watched_reason(type(self.pipe).__name__, x0=x0) if x0 else \
-            xt_only_reason(type(self.pipe).__name__)
+            xt_only_reason(type(self.pipe).__name__, why=why)
 
     def _undrawable(self, latents: torch.Tensor) -> str | None:
         """Why (B, C, h, w) latents are not what the pipeline's VAE decodes as latents / scaling_factor (+ shift),
@@ -342,7 +342,9 @@ class GenericRun(Run):
             x0, b = tap.x0(sigma)
             x0 = None if x0 is None else self._unpack(x0)
             if state["k"] == 0:  # x0 where the first step's could be read (else x_t alone, as the run says)
-                self._x0_said(traj, x0 is not None and x0.shape == latents.shape)
+                pieces = x0 is not None and x0.shape != latents.shape
+                self._x0_said(traj, x0 is not None and not pieces, f"its sampler is given pieces of its latents, "
+                              f"{_shape(x0)} of {_shape(latents)}: windows" if pieces else tap.lacking)
             if not traj.params["capabilities"]["x0"] or x0 is None or x0.shape != latents.shape:
                 x0, b = None, 0.0
             try:
@@ -403,6 +405,11 @@ class GenericRun(Run):
                 traj.stopped = True  # the pipeline ran fewer steps than asked (its own schedule)
             self._record_output(traj)
         return traj
+
+
+def _shape(latents: torch.Tensor) -> str:
+    """(C, h, w) latents' picture part in words: "8 x 64"."""
+    return " x ".join(str(n) for n in latents.shape[-2:])
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ class SamplerTap:
         self.scheduler = scheduler
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
         self._t: Any = None
+        self.lacking: str | None = None  # why the last step gave no x0, in words (None: unknown, or it gave one)
 
     def seen(self, args: tuple, kwargs: dict) -> None:
         """scheduler.step(model_output, timestep, sample, ...)'s arguments, however they were passed."""
@@ -48,6 +49,7 @@ class SamplerTap:
         if out.shape != x_in.shape:
             channels = x_in.shape[1] if x_in.ndim == 4 else None
             if channels is None or out.ndim != 4 or out.shape[1] != 2 * channels or out.shape[2:] != x_in.shape[2:]:
+                self.lacking = f"its model output, {tuple(out.shape)}, is not of x_t's shape, {tuple(x_in.shape)}"
                 return
             out = out[:, :channels]  # a learned variance beside the prediction, as DDPMScheduler splits it off
         self._pending = (out, x_in)
@@ -62,6 +64,9 @@ class SamplerTap:
         try:
             a, b = x0_coefficients(self.scheduler, sigma) if sigma is not None else self._terminal()
         except (ValueError, TypeError, IndexError, AttributeError):  # a prediction type without that formula
+            self.lacking = (f"its sampler, {type(self.scheduler).__name__}, has no noise level nbdiffuse can read"
+                            if sigma is None else f"its sampler's prediction type, "
+                            f"{self.scheduler.config.get('prediction_type')!r}, has no x0 formula here")
             return None, 0.0
         out, x_in = pending
         x0 = a * x_in + b * out

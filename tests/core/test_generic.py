@@ -149,7 +149,9 @@ def test_what_if_and_branch_refuse_clearly_and_x0_where_the_sampler_gives_none(g
     # its sampler saw windows of 8 x 64: x_T is what its prepare_latents drew, the whole 8 x 80
     assert alone.initial_latents.shape == (1, 4, 8, 80) == (1, *alone[0].latents.shape)
     assert "prepare_latents" not in xt_only_pipe.__dict__  # put back
-    assert alone.params["capabilities_reason"].startswith("This pipeline (StableDiffusionPanoramaPipeline) gives only the noisy")
+    assert alone.params["capabilities_reason"].startswith(
+        "This pipeline (StableDiffusionPanoramaPipeline) gives only the noisy latent x_t at each step (its sampler is "
+        "given pieces of its latents, 8 x 64 of 8 x 80: windows): x0, what-if")
     with pytest.raises(ValueError, match=r"only the noisy latent x_t.*view='xt' works"):
         alone.image(1, view="x0")
 

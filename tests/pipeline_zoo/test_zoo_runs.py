@@ -157,7 +157,7 @@ def test_x0_is_read_from_what_the_sampler_is_given(case):
     assert traj.has_x0 is case.x0 and traj.capabilities["branch"] is False
     if not case.x0:
         assert all(step.pred_x0 is None for step in traj)
-        assert "gives only the noisy latent x_t" in traj.params["capabilities_reason"]
+        assert "gives only the noisy latent x_t at each step (its sampler" in traj.params["capabilities_reason"]
         return
     assert "runs its own loop" in traj.params["capabilities_reason"]
     for step in traj:
