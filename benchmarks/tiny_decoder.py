@@ -2,7 +2,9 @@
 
 Quality: held-out runs (captions and seeds the distillation never saw, 30 Euler steps, guidance
 5), every step, both views: mean absolute error of 255 between decoder="tiny" and decoder="full"
-(the VAE), and the approx decoder's for comparison. Goal: <= 4 for the x0 view.
+(the VAE), and the approx decoder's for comparison. Goal: <= 4 for the x0 view. And how much a patch
+grid shows in the tiny decoder's frames (grid_excess: its error across the edges of its 4 x 4 patches
+over its error inside them; 1.0 is none).
 
 Cost: one guided UNet step (both halves of classifier-free guidance, as a run makes them) and one
 tiny-decoder frame (and a step's x0 + x_t pair, decoded together as the Explorer does), timed in
@@ -26,6 +28,7 @@ import nbdiffuse as nbd
 from nbdiffuse.core.pipe_attrs import tiny_decoder
 from nbdiffuse.core.families import family_for
 from nbdiffuse.shapes import random_caption
+from nbdiffuse.shapes.distil_tiny import grid_excess, teacher
 
 
 def mean_error(traj, view: str, decoder: str) -> list[float]:
@@ -40,11 +43,18 @@ def mean_error(traj, view: str, decoder: str) -> list[float]:
 
 def quality(pipe, runs: int, steps: int) -> None:
     per = {(view, decoder): [] for view in ("x0", "xt") for decoder in ("tiny", "approx")}
+    latents = {"x0": [], "xt": []}
     for i in range(runs):
         caption = random_caption(seed=900_000 + i, omit=0.2).text()
         traj = nbd.trace(pipe, caption, steps=steps, guidance=5.0, seed=900_000 + i)
         for key in per:
             per[key].append(mean_error(traj, *key))
+        for view in latents:
+            latents[view] += [traj.latents_for(k, view).float() for k in range(len(traj))]
+    tiny = tiny_decoder(pipe)
+    for view, frames in latents.items():  # 1.0: no grid; errors across the patches' edges over those inside them
+        stack = torch.stack(frames)
+        print(f"{view} tiny: patch grid (grid_excess) {grid_excess(tiny, stack, teacher(pipe.vae, stack)):.3f}")
     for (view, decoder), runs_errors in per.items():
         table = np.asarray(runs_errors)  # runs x steps
         print(f"{view} {decoder:6s}: mean error {table.mean():5.2f} of 255 over {table.shape[0]} runs x "

@@ -183,8 +183,8 @@ def distil(pipe: Any, out: Path, *, runs: int = 96, renders: int = 2048, held_ou
     """Distil a TinyDecoder from `pipe`'s VAE into the folder `out`; returns (and writes beside it, as
     distillation.json) the record: data, training, held-out mean errors of 255 against the VAE and how
     much a patch grid shows (grid_excess). init: a TinyDecoder folder to start from (its shape, not
-    `shape`); steps=0 with init measures it. last_kernel: the decoder's last convolution (1 or 3); with
-    init, 3 grows a 1 x 1 one (last_kernel_of: the same pictures to start from)."""
+    `shape`); steps=0 with init measures it. last_kernel: the decoder's last convolution (1 or 3; a new
+    decoder's default 3); with init, 3 grows a 1 x 1 one (last_kernel_of: the same pictures to start from)."""
     from ..core.tiny_decoder import TinyDecoder
 
     if init is not None and shape:
@@ -211,7 +211,7 @@ def distil(pipe: Any, out: Path, *, runs: int = 96, renders: int = 2048, held_ou
             student = last_kernel_of(student, last_kernel)
     else:
         student = TinyDecoder(latent_channels=pipe.vae.config.latent_channels, **(shape or {}),
-                              **({} if last_kernel is None else {"last_kernel": last_kernel}))
+                              last_kernel=3 if last_kernel is None else last_kernel)
     losses = train(student, latents, target, steps, batch=batch, seed=seed, log=log, lr=lr,
                    object_weight=object_weight, edge_weight=edge_weight) if steps else []
     student.eval()
@@ -278,8 +278,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--convs", type=int, nargs="+", default=None, help="TinyDecoder convs per level")
     parser.add_argument("--patch", type=int, default=None, help="TinyDecoder patch")
     parser.add_argument("--last-kernel", type=int, choices=(1, 3), default=None,
-                        help="TinyDecoder's last convolution: 3 lets each patch read its neighbours (no patch grid); "
-                             "with --init, grows the init's 1 x 1 one, keeping its pictures to start from")
+                        help="TinyDecoder's last convolution: 3 (a new decoder's default) lets each patch read its "
+                             "neighbours (no patch grid); with --init, 3 grows the init's 1 x 1 one, keeping its "
+                             "pictures to start from")
     parser.add_argument("--edge-weight", type=float, default=0.0,
                         help="the error between neighbouring pixels counts this many times beside the L1 error")
     parser.add_argument("--threads", type=int, default=2)
