@@ -314,8 +314,10 @@ class GenericRun(Run):
             latents = self._unpack(tensors["latents"])
             if state["k"] == 0:  # (C, h, w) per step, or packed in a layout nbdiffuse cannot know
                 drawn = noise.get("latents")  # its sampler saw a window, not x_T: what prepare_latents drew
-                if traj.initial_latents.shape[1:] != latents.shape[1:] and drawn is not None:
-                    traj.initial_latents = self._unpack(drawn[:1]).detach().to("cpu", copy=True)
+                drawn = None if drawn is None else self._unpack(drawn[:1])
+                if traj.initial_latents.shape[1:] != latents.shape[1:] and drawn is not None and \
+                        drawn.shape[1:] == latents.shape[1:]:
+                    traj.initial_latents = drawn.detach().to("cpu", copy=True)
                 why = self._undrawable(latents)  # a VAE that decodes them another way than nbdiffuse's
                 traj.params["capabilities"]["previews"] = latents.ndim == 4 and has_decoder(pipe) and why is None
                 if why is not None:

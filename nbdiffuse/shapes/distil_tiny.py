@@ -139,6 +139,16 @@ def last_kernel_of(decoder: Any, kernel: int) -> Any:
     return grown
 
 
+def check_last_kernel(init: Path | None, last_kernel: int | None) -> None:
+    """A decoder's last convolution can grow from init's (last_kernel_of), not shrink: ValueError naming both."""
+    if init is None or last_kernel is None:
+        return
+    had = json.loads((Path(init) / "config.json").read_text(encoding="utf-8")).get("last_kernel", 1)
+    if last_kernel < had:
+        raise ValueError(f"last_kernel {last_kernel} (--last-kernel): the decoder in {init} has a {had} x {had} "
+                         "last convolution, which can grow but not shrink")
+
+
 def train(student: Any, latents: torch.Tensor, target: torch.Tensor, steps: int, batch: int = 64, lr: float = 2e-3,
           seed: int = 0, log: Any = print, weights: torch.Tensor | None = None,
           object_weight: float = 0.0, edge_weight: float = 0.0) -> list[tuple[int, float]]:
@@ -189,6 +199,7 @@ def distil(pipe: Any, out: Path, *, runs: int = 96, renders: int = 2048, held_ou
 
     if init is not None and shape:
         raise ValueError(f"init={str(init)!r} brings its own shape; got shape={shape} as well")
+    check_last_kernel(init, last_kernel)
     started = time.perf_counter()
     latents = target = None
     if steps:  # steps=0 only measures the init decoder: no training data
@@ -205,9 +216,6 @@ def distil(pipe: Any, out: Path, *, runs: int = 96, renders: int = 2048, held_ou
     if init is not None:
         student = TinyDecoder.from_pretrained(init)
         if last_kernel is not None and last_kernel != student.config.last_kernel:
-            if last_kernel < student.config.last_kernel:
-                raise ValueError(f"last_kernel={last_kernel}: init={str(init)!r} has a {student.config.last_kernel} x "
-                                 f"{student.config.last_kernel} last convolution, which can grow but not shrink")
             student = last_kernel_of(student, last_kernel)
     else:
         student = TinyDecoder(latent_channels=pipe.vae.config.latent_channels, **(shape or {}),
@@ -300,11 +308,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--init {args.init} brings its own shape; leave out --channels, --convs and --patch")
     if args.init is not None and not (Path(args.init) / "config.json").is_file():
         parser.error(f"--init {args.init}: no tiny decoder there (no config.json)")
-    if args.init is not None and args.last_kernel is not None:
-        had = json.loads((Path(args.init) / "config.json").read_text(encoding="utf-8")).get("last_kernel", 1)
-        if args.last_kernel < had:
-            parser.error(f"--last-kernel {args.last_kernel}: --init {args.init} has a {had} x {had} last convolution, "
-                         "which can grow but not shrink")
+    try:
+        check_last_kernel(None if args.init is None else Path(args.init), args.last_kernel)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.tiny:
         args.runs, args.renders, args.held_out, args.steps = 1, 16, 1, min(args.steps, 10)
     torch.set_num_threads(args.threads)
