@@ -45,8 +45,8 @@ def test_an_x_t_comparison_measures_and_draws_the_noisy_latents(sd_pipe):
 
 
 def test_runs_with_x_t_alone_are_compared_on_x_t_unless_told_otherwise(sd_pipe, generic_pipe, xt_only_pipe):
-    # A watched pipeline whose sampler's prediction has no x0 formula here: x_t alone.
-    a = nbd.trace(xt_only_pipe, "red circle", steps=2, seed=1, height=16, width=160)  # windows: x_t alone
+    # A watched pipeline whose sampler sees only windows of x_t (a wide Panorama): x_t alone.
+    a = nbd.trace(xt_only_pipe, "red circle", steps=2, seed=1, height=16, width=160)
     b = nbd.trace(xt_only_pipe, "red circle", steps=2, seed=2, height=16, width=160)
     both = nbd.trace(sd_pipe, "red circle", steps=3, seed=1), nbd.trace(sd_pipe, "red circle", steps=3, seed=2)
     assert compare(*both).view == "x0"
