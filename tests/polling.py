@@ -21,8 +21,11 @@ def started(ex, steps=1):
     return lambda: ex.trajectory is not None and len(ex.trajectory) >= steps
 
 
-def hold(fe, timeout=60.0):
-    """Press the Explorer's Pause (through a HeadlessFrontend `fe`) and wait until its run is held."""
+def hold(fe, ex=None, steps=1, timeout=60.0):
+    """Press the Explorer's Pause (through a HeadlessFrontend `fe`) and wait until its run is held; given the
+    Explorer `ex`, first wait until its run has recorded `steps` steps."""
+    if ex is not None:
+        wait_for(started(ex, steps), timeout, f"{steps} step(s)")
     fe.click("pause")
     wait_for(lambda: fe.state["status"] == "paused", timeout, "paused")
 

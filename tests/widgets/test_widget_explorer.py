@@ -114,8 +114,7 @@ def test_guidance_change_mid_run_lands_in_the_trajectory(explorer, wait_for):
 def test_stop_pause_step_resume(explorer, wait_for):
     ex, fe = explorer
     ex.generate(steps=300)
-    wait_for(started(ex, 2), what="two steps")
-    hold(fe)
+    hold(fe, ex, 2)
     n = len(ex.trajectory)
     assert fe.state["n_steps"] == n and len(fe.state["frames_x0"]) == n
     assert sorted(fe.state["full_frames"]) == [f"{n - 1}:x0", f"{n - 1}:xt"]  # the held frame in full
@@ -290,8 +289,7 @@ def test_it_per_second_agrees_with_the_seconds_shown(explorer, wait_for):
     now steps / seconds of the wall time the user watched, pauses left out."""
     ex, fe = explorer
     ex.generate(steps=300)
-    wait_for(started(ex, 2), what="two steps")
-    hold(fe)
+    hold(fe, ex, 2)
     held = fe.state["its"], fe.state["seconds"]
     # its and seconds are rounded (2 and 3 decimals): their product is within a few tenths of a step
     assert held[0] > 0 and held[0] * held[1] == pytest.approx(fe.state["n_steps"], abs=0.3)

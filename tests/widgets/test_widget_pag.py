@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import nbdiffuse as nbd
-from polling import hold, started
+from polling import hold
 
 
 @pytest.fixture
@@ -62,8 +62,7 @@ def test_what_if_pag_and_branch_here_with_another_pag(pag_explorer, wait_for):
 def test_the_pag_slider_moved_during_a_run_steers_its_next_steps_and_branches_replay_them(pag_explorer, wait_for):
     ex, fe = pag_explorer
     ex.generate(steps=40)
-    wait_for(started(ex, 2), what="two steps")
-    hold(fe)
+    hold(fe, ex, 2)
     n = len(ex.trajectory)
     fe.set(pag_scale=0.5)  # moved while held: the next step asks it, and the held frame's state leaves it there
     fe.click("step")
@@ -95,8 +94,7 @@ def test_a_pipeline_that_reads_pag_once_notes_the_slider_as_ignored(open_explore
     ex, fe = open_explorer(pipe, ignore_threads=("tqdm_monitor",), steps=30, guidance=5.0, prompt="a red circle")
     assert fe.state["pag_available"] is True
     ex.generate()
-    wait_for(started(ex, 1), what="a step")
-    hold(fe)
+    hold(fe, ex, 1)
     fe.set(pag_scale=1.0)  # held: the run is surely still going
     fe.click("resume")
     assert ex.wait(120) and ex.status == "done"
