@@ -8,8 +8,11 @@ Then x0 = A * x_in + B * output, and B is all guided_x0 needs to re-weigh guidan
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
+
+import torch
 
 from .schedulers import is_flow_matching
 
@@ -40,3 +43,19 @@ def x0_coefficients(scheduler: Any, sigma: float) -> tuple[float, float]:
     if kind == "sample":
         return 0.0, 1.0
     raise ValueError(f"prediction_type {kind!r} is not supported; expected epsilon, v_prediction or sample")
+
+
+def as_sampler_goes_on(scheduler: Any, x0: torch.Tensor) -> torch.Tensor:
+    """x0 as the sampler itself goes on with it: thresholded (dynamic thresholding) or clipped (clip_sample to
+    clip_sample_range) where its class does that and its config asks for it, else as it is.
+
+    Only a setting the class's __init__ takes counts: from_config keeps every key of the config it was made from,
+    so an Euler sampler made from a DDIM config with clip_sample on has clip_sample in its config and never clips."""
+    takes = inspect.signature(type(scheduler).__init__).parameters
+    config = scheduler.config
+    if "thresholding" in takes and config.get("thresholding") and hasattr(scheduler, "_threshold_sample"):
+        return scheduler._threshold_sample(x0)
+    if "clip_sample" in takes and config.get("clip_sample") and not config.get("thresholding"):
+        bound = float(config.get("clip_sample_range", 1.0))
+        return x0.clamp(-bound, bound)
+    return x0

@@ -31,7 +31,7 @@ from .locks import model_turn
 from .pag import PagLayers, PagPlan, guided
 from .params import RunParams
 from .pipe_attrs import model_name
-from .prediction import sigma_at, x0_coefficients
+from .prediction import as_sampler_goes_on, sigma_at, x0_coefficients
 from .prompts import prepare_prompt
 from .recording import StepRecorder
 from .schedulers import scheduler_name
@@ -233,7 +233,8 @@ class Run:
                     if first is None:
                         sigma = sigmas[i]
                         a, b = x0_coefficients(sched, sigma)
-                        first = (times[i], sigma, b, a * x_in + b * out, cond_out, uncond_out, perturbed, p)
+                        x0 = as_sampler_goes_on(sched, a * x_in + b * out)  # clipped where the sampler clips
+                        first = (times[i], sigma, b, x0, cond_out, uncond_out, perturbed, p)
                         if control is not None:  # the first evaluation's, as for the outputs
                             acted = 0.0 if strength is None else recorder.number(strength)
                     else:

@@ -7,11 +7,12 @@ then what the sampler's own prediction type makes of them, by the formula the fa
 (core/prediction.py): x0 = A * scale_model_input(x_t) + B * output. On a pipeline that also has a family the two
 are the same numbers (tests/core/test_generic_x0.py compares them with torch.equal).
 
-A sampler that clips its x0 (clip_sample: Kandinsky 3's DDPM) goes on with the clipped one, and so does the
-recorded x0. What stays out of reach: the (cond, uncond) pair itself, so no what-if, no branch. SCM's "trigflow" (Sana Sprint)
-has its own formula, at its angle (`_trigflow`). A sampler with neither sigmas nor that formula (Stable Cascade's
-prior), or a model output of another shape than x_t (and not x_t's channels plus a learned variance; Panorama's
-windows when the picture is wider than one), gives no x0: the run says so (capabilities["x0"] False) and shows x_t.
+A sampler that clips or thresholds its x0 (clip_sample: Kandinsky 3's DDPM) goes on with the clipped one, and so
+does the recorded x0 (`prediction.as_sampler_goes_on`, as in the families' loop). What stays out of reach: the
+(cond, uncond) pair itself, so no what-if, no branch. SCM's "trigflow" (Sana Sprint) has its own formula, at its
+angle (`_trigflow`). A sampler with neither sigmas nor that formula (Stable Cascade's prior), or a model output of
+another shape than x_t (and not x_t's channels plus a learned variance; Panorama's windows when the picture is wider
+than one), gives no x0: the run says so (capabilities["x0"] False) and shows x_t.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .prediction import x0_coefficients
+from .prediction import as_sampler_goes_on, x0_coefficients
 from .run import model_input
 
 
@@ -69,12 +70,7 @@ class SamplerTap:
                             f"{self.scheduler.config.get('prediction_type')!r}, has no x0 formula here")
             return None, 0.0
         out, x_in = pending
-        x0 = a * x_in + b * out
-        config = self.scheduler.config
-        if config.get("clip_sample") and not config.get("thresholding"):  # the x0 the sampler itself goes on with
-            bound = float(config.get("clip_sample_range", 1.0))
-            x0 = x0.clamp(-bound, bound)
-        return x0, float(b)
+        return as_sampler_goes_on(self.scheduler, a * x_in + b * out), float(b)
 
     def loop_scale(self) -> float:
         """What multiplies a step's x_t into the variance-preserving form (cos(s) x0 + sin(s) noise, as Step.xt_scale
