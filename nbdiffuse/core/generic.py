@@ -34,7 +34,7 @@ from typing import Any, Iterator
 import torch
 
 from .capabilities import KNOWN_FAMILIES, XT_ONLY, watched_reason, xt_only_reason
-from . import img2img
+from . import img2img, inpaint
 from .families import GenericPipeline
 from .control import RunControl
 from .controlnet import control_size
@@ -59,7 +59,7 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
                     seed: int = 0, scheduler: Any = None, height: int | None = None, width: int | None = None,
                     control: RunControl | None = None, on_step: Any = None, image: Any = None,
                     strength: float | None = None, pipe_kwargs: dict | None = None,
-                    control_args: tuple = (None, None, 0.0, 1.0, False, None)) -> "GenericRun":
+                    control_args: tuple = (None, None, 0.0, 1.0, False, None), mask_image: Any = None) -> "GenericRun":
     """trace.prepare() for a pipeline outside the known families: check everything, touch no model.
     control_args: trace's (control_image, control_scale, control_start, control_end, control_guess_mode,
     control_mode)."""
@@ -67,6 +67,8 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
     name = type(pipe).__name__
     prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,
                                                                             control, on_step)
+    if not inpaint.takes_mask(pipe):  # a mask for a pipeline that does not inpaint, refused before its picture
+        inpaint.check_mask(mask_image, None, pipe)
     takes_image = img2img.takes_image(pipe)
     if (image is not None or strength is not None) and not takes_image:
         raise ValueError(f"image/strength: image to image needs a family nbdiffuse knows ({KNOWN_FAMILIES}) or a "
@@ -77,6 +79,7 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
                              "file path) and strength")
         image = img2img.check_image(image)
         strength = img2img.check_strength(adapter.parameters["strength"].default if strength is None else strength)
+    mask = inpaint.check_mask(mask_image, image, pipe)  # an inpainting pipeline's (core/inpaint.py)
     if callable(guidance) or (hasattr(guidance, "__len__") and not isinstance(guidance, (str, bytes))):
         raise ValueError(f"guidance must be one number for {name}: nbdiffuse watches this pipeline through "
                          "diffusers' callback_on_step_end, and the pipeline reads guidance_scale once, so a "
@@ -110,7 +113,7 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
     run = GenericRun(pipe, adapter, sched, prompt, negative_prompt, steps, [w] * steps, seed, height, width,
                      control, on_step)
     run.pipe_kwargs = extra
-    run.image, run.strength = image, strength
+    run.image, run.strength, run.mask = image, strength, mask
     run.control_kwargs, run.control_plan = control_kwargs, control_plan
     return run
 
@@ -160,6 +163,8 @@ class GenericRun(Run):
                 kwargs[key] = getattr(self, key)
         if self.image is not None:
             kwargs.update(image=self.image, strength=self.strength)
+        if self.mask is not None:
+            kwargs["mask_image"] = self.mask
         return {**kwargs, **self.control_kwargs, **self.pipe_kwargs}
 
     def _ran_at(self, traj: Trajectory, latents: torch.Tensor) -> None:

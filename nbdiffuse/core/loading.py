@@ -14,6 +14,7 @@ import torch
 
 from .controlnet_loading import check_controlnet_arg, with_controlnet
 from .pag_loading import check_pag_arg, with_pag
+from .inpaint import with_inpaint
 from .decode import ApproxDecoder
 from .families.registry import takes_step_callback
 from .lora import check_lora_scale, load_lora, set_lora_scale
@@ -66,7 +67,7 @@ def resolve_dtype(dtype: Any, device: torch.device, pipeline_class: str = "") ->
 
 
 def load_pipeline(source: Any = None, device: Any = None, dtype: Any = None, lora: Any = None,
-                  lora_scale: float = 1.0, controlnet: Any = None, pag: Any = None):
+                  lora_scale: float = 1.0, controlnet: Any = None, pag: Any = None, inpaint: bool = False):
     """A diffusers pipeline ready for nbd.trace and the widgets.
 
     source: None for the embedded shapes model (CPU-friendly, offline); a local diffusers
@@ -85,13 +86,18 @@ def load_pipeline(source: Any = None, device: Any = None, dtype: Any = None, lor
     pag: the layers perturbed-attention guidance perturbs ("mid", "up", "blocks.1", or a list): the result is
     the pipeline's PAG sibling (its ControlNet one with controlnet=...), for pipe_kwargs={"pag_scale": ...}
     (core/pag_loading.py).
+    inpaint: True gives the pipeline's inpainting sibling (diffusers' AutoPipelineForInpainting; with
+    controlnet or pag, theirs), for nbd.trace(..., image=..., mask_image=...) (core/inpaint.py).
     """
     if controlnet is not None:
         check_controlnet_arg(controlnet)
     layers = check_pag_arg(pag)
+    if not isinstance(inpaint, bool):
+        raise TypeError(f"inpaint must be True or False, got {inpaint!r}")
     pipe = _load(source, device, dtype, lora, lora_scale)
     pipe = pipe if controlnet is None else with_controlnet(pipe, controlnet)
-    return pipe if layers is None else with_pag(pipe, layers)
+    pipe = pipe if layers is None else with_pag(pipe, layers)
+    return with_inpaint(pipe) if inpaint else pipe
 
 
 def _load(source: Any, device: Any, dtype: Any, lora: Any, lora_scale: float):

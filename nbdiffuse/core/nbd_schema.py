@@ -137,6 +137,11 @@ def _check_params(p: dict) -> None:
         image = as_dict("params.image", p["image"])
         for key in ("width", "height"):
             as_int(f"params.image.{key}", image.get(key), 1, MAX_SIDE)
+    if p.get("mask") is not None:  # an inpainting run's mask (core/inpaint.py record)
+        mask = as_dict("params.mask", p["mask"])
+        for key in ("width", "height"):
+            as_int(f"params.mask.{key}", mask.get(key), 1, MAX_SIDE)
+        as_number("params.mask.share", mask.get("share"), 0.0, 1.0, "the share of the picture it repaints,")
     notices = as_list("params.notices", p.get("notices", []), MAX_NOTICES)
     for k, notice in enumerate(notices):
         as_text(f"params.notices[{k}]", notice)

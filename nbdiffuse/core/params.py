@@ -86,11 +86,12 @@ class RunParams(_EveryRun, total=False):
     walk in the runs inside a sweep's seed or prompt walk (core/walks.py); control in runs with a control
     picture; capabilities and capabilities_reason in runs of the generic path and of models that take
     guidance as an input (guidance_kind "distilled"); pipe_kwargs in generic runs given some; pag in the runs of
-    PAG pipelines."""
+    PAG pipelines; mask in inpainting runs."""
     attention: AttentionWords
     walk: dict  # {"seed": {"from", "to", "t"}, "prompt": {"from", "to", "t"}}: the walk(s) the run is a point of
     control: ControlSettings
     pag: PagSettings
+    mask: dict  # inpainting: the mask's width, height, sha256 and the share it repaints (inpaint.record)
     capabilities: dict[str, bool]  # what they lack (capabilities.XT_ONLY and "previews", or DISTILLED)
     capabilities_reason: str  # why, in one line
     pipe_kwargs: dict[str, Any]  # the pipeline's own keywords passed to pipe(...) (pipe_kwargs.recorded)

@@ -17,7 +17,7 @@ SET_BY_TRACE = {"prompt": "prompt", "negative_prompt": "negative_prompt", "num_i
                 "guidance_scale": "guidance", "generator": "seed", "height": "height", "width": "width",
                 "output_type": None, "return_dict": None, "callback_on_step_end": "on_step",
                 "callback_on_step_end_tensor_inputs": None, "num_images_per_prompt": None, "image": "image",
-                "strength": "strength", "latents": None}
+                "strength": "strength", "latents": None, "mask_image": "mask_image"}
 
 
 def check_pipe_kwargs(pipe_kwargs: Any) -> dict[str, Any]:

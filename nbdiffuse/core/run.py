@@ -23,7 +23,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from .. import _version
-from . import encode_cache, img2img
+from . import encode_cache, img2img, inpaint
 from .capabilities import DISTILLED, distilled_reason
 from .controlnet import scales_used
 from .lora import lora_params
@@ -56,6 +56,7 @@ class Run:
         self.image: Any = None  # image to image: the start picture, its strength and the first step that runs
         self.start_clean: torch.Tensor | None = None  # or clean latents, noised to the start step (decision.py)
         self.strength: float | None = None
+        self.mask: Any = None  # inpainting: the mask (white repaints), on the generic path (core/inpaint.py)
         self.start = 0
         self.attention: Any = None  # an AttentionRecorder (trace(attention=True)), with attention_words
         self.attention_words: dict | None = None
@@ -104,6 +105,7 @@ class Run:
             "start_step": self.start,
             "strength": self.strength,
             "image": None if self.image is None else img2img.fingerprint(self.image),
+            **({"mask": inpaint.record(self.mask)} if self.mask is not None else {}),
             "height": self.height,
             "width": self.width,
             "dtype": str(self.family.dtype).replace("torch.", ""),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import img2img
+from . import img2img, inpaint
 from .control import RunControl
 from .attention import LAYERS, AttentionRecorder, prompt_columns
 from .controlnet import ControlStep, control_size, plan_control
@@ -35,7 +35,8 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
           control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
           strength: float | None = None, attention: bool | str = False, pipe_kwargs: dict | None = None,
           control_image: Any = None, control_scale: Any = None, control_start: float = 0.0,
-          control_end: float = 1.0, control_guess_mode: bool = False, control_mode: Any = None) -> Trajectory:
+          control_end: float = 1.0, control_guess_mode: bool = False, control_mode: Any = None,
+          mask_image: Any = None) -> Trajectory:
     """Run `pipe` on `prompt` step by step and return the recorded Trajectory.
 
     guidance: a number, a sequence of one number per step that runs, or a callable step -> number.
@@ -65,12 +66,14 @@ def trace(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int =
     control_guidance_start=control_start, control_guidance_end=control_end, guess_mode=control_guess_mode).
     control_mode: a union ControlNet's kind of picture, a number (diffusers' control_mode; one per ControlNet
     for several; core/control_mode.py); None for a ControlNet of one kind.
+    mask_image: an inpainting pipeline's mask (PIL image, array or file path, the start picture's size): the model
+    repaints where it is white and keeps the picture where it is black (core/inpaint.py); with image and strength.
     """
     run = prepare(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance, seed=seed,
                   scheduler=scheduler, height=height, width=width, control=control, on_step=on_step, image=image,
                   strength=strength, attention=attention, pipe_kwargs=pipe_kwargs, control_image=control_image,
                   control_scale=control_scale, control_start=control_start, control_end=control_end,
-                  control_guess_mode=control_guess_mode, control_mode=control_mode)
+                  control_guess_mode=control_guess_mode, control_mode=control_mode, mask_image=mask_image)
     return run.execute()
 
 
@@ -79,11 +82,13 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
             control: RunControl | None = None, on_step: OnStep | None = None, image: Any = None,
             strength: float | None = None, attention: bool | str = False, pipe_kwargs: dict | None = None,
             control_image: Any = None, control_scale: Any = None, control_start: float = 0.0,
-            control_end: float = 1.0, control_guess_mode: bool = False, control_mode: Any = None) -> "Run":
+            control_end: float = 1.0, control_guess_mode: bool = False, control_mode: Any = None,
+            mask_image: Any = None) -> "Run":
     """Check every argument and build the run without touching the model (trace() = prepare().execute()).
 
     A pipeline outside the known families whose __call__ takes callback_on_step_end runs on the
-    generic path (core/generic.py): x_t every step, stop and pause, no x0 / what-if / branch; so does a
+    generic path (core/generic.py): x_t and x0 (read from its sampler) every step, stop and pause, no what-if /
+    branch; so does a
     union ControlNet pipeline given several pictures for one ControlNet through pipe_kwargs (own_loop_asked).
     """
     attention = check_attention(attention)
@@ -91,14 +96,16 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     if is_generic(pipe) or own_loop_asked(pipe, pipe_kwargs):
         if attention:
             raise ValueError(f"attention=True needs a known model family (its cross-attention layers); "
-                             f"{type(pipe).__name__} runs on the generic path, which sees x_t only")
+                             f"{type(pipe).__name__} runs its own loop, which nbdiffuse watches from outside the model")
         # a ControlNet pipeline outside the families: its picture and settings go to pipe(...) (core/generic_control.py)
         return prepare_generic(pipe, prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                seed=seed, scheduler=scheduler, height=height, width=width, control=control,
                                on_step=on_step, image=image, strength=strength, pipe_kwargs=pipe_kwargs,
+                               mask_image=mask_image,
                                control_args=(control_image, control_scale, control_start, control_end,
                                              control_guess_mode, control_mode))
     family = adapter_for(pipe)  # a family's adapter, or the TypeError that says what runs and why not this
+    inpaint.check_mask(mask_image, None, pipe)  # no family inpaints: a mask is refused, naming the pipeline that does
     pag, pipe_kwargs = plan_pag(pipe, pipe_kwargs)  # a PAG pipeline's pag_scale and pag_adaptive_scale
     check_for_family(pipe, family, pipe_kwargs)
     prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,

@@ -10,6 +10,7 @@ from ..core import prepare
 from ..core.controlnet import own_control_scale
 from ..core.families import adapter_for, default_guidance
 from ..core.img2img import takes_image
+from ..core.inpaint import takes_mask
 from ..core.pipe_attrs import model_name, source
 from ..core.validate import check_guidance_value
 from ..core.schedulers import own_scheduler_name, scheduler_choices
@@ -59,7 +60,8 @@ def blank_start(pipe: Any, height: Any, width: Any) -> dict[str, Any]:
         return {}
     factor = adapter_for(pipe).vae_factor
     side = [v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 8 * factor for v in (width, height)]
-    return {"image": Image.new("RGB", tuple(side)), "strength": 1.0}
+    mask = {"mask_image": Image.new("L", tuple(side), 255)} if takes_mask(pipe) else {}  # an inpainting class's
+    return {"image": Image.new("RGB", tuple(side)), "strength": 1.0, **mask}
 
 
 def saved_defaults(history: list, given: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import builders_more
 import builders_more2
 import builders_more3
 import builders_control
+import builders_inpaint
 
 CHECKS = ("parity", "views", "files", "explorer")
 
@@ -31,6 +32,7 @@ class Case:
     size: tuple[int, int] = (32, 32)  # (height, width)
     guidance: float = 4.0
     image: bool = False  # image to image: a start picture and strength 0.6
+    mask: bool = False  # inpainting: a mask with the start picture (trace's mask_image; image is True too)
     previews: bool = True  # False: its latents have no picture form here (no decoder, or packed)
     xfail: dict[str, str] = field(default_factory=dict)  # check -> "#21 X: why"
     pipe_kwargs: dict = field(default_factory=dict)  # the pipeline's own keywords a run needs, in every check
@@ -154,4 +156,35 @@ CASES = [
          5.0, control=True, control_mode=3),
     Case("StableDiffusionXLControlNetUnionImg2ImgPipeline", builders_control.sdxl_controlnet_union_img2img,
          "covered", (16, 16), 5.0, image=True, control=True, control_mode=3),
+    # inpainting: the start picture and a mask (white repaints); a denoiser without the mask's input channels is
+    # blended (the kept part of x_t put back from the picture each step), so its last x_t is not its last x0
+    Case("StableDiffusionInpaintPipeline", builders_inpaint.sd_inpaint, size=(16, 16), guidance=7.5, image=True,
+         mask=True, x0_lands=False),
+    Case("StableDiffusionXLInpaintPipeline", builders_inpaint.sdxl_inpaint, size=(16, 16), guidance=5.0, image=True,
+         mask=True, x0_lands=False),
+    Case("StableDiffusion3InpaintPipeline", builders_inpaint.sd3_inpaint, size=(16, 16), guidance=7.0, image=True,
+         mask=True, x0_lands=False),
+    Case("FluxInpaintPipeline", builders_inpaint.flux_inpaint, size=(32, 32), guidance=3.5, image=True, mask=True,
+         x0_lands=False),
+    Case("FluxFillPipeline", builders_inpaint.flux_fill, size=(32, 32), guidance=3.5, image=True, mask=True),
+    Case("StableDiffusionPAGInpaintPipeline", builders_inpaint.sd_pag_inpaint, size=(16, 16), guidance=7.5,
+         image=True, mask=True, x0_lands=False),
+    Case("StableDiffusionXLPAGInpaintPipeline", builders_inpaint.sdxl_pag_inpaint, size=(16, 16), guidance=5.0,
+         image=True, mask=True, x0_lands=False),
+    Case("QwenImageInpaintPipeline", builders_inpaint.qwenimage_inpaint, image=True, mask=True, previews=False,
+         x0_lands=False),
+    Case("ZImageInpaintPipeline", builders_inpaint.zimage_inpaint, guidance=5.0, image=True, mask=True,
+         x0_lands=False),
+    Case("Flux2KleinInpaintPipeline", builders_inpaint.flux2_klein_inpaint, image=True, mask=True, previews=False,
+         x0_lands=False),
+    Case("StableDiffusionControlNetInpaintPipeline", builders_inpaint.sd_controlnet_inpaint, size=(16, 16),
+         guidance=7.5, image=True, mask=True, control=True, x0_lands=False),
+    Case("StableDiffusionXLControlNetInpaintPipeline", builders_inpaint.sdxl_controlnet_inpaint, size=(16, 16),
+         guidance=5.0, image=True, mask=True, control=True, x0_lands=False),
+    Case("StableDiffusionControlNetPAGInpaintPipeline", builders_inpaint.sd_controlnet_pag_inpaint, size=(16, 16),
+         guidance=7.5, image=True, mask=True, control=True, x0_lands=False),
+    Case("FluxControlNetInpaintPipeline", builders_inpaint.flux_controlnet_inpaint, size=(32, 32), guidance=3.5,
+         image=True, mask=True, control=True, x0_lands=False),
+    Case("FluxControlInpaintPipeline", builders_inpaint.flux_control_inpaint, size=(32, 32), guidance=3.5,
+         image=True, mask=True, control=True, x0_lands=False),
 ]

@@ -32,8 +32,17 @@ def start_picture(case) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
 
 
+def mask_picture(case, lo=0.25, hi=0.75) -> Image.Image:
+    """An inpainting case's mask: white (repaint) from lo to hi of each side, black (keep) around it."""
+    h, w = case.size
+    mask = Image.new("L", (w, h), 0)
+    mask.paste(255, (int(w * lo), int(h * lo), int(w * hi), int(h * hi)))
+    return mask
+
+
 def picture_args(case) -> dict:
-    return {"image": start_picture(case), "strength": STRENGTH} if case.image else {}
+    mask = {"mask_image": mask_picture(case)} if case.mask else {}
+    return {"image": start_picture(case), "strength": STRENGTH, **mask} if case.image else {}
 
 
 def control_picture(case) -> Image.Image:
@@ -144,6 +153,13 @@ def test_parity_with_the_pipeline(case):
                           pipe_kwargs=case.pipe_kwargs or None, **dict(control_args(case), control_image=other),
                           **picture_args(case))
         assert not torch.equal(again.output_latents, traj.output_latents)
+    if case.mask:  # the mask reaches the model: another one makes another run
+        h, w = case.size
+        again = nbd.trace(pipe, PROMPT, steps=STEPS, guidance=case.guidance, seed=SEED, height=h, width=w,
+                          pipe_kwargs=case.pipe_kwargs or None, **control_args(case),
+                          **dict(picture_args(case), mask_image=mask_picture(case, 0.0, 0.5)))
+        assert not torch.equal(again.output_latents, traj.output_latents)
+        assert traj.params["mask"]["share"] == pytest.approx(0.25)
     if traj.output is not None or "output_shape" in traj.params:  # and a notice says how it differs
         assert any(f"{case.cls} returns" in notice and "pipe(...) returned" in notice or "the same numbers" in notice
                    for notice in traj.notices)
@@ -222,7 +238,7 @@ def test_a_full_explorer_run_on_the_pipelines_own_sampler(case, open_explorer):
             fe.set(control_modes=[case.control_mode])
     if case.image or case.control:  # the start picture and strength as the widget takes them; the size asked
         if case.image:  # (without it a picture runs at its own size or the pipeline's usual one)
-            ex.start_from(start_picture(case), STRENGTH)
+            ex.start_from(start_picture(case), STRENGTH, mask=mask_picture(case) if case.mask else None)
         ex.generate(height=h, width=w)
     elif case.pipe_kwargs:  # the pipeline's own keywords go with Generate (the API's; the widget has no control)
         ex.generate(pipe_kwargs=case.pipe_kwargs)

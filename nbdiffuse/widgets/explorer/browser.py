@@ -73,6 +73,7 @@ class BrowserRequests:
             "download": lambda c, b: self._later(self._send_download, c.get("path"), c.get("req")),
             "upload": lambda c, b: ex.start_from(bytes(b[0]) if b else b""),
             "clear_picture": lambda c, b: ex.start_from(None),
+            "upload_mask": lambda c, b: ex.mask_from(bytes(b[0]) if b else b""),
             "decision_curve": lambda c, b: self._decision_curve(),
             **control_handlers(ex, _step_of),
         }

@@ -45,10 +45,17 @@ function pictureNodes(ui) {
   ui.strength = h("input", { type: "range", min: "0.05", max: "1", step: "0.05", "aria-label": "Strength" });
   ui.strengthOut = h("output", { class: "nbd-gvalue" });
   ui.clearPicture = h("button", { type: "button", class: "nbd-icon", text: "×", "aria-label": "Remove the start picture" });
+  // Inpainting (an inpainting pipeline only): its mask, white where the model repaints (mask_panel.py)
+  ui.maskFile = h("input", { type: "file", accept: "image/*", hidden: "", "aria-label": "Mask file" });
+  ui.maskUpload = h("button", { type: "button", text: "Mask…", "aria-label": "Upload a mask",
+                               title: "Inpainting: white repaints, black keeps the picture (the picture's size)" });
+  ui.maskOut = h("span", { class: "nbd-mask-share" });
+  ui.maskControls = h("span", { class: "nbd-mask-controls" }, [ui.maskUpload, ui.maskFile, ui.maskOut]);
   ui.pictureControls = h("span", { class: "nbd-picture-controls" }, [
     ui.thumb,
     h("label", { class: "nbd-check" }, [ui.usePicture, h("span", { text: "use" })]),
     field("Strength", h("span", { class: "nbd-grange" }, [ui.strength, ui.strengthOut])),
+    ui.maskControls,
     ui.clearPicture,
   ]);
   ui.pictureRow = h("div", { class: "nbd-row nbd-picture" }, [ui.upload, ui.file, ui.pictureControls]);
@@ -148,6 +155,10 @@ function bindPicture(model, ui, root, link, store) {
       if (old && old.startsWith("blob:")) URL.revokeObjectURL(old);
     }
     ui.usePicture.checked = !!model.get("use_picture");
+    const share = Number(model.get("mask_share"));
+    ui.maskControls.hidden = !model.get("inpaints");
+    ui.maskOut.textContent = share > 0 ? `${Math.round(share * 100)}% repainted` : "no mask yet";
+    ui.maskUpload.textContent = share > 0 ? "Other mask…" : "Mask…";
     ui.strength.value = String(model.get("strength"));
     ui.strengthOut.textContent = Number(model.get("strength")).toFixed(2);
     root.classList.toggle("nbd-img2img", has && !!model.get("use_picture"));
@@ -163,6 +174,16 @@ function bindPicture(model, ui, root, link, store) {
       link.note("No kernel is connected to this widget: run the cell again to upload a picture.");
     }
   });
+  ui.maskUpload.addEventListener("click", () => ui.maskFile.click());
+  ui.maskFile.addEventListener("change", async () => {
+    const file = ui.maskFile.files && ui.maskFile.files[0];
+    ui.maskFile.value = "";
+    if (!file) return;
+    const buffer = await file.arrayBuffer();
+    if (!(link.save() && store.send({ type: "upload_mask", name: file.name }, [buffer]))) {
+      link.note("No kernel is connected to this widget: run the cell again to upload a mask.");
+    }
+  });
   ui.usePicture.addEventListener("change", () => { model.set("use_picture", ui.usePicture.checked); link.save(); });
   ui.strength.addEventListener("input", () => {
     ui.strengthOut.textContent = Number(ui.strength.value).toFixed(2);
@@ -170,7 +191,9 @@ function bindPicture(model, ui, root, link, store) {
     link.saveSoon();
   });
   ui.clearPicture.addEventListener("click", () => link.command("clear_picture"));
-  for (const name of ["start_thumb", "use_picture", "strength"]) model.on(`change:${name}`, showPicture);
+  for (const name of ["start_thumb", "use_picture", "strength", "inpaints", "mask_share"]) {
+    model.on(`change:${name}`, showPicture);
+  }
 }
 
 // --- the run buttons and the view mode ---

@@ -35,6 +35,7 @@ from . import model_swap, run_tree
 from .browser import BrowserRequests
 from .control_panel import CONTROL_ARGS, ControlPanel, control_traits
 from .pag_panel import PagPanel, continue_pag, generate_pag, pag_traits
+from .mask_panel import MaskPanel, mask_traits, masked_thumbnail
 from .kept_runs import KeptRuns
 from .lifecycle import RunLifecycle
 from .run_controls import controls_of_branch, controls_of_run
@@ -48,7 +49,7 @@ EXPORTS_SHOWN = 8  # newest written files listed in the widget
 SWAP_STOP_TIMEOUT = model_swap.SWAP_STOP_TIMEOUT
 
 
-class Explorer(RunSwitches, ControlPanel, PagPanel, ExplorerState):
+class Explorer(RunSwitches, ControlPanel, PagPanel, MaskPanel, ExplorerState):
     """Live denoising explorer: `nbd.Explorer(pipe=None, **defaults)`; show it as a cell's value.
 
     defaults: prompt, negative_prompt, seed, steps, guidance, scheduler, height, width, and
@@ -102,8 +103,8 @@ class Explorer(RunSwitches, ControlPanel, PagPanel, ExplorerState):
         self._closed = False
         values = model_defaults(self.pipe, defaults) if self.pipe is not None else saved_defaults(self.history, defaults)
         super().__init__(_uid=uuid.uuid4().hex, view=view, preview=preview, export_dir=os.getcwd(), mp4=mp4_available(),
-                         **control_traits(self.pipe), **pag_traits(self.pipe), **workshop_state(self.pipe),
-                         **capabilities_state(self.pipe), **values)
+                         **control_traits(self.pipe), **pag_traits(self.pipe), **mask_traits(self.pipe),
+                         **workshop_state(self.pipe), **capabilities_state(self.pipe), **values)
         try:
             self._requests = BrowserRequests(self, pool=self._decoder, ack=self._life.ack, show_error=self._show_error,
                                              clear_error=self._clear_error)
@@ -131,13 +132,15 @@ class Explorer(RunSwitches, ControlPanel, PagPanel, ExplorerState):
     def generate(self, prompt: str | None = None, *, negative_prompt: str | None = None, seed: int | None = None,
                  steps: int | None = None, guidance: Any = None, scheduler: str | None = None,
                  height: int | None = None, width: int | None = None, background: bool = True, image: Any = None,
-                 strength: float | None = None, pipe_kwargs: dict | None = None, **control: Any) -> None:
+                 strength: float | None = None, pipe_kwargs: dict | None = None, mask_image: Any = None,
+                 **control: Any) -> None:
         """Check the parameters (ValueError/TypeError at once), then run; a running run is replaced.
 
         Parameters left None take the controls' current values; the controls then show what runs.
         guidance: a number, or anything nbd.trace accepts (per-step sequence, callable step -> number).
         image, strength: image to image from this picture (PIL image, array, file path or a
         SketchPad); without them, the start picture set by start_from() when "use" is on.
+        mask_image: an inpainting pipeline's mask for `image` (without image: the one start_from() set).
         background=False runs in the calling thread and returns when done (Colab, scripts).
         pipe_kwargs: the pipeline's own keywords, as nbd.trace takes them.
         control: control_image, control_scale, control_start, control_end, control_guess_mode, control_mode (as
@@ -158,13 +161,18 @@ class Explorer(RunSwitches, ControlPanel, PagPanel, ExplorerState):
             image = self._start_source
         if image is not None:
             params["image"] = start_picture.picture_of(image)
+            if mask_image is not None:
+                params["mask_image"] = mask_image
+            elif image is self._start_source:  # the start picture's mask (mask_panel.py)
+                params.update(self._mask_for_run(params["image"]))
             if image is self._start_source:  # a SketchPad: show the drawing this run starts from
-                self.start_thumb = start_picture.thumbnail(params["image"])
+                self.start_thumb = masked_thumbnail(params["image"], params.get("mask_image"))
             params["strength"] = self.strength if strength is None else strength
             if self.size_options and height is None and width is None:
                 params["height"] = params["width"] = None  # the picture's own size
-        elif strength is not None:
-            raise ValueError(f"strength={strength!r} needs a start picture: pass image=... or call ex.start_from(...)")
+        elif strength is not None or mask_image is not None:
+            given = f"strength={strength!r}" if strength is not None else "mask_image"
+            raise ValueError(f"{given} needs a start picture: pass image=... or call ex.start_from(...)")
         pipe_kwargs = generate_pag(self, pipe_kwargs)  # a PAG pipeline: the PAG slider's scale (pag_panel.py)
         if pipe_kwargs is not None:
             params["pipe_kwargs"] = pipe_kwargs
@@ -182,19 +190,21 @@ class Explorer(RunSwitches, ControlPanel, PagPanel, ExplorerState):
         self._set_quietly(values)  # programmatic trait writes must not steer the run being replaced
         self._runner.submit(job)
 
-    def start_from(self, source: Any = None, strength: float | None = None) -> None:
+    def start_from(self, source: Any = None, strength: float | None = None, mask: Any = None) -> None:
         """Start the next runs from a picture (PIL image, uint8 array, file path, image bytes or a
-        SketchPad, read at each Generate); None goes back to starting from noise."""
+        SketchPad, read at each Generate); None goes back to starting from noise. mask: an inpainting
+        pipeline's mask of the picture's size (white repaints, black keeps; mask_panel.py)."""
         if strength is not None:
             self.strength = check_strength(strength)
         if source is None:
-            self._start_source = None
-            self.start_thumb, self.use_picture = b"", False
+            self._start_source = self._start_mask = None
+            self.start_thumb, self.use_picture, self.mask_share = b"", False, 0.0
             return
         need_pipe(self.pipe, "image to image (start_from)")
         picture = start_picture.picture_of(source, "source")
+        self._set_mask(mask, picture)  # checked before anything changes; shows the thumbnail
         self._start_source = source if hasattr(source, "image") and not isinstance(source, Image.Image) else picture
-        self.start_thumb, self.use_picture = start_picture.thumbnail(picture), True
+        self.use_picture = True
 
     def sketch_pad(self, **options: Any) -> Any:
         """A SketchPad the next runs start from (show it, draw, press Generate). options: SketchPad's."""
@@ -245,6 +255,7 @@ class Explorer(RunSwitches, ControlPanel, PagPanel, ExplorerState):
             self._assign(capabilities_state(shown if shown is not None else new))
             self._assign(control_traits(new))
             self._assign(pag_traits(new))
+            self._assign(mask_traits(new))
             self.error = self.error_details = ""
 
     # --- exploring: what-if, branches, the run tree, compare, exports ----------------------

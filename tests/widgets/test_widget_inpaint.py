@@ -1,0 +1,105 @@
+"""Inpainting in the Explorer (widgets/explorer/mask_panel.py): a mask beside the start picture, from Python or
+uploaded, checked at once, and sent with every Generate that uses the picture."""
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+import nbdiffuse as nbd
+from nbdiffuse.widgets import Explorer
+from nbdiffuse.widgets.headless import HeadlessFrontend
+from nbdiffuse.widgets.sketch import SketchPad
+
+WAIT = 120
+SIDE = 64
+
+
+def picture():
+    image = Image.new("RGB", (SIDE, SIDE), "white")
+    ImageDraw.Draw(image).ellipse((8, 16, 36, 44), fill=(220, 30, 30))
+    return image
+
+
+def mask(lo=32, hi=64):
+    image = Image.new("L", (SIDE, SIDE), 0)
+    image.paste(255, (lo, 0, hi, SIDE))  # the right half repainted
+    return image
+
+
+@pytest.fixture(scope="module")
+def inpaint_pipe():
+    return nbd.load_pipeline(inpaint=True)  # the embedded model's inpainting pipeline
+
+
+@pytest.fixture
+def explorer(inpaint_pipe):
+    ex = Explorer(inpaint_pipe, steps=6)
+    frontend = HeadlessFrontend(ex)
+    yield ex, frontend
+    ex.close()
+    frontend.close()
+
+
+def test_a_mask_goes_with_the_start_picture(explorer, inpaint_pipe):
+    ex, frontend = explorer
+    assert ex.inpaints and ex.mask_share == 0.0
+    ex.start_from(picture(), strength=1.0, mask=mask())
+    assert ex.mask_share == 0.5 and ex.use_picture
+    thumb = np.asarray(Image.open(io.BytesIO(ex.start_thumb)).convert("L"), np.float32)
+    assert thumb[:, :20].mean() < 0.5 * thumb[:, -20:].mean()  # the kept half dimmed, the repainted one as is
+    frontend.click("generate")
+    assert ex.wait(WAIT) and ex.status == "done", ex.error
+    traj = ex.trajectory
+    assert traj.params["mask"]["share"] == 0.5 and traj.has_x0 and len(traj) == 6
+    same = nbd.trace(inpaint_pipe, ex.prompt, steps=6, guidance=ex.guidance, seed=ex.seed, image=picture(),
+                     strength=1.0, mask_image=mask(), scheduler=None, height=SIDE, width=SIDE)
+    assert torch.equal(same.final_latents, traj.final_latents)  # the run trace makes
+
+
+def test_a_mask_uploaded_from_the_browser(explorer):
+    ex, frontend = explorer
+    ex.start_from(picture())
+    frontend.click("generate")  # no mask yet: said in the widget's words, the kernel fine
+    ex.wait(WAIT)
+    assert "mask: StableDiffusionInpaintPipeline repaints where a mask is white; upload one with" in ex.error
+    data = io.BytesIO()
+    mask().save(data, "PNG")
+    frontend.send({"type": "upload_mask", "name": "mask.png"}, [data.getvalue()])
+    assert ex.mask_share == 0.5 and ex.error == ""
+    frontend.click("generate")
+    assert ex.wait(WAIT) and ex.status == "done" and ex.trajectory.params["mask"]["share"] == 0.5
+    small = io.BytesIO()
+    Image.new("L", (16, 16), 255).save(small, "PNG")
+    frontend.send({"type": "upload_mask", "name": "small.png"}, [small.getvalue()])
+    assert "mask_image is 16x16 and the start picture 64x64" in ex.error
+    assert ex.mask_share == 0.5  # the mask before stays
+    frontend.click("clear_picture")
+    assert ex.mask_share == 0.0 and not ex.use_picture
+
+
+def test_masks_refused_by_name(explorer, sd_pipe):
+    ex, _ = explorer
+    with pytest.raises(ValueError, match="mask: set the start picture first"):
+        ex.mask_from(mask())
+    with pytest.raises(ValueError, match="mask_image is black everywhere"):
+        ex.start_from(picture(), mask=Image.new("L", (SIDE, SIDE), 0))
+    assert not ex.use_picture  # a wrong mask changes nothing
+    with pytest.raises(ValueError, match="mask_image needs a start picture"):
+        ex.generate(mask_image=mask())
+    plain = Explorer(sd_pipe, steps=4)
+    try:
+        assert not plain.inpaints
+        with pytest.raises(ValueError, match=r"mask_image: StableDiffusionPipeline does not inpaint .*inpaint=True"):
+            plain.start_from(picture(), mask=mask())
+    finally:
+        plain.close()
+
+
+def test_a_sketch_pad_with_a_mask(explorer):
+    ex, _ = explorer
+    pad = SketchPad(width=SIDE, height=SIDE)
+    ex.start_from(pad, strength=1.0, mask=mask())
+    ex.generate(background=False)
+    assert ex.status == "done" and ex.trajectory.params["mask"]["share"] == 0.5
