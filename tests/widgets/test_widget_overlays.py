@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import nbdiffuse as nbd
@@ -31,6 +32,21 @@ def test_attention_on_makes_generate_record_maps_the_state_carries(explorer):
     assert ex.overlay_words == []
     ex.load_run(traj)
     assert ex.overlay_words == traj.tokens and ex.overlay_maps == overlay_state(traj)["overlay_maps"]
+
+
+def test_attention_maps_are_offered_only_where_nbdiffuse_runs_the_loop(explorer, generic_pipe, sd_pipe):
+    """A pipeline that runs its own loop has no layers nbdiffuse reads: the box is off and disabled (the page
+    says why), after a swap too, and ticked from Python the error says why."""
+    ex, _ = explorer
+    assert ex.attention_available
+    ex.attention = True
+    ex.set_pipeline(generic_pipe)
+    assert not ex.attention_available and ex.attention is False
+    ex.attention = True
+    with pytest.raises(ValueError, match="attention=True needs a known model family .* runs its own loop"):
+        ex.generate(steps=2, background=False)
+    ex.set_pipeline(sd_pipe)
+    assert ex.attention_available
 
 
 def test_no_guidance_overlay_where_guidance_is_a_model_input(flux_pipe):

@@ -91,7 +91,8 @@ class Overlays {
     this.chipGuidance = this.hasGuidance();
     this.ui.guidance.disabled = !this.chipGuidance; // a kept guidance overlay stays kept: it shows again with the maps
     this.ui.note.textContent = words.length ? this.model.get("overlay_note") || "" :
-      (this.model.get("attention") ? "maps come with the next run" : "tick “attention maps” and Generate to see where each word acts");
+      (!this.model.get("attention_available") ? "attention maps need a model family nbdiffuse runs itself"
+        : this.model.get("attention") ? "maps come with the next run" : "tick “attention maps” and Generate to see where each word acts");
     this.paint();
   }
 
@@ -177,8 +178,14 @@ class Overlays {
     const rebuild = () => this.buildWords();
     const names = ["overlay_words", "overlay_maps", "guidance_maps", "overlay_grid", "overlay_note"];
     for (const name of names) model.on(`change:${name}`, rebuild);
-    const onRecord = () => { ui.record.checked = model.get("attention"); this.buildWords(); };
+    const onRecord = () => {
+      ui.record.checked = model.get("attention");
+      ui.record.disabled = !model.get("attention_available"); // a pipeline that runs its own loop: no maps
+      this.buildWords();
+    };
+    onRecord();
     model.on("change:attention", onRecord);
+    model.on("change:attention_available", onRecord);
     // the run ended: its state's guidance maps, or none (its note says why), take over from the live ones
     const onStatus = () => (this.hasGuidance() !== this.chipGuidance ? this.buildWords() : this.paint());
     model.on("change:status", onStatus);
@@ -189,6 +196,7 @@ class Overlays {
       this.store.removeEventListener("reset", onLive);
       for (const name of names) model.off(`change:${name}`, rebuild);
       model.off("change:attention", onRecord);
+      model.off("change:attention_available", onRecord);
       model.off("change:status", onStatus);
     };
   }

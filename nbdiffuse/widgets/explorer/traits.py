@@ -25,6 +25,7 @@ import traitlets as t
 
 from ...core.img2img import DEFAULT_STRENGTH
 from ...core.capabilities import CAPABILITIES
+from ...core.families import is_generic
 from ...core.validate import MAX_SEED, MAX_STEPS, check_choice
 from ..assets import module, stylesheet
 from ..plain_words import describe_error
@@ -124,6 +125,7 @@ class ExplorerState(ExplorerTraitChecks, anywidget.AnyWidget):  # trait_checks: 
     # Overlays (core/overlay_maps.py, overlays.js): Generate records attention maps when `attention` is on; the shown run's
     # maps per step and word, and its guidance maps, as bytes over the latent grid.
     attention = t.Bool(False).tag(sync=True)
+    attention_available = t.Bool(True).tag(sync=True)  # the pipeline's layers can be read (attention_traits)
     overlay_words = t.List(t.Unicode()).tag(sync=True)
     overlay_maps = t.List(t.Bytes()).tag(sync=True)  # per step: words x h x w bytes
     overlay_scale = t.List(t.Float()).tag(sync=True)  # per word: the value byte 255 stands for
@@ -133,6 +135,14 @@ class ExplorerState(ExplorerTraitChecks, anywidget.AnyWidget):  # trait_checks: 
     overlay_note = t.Unicode("").tag(sync=True)
     decision = t.Dict().tag(sync=True)  # the shown run's decision curve, on demand (decision_view.py)
     decision_status = t.Unicode("").tag(sync=True)  # "", "running", "done"
+
+    @staticmethod
+    def attention_traits(pipe: Any) -> dict[str, Any]:
+        """Whether Generate can record attention maps with `pipe`: a family's pipeline, whose layers nbdiffuse's
+        loop reads; a pipeline that runs its own loop cannot, and the box goes off."""
+        if pipe is not None and not is_generic(pipe):
+            return {"attention_available": True}
+        return {"attention_available": False, "attention": False}
 
     @t.validate("preview")
     def _check_preview(self, proposal: Any) -> str:

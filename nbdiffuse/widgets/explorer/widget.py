@@ -104,7 +104,8 @@ class Explorer(RunSwitches, ControlPanel, PagPanel, MaskPanel, ExplorerState):
         values = model_defaults(self.pipe, defaults) if self.pipe is not None else saved_defaults(self.history, defaults)
         super().__init__(_uid=uuid.uuid4().hex, view=view, preview=preview, export_dir=os.getcwd(), mp4=mp4_available(),
                          **control_traits(self.pipe), **pag_traits(self.pipe), **mask_traits(self.pipe),
-                         **workshop_state(self.pipe), **capabilities_state(self.pipe), **values)
+                         **workshop_state(self.pipe), **capabilities_state(self.pipe), **values,
+                         **self.attention_traits(self.pipe))
         try:
             self._requests = BrowserRequests(self, pool=self._decoder, ack=self._life.ack, show_error=self._show_error,
                                              clear_error=self._clear_error)
@@ -256,6 +257,7 @@ class Explorer(RunSwitches, ControlPanel, PagPanel, MaskPanel, ExplorerState):
             self._assign(control_traits(new))
             self._assign(pag_traits(new))
             self._assign(mask_traits(new))
+            self._assign(self.attention_traits(new))
             self.error = self.error_details = ""
 
     # --- exploring: what-if, branches, the run tree, compare, exports ----------------------
