@@ -6,11 +6,11 @@ from . import shapes
 from .core import (ApproxDecoder, EmbeddedModelMissing, PipelineLoadError, RunControl, Step, StepIndexError,
                    Trajectory, TrajectoryFileError, branch, compare, decision_curve, decision_curve_of, load_pipeline,
                    schedulers, set_lora_scale, set_tiny_decoder, speaks_shapes, Sweep, sweep, trace)
-from .widgets import Explorer, SketchPad, SweepView
+from .widgets import Explorer, MaskPad, SketchPad, SweepView
 from .widgets.teaching import (ForwardExplorer, GuidanceSweep, LatentView, SamplerCompare, ScheduleView,
                                SeedsAndPrompts, StepsCompare)
 
-__all__ = ["ApproxDecoder", "EmbeddedModelMissing", "Explorer", "ForwardExplorer", "GuidanceSweep", "LatentView",
+__all__ = ["ApproxDecoder", "EmbeddedModelMissing", "Explorer", "ForwardExplorer", "GuidanceSweep", "LatentView", "MaskPad",
            "SamplerCompare", "ScheduleView", "SeedsAndPrompts", "SketchPad", "SweepView", "StepsCompare", "PipelineLoadError",
            "RunControl", "Step",
            "StepIndexError", "Trajectory", "TrajectoryFileError", "branch", "compare", "decision_curve", "decision_curve_of",

@@ -43,8 +43,7 @@ def check_mask(mask: Any, image: Image.Image | None, pipe: Any) -> Image.Image |
     if not takes_mask(pipe):
         if mask is None:
             return None
-        raise ValueError(f"mask_image: {name} does not inpaint (its __call__ takes no mask_image); its inpainting "
-                         "pipeline does: nbd.load_pipeline(pipe, inpaint=True)")
+        raise not_inpainting(pipe)
     if mask is None:
         raise ValueError(f"mask_image: {name} repaints where a mask is white; pass mask_image=... (a picture of the "
                          "start picture's size: white where the model draws anew, black where the picture stays) "
@@ -72,6 +71,12 @@ def check_mask(mask: Any, image: Image.Image | None, pipe: Any) -> Image.Image |
         raise ValueError("mask_image is black everywhere, so nothing would be repainted: paint it white where the "
                          "model should draw anew")
     return picture
+
+
+def not_inpainting(pipe: Any) -> ValueError:
+    """The error for a mask given to a pipeline that does not inpaint: it names the one that does."""
+    return ValueError(f"mask_image: {type(pipe).__name__} does not inpaint (its __call__ takes no mask_image); its "
+                      "inpainting pipeline does: nbd.load_pipeline(pipe, inpaint=True)")
 
 
 def share(mask: Image.Image) -> float:

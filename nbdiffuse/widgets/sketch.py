@@ -120,9 +120,13 @@ class SketchPad(w.VBox):
         for x, y in (a, b):  # round caps, as the canvas draws them
             draw.ellipse((x - r, y - r, x + r, y + r), fill=rgb)
         with hold_canvas():
-            self.canvas.stroke_style = "#%02x%02x%02x" % rgb
+            self.canvas.stroke_style = self._stroke_style(rgb)
             self.canvas.line_width = width
             self.canvas.stroke_line(a[0], a[1], b[0], b[1])
+
+    def _stroke_style(self, rgb: tuple[int, int, int]) -> str:
+        """How the canvas draws a stroke of colour `rgb` while the mouse moves (the colour itself)."""
+        return "#%02x%02x%02x" % rgb
 
     def _paint(self) -> None:
         """Show the Pillow picture on the canvas (after load, fill, undo)."""

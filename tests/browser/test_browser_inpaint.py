@@ -1,6 +1,7 @@
 """Inpainting in JupyterLab (the embedded model as diffusers' StableDiffusionInpaintPipeline): a picture the model
-made is the start picture, the Mask… button uploads a mask of its right half, the row says the share repainted,
-and Generate repaints that half while the left half stays."""
+made is the start picture; the mask is painted with the mouse on the mask pad over its right half (the row then says
+the share repainted, the thumbnail tints it), Generate repaints that half while the left half stays; then a mask
+file uploaded with Mask… takes over."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,10 +20,23 @@ CELLS = [
     "pipe = nbd.load_pipeline(inpaint=True)",
     f"ex = nbd.Explorer(pipe, steps={STEPS}, prompt='big blue square on the right, white background')\n"
     "ex.start_from(start, strength=1.0)\nex",
+    "pad = ex.mask_pad()\npad.add_class('mask-pad')\npad",
 ]
 
 
-def test_a_mask_uploaded_beside_the_start_picture(lab_server, page, explorer_page, lab_notebook, screenshots):
+def paint_the_right_half(page):
+    """Strokes down the right half of the pad, with the mouse, as a person would paint it."""
+    canvas = page.locator(".mask-pad canvas").last
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    for x in (0.6, 0.75, 0.9):
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + 0.05 * box["height"])
+        page.mouse.down()
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + 0.95 * box["height"], steps=12)
+        page.mouse.up()
+
+
+def test_a_mask_painted_then_uploaded(lab_server, page, explorer_page, lab_notebook, screenshots):
     path = lab_notebook("inpaint.ipynb", CELLS)
     mask = np.zeros((64, 64), np.uint8)
     mask[:, 32:] = 255  # the right half repainted
@@ -33,14 +47,23 @@ def test_a_mask_uploaded_beside_the_start_picture(lab_server, page, explorer_pag
         share = ex.root.locator(".nbd-mask-share")
         share.wait_for(state="visible", timeout=120_000)
         assert share.text_content() == "no mask yet"
+        page.locator(".mask-pad canvas").last.wait_for(timeout=120_000)
         wait_for_kernel(page)
-        ex.root.locator("input[aria-label='Mask file']").set_input_files(str(lab_server.root / "mask.png"))
-        ex.root.locator(".nbd-mask-share", has_text="50% repainted").wait_for()
-        assert ex.root.get_by_label("Upload a mask").text_content() == "Other mask…"
+        paint_the_right_half(page)
+        # each stroke's end updates the row; after the last, about the right half (three strokes of 1/8 the pad)
+        page.wait_for_function("(el) => /^[3-5][0-9]% repainted$/.test(el.textContent)",
+                               arg=share.element_handle(), timeout=60_000)
+        page.wait_for_timeout(1000)  # the pad's repaint after the stroke decodes in the page (a look, not an assertion)
+        page.locator(".mask-pad").screenshot(path=str(screenshots / "inpaint_pad.png"))
         ex.click("Generate")
         ex.wait_count(f"step {STEPS} / {STEPS}")
         ex.wait_count("done")
         ex.screenshot(screenshots / "inpaint_done.png")
+
+        # A mask file takes over from the pad.
+        ex.root.locator("input[aria-label='Mask file']").set_input_files(str(lab_server.root / "mask.png"))
+        ex.root.locator(".nbd-mask-share", has_text="50% repainted").wait_for()
+        assert ex.root.get_by_label("Upload a mask").text_content() == "Other mask…"
         ex.root.locator(".nbd-controls").screenshot(path=str(screenshots / "inpaint_controls.png"))
         set_theme(page, "JupyterLab Dark")
         ex.screenshot(screenshots / "inpaint_dark.png")

@@ -8,6 +8,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import nbdiffuse as nbd
+from nbdiffuse.core.inpaint import share as share_of
 from nbdiffuse.widgets import Explorer
 from nbdiffuse.widgets.headless import HeadlessFrontend
 from nbdiffuse.widgets.sketch import SketchPad
@@ -47,8 +48,8 @@ def test_a_mask_goes_with_the_start_picture(explorer, inpaint_pipe):
     assert ex.inpaints and ex.mask_share == 0.0
     ex.start_from(picture(), strength=1.0, mask=mask())
     assert ex.mask_share == 0.5 and ex.use_picture
-    thumb = np.asarray(Image.open(io.BytesIO(ex.start_thumb)).convert("L"), np.float32)
-    assert thumb[:, :20].mean() < 0.5 * thumb[:, -20:].mean()  # the kept half dimmed, the repainted one as is
+    thumb = np.asarray(Image.open(io.BytesIO(ex.start_thumb)).convert("RGB"), np.int32)
+    assert (thumb[:, -8:, 0] - thumb[:, -8:, 1]).mean() > 60 > (thumb[:, :8, 0] - thumb[:, :8, 1]).mean()  # tinted
     frontend.click("generate")
     assert ex.wait(WAIT) and ex.status == "done", ex.error
     traj = ex.trajectory
@@ -103,3 +104,47 @@ def test_a_sketch_pad_with_a_mask(explorer):
     ex.start_from(pad, strength=1.0, mask=mask())
     ex.generate(background=False)
     assert ex.status == "done" and ex.trajectory.params["mask"]["share"] == 0.5
+
+
+def test_a_mask_painted_on_the_pad_is_read_at_each_generate(explorer):
+    ex, _ = explorer
+    ex.start_from(picture(), strength=1.0)
+    pad = ex.mask_pad()
+    assert isinstance(pad, nbd.MaskPad) and pad.image.size == (SIDE, SIDE) and ex.mask_share == 0.0
+    with pytest.raises(ValueError, match="mask_image is black everywhere"):  # nothing painted yet
+        ex.generate(background=False)
+    side = pad.size[0]
+    pad.stroke([(side * 0.75, 0), (side * 0.75, side)], "white", size=side // 2)  # the right half, roughly
+    ex.generate(background=False)
+    share = ex.trajectory.params["mask"]["share"]
+    assert ex.status == "done" and 0.4 < share < 0.6 and ex.mask_share == share
+    thumb = np.asarray(Image.open(io.BytesIO(ex.start_thumb)).convert("RGB"), np.int32)
+    assert (thumb[:, -8:, 0] - thumb[:, -8:, 1]).mean() > (thumb[:, :8, 0] - thumb[:, :8, 1]).mean() + 30  # tinted
+    pad.fill("white")  # everything repainted
+    ex.generate(background=False)
+    assert ex.trajectory.params["mask"]["share"] == 1.0
+    pad.undo()
+    assert 0.4 < share_of(pad.image) < 0.6
+    again = ex.mask_pad()  # a new pad starts from the mask so far
+    assert np.array_equal(np.asarray(again.image), np.asarray(pad.image))
+
+
+def test_a_mask_pad_needs_a_start_picture_and_an_inpainting_pipeline(explorer, sd_pipe):
+    ex, _ = explorer
+    with pytest.raises(ValueError, match="mask: set the start picture first"):
+        ex.mask_pad()
+    plain = Explorer(sd_pipe, steps=4)
+    try:
+        plain.start_from(picture())
+        with pytest.raises(ValueError, match=r"StableDiffusionPipeline does not inpaint .*inpaint=True"):
+            plain.mask_pad()
+    finally:
+        plain.close()
+
+
+def test_mask_pad_on_its_own():
+    pad = nbd.MaskPad(picture(), mask=np.asarray(mask()) > 0)
+    assert pad.size == (256, 256) and pad.image.size == (SIDE, SIDE)
+    assert np.array_equal(np.asarray(pad.image) >= 128, np.asarray(mask()) >= 128)
+    pad.clear()
+    assert not np.asarray(pad.image).any()
