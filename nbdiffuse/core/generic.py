@@ -67,8 +67,8 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
     name = type(pipe).__name__
     prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,
                                                                             control, on_step)
-    if not inpaint.takes_mask(pipe):  # a mask for a pipeline that does not inpaint, refused before its picture
-        inpaint.check_mask(mask_image, None, pipe)
+    if mask_image is not None and not inpaint.takes_mask(pipe):  # refused before its picture is looked at
+        raise inpaint.not_inpainting(pipe)
     takes_image = img2img.takes_image(pipe)
     if (image is not None or strength is not None) and not takes_image:
         raise ValueError(f"image/strength: image to image needs a family nbdiffuse knows ({KNOWN_FAMILIES}) or a "

@@ -1,7 +1,7 @@
 """Inpainting: a start picture and a mask; the model repaints where the mask is white and keeps the rest.
 
 diffusers' inpainting pipelines (their __call__ takes image, mask_image and strength: StableDiffusionInpaintPipeline
-and its SDXL, SD3, Flux, Chroma, Qwen-Image, Z-Image and PAG siblings) run their own loop; nbdiffuse watches it on the
+and its SDXL, SD3, Flux, Qwen-Image, Z-Image, PAG and ControlNet siblings) run their own loop; nbdiffuse watches it on the
 generic path (core/generic.py) and hands it the picture and the mask that trace(image=..., mask_image=...) checked.
 A denoiser made for inpainting (9 input channels) reads the mask and the masked picture's latents beside x_t; any
 other (the embedded model in StableDiffusionInpaintPipeline, an SD checkpoint) is blended: after each step the kept

@@ -87,9 +87,9 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     """Check every argument and build the run without touching the model (trace() = prepare().execute()).
 
     A pipeline outside the known families whose __call__ takes callback_on_step_end runs on the
-    generic path (core/generic.py): x_t and x0 (read from its sampler) every step, stop and pause, no what-if /
-    branch; so does a
-    union ControlNet pipeline given several pictures for one ControlNet through pipe_kwargs (own_loop_asked).
+    generic path (core/generic.py): x_t and x0 (read from its sampler) every step, stop and pause, no what-if
+    or branch; so does a union ControlNet pipeline given several pictures for one ControlNet through pipe_kwargs
+    (own_loop_asked), and every inpainting pipeline (core/inpaint.py).
     """
     attention = check_attention(attention)
     pipe_kwargs = check_pipe_kwargs(pipe_kwargs)
@@ -105,7 +105,8 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
                                control_args=(control_image, control_scale, control_start, control_end,
                                              control_guess_mode, control_mode))
     family = adapter_for(pipe)  # a family's adapter, or the TypeError that says what runs and why not this
-    inpaint.check_mask(mask_image, None, pipe)  # no family inpaints: a mask is refused, naming the pipeline that does
+    if mask_image is not None:  # no family inpaints: refused, naming the pipeline that does
+        raise inpaint.not_inpainting(pipe)
     pag, pipe_kwargs = plan_pag(pipe, pipe_kwargs)  # a PAG pipeline's pag_scale and pag_adaptive_scale
     check_for_family(pipe, family, pipe_kwargs)
     prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,

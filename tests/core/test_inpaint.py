@@ -163,3 +163,11 @@ def test_load_pipeline_inpaint(sd_pipe, inpaint_pipe, pixart_pipe):
         nbd.load_pipeline(sd_pipe, inpaint="yes")
     with pytest.raises(ValueError, match="inpaint=True: PixArtSigmaPipeline has no inpainting pipeline in diffusers"):
         nbd.load_pipeline(pixart_pipe, inpaint=True)
+
+
+def test_a_sweep_over_masks(inpaint_pipe):
+    """mask_image is one of trace's keywords, so a sweep takes it, fixed or as an axis."""
+    sweep = nbd.sweep(inpaint_pipe, PROMPT, {"mask_image": [square_mask(), square_mask(0, 16)]}, steps=2, seed=1,
+                      image=picture(), height=SIZE, width=SIZE, progress=False)
+    shares = [run.params["mask"]["share"] for run in sweep.runs]
+    assert shares == [0.25, 0.25] and not torch.equal(sweep.runs[0].final_latents, sweep.runs[1].final_latents)
