@@ -37,8 +37,9 @@ def takes_mask(pipe: Any) -> bool:
 
 
 def check_mask(mask: Any, image: Image.Image | None, pipe: Any) -> Image.Image | None:
-    """trace's mask_image -> a greyscale ("L") picture of the start picture's size, or None where the pipeline does
-    not inpaint and none was given. White repaints, black keeps (diffusers' convention)."""
+    """trace's mask_image -> a greyscale ("L") picture of the start picture's size (a mask of its shape at another
+    scale is resized to it), or None where the pipeline does not inpaint and none was given. White repaints, black
+    keeps (diffusers' convention)."""
     name = type(pipe).__name__
     if not takes_mask(pipe):
         if mask is None:
@@ -65,8 +66,11 @@ def check_mask(mask: Any, image: Image.Image | None, pipe: Any) -> Image.Image |
         raise TypeError(f"mask_image must be a PIL.Image, a numpy array or an image file path, got "
                         f"{type(mask).__name__}")
     if image is not None and picture.size != image.size:
-        raise ValueError(f"mask_image is {picture.width}x{picture.height} and the start picture {image.width}x"
-                         f"{image.height}: a mask covers its picture, so give both the same size")
+        if abs(picture.width * image.height - picture.height * image.width) > 0.01 * picture.width * image.height:
+            raise ValueError(f"mask_image is {picture.width}x{picture.height} and the start picture {image.width}x"
+                             f"{image.height}: a mask covers its picture, so give it the picture's size (or its "
+                             "shape at another scale)")
+        picture = picture.resize(image.size, Image.NEAREST)  # drawn at another scale: brought to the picture's
     if share(picture) == 0.0:
         raise ValueError("mask_image is black everywhere, so nothing would be repainted: paint it white where the "
                          "model should draw anew")

@@ -74,7 +74,12 @@ def test_a_mask_uploaded_from_the_browser(explorer):
     small = io.BytesIO()
     Image.new("L", (16, 16), 255).save(small, "PNG")
     frontend.send({"type": "upload_mask", "name": "small.png"}, [small.getvalue()])
-    assert "mask_image is 16x16 and the start picture 64x64" in ex.error
+    assert ex.mask_share == 1.0 and ex.error == ""  # its shape at another scale: resized to the picture
+    frontend.send({"type": "upload_mask", "name": "mask.png"}, [data.getvalue()])
+    wide = io.BytesIO()
+    Image.new("L", (32, 16), 255).save(wide, "PNG")
+    frontend.send({"type": "upload_mask", "name": "wide.png"}, [wide.getvalue()])
+    assert "mask_image is 32x16 and the start picture 64x64" in ex.error
     assert ex.mask_share == 0.5  # the mask before stays
     frontend.click("clear_picture")
     assert ex.mask_share == 0.0 and not ex.use_picture
