@@ -130,7 +130,7 @@ def test_what_if_branch_compare_and_html_export(lab_server, page, explorer_page,
     # Image to image: upload a start picture, generate from it at the default strength 0.8.
     start = lab_server.root / "start.png"
     Image.new("RGB", (64, 64), (30, 90, 220)).save(start)
-    ex.root.locator("input[type=file]").set_input_files(str(start))
+    ex.root.locator("input[aria-label='Picture file']").set_input_files(str(start))
     ex.root.locator(".nbd-startpic").wait_for(state="visible")
     assert ex.root.get_by_label("Use the start picture").is_checked()
     ex.click("Generate")
