@@ -3,10 +3,12 @@
 Both run the same model, prompt, steps, guidance and seed, interleaved (the order alternates
 each round), on the CPU; the script prints the median ratio. Goal: <= 1.05.
 
-    python benchmarks/trace_overhead.py [--model FOLDER_OR_HUB_ID] [--steps 30] [--rounds 7] [--watched]
+    python benchmarks/trace_overhead.py [--model FOLDER_OR_HUB_ID] [--steps 30] [--rounds 7] [--watched | --inpaint]
 
 --watched traces the pipeline the way a pipeline outside the families runs (core/generic.py: pipe(...)
 itself, watched through its step callback, x0 read from what its sampler is given), on the same model.
+--inpaint runs the model's inpainting pipeline (load_pipeline(inpaint=True), watched the same way) on a picture
+of its own, its right half masked, at strength 1: nbd.trace(image=..., mask_image=...) against pipe(...) with both.
 
 Without --model it uses the embedded shapes model, or, where that is not shipped, a
 random-weight Stable Diffusion pipeline of about its size (same compute per step).
@@ -19,6 +21,7 @@ import statistics
 import time
 
 import torch
+from PIL import Image
 
 import nbdiffuse as nbd
 from nbdiffuse.core.generic import prepare_generic
@@ -45,10 +48,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--watched", action="store_true", help="the generic path's trace (pipe(...) watched)")
+    parser.add_argument("--inpaint", action="store_true", help="the model's inpainting pipeline, half the picture masked")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe, label = load(args.model)
     prompt = "big red circle on the left, white background"
+    picture = {}
+    if args.inpaint:
+        start = nbd.trace(pipe, prompt, steps=20, guidance=args.guidance, seed=0).final_image
+        mask = Image.new("L", start.size, 0)
+        mask.paste(255, (start.width // 2, 0, start.width, start.height))
+        pipe, label = nbd.load_pipeline(pipe, inpaint=True), f"{label}, inpainting (half the picture masked)"
+        prompt = "big blue square on the right, white background"
+        picture = {"image": start, "mask_image": mask, "strength": 1.0}
     decode_ms: list[float] = []
 
     def preview(traj, step):  # the model's own approx decoder, as the Explorer and traj.image use it
@@ -59,7 +71,7 @@ def main() -> None:
     def bare() -> float:
         began = time.perf_counter()
         pipe(prompt, num_inference_steps=args.steps, guidance_scale=args.guidance, output_type="latent",
-             generator=torch.Generator("cpu").manual_seed(0))
+             generator=torch.Generator("cpu").manual_seed(0), **picture)
         return time.perf_counter() - began
 
     def traced() -> float:
@@ -68,7 +80,7 @@ def main() -> None:
             run = prepare_generic(pipe, prompt, "", args.steps, args.guidance, 0, None, None, None, on_step=preview)
             assert run.execute().has_x0
         else:
-            nbd.trace(pipe, prompt, steps=args.steps, guidance=args.guidance, seed=0, on_step=preview)
+            nbd.trace(pipe, prompt, steps=args.steps, guidance=args.guidance, seed=0, on_step=preview, **picture)
         return time.perf_counter() - began
 
     bare(), traced()  # warm-up: allocator, first-call overheads
@@ -84,7 +96,8 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
     print(f"{'':28s}{'median s':>10s}{'ms/step':>10s}")
     print(f"{'bare pipe(...)':28s}{statistics.median(bare_s):10.3f}{statistics.median(bare_s) / args.steps * 1000:10.1f}")
-    print(f"{'watched' if args.watched else 'trace'} + approx preview".ljust(28) + f"{statistics.median(traced_s):10.3f}"
+    name = "watched" if args.watched else "inpainting" if args.inpaint else "trace"
+    print(f"{name} + approx preview".ljust(28) + f"{statistics.median(traced_s):10.3f}"
           f"{statistics.median(traced_s) / args.steps * 1000:10.1f}")
     print(f"approx preview decode: median {statistics.median(decode_ms):.3f} ms per frame")
     print(f"ratio trace/bare: median {statistics.median(ratios):.3f} "
