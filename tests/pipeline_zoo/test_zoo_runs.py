@@ -239,7 +239,7 @@ def test_a_full_explorer_run_on_the_pipelines_own_sampler(case, open_explorer):
     if case.image or case.control:  # the start picture and strength as the widget takes them; the size asked
         if case.image:  # (without it a picture runs at its own size or the pipeline's usual one)
             ex.start_from(start_picture(case), STRENGTH, mask=mask_picture(case) if case.mask else None)
-        ex.generate(height=h, width=w)
+        ex.generate(height=h, width=w, pipe_kwargs=case.pipe_kwargs or None)
     elif case.pipe_kwargs:  # the pipeline's own keywords go with Generate (the API's; the widget has no control)
         ex.generate(pipe_kwargs=case.pipe_kwargs)
     else:

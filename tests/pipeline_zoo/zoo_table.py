@@ -49,6 +49,14 @@ REFUSED = [
 NOT_BUILT: dict[str, str] = {
     "ChromaInpaintPipeline": "diffusers' ChromaInpaintPipeline reads transformer.config.guidance_embeds, which "
                              "ChromaTransformer2DModel's config does not have: pipe(...) itself fails (AttributeError)",
+    "StableDiffusion3ControlNetInpaintingPipeline": "inpainting through its ControlNet: the picture and its mask go "
+                                                    "in as control_image and control_mask (pipe_kwargs), with no "
+                                                    "start picture; no tiny builder for it yet",
+    "QwenImageControlNetInpaintPipeline": "inpainting through its ControlNet: the picture and its mask go in as "
+                                          "control_image and control_mask (pipe_kwargs), with no start picture; no "
+                                          "tiny builder for it yet",
+    "ZImageControlNetInpaintPipeline": "its __call__ takes image and mask_image but no strength, which trace's "
+                                       "image=... goes with; no tiny builder for it yet",
 }
 # (pattern on the class name, what stands in the way) for whole groups of such classes
 NOT_BUILT_PATTERNS = [
