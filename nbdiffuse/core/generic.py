@@ -106,6 +106,7 @@ def prepare_generic(pipe: Any, prompt: str, negative_prompt: str | None = "", st
         if key not in params and (height, width) != default:
             raise ValueError(f"{key}: {name} takes no {key}; leave height/width at None")
     extra = check_for_generic(pipe, params, check_pipe_kwargs(pipe_kwargs))
+    inpaint.check_crop(pipe, extra)
     if "use_resolution_binning" in params:  # the size as given, as the PixArt family runs it
         extra.setdefault("use_resolution_binning", False)
     sched = make_scheduler(pipe, scheduler)

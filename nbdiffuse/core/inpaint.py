@@ -77,6 +77,16 @@ def check_mask(mask: Any, image: Image.Image | None, pipe: Any) -> Image.Image |
     return picture
 
 
+def check_crop(pipe: Any, pipe_kwargs: dict) -> None:
+    """diffusers' padding_mask_crop inpaints a crop around the mask and pastes it back into the decoded picture, so
+    its pipelines refuse it with output_type="latent", which a watched run needs: refused here first, saying so."""
+    if pipe_kwargs.get("padding_mask_crop") is not None:
+        raise ValueError(f"pipe_kwargs['padding_mask_crop']={show_value(pipe_kwargs['padding_mask_crop'])}: "
+                         f"{type(pipe).__name__} inpaints a crop around the mask and pastes it back only into a "
+                         "decoded picture, and nbdiffuse records every step's latents (output_type='latent', which "
+                         "the pipeline refuses with a crop); leave it out to inpaint the whole picture")
+
+
 def not_inpainting(pipe: Any) -> ValueError:
     """The error for a mask given to a pipeline that does not inpaint: it names the one that does."""
     return ValueError(f"mask_image: {type(pipe).__name__} does not inpaint (its __call__ takes no mask_image); its "

@@ -148,10 +148,13 @@ def test_a_mask_for_a_pipeline_that_does_not_inpaint_names_the_one_that_does(sd_
             prepare(pipe, PROMPT, steps=2, image=picture(), mask_image=square_mask())
 
 
-def test_pipe_kwargs_mask_image_is_trace_s_own(inpaint_pipe):
+def test_pipe_kwargs_mask_image_is_trace_s_own_and_a_crop_is_refused(inpaint_pipe):
     with pytest.raises(ValueError, match=r"pipe_kwargs\['mask_image'\]: nbdiffuse sets mask_image itself; pass "
                                          r"trace's mask_image=\.\.\. instead"):
         prepare(inpaint_pipe, PROMPT, image=picture(), pipe_kwargs={"mask_image": square_mask()})
+    with pytest.raises(ValueError, match=r"pipe_kwargs\['padding_mask_crop'\]=4: StableDiffusionInpaintPipeline "
+                                         r"inpaints a crop around the mask .* leave it out"):
+        prepare(inpaint_pipe, PROMPT, image=picture(), mask_image=square_mask(), pipe_kwargs={"padding_mask_crop": 4})
 
 
 def test_load_pipeline_inpaint(sd_pipe, inpaint_pipe, pixart_pipe):
