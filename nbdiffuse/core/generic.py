@@ -276,6 +276,7 @@ class GenericRun(Run):
         self.trajectory = traj
         if self.control_plan is not None:  # the pictures go with the run (.nbd files keep them)
             traj.control_image = self.control_plan.image
+        traj.mask = self.mask  # an inpainting run's mask goes with it too
         state = {"i": 0, "k": 0, "began": time.perf_counter(), "first": None, "done": False, "warned": set(),
                  "times": None, "recorder": None, "offset": 0}
         own_step = sched.step

@@ -269,18 +269,32 @@ def _check_tensors(tensors: dict[str, torch.Tensor], records: list, params: dict
         if name == "output":
             _check_output(tensor, params, shape, len(records))
             continue
+        if name == "mask":
+            _check_mask(tensor, params)
+            continue
         match = _STEP_TENSOR.fullmatch(name)
         k = int(match.group(1)) if match else -1
         extra = match.group(3) if match else None
         if not match or k >= len(records) or (extra is not None and int(extra) >= extras[k]):
             raise FieldError(f"tensor {show_value(name)}", "present", "a tensor a trajectory writes: initial_latents, "
-                             "output, steps.<k>.latents / pred_x0 / eps_cond / eps_uncond / eps_perturbed / attention / "
+                             "output, mask, steps.<k>.latents / pred_x0 / eps_cond / eps_uncond / eps_perturbed / attention / "
                              f"extra.<j> for its {len(records)} steps, or frames.<k>.<view>")
         if match.group(2) == "attention":
             _check_attention_tensor(name, tensor, params, shape)
         elif tensor.dtype not in _FLOATS or tuple(tensor.shape) != shape:
             raise FieldError(f"tensor {name}", f"{tensor.dtype} of shape {tuple(tensor.shape)}",
                              f"a floating-point tensor of shape {shape} (initial_latents without its batch row)")
+
+
+def _check_mask(tensor: torch.Tensor, params: dict) -> None:
+    """An inpainting run's mask: uint8, of the size its params record (params.mask, core/inpaint.py)."""
+    record = params.get("mask")
+    if not isinstance(record, dict):
+        raise FieldError("tensor mask", "present", "absent: only an inpainting run (params.mask) has a mask")
+    want = (record["height"], record["width"])
+    if tensor.dtype != torch.uint8 or tuple(tensor.shape) != want:
+        raise FieldError("tensor mask", f"{tensor.dtype} of shape {tuple(tensor.shape)}",
+                         f"a uint8 tensor of shape {want} (params.mask's height and width)")
 
 
 MAX_OUTPUT_RATIO = 64  # elements of a pipeline's output per element of its steps' latents (Klein's: 1)

@@ -54,6 +54,9 @@ class Trajectory:
     # core/generic.py: Flux 2 Klein returns its VAE's latents, not the packed tokens its loop denoises), kept in
     # .nbd files; None where pipe(...) returned the last step's latents (see output_latents)
     output: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    # an inpainting run's mask (params["mask"]; core/inpaint.py: white repaints), at the start picture's size, kept
+    # in .nbd files
+    mask: Image.Image | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()

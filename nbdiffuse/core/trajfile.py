@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # Trajectory.save and .load call this module: it builds the c
     from .trajectory import Trajectory
 
 FORMAT = "nbdiffuse.trajectory"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 _STEP_TENSORS = ("latents", "pred_x0", "eps_cond", "eps_uncond", "eps_perturbed", "attention")
 _STEP_FIELDS = ("index", "timestep", "sigma", "guidance", "x0_coeff", "xt_scale", "seconds")
 _OPTIONAL_FIELDS = ("control_scale", "control_strength", "pag_scale")  # ControlNet and PAG runs; absent from older files
@@ -60,6 +60,8 @@ def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
             tensors[f"steps.{step.index}.extra.{j}"] = extra.contiguous().clone()
     if traj.output is not None:  # what pipe(...) returned, of another shape than its last step's latents
         tensors["output"] = traj.output.contiguous().clone()
+    if traj.mask is not None:  # an inpainting run's mask (white repaints), as the user gave or painted it
+        tensors["mask"] = torch.from_numpy(np.array(traj.mask.convert("L"), dtype=np.uint8))
     if traj.control_image is not None:  # a ControlNet run's picture(s): a branch of the loaded run needs them
         pictures = traj.control_image if isinstance(traj.control_image, list) else [traj.control_image]
         for j, picture in enumerate(pictures):  # several ControlNets: control_image, control_image.1, ...
@@ -135,6 +137,8 @@ def load_trajectory(path: Any, cls: "type[Trajectory]") -> Trajectory:
                           stopped=bool(meta["stopped"]), error=meta.get("error"), branched_at=meta.get("branched_at"),
                           approx=ApproxDecoder.from_dict(meta["approx"]) if meta.get("approx") else None)
         traj.output = tensors.get("output")
+        if "mask" in tensors:
+            traj.mask = Image.fromarray(tensors["mask"].numpy())
         if "control_image" in tensors:
             nets = int((meta["params"].get("control") or {}).get("nets") or 0)
             pictures = [Image.fromarray(tensors[control_tensor(j)].numpy()) for j in range(max(nets, 1))]
@@ -154,8 +158,11 @@ def oldest_reader(traj: "Trajectory") -> int:
     """The oldest format version that reads the run as it is (older nbdiffuse refuses newer files by name, where
     it would misread these or call them corrupt): 4 for x0 without the (cond, uncond) pair (a pipeline that runs
     its own loop, core/sampler_tap.py) and for a PAG run (its perturbed predictions, the pag_scale each step
-    asked), 3 for a run that records what its pipeline returned, else 2."""
+    asked), 3 for a run that records what its pipeline returned, else 2; 5 for an inpainting run that keeps its
+    mask."""
     p = traj.params
+    if traj.mask is not None:
+        return 5
     if (p.get("family") == "generic" and traj.has_x0) or p.get("pag") is not None:
         return 4
     return 3 if traj.output is not None or p.get("output_shape") is not None else 2

@@ -94,12 +94,14 @@ def test_a_blended_run_keeps_the_picture_outside_the_mask(inpaint_pipe):
     assert not torch.equal(a[:, inside], b[:, inside])
 
 
-def test_a_mask_is_kept_in_the_runs_file(inpaint_pipe, tmp_path):
+def test_a_mask_is_kept_with_the_run_and_in_its_file(inpaint_pipe, tmp_path):
     traj = nbd.trace(inpaint_pipe, PROMPT, steps=3, seed=1, image=picture(), strength=1.0, mask_image=square_mask(),
                      height=SIZE, width=SIZE)
+    assert traj.mask.size == (SIZE, SIZE) and np.array_equal(np.asarray(traj.mask), np.asarray(square_mask()))
     traj.save(tmp_path / "run.nbd")
     loaded = nbd.Trajectory.load(tmp_path / "run.nbd")
     assert loaded.params["mask"] == traj.params["mask"] and loaded.has_x0
+    assert np.array_equal(np.asarray(loaded.mask), np.asarray(traj.mask))  # the mask itself, as the user gave it
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
@@ -110,6 +112,11 @@ def test_a_mask_is_kept_in_the_runs_file(inpaint_pipe, tmp_path):
     save_file(load_file(str(tmp_path / "run.nbd")), str(tmp_path / "bad.nbd"), metadata=dict(header, meta=json.dumps(meta)))
     with pytest.raises(TrajectoryFileError, match=r"params\.mask\.share must be the share of the picture it repaints"):
         nbd.Trajectory.load(tmp_path / "bad.nbd")
+    assert header["format_version"] == "5"  # readers before 5 know no mask tensor: refused as newer
+    tensors = load_file(str(tmp_path / "run.nbd"))
+    save_file(dict(tensors, mask=torch.zeros((4, 4), dtype=torch.uint8)), str(tmp_path / "shape.nbd"), metadata=header)
+    with pytest.raises(TrajectoryFileError, match=r"tensor mask must be a uint8 tensor of shape \(32, 32\)"):
+        nbd.Trajectory.load(tmp_path / "shape.nbd")
 
 
 @pytest.mark.parametrize("mask, error, match", [
