@@ -7,7 +7,8 @@ growth from step to step shows; the guidance map the same way (`guidance_maps`, 
 While a run goes, each live frame carries its step's word maps (`live_word_maps`) and guidance map
 (`live_guidance_map`), scaled by the largest value so far, on a grid of at most 64 a side (`live_grid`).
 A run traced without attention maps sends no words; a run whose guidance is a model input (Flux-dev,
-LCM) or ran without guidance sends no guidance maps, and `overlay_note` says why.
+LCM) or ran without guidance sends no guidance maps, and `overlay_note` says why. An inpainting run sends its
+mask (`mask_map`: 255 where the model repaints, over `mask_grid`, at most 64 a side), the same at every step.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from .guidance_map import guidance_map
 LIVE_SIDE = 64  # a live frame's maps: at most this many positions a side (live_grid)
 
 EMPTY = {"overlay_words": [], "overlay_maps": [], "overlay_scale": [], "overlay_grid": [0, 0],
-         "guidance_maps": [], "guidance_scale": 0.0, "overlay_note": ""}
+         "guidance_maps": [], "guidance_scale": 0.0, "overlay_note": "", "mask_map": b"", "mask_grid": [0, 0]}
 
 
 def _bytes(stack: torch.Tensor, top: torch.Tensor) -> list[bytes]:
@@ -131,4 +132,20 @@ def overlay_state(traj: Any) -> dict[str, Any]:
         return state
     state.update(guidance_maps(traj))
     state.update(word_maps(traj))
+    state.update(mask_map(traj))
     return state
+
+
+def mask_map(traj: Any) -> dict[str, Any]:
+    """An inpainting run's mask (traj.mask; a run's before it starts) as overlay bytes: 255 where the model
+    repaints, 0 where the picture is kept, on a grid of at most LIVE_SIDE a side (nearest pixel); none for other
+    runs."""
+    mask = getattr(traj, "mask", None)
+    if mask is None:
+        return {"mask_map": b"", "mask_grid": [0, 0]}
+    w, h = mask.size
+    scale = min(1.0, LIVE_SIDE / max(w, h))
+    small = mask.convert("L").resize((max(1, round(w * scale)), max(1, round(h * scale))), resample=0)  # nearest
+    values = torch.frombuffer(bytearray(small.tobytes()), dtype=torch.uint8)
+    return {"mask_map": bytes(((values >= 128).to(torch.uint8) * 255).numpy().tobytes()),
+            "mask_grid": [small.height, small.width]}

@@ -59,6 +59,14 @@ def test_a_mask_painted_then_uploaded(lab_server, page, explorer_page, lab_noteb
         ex.wait_count(f"step {STEPS} / {STEPS}")
         ex.wait_count("done")
         ex.screenshot(screenshots / "inpaint_done.png")
+        chip = ex.root.locator("button[data-overlay='mask']")
+        chip.click()  # the mask over the x0 frame, kept while scrubbing
+        ex.root.locator(".nbd-overlay-canvas").wait_for(state="visible")
+        assert "mask: the part the model repaints" in ex.root.locator(".nbd-legend-text").text_content()
+        ex.press_on_slider("Home")
+        page.wait_for_timeout(500)  # the first step's frame under the mask (a look, not an assertion)
+        ex.screenshot(screenshots / "inpaint_mask_overlay.png")
+        chip.click()
 
         # A mask file takes over from the pad.
         ex.root.locator("input[aria-label='Mask file']").set_input_files(str(lab_server.root / "mask.png"))

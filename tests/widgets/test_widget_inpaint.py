@@ -54,6 +54,10 @@ def test_a_mask_goes_with_the_start_picture(explorer, inpaint_pipe):
     assert ex.wait(WAIT) and ex.status == "done", ex.error
     traj = ex.trajectory
     assert traj.params["mask"]["share"] == 0.5 and traj.has_x0 and len(traj) == 6
+    # the overlay row's mask: 255 where the model repaints (the right half), the same at every step
+    assert ex.mask_grid == [SIDE, SIDE]
+    shown = np.frombuffer(ex.mask_map, np.uint8).reshape(SIDE, SIDE)
+    assert (shown[:, 32:] == 255).all() and not shown[:, :32].any()
     same = nbd.trace(inpaint_pipe, ex.prompt, steps=6, guidance=ex.guidance, seed=ex.seed, image=picture(),
                      strength=1.0, mask_image=mask(), scheduler=None, height=SIDE, width=SIDE)
     assert torch.equal(same.final_latents, traj.final_latents)  # the run trace makes

@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 from ...core.device_memory import release_after, return_freed_host_memory
-from ...core.overlay_maps import EMPTY as OVERLAYS_EMPTY, overlay_state
+from ...core.overlay_maps import EMPTY as OVERLAYS_EMPTY, mask_map, overlay_state
 from ..frames import VIEWS, full_frames
 from ..live_run import LiveRun
 from ..plain_words import capabilities_state
@@ -63,7 +63,8 @@ class RunLifecycle:
                             "frames_x0": list(prefix[0]), "frames_xt": list(prefix[1]), "full_frames": {},
                             "frame": -1, "image_size": [run.width, run.height], "error": "", "error_details": "",
                             "notices": list(getattr(run, "notices", [])),  # known before any model work
-                            **OVERLAYS_EMPTY})  # the last run's maps must not lie over this run's frames
+                            **OVERLAYS_EMPTY,  # the last run's maps must not lie over this run's frames
+                            **mask_map(run)})  # an inpainting run's mask shows from its first step
                 ex._assign(capabilities_state(run.pipe))
         failure: BaseException | None = None
         live.clock.start()

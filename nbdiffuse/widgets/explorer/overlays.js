@@ -34,18 +34,31 @@ function mapCanvas(bytes, h, w, offset) {
   return small;
 }
 
+// An inpainting run's mask as a small canvas: the part the model repaints tinted as the mask pad tints it.
+function maskCanvas(bytes, h, w) {
+  const small = document.createElement("canvas");
+  small.width = w;
+  small.height = h;
+  const ctx = small.getContext("2d");
+  const image = ctx.createImageData(w, h);
+  for (let i = 0; i < h * w; i++) image.data.set(bytes[i] ? [236, 64, 122, 120] : [0, 0, 0, 0], 4 * i);
+  ctx.putImageData(image, 0, 0);
+  return small;
+}
+
 function overlayNodes() {
   const ui = {};
   ui.record = h("input", { type: "checkbox", class: "nbd-attn-toggle", "aria-label": "Record attention maps" });
   ui.words = h("span", { class: "nbd-overlay-words", role: "group", "aria-label": "Overlay a word's attention map" });
   ui.guidance = h("button", { type: "button", class: "nbd-chip", "data-overlay": "guidance", "aria-pressed": "false", text: "guidance", title: "Where the prompt acts at this step: how far apart the x0 with and without the prompt are" });
+  ui.mask = h("button", { type: "button", class: "nbd-chip", "data-overlay": "mask", "aria-pressed": "false", text: "mask", hidden: "", title: "The part of the picture the model repaints (white in the mask)" });
   ui.legend = h("canvas", { class: "nbd-legend", width: "96", height: "10", "aria-hidden": "true" });
   ui.legendText = h("span", { class: "nbd-legend-text" });
   ui.note = h("span", { class: "nbd-overlay-note" });
   ui.canvas = h("canvas", { class: "nbd-overlay-canvas", hidden: "", role: "img", "aria-label": "overlay" });
   ui.row = h("div", { class: "nbd-overlay" }, [
     h("label", { class: "nbd-attn", title: "Record each word's attention at every step on the next Generate" }, [ui.record, " attention maps"]),
-    h("span", { class: "nbd-label", text: "overlay:" }), ui.guidance, ui.words,
+    h("span", { class: "nbd-label", text: "overlay:" }), ui.guidance, ui.mask, ui.words,
     h("span", { class: "nbd-legend-box" }, [ui.legend, ui.legendText]), ui.note,
   ]);
   const legend = ui.legend.getContext("2d");
@@ -90,10 +103,16 @@ class Overlays {
     if (typeof this.pinned === "number" && this.pinned >= words.length) this.pinned = null;
     this.chipGuidance = this.hasGuidance();
     this.ui.guidance.disabled = !this.chipGuidance; // a kept guidance overlay stays kept: it shows again with the maps
+    this.ui.mask.hidden = !this.hasMask();
     this.ui.note.textContent = words.length ? this.model.get("overlay_note") || "" :
       (!this.model.get("attention_available") ? "attention maps need a model family nbdiffuse runs itself"
         : this.model.get("attention") ? "maps come with the next run" : "tick “attention maps” and Generate to see where each word acts");
     this.paint();
+  }
+
+  hasMask() {
+    const bytes = this.model.get("mask_map");
+    return !!(bytes && bytes.byteLength);
   }
 
   // Whether the shown run has guidance maps: in its state, or while it goes, in its live frames.
@@ -111,19 +130,20 @@ class Overlays {
   paint() {
     const { ui } = this;
     const what = this.shown();
-    for (const chip of [ui.guidance, ...ui.words.children]) {
-      const mine = chip.dataset.overlay === "guidance" ? "guidance" : Number(chip.dataset.word);
+    for (const chip of [ui.guidance, ui.mask, ...ui.words.children]) {
+      const mine = chip.dataset.overlay || Number(chip.dataset.word);
       chip.setAttribute("aria-pressed", String(mine === this.pinned && !chip.disabled));
     }
     const k = this.stage.state.shown;
     const map = what === null || k < 0 ? null : this.mapOf(what, k);
     const hidden = !map;
     ui.canvas.hidden = hidden;
-    this.root.dataset.overlay = hidden ? "" : String(what === "guidance" ? "guidance" : map.words[what]);
-    if (hidden) { ui.legendText.textContent = ""; return; }
+    this.root.dataset.overlay = hidden ? "" : String(typeof what === "string" ? what : map.words[what]);
+    if (hidden) { ui.legendText.textContent = ""; ui.legend.hidden = false; return; }
     const { bytes, gh, gw, top, words } = map;
-    const offset = what === "guidance" ? 0 : what * gh * gw;
-    const small = mapCanvas(bytes, gh, gw, offset);
+    const offset = typeof what === "string" ? 0 : what * gh * gw;
+    const small = what === "mask" ? maskCanvas(bytes, gh, gw) : mapCanvas(bytes, gh, gw, offset);
+    ui.legend.hidden = what === "mask"; // a mask has no scale
     const { width, height } = this.frame;
     ui.canvas.width = width || gw;
     ui.canvas.height = height || gh;
@@ -131,10 +151,10 @@ class Overlays {
     Object.assign(ui.canvas.style, { left: `${f.offsetLeft + f.clientLeft}px`, top: `${f.offsetTop + f.clientTop}px`,
       width: `${f.clientWidth}px`, height: `${f.clientHeight}px` });
     const ctx = ui.canvas.getContext("2d");
-    ctx.imageSmoothingEnabled = true;
+    ctx.imageSmoothingEnabled = what !== "mask"; // a mask's edge stays where it is
     ctx.clearRect(0, 0, ui.canvas.width, ui.canvas.height);
     ctx.drawImage(small, 0, 0, ui.canvas.width, ui.canvas.height);
-    ui.legendText.textContent = what === "guidance"
+    ui.legendText.textContent = what === "mask" ? `mask: the part the model repaints, step ${k + 1}` : what === "guidance"
       ? `guidance: 0 – ${Number(top).toPrecision(3)}, step ${k + 1}`
       : `attention to “${words[what]}”: 0 – ${Number(top).toPrecision(3)}, step ${k + 1}`;
     ui.canvas.setAttribute("aria-label", ui.legendText.textContent);
@@ -144,6 +164,10 @@ class Overlays {
   // else (a word, while the run goes) from its live frames; null where there is none.
   mapOf(what, k) {
     const { model } = this;
+    if (what === "mask") { // the same at every step
+      const [mh, mw] = model.get("mask_grid") || [0, 0];
+      return this.hasMask() && mh && mw ? { bytes: overlayBytes(model.get("mask_map")), gh: mh, gw: mw, words: [] } : null;
+    }
     const source = what === "guidance" ? model.get("guidance_maps") || [] : model.get("overlay_maps") || [];
     const [gh, gw] = model.get("overlay_grid") || [0, 0];
     if (k < source.length && gh && gw) {
@@ -168,6 +192,9 @@ class Overlays {
     ui.guidance.addEventListener("mouseenter", () => { if (!ui.guidance.disabled) { this.hovered = "guidance"; this.paint(); } });
     ui.guidance.addEventListener("mouseleave", () => { this.hovered = null; this.paint(); });
     ui.guidance.addEventListener("click", () => this.pin("guidance"));
+    ui.mask.addEventListener("mouseenter", () => { this.hovered = "mask"; this.paint(); });
+    ui.mask.addEventListener("mouseleave", () => { this.hovered = null; this.paint(); });
+    ui.mask.addEventListener("click", () => this.pin("mask"));
     const onShown = () => this.paint();
     this.root.addEventListener("nbd-shown", onShown);
     // a live frame with maps: the chips of its words appear with the first, the overlay follows the run
@@ -176,7 +203,7 @@ class Overlays {
     this.store.addEventListener("live", onLive);
     this.store.addEventListener("reset", onLive);
     const rebuild = () => this.buildWords();
-    const names = ["overlay_words", "overlay_maps", "guidance_maps", "overlay_grid", "overlay_note"];
+    const names = ["overlay_words", "overlay_maps", "guidance_maps", "overlay_grid", "overlay_note", "mask_map"];
     for (const name of names) model.on(`change:${name}`, rebuild);
     const onRecord = () => {
       ui.record.checked = model.get("attention");

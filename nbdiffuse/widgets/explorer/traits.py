@@ -133,6 +133,8 @@ class ExplorerState(ExplorerTraitChecks, anywidget.AnyWidget):  # trait_checks: 
     guidance_maps = t.List(t.Bytes()).tag(sync=True)  # per step: h x w bytes
     guidance_scale = t.Float(0.0).tag(sync=True)
     overlay_note = t.Unicode("").tag(sync=True)
+    mask_map = t.Bytes(b"").tag(sync=True)  # an inpainting run's mask over mask_grid (overlay_maps.mask_map)
+    mask_grid = t.List(t.Int(), default_value=[0, 0]).tag(sync=True)
     decision = t.Dict().tag(sync=True)  # the shown run's decision curve, on demand (decision_view.py)
     decision_status = t.Unicode("").tag(sync=True)  # "", "running", "done"
 
