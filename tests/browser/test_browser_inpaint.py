@@ -69,7 +69,9 @@ def test_a_mask_painted_then_uploaded(lab_server, page, explorer_page, lab_noteb
         chip.click()
 
         # A mask file takes over from the pad.
-        ex.root.locator("input[aria-label='Mask file']").set_input_files(str(lab_server.root / "mask.png"))
+        with page.expect_file_chooser() as chooser:
+            ex.root.get_by_label("Upload a mask").click()
+        chooser.value.set_files(str(lab_server.root / "mask.png"))
         ex.root.locator(".nbd-mask-share", has_text="50% repainted").wait_for()
         assert ex.root.get_by_label("Upload a mask").text_content() == "Other mask…"
         ex.root.locator(".nbd-controls").screenshot(path=str(screenshots / "inpaint_controls.png"))

@@ -9,8 +9,6 @@ from PIL import Image, ImageDraw
 
 import nbdiffuse as nbd
 from nbdiffuse.core.inpaint import share as share_of
-from nbdiffuse.widgets import Explorer
-from nbdiffuse.widgets.headless import HeadlessFrontend
 from nbdiffuse.widgets.sketch import SketchPad
 
 WAIT = 120
@@ -35,12 +33,8 @@ def inpaint_pipe():
 
 
 @pytest.fixture
-def explorer(inpaint_pipe):
-    ex = Explorer(inpaint_pipe, steps=6)
-    frontend = HeadlessFrontend(ex)
-    yield ex, frontend
-    ex.close()
-    frontend.close()
+def explorer(inpaint_pipe, open_explorer):
+    return open_explorer(inpaint_pipe, steps=6)
 
 
 def test_a_mask_goes_with_the_start_picture(explorer, inpaint_pipe):
@@ -89,7 +83,7 @@ def test_a_mask_uploaded_from_the_browser(explorer):
     assert ex.mask_share == 0.0 and not ex.use_picture
 
 
-def test_masks_refused_by_name(explorer, sd_pipe):
+def test_masks_refused_by_name(explorer, sd_pipe, open_explorer):
     ex, _ = explorer
     with pytest.raises(ValueError, match="mask: set the start picture first"):
         ex.mask_from(mask())
@@ -98,13 +92,10 @@ def test_masks_refused_by_name(explorer, sd_pipe):
     assert not ex.use_picture  # a wrong mask changes nothing
     with pytest.raises(ValueError, match="mask_image needs a start picture"):
         ex.generate(mask_image=mask())
-    plain = Explorer(sd_pipe, steps=4)
-    try:
-        assert not plain.inpaints
-        with pytest.raises(ValueError, match=r"mask_image: StableDiffusionPipeline does not inpaint .*inpaint=True"):
-            plain.start_from(picture(), mask=mask())
-    finally:
-        plain.close()
+    plain, _ = open_explorer(sd_pipe, steps=4)
+    assert not plain.inpaints
+    with pytest.raises(ValueError, match=r"mask_image: StableDiffusionPipeline does not inpaint .*inpaint=True"):
+        plain.start_from(picture(), mask=mask())
 
 
 def test_a_sketch_pad_with_a_mask(explorer):
@@ -138,17 +129,14 @@ def test_a_mask_painted_on_the_pad_is_read_at_each_generate(explorer):
     assert np.array_equal(np.asarray(again.image), np.asarray(pad.image))
 
 
-def test_a_mask_pad_needs_a_start_picture_and_an_inpainting_pipeline(explorer, sd_pipe):
+def test_a_mask_pad_needs_a_start_picture_and_an_inpainting_pipeline(explorer, sd_pipe, open_explorer):
     ex, _ = explorer
     with pytest.raises(ValueError, match="mask: set the start picture first"):
         ex.mask_pad()
-    plain = Explorer(sd_pipe, steps=4)
-    try:
-        plain.start_from(picture())
-        with pytest.raises(ValueError, match=r"StableDiffusionPipeline does not inpaint .*inpaint=True"):
-            plain.mask_pad()
-    finally:
-        plain.close()
+    plain, _ = open_explorer(sd_pipe, steps=4)
+    plain.start_from(picture())
+    with pytest.raises(ValueError, match=r"StableDiffusionPipeline does not inpaint .*inpaint=True"):
+        plain.mask_pad()
 
 
 def test_mask_pad_on_its_own():

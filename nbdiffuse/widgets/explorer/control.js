@@ -153,19 +153,7 @@ function bindControlSliders(model, ui, link) {
 }
 
 function bindControlPicture(model, ui, link, store) {
-  // A file input made at each click, never in the page: the start picture's stays the widget's one file field.
-  const pick = (edges, net) => {
-    const chooser = h("input", { type: "file", accept: "image/*" });
-    chooser.addEventListener("change", async () => {
-      const file = chooser.files && chooser.files[0];
-      if (!file) return;
-      const buffer = await file.arrayBuffer();
-      if (!(link.save() && store.send({ type: "control_upload", edges, net, name: file.name }, [buffer]))) {
-        link.note("No kernel is connected to this widget: run the cell again to set a control picture.");
-      }
-    });
-    chooser.click();
-  };
+  const pick = (edges, net) => sendChosenFile(link, store, { type: "control_upload", edges, net }, "set a control picture");
   const showPictures = () => {
     const thumbs = model.get("control_thumbs") || [];
     const kinds = model.get("control_kinds") || [];

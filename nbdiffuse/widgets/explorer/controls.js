@@ -46,11 +46,10 @@ function pictureNodes(ui) {
   ui.strengthOut = h("output", { class: "nbd-gvalue" });
   ui.clearPicture = h("button", { type: "button", class: "nbd-icon", text: "×", "aria-label": "Remove the start picture" });
   // Inpainting (an inpainting pipeline only): its mask, white where the model repaints (mask_panel.py)
-  ui.maskFile = h("input", { type: "file", accept: "image/*", hidden: "", "aria-label": "Mask file" });
   ui.maskUpload = h("button", { type: "button", text: "Mask…", "aria-label": "Upload a mask",
                                title: "Inpainting: white repaints, black keeps the picture (the picture's size)" });
   ui.maskOut = h("span", { class: "nbd-mask-share" });
-  ui.maskControls = h("span", { class: "nbd-mask-controls" }, [ui.maskUpload, ui.maskFile, ui.maskOut]);
+  ui.maskControls = h("span", { class: "nbd-mask-controls" }, [ui.maskUpload, ui.maskOut]);
   ui.pictureControls = h("span", { class: "nbd-picture-controls" }, [
     ui.thumb,
     h("label", { class: "nbd-check" }, [ui.usePicture, h("span", { text: "use" })]),
@@ -59,6 +58,21 @@ function pictureNodes(ui) {
     ui.clearPicture,
   ]);
   ui.pictureRow = h("div", { class: "nbd-row nbd-picture" }, [ui.upload, ui.file, ui.pictureControls]);
+}
+
+// A picture file picked in a chooser made at each click (never in the page: the start picture's stays the widget's
+// one file field), sent to the kernel as `message` with its bytes; `what` says in the note what needs a kernel.
+function sendChosenFile(link, store, message, what) {
+  const chooser = h("input", { type: "file", accept: "image/*" });
+  chooser.addEventListener("change", async () => {
+    const file = chooser.files && chooser.files[0];
+    if (!file) return;
+    const buffer = await file.arrayBuffer();
+    if (!(link.save() && store.send({ ...message, name: file.name }, [buffer]))) {
+      link.note(`No kernel is connected to this widget: run the cell again to ${what}.`);
+    }
+  });
+  chooser.click();
 }
 
 function field(label, input, cls = "") {
@@ -174,16 +188,7 @@ function bindPicture(model, ui, root, link, store) {
       link.note("No kernel is connected to this widget: run the cell again to upload a picture.");
     }
   });
-  ui.maskUpload.addEventListener("click", () => ui.maskFile.click());
-  ui.maskFile.addEventListener("change", async () => {
-    const file = ui.maskFile.files && ui.maskFile.files[0];
-    ui.maskFile.value = "";
-    if (!file) return;
-    const buffer = await file.arrayBuffer();
-    if (!(link.save() && store.send({ type: "upload_mask", name: file.name }, [buffer]))) {
-      link.note("No kernel is connected to this widget: run the cell again to upload a mask.");
-    }
-  });
+  ui.maskUpload.addEventListener("click", () => sendChosenFile(link, store, { type: "upload_mask" }, "upload a mask"));
   ui.usePicture.addEventListener("change", () => { model.set("use_picture", ui.usePicture.checked); link.save(); });
   ui.strength.addEventListener("input", () => {
     ui.strengthOut.textContent = Number(ui.strength.value).toFixed(2);
