@@ -103,7 +103,8 @@ def _script_json(value: Any) -> str:
 
 def write_html(traj, path: Any, decoder: str = "auto", size: int = 256) -> None:
     """A self-contained page (no server, no network): x0 and x_t frames, a scrubber, guidance, parameters,
-    and an overlay picker (a word's attention map, the guidance map) over the x0 frame where the run has them.
+    and an overlay picker (a word's attention map, the guidance map, an inpainting run's mask) over the x0 frame where
+    the run has them.
     decoder as Trajectory.image: "auto" shows saved frames, else the full VAE, else approx. size: each
     picture's long side in pixels (the page shows both views side by side at that size)."""
     size = check_int("size", size, 1, MAX_PICTURE_SIDE)
@@ -130,7 +131,8 @@ def _overlay_data(traj) -> dict:
         return [base64.b64encode(chunk).decode("ascii") for chunk in chunks]
     return {"words": state["overlay_words"], "maps": b64(state["overlay_maps"]), "scale": state["overlay_scale"],
             "grid": state["overlay_grid"], "guidance": b64(state["guidance_maps"]),
-            "guidance_scale": state["guidance_scale"]}
+            "guidance_scale": state["guidance_scale"], "mask": b64([state["mask_map"]])[0] if state["mask_map"] else "",
+            "mask_grid": state["mask_grid"]}
 
 
 def _show(value: Any) -> str:
@@ -184,12 +186,15 @@ _PAGE = """<!doctype html>
    return RAMP[i].map((c, j) => Math.round(c + f * (RAMP[i + 1][j] - c)));
  }}
  if (ov.guidance.length) select.add(new Option("guidance", "g"));
+ if (ov.mask) select.add(new Option("mask", "m"));
  ov.words.forEach((word, i) => select.add(new Option(word, String(i))));
  document.getElementById("overlays").hidden = select.options.length < 2;
  function paintOverlay(k) {{
    const what = select.value, [gh, gw] = ov.grid;
    canvas.hidden = what === "";
+   document.getElementById("legend").hidden = what === "m";  // a mask has no scale
    if (what === "") {{ document.getElementById("legend-text").textContent = ""; return; }}
+   if (what === "m") {{ paintMask(); return; }}
    const bytes = Uint8Array.from(atob(what === "g" ? ov.guidance[k] : ov.maps[k]), (c) => c.charCodeAt(0));
    const offset = what === "g" ? 0 : Number(what) * gh * gw;
    canvas.width = gw; canvas.height = gh;
@@ -202,6 +207,14 @@ _PAGE = """<!doctype html>
    const top = what === "g" ? ov.guidance_scale : ov.scale[Number(what)];
    document.getElementById("legend-text").textContent =
      (what === "g" ? "guidance" : "attention to \u201c" + ov.words[Number(what)] + "\u201d") + ": 0 \u2013 " + top.toPrecision(3);
+ }}
+ function paintMask() {{  // an inpainting run's mask, the same at every step: the part repainted, tinted
+   const [mh, mw] = ov.mask_grid, bytes = Uint8Array.from(atob(ov.mask), (c) => c.charCodeAt(0));
+   canvas.width = mw; canvas.height = mh;
+   const ctx = canvas.getContext("2d"), image = ctx.createImageData(mw, mh);
+   for (let i = 0; i < mh * mw; i++) image.data.set(bytes[i] ? [236, 64, 122, 120] : [0, 0, 0, 0], 4 * i);
+   ctx.putImageData(image, 0, 0);
+   document.getElementById("legend-text").textContent = "mask: the part the model repaints";
  }}
  scrub.addEventListener("input", () => {{ show(); paintOverlay(Number(scrub.value)); }});
  select.addEventListener("change", () => paintOverlay(Number(scrub.value)));

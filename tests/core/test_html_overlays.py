@@ -37,3 +37,22 @@ def test_a_run_without_maps_has_only_the_guidance_overlay(sd_pipe, tmp_path):
     traj.to_html(tmp_path / "run.html")
     _, data = page_data(tmp_path / "run.html")
     assert data["overlay"]["words"] == [] and len(data["overlay"]["guidance"]) == 2
+
+
+def test_an_inpainting_runs_page_carries_its_mask(sd_pipe, tmp_path):
+    """The mask of an inpainting run, as the Explorer's mask chip shows it; a run without one has none."""
+    import numpy as np
+    from PIL import Image
+
+    pipe = nbd.load_pipeline(sd_pipe, inpaint=True)
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (16, 0, 32, 32))
+    traj = nbd.trace(pipe, "a red circle", steps=2, guidance=4.0, seed=0, image=Image.new("RGB", (32, 32), "white"),
+                     mask_image=mask, height=32, width=32)
+    traj.to_html(tmp_path / "run.html")
+    page, data = page_data(tmp_path / "run.html")
+    shown = np.frombuffer(base64.b64decode(data["overlay"]["mask"]), np.uint8).reshape(data["overlay"]["mask_grid"])
+    assert (shown[:, 16:] == 255).all() and not shown[:, :16].any() and 'new Option("mask", "m")' in page
+    plain = nbd.trace(sd_pipe, "a red circle", steps=2, guidance=4.0, seed=0)
+    plain.to_html(tmp_path / "plain.html")
+    assert page_data(tmp_path / "plain.html")[1]["overlay"]["mask"] == ""
