@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw
 
 import nbdiffuse as nbd
 from nbdiffuse.core.inpaint import share as share_of
+from nbdiffuse.widgets import Explorer
 from nbdiffuse.widgets.sketch import SketchPad
 
 WAIT = 120
@@ -145,3 +146,15 @@ def test_mask_pad_on_its_own():
     assert np.array_equal(np.asarray(pad.image) >= 128, np.asarray(mask()) >= 128)
     pad.clear()
     assert not np.asarray(pad.image).any()
+
+
+def test_a_saved_inpainting_run_shows_its_mask_in_workshop_mode(inpaint_pipe, tmp_path):
+    traj = nbd.trace(inpaint_pipe, "big blue square on the right, white background", steps=3, seed=0, image=picture(),
+                     mask_image=mask(), strength=1.0)
+    traj.save(tmp_path / "run.nbd")
+    ex = Explorer.from_files([tmp_path / "run.nbd"])  # no model: what the file carries
+    try:
+        shown = np.frombuffer(ex.mask_map, np.uint8).reshape(ex.mask_grid)
+        assert (shown[:, 32:] == 255).all() and not shown[:, :32].any()
+    finally:
+        ex.close()
