@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .guidance_map import guidance_map
+from .inpaint import WHITE
 
 LIVE_SIDE = 64  # a live frame's maps: at most this many positions a side (live_grid)
 
@@ -146,6 +147,4 @@ def mask_map(traj: Any) -> dict[str, Any]:
     w, h = mask.size
     scale = min(1.0, LIVE_SIDE / max(w, h))
     small = mask.convert("L").resize((max(1, round(w * scale)), max(1, round(h * scale))), resample=0)  # nearest
-    values = torch.frombuffer(bytearray(small.tobytes()), dtype=torch.uint8)
-    return {"mask_map": bytes(((values >= 128).to(torch.uint8) * 255).numpy().tobytes()),
-            "mask_grid": [small.height, small.width]}
+    return {"mask_map": small.point(lambda v: 255 if v >= WHITE else 0).tobytes(), "mask_grid": [small.height, small.width]}
