@@ -22,6 +22,8 @@ from PIL import Image
 
 from .img2img import fingerprint, takes_image
 from .picture_file import limit_sides, open_picture
+from .pipe_attrs import copy_attrs
+from .quiet_logs import without_message
 from .validate import show_value
 
 WHITE = 128  # diffusers binarizes a mask at 0.5: a pixel at 128 of 255 or more is repainted
@@ -107,9 +109,6 @@ def with_inpaint(pipe: Any) -> Any:
     """`pipe`'s inpainting sibling in diffusers, sharing its components (its own attributes copied over); `pipe`
     itself where it inpaints already."""
     from diffusers import AutoPipelineForInpainting
-
-    from .pipe_attrs import copy_attrs
-    from .quiet_logs import without_message
 
     if takes_mask(pipe):
         return pipe
