@@ -131,7 +131,7 @@ def _overlay_data(traj) -> dict:
         return [base64.b64encode(chunk).decode("ascii") for chunk in chunks]
     return {"words": state["overlay_words"], "maps": b64(state["overlay_maps"]), "scale": state["overlay_scale"],
             "grid": state["overlay_grid"], "guidance": b64(state["guidance_maps"]),
-            "guidance_scale": state["guidance_scale"], "mask": b64([state["mask_map"]])[0] if state["mask_map"] else "",
+            "guidance_scale": state["guidance_scale"], "mask": base64.b64encode(state["mask_map"]).decode("ascii"),
             "mask_grid": state["mask_grid"]}
 
 
