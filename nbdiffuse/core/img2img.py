@@ -18,7 +18,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from .decode import fp32_copy, needs_upcast, to_pipeline_space
+from .decode import fp32_copy, to_pipeline_space
 from .picture_file import limit_sides, open_picture
 
 DEFAULT_STRENGTH = 0.8  # diffusers' img2img default
@@ -121,9 +121,18 @@ def image_latents(family: Any, image: Image.Image, height: int, width: int, gene
     else:
         pixels = torch.from_numpy(np.asarray(image, np.float32) / 255.0 * 2.0 - 1.0).permute(2, 0, 1)[None]
     param = next(vae.parameters())
-    encoder = fp32_copy(vae) if needs_upcast(vae) else vae  # SDXL's VAE encodes in fp32, as its pipelines do
-    posterior = encoder.encode(pixels.to(param.device, next(encoder.parameters()).dtype)).latent_dist
-    return to_pipeline_space(vae, posterior.sample(generator)).to(family.dtype)
+    encoder = fp32_copy(vae) if encodes_in_fp32(family) else vae
+    pixels = pixels.to(param.device, family.dtype)  # in the model's dtype first, as their prepare_latents casts them
+    posterior = encoder.encode(pixels.to(next(encoder.parameters()).dtype)).latent_dist
+    return to_pipeline_space(vae, posterior.sample(generator).to(family.dtype))  # scaled in the model's dtype, as theirs
+
+
+def encodes_in_fp32(family: Any) -> bool:
+    """Whether the family's pipelines encode a picture with an fp32 VAE: SDXL's do where the VAE's config says
+    force_upcast (whatever its dtype); SD's, SD3's and Flux's encode in the VAE's own dtype."""
+    vae = family.pipe.vae
+    return bool(getattr(family, "upcasts_encoder", False) and getattr(vae.config, "force_upcast", False)) \
+        and next(vae.parameters()).dtype != torch.float32
 
 
 def skip_start_draws(family: Any, shape: tuple, generator: torch.Generator) -> None:
@@ -133,7 +142,7 @@ def skip_start_draws(family: Any, shape: tuple, generator: torch.Generator) -> N
     vae = family.pipe.vae
     param = next(vae.parameters())
     randn_tensor(shape, generator=generator, device=param.device,
-                 dtype=torch.float32 if needs_upcast(vae) else param.dtype)
+                 dtype=torch.float32 if encodes_in_fp32(family) else param.dtype)
     randn_tensor(shape, generator=generator, device=param.device, dtype=family.dtype)
 
 

@@ -23,6 +23,7 @@ class StableDiffusionFamily:
     # a run with a control picture and no height/width takes the picture's size, as diffusers' SD and SDXL
     # ControlNet pipelines do (SD3's and Flux's keep their usual size: `height or default_sample_size * factor`)
     control_sets_size = True
+    upcasts_encoder = False  # SD's pipelines encode a picture in the VAE's own dtype (SDXL's: core/img2img.py)
 
     def __init__(self, pipe: Any):
         self.pipe = pipe

@@ -12,6 +12,7 @@ class StableDiffusionXLFamily(StableDiffusionFamily):
 
     name = "stable-diffusion-xl"
     default_guidance = 5.0
+    upcasts_encoder = True  # its pipelines encode a picture with an fp32 VAE where the config says force_upcast
 
     def encode(self, prompt: str, negative_prompt: str | None, size: tuple[int, int] | None = None) -> Conditioning:
         # "" -> None keeps SDXL's own default (zeroed negative embeddings when
