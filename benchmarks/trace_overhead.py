@@ -7,8 +7,9 @@ each round), on the CPU; the script prints the median ratio. Goal: <= 1.05.
 
 --watched traces the pipeline the way a pipeline outside the families runs (core/generic.py: pipe(...)
 itself, watched through its step callback, x0 read from what its sampler is given), on the same model.
---inpaint runs the model's inpainting pipeline (load_pipeline(inpaint=True), watched the same way) on a picture
-of its own, its right half masked, at strength 1: nbd.trace(image=..., mask_image=...) against pipe(...) with both.
+--inpaint runs the model's inpainting pipeline (load_pipeline(inpaint=True): SD's, in the family's loop,
+core/inpaint_loop.py) on a picture of its own, its right half masked, at strength 1: nbd.trace(image=...,
+mask_image=...) against pipe(...) with both.
 
 Without --model it uses the embedded shapes model, or, where that is not shipped, a
 random-weight Stable Diffusion pipeline of about its size (same compute per step).

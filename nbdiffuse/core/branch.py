@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from . import controlnet, controlnet_flux, encode_cache, img2img, pag
+from . import controlnet, controlnet_flux, encode_cache, img2img, inpaint_loop, pag
 from .capabilities import run_reason, watched_reason
 from .families import family_for, is_generic
 from .locks import model_turn
@@ -78,6 +78,9 @@ def prepare_branch(pipe: Any, traj: Trajectory, at: int, **changes: Any) -> "Pre
         raise ValueError(f"pipe has {family.latent_channels} latent channels, the trajectory {shape[0]}: "
                          "branch with the pipeline that made it")
     p = traj.params
+    if p.get("mask") is not None and (traj.mask is None or traj.start_picture is None):
+        raise ValueError("this inpainting run's start picture or mask was not kept with it, and a branch goes on "
+                         "putting the kept part of the picture back: trace the run again to branch it")
     prompt, negative, steps, seed, control, on_step = check_run_args(
         changes.get("prompt", p["prompt"]), changes.get("negative_prompt", p["negative_prompt"]),
         changes.get("steps", p["steps"]), changes.get("seed", p["seed"]), changes.get("control"),
@@ -129,7 +132,7 @@ class PreparedBranch:
         if self.start is None:
             params["scheduler"] = p["scheduler"]
             params.update(steps=p["steps"], start_step=_start_step(p))  # the parent's schedule, as it counted it
-        for key in ("strength", "image", "attention"):  # where the picture came from; the words the kept maps show
+        for key in ("strength", "image", "mask", "attention"):  # the picture, its mask; the words the kept maps show
             if p.get(key) is not None:
                 params[key] = p[key]
         walk = branch_walk(p, self.keeps_prompt)  # a walk's run: its start noise, its blended prompt (core/walks.py)
@@ -150,7 +153,7 @@ class PreparedBranch:
             if not held:  # stopped while another run held the model: the parent's steps, none of its own
                 child = Trajectory(params, initial_latents=traj.initial_latents, steps=list(traj.steps[: at + 1]),
                                    parent=traj, branched_at=at, approx=traj.approx, pipe=run.pipe)
-                child.stopped = True
+                child.start_picture, child.mask, child.stopped = traj.start_picture, traj.mask, True
                 run.trajectory = child
                 return child
             device, dtype = family.device, family.dtype
@@ -165,6 +168,9 @@ class PreparedBranch:
                                saved_frames={key: data for key, data in traj.saved_frames.items() if key[0] <= at})
             if run.controlnet is not None:
                 child.control_image = run.controlnet.plan.image
+            child.start_picture, child.mask = traj.start_picture, traj.mask
+            if traj.mask is not None:  # inpainting: the parent's masks, latents and noise (core/inpaint_loop.py)
+                run.inpainting = child.inpainting = inpaint_loop.state_of(family, traj)
             run.trajectory = child
             if self.start is not None:
                 i, latents = self.start, _enter_new_schedule(sched, self.start, traj, at, device)
@@ -245,6 +251,9 @@ def _consume_start_noise(family, traj: Trajectory, generator, sched) -> None:
     draw noise per step (ancestral, DDPM) continue with the same numbers."""
     p = traj.params
     controlnet_flux.skip_draws(family, traj, generator)  # a Flux ControlNet run drew its control latents first
+    if p.get("mask") is not None:  # inpainting: the picture's latents (where drawn), the noise, the masked picture's
+        inpaint_loop.skip_start_draws(family, tuple(traj.initial_latents.shape), generator, float(p["strength"]))
+        return
     if not _start_step(p) and p.get("image") is None:
         family.initial_latents(p["height"], p["width"], generator, sched)
         return

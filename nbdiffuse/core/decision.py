@@ -18,6 +18,8 @@ import numpy as np
 
 from .capabilities import run_reason
 from .decision_plot import plot_decision_curve
+from .img2img import takes_image
+from .inpaint_loop import state_of
 from .controlnet import control_args_of
 from .families import default_guidance
 from .pipe_attrs import speaks_shapes
@@ -136,13 +138,15 @@ def _continue_from(pipe: Any, traj: Trajectory, k: int, seed: int) -> np.ndarray
     begin = int(p.get("start_step") or 0)
     run = prepare(pipe, p["prompt"], negative_prompt=p["negative_prompt"] or "", steps=p["steps"],
                   guidance=p["guidance"][0], seed=seed, scheduler=p["scheduler"], height=p["height"],
-                  width=p["width"], **control_args_of(traj, lead=begin))
+                  width=p["width"], **control_args_of(traj, lead=begin), **picture_args_of(traj, pipe))
     clean = traj[k].pred_x0
     shape = tuple(traj.initial_latents.shape)
     if clean is None or clean.numel() != traj.initial_latents.numel():
         raise ValueError(f"decision curves need x0 in the loop's latent layout; {p.get('pipeline')} runs keep "
                          "another (or none)")
     run.start_clean = clean.reshape(shape)
+    if traj.mask is not None:  # inpainting: the run's own picture latents and mask (core/inpaint_loop.py), new noise
+        run.inpainting = state_of(run.family, traj)
     pag = plan_from_params(p)  # a PAG run's own pag (core/pag.py), as its steps asked it, not the pipeline's default
     run.pag = None if pag is None else pag.after(k)
     run.start = begin + k + 1
@@ -152,6 +156,19 @@ def _continue_from(pipe: Any, traj: Trajectory, k: int, seed: int) -> np.ndarray
         run.controlnet.first = begin * int(getattr(run.scheduler, "order", 1))
     done = run.execute()
     return np.asarray(done.image(-1, decoder="full").convert("RGB"))
+
+
+def picture_args_of(traj: Trajectory, pipe: Any) -> dict[str, Any]:
+    """trace's picture arguments a continuation of `traj` needs where `pipe` takes a start picture (an image-to-image
+    or inpainting pipeline: its picture, and mask), planned over the whole schedule (strength 1) as every
+    continuation is, which then starts at its own place; {} for the others (a continuation starts from x0)."""
+    if traj.params.get("image") is None or not takes_image(pipe):
+        return {}
+    if traj.start_picture is None:
+        raise ValueError("this run's start picture was not kept with it (a file saved before start pictures were), "
+                         f"and {type(pipe).__name__} needs it for every continuation")
+    mask = {"mask_image": traj.mask} if traj.mask is not None else {}
+    return {"image": traj.start_picture, "strength": 1.0, **mask}
 
 
 def _shapes_judge():

@@ -277,6 +277,7 @@ class GenericRun(Run):
         if self.control_plan is not None:  # the pictures go with the run (.nbd files keep them)
             traj.control_image = self.control_plan.image
         traj.mask = self.mask  # an inpainting run's mask goes with it too
+        traj.start_picture = self.image  # as its start picture does
         state = {"i": 0, "k": 0, "began": time.perf_counter(), "first": None, "done": False, "warned": set(),
                  "times": None, "recorder": None, "offset": 0}
         own_step = sched.step

@@ -82,7 +82,8 @@ def plan(pipe: Any, family: Any, image: Any, strength: Any, steps: int) -> tuple
     its own default strength; its default size is the picture's (rounded down to what the model
     takes), as SD's and SDXL's take it (their ControlNet image-to-image pipelines' height defaults to the
     picture's too), unless it counts as Flux does and takes a height (FluxImg2ImgPipeline,
-    StableDiffusion3Img2ImgPipeline: their usual default size)."""
+    StableDiffusion3Img2ImgPipeline: their usual default size) or inpaints (SD's and SDXL's inpainting pipelines:
+    `height or unet.config.sample_size * vae_scale_factor`)."""
     name = type(pipe).__name__
     own = takes_image(pipe)
     if image is None:
@@ -97,7 +98,8 @@ def plan(pipe: Any, family: Any, image: Any, strength: Any, steps: int) -> tuple
     strength = check_strength(default if strength is None else strength)
     # an image-to-image class counts its steps its own way; nbdiffuse's own img2img as documented (truncate)
     start = start_step(steps, strength, getattr(family, "img2img_rule", "truncate") if own else "truncate")
-    if own and "height" in _call_parameters(pipe) and getattr(family, "img2img_rule", "truncate") == "flux":
+    if own and "height" in _call_parameters(pipe) and (getattr(family, "img2img_rule", "truncate") == "flux"
+                                                       or "mask_image" in _call_parameters(pipe)):
         return image, strength, start, family.default_size()  # `height or default_sample_size * factor`
     factor = family.vae_factor  # the picture's own size, as diffusers' img2img pipelines take it
     return image, strength, start, (max(factor, image.height // factor * factor),
@@ -112,7 +114,6 @@ def fingerprint(image: Image.Image) -> dict:
 
 def image_latents(family: Any, image: Image.Image, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
     """The picture at the run's size, VAE-encoded into pipeline space: (1, C, h, w)."""
-    vae = family.pipe.vae
     if image.size != (width, height):
         image = image.resize((width, height), Image.LANCZOS)
     processor = getattr(family.pipe, "image_processor", None)
@@ -120,6 +121,13 @@ def image_latents(family: Any, image: Image.Image, height: int, width: int, gene
         pixels = processor.preprocess(image, height=height, width=width)
     else:
         pixels = torch.from_numpy(np.asarray(image, np.float32) / 255.0 * 2.0 - 1.0).permute(2, 0, 1)[None]
+    return encode_pixels(family, pixels, generator)
+
+
+def encode_pixels(family: Any, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Pixels in [-1, 1], (1, 3, H, W), VAE-encoded into pipeline space as the family's pipelines do it: a sample
+    of the latent distribution drawn with the run's generator."""
+    vae = family.pipe.vae
     param = next(vae.parameters())
     encoder = fp32_copy(vae) if encodes_in_fp32(family) else vae
     pixels = pixels.to(param.device, family.dtype)  # in the model's dtype first, as their prepare_latents casts them

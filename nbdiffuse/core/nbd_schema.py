@@ -23,6 +23,7 @@ ControlNet of a Multi-ControlNet run) core/nbd_control.py's.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -272,13 +273,16 @@ def _check_tensors(tensors: dict[str, torch.Tensor], records: list, params: dict
         if name == "mask":
             _check_mask(tensor, params)
             continue
+        if name == "start_picture":
+            _check_start_picture(tensor, params)
+            continue
         match = _STEP_TENSOR.fullmatch(name)
         k = int(match.group(1)) if match else -1
         extra = match.group(3) if match else None
         if not match or k >= len(records) or (extra is not None and int(extra) >= extras[k]):
             raise FieldError(f"tensor {show_value(name)}", "present", "a tensor a trajectory writes: initial_latents, "
-                             "output, mask, steps.<k>.latents / pred_x0 / eps_cond / eps_uncond / eps_perturbed / attention / "
-                             f"extra.<j> for its {len(records)} steps, or frames.<k>.<view>")
+                             "output, mask, start_picture, steps.<k>.latents / pred_x0 / eps_cond / eps_uncond / "
+                             f"eps_perturbed / attention / extra.<j> for its {len(records)} steps, or frames.<k>.<view>")
         if match.group(2) == "attention":
             _check_attention_tensor(name, tensor, params, shape)
         elif tensor.dtype not in _FLOATS or tuple(tensor.shape) != shape:
@@ -295,6 +299,22 @@ def _check_mask(tensor: torch.Tensor, params: dict) -> None:
     if tensor.dtype != torch.uint8 or tuple(tensor.shape) != want:
         raise FieldError("tensor mask", f"{tensor.dtype} of shape {tuple(tensor.shape)}",
                          f"a uint8 tensor of shape {want} (params.mask's height and width)")
+
+
+def _check_start_picture(tensor: torch.Tensor, params: dict) -> None:
+    """An image-to-image or inpainting run's start picture: uint8 RGB of the size params.image records, the very
+    picture it fingerprints (core/img2img.py fingerprint)."""
+    record = params.get("image")
+    if not isinstance(record, dict):
+        raise FieldError("tensor start_picture", "present", "absent: only a run from a picture (params.image) has one")
+    want = (record["height"], record["width"], 3)
+    if tensor.dtype != torch.uint8 or tuple(tensor.shape) != want:
+        raise FieldError("tensor start_picture", f"{tensor.dtype} of shape {tuple(tensor.shape)}",
+                         f"a uint8 tensor of shape {want} (params.image's height and width, RGB)")
+    if record.get("sha256") is not None and \
+            hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()[:16] != record["sha256"]:
+        raise FieldError("tensor start_picture", "another picture", f"the picture params.image fingerprints "
+                         f"(sha256 {show_value(record['sha256'])})")
 
 
 MAX_OUTPUT_RATIO = 64  # elements of a pipeline's output per element of its steps' latents (Klein's: 1)

@@ -41,7 +41,8 @@ class _EveryRun(TypedDict):
     guidance_plan: list[float]  # the schedule asked for, one value per step that runs
     start_step: int  # first step of the schedule that ran (0; image to image starts later)
     strength: float | None  # image to image: the share of the schedule that ran, else None
-    image: str | None  # image to image: the start picture's fingerprint (img2img.fingerprint), else None
+    image: str | None  # image to image, inpainting: the start picture's fingerprint (img2img.fingerprint; the picture
+    # itself is traj.start_picture), else None
     height: int
     width: int
     dtype: str  # e.g. "float32"

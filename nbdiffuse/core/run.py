@@ -23,7 +23,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from .. import _version
-from . import encode_cache, img2img, inpaint
+from . import encode_cache, img2img, inpaint, inpaint_loop
 from .capabilities import DISTILLED, distilled_reason
 from .controlnet import scales_used
 from .lora import lora_params
@@ -56,7 +56,8 @@ class Run:
         self.image: Any = None  # image to image: the start picture, its strength and the first step that runs
         self.start_clean: torch.Tensor | None = None  # or clean latents, noised to the start step (decision.py)
         self.strength: float | None = None
-        self.mask: Any = None  # inpainting: the mask (white repaints), on the generic path (core/inpaint.py)
+        self.mask: Any = None  # inpainting: the mask (white repaints; core/inpaint.py)
+        self.inpainting: inpaint_loop.Inpainting | None = None  # what an inpainting run carries through the loop
         self.start = 0
         self.attention: Any = None  # an AttentionRecorder (trace(attention=True)), with attention_words
         self.attention_words: dict | None = None
@@ -132,27 +133,45 @@ class Run:
                 sched.set_begin_index(first)
             if not held:  # stopped while another run held the model: no step made, none of its work done
                 latents = self.family.initial_latents(self.height, self.width, self.generator, sched)
-                self.trajectory = Trajectory(self.params(), initial_latents=latents.to("cpu", copy=True), pipe=self.pipe)
+                self.trajectory = self._trajectory(latents)
                 self.trajectory.stopped = True
                 return self.trajectory
             self.cond = encode_cache.encode(self.family, *self.encoded, (self.height, self.width))
             if self.controlnet is not None:  # before the start noise: Flux's draws its pictures' latents first
                 self.controlnet.begin(self.generator)
-            if self.image is None and self.start_clean is None:
-                latents = self.family.initial_latents(self.height, self.width, self.generator, sched)
-                if self.walk is not None:
-                    self.cond, latents = self.walk.start(self, self.cond, latents)
-            else:
-                clean = self.start_clean.to(self.family.device, self.family.dtype) if self.image is None else \
-                    img2img.image_latents(self.family, self.image, self.height, self.width, self.generator)
-                noise = randn_tensor(clean.shape, generator=self.generator, device=clean.device, dtype=clean.dtype)
-                latents = img2img.noised(sched, clean, noise, sched.timesteps[first])
-            traj = Trajectory(self.params(), initial_latents=latents.detach().to("cpu", copy=True), pipe=self.pipe)
+            latents = self._start_latents(sched, first)
+            traj = self._trajectory(latents)
             if self.controlnet is not None:
                 traj.control_image = self.controlnet.plan.image
             self.trajectory = traj
             with self.attention if self.attention is not None else contextlib.nullcontext():
                 return self.resume(traj, latents, position=first, step=0)
+
+    def _start_latents(self, sched: Any, first: int) -> torch.Tensor:
+        """The latents the run's first step denoises, at position `first` of the schedule, drawn from the run's
+        generator as its pipeline draws them."""
+        family = self.family
+        if self.mask is not None:  # inpainting: the picture's and the masked picture's latents, the mask, the noise
+            self.inpainting = inpaint_loop.make(family, self.image, self.mask, self.height, self.width, self.strength,
+                                                self.generator) if self.inpainting is None else \
+                inpaint_loop.with_new_noise(self.inpainting, self.generator)  # a decision curve's continuation
+            return inpaint_loop.start_latents(self.inpainting, sched, first, self.strength, self.start_clean)
+        if self.image is None and self.start_clean is None:
+            latents = family.initial_latents(self.height, self.width, self.generator, sched)
+            if self.walk is not None:
+                self.cond, latents = self.walk.start(self, self.cond, latents)
+            return latents
+        # image to image, or a decision curve's continuation from its clean latents (a picture's run or not)
+        clean = self.start_clean.to(family.device, family.dtype) if self.start_clean is not None else \
+            img2img.image_latents(family, self.image, self.height, self.width, self.generator)
+        noise = randn_tensor(clean.shape, generator=self.generator, device=clean.device, dtype=clean.dtype)
+        return img2img.noised(sched, clean, noise, sched.timesteps[first])
+
+    def _trajectory(self, latents: torch.Tensor) -> Trajectory:
+        """The run's record, before its first step: its params, its first latents, its pictures and masks."""
+        traj = Trajectory(self.params(), initial_latents=latents.detach().to("cpu", copy=True), pipe=self.pipe)
+        traj.start_picture, traj.mask, traj.inpainting = self.image, self.mask, self.inpainting
+        return traj
 
     def _guidance_at(self, k: int) -> float:
         live = self.control.guidance if self.control is not None else None
@@ -195,7 +214,7 @@ class Run:
         control = self.controlnet
         if control is not None and not control.pictures:  # a branch's (a run's were made before its noise)
             control.begin()
-        plan = self.pag
+        plan, inpainting = self.pag, self.inpainting
         layers = PagLayers(self.pipe, family.denoiser, plan) if plan is not None else contextlib.nullcontext()
 
         with run_end(traj, lambda: recorder, publish), layers:
@@ -226,10 +245,11 @@ class Run:
                     if control is not None:  # its residuals go to the denoiser (families without ControlNets take none)
                         given["extra"], strength = control.residuals(x_in, t, self.cond, use_cfg, scale, i,
                                                                      len(timesteps), guidance=w, perturbed=pag)
+                    seen = x_in if inpainting is None else inpainting.denoiser_input(x_in)  # an inpainting UNet's
                     if not pag:
-                        cond_out, uncond_out = family.predict(x_in, t, self.cond, use_cfg, **given)
+                        cond_out, uncond_out = family.predict(seen, t, self.cond, use_cfg, **given)
                     else:
-                        cond_out, uncond_out, perturbed = family.predict_perturbed(x_in, t, self.cond, use_cfg, **given)
+                        cond_out, uncond_out, perturbed = family.predict_perturbed(seen, t, self.cond, use_cfg, **given)
                         p = plan.scale_at(host_times[i], asked)
                     out = guided(cond_out, uncond_out if use_cfg else None, w, perturbed, p)
                     if first is None:
@@ -242,6 +262,8 @@ class Run:
                     else:
                         extras.append(out)
                     latents = sched.step(out, t, latents, **step_kwargs, return_dict=False)[0]
+                    if inpainting is not None:  # a blended run: the kept part put back, at the next step's level
+                        latents = inpainting.blend(sched, latents, host_times, i)
                     i += 1
                     if i >= len(timesteps) or getattr(sched, "state_in_first_order", True):
                         break

@@ -89,7 +89,7 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     A pipeline outside the known families whose __call__ takes callback_on_step_end runs on the
     generic path (core/generic.py): x_t and x0 (read from its sampler) every step, stop and pause, no what-if
     or branch; so does a union ControlNet pipeline given several pictures for one ControlNet through pipe_kwargs
-    (own_loop_asked), and every inpainting pipeline (core/inpaint.py).
+    (own_loop_asked), and every inpainting pipeline but SD's and SDXL's (core/inpaint.py, core/inpaint_loop.py).
     """
     attention = check_attention(attention)
     pipe_kwargs = check_pipe_kwargs(pipe_kwargs)
@@ -105,13 +105,15 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
                                control_args=(control_image, control_scale, control_start, control_end,
                                              control_guess_mode, control_mode))
     family = adapter_for(pipe)  # a family's adapter, or the TypeError that says what runs and why not this
-    if mask_image is not None:  # no family inpaints: refused, naming the pipeline that does
+    if mask_image is not None and not inpaint.takes_mask(pipe):  # refused before its picture is looked at
         raise inpaint.not_inpainting(pipe)
     pag, pipe_kwargs = plan_pag(pipe, pipe_kwargs)  # a PAG pipeline's pag_scale and pag_adaptive_scale
+    inpaint.check_crop(pipe, pipe_kwargs)  # named first: the family refuses every keyword it does not honour
     check_for_family(pipe, family, pipe_kwargs)
     prompt, negative_prompt, steps, seed, control, on_step = check_run_args(prompt, negative_prompt, steps, seed,
                                                                             control, on_step)
     image, strength, start, (default_h, default_w) = img2img.plan(pipe, family, image, strength, steps)
+    mask = inpaint.check_mask(mask_image, image, pipe)  # an inpainting pipeline's (core/inpaint_loop.py runs it)
     schedule = guidance_schedule(guidance, steps - start)
     control_plan = plan_control(pipe, control_image, control_scale, control_start, control_end, steps - start,
                                 control_guess_mode, control_mode)
@@ -121,7 +123,7 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     width = default_w if width is None else check_size("width", width, family.vae_factor)
     sched = make_scheduler(pipe, scheduler)
     run = Run(pipe, family, sched, prompt, negative_prompt, steps, schedule, seed, height, width, control, on_step)
-    run.image, run.strength, run.start, run.pag = image, strength, start, pag
+    run.image, run.strength, run.start, run.pag, run.mask = image, strength, start, pag, mask
     if control_plan is not None:
         run.controlnet = ControlStep(control_plan, family, height, width, control, seed)
         run.controlnet.first = start * int(getattr(sched, "order", 1))

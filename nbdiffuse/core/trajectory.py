@@ -57,6 +57,12 @@ class Trajectory:
     # an inpainting run's mask (params["mask"]; core/inpaint.py: white repaints), at the start picture's size, kept
     # in .nbd files
     mask: Image.Image | None = field(default=None, repr=False, compare=False)
+    # an image-to-image or inpainting run's start picture (params["image"] is its fingerprint), as the run took it,
+    # kept in .nbd files: a loaded run's decision curve and an inpainting run's branches start from it again
+    start_picture: Image.Image | None = field(default=None, repr=False, compare=False)
+    # an inpainting run of a family's loop: the masks, latents and noise it carried (core/inpaint_loop.py), which its
+    # branches go on with; not kept in files (made again from the start picture and the mask)
+    inpainting: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()

@@ -5,7 +5,9 @@ Version 2 adds the run's pictures (core/saved_frames.py): uint8 tensors of image
 frames.<step>.<view>, and meta "frames". Version 3 adds the tensor "output": what pipe(...) returned where
 it is not the last step's latents in any shape (Trajectory.output; a watched run, core/generic.py), and
 params "output_shape"; a file holds them only then, and is written as version 3 only then (version 2
-readers open the others). Version 1 files (no pictures) and version 2 files still load.
+readers open the others). Version 1 files (no pictures) and version 2 files still load. Version 4: x0 without
+the (cond, uncond) pair, PAG runs; 5: an inpainting run's mask (tensor "mask"); 6: an image-to-image or
+inpainting run's start picture (tensor "start_picture", uint8 H x W x 3, its fingerprint params.image).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ if TYPE_CHECKING:  # Trajectory.save and .load call this module: it builds the c
     from .trajectory import Trajectory
 
 FORMAT = "nbdiffuse.trajectory"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 _STEP_TENSORS = ("latents", "pred_x0", "eps_cond", "eps_uncond", "eps_perturbed", "attention")
 _STEP_FIELDS = ("index", "timestep", "sigma", "guidance", "x0_coeff", "xt_scale", "seconds")
 _OPTIONAL_FIELDS = ("control_scale", "control_strength", "pag_scale")  # ControlNet and PAG runs; absent from older files
@@ -62,6 +64,8 @@ def save_trajectory(traj: Trajectory, path: Any, frames: bool = True) -> None:
         tensors["output"] = traj.output.contiguous().clone()
     if traj.mask is not None:  # an inpainting run's mask (white repaints), as the user gave or painted it
         tensors["mask"] = torch.from_numpy(np.array(traj.mask.convert("L"), dtype=np.uint8))
+    if traj.start_picture is not None:  # an image-to-image or inpainting run's start picture, as the run took it
+        tensors["start_picture"] = torch.from_numpy(np.array(traj.start_picture.convert("RGB"), dtype=np.uint8))
     if traj.control_image is not None:  # a ControlNet run's picture(s): a branch of the loaded run needs them
         pictures = traj.control_image if isinstance(traj.control_image, list) else [traj.control_image]
         for j, picture in enumerate(pictures):  # several ControlNets: control_image, control_image.1, ...
@@ -139,6 +143,8 @@ def load_trajectory(path: Any, cls: "type[Trajectory]") -> Trajectory:
         traj.output = tensors.get("output")
         if "mask" in tensors:
             traj.mask = Image.fromarray(tensors["mask"].numpy())
+        if "start_picture" in tensors:
+            traj.start_picture = Image.fromarray(tensors["start_picture"].numpy())
         if "control_image" in tensors:
             nets = int((meta["params"].get("control") or {}).get("nets") or 0)
             pictures = [Image.fromarray(tensors[control_tensor(j)].numpy()) for j in range(max(nets, 1))]
@@ -159,8 +165,10 @@ def oldest_reader(traj: "Trajectory") -> int:
     it would misread these or call them corrupt): 4 for x0 without the (cond, uncond) pair (a pipeline that runs
     its own loop, core/sampler_tap.py) and for a PAG run (its perturbed predictions, the pag_scale each step
     asked), 3 for a run that records what its pipeline returned, else 2; 5 for an inpainting run that keeps its
-    mask."""
+    mask; 6 for a run that keeps its start picture (image to image, inpainting)."""
     p = traj.params
+    if traj.start_picture is not None:
+        return 6
     if traj.mask is not None:
         return 5
     if (p.get("family") == "generic" and traj.has_x0) or p.get("pag") is not None:

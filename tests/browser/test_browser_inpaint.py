@@ -1,7 +1,7 @@
 """Inpainting in JupyterLab (the embedded model as diffusers' StableDiffusionInpaintPipeline): a picture the model
 made is the start picture; the mask is painted with the mouse on the mask pad over its right half (the row then says
-the share repainted, the thumbnail tints it), Generate repaints that half while the left half stays; then a mask
-file uploaded with Mask… takes over."""
+the share repainted, the thumbnail tints it), Generate repaints that half while the left half stays; what-if and
+"Continue from here" work on the run; then a mask file uploaded with Mask… takes over."""
 from __future__ import annotations
 
 import numpy as np
@@ -67,6 +67,26 @@ def test_a_mask_painted_then_uploaded(lab_server, page, explorer_page, lab_noteb
         page.wait_for_timeout(500)  # the first step's frame under the mask (a look, not an assertion)
         ex.screenshot(screenshots / "inpaint_mask_overlay.png")
         chip.click()
+        page.mouse.move(0, 0)  # off the chip: hovering it shows the mask too
+
+        # What-if and "Continue from here": SD's inpainting pipeline runs its family's loop (core/inpaint_loop.py).
+        for _ in range(4):
+            ex.press_on_slider("ArrowRight")
+        assert ex.position() == f"5 / {STEPS}"
+        page.wait_for_timeout(300)  # let the scrub's full-VAE frame land first (not an assertion)
+        before = ex.frame_hash()
+        ex.root.locator("input[aria-label='What-if guidance']").evaluate(
+            "(el) => { el.value = '14'; el.dispatchEvent(new Event('input', {bubbles: true}));"
+            " el.dispatchEvent(new Event('change', {bubbles: true})); }")
+        ex.wait_frame_change(before)
+        ex.root.locator(".nbd-badge", has_text="what if guidance 14.0").wait_for()
+        ex.screenshot(screenshots / "inpaint_whatif.png")
+        ex.click("Continue from here")
+        ex.root.locator(".nbd-node").nth(1).wait_for()
+        ex.wait_count("done")
+        assert "guidance 5 → 14" in ex.root.locator(".nbd-node").nth(1).text_content()
+        page.wait_for_timeout(500)  # the branch's last frame (a look, not an assertion)
+        ex.screenshot(screenshots / "inpaint_branch.png")
 
         # A mask file takes over from the pad.
         with page.expect_file_chooser() as chooser:

@@ -1,6 +1,7 @@
-"""Inpainting (core/inpaint.py): trace(image=..., mask_image=...) on diffusers' inpainting pipelines, watched on the
-generic path: bit for bit pipe(...)'s run with x0 at every step, the mask kept in the run's params and its file,
-every wrong mask refused by name before any model work, and load_pipeline(inpaint=True)."""
+"""Inpainting (core/inpaint.py): trace(image=..., mask_image=...) on diffusers' inpainting pipelines (SD's, here, in
+its family's loop: core/inpaint_loop.py; tests/core/test_inpaint_loop.py checks what that loop adds): bit for bit
+pipe(...)'s run with x0 at every step, the mask kept in the run's params and its file, every wrong mask refused by
+name before any model work, and load_pipeline(inpaint=True). The pipeline matrix runs the watched ones."""
 import json
 
 import numpy as np
@@ -112,7 +113,7 @@ def test_a_mask_is_kept_with_the_run_and_in_its_file(inpaint_pipe, tmp_path):
     save_file(load_file(str(tmp_path / "run.nbd")), str(tmp_path / "bad.nbd"), metadata=dict(header, meta=json.dumps(meta)))
     with pytest.raises(TrajectoryFileError, match=r"params\.mask\.share must be the share of the picture it repaints"):
         nbd.Trajectory.load(tmp_path / "bad.nbd")
-    assert header["format_version"] == "5"  # readers before 5 know no mask tensor: refused as newer
+    assert header["format_version"] == "6"  # readers before 6 know no start picture: refused as newer
     tensors = load_file(str(tmp_path / "run.nbd"))
     save_file(dict(tensors, mask=torch.zeros((4, 4), dtype=torch.uint8)), str(tmp_path / "shape.nbd"), metadata=header)
     with pytest.raises(TrajectoryFileError, match=r"tensor mask must be a uint8 tensor of shape \(32, 32\)"):

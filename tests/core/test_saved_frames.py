@@ -125,9 +125,9 @@ def test_save_decodes_each_picture_once_in_batches(shapes_pipe, tmp_path):
     # 12 frames, less the cached one, less the last step's x_t: x0 and x_t agree to rounding there (Euler)
     assert sum(batches) == 10 and max(batches) > 1
     tensors, header, meta = file_parts(tmp_path / "run.nbd")
-    # version 2: versions 3 to 5 add only what watched pipelines, PAG runs and inpainting runs record
-    # (test_generic.py, test_pag_live.py, test_inpaint.py), written where a run has it
-    assert header["format_version"] == "2" and FORMAT_VERSION == 5
+    # version 2: versions 3 to 6 add only what watched pipelines, PAG runs, inpainting runs and runs from a picture
+    # record (test_generic.py, test_pag_live.py, test_inpaint.py, test_inpaint_loop.py), written where a run has it
+    assert header["format_version"] == "2" and FORMAT_VERSION == 6
     assert sorted(n for n in tensors if n.startswith("frames.")) == sorted(
         [f"frames.{k}.x0" for k in range(6)] + [f"frames.{k}.xt" for k in range(5)])
     assert meta["frames"] == {"xt_is_x0": [5]}

@@ -157,10 +157,11 @@ CASES = [
     Case("StableDiffusionXLControlNetUnionImg2ImgPipeline", builders_control.sdxl_controlnet_union_img2img,
          "covered", (16, 16), 5.0, image=True, control=True, control_mode=3),
     # inpainting: the start picture and a mask (white repaints); a denoiser without the mask's input channels is
-    # blended (the kept part of x_t put back from the picture each step), so its last x_t is not its last x0
-    Case("StableDiffusionInpaintPipeline", builders_inpaint.sd_inpaint, size=(16, 16), guidance=7.5, image=True,
+    # blended (the kept part of x_t put back from the picture each step), so its last x_t is not its last x0;
+    # SD's and SDXL's run their family's loop (core/inpaint_loop.py)
+    Case("StableDiffusionInpaintPipeline", builders_inpaint.sd_inpaint, "covered", (16, 16), 7.5, image=True,
          mask=True, x0_lands=False),
-    Case("StableDiffusionXLInpaintPipeline", builders_inpaint.sdxl_inpaint, size=(16, 16), guidance=5.0, image=True,
+    Case("StableDiffusionXLInpaintPipeline", builders_inpaint.sdxl_inpaint, "covered", (16, 16), 5.0, image=True,
          mask=True, x0_lands=False),
     Case("StableDiffusion3InpaintPipeline", builders_inpaint.sd3_inpaint, size=(16, 16), guidance=7.0, image=True,
          mask=True, x0_lands=False),

@@ -16,3 +16,4 @@ def test_inpainting_notebook_runs_top_to_bottom(run_notebook):
     assert "kept half the same under another prompt: True" in text, text[-2000:]
     assert "repainted half the same: False" in text, text[-2000:]
     assert "steps run: [4, 9, 12, 15]" in text, text[-2000:]
+    assert "kept half untouched by the branch: True" in text, text[-2000:]  # SD's inpainting runs its family loop

@@ -23,19 +23,22 @@ def _families() -> list[tuple[type, type]]:
                            StableDiffusion3PAGPipeline, StableDiffusion3Pipeline,
                            StableDiffusionControlNetImg2ImgPipeline, StableDiffusionControlNetPipeline,
                            StableDiffusionControlNetPAGPipeline, StableDiffusionImg2ImgPipeline,
+                           StableDiffusionInpaintPipeline,
                            StableDiffusionPAGImg2ImgPipeline,
                            StableDiffusionPAGPipeline, StableDiffusionPipeline,
                            StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLControlNetPAGImg2ImgPipeline,
                            StableDiffusionXLControlNetPAGPipeline, StableDiffusionXLControlNetPipeline,
                            StableDiffusionXLControlNetUnionImg2ImgPipeline, StableDiffusionXLControlNetUnionPipeline,
-                           StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPAGImg2ImgPipeline,
+                           StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline,
+                           StableDiffusionXLPAGImg2ImgPipeline,
                            StableDiffusionXLPAGPipeline, StableDiffusionXLPipeline)
 
     # Image-to-image classes share their text-to-image sibling's components and run its family's loop
     # (trace(image=..., strength=...)), the way their own __call__ prepares the start latents.
     # A ControlNet pipeline (its image-to-image and union siblings too) is its base family's model plus a
     # ControlNet (core/controlnet.py runs it). A PAG pipeline is its family's model with perturbed-attention
-    # guidance (core/pag.py runs it).
+    # guidance (core/pag.py runs it). SD's and SDXL's inpainting pipelines are their model with a mask
+    # (core/inpaint_loop.py); the other inpainting pipelines run their own loop, watched (core/generic.py).
     return [(StableDiffusionXLPipeline, StableDiffusionXLFamily), (StableDiffusionPipeline, StableDiffusionFamily),
             (StableDiffusionXLControlNetPipeline, StableDiffusionXLFamily),
             (StableDiffusionControlNetPipeline, StableDiffusionFamily),
@@ -58,7 +61,9 @@ def _families() -> list[tuple[type, type]]:
             (StableDiffusionControlNetPAGPipeline, StableDiffusionFamily),
             (StableDiffusionXLControlNetPAGPipeline, StableDiffusionXLFamily),
             (StableDiffusionXLControlNetPAGImg2ImgPipeline, StableDiffusionXLFamily),
-            (PixArtSigmaPAGPipeline, PixArtFamily)]
+            (PixArtSigmaPAGPipeline, PixArtFamily),
+            (StableDiffusionInpaintPipeline, StableDiffusionFamily),
+            (StableDiffusionXLInpaintPipeline, StableDiffusionXLFamily)]
 
 
 def supported_pipelines() -> list[str]:

@@ -56,7 +56,12 @@ class StableDiffusionFamily:
 
     @property
     def latent_channels(self) -> int:
-        return int(self.denoiser.config.in_channels)
+        """Channels of the latents the loop denoises: the UNet's input, less the mask and the masked picture's
+        latents an inpainting UNet reads beside them (2 C + 1 channels for a VAE of C: core/inpaint_loop.py)."""
+        channels = int(self.denoiser.config.in_channels)
+        vae = getattr(getattr(self.pipe, "vae", None), "config", None)
+        own = int(getattr(vae, "latent_channels", 0) or 0)
+        return own if own and channels == 2 * own + 1 else channels
 
     def default_size(self) -> tuple[int, int]:
         sample = self.denoiser.config.sample_size
