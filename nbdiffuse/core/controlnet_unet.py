@@ -7,6 +7,7 @@ it over: a one-hot row of its kinds per batch row of the guided step (control_ty
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -30,8 +31,11 @@ class UNetControl:
         guess mode: one row for guided steps too (the ControlNet reads the prompt's row only)."""
         pipe = step.family.pipe
         prepare = getattr(pipe, "prepare_control_image", None) or pipe.prepare_image  # image to image: its own name
+        # an inpainting one's takes the crop around the mask, which nbdiffuse refuses (core/inpaint.py check_crop)
+        crop = {"crops_coords": None, "resize_mode": "default"} \
+            if "crops_coords" in inspect.signature(prepare).parameters else {}
         return {guided: [prepare(image, step.width, step.height, 1, 1, step.family.device, step.net.dtype,
-                                 do_classifier_free_guidance=guided, guess_mode=step.plan.guess_mode)
+                                 do_classifier_free_guidance=guided, guess_mode=step.plan.guess_mode, **crop)
                          for image in step.plan.images] for guided in (False, True)}
 
     @staticmethod

@@ -82,8 +82,8 @@ def plan(pipe: Any, family: Any, image: Any, strength: Any, steps: int) -> tuple
     its own default strength; its default size is the picture's (rounded down to what the model
     takes), as SD's and SDXL's take it (their ControlNet image-to-image pipelines' height defaults to the
     picture's too), unless it counts as Flux does and takes a height (FluxImg2ImgPipeline,
-    StableDiffusion3Img2ImgPipeline: their usual default size) or inpaints (SD's and SDXL's inpainting pipelines:
-    `height or unet.config.sample_size * vae_scale_factor`)."""
+    StableDiffusion3Img2ImgPipeline: their usual default size) or inpaints without a ControlNet (SD's and SDXL's
+    inpainting pipelines, their PAG ones: `height or unet.config.sample_size * vae_scale_factor`)."""
     name = type(pipe).__name__
     own = takes_image(pipe)
     if image is None:
@@ -98,8 +98,9 @@ def plan(pipe: Any, family: Any, image: Any, strength: Any, steps: int) -> tuple
     strength = check_strength(default if strength is None else strength)
     # an image-to-image class counts its steps its own way; nbdiffuse's own img2img as documented (truncate)
     start = start_step(steps, strength, getattr(family, "img2img_rule", "truncate") if own else "truncate")
-    if own and "height" in _call_parameters(pipe) and (getattr(family, "img2img_rule", "truncate") == "flux"
-                                                       or "mask_image" in _call_parameters(pipe)):
+    params = _call_parameters(pipe)
+    inpaints = "mask_image" in params and "control_image" not in params  # a ControlNet's: the picture's size
+    if own and "height" in params and (getattr(family, "img2img_rule", "truncate") == "flux" or inpaints):
         return image, strength, start, family.default_size()  # `height or default_sample_size * factor`
     factor = family.vae_factor  # the picture's own size, as diffusers' img2img pipelines take it
     return image, strength, start, (max(factor, image.height // factor * factor),

@@ -1,5 +1,6 @@
-"""Inpainting in nbdiffuse's own loop: StableDiffusionInpaintPipeline and StableDiffusionXLInpaintPipeline run their
-family's loop (what-if, live guidance, branches, attention maps, decision curves), the way their __call__ does it.
+"""Inpainting in nbdiffuse's own loop: StableDiffusionInpaintPipeline and StableDiffusionXLInpaintPipeline, their PAG
+and ControlNet siblings, run their family's loop (what-if, live guidance, branches, attention maps, decision curves),
+the way their __call__ does it (a ControlNet reads x_t alone; the UNet gets the mask after it).
 
 Before the first step, with the run's generator, in their order: the picture's latents (a sample of the VAE's latent
 distribution; drawn only where the run needs them: a blended run, or a strength below 1), the start noise, then the

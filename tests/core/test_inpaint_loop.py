@@ -230,3 +230,29 @@ def test_decision_curves_of_an_image_to_image_pipeline(sd_pipe, tmp_path):
     for run in (traj, nbd.Trajectory.load(tmp_path / "run.nbd")):
         curve = nbd.decision_curve_of(pipe, run, samples=1, at=[1])
         assert curve.steps == [1]
+
+
+@pytest.mark.parametrize("channels", [4, 9])
+@pytest.mark.parametrize("base", ["pag", "controlnet", "controlnet_xl", "controlnet_pag"])
+def test_pag_and_controlnet_inpainting_in_the_family_loop(base, channels):
+    """SD's PAG and SD's and SDXL's ControlNet inpainting pipelines, and SD's ControlNet PAG one: the ControlNet reads
+    x_t alone (the mask goes to the UNet after it), the perturbed row takes the mask too; bit for bit pipe(...),
+    and a branch that changes nothing replays the run. Without height/width a ControlNet one takes the picture's
+    size (its pipe(...) does), the others the UNet's sample size."""
+    from nbdiffuse.testing import tiny_controlnet_pipeline, tiny_pag_pipeline
+
+    if base == "controlnet_pag":
+        made = nbd.load_pipeline(tiny_controlnet_pipeline(), pag="mid")
+    else:
+        made = tiny_pag_pipeline() if base == "pag" else tiny_controlnet_pipeline(xl=base == "controlnet_xl")
+    pipe = with_unet(made, channels)
+    control = {"control_image": picture(seed=7)} if "controlnet" in base else {}
+    guidance = 5.0
+    traj = nbd.trace(pipe, PROMPT, steps=4, guidance=guidance, seed=1, image=picture(), strength=0.8,
+                     mask_image=square_mask(), scheduler="euler_a", **control)
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    assert traj.params["height"] == (SIZE if control else side) and traj.params["family"].startswith("stable")
+    seen = pipes_own(pipe, steps=4, strength=0.8, guidance=guidance, scheduler="euler_a",
+                     **({"control_image": control["control_image"]} if control else {}))
+    assert len(traj) == len(seen) and all(torch.equal(step.latents, own) for step, own in zip(traj, seen))
+    assert torch.equal(nbd.branch(pipe, traj, 0).final_latents, traj.final_latents)

@@ -23,7 +23,9 @@ def _families() -> list[tuple[type, type]]:
                            StableDiffusion3PAGPipeline, StableDiffusion3Pipeline,
                            StableDiffusionControlNetImg2ImgPipeline, StableDiffusionControlNetPipeline,
                            StableDiffusionControlNetPAGPipeline, StableDiffusionImg2ImgPipeline,
-                           StableDiffusionInpaintPipeline,
+                           StableDiffusionInpaintPipeline, StableDiffusionPAGInpaintPipeline,
+                           StableDiffusionXLPAGInpaintPipeline, StableDiffusionControlNetInpaintPipeline,
+                           StableDiffusionXLControlNetInpaintPipeline, StableDiffusionControlNetPAGInpaintPipeline,
                            StableDiffusionPAGImg2ImgPipeline,
                            StableDiffusionPAGPipeline, StableDiffusionPipeline,
                            StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLControlNetPAGImg2ImgPipeline,
@@ -37,8 +39,9 @@ def _families() -> list[tuple[type, type]]:
     # (trace(image=..., strength=...)), the way their own __call__ prepares the start latents.
     # A ControlNet pipeline (its image-to-image and union siblings too) is its base family's model plus a
     # ControlNet (core/controlnet.py runs it). A PAG pipeline is its family's model with perturbed-attention
-    # guidance (core/pag.py runs it). SD's and SDXL's inpainting pipelines are their model with a mask
-    # (core/inpaint_loop.py); the other inpainting pipelines run their own loop, watched (core/generic.py).
+    # guidance (core/pag.py runs it). SD's and SDXL's inpainting pipelines (their PAG and ControlNet ones too) are
+    # their model with a mask (core/inpaint_loop.py); the other inpainting pipelines run their own loop, watched
+    # (core/generic.py).
     return [(StableDiffusionXLPipeline, StableDiffusionXLFamily), (StableDiffusionPipeline, StableDiffusionFamily),
             (StableDiffusionXLControlNetPipeline, StableDiffusionXLFamily),
             (StableDiffusionControlNetPipeline, StableDiffusionFamily),
@@ -63,7 +66,12 @@ def _families() -> list[tuple[type, type]]:
             (StableDiffusionXLControlNetPAGImg2ImgPipeline, StableDiffusionXLFamily),
             (PixArtSigmaPAGPipeline, PixArtFamily),
             (StableDiffusionInpaintPipeline, StableDiffusionFamily),
-            (StableDiffusionXLInpaintPipeline, StableDiffusionXLFamily)]
+            (StableDiffusionXLInpaintPipeline, StableDiffusionXLFamily),
+            (StableDiffusionPAGInpaintPipeline, StableDiffusionFamily),
+            (StableDiffusionXLPAGInpaintPipeline, StableDiffusionXLFamily),
+            (StableDiffusionControlNetInpaintPipeline, StableDiffusionFamily),
+            (StableDiffusionXLControlNetInpaintPipeline, StableDiffusionXLFamily),
+            (StableDiffusionControlNetPAGInpaintPipeline, StableDiffusionFamily)]
 
 
 def supported_pipelines() -> list[str]:

@@ -28,9 +28,13 @@ class StableDiffusionXLFamily(StableDiffusionFamily):
             projection_dim = self.pipe.text_encoder_2.config.projection_dim
         size, corner = (height, width), (0, 0)
         get_ids = self.pipe._get_add_time_ids
-        if "aesthetic_score" in inspect.signature(get_ids).parameters:
-            # StableDiffusionXLImg2ImgPipeline: aesthetic scores (its defaults 6 and 2.5) where its config asks
-            time_ids, neg_ids = get_ids(size, corner, size, 6.0, 2.5, size, corner, size, dtype=pos.dtype,
+        takes = inspect.signature(get_ids).parameters
+        if "aesthetic_score" in takes:
+            # SDXL's image-to-image and inpainting pipelines: aesthetic scores (their defaults 6 and 2.5) where their
+            # config asks; the negative row's sizes where they take them (the ControlNet inpainting one does not)
+            sizes = {"negative_original_size": size, "negative_crops_coords_top_left": corner,
+                     "negative_target_size": size} if "negative_original_size" in takes else {}
+            time_ids, neg_ids = get_ids(size, corner, size, 6.0, 2.5, **sizes, dtype=pos.dtype,
                                         text_encoder_projection_dim=projection_dim)
         else:
             time_ids = neg_ids = get_ids(size, corner, size, dtype=pos.dtype, text_encoder_projection_dim=projection_dim)
