@@ -1,13 +1,15 @@
-"""Inpainting in nbdiffuse's own loop: StableDiffusionInpaintPipeline and StableDiffusionXLInpaintPipeline, their PAG
-and ControlNet siblings, run their family's loop (what-if, live guidance, branches, attention maps, decision curves),
-the way their __call__ does it (a ControlNet reads x_t alone; the UNet gets the mask after it).
+"""Inpainting in nbdiffuse's own loop: StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline (their PAG and
+ControlNet siblings too) and StableDiffusion3InpaintPipeline run their family's loop (what-if, live guidance,
+branches, attention maps, decision curves), the way their __call__ does it (a ControlNet reads x_t alone; the UNet
+gets the mask after it).
 
 Before the first step, with the run's generator, in their order: the picture's latents (a sample of the VAE's latent
 distribution; drawn only where the run needs them: a blended run, or a strength below 1), the start noise, then the
 latents of the picture with the part to repaint greyed out. A UNet made for inpainting (2 C + 1 input channels)
 reads the mask, at the latents' size, and those masked-picture latents beside x_t at every evaluation. Any other
 UNet is blended: after each sampler step the kept part of x_t is put back from the picture's latents, noised with
-the start noise to the next step's level (the last step's: the picture's latents themselves).
+the start noise to the next step's level (the last step's: the picture's latents themselves). SD3's transformer is
+read as a UNet here (16 channels blended, 33 reading the mask); flow matching noises with scale_noise.
 
 The masks, latents and noise (an `Inpainting`) go with the trajectory in memory; a branch of a loaded run makes them
 again from the start picture and the mask its file keeps, with the run's seed (core/branch.py).

@@ -1,7 +1,7 @@
-"""Inpainting in the family's own loop (core/inpaint_loop.py): SD's and SDXL's inpainting pipelines, blended (a UNet
-of 4 channels) or reading the mask (9), bit for bit their pipe(...) on every sampler, and what the loop adds: the
-(cond, uncond) pair and what-if, guidance that changes per step, branches (from a loaded run too), attention maps
-and decision curves, each going on with the run's mask."""
+"""Inpainting in the family's own loop (core/inpaint_loop.py): SD's, SDXL's and SD3's inpainting pipelines (SD's and
+SDXL's PAG and ControlNet ones too), blended (a UNet of 4 channels) or reading the mask (9), bit for bit their
+pipe(...) on every sampler, and what the loop adds: the (cond, uncond) pair and what-if, guidance that changes per
+step, branches (from a loaded run too), attention maps and decision curves, each going on with the run's mask."""
 import json
 
 import numpy as np
@@ -256,3 +256,38 @@ def test_pag_and_controlnet_inpainting_in_the_family_loop(base, channels):
                      **({"control_image": control["control_image"]} if control else {}))
     assert len(traj) == len(seen) and all(torch.equal(step.latents, own) for step, own in zip(traj, seen))
     assert torch.equal(nbd.branch(pipe, traj, 0).final_latents, traj.final_latents)
+
+
+def sd3_inpainting(channels):
+    """A tiny StableDiffusion3InpaintPipeline: a VAE of 16 latent channels (SD3's latent space), and a transformer of
+    16 input channels (blended) or 33 (it reads the mask and the masked picture's latents)."""
+    from diffusers import AutoencoderKL, SD3Transformer2DModel, StableDiffusion3InpaintPipeline
+    from nbdiffuse.testing import tiny_sd3_pipeline
+
+    parts = tiny_sd3_pipeline().components
+    torch.manual_seed(0)
+    vae = AutoencoderKL.from_config({**parts["vae"].config, "latent_channels": 16})
+    transformer = SD3Transformer2DModel.from_config({**parts["transformer"].config, "in_channels": channels,
+                                                     "out_channels": 16})
+    pipe = StableDiffusion3InpaintPipeline(**{**parts, "vae": vae, "transformer": transformer})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("channels", [16, 33])
+@pytest.mark.parametrize("scheduler,strength", [(None, 1.0), (None, 0.6), ("heun", 0.8)])
+def test_sd3_inpainting_in_its_family_loop(channels, scheduler, strength):
+    """Flow matching: the kept part noised with scale_noise; strength counted as SD3's pipelines count it."""
+    pipe = sd3_inpainting(channels)
+    traj = nbd.trace(pipe, PROMPT, steps=5, guidance=7.0, seed=1, image=picture(), strength=strength,
+                     mask_image=square_mask(), height=SIZE, width=SIZE, scheduler=scheduler)
+    assert traj.params["family"] == "stable-diffusion-3" and traj.initial_latents.shape[1] == 16
+    seen = pipes_own(pipe, steps=5, strength=strength, guidance=7.0, scheduler=scheduler, height=SIZE, width=SIZE)
+    assert torch.equal(traj.final_latents, seen[-1])
+    if scheduler is None:
+        assert len(traj) == len(seen) and all(torch.equal(step.latents, own) for step, own in zip(traj, seen))
+    assert torch.equal(nbd.branch(pipe, traj, 0).final_latents, traj.final_latents)
+    if channels == 16:  # blended: its last x_t is the picture's latents outside the mask, whatever the prompt
+        other = nbd.branch(pipe, traj, 0, prompt="a blue square")
+        where = inside(traj.final_latents)
+        assert torch.equal(other.final_latents[:, ~where], traj.final_latents[:, ~where])

@@ -163,7 +163,7 @@ CASES = [
          mask=True, x0_lands=False),
     Case("StableDiffusionXLInpaintPipeline", builders_inpaint.sdxl_inpaint, "covered", (16, 16), 5.0, image=True,
          mask=True, x0_lands=False),
-    Case("StableDiffusion3InpaintPipeline", builders_inpaint.sd3_inpaint, size=(16, 16), guidance=7.0, image=True,
+    Case("StableDiffusion3InpaintPipeline", builders_inpaint.sd3_inpaint, "covered", (16, 16), 7.0, image=True,
          mask=True, x0_lands=False),
     Case("FluxInpaintPipeline", builders_inpaint.flux_inpaint, size=(32, 32), guidance=3.5, image=True, mask=True,
          x0_lands=False),
