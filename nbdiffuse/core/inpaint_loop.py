@@ -1,5 +1,5 @@
 """Inpainting in nbdiffuse's own loop: StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline (their PAG and
-ControlNet siblings too) and StableDiffusion3InpaintPipeline run their family's loop (what-if, live guidance,
+ControlNet siblings too), StableDiffusion3InpaintPipeline and FluxInpaintPipeline run their family's loop (what-if, live guidance,
 branches, attention maps, decision curves), the way their __call__ does it (a ControlNet reads x_t alone; the UNet
 gets the mask after it).
 
@@ -9,7 +9,8 @@ latents of the picture with the part to repaint greyed out. A UNet made for inpa
 reads the mask, at the latents' size, and those masked-picture latents beside x_t at every evaluation. Any other
 UNet is blended: after each sampler step the kept part of x_t is put back from the picture's latents, noised with
 the start noise to the next step's level (the last step's: the picture's latents themselves). SD3's transformer is
-read as a UNet here (16 channels blended, 33 reading the mask); flow matching noises with scale_noise.
+read as a UNet here (16 channels blended, 33 reading the mask); flow matching noises with scale_noise. Flux's is
+always blended; its latents stay unpacked here as everywhere in its loop (the blend is elementwise).
 
 The masks, latents and noise (an `Inpainting`) go with the trajectory in memory; a branch of a loaded run makes them
 again from the start picture and the mask its file keeps, with the run's seed (core/branch.py).
@@ -73,7 +74,9 @@ def make(family: Any, picture: Any, mask: Any, height: int, width: int, strength
     kept = encode_pixels(family, pixels, generator) if not own or strength != 1.0 else None
     if kept is not None:  # laid out as the pipeline's repeat per batch row lays them (the VAE's are channels-last):
         kept = kept.contiguous()  # the blend's x_t takes their strides, and the UNet's kernels follow strides
-    shape = (1, latent_channels(family), height // family.vae_factor, width // family.vae_factor)
+    size = getattr(family, "latent_size", None)  # Flux's: its latents are packed 2 x 2 (core/families/flux.py)
+    shape = (1, latent_channels(family), *(size(height, width) if size is not None else
+                                           (height // family.vae_factor, width // family.vae_factor)))
     noise = randn_tensor(shape, generator=generator, device=family.device, dtype=family.dtype)
     condition = pipe.mask_processor.preprocess(mask, height=height, width=width)  # binarized at 0.5, 1 repaints
     masked = encode_pixels(family, pixels * (condition < 0.5), generator)

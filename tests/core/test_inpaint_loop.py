@@ -1,5 +1,5 @@
-"""Inpainting in the family's own loop (core/inpaint_loop.py): SD's, SDXL's and SD3's inpainting pipelines (SD's and
-SDXL's PAG and ControlNet ones too), blended (a UNet of 4 channels) or reading the mask (9), bit for bit their
+"""Inpainting in the family's own loop (core/inpaint_loop.py): SD's, SDXL's, SD3's and Flux's inpainting pipelines
+(SD's and SDXL's PAG and ControlNet ones too), blended (a UNet of 4 channels) or reading the mask (9), bit for bit their
 pipe(...) on every sampler, and what the loop adds: the (cond, uncond) pair and what-if, guidance that changes per
 step, branches (from a loaded run too), attention maps and decision curves, each going on with the run's mask."""
 import json
@@ -291,3 +291,26 @@ def test_sd3_inpainting_in_its_family_loop(channels, scheduler, strength):
         other = nbd.branch(pipe, traj, 0, prompt="a blue square")
         where = inside(traj.final_latents)
         assert torch.equal(other.final_latents[:, ~where], traj.final_latents[:, ~where])
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.6])
+def test_flux_inpainting_in_its_family_loop(strength):
+    """FluxInpaintPipeline: packed latents, always blended (its transformer reads x_t alone); the guidance a model
+    input, per step and live, and branches with the mask."""
+    from nbdiffuse.testing import tiny_flux_pipeline
+
+    from diffusers import AutoPipelineForInpainting
+
+    pipe = AutoPipelineForInpainting.from_pipe(tiny_flux_pipeline())
+    pipe.set_progress_bar_config(disable=True)
+    traj = nbd.trace(pipe, PROMPT, steps=4, guidance=3.5, seed=1, image=picture(), strength=strength,
+                     mask_image=square_mask(), height=SIZE, width=SIZE)
+    assert traj.params["family"] == "flux" and traj.capabilities["branch"]
+    seen = pipes_own(pipe, steps=4, strength=strength, guidance=3.5, height=SIZE, width=SIZE)
+    unpacked = [type(pipe)._unpack_latents(own[None], SIZE, SIZE, pipe.vae_scale_factor)[0] for own in seen]
+    assert len(traj) == len(seen) and all(torch.equal(step.latents, own) for step, own in zip(traj, unpacked))
+    assert torch.equal(nbd.branch(pipe, traj, 0).final_latents, traj.final_latents)
+    other = nbd.branch(pipe, traj, 0, guidance=1.0)
+    where = inside(traj.final_latents)
+    assert torch.equal(other.final_latents[:, ~where], traj.final_latents[:, ~where])
+    assert not torch.equal(other.final_latents[:, where], traj.final_latents[:, where])
