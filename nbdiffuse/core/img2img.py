@@ -82,8 +82,9 @@ def plan(pipe: Any, family: Any, image: Any, strength: Any, steps: int) -> tuple
     its own default strength; its default size is the picture's (rounded down to what the model
     takes), as SD's and SDXL's take it (their ControlNet image-to-image pipelines' height defaults to the
     picture's too), unless it counts as Flux does and takes a height (FluxImg2ImgPipeline,
-    StableDiffusion3Img2ImgPipeline: their usual default size) or inpaints without a ControlNet (SD's and SDXL's
-    inpainting pipelines, their PAG ones: `height or unet.config.sample_size * vae_scale_factor`)."""
+    StableDiffusion3Img2ImgPipeline, and Flux's inpainting ones: their usual default size) or inpaints without a
+    ControlNet (SD's and SDXL's inpainting pipelines, their PAG ones: `height or unet.config.sample_size *
+    vae_scale_factor`; their ControlNet ones take the picture's size)."""
     name = type(pipe).__name__
     own = takes_image(pipe)
     if image is None:

@@ -2,8 +2,9 @@
 
 diffusers' inpainting pipelines (their __call__ takes image, mask_image and strength: StableDiffusionInpaintPipeline
 and its SDXL, SD3, Flux, Qwen-Image, Z-Image, PAG and ControlNet siblings) get the picture and the mask that
-trace(image=..., mask_image=...) checked here: SD's, SDXL's, SD3's and Flux's (SD's and SDXL's PAG and ControlNet ones
-too) run their family's loop (core/inpaint_loop.py), the others their own loop, watched on the generic path (core/generic.py).
+trace(image=..., mask_image=...) checked here: SD's, SDXL's, SD3's and Flux's (their ControlNet ones, SD's and SDXL's
+PAG ones too) run their family's loop (core/inpaint_loop.py), the others their own loop, watched on the generic path
+(core/generic.py).
 A denoiser made for inpainting (9 input channels) reads the mask and the masked picture's latents beside x_t; any
 other (the embedded model in StableDiffusionInpaintPipeline, an SD checkpoint) is blended: after each step the kept
 part of x_t is put back from the picture, noised to the next step's level. x0 is the model's own prediction,

@@ -1,7 +1,7 @@
 """Inpainting in nbdiffuse's own loop: StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline (their PAG and
-ControlNet siblings too), StableDiffusion3InpaintPipeline and FluxInpaintPipeline run their family's loop (what-if, live guidance,
-branches, attention maps, decision curves), the way their __call__ does it (a ControlNet reads x_t alone; the UNet
-gets the mask after it).
+ControlNet siblings too), StableDiffusion3InpaintPipeline and FluxInpaintPipeline (its ControlNet one too) run their
+family's loop (what-if, live guidance, branches, attention maps, decision curves), the way their __call__ does it (a
+ControlNet reads x_t alone; the UNet gets the mask after it).
 
 Before the first step, with the run's generator, in their order: the picture's latents (a sample of the VAE's latent
 distribution; drawn only where the run needs them: a blended run, or a strength below 1), the start noise, then the

@@ -89,8 +89,8 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     A pipeline outside the known families whose __call__ takes callback_on_step_end runs on the
     generic path (core/generic.py): x_t and x0 (read from its sampler) every step, stop and pause, no what-if
     or branch; so does a union ControlNet pipeline given several pictures for one ControlNet through pipe_kwargs
-    (own_loop_asked), and every inpainting pipeline but SD's, SDXL's, SD3's and Flux's (and SD's and SDXL's PAG and
-    ControlNet ones)
+    (own_loop_asked), and every inpainting pipeline but SD's, SDXL's, SD3's and Flux's (and their ControlNet ones, SD's
+    and SDXL's PAG ones)
     (core/inpaint.py, core/inpaint_loop.py).
     """
     attention = check_attention(attention)

@@ -64,7 +64,7 @@ def pipe(request):
     return request.getfixturevalue(request.param)
 
 
-def pipes_own(pipe, steps=4, strength=0.75, guidance=7.5, seed=1, scheduler=None, mask=None, **extra):
+def pipes_own(pipe, steps=4, strength=0.75, guidance=7.5, seed=1, scheduler=None, mask=None, image=None, **extra):
     """The latents pipe(...)'s callback saw at each step (on `scheduler`, made as trace makes it)."""
     seen = []
 
@@ -74,7 +74,10 @@ def pipes_own(pipe, steps=4, strength=0.75, guidance=7.5, seed=1, scheduler=None
 
     own = type(pipe)(**{**pipe.components, "scheduler": make_scheduler(pipe, scheduler)})
     own.set_progress_bar_config(disable=True)
-    own(PROMPT, image=picture(), mask_image=square_mask() if mask is None else mask, strength=strength,
+    if hasattr(pipe, "default_sample_size"):  # a tiny Flux's, set on the pipeline (its config has none)
+        own.default_sample_size = pipe.default_sample_size
+    own(PROMPT, image=picture() if image is None else image, mask_image=square_mask() if mask is None else mask,
+        strength=strength,
         num_inference_steps=steps, guidance_scale=guidance, generator=torch.Generator("cpu").manual_seed(seed),
         output_type="latent", callback_on_step_end=keep, **extra)
     return seen
@@ -314,3 +317,25 @@ def test_flux_inpainting_in_its_family_loop(strength):
     where = inside(traj.final_latents)
     assert torch.equal(other.final_latents[:, ~where], traj.final_latents[:, ~where])
     assert not torch.equal(other.final_latents[:, where], traj.final_latents[:, where])
+
+
+def test_flux_controlnet_inpainting_at_its_own_default_size():
+    """FluxControlNetInpaintPipeline: its control latents drawn first, as its pipe(...) draws them; without
+    height/width its usual size (`height or default_sample_size * vae_scale_factor`), not the picture's."""
+    from diffusers import AutoPipelineForInpainting
+    from nbdiffuse.testing import tiny_flux_controlnet_pipeline
+
+    base = tiny_flux_controlnet_pipeline()
+    pipe = AutoPipelineForInpainting.from_pipe(base)
+    pipe.default_sample_size = base.default_sample_size
+    pipe.set_progress_bar_config(disable=True)
+    control, start = picture(seed=7), picture().resize((48, 48))
+    mask = square_mask().resize((48, 48), Image.NEAREST)
+    traj = nbd.trace(pipe, PROMPT, steps=3, guidance=3.5, seed=1, image=start, strength=0.8, mask_image=mask,
+                     control_image=control)
+    side = pipe.default_sample_size * pipe.vae_scale_factor
+    assert type(pipe).__name__ == "FluxControlNetInpaintPipeline" and traj.params["height"] == side != 48
+    seen = pipes_own(pipe, steps=3, strength=0.8, guidance=3.5, image=start, mask=mask, control_image=control)
+    last = type(pipe)._unpack_latents(seen[-1][None], side, side, pipe.vae_scale_factor)[0]
+    assert len(traj) == len(seen) and torch.equal(traj.final_latents, last)
+    assert torch.equal(nbd.branch(pipe, traj, 0).final_latents, traj.final_latents)

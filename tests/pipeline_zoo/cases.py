@@ -188,7 +188,7 @@ CASES = [
     Case("StableDiffusionXLControlNetUnionInpaintPipeline", builders_inpaint.sdxl_controlnet_union_inpaint,
          size=(16, 16), guidance=5.0, image=True, mask=True, x0_lands=False,
          pipe_kwargs={"control_image": [builders_inpaint.union_picture()], "control_mode": [3]}),
-    Case("FluxControlNetInpaintPipeline", builders_inpaint.flux_controlnet_inpaint, size=(32, 32), guidance=3.5,
+    Case("FluxControlNetInpaintPipeline", builders_inpaint.flux_controlnet_inpaint, "covered", (32, 32), 3.5,
          image=True, mask=True, control=True, x0_lands=False),
     Case("FluxControlInpaintPipeline", builders_inpaint.flux_control_inpaint, size=(32, 32), guidance=3.5,
          image=True, mask=True, control=True, x0_lands=False),

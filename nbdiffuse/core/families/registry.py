@@ -18,7 +18,7 @@ from .sdxl import StableDiffusionXLFamily
 
 def _families() -> list[tuple[type, type]]:
     from diffusers import (FluxControlNetImg2ImgPipeline, FluxControlNetPipeline, FluxImg2ImgPipeline,
-                           FluxInpaintPipeline, FluxPipeline,
+                           FluxControlNetInpaintPipeline, FluxInpaintPipeline, FluxPipeline,
                            PixArtAlphaPipeline, PixArtSigmaPAGPipeline, PixArtSigmaPipeline, StableDiffusion3ControlNetPipeline,
                            StableDiffusion3Img2ImgPipeline, StableDiffusion3InpaintPipeline, StableDiffusion3PAGImg2ImgPipeline,
                            StableDiffusion3PAGPipeline, StableDiffusion3Pipeline,
@@ -40,8 +40,8 @@ def _families() -> list[tuple[type, type]]:
     # (trace(image=..., strength=...)), the way their own __call__ prepares the start latents.
     # A ControlNet pipeline (its image-to-image and union siblings too) is its base family's model plus a
     # ControlNet (core/controlnet.py runs it). A PAG pipeline is its family's model with perturbed-attention
-    # guidance (core/pag.py runs it). SD's, SDXL's, SD3's and Flux's inpainting pipelines (SD's and SDXL's PAG and
-    # ControlNet ones too) are their model with a mask (core/inpaint_loop.py); the other inpainting pipelines run
+    # guidance (core/pag.py runs it). SD's, SDXL's, SD3's and Flux's inpainting pipelines (their ControlNet ones, SD's
+    # and SDXL's PAG ones too) are their model with a mask (core/inpaint_loop.py); the other inpainting pipelines run
     # their own loop, watched (core/generic.py).
     return [(StableDiffusionXLPipeline, StableDiffusionXLFamily), (StableDiffusionPipeline, StableDiffusionFamily),
             (StableDiffusionXLControlNetPipeline, StableDiffusionXLFamily),
@@ -73,7 +73,8 @@ def _families() -> list[tuple[type, type]]:
             (StableDiffusionControlNetInpaintPipeline, StableDiffusionFamily),
             (StableDiffusionXLControlNetInpaintPipeline, StableDiffusionXLFamily),
             (StableDiffusionControlNetPAGInpaintPipeline, StableDiffusionFamily),
-            (StableDiffusion3InpaintPipeline, StableDiffusion3Family), (FluxInpaintPipeline, FluxFamily)]
+            (StableDiffusion3InpaintPipeline, StableDiffusion3Family), (FluxInpaintPipeline, FluxFamily),
+            (FluxControlNetInpaintPipeline, FluxFamily)]
 
 
 def supported_pipelines() -> list[str]:
