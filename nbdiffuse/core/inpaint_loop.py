@@ -1,16 +1,19 @@
 """Inpainting in nbdiffuse's own loop: StableDiffusionInpaintPipeline, StableDiffusionXLInpaintPipeline (their PAG and
-ControlNet siblings too), StableDiffusion3InpaintPipeline and FluxInpaintPipeline (its ControlNet one too) run their
-family's loop (what-if, live guidance, branches, attention maps, decision curves), the way their __call__ does it (a
-ControlNet reads x_t alone; the UNet gets the mask after it).
+ControlNet siblings too), StableDiffusion3InpaintPipeline, FluxInpaintPipeline (its ControlNet one too) and
+FluxFillPipeline run their family's loop (what-if, live guidance, branches, attention maps, decision curves), the way
+their __call__ does it (a ControlNet reads x_t alone; the denoiser gets the mask after it).
 
 Before the first step, with the run's generator, in their order: the picture's latents (a sample of the VAE's latent
-distribution; drawn only where the run needs them: a blended run, or a strength below 1), the start noise, then the
+distribution; SD's and SD3's draw it only where the run needs it: a blended run, or a strength below 1; Flux's
+always), the start noise, then the
 latents of the picture with the part to repaint greyed out. A UNet made for inpainting (2 C + 1 input channels)
 reads the mask, at the latents' size, and those masked-picture latents beside x_t at every evaluation. Any other
 UNet is blended: after each sampler step the kept part of x_t is put back from the picture's latents, noised with
 the start noise to the next step's level (the last step's: the picture's latents themselves). SD3's transformer is
-read as a UNet here (16 channels blended, 33 reading the mask); flow matching noises with scale_noise. Flux's is
-always blended; its latents stay unpacked here as everywhere in its loop (the blend is elementwise).
+read as a UNet here (16 channels blended, 33 reading the mask); flow matching noises with scale_noise. Flux's
+inpainting pipeline is always blended, Flux Fill's transformer reads the masked picture and the mask; their latents
+stay unpacked here as everywhere in Flux's loop (the blend is elementwise; packing the channels x_t, masked picture,
+mask gives the tokens Flux Fill concatenates).
 
 The masks, latents and noise (an `Inpainting`) go with the trajectory in memory; a branch of a loaded run makes them
 again from the start picture and the mask its file keeps, with the run's seed (core/branch.py).
@@ -35,10 +38,13 @@ class Inpainting:
     picture: torch.Tensor | None  # (1, C, h, w): the picture's latents (blended, or strength below 1; else None)
     noise: torch.Tensor  # (1, C, h, w): the start noise, which noises the kept part again after each step
     reads_mask: bool  # the UNet takes the mask and the masked picture's latents (2 C + 1 channels); else blended
+    mask_last: bool = False  # it reads them as (x_t, masked picture, mask) (Flux Fill's), not (x_t, mask, masked)
 
     def denoiser_input(self, x_in: torch.Tensor) -> torch.Tensor:
         """What the UNet sees at an evaluation: x_in, with the mask and the masked picture beside it where it reads them."""
-        return torch.cat([x_in, self.mask, self.masked], dim=1) if self.reads_mask else x_in
+        if not self.reads_mask:
+            return x_in
+        return torch.cat([x_in, self.masked, self.mask] if self.mask_last else [x_in, self.mask, self.masked], dim=1)
 
     def blend(self, sched: Any, latents: torch.Tensor, times: torch.Tensor, i: int) -> torch.Tensor:
         """A blended run's latents after the sampler stepped at position i of `times` (the schedule, on the host):
@@ -53,12 +59,14 @@ class Inpainting:
     def to(self, device: torch.device, dtype: torch.dtype) -> "Inpainting":
         picture = None if self.picture is None else self.picture.to(device, dtype)
         return Inpainting(self.mask.to(device, dtype), self.masked.to(device, dtype), picture,
-                          self.noise.to(device, dtype), self.reads_mask)
+                          self.noise.to(device, dtype), self.reads_mask, self.mask_last)
 
 
 def reads_mask(family: Any) -> bool:
-    """A UNet made for inpainting: 2 C + 1 input channels for a VAE of C latent channels (SD's: 9)."""
-    return int(family.denoiser.config.in_channels) == 2 * latent_channels(family) + 1
+    """A denoiser made for inpainting: it reads more channels than it predicts (SD's UNet 9 for 4, SD3's transformer 33
+    for 16, Flux Fill's 384 packed features for 64: x_t, the masked picture's latents and the mask)."""
+    config = family.denoiser.config
+    return int(config.in_channels) > int(config.get("out_channels") or config.in_channels)
 
 
 def latent_channels(family: Any) -> int:
@@ -71,7 +79,8 @@ def make(family: Any, picture: Any, mask: Any, height: int, width: int, strength
     pipe = family.pipe
     pixels = pipe.image_processor.preprocess(picture, height=height, width=width).to(torch.float32)
     own = reads_mask(family)
-    kept = encode_pixels(family, pixels, generator) if not own or strength != 1.0 else None
+    drawn = not own or strength != 1.0 or getattr(family, "encodes_start_always", False)  # Flux's always encode it
+    kept = encode_pixels(family, pixels, generator) if drawn else None
     if kept is not None:  # laid out as the pipeline's repeat per batch row lays them (the VAE's are channels-last):
         kept = kept.contiguous()  # the blend's x_t takes their strides, and the UNet's kernels follow strides
     size = getattr(family, "latent_size", None)  # Flux's: its latents are packed 2 x 2 (core/families/flux.py)
@@ -80,8 +89,18 @@ def make(family: Any, picture: Any, mask: Any, height: int, width: int, strength
     noise = randn_tensor(shape, generator=generator, device=family.device, dtype=family.dtype)
     condition = pipe.mask_processor.preprocess(mask, height=height, width=width)  # binarized at 0.5, 1 repaints
     masked = encode_pixels(family, pixels * (condition < 0.5), generator)
-    small = torch.nn.functional.interpolate(condition, size=shape[2:]).to(family.device, family.dtype)
-    return Inpainting(small, masked, kept, noise, own)
+    return Inpainting(mask_latents(family, condition, shape, own), masked, kept, noise, own, family.name == "flux")
+
+
+def mask_latents(family: Any, condition: torch.Tensor, shape: tuple, own: bool) -> torch.Tensor:
+    """The mask as the denoiser and the blend take it, at the latents' size: nearest-resized, one channel; for Flux
+    Fill's transformer each latent pixel's f x f block of the full-size mask as f * f channels (FluxFillPipeline's
+    prepare_mask_latents; f: the VAE's factor)."""
+    if own and family.name == "flux":
+        f, (h, w) = int(family.pipe.vae_scale_factor), shape[2:]
+        blocks = condition[:, 0].reshape(1, h, f, w, f).permute(0, 2, 4, 1, 3).reshape(1, f * f, h, w)
+        return blocks.to(family.device, family.dtype)
+    return torch.nn.functional.interpolate(condition, size=shape[2:]).to(family.device, family.dtype)
 
 
 def start_latents(state: Inpainting, sched: Any, first: int, strength: float,
@@ -102,7 +121,7 @@ def skip_start_draws(family: Any, shape: tuple, generator: torch.Generator, stre
     vae = family.pipe.vae
     encoded = torch.float32 if encodes_in_fp32(family) else next(vae.parameters()).dtype
     device = next(vae.parameters()).device
-    if not reads_mask(family) or strength != 1.0:
+    if not reads_mask(family) or strength != 1.0 or getattr(family, "encodes_start_always", False):
         randn_tensor(shape, generator=generator, device=device, dtype=encoded)
     randn_tensor(shape, generator=generator, device=family.device, dtype=family.dtype)
     randn_tensor(shape, generator=generator, device=device, dtype=encoded)

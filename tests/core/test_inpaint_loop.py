@@ -2,6 +2,7 @@
 (SD's and SDXL's PAG and ControlNet ones too), blended (a UNet of 4 channels) or reading the mask (9), bit for bit their
 pipe(...) on every sampler, and what the loop adds: the (cond, uncond) pair and what-if, guidance that changes per
 step, branches (from a loaded run too), attention maps and decision curves, each going on with the run's mask."""
+import inspect
 import json
 
 import numpy as np
@@ -339,3 +340,32 @@ def test_flux_controlnet_inpainting_at_its_own_default_size():
     last = type(pipe)._unpack_latents(seen[-1][None], side, side, pipe.vae_scale_factor)[0]
     assert len(traj) == len(seen) and torch.equal(traj.final_latents, last)
     assert torch.equal(nbd.branch(pipe, traj, 0).final_latents, traj.final_latents)
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.6])
+def test_flux_fill_in_its_family_loop(strength, tmp_path):
+    """FluxFillPipeline: a transformer that reads the masked picture's latents and the mask (each latent pixel's
+    block of the full-size mask as channels), packed after x_t in that order; the start picture encoded at strength
+    1 too; its own default guidance (30) where a UI starts."""
+    from diffusers import FluxFillPipeline, FluxTransformer2DModel
+    from nbdiffuse.testing import tiny_flux_pipeline
+
+    parts = tiny_flux_pipeline().components
+    config = {k: v for k, v in parts["transformer"].config.items() if not k.startswith("_")}
+    f = 2 ** (len(parts["vae"].config.block_out_channels) - 1)
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(**{**config, "in_channels": config["in_channels"] * 2 + 4 * f * f,
+                                            "out_channels": config["in_channels"]})
+    takes = inspect.signature(FluxFillPipeline.__init__).parameters
+    pipe = FluxFillPipeline(**{k: v for k, v in {**parts, "transformer": transformer}.items() if k in takes})
+    pipe.default_sample_size = 4
+    pipe.set_progress_bar_config(disable=True)
+    traj = nbd.trace(pipe, PROMPT, steps=3, guidance=30.0, seed=1, image=picture(), strength=strength,
+                     mask_image=square_mask(), height=SIZE, width=SIZE)
+    seen = pipes_own(pipe, steps=3, strength=strength, guidance=30.0, height=SIZE, width=SIZE)
+    unpacked = [type(pipe)._unpack_latents(own[None], SIZE, SIZE, pipe.vae_scale_factor)[0] for own in seen]
+    assert len(traj) == len(seen) and all(torch.equal(step.latents, own) for step, own in zip(traj, unpacked))
+    assert nbd.core.families.default_guidance(pipe) == 30.0
+    traj.save(tmp_path / "fill.nbd")
+    loaded = nbd.Trajectory.load(tmp_path / "fill.nbd")
+    assert torch.equal(nbd.branch(pipe, loaded, 0).final_latents, traj.final_latents)

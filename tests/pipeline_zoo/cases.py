@@ -167,7 +167,7 @@ CASES = [
          mask=True, x0_lands=False),
     Case("FluxInpaintPipeline", builders_inpaint.flux_inpaint, "covered", (32, 32), 3.5, image=True, mask=True,
          x0_lands=False),
-    Case("FluxFillPipeline", builders_inpaint.flux_fill, size=(32, 32), guidance=3.5, image=True, mask=True),
+    Case("FluxFillPipeline", builders_inpaint.flux_fill, "covered", (32, 32), 3.5, image=True, mask=True),
     Case("StableDiffusionPAGInpaintPipeline", builders_inpaint.sd_pag_inpaint, "covered", (16, 16), guidance=7.5,
          image=True, mask=True, x0_lands=False),
     Case("StableDiffusionXLPAGInpaintPipeline", builders_inpaint.sdxl_pag_inpaint, "covered", (16, 16), guidance=5.0,

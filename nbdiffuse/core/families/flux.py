@@ -52,12 +52,17 @@ class FluxFamily(StableDiffusion3Family):
     max_sequence_length = 512  # FluxPipeline's default for the T5 prompt
     honoured_pipe_kwargs: dict = {"max_sequence_length": 512}
     img2img_rule = "flux"  # FluxImg2ImgPipeline starts where its get_timesteps does (core/img2img.py)
+    encodes_start_always = True  # its inpainting pipelines encode the start picture at strength 1 too
 
     def __init__(self, pipe: Any):
         super().__init__(pipe)
         self.distilled = bool(self.denoiser.config.get("guidance_embeds", False))
         self.guidance_kind = "distilled" if self.distilled else "cfg"
-        self.default_guidance = 3.5 if self.distilled else 1.0
+        # a distilled one's: its pipeline's own default (FluxPipeline's 3.5, its image-to-image and inpainting
+        # ones' 7, Flux Fill's 30); a CFG one's: 1, CFG off (FluxPipeline's true_cfg_scale)
+        own = inspect.signature(type(pipe).__call__).parameters.get("guidance_scale")
+        default = own.default if own is not None and isinstance(own.default, (int, float)) else 3.5
+        self.default_guidance = float(default) if self.distilled else 1.0
 
     @property
     def latent_scale(self) -> int:
@@ -71,7 +76,9 @@ class FluxFamily(StableDiffusion3Family):
 
     @property
     def latent_channels(self) -> int:
-        return int(self.denoiser.config.in_channels) // 4
+        """Channels of the latents it denoises: its packed output features / 4 (Flux Fill's transformer reads more)."""
+        config = self.denoiser.config
+        return int(config.get("out_channels") or config.in_channels) // 4
 
     def default_size(self) -> tuple[int, int]:
         side = int(getattr(self.pipe, "default_sample_size", 128)) * self.latent_scale

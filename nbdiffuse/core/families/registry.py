@@ -18,7 +18,7 @@ from .sdxl import StableDiffusionXLFamily
 
 def _families() -> list[tuple[type, type]]:
     from diffusers import (FluxControlNetImg2ImgPipeline, FluxControlNetPipeline, FluxImg2ImgPipeline,
-                           FluxControlNetInpaintPipeline, FluxInpaintPipeline, FluxPipeline,
+                           FluxControlNetInpaintPipeline, FluxFillPipeline, FluxInpaintPipeline, FluxPipeline,
                            PixArtAlphaPipeline, PixArtSigmaPAGPipeline, PixArtSigmaPipeline, StableDiffusion3ControlNetPipeline,
                            StableDiffusion3Img2ImgPipeline, StableDiffusion3InpaintPipeline, StableDiffusion3PAGImg2ImgPipeline,
                            StableDiffusion3PAGPipeline, StableDiffusion3Pipeline,
@@ -40,9 +40,9 @@ def _families() -> list[tuple[type, type]]:
     # (trace(image=..., strength=...)), the way their own __call__ prepares the start latents.
     # A ControlNet pipeline (its image-to-image and union siblings too) is its base family's model plus a
     # ControlNet (core/controlnet.py runs it). A PAG pipeline is its family's model with perturbed-attention
-    # guidance (core/pag.py runs it). SD's, SDXL's, SD3's and Flux's inpainting pipelines (their ControlNet ones, SD's
-    # and SDXL's PAG ones too) are their model with a mask (core/inpaint_loop.py); the other inpainting pipelines run
-    # their own loop, watched (core/generic.py).
+    # guidance (core/pag.py runs it). SD's, SDXL's, SD3's and Flux's inpainting pipelines (Flux Fill, their
+    # ControlNet ones, SD's and SDXL's PAG ones too) are their model with a mask (core/inpaint_loop.py); the other
+    # inpainting pipelines run their own loop, watched (core/generic.py).
     return [(StableDiffusionXLPipeline, StableDiffusionXLFamily), (StableDiffusionPipeline, StableDiffusionFamily),
             (StableDiffusionXLControlNetPipeline, StableDiffusionXLFamily),
             (StableDiffusionControlNetPipeline, StableDiffusionFamily),
@@ -74,7 +74,7 @@ def _families() -> list[tuple[type, type]]:
             (StableDiffusionXLControlNetInpaintPipeline, StableDiffusionXLFamily),
             (StableDiffusionControlNetPAGInpaintPipeline, StableDiffusionFamily),
             (StableDiffusion3InpaintPipeline, StableDiffusion3Family), (FluxInpaintPipeline, FluxFamily),
-            (FluxControlNetInpaintPipeline, FluxFamily)]
+            (FluxControlNetInpaintPipeline, FluxFamily), (FluxFillPipeline, FluxFamily)]
 
 
 def supported_pipelines() -> list[str]:
