@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import inspect
 
-import numpy as np
 import torch
 
 import builders
@@ -57,13 +56,6 @@ def sdxl_controlnet_inpaint():
 
 def sd_controlnet_pag_inpaint():
     return _img2img("StableDiffusionControlNetPAGInpaintPipeline", builders_control.sd_controlnet_pag)
-
-
-def union_picture():
-    """The union ControlNet's control picture (16 x 16, seeded), given through pipe_kwargs."""
-    from PIL import Image
-
-    return Image.fromarray(np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8))
 
 
 def sdxl_controlnet_union_inpaint():

@@ -184,10 +184,8 @@ CASES = [
          guidance=5.0, image=True, mask=True, control=True, x0_lands=False),
     Case("StableDiffusionControlNetPAGInpaintPipeline", builders_inpaint.sd_controlnet_pag_inpaint, kind="covered", size=(16, 16),
          guidance=7.5, image=True, mask=True, control=True, x0_lands=False),
-    # a union ControlNet in its own loop: its pictures and their kinds under its own names (pipe_kwargs)
     Case("StableDiffusionXLControlNetUnionInpaintPipeline", builders_inpaint.sdxl_controlnet_union_inpaint,
-         size=(16, 16), guidance=5.0, image=True, mask=True, x0_lands=False,
-         pipe_kwargs={"control_image": [builders_inpaint.union_picture()], "control_mode": [3]}),
+         "covered", (16, 16), 5.0, image=True, mask=True, control=True, control_mode=3, x0_lands=False),
     Case("FluxControlNetInpaintPipeline", builders_inpaint.flux_controlnet_inpaint, "covered", (32, 32), 3.5,
          image=True, mask=True, control=True, x0_lands=False),
     Case("FluxControlInpaintPipeline", builders_inpaint.flux_control_inpaint, size=(32, 32), guidance=3.5,

@@ -27,6 +27,7 @@ def _families() -> list[tuple[type, type]]:
                            StableDiffusionInpaintPipeline, StableDiffusionPAGInpaintPipeline,
                            StableDiffusionXLPAGInpaintPipeline, StableDiffusionControlNetInpaintPipeline,
                            StableDiffusionXLControlNetInpaintPipeline, StableDiffusionControlNetPAGInpaintPipeline,
+                           StableDiffusionXLControlNetUnionInpaintPipeline,
                            StableDiffusionPAGImg2ImgPipeline,
                            StableDiffusionPAGPipeline, StableDiffusionPipeline,
                            StableDiffusionXLControlNetImg2ImgPipeline, StableDiffusionXLControlNetPAGImg2ImgPipeline,
@@ -73,6 +74,7 @@ def _families() -> list[tuple[type, type]]:
             (StableDiffusionControlNetInpaintPipeline, StableDiffusionFamily),
             (StableDiffusionXLControlNetInpaintPipeline, StableDiffusionXLFamily),
             (StableDiffusionControlNetPAGInpaintPipeline, StableDiffusionFamily),
+            (StableDiffusionXLControlNetUnionInpaintPipeline, StableDiffusionXLFamily),
             (StableDiffusion3InpaintPipeline, StableDiffusion3Family), (FluxInpaintPipeline, FluxFamily),
             (FluxControlNetInpaintPipeline, FluxFamily), (FluxFillPipeline, FluxFamily)]
 
