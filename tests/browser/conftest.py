@@ -375,6 +375,21 @@ class ExplorerPage:
     def click(self, name: str):
         self.root.get_by_role("button", name=name, exact=True).click()
 
+    def what_if_at(self, step: int, guidance: float) -> None:
+        """Scrub to `step` (1-based, from the first) and set the what-if guidance there; waits until the x0 frame
+        shows it and the badge says so."""
+        self.press_on_slider("Home")
+        for _ in range(step - 1):
+            self.press_on_slider("ArrowRight")
+        assert self.position().startswith(f"{step} / ")
+        self.page.wait_for_timeout(300)  # let the scrub's full-VAE frame land first (not an assertion)
+        before = self.frame_hash()
+        self.root.locator("input[aria-label='What-if guidance']").evaluate(
+            "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input', {bubbles: true}));"
+            " el.dispatchEvent(new Event('change', {bubbles: true})); }", guidance)
+        self.wait_frame_change(before)
+        self.root.locator(".nbd-badge", has_text=f"what if guidance {guidance:.1f}").wait_for()
+
     def watch_frames(self):
         self.root.evaluate(WATCH_JS)
 

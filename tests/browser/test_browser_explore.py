@@ -51,17 +51,8 @@ def test_what_if_branch_compare_and_html_export(lab_server, page, explorer_page,
     first_hour_checks(ex, page, screenshots)
 
     # What-if at step 5: the picture changes, the UNet is not called.
-    ex.press_on_slider("Home")
-    for _ in range(4):
-        ex.press_on_slider("ArrowRight")
+    ex.what_if_at(5, 14)
     assert ex.position() == f"5 / {STEPS}"
-    page.wait_for_timeout(300)  # let the scrub's full-VAE frame land first (not an assertion)
-    before = ex.frame_hash()
-    ex.root.locator("input[aria-label='What-if guidance']").evaluate(
-        "(el) => { el.value = '14'; el.dispatchEvent(new Event('input', {bubbles: true}));"
-        " el.dispatchEvent(new Event('change', {bubbles: true})); }")
-    ex.wait_frame_change(before)
-    ex.root.locator(".nbd-badge", has_text="what if guidance 14.0").wait_for()
     ex.screenshot(screenshots / "explore_whatif.png")
     assert unet_calls(page) == full_run_calls, "what-if guidance must not call the UNet"
 

@@ -70,16 +70,7 @@ def test_a_mask_painted_then_uploaded(lab_server, page, explorer_page, lab_noteb
         page.mouse.move(0, 0)  # off the chip: hovering it shows the mask too
 
         # What-if and "Continue from here": SD's inpainting pipeline runs its family's loop (core/inpaint_loop.py).
-        for _ in range(4):
-            ex.press_on_slider("ArrowRight")
-        assert ex.position() == f"5 / {STEPS}"
-        page.wait_for_timeout(300)  # let the scrub's full-VAE frame land first (not an assertion)
-        before = ex.frame_hash()
-        ex.root.locator("input[aria-label='What-if guidance']").evaluate(
-            "(el) => { el.value = '14'; el.dispatchEvent(new Event('input', {bubbles: true}));"
-            " el.dispatchEvent(new Event('change', {bubbles: true})); }")
-        ex.wait_frame_change(before)
-        ex.root.locator(".nbd-badge", has_text="what if guidance 14.0").wait_for()
+        ex.what_if_at(5, 14)
         ex.screenshot(screenshots / "inpaint_whatif.png")
         ex.click("Continue from here")
         ex.root.locator(".nbd-node").nth(1).wait_for()

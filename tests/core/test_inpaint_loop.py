@@ -15,18 +15,7 @@ from nbdiffuse.core.nbd_schema import TrajectoryFileError
 from nbdiffuse.core.schedulers import make_scheduler
 from nbdiffuse.testing import tiny_sdxl_pipeline
 
-PROMPT = "a red circle"
-SIZE = 32
-
-
-def picture(seed=0):
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
-
-
-def square_mask(lo=8, hi=24):
-    mask = Image.new("L", (SIZE, SIZE), 0)
-    mask.paste(255, (lo, lo, hi, hi))
-    return mask
+from inpaint_helpers import PROMPT, SIZE, picture, square_mask
 
 
 def inside(latents):
