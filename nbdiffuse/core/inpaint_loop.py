@@ -5,15 +5,14 @@ their __call__ does it (a ControlNet reads x_t alone; the denoiser gets the mask
 
 Before the first step, with the run's generator, in their order: the picture's latents (a sample of the VAE's latent
 distribution; SD's and SD3's draw it only where the run needs it: a blended run, or a strength below 1; Flux's
-always), the start noise, then the
-latents of the picture with the part to repaint greyed out. A UNet made for inpainting (2 C + 1 input channels)
-reads the mask, at the latents' size, and those masked-picture latents beside x_t at every evaluation. Any other
-UNet is blended: after each sampler step the kept part of x_t is put back from the picture's latents, noised with
-the start noise to the next step's level (the last step's: the picture's latents themselves). SD3's transformer is
-read as a UNet here (16 channels blended, 33 reading the mask); flow matching noises with scale_noise. Flux's
-inpainting pipeline is always blended, Flux Fill's transformer reads the masked picture and the mask; their latents
-stay unpacked here as everywhere in Flux's loop (the blend is elementwise; packing the channels x_t, masked picture,
-mask gives the tokens Flux Fill concatenates).
+always), the start noise, then the latents of the picture with the part to repaint greyed out. A UNet made for
+inpainting (2 C + 1 input channels) reads the mask, at the latents' size, and those masked-picture latents beside
+x_t at every evaluation. Any other UNet is blended: after each sampler step the kept part of x_t is put back from
+the picture's latents, noised with the start noise to the next step's level (the last step's: the picture's latents
+themselves). SD3's transformer is read as a UNet here (16 channels blended, 33 reading the mask); flow matching
+noises with scale_noise. Flux's inpainting pipeline is always blended, Flux Fill's transformer reads the masked
+picture and the mask; their latents stay unpacked here as everywhere in Flux's loop (the blend is elementwise;
+packing the channels x_t, masked picture, mask gives the tokens Flux Fill concatenates).
 
 The masks, latents and noise (an `Inpainting`) go with the trajectory in memory; a branch of a loaded run makes them
 again from the start picture and the mask its file keeps, with the run's seed (core/branch.py).
@@ -33,11 +32,11 @@ from .img2img import encode_pixels, encodes_in_fp32, noised
 class Inpainting:
     """What an inpainting run carries through its loop, on the model's device and in its dtype."""
 
-    mask: torch.Tensor  # (1, 1, h, w): 1 where the model repaints (the pipeline's binarized mask, nearest-resized)
-    masked: torch.Tensor  # (1, C, h, w): latents of the picture with the repainted part grey (what the UNet reads)
-    picture: torch.Tensor | None  # (1, C, h, w): the picture's latents (blended, or strength below 1; else None)
+    mask: torch.Tensor  # (1, 1, h, w): 1 where the model repaints (mask_latents; Flux Fill's: (1, f * f, h, w))
+    masked: torch.Tensor  # (1, C, h, w): latents of the picture with the repainted part grey (what the denoiser reads)
+    picture: torch.Tensor | None  # (1, C, h, w): the picture's latents (None where not drawn: see make)
     noise: torch.Tensor  # (1, C, h, w): the start noise, which noises the kept part again after each step
-    reads_mask: bool  # the UNet takes the mask and the masked picture's latents (2 C + 1 channels); else blended
+    reads_mask: bool  # the denoiser takes the mask and the masked picture's latents (reads_mask()); else blended
     mask_last: bool = False  # it reads them as (x_t, masked picture, mask) (Flux Fill's), not (x_t, mask, masked)
 
     def denoiser_input(self, x_in: torch.Tensor) -> torch.Tensor:

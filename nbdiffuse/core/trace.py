@@ -90,8 +90,7 @@ def prepare(pipe: Any, prompt: str, negative_prompt: str | None = "", steps: int
     generic path (core/generic.py): x_t and x0 (read from its sampler) every step, stop and pause, no what-if
     or branch; so does a union ControlNet pipeline given several pictures for one ControlNet through pipe_kwargs
     (own_loop_asked), and every inpainting pipeline but SD's, SDXL's, SD3's and Flux's (and their ControlNet ones, SD's
-    and SDXL's PAG ones)
-    (core/inpaint.py, core/inpaint_loop.py).
+    and SDXL's PAG ones, Flux Fill: core/inpaint_loop.py; core/inpaint.py).
     """
     attention = check_attention(attention)
     pipe_kwargs = check_pipe_kwargs(pipe_kwargs)
