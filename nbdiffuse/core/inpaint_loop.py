@@ -68,6 +68,12 @@ def reads_mask(family: Any) -> bool:
     return int(config.in_channels) > int(config.get("out_channels") or config.in_channels)
 
 
+def draws_picture(family: Any, strength: float) -> bool:
+    """Whether a run encodes the start picture (a draw from its generator): a blended one, or one below strength 1;
+    Flux's pipelines always (the family's encodes_start_always)."""
+    return not reads_mask(family) or strength != 1.0 or getattr(family, "encodes_start_always", False)
+
+
 def latent_channels(family: Any) -> int:
     return int(family.pipe.vae.config.latent_channels)
 
@@ -78,8 +84,7 @@ def make(family: Any, picture: Any, mask: Any, height: int, width: int, strength
     pipe = family.pipe
     pixels = pipe.image_processor.preprocess(picture, height=height, width=width).to(torch.float32)
     own = reads_mask(family)
-    drawn = not own or strength != 1.0 or getattr(family, "encodes_start_always", False)  # Flux's always encode it
-    kept = encode_pixels(family, pixels, generator) if drawn else None
+    kept = encode_pixels(family, pixels, generator) if draws_picture(family, strength) else None
     if kept is not None:  # laid out as the pipeline's repeat per batch row lays them (the VAE's are channels-last):
         kept = kept.contiguous()  # the blend's x_t takes their strides, and the UNet's kernels follow strides
     size = getattr(family, "latent_size", None)  # Flux's: its latents are packed 2 x 2 (core/families/flux.py)
@@ -120,7 +125,7 @@ def skip_start_draws(family: Any, shape: tuple, generator: torch.Generator, stre
     vae = family.pipe.vae
     encoded = torch.float32 if encodes_in_fp32(family) else next(vae.parameters()).dtype
     device = next(vae.parameters()).device
-    if not reads_mask(family) or strength != 1.0 or getattr(family, "encodes_start_always", False):
+    if draws_picture(family, strength):
         randn_tensor(shape, generator=generator, device=device, dtype=encoded)
     randn_tensor(shape, generator=generator, device=family.device, dtype=family.dtype)
     randn_tensor(shape, generator=generator, device=device, dtype=encoded)

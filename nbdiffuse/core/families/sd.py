@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from .. import inpaint_loop
 from .base import Conditioning, placement
 
 
@@ -56,12 +57,10 @@ class StableDiffusionFamily:
 
     @property
     def latent_channels(self) -> int:
-        """Channels of the latents the loop denoises: the UNet's input, less the mask and the masked picture's
-        latents an inpainting UNet reads beside them (2 C + 1 channels for a VAE of C: core/inpaint_loop.py)."""
-        channels = int(self.denoiser.config.in_channels)
-        vae = getattr(getattr(self.pipe, "vae", None), "config", None)
-        own = int(getattr(vae, "latent_channels", 0) or 0)
-        return own if own and channels == 2 * own + 1 else channels
+        """Channels of the latents the loop denoises: the denoiser's input, or the VAE's latent channels where the
+        denoiser reads the mask and the masked picture's latents beside them (core/inpaint_loop.py reads_mask)."""
+        return inpaint_loop.latent_channels(self) if inpaint_loop.reads_mask(self) else \
+            int(self.denoiser.config.in_channels)
 
     def default_size(self) -> tuple[int, int]:
         sample = self.denoiser.config.sample_size
