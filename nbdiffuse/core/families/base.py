@@ -5,6 +5,7 @@ The adapters themselves start at sd.StableDiffusionFamily, which the other famil
 """
 from __future__ import annotations
 
+import numbers
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,14 @@ class Conditioning:
             parts = ([self.uncond] if guided else []) + [self.cond, self.cond]
             self._perturbed[guided] = {k: torch.cat([part[k] for part in parts]) for k in self.cond}
         return self._perturbed[guided]
+
+
+def own_guidance(parameters: Any, fallback: float) -> float:
+    """The guidance_scale a pipeline's __call__ defaults to (its signature's `parameters`), else `fallback`: where a UI
+    starts, as pipe(...) would run without one."""
+    param = parameters.get("guidance_scale")
+    default = None if param is None else param.default
+    return float(default) if isinstance(default, numbers.Real) and not isinstance(default, bool) else fallback
 
 
 def denoiser_of(pipe: Any) -> Any:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from .base import Conditioning
+from .base import Conditioning, own_guidance
 from .sd3 import StableDiffusion3Family
 
 
@@ -60,9 +60,8 @@ class FluxFamily(StableDiffusion3Family):
         self.guidance_kind = "distilled" if self.distilled else "cfg"
         # a distilled one's: its pipeline's own default (FluxPipeline's 3.5, its image-to-image and inpainting
         # ones' 7, Flux Fill's 30); a CFG one's: 1, CFG off (FluxPipeline's true_cfg_scale)
-        own = inspect.signature(type(pipe).__call__).parameters.get("guidance_scale")
-        default = own.default if own is not None and isinstance(own.default, (int, float)) else 3.5
-        self.default_guidance = float(default) if self.distilled else 1.0
+        call = inspect.signature(type(pipe).__call__).parameters
+        self.default_guidance = own_guidance(call, 3.5) if self.distilled else 1.0
 
     @property
     def latent_scale(self) -> int:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-import numbers
 import re
 from typing import Any
 
 import torch
 
-from .base import denoiser_of
+from .base import denoiser_of, own_guidance
 
 
 class GenericPipeline:
@@ -62,9 +61,7 @@ class GenericPipeline:
 
     @property
     def default_guidance(self) -> float:
-        param = self.parameters.get("guidance_scale")
-        default = None if param is None else param.default
-        return float(default) if isinstance(default, numbers.Real) and not isinstance(default, bool) else 7.5
+        return own_guidance(self.parameters, 7.5)
 
     def default_size(self) -> tuple[int, int] | None:
         """(height, width) the pipeline makes when given none, where nbdiffuse can tell; else None.
