@@ -145,15 +145,20 @@ def encodes_in_fp32(family: Any) -> bool:
         and next(vae.parameters()).dtype != torch.float32
 
 
+def skip_picture_draw(family: Any, shape: tuple, generator: torch.Generator) -> None:
+    """Advance `generator` past one encode_pixels sample (the latents' shape, in the encoder's dtype, on the VAE's
+    device), as a branch's replay of a run's start draws needs."""
+    param = next(family.pipe.vae.parameters())
+    randn_tensor(shape, generator=generator, device=param.device,
+                 dtype=torch.float32 if encodes_in_fp32(family) else param.dtype)
+
+
 def skip_start_draws(family: Any, shape: tuple, generator: torch.Generator) -> None:
     """Advance `generator` past what an image-to-image run draws before its first step (branch
     replays need the same numbers after it): image_latents' posterior sample, in the encoder's
     dtype, then the start noise, in the model's; both of the latents' shape, on the VAE's device."""
-    vae = family.pipe.vae
-    param = next(vae.parameters())
-    randn_tensor(shape, generator=generator, device=param.device,
-                 dtype=torch.float32 if encodes_in_fp32(family) else param.dtype)
-    randn_tensor(shape, generator=generator, device=param.device, dtype=family.dtype)
+    skip_picture_draw(family, shape, generator)
+    randn_tensor(shape, generator=generator, device=next(family.pipe.vae.parameters()).device, dtype=family.dtype)
 
 
 def noised(scheduler: Any, latents: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from .img2img import encode_pixels, encodes_in_fp32, noised
+from .img2img import encode_pixels, noised, skip_picture_draw
 
 
 @dataclass
@@ -122,13 +122,10 @@ def start_latents(state: Inpainting, sched: Any, first: int, strength: float,
 
 def skip_start_draws(family: Any, shape: tuple, generator: torch.Generator, strength: float) -> None:
     """Advance `generator` past what make() draws (a branch's replay needs the same numbers after it)."""
-    vae = family.pipe.vae
-    encoded = torch.float32 if encodes_in_fp32(family) else next(vae.parameters()).dtype
-    device = next(vae.parameters()).device
     if draws_picture(family, strength):
-        randn_tensor(shape, generator=generator, device=device, dtype=encoded)
+        skip_picture_draw(family, shape, generator)
     randn_tensor(shape, generator=generator, device=family.device, dtype=family.dtype)
-    randn_tensor(shape, generator=generator, device=device, dtype=encoded)
+    skip_picture_draw(family, shape, generator)
 
 
 def with_new_noise(state: Inpainting, generator: torch.Generator) -> Inpainting:
